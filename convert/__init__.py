@@ -1,0 +1,1 @@
+"""Conversion stage: trained checkpoints to NIR and ONNX graphs (not built yet)."""

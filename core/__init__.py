@@ -1,0 +1,1 @@
+"""Pieces every stage shares: the error hierarchy, atomic file writes, config handling."""

@@ -1,0 +1,159 @@
+"""Command configuration: one dataclass holds the defaults, a config file overrides them,
+flags override that. Unknown keys and wrong types are errors that name the key.
+
+Each field's help text lives in ``field(metadata={"help": ...})``; ``choices`` may be given there
+too. Supported field types: bool, int, float, str, and ``X | None`` of those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(scalar type, optional?) of a field annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported config annotation {tp!r}")
+        return args[0], True
+    return tp, False
+
+
+def _field_types(cls: type) -> dict[str, tuple[type, bool]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _coerce(cls_name: str, key: str, value: Any, tp: type, optional: bool, source: str) -> Any:
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: key '{key}' of {cls_name} must not be null")
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(
+            f"{source}: key '{key}' must be {tp.__name__}{' or null' if optional else ''}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return float(value) if tp is float else value
+
+
+def _check_choices(cls: type, cfg: Any) -> None:
+    for f in dataclasses.fields(cls):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"key '{f.name}' = {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict (a clear error for a missing or bad file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of keys, got {type(data).__name__}")
+    return data
+
+
+def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None, source: str = "config") -> C:
+    """Build ``cls`` from ``data`` over ``base`` (defaults if None); unknown keys are errors."""
+    ftypes = _field_types(cls)
+    unknown = sorted(set(data) - set(ftypes))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(ftypes)}"
+        )
+    values = dataclasses.asdict(base) if base is not None else {}
+    for key, value in data.items():
+        tp, optional = ftypes[key]
+        values[key] = _coerce(cls.__name__, key, value, tp, optional, source)
+    cfg = cls(**values)
+    _check_choices(cls, cfg)
+    return cfg
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_optional(tp: type):
+    def parse(text: str):
+        if text.lower() in ("none", "null"):
+            return None
+        return _parse_bool(text) if tp is bool else tp(text)
+
+    parse.__name__ = tp.__name__
+    return parse
+
+
+def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--flag`` per field (defaults shown) and ``--config FILE``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--config", default=None, help="JSON or TOML file overriding the defaults; flags override it")
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp, optional = _base_type(typing.get_type_hints(cls)[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f.metadata.get("help", "") + f" (default: {getattr(defaults, f.name)!r})",
+        }
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if tp is bool and not optional:
+            kwargs["type"] = _parse_bool
+            kwargs["nargs"] = "?"
+            kwargs["const"] = True
+            kwargs["metavar"] = "BOOL"
+        else:
+            kwargs["type"] = _parse_optional(tp) if optional else tp
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def parse_config(cls: type[C], argv: list[str] | None, prog: str, description: str) -> C:
+    """Defaults <- ``--config`` file <- flags. Raises ConfigError on unknown keys or wrong types."""
+    parser = build_parser(cls, prog, description)
+    ns = vars(parser.parse_args(argv))
+    config_file = ns.pop("config")
+    cfg = cls()
+    if config_file is not None:
+        cfg = from_dict(cls, load_config_file(config_file), base=cfg, source=str(config_file))
+    return from_dict(cls, ns, base=cfg, source="command line")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

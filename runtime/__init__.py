@@ -1,0 +1,1 @@
+"""Runtime stage: load graph files, feed spikes, run targets, verify (not built yet)."""

@@ -1,0 +1,1 @@
+"""Execution targets, one backend each (not built yet)."""
