@@ -320,11 +320,11 @@ def train_phase(phase: Phase, objective: nn.Module, params: list[nn.Parameter], 
             optimizer.step()
             n = y.numel()
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * n
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             correct += float((logits.argmax(1) == y).sum())
             total += n
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{correct / total:.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{correct / total:.3f}")
         bar.close()
         scheduler.step()
         elapsed = time.perf_counter() - t0

@@ -343,13 +343,13 @@ def model_arguments(name: str) -> list[str]:
 
 
 @register_model("digits_csnn", spiking=True, teacher="digits_cnn")
-def digits_csnn(in_channels=1, input_size=8, num_classes=10, channels=(16, 32), batch_norm=False, tau=2e-3, v_threshold=1.0, dt=1e-3):
+def digits_csnn(in_channels=1, input_size=8, num_classes=10, channels=(32, 64), batch_norm=False, tau=2e-3, v_threshold=1.0, dt=1e-3):
     """CSNN for 1x8x8 digit spikes: two 3x3 conv LIF layers, 2x2 sum pool, linear LIF readout."""
     return ConvNet(in_channels, input_size, list(channels), num_classes, batch_norm=batch_norm, tau=tau, v_threshold=v_threshold, dt=dt)
 
 
 @register_model("digits_cnn", spiking=False)
-def digits_cnn(in_channels=1, input_size=8, num_classes=10, channels=(16, 32), batch_norm=False):
+def digits_cnn(in_channels=1, input_size=8, num_classes=10, channels=(32, 64), batch_norm=False):
     """ANN twin of digits_csnn (ReLU, no time axis)."""
     return ConvNet(in_channels, input_size, list(channels), num_classes, batch_norm=batch_norm, spiking=False)
 

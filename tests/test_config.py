@@ -1,0 +1,65 @@
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from core.config import parse_config
+from core.errors import ConfigError
+
+
+@dataclass
+class Cfg:
+    epochs: int = field(default=3, metadata={"help": "epochs"})
+    lr: float = field(default=0.1, metadata={"help": "learning rate"})
+    mode: str = field(default="a", metadata={"help": "mode", "choices": ["a", "b"]})
+    bits: int | None = field(default=None, metadata={"help": "bits"})
+    flag: bool = field(default=True, metadata={"help": "flag"})
+
+
+def parse(argv):
+    return parse_config(Cfg, argv, "prog", "test")
+
+
+def test_defaults_file_flags_precedence(tmp_path):
+    assert parse([]) == Cfg()
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"epochs": 7, "lr": 1, "bits": 8}))
+    cfg = parse(["--config", str(f), "--epochs", "9", "--flag", "false"])
+    assert cfg == Cfg(epochs=9, lr=1.0, bits=8, flag=False)
+    toml = tmp_path / "c.toml"
+    toml.write_text('mode = "b"\nbits = 4\n')
+    assert parse(["--config", str(toml)]).mode == "b"
+    assert parse(["--bits", "none"]).bits is None
+
+
+def test_unknown_key_names_it(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"epochz": 7}))
+    with pytest.raises(ConfigError, match=r"unknown key 'epochz'; known keys: epochs, lr"):
+        parse(["--config", str(f)])
+
+
+def test_wrong_type_names_key(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"epochs": "many"}))
+    with pytest.raises(ConfigError, match=r"key 'epochs' must be int, got str 'many'"):
+        parse(["--config", str(f)])
+    f.write_text(json.dumps({"mode": "z"}))
+    with pytest.raises(ConfigError, match=r"'mode' = 'z' is not one of a, b"):
+        parse(["--config", str(f)])
+
+
+def test_missing_and_malformed_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse(["--config", str(tmp_path / "nope.json")])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        parse(["--config", str(bad)])
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    out = capsys.readouterr().out
+    assert "--epochs" in out and "(default: 3)" in out and "--config" in out

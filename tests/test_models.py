@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from core.errors import ModelError
+from train.models import MODELS, build_model, model_spec, set_weight_quantisation, teacher_arguments
+from train.quant import fake_quantise, quantise
+
+SHAPES = {"digits": (1, 8, 8), "nmnist": (2, 34, 34), "dvs": (2, 128, 128), "sew": (3, 32, 32), "resnet": (3, 32, 32)}
+SMALL = {"sew_resnet18": {"width": 8}, "sew_resnet34": {"width": 8}, "sew_resnet50": {"width": 4}}
+
+
+def shape_of(name):
+    return SHAPES[name.split("_")[0].rstrip("0123456789")]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in MODELS.items() if s.spiking))
+def test_every_student_runs_and_has_a_teacher(name):
+    student = build_model(name, **SMALL.get(name, {}))
+    x = (torch.rand(3, 2, *shape_of(name)) < 0.3).float()
+    feature, out = student.forward_features(x)
+    assert out.shape[:2] == (3, 2) and feature.dim() == 5 and feature.shape[:2] == (3, 2)
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    spec = model_spec(name)
+    teacher = build_model(spec.teacher, **teacher_arguments(name, SMALL.get(name, {})))
+    t_feature, logits = teacher.forward_features(x.mean(0))
+    assert logits.shape == (2, out.shape[-1])
+    assert t_feature.shape[-2:] == feature.shape[-2:], "student and teacher feature maps align spatially"
+
+
+def test_sew_resnet50_matches_torchvision_channels():
+    s = build_model("sew_resnet50")
+    t = build_model("resnet50")
+    x = torch.zeros(1, 1, 3, 32, 32)
+    assert s.forward_features(x)[0].shape[2] == t.forward_features(x[0])[0].shape[1] == 2048
+
+
+def test_sew_add_connection_outputs_more_than_binary():
+    torch.manual_seed(1)
+    m = build_model("sew_resnet18", width=8)
+    block = m.features[3]  # first SEW block
+    x = (torch.rand(4, 2, 8, 8, 8) < 0.5).float()
+    y = block(x)
+    assert y.max() >= 1 and y.shape == x.shape
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(ModelError, match=r"unknown model 'lenet'; known models: .*digits_csnn.*sew_resnet18"):
+        build_model("lenet")
+    with pytest.raises(ModelError, match=r"takes no argument\(s\) depth"):
+        build_model("digits_csnn", depth=3)
+
+
+def test_quantiser_symmetric_per_channel():
+    w = torch.tensor([[0.5, -1.0, 0.25], [0.03, 0.01, -0.04]])
+    q, scale = quantise(w, 8, per_channel=True)
+    assert q.dtype == torch.int32 and q.abs().max() <= 127
+    assert q[0].tolist() == [64, -127, 32] and q[1].tolist() == [95, 32, -127]
+    assert torch.allclose(q * scale, w, atol=float(scale.max()) / 2)
+    q2, s2 = quantise(w, 8, per_channel=False)
+    assert s2.numel() == 1 and q2[0, 1] == -127
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        quantise(torch.tensor([1.0, float("nan")]), 8, True)
+    with pytest.raises(ModelError, match="2..16"):
+        quantise(w, 1, True)
+
+
+def test_fake_quantise_straight_through():
+    w = torch.randn(4, 3, requires_grad=True)
+    wq = fake_quantise(w, 4, True)
+    q, s = quantise(w, 4, True)
+    assert torch.equal(wq.detach(), q * s)
+    wq.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+
+
+def test_qat_uses_quantised_weights_and_rejects_batchnorm():
+    m = build_model("digits_csnn")
+    x = (torch.rand(4, 2, 1, 8, 8) < 0.5).float()
+    set_weight_quantisation(m, 3, True)
+    conv = m.features[0]
+    q, s = quantise(conv.weight, 3, True)
+    assert torch.equal(conv.effective_weight().detach(), q * s)
+    m(x)
+    with pytest.raises(ModelError, match="BatchNorm"):
+        set_weight_quantisation(build_model("digits_csnn", batch_norm=True), 8)
