@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> dict:
                               out=str(run_dir / mode), progress=False, overwrite=True, threads=args.threads, **base)  # fmt: skip
             t0 = time.perf_counter()
             res = train(cfg)["student"]
-            entry = results["datasets"].setdefault(ds, {}).setdefault(mode, {"test_acc": [], "step_ms": [], "wall_s": []})
+            entry = (
+                results["datasets"].setdefault(ds, {}).setdefault(mode, {"test_acc": [], "step_ms": [], "wall_s": []})
+            )
             entry["test_acc"].append(res["test_acc"])
             entry["step_ms"].append(res["step_ms"])
             entry["wall_s"].append(time.perf_counter() - t0)
@@ -73,7 +75,9 @@ def table(results: dict) -> str:
     for ds, modes in results["datasets"].items():
         for mode, e in modes.items():
             ratio = f"{e['step_time_vs_none']:.2f}x" if e["step_time_vs_none"] else "-"
-            rows.append(f"| {ds} | {mode} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} % | {len(e['test_acc'])} | {ratio} |")
+            rows.append(
+                f"| {ds} | {mode} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} % | {len(e['test_acc'])} | {ratio} |"
+            )
     return "\n".join(rows) + "\n"
 
 
@@ -88,9 +92,17 @@ def plot(results: dict, path: Path) -> None:
     for ax, ds in zip(axes[0], datasets):
         modes = results["datasets"][ds]
         names = list(modes)
-        ax.bar(names, [100 * modes[m]["mean"] for m in names], yerr=[100 * modes[m]["std"] for m in names], capsize=4, color="#4c72b0")
+        ax.bar(
+            names,
+            [100 * modes[m]["mean"] for m in names],
+            yerr=[100 * modes[m]["std"] for m in names],
+            capsize=4,
+            color="#4c72b0",
+        )
         for i, m in enumerate(names):
-            ax.scatter([i] * len(modes[m]["test_acc"]), [100 * a for a in modes[m]["test_acc"]], color="k", s=8, zorder=3)
+            ax.scatter(
+                [i] * len(modes[m]["test_acc"]), [100 * a for a in modes[m]["test_acc"]], color="k", s=8, zorder=3
+            )
         lo = min(100 * min(modes[m]["test_acc"]) for m in names)
         ax.set(ylim=(max(0, lo - 3), 100), ylabel="test accuracy (%)", title=f"{ds}: student by distillation mode")
         ax.grid(axis="y", alpha=0.3)
@@ -101,7 +113,9 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--datasets", nargs="+", default=list(DEFAULTS), choices=list(DEFAULTS))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="student epochs (default: per dataset)")

@@ -73,7 +73,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}") from None
+        raise ConfigError(
+            f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table of keys, got {type(data).__name__}")
     return data

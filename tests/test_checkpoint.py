@@ -21,7 +21,14 @@ def test_round_trip_is_plain_data(tmp_path):
     raw = torch.load(path, weights_only=True)  # plain data: weights-only loading works directly
     assert raw["format"] == "snn-deploy-checkpoint"
     assert set(raw["neurons"]) == {"features.1", "features.4", "head.3"}
-    assert raw["neurons"]["head.3"] == {"tau": 2e-3, "v_threshold": 1.0, "dt": 1e-3, "v_reset": 0.0, "v_leak": 0.0, "beta": 0.5}
+    assert raw["neurons"]["head.3"] == {
+        "tau": 2e-3,
+        "v_threshold": 1.0,
+        "dt": 1e-3,
+        "v_reset": 0.0,
+        "v_leak": 0.0,
+        "beta": 0.5,
+    }
     m2 = model_from_checkpoint(load_checkpoint(path, kind="student"))
     x = (torch.rand(4, 3, 1, 8, 8) < 0.5).float()
     assert torch.equal(m(x), m2(x))

@@ -11,14 +11,22 @@ import pytest
 import torch
 
 import train.bkd as bkd
-from train.checkpoint import load_checkpoint, model_from_checkpoint
 from tests.conftest import ROOT, tiny_train_args
+from train.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def test_end_to_end_tiny_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert bkd.main(tiny_train_args(out)) == 0
-    for name in ("teacher.pt", "student.pt", "student.last.pt", "config.json", "metrics.jsonl", "curves.png", "summary.json"):
+    for name in (
+        "teacher.pt",
+        "student.pt",
+        "student.last.pt",
+        "config.json",
+        "metrics.jsonl",
+        "curves.png",
+        "summary.json",
+    ):
         assert (out / name).is_file(), name
     ckpt = torch.load(out / "student.pt", weights_only=True)
     assert ckpt["arch"] == "digits_csnn" and ckpt["kind"] == "student"
@@ -96,7 +104,12 @@ def test_resume_refuses_a_changed_config(tmp_path, capsys):
 @pytest.mark.slow
 def test_kill_minus_nine_then_resume(tmp_path):
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "train.bkd", *tiny_train_args(out, "--epochs", "40", "--distill", "none", "--threads", "1")]
+    args = [
+        sys.executable,
+        "-m",
+        "train.bkd",
+        *tiny_train_args(out, "--epochs", "40", "--distill", "none", "--threads", "1"),
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "student.last.pt").exists():
@@ -133,7 +146,9 @@ def test_distributed_two_processes(tmp_path):
 def test_bad_inputs(tmp_path, capsys):
     assert bkd.main(tiny_train_args(tmp_path / "x", "--model", "lenet")) == 2
     assert "unknown model 'lenet'; known models:" in capsys.readouterr().err
-    assert bkd.main(tiny_train_args(tmp_path / "y", "--dataset", "nmnist", "--data-root", str(tmp_path / "nowhere"))) == 2
+    assert (
+        bkd.main(tiny_train_args(tmp_path / "y", "--dataset", "nmnist", "--data-root", str(tmp_path / "nowhere"))) == 2
+    )
     assert "nowhere" in capsys.readouterr().err
     cfg = tmp_path / "c.json"
     cfg.write_text('{"epochs": 1, "lr_max": 3}')

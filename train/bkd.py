@@ -37,12 +37,30 @@ from train.models import MODELS, build_model, model_spec, set_weight_quantisatio
 
 @dataclass
 class TrainConfig:
-    model: str = field(default="digits_csnn", metadata={"help": "student architecture: " + ", ".join(sorted(n for n, s in MODELS.items() if s.spiking))})
-    model_args: str = field(default="{}", metadata={"help": 'JSON object of extra architecture arguments, e.g. \'{"width": 32}\''})
-    dataset: str = field(default="digits", metadata={"help": "dataset name (digits, event_digits, nmnist, dvs_gesture, cifar10_dvs, cifar10, cifar100, imagenet)"})
-    data_root: str | None = field(default=None, metadata={"help": "local folder holding the dataset (real datasets only; nothing downloads)"})
+    model: str = field(
+        default="digits_csnn",
+        metadata={"help": "student architecture: " + ", ".join(sorted(n for n, s in MODELS.items() if s.spiking))},
+    )
+    model_args: str = field(
+        default="{}", metadata={"help": "JSON object of extra architecture arguments, e.g. '{\"width\": 32}'"}
+    )
+    dataset: str = field(
+        default="digits",
+        metadata={
+            "help": "dataset name (digits, event_digits, nmnist, dvs_gesture, cifar10_dvs, cifar10, cifar100, imagenet)"
+        },
+    )
+    data_root: str | None = field(
+        default=None, metadata={"help": "local folder holding the dataset (real datasets only; nothing downloads)"}
+    )
     steps: int = field(default=8, metadata={"help": "time steps T per sample"})
-    distill: str = field(default="mixed", metadata={"help": "none: CE only; logits: +WSLD; feature: +plain feature MSE; bkd: +blurred feature KD; mixed: CE + BKD + WSLD", "choices": list(DISTILL_MODES)})
+    distill: str = field(
+        default="mixed",
+        metadata={
+            "help": "none: CE only; logits: +WSLD; feature: +plain feature MSE; bkd: +blurred feature KD; mixed: CE + BKD + WSLD",
+            "choices": list(DISTILL_MODES),
+        },
+    )
     teacher: str | None = field(default=None, metadata={"help": "teacher checkpoint to use instead of training one"})
     teacher_epochs: int = field(default=15, metadata={"help": "epochs for training the ANN teacher"})
     epochs: int = field(default=30, metadata={"help": "epochs for the student"})
@@ -53,22 +71,40 @@ class TrainConfig:
     bkd_lambda: float = field(default=0.15, metadata={"help": "probability lambda that BKD masks a (sample, channel)"})
     wsld_tau: float = field(default=2.0, metadata={"help": "WSLD temperature"})
     wsld_weight: float = field(default=1.0, metadata={"help": "weight of the WSLD loss (logits, mixed)"})
-    weight_bits: int | None = field(default=None, metadata={"help": "quantisation-aware training with this many weight bits (None: off)"})
-    per_channel: bool = field(default=True, metadata={"help": "per-output-channel weight scales (else per layer) for QAT"})
+    weight_bits: int | None = field(
+        default=None, metadata={"help": "quantisation-aware training with this many weight bits (None: off)"}
+    )
+    per_channel: bool = field(
+        default=True, metadata={"help": "per-output-channel weight scales (else per layer) for QAT"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for data split, initialisation, shuffling and masks"})
     out: str = field(default="runs/bkd", metadata={"help": "run folder for checkpoints, metrics and plots"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out (completed phases are skipped)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run in --out"})
-    limit_train: int | None = field(default=None, metadata={"help": "use only the first N training samples (quick runs)"})
+    limit_train: int | None = field(
+        default=None, metadata={"help": "use only the first N training samples (quick runs)"}
+    )
     limit_test: int | None = field(default=None, metadata={"help": "use only the first N test samples"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: torch's default)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    cache_dir: str | None = field(default="runs/cache", metadata={"help": "folder for cached emulated event data (None: no disk cache)"})
+    cache_dir: str | None = field(
+        default="runs/cache", metadata={"help": "folder for cached emulated event data (None: no disk cache)"}
+    )
 
 
 # Keys that may differ between an interrupted run and its resumption.
-RESUME_FREE_KEYS = {"resume", "overwrite", "progress", "threads", "epochs", "teacher_epochs", "device", "out", "cache_dir"}
+RESUME_FREE_KEYS = {
+    "resume",
+    "overwrite",
+    "progress",
+    "threads",
+    "epochs",
+    "teacher_epochs",
+    "device",
+    "out",
+    "cache_dir",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +229,9 @@ def evaluate(model: nn.Module, ds, spiking: bool, cfg: TrainConfig, d: Dist, dev
 def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, dynamic_ncols=True, leave=False, file=sys.stderr)
+    return tqdm(
+        total=total, desc=desc, unit="batch", disable=not enabled, dynamic_ncols=True, leave=False, file=sys.stderr
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +241,18 @@ def progress_bar(total: int, desc: str, enabled: bool):
 class Phase:
     """Trains one model for ``epochs``, writing ``<name>.last.pt`` every epoch and ``<name>.pt`` at the end."""
 
-    def __init__(self, name: str, arch: str, arch_args: dict, model: nn.Module, cfg: TrainConfig, run: Run, epochs: int) -> None:
-        self.name, self.arch, self.arch_args, self.model, self.cfg, self.run, self.epochs = name, arch, arch_args, model, cfg, run, epochs
+    def __init__(
+        self, name: str, arch: str, arch_args: dict, model: nn.Module, cfg: TrainConfig, run: Run, epochs: int
+    ) -> None:
+        self.name, self.arch, self.arch_args, self.model, self.cfg, self.run, self.epochs = (
+            name,
+            arch,
+            arch_args,
+            model,
+            cfg,
+            run,
+            epochs,
+        )
         self.spiking = model_spec(arch).spiking
 
     def payload(self, kind: str, epoch: int, history: list[dict], extra: dict | None = None) -> dict:
@@ -216,7 +264,9 @@ class Phase:
             "neurons": neuron_parameters(self.model),
             "dataset": self.run.train_ds.describe(),
             "config": to_dict(self.cfg),
-            "weight_quantisation": {"bits": self.cfg.weight_bits, "per_channel": self.cfg.per_channel} if self.spiking and self.cfg.weight_bits else None,
+            "weight_quantisation": {"bits": self.cfg.weight_bits, "per_channel": self.cfg.per_channel}
+            if self.spiking and self.cfg.weight_bits
+            else None,
             "epoch": epoch,
             "phase": self.name,
             "metrics": history[-1] if history else {},
@@ -240,7 +290,9 @@ class Run:
             self.train_ds_used = Subset(self.train_ds, range(min(cfg.limit_train, len(self.train_ds))))
         else:
             self.train_ds_used = self.train_ds
-        self.test_ds_used = Subset(self.test_ds, range(min(cfg.limit_test, len(self.test_ds)))) if cfg.limit_test else self.test_ds
+        self.test_ds_used = (
+            Subset(self.test_ds, range(min(cfg.limit_test, len(self.test_ds)))) if cfg.limit_test else self.test_ds
+        )
 
     def log(self, record: dict) -> None:
         if self.d.main:
@@ -271,7 +323,9 @@ def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
         raise ConfigError(f"cannot resume from {path}: the config differs ({detail}); use another --out or --overwrite")
 
 
-def train_phase(phase: Phase, objective: nn.Module, params: list[nn.Parameter], step_fn, extra_state: dict[str, nn.Module]) -> list[dict]:
+def train_phase(
+    phase: Phase, objective: nn.Module, params: list[nn.Parameter], step_fn, extra_state: dict[str, nn.Module]
+) -> list[dict]:
     """The epoch loop shared by teacher and student; returns the per-epoch history."""
     cfg, run, d, device = phase.cfg, phase.run, phase.run.d, phase.run.device
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -369,7 +423,9 @@ def obtain_teacher(cfg: TrainConfig, run: Run, student_arch: str, student_args: 
         teacher = model_from_checkpoint(ckpt, source=cfg.teacher)
         t_shape = tuple(ckpt.get("dataset", {}).get("input_shape", in_shape))
         if t_shape != in_shape:
-            raise CheckpointError(f"teacher {cfg.teacher} was trained on inputs {t_shape}, the student's data is {in_shape}")
+            raise CheckpointError(
+                f"teacher {cfg.teacher} was trained on inputs {t_shape}, the student's data is {in_shape}"
+            )
         return teacher, ckpt.get("history", [])
     name = model_spec(student_arch).teacher
     args = teacher_arguments(student_arch, student_args)
@@ -415,9 +471,13 @@ def train(cfg: TrainConfig) -> dict:
     run = Run(cfg, d, device)
     out = run.out
     if d.main:
-        existing = [p.name for p in (out / "student.last.pt", out / "teacher.last.pt", out / "student.pt") if p.exists()]
+        existing = [
+            p.name for p in (out / "student.last.pt", out / "teacher.last.pt", out / "student.pt") if p.exists()
+        ]
         if existing and not (cfg.resume or cfg.overwrite):
-            raise ConfigError(f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or --overwrite to replace it")
+            raise ConfigError(
+                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or --overwrite to replace it"
+            )
         if cfg.overwrite and not cfg.resume:
             for name in ("student.last.pt", "teacher.last.pt", "student.pt", "teacher.pt", "metrics.jsonl"):
                 (out / name).unlink(missing_ok=True)
@@ -427,7 +487,11 @@ def train(cfg: TrainConfig) -> dict:
         dist.barrier()
 
     c, h, w = run.train_ds.input_shape
-    arch_args = {"in_channels": c, "num_classes": run.train_ds.num_classes} | ({"input_size": h} if "input_size" in _args_of(cfg.model) else {}) | arch_args
+    arch_args = (
+        {"in_channels": c, "num_classes": run.train_ds.num_classes}
+        | ({"input_size": h} if "input_size" in _args_of(cfg.model) else {})
+        | arch_args
+    )
 
     teacher, teacher_history = None, []
     if cfg.distill != "none":
@@ -444,7 +508,9 @@ def train(cfg: TrainConfig) -> dict:
         probe = torch.zeros(cfg.steps, 1, c, h, w, device=device)
         s_ch = feature_channels(student, probe)
         t_ch = feature_channels(teacher, teacher_input(probe))
-        distiller = FeatureDistiller(s_ch, t_ch, "feature" if cfg.distill == "feature" else "bkd", cfg.bkd_alpha, cfg.bkd_lambda).to(device)
+        distiller = FeatureDistiller(
+            s_ch, t_ch, "feature" if cfg.distill == "feature" else "bkd", cfg.bkd_alpha, cfg.bkd_lambda
+        ).to(device)
     objective = StudentObjective(student, distiller, cfg)
     phase = Phase("student", cfg.model, arch_args, student, cfg, run, cfg.epochs)
 
@@ -459,10 +525,15 @@ def train(cfg: TrainConfig) -> dict:
     history = train_phase(phase, objective, list(objective.parameters()), step, extra)
     result = {"student": history[-1] if history else {}, "teacher": teacher_history[-1] if teacher_history else {}}
     if d.main:
-        save_checkpoint(out / "student.pt", phase.payload("student", cfg.epochs, history, {"teacher_metrics": result["teacher"]}))
+        save_checkpoint(
+            out / "student.pt", phase.payload("student", cfg.epochs, history, {"teacher_metrics": result["teacher"]})
+        )
         plot_curves(out / "curves.png", teacher_history, history, cfg)
         write_json_atomic(out / "summary.json", result)
-        print(f"student checkpoint: {out / 'student.pt'}  test acc {result['student'].get('test_acc', float('nan')):.4f}", file=sys.stderr)
+        print(
+            f"student checkpoint: {out / 'student.pt'}  test acc {result['student'].get('test_acc', float('nan')):.4f}",
+            file=sys.stderr,
+        )
         print(f"learning curves:    {out / 'curves.png'}", file=sys.stderr)
     if d.world > 1:
         dist.barrier()

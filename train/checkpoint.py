@@ -64,7 +64,9 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
             "checkpoints from other tools must be converted into this format first"
         )
     if data.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {data.get('version')!r}; this snn-deploy reads version {VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint version {data.get('version')!r}; this snn-deploy reads version {VERSION}"
+        )
     for key in ("kind", "arch", "arch_args", "state_dict"):
         if key not in data:
             raise CheckpointError(f"checkpoint {path} lacks the '{key}' entry")

@@ -29,7 +29,6 @@ from core.errors import ModelError
 from train.neuron import LIF, LIFParameters
 from train.quant import fake_quantise
 
-
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 
@@ -343,9 +342,20 @@ def model_arguments(name: str) -> list[str]:
 
 
 @register_model("digits_csnn", spiking=True, teacher="digits_cnn")
-def digits_csnn(in_channels=1, input_size=8, num_classes=10, channels=(32, 64), batch_norm=False, tau=2e-3, v_threshold=1.0, dt=1e-3):
+def digits_csnn(
+    in_channels=1, input_size=8, num_classes=10, channels=(32, 64), batch_norm=False, tau=2e-3, v_threshold=1.0, dt=1e-3
+):
     """CSNN for 1x8x8 digit spikes: two 3x3 conv LIF layers, 2x2 sum pool, linear LIF readout."""
-    return ConvNet(in_channels, input_size, list(channels), num_classes, batch_norm=batch_norm, tau=tau, v_threshold=v_threshold, dt=dt)
+    return ConvNet(
+        in_channels,
+        input_size,
+        list(channels),
+        num_classes,
+        batch_norm=batch_norm,
+        tau=tau,
+        v_threshold=v_threshold,
+        dt=dt,
+    )
 
 
 @register_model("digits_cnn", spiking=False)
@@ -355,9 +365,27 @@ def digits_cnn(in_channels=1, input_size=8, num_classes=10, channels=(32, 64), b
 
 
 @register_model("nmnist_csnn", spiking=True, teacher="nmnist_cnn")
-def nmnist_csnn(in_channels=2, input_size=34, num_classes=10, channels=(16, 32, 64), batch_norm=False, tau=2e-3, v_threshold=1.0, dt=1e-3):
+def nmnist_csnn(
+    in_channels=2,
+    input_size=34,
+    num_classes=10,
+    channels=(16, 32, 64),
+    batch_norm=False,
+    tau=2e-3,
+    v_threshold=1.0,
+    dt=1e-3,
+):
     """CSNN for 2x34x34 N-MNIST-style event frames: three conv LIF stages with sum pooling."""
-    return ConvNet(in_channels, input_size, list(channels), num_classes, batch_norm=batch_norm, tau=tau, v_threshold=v_threshold, dt=dt)
+    return ConvNet(
+        in_channels,
+        input_size,
+        list(channels),
+        num_classes,
+        batch_norm=batch_norm,
+        tau=tau,
+        v_threshold=v_threshold,
+        dt=dt,
+    )
 
 
 @register_model("nmnist_cnn", spiking=False)
@@ -367,15 +395,43 @@ def nmnist_cnn(in_channels=2, input_size=34, num_classes=10, channels=(16, 32, 6
 
 
 @register_model("dvs_csnn", spiking=True, teacher="dvs_cnn")
-def dvs_csnn(in_channels=2, input_size=128, num_classes=11, input_pool=2, channels=(16, 32, 64, 64), batch_norm=False, tau=2e-3, v_threshold=1.0, dt=1e-3):
+def dvs_csnn(
+    in_channels=2,
+    input_size=128,
+    num_classes=11,
+    input_pool=2,
+    channels=(16, 32, 64, 64),
+    batch_norm=False,
+    tau=2e-3,
+    v_threshold=1.0,
+    dt=1e-3,
+):
     """CSNN for larger DVS inputs (2x128x128 summed to 2x64x64 by an input pool), four conv stages."""
-    return ConvNet(in_channels, input_size, list(channels), num_classes, input_pool=input_pool, batch_norm=batch_norm, tau=tau, v_threshold=v_threshold, dt=dt)
+    return ConvNet(
+        in_channels,
+        input_size,
+        list(channels),
+        num_classes,
+        input_pool=input_pool,
+        batch_norm=batch_norm,
+        tau=tau,
+        v_threshold=v_threshold,
+        dt=dt,
+    )
 
 
 @register_model("dvs_cnn", spiking=False)
 def dvs_cnn(in_channels=2, input_size=128, num_classes=11, input_pool=2, channels=(16, 32, 64, 64), batch_norm=False):
     """ANN twin of dvs_csnn."""
-    return ConvNet(in_channels, input_size, list(channels), num_classes, input_pool=input_pool, batch_norm=batch_norm, spiking=False)
+    return ConvNet(
+        in_channels,
+        input_size,
+        list(channels),
+        num_classes,
+        input_pool=input_pool,
+        batch_norm=batch_norm,
+        spiking=False,
+    )
 
 
 def _sew(block, layers):
@@ -392,10 +448,16 @@ def _teacher_resnet(depth):
     return build
 
 
-for _depth, _block, _layers in ((18, SEWBasicBlock, [2, 2, 2, 2]), (34, SEWBasicBlock, [3, 4, 6, 3]), (50, SEWBottleneck, [3, 4, 6, 3])):
+for _depth, _block, _layers in (
+    (18, SEWBasicBlock, [2, 2, 2, 2]),
+    (34, SEWBasicBlock, [3, 4, 6, 3]),
+    (50, SEWBottleneck, [3, 4, 6, 3]),
+):
     register_model(f"sew_resnet{_depth}", spiking=True, teacher=f"resnet{_depth}",
                    summary=f"SEW-ResNet-{_depth} (ADD connections)")(_sew(_block, _layers))  # fmt: skip
-    register_model(f"resnet{_depth}", spiking=False, summary=f"torchvision ResNet-{_depth} teacher")(_teacher_resnet(_depth))
+    register_model(f"resnet{_depth}", spiking=False, summary=f"torchvision ResNet-{_depth} teacher")(
+        _teacher_resnet(_depth)
+    )
 
 
 def teacher_arguments(student: str, student_args: dict) -> dict:

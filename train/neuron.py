@@ -37,7 +37,9 @@ class LIFParameters:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tau) and math.isfinite(self.dt) and self.dt > 0 and self.tau >= self.dt):
-            raise ModelError(f"LIF needs finite tau >= dt > 0 (so that 0 <= beta < 1), got tau={self.tau}, dt={self.dt}")
+            raise ModelError(
+                f"LIF needs finite tau >= dt > 0 (so that 0 <= beta < 1), got tau={self.tau}, dt={self.dt}"
+            )
         if not math.isfinite(self.v_threshold) or self.v_threshold <= 0:
             raise ModelError(f"LIF needs a finite positive v_threshold, got {self.v_threshold}")
         if self.v_reset != 0.0 or self.v_leak != 0.0:

@@ -1,0 +1,38 @@
+"""The one place that turns images or events into input spikes, for training and deployment alike.
+
+- :mod:`inputs.events`: event arrays (``t`` µs, ``x``, ``y``, ``p``) and their binning into frames.
+- :mod:`inputs.encode`: deterministic image encoders (``regular`` spikes, ``direct`` currents).
+- :mod:`inputs.emulator`: an event-camera emulator making N-MNIST-style recordings of images.
+- :mod:`inputs.nmnist`: the N-MNIST binary file format.
+- :mod:`inputs.datasets`: the dataset registry; every sample is ``(spikes (T, C, H, W), label)``.
+
+This package imports neither ``train``, ``convert``, ``runtime`` nor ``targets``.
+"""
+
+from inputs.datasets import DATASETS, SpikeDataset, dataset_from_description, load_dataset, register_dataset
+from inputs.emulator import EmulatorConfig, emulate, emulate_batch
+from inputs.encode import ENCODERS, Encoder, encode_direct, encode_regular
+from inputs.events import EVENT_DTYPE, Binning, as_events, bin_events, bin_events_counted
+from inputs.nmnist import read_nmnist, write_nmnist
+
+__all__ = [
+    "DATASETS",
+    "ENCODERS",
+    "EVENT_DTYPE",
+    "Binning",
+    "EmulatorConfig",
+    "Encoder",
+    "SpikeDataset",
+    "as_events",
+    "bin_events",
+    "bin_events_counted",
+    "dataset_from_description",
+    "emulate",
+    "emulate_batch",
+    "encode_direct",
+    "encode_regular",
+    "load_dataset",
+    "read_nmnist",
+    "register_dataset",
+    "write_nmnist",
+]

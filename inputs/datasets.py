@@ -1,0 +1,718 @@
+"""The dataset registry: every dataset the project trains or runs on, as time-first spikes.
+
+A dataset yields ``(spikes, label)``: ``spikes`` a float32 tensor ``(T, C, H, W)``, ``label`` an
+int. (A training loop's batches come out ``(B, T, C, H, W)`` and are transposed to
+``(T, B, C, H, W)``.) Datasets register themselves with :func:`register_dataset`;
+:func:`load_dataset` builds one by name, and :meth:`SpikeDataset.describe` records, as plain
+JSON-able data, everything :func:`dataset_from_description` needs to build the same data again
+(a checkpoint stores it so that deployment encodes inputs exactly as training did).
+
+Nothing here downloads: every dataset that is not bundled with a library is read from a local
+folder ``root`` that the user names, and a missing folder raises :class:`DataError` saying what
+layout is expected. Train/test splits that a dataset does not define itself are a stratified
+``TEST_FRACTION`` hold-out drawn with the fixed ``SPLIT_SEED``, so every run, whatever its
+``seed``, evaluates on the same test samples; ``seed`` only drives generated data (the emulator).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import inspect
+import io
+import json
+import os
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import ConfigError, DataError
+from core.fileio import write_atomic
+from inputs.emulator import EmulatorConfig, emulate_batch
+from inputs.encode import Encoder
+from inputs.events import Binning, as_events, bin_events, downsample_events
+from inputs.nmnist import read_nmnist
+
+SPLITS = ("train", "test")
+SPLIT_SEED = 0  # every hold-out split uses this seed, independent of the run's seed
+TEST_FRACTION = 0.2
+DESCRIPTION_FORMAT = "snn-deploy.dataset/1"
+LOCATION_ONLY_ARGS = ("cache_dir",)  # arguments that change where data is kept, not the data
+DIGIT_NAMES = [str(d) for d in range(10)]
+EVENT_DIGITS_CACHE_VERSION = 1  # bump when the emulator's output for a config changes
+
+DatasetBuilder = Callable[..., "SpikeDataset"]
+DATASETS: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator: register ``builder(split, *, root, steps, seed, ...) -> SpikeDataset`` as ``name``."""
+
+    def add(builder: DatasetBuilder) -> DatasetBuilder:
+        if name in DATASETS:
+            raise ConfigError(f"dataset {name!r} is registered twice")
+        DATASETS[name] = builder
+        return builder
+
+    return add
+
+
+class SpikeDataset(torch.utils.data.Dataset):
+    """Samples ``(spikes float32 (T, C, H, W), label int)`` loaded on demand by ``load(i)``.
+
+    Attributes: ``name``, ``split``, ``steps`` (T), ``input_shape`` (C, H, W), ``num_classes``,
+    ``class_names`` (or None), ``labels`` (int64 array, one per sample), ``components`` (the
+    encoder / binning / emulator dicts that define the spikes) and ``args`` (the resolved
+    split-independent arguments, filled in by :func:`load_dataset`).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        split: str,
+        load: Callable[[int], torch.Tensor],
+        labels: Sequence[int] | np.ndarray,
+        steps: int,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        components: dict[str, dict[str, Any] | None] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.name = name
+        self.split = split
+        self._load = load
+        labels = np.asarray(labels, dtype=np.int64)
+        self.labels = labels[:limit] if limit is not None else labels
+        self.steps = steps
+        self.input_shape = tuple(int(n) for n in input_shape)
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else None
+        self.components = {"encoder": None, "binning": None, **(components or {})}
+        self.args: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.name}/{self.split}: index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        return self._load(index), int(self.labels[index])
+
+    def describe(self) -> dict[str, Any]:
+        """Plain JSON-able data from which :func:`dataset_from_description` rebuilds this data."""
+        return {
+            "format": DESCRIPTION_FORMAT,
+            "name": self.name,
+            "args": dict(self.args),
+            "steps": self.steps,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            **self.components,
+        }
+
+    def __repr__(self) -> str:
+        return f"SpikeDataset({self.name}/{self.split}: {len(self)} samples, T={self.steps}, input {self.input_shape})"
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    *,
+    root: str | os.PathLike | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    **kwargs: Any,
+) -> SpikeDataset:
+    """Build the registered dataset ``name`` for ``split`` (``"train"`` or ``"test"``).
+
+    ``root`` is the local folder of datasets read from disk; ``steps`` the number of time steps
+    T (None = the dataset's default); ``seed`` seeds generated data. Other keyword arguments are
+    the dataset's own (see its builder); an unknown one raises :class:`ConfigError`.
+    """
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r} for dataset {name!r}; known: {', '.join(SPLITS)}")
+    builder = DATASETS[name]
+    params = {k: p for k, p in inspect.signature(builder).parameters.items() if k != "split"}
+    given = dict(kwargs, root=root, seed=seed)
+    if steps is not None:
+        given["steps"] = steps
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise ConfigError(f"dataset {name!r} has no argument(s) {', '.join(unknown)}; it takes: {', '.join(params)}")
+    args = {k: p.default for k, p in params.items()}
+    args.update(given)
+    if isinstance(args["root"], os.PathLike):
+        args["root"] = str(args["root"])
+    _check_int("seed", args["seed"], minimum=0)
+    _check_int("steps", args["steps"], minimum=1)
+    if args.get("limit") is not None:
+        _check_int("limit", args["limit"], minimum=1)
+    dataset = builder(split, **args)
+    dataset.args = {k: v for k, v in args.items() if k not in LOCATION_ONLY_ARGS}
+    return dataset
+
+
+def dataset_from_description(desc: dict[str, Any], split: str, **overrides: Any) -> SpikeDataset:
+    """Rebuild the data that :meth:`SpikeDataset.describe` described, for ``split``.
+
+    ``overrides`` replace recorded arguments (e.g. ``root=`` where the data lives on this
+    machine). Unless an override changes the data itself, the rebuilt dataset's encoder,
+    binning, shapes and classes must equal the recorded ones, else :class:`ConfigError` (the
+    code that makes the spikes changed since the description was written).
+    """
+    if not isinstance(desc, dict) or not isinstance(desc.get("name"), str) or not isinstance(desc.get("args"), dict):
+        raise ConfigError("dataset description must be a dict with 'name' (str) and 'args' (dict)")
+    if desc.get("format", DESCRIPTION_FORMAT) != DESCRIPTION_FORMAT:
+        raise ConfigError(f"dataset description format {desc.get('format')!r} is not {DESCRIPTION_FORMAT!r}")
+    args = {**desc["args"], **overrides}
+    dataset = load_dataset(desc["name"], split, **args)
+    if set(overrides) <= {"root", "cache_dir", "limit"}:
+        rebuilt = dataset.describe()
+        for key in ("steps", "input_shape", "num_classes", "class_names", "encoder", "binning", "emulator"):
+            if key in desc and desc[key] != rebuilt.get(key):
+                raise ConfigError(
+                    f"dataset {desc['name']!r}: recorded {key} {desc[key]!r} differs from the rebuilt {rebuilt.get(key)!r}"
+                )
+    return dataset
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"dataset argument {name!r} must be an integer >= {minimum}, got {value!r}")
+
+
+def _need_root(name: str, root: str | None, layout: str) -> Path:
+    if root is None:
+        raise DataError(f"dataset {name!r} is read from a local folder: pass root=<folder> holding {layout}")
+    return Path(root)
+
+
+def _holdout(labels: np.ndarray, split: str, *, source: str) -> np.ndarray:
+    """Sorted indices of ``split`` in a stratified ``TEST_FRACTION`` hold-out (seed ``SPLIT_SEED``)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        train, test = train_test_split(
+            np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
+        )
+    except ValueError as e:
+        raise DataError(f"{source}: cannot hold out a stratified {TEST_FRACTION:.0%} test split: {e}") from None
+    return np.sort(train if split == "train" else test)
+
+
+# Sample loaders are module-level functions bound with functools.partial, so that a dataset
+# pickles into DataLoader worker processes whatever their start method.
+
+
+def _row(rows: torch.Tensor, i: int) -> torch.Tensor:
+    return rows[i]
+
+
+def _bin_stream(streams: Sequence[np.ndarray], binning: Binning, i: int) -> torch.Tensor:
+    return torch.from_numpy(bin_events(streams[i], binning))
+
+
+def _bin_nmnist_file(files: Sequence[Path], binning: Binning, i: int) -> torch.Tensor:
+    return torch.from_numpy(bin_events(read_nmnist(files[i]), binning))
+
+
+def _cifar_sample(data: np.ndarray, enc: Encoder, i: int) -> torch.Tensor:
+    return enc(torch.from_numpy(data[i]).permute(2, 0, 1).float() / 255.0)  # (32, 32, 3) uint8 -> (3, 32, 32)
+
+
+def _image_file_sample(files: Sequence[str], enc: Encoder, i: int) -> torch.Tensor:
+    from torchvision import transforms
+    from torchvision.datasets.folder import default_loader
+
+    crop = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    return enc(crop(default_loader(files[i])))
+
+
+# --- scikit-learn digits: images ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_data() -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 bundled 8x8 digits as float32 in [0, 1] ``(N, 8, 8)``, and their labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    images.setflags(write=False)
+    return images, bunch.target.astype(np.int64)
+
+
+def digits_split(split: str) -> np.ndarray:
+    """Sorted indices into scikit-learn's digits of ``split`` (stratified 80/20, fixed seed)."""
+    return _holdout(_digits_data()[1], split, source="scikit-learn digits")
+
+
+@register_dataset("digits")
+def _digits(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 8,
+    seed: int = 0,
+    encoder: str = "regular",
+    limit: int | None = None,
+) -> SpikeDataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images), encoded by ``encoder``; input (1, 8, 8)."""
+    enc = Encoder(encoder, steps)
+    images, labels = _digits_data()
+    idx = digits_split(split)[:limit]
+    spikes = enc(torch.from_numpy(images[idx][:, None].copy()))  # (T, N, 1, 8, 8)
+    spikes = spikes.transpose(0, 1).contiguous()  # one contiguous (T, 1, 8, 8) block per sample
+    return SpikeDataset(
+        name="digits",
+        split=split,
+        load=functools.partial(_row, spikes),
+        labels=labels[idx],
+        steps=steps,
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        class_names=DIGIT_NAMES,
+        components={"encoder": enc.to_dict()},
+    )
+
+
+# --- the same digits through the event-camera emulator --------------------------------------
+
+_EMULATED: dict[str, list[np.ndarray]] = {}  # per process: cache key -> events of all 1,797 digits
+
+
+def _emulated_digits(cfg: EmulatorConfig, seed: int, cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
+    """Events of every digit, from memory, from ``cache_dir`` or freshly emulated (then cached)."""
+    key = json.dumps({"version": EVENT_DIGITS_CACHE_VERSION, "config": cfg.to_dict(), "seed": seed}, sort_keys=True)
+    if key in _EMULATED:
+        return _EMULATED[key]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"event_digits-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if path is not None and path.exists():
+        events = _read_events_cache(path, key)
+    else:
+        events = emulate_batch(_digits_data()[0], cfg, seed)
+        if path is not None:
+            _write_events_cache(path, key, events)
+    _EMULATED[key] = events
+    return events
+
+
+def _write_events_cache(path: Path, key: str, events: list[np.ndarray]) -> None:
+    offsets = np.cumsum([0] + [len(e) for e in events]).astype(np.int64)
+    buf = io.BytesIO()
+    np.savez(buf, events=np.concatenate(events), offsets=offsets, key=np.array(key))
+    write_atomic(path, lambda f: f.write(buf.getvalue()))
+
+
+def _read_events_cache(path: Path, key: str) -> list[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored_key, events, offsets = str(z["key"]), z["events"], z["offsets"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"event cache {path} is unreadable ({e}); delete it to emulate again") from None
+    if stored_key != key or offsets[-1] != len(events):
+        raise DataError(f"event cache {path} does not hold the expected emulation; delete it to emulate again")
+    return [events[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def event_digits_events(
+    split: str, seed: int = 0, *, config: EmulatorConfig | None = None, cache_dir: str | os.PathLike | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The emulated recordings of the digits of ``split``: ``(events per sample, labels)``.
+
+    Events are :data:`inputs.events.EVENT_DTYPE`, ``t`` in µs from 0, on a 34x34 sensor by default.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    cfg = config if config is not None else EmulatorConfig()
+    all_events = _emulated_digits(cfg, seed, cache_dir)
+    idx = digits_split(split)
+    return [all_events[i] for i in idx], _digits_data()[1][idx]
+
+
+@register_dataset("event_digits")
+def _event_digits(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 8,
+    seed: int = 0,
+    binary: bool = True,
+    emulator: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    limit: int | None = None,
+) -> SpikeDataset:
+    """The digits as emulated event-camera recordings (seeded by ``seed``), binned to (2, 34, 34).
+
+    ``emulator`` overrides :class:`EmulatorConfig` fields (a dict); ``cache_dir`` keeps the
+    emulated events on disk between processes.
+    """
+    cfg = EmulatorConfig.from_dict({**EmulatorConfig().to_dict(), **(emulator or {})})
+    size = cfg.canvas_size
+    binning = Binning(steps, cfg.duration_us, size, size, binary=binary, t0_us=0)
+    events, labels = event_digits_events(split, seed, config=cfg, cache_dir=cache_dir)
+    return SpikeDataset(
+        name="event_digits",
+        split=split,
+        load=functools.partial(_bin_stream, events, binning),
+        labels=labels,
+        steps=steps,
+        input_shape=(2, size, size),
+        num_classes=10,
+        class_names=DIGIT_NAMES,
+        components={"binning": binning.to_dict(), "emulator": cfg.to_dict()},
+        limit=limit,
+    )
+
+
+# --- N-MNIST from a local folder ------------------------------------------------------------
+
+NMNIST_LAYOUT = (
+    "either the official layout Train/<digit>/*.bin and Test/<digit>/*.bin, "
+    "or a flat folder of *.bin files with labels.csv (columns file,label)"
+)
+
+
+def _read_labels_csv(path: Path) -> tuple[list[Path], np.ndarray]:
+    files, labels = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: expected a header with columns file,label, got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                label = int(row["label"])
+            except (TypeError, ValueError):
+                raise DataError(f"{path}, line {line}: label {row['label']!r} is not an integer") from None
+            if not 0 <= label <= 9:
+                raise DataError(f"{path}, line {line}: label {label} is not a digit 0-9")
+            file = path.parent / (row["file"] or "")
+            if not file.is_file():
+                raise DataError(f"{path}, line {line}: file {file} does not exist")
+            files.append(file)
+            labels.append(label)
+    if not files:
+        raise DataError(f"{path} lists no samples")
+    return files, np.array(labels, np.int64)
+
+
+def nmnist_files(root: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
+    """The ``.bin`` files of ``split`` under ``root`` (either layout, see ``NMNIST_LAYOUT``) and labels."""
+    root = Path(root)
+    if (root / "Train").is_dir() or (root / "Test").is_dir():
+        folder = root / ("Train" if split == "train" else "Test")
+        files = sorted(folder.glob("[0-9]/*.bin"))
+        if not files:
+            raise DataError(f"N-MNIST folder {folder} holds no <digit>/*.bin files; expected {NMNIST_LAYOUT}")
+        return files, np.array([int(f.parent.name) for f in files], np.int64)
+    if (root / "labels.csv").is_file():
+        files, labels = _read_labels_csv(root / "labels.csv")
+        idx = _holdout(labels, split, source=str(root / "labels.csv"))
+        return [files[i] for i in idx], labels[idx]
+    what = "does not exist" if not root.exists() else "has neither Train/Test folders nor labels.csv"
+    raise DataError(f"N-MNIST folder {root} {what}; expected {NMNIST_LAYOUT}")
+
+
+@register_dataset("nmnist")
+def _nmnist(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 8,
+    seed: int = 0,
+    binary: bool = True,
+    duration_us: int = 300_000,
+    limit: int | None = None,
+) -> SpikeDataset:
+    """N-MNIST recordings from ``root``, the first ``duration_us`` µs binned to (2, 34, 34)."""
+    files, labels = nmnist_files(_need_root("nmnist", root, NMNIST_LAYOUT), split)
+    binning = Binning(steps, duration_us, 34, 34, binary=binary, t0_us=0)
+    return SpikeDataset(
+        name="nmnist",
+        split=split,
+        load=functools.partial(_bin_nmnist_file, files, binning),
+        labels=labels,
+        steps=steps,
+        input_shape=(2, 34, 34),
+        num_classes=10,
+        class_names=DIGIT_NAMES,
+        components={"binning": binning.to_dict()},
+        limit=limit,
+    )
+
+
+# --- event datasets through tonic, never downloading ----------------------------------------
+
+
+@functools.cache
+def _tonic_class(class_name: str, file_type: str) -> type:
+    """``tonic.datasets.<class_name>`` made safe: it reads extracted files and never downloads.
+
+    tonic downloads whenever its ``_check_exists()`` fails, which also requires the original
+    archive to be present. The subclass (same class name, since tonic derives its folder from
+    it) accepts extracted files alone and turns any download attempt into :class:`DataError`.
+    """
+    import tonic.datasets
+
+    def download(self: Any) -> None:
+        raise DataError(
+            f"{class_name}: files are missing under {self.location_on_system}; this project never downloads"
+        )
+
+    def check_exists(self: Any) -> bool:
+        return self._folder_contains_at_least_n_files_of_type(1, file_type)
+
+    base = getattr(tonic.datasets, class_name)
+    return type(class_name, (base,), {"download": download, "_check_exists": check_exists})
+
+
+def _check_tonic_folder(class_name: str, folder: Path, file_type: str, layout: str) -> None:
+    if not folder.is_dir() or next(folder.glob(f"**/*{file_type}"), None) is None:
+        raise DataError(
+            f"{class_name} folder {folder} is missing or holds no *{file_type} files; expected root/{layout}"
+        )
+
+
+class _TonicSamples:
+    """Sample ``i`` of a split of a tonic event dataset, downsampled and binned.
+
+    Picklable for DataLoader workers: the tonic object is left out and rebuilt where it is used.
+    """
+
+    def __init__(
+        self, class_name: str, root: Path, file_type: str, kwargs: dict[str, Any], downsample: int, binning: Binning
+    ) -> None:
+        self.class_name, self.root, self.file_type, self.kwargs = class_name, root, file_type, kwargs
+        self.downsample, self.binning = downsample, binning
+        self.indices: np.ndarray | None = None  # sample i of the split -> index into tonic's dataset
+        self._dataset: Any = None
+
+    @property
+    def dataset(self) -> Any:
+        if self._dataset is None:
+            self._dataset = _tonic_class(self.class_name, self.file_type)(str(self.root), **self.kwargs)
+        return self._dataset
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_dataset": None}
+
+    def __call__(self, i: int) -> torch.Tensor:
+        index = int(self.indices[i]) if self.indices is not None else i
+        events, _ = self.dataset[index]
+        source = f"{self.class_name} sample {index} ({self.dataset.data[index]})"
+        events = downsample_events(as_events(events, source=source), self.downsample)
+        return torch.from_numpy(bin_events(events, self.binning))
+
+
+@register_dataset("dvs_gesture")
+def _dvs_gesture(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 8,
+    seed: int = 0,
+    downsample: int = 2,
+    binary: bool = True,
+    duration_us: int = 1_500_000,
+    limit: int | None = None,
+) -> SpikeDataset:
+    """IBM DVS128 Gesture (tonic's preprocessed .npy version) from ``root``; 128x128 / ``downsample``.
+
+    Expected layout: ``root/DVSGesture/ibmGestureTrain/user*_*/*.npy`` and ``.../ibmGestureTest/``.
+    The first ``duration_us`` µs of each recording are binned.
+    """
+    layout = (
+        "DVSGesture/ibmGestureTrain/user*_*/<label>.npy and DVSGesture/ibmGestureTest/... (tonic's extracted archives)"
+    )
+    base = _need_root("dvs_gesture", root, layout)
+    _check_int("downsample", downsample, minimum=1)
+    folder = base / "DVSGesture" / ("ibmGestureTrain" if split == "train" else "ibmGestureTest")
+    _check_tonic_folder("DVSGesture", folder, ".npy", layout)
+    size = -(-128 // downsample)
+    binning = Binning(steps, duration_us, size, size, binary=binary, t0_us=None)
+    samples = _TonicSamples("DVSGesture", base, ".npy", {"train": split == "train"}, downsample, binning)
+    ds = samples.dataset
+    return SpikeDataset(
+        name="dvs_gesture",
+        split=split,
+        load=samples,
+        labels=ds.targets,
+        steps=steps,
+        input_shape=(2, size, size),
+        num_classes=len(ds.classes),
+        class_names=list(ds.classes),
+        components={"binning": binning.to_dict()},
+        limit=limit,
+    )
+
+
+@register_dataset("cifar10_dvs")
+def _cifar10_dvs(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 8,
+    seed: int = 0,
+    downsample: int = 2,
+    binary: bool = True,
+    duration_us: int = 1_000_000,
+    limit: int | None = None,
+) -> SpikeDataset:
+    """CIFAR10-DVS (.aedat4 files, read with the ``aedat`` package) from ``root``; 128x128 / ``downsample``.
+
+    Expected layout: ``root/CIFAR10DVS/<class>/*.aedat4``. It has no test split of its own: a
+    stratified 20% hold-out is the test split.
+    """
+    layout = "CIFAR10DVS/<class name>/*.aedat4 (tonic's extracted archives)"
+    base = _need_root("cifar10_dvs", root, layout)
+    _check_int("downsample", downsample, minimum=1)
+    _check_tonic_folder("CIFAR10DVS", base / "CIFAR10DVS", ".aedat4", layout)
+    try:
+        import aedat  # noqa: F401  (tonic reads .aedat4 with it, lazily)
+    except ImportError:
+        raise ConfigError("dataset 'cifar10_dvs' needs the optional package 'aedat' (pip install aedat)") from None
+    size = -(-128 // downsample)
+    binning = Binning(steps, duration_us, size, size, binary=binary, t0_us=None)
+    samples = _TonicSamples("CIFAR10DVS", base, ".aedat4", {}, downsample, binning)
+    ds = samples.dataset
+    labels = np.asarray(ds.targets, np.int64)
+    idx = _holdout(labels, split, source=str(base / "CIFAR10DVS"))
+    samples.indices = idx
+    names = sorted(ds.classes, key=ds.classes.get)
+    return SpikeDataset(
+        name="cifar10_dvs",
+        split=split,
+        load=samples,
+        labels=labels[idx],
+        steps=steps,
+        input_shape=(2, size, size),
+        num_classes=len(names),
+        class_names=names,
+        components={"binning": binning.to_dict()},
+        limit=limit,
+    )
+
+
+# --- image datasets through torchvision, never downloading ----------------------------------
+
+
+def _cifar(
+    name: str, cls_name: str, split: str, root: str | None, steps: int, encoder: str, limit: int | None
+) -> SpikeDataset:
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, cls_name)
+    layout = f"{cls.base_folder}/ (the python version of {cls_name}, extracted)"
+    base = _need_root(name, root, layout)
+    if not (base / cls.base_folder).is_dir():
+        raise DataError(f"{cls_name} folder {base / cls.base_folder} does not exist; expected root/{layout}")
+    try:
+        ds = cls(str(base), train=split == "train", download=False)
+    except RuntimeError:  # torchvision's "not found or corrupted" (its md5 check failed)
+        raise DataError(
+            f"{cls_name} files under {base / cls.base_folder} are missing or corrupt; expected root/{layout}"
+        ) from None
+    enc = Encoder(encoder, steps)
+
+    return SpikeDataset(
+        name=name,
+        split=split,
+        load=functools.partial(_cifar_sample, ds.data, enc),
+        labels=ds.targets,
+        steps=steps,
+        input_shape=(3, 32, 32),
+        num_classes=len(ds.classes),
+        class_names=list(ds.classes),
+        components={"encoder": enc.to_dict()},
+        limit=limit,
+    )
+
+
+@register_dataset("cifar10")
+def _cifar10(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 4,
+    seed: int = 0,
+    encoder: str = "direct",
+    limit: int | None = None,
+) -> SpikeDataset:
+    """CIFAR-10 from ``root/cifar-10-batches-py``, pixels in [0, 1], input (3, 32, 32)."""
+    return _cifar("cifar10", "CIFAR10", split, root, steps, encoder, limit)
+
+
+@register_dataset("cifar100")
+def _cifar100(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 4,
+    seed: int = 0,
+    encoder: str = "direct",
+    limit: int | None = None,
+) -> SpikeDataset:
+    """CIFAR-100 (fine labels) from ``root/cifar-100-python``, pixels in [0, 1], input (3, 32, 32)."""
+    return _cifar("cifar100", "CIFAR100", split, root, steps, encoder, limit)
+
+
+@register_dataset("imagenet")
+def _imagenet(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 4,
+    seed: int = 0,
+    encoder: str = "direct",
+    limit: int | None = None,
+) -> SpikeDataset:
+    """ImageNet-style class folders ``root/train/<class>/*`` and ``root/val/<class>/*``.
+
+    Images are resized to 256 (short side), centre-cropped to 224, pixels in [0, 1]; input
+    (3, 224, 224). Class indices come from ``root/train``'s folders for both splits.
+    """
+    layout = "train/<class>/<images> and val/<class>/<images>"
+    base = _need_root("imagenet", root, layout)
+    for sub in ("train", "val"):
+        if not (base / sub).is_dir():
+            raise DataError(f"ImageNet folder {base / sub} does not exist; expected root/{layout}")
+    classes = sorted(e.name for e in os.scandir(base / "train") if e.is_dir())
+    if not classes:
+        raise DataError(f"ImageNet folder {base / 'train'} holds no class folders; expected root/{layout}")
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    folder = base / ("train" if split == "train" else "val")
+    try:
+        samples = make_dataset(
+            str(folder), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS, allow_empty=True
+        )
+    except OSError as e:
+        raise DataError(f"ImageNet folder {folder}: {e}") from None
+    if not samples:
+        raise DataError(f"ImageNet folder {folder} holds no images in class folders named as in {base / 'train'}")
+    enc = Encoder(encoder, steps)
+    return SpikeDataset(
+        name="imagenet",
+        split=split,
+        load=functools.partial(_image_file_sample, [path for path, _ in samples], enc),
+        labels=[label for _, label in samples],
+        steps=steps,
+        input_shape=(3, 224, 224),
+        num_classes=len(classes),
+        class_names=classes,
+        components={"encoder": enc.to_dict()},
+        limit=limit,
+    )
