@@ -105,6 +105,9 @@ def set_weight_quantisation(model: nn.Module, bits: int | None, per_channel: boo
 # Small convolutional networks (students and their ANN twins)
 
 
+READOUT_INIT_GAIN = 0.25
+
+
 class ConvNet(nn.Module):
     """conv -> [BN] -> neuron (-> sum pool 2) ... conv -> neuron | sum pool -> flatten -> linear [-> LIF].
 
@@ -170,6 +173,12 @@ class ConvNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        # The readout sees non-negative spike counts, so its currents start with a random offset of
+        # about one threshold per neuron: at He scale some output neurons fire at every step for
+        # every input, their spike counts saturate at T and tie, and the surrogate gradient there
+        # is too weak to pull them back. A smaller readout starts below threshold instead.
+        readout = [m for m in self.head if isinstance(m, nn.Linear)][-1]
+        readout.weight.data.mul_(READOUT_INIT_GAIN)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature = self.features(x)

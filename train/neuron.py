@@ -79,7 +79,7 @@ class SuperSpike(torch.autograd.Function):
         return grad / (1.0 + ctx.k * x.abs()) ** 2, None
 
 
-SURROGATE_SLOPE = 10.0  # k of the fast sigmoid, per unit of threshold
+SURROGATE_SLOPE = 4.0  # k of the fast sigmoid, per unit of threshold
 
 
 def lif_step(
