@@ -23,7 +23,7 @@ from train.distill import DISTILL_MODES
 
 DEFAULTS = {
     "digits": dict(model="digits_csnn", steps=8, epochs=30, teacher_epochs=15),
-    "event_digits": dict(model="nmnist_csnn", steps=8, epochs=15, teacher_epochs=8),
+    "event_digits": dict(model="nmnist_csnn", steps=8, epochs=5, teacher_epochs=5),
 }
 
 
