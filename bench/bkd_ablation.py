@@ -35,15 +35,18 @@ def run(args: argparse.Namespace) -> dict:
     jobs = [(ds, seed) for ds in args.datasets for seed in range(args.seeds)]
     bar = tqdm(total=len(jobs) * len(DISTILL_MODES), desc="ablation", unit="run", file=sys.stderr)
     for ds, seed in jobs:
-        base = DEFAULTS[ds] | ({"epochs": args.epochs} if args.epochs else {})
+        base = DEFAULTS[ds] | {"limit_train": args.limit_train, "threads": args.threads, "progress": False}
+        base |= {k: v for k, v in (("epochs", args.epochs), ("teacher_epochs", args.teacher_epochs)) if v is not None}
         run_dir = out / ds / f"seed{seed}"
-        teacher_cfg = TrainConfig(dataset=ds, seed=seed, distill="logits", epochs=0, out=str(run_dir / "teacher"),
-                                  progress=False, resume=True, threads=args.threads, **base)  # fmt: skip
+        teacher_only = base | {"epochs": 0}
+        teacher_cfg = TrainConfig(
+            dataset=ds, seed=seed, distill="logits", out=str(run_dir / "teacher"), resume=True, **teacher_only
+        )
         train(teacher_cfg)  # epochs=0: trains (or reuses) the teacher only
         teacher = str(run_dir / "teacher" / "teacher.pt")
         for mode in DISTILL_MODES:
             cfg = TrainConfig(dataset=ds, seed=seed, distill=mode, teacher=None if mode == "none" else teacher,
-                              out=str(run_dir / mode), progress=False, overwrite=True, threads=args.threads, **base)  # fmt: skip
+                              out=str(run_dir / mode), overwrite=True, **base)  # fmt: skip
             t0 = time.perf_counter()
             res = train(cfg)["student"]
             entry = (
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=list(DEFAULTS), choices=list(DEFAULTS))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="student epochs (default: per dataset)")
+    p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: per dataset)")
+    p.add_argument("--limit-train", type=int, default=None, help="train on the first N samples only (smoke runs)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="runs/bench/bkd_ablation")
     args = p.parse_args(argv)
