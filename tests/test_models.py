@@ -54,10 +54,12 @@ def test_quantiser_symmetric_per_channel():
     w = torch.tensor([[0.5, -1.0, 0.25], [0.03, 0.01, -0.04]])
     q, scale = quantise(w, 8, per_channel=True)
     assert q.dtype == torch.int32 and q.abs().max() <= 127
-    assert q[0].tolist() == [64, -127, 32] and q[1].tolist() == [95, 32, -127]
+    # power-of-two scales: max|w|=1 -> 2^-6 (64 steps), max|w|=0.04 -> 2^-11
+    assert scale.flatten().tolist() == [2**-6, 2**-11]
+    assert q[0].tolist() == [32, -64, 16] and q[1].tolist() == [61, 20, -82]
     assert torch.allclose(q * scale, w, atol=float(scale.max()) / 2)
     q2, s2 = quantise(w, 8, per_channel=False)
-    assert s2.numel() == 1 and q2[0, 1] == -127
+    assert s2.numel() == 1 and q2[0, 1] == -64
     with pytest.raises(ModelError, match="NaN or infinite"):
         quantise(torch.tensor([1.0, float("nan")]), 8, True)
     with pytest.raises(ModelError, match="2..16"):

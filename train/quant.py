@@ -2,7 +2,9 @@
 
 Symmetric, round-to-nearest (ties to even, as ``torch.round``), zero-point 0:
 ``q = clamp(round(w / scale), -qmax, qmax)`` with ``qmax = 2**(bits-1) - 1`` and
-``scale = max|w| / qmax`` per output channel (dim 0) or per layer. The dequantised weight
+``scale`` the smallest power of two with ``max|w| / scale <= qmax``, per output channel (dim 0) or
+per layer. Power-of-two scales make every partial sum of ``q * scale * spikes`` exact in float32,
+so float-precision targets agree bit for bit whatever order they add in. The dequantised weight
 ``q * scale`` is what the deployed graph stores, so training with :func:`fake_quantise` sees
 exactly the weights that conversion will write.
 """
@@ -32,7 +34,8 @@ def weight_scale(w: torch.Tensor, bits: int, per_channel: bool, name: str = "wei
     else:
         amax = w.abs().amax()
     # An all-zero channel keeps scale 1 so that it quantises to exact zeros instead of dividing by 0.
-    return torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    ratio = torch.where(amax > 0, amax.double() / qmax, torch.ones_like(amax, dtype=torch.float64))
+    return torch.exp2(torch.ceil(torch.log2(ratio))).to(w.dtype)
 
 
 def quantise(w: torch.Tensor, bits: int, per_channel: bool, name: str = "weight") -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,73 @@
+"""Traced layers -> a NIR graph (nir 1.0.x), following DESIGN.md's mapping.
+
+- ``LIF(tau = dt/(1-beta), r = tau/dt, v_leak = 0, v_threshold = theta, v_reset = 0)``, one value
+  per neuron, so that a foreign reader with the graph's ``dt`` reproduces the float semantics.
+- ``Conv2d`` always carries ``input_shape``; ``Flatten`` uses batch-free dims (``start_dim=0``);
+  biases are explicit arrays.
+- Everything else a target needs (T, dt, precision, reset mode, scales, exponents, thresholds,
+  decays, the dataset and its encoder) goes under one key, ``snn_deploy``, as a JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from convert.trace import Layer
+from core.errors import ModelError
+from core.fileio import atomic_path
+
+METADATA_KEY = "snn_deploy"
+GRAPH_FORMAT = "snn-deploy.graph/1"
+
+
+def _node(layer: Layer) -> nir.NIRNode:
+    p, shape = layer.params, layer.out_shape
+    if layer.kind == "conv":
+        return nir.Conv2d(input_shape=tuple(p["input_hw"]), weight=p["weight"].astype(np.float32),
+                          stride=tuple(p["stride"]), padding=tuple(p["padding"]), dilation=(1, 1), groups=1,
+                          bias=p["bias"].astype(np.float32))  # fmt: skip
+    if layer.kind == "affine":
+        return nir.Affine(weight=p["weight"].astype(np.float32), bias=p["bias"].astype(np.float32))
+    if layer.kind == "lif":
+        tau = float(p["tau"])
+        return nir.LIF(tau=np.full(shape, tau, dtype=np.float32), r=np.full(shape, tau / p["dt"], dtype=np.float32),
+                       v_leak=np.zeros(shape, np.float32), v_threshold=np.full(shape, p["v_threshold"], dtype=np.float32),
+                       v_reset=np.zeros(shape, np.float32))  # fmt: skip
+    if layer.kind in ("sumpool", "avgpool"):
+        cls = nir.SumPool2d if layer.kind == "sumpool" else nir.AvgPool2d
+        return cls(kernel_size=np.array(p["kernel"]), stride=np.array(p["stride"]), padding=np.array([0, 0]))
+    if layer.kind == "flatten":
+        return nir.Flatten(input_type={"input": np.array(layer.in_shape)}, start_dim=0, end_dim=-1)
+    raise ModelError(f"no NIR node for layer kind {layer.kind!r} ({layer.name})")
+
+
+def build_graph(
+    layers: list[Layer], outputs: list[str], input_shape: tuple[int, ...], meta: dict[str, Any]
+) -> nir.NIRGraph:
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(input_shape)})}
+    edges: list[tuple[str, str]] = []
+    layer_meta: dict[str, Any] = {}
+    for layer in layers:
+        nodes[layer.name] = _node(layer)
+        edges += [(s, layer.name) for s in layer.sources]
+        entry = {"kind": layer.kind}
+        for key in ("quant", "fixed"):
+            if key in layer.params:
+                entry[key] = layer.params[key]
+        layer_meta[layer.name] = entry
+    nodes["output"] = nir.Output(output_type={"output": np.array(layers[-1].out_shape)})
+    edges += [(s, "output") for s in outputs]
+    metadata = {METADATA_KEY: json.dumps({"format": GRAPH_FORMAT, **meta, "layers": layer_meta})}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
+
+
+def write_graph(path: str | Path, graph: nir.NIRGraph) -> None:
+    """Write atomically and read back with type checking on (a file that does not read is an error)."""
+    with atomic_path(path) as tmp:
+        nir.write(tmp, graph)
+        nir.read(tmp, type_check=True)

@@ -1,0 +1,168 @@
+"""Quantisation of traced layers for deployment.
+
+``float`` precision: weights rounded to ``bits`` with the symmetric power-of-two quantiser that
+QAT uses (:mod:`train.quant`), stored as ``q * scale`` (exact in float32); biases are rounded to
+the same grid; thresholds and state stay float.
+
+``fixed`` precision: the Loihi-2-compatible integer network of :mod:`core.fixed`. Per synaptic
+layer ``L`` feeding LIF layer ``N`` (threshold ``theta``): a weight exponent ``e``, an integer
+threshold ``vth`` and a float scale ``S`` (one mantissa unit, 16 significant bits) with
+``W ~ m * S``, ``|m| <= 127`` and ``theta ~ vth * S / 2**(e+1)``; the bias becomes
+``bias_mant << bias_exp`` in the integer membrane units; ``dv = round(4096 (1 - beta))``.
+The graph stores the float equivalents (``m * S``, ``vth * S / 2**(e+1)``) so that a float reader
+approximates the integer network, and the integers' scales and exponents in metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from convert.trace import Layer
+from core import fixed
+from core.errors import ModelError
+from train.quant import quantise
+
+
+@dataclass
+class FixedChoice:
+    """What fixed-precision conversion chose for one synapse + LIF pair (reported per layer)."""
+
+    synapse: str
+    lif: str
+    weight_exp: int
+    vth: int
+    weight_scale: float
+    dv: int
+    bias_exp: int
+    max_mantissa: int
+
+
+def _check_finite(layer: Layer) -> None:
+    for key in ("weight", "bias"):
+        arr = layer.params.get(key)
+        if arr is not None and not np.isfinite(arr).all():
+            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise ModelError(f"layer {layer.name}: {key} holds a NaN or infinite value (first at index {idx})")
+
+
+def quantise_float(layers: list[Layer], bits: int | None, per_channel: bool) -> None:
+    """Round every synaptic layer's weights in place (``bits=None``: keep float32 weights)."""
+    for layer in layers:
+        if layer.kind not in ("conv", "affine"):
+            continue
+        _check_finite(layer)
+        w = layer.params["weight"]
+        if bits is None:
+            layer.params["weight"] = w.astype(np.float32)
+        else:
+            q, scale = quantise(torch.from_numpy(w).float(), bits, per_channel, name=f"{layer.name}.weight")
+            layer.params["weight"] = (q.float() * scale).numpy()
+            # The bias goes onto the same power-of-two grid, so that every partial sum of the
+            # layer, bias included and in any order, is exact in float32.
+            s = scale.flatten().double().numpy()
+            layer.params["bias"] = np.rint(layer.params["bias"] / s) * s
+            layer.params["quant"] = {
+                "bits": bits,
+                "axis": 0 if per_channel else None,
+                "scale": scale.flatten().tolist(),
+            }
+        layer.params["bias"] = layer.params["bias"].astype(np.float32)
+
+
+def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
+    by_name = {layer.name: layer for layer in layers}
+    pairs = []
+    for layer in layers:
+        if layer.kind != "lif":
+            continue
+        if (
+            len(layer.sources) != 1
+            or by_name.get(layer.sources[0]) is None
+            or by_name[layer.sources[0]].kind not in ("conv", "affine")
+        ):
+            raise ModelError(
+                f"fixed precision needs every LIF layer to be fed by exactly one Conv2d or Linear; {layer.name} is fed by {layer.sources}"
+            )
+        pairs.append((by_name[layer.sources[0]], layer))
+    return pairs
+
+
+def _fold_average_pools(layers: list[Layer]) -> None:
+    """Integer networks carry spike counts: an average pool becomes a sum pool and its
+    ``1/(kh*kw)`` moves into the synaptic layer it feeds (through a flatten if there is one)."""
+    by_name = {layer.name: layer for layer in layers}
+    consumers: dict[str, list[Layer]] = {}
+    for layer in layers:
+        for s in layer.sources:
+            consumers.setdefault(s, []).append(layer)
+    for layer in layers:
+        if layer.kind != "avgpool":
+            continue
+        k = layer.params["kernel"][0] * layer.params["kernel"][1]
+        nxt = consumers.get(layer.name, [])
+        if len(nxt) == 1 and nxt[0].kind == "flatten":
+            nxt = consumers.get(nxt[0].name, [])
+        if len(nxt) != 1 or nxt[0].kind not in ("conv", "affine") or len(nxt[0].sources) != 1:
+            raise ModelError(
+                f"fixed precision: average pool {layer.name} must feed exactly one Conv2d/Linear to be folded"
+            )
+        nxt[0].params["weight"] = nxt[0].params["weight"] / k
+        layer.kind = "sumpool"
+    del by_name
+
+
+def choose_fixed(syn: Layer, lif: Layer, weight_exp: int | None = None, vth_cap: int = fixed.VTH_MAX) -> FixedChoice:
+    """Exponent, threshold and scale for one pair: the largest integer threshold that keeps every
+    mantissa within 8 bits, starting from the smallest exponent that gives ``vth >= 256``."""
+    _check_finite(syn)
+    theta = float(lif.params["v_threshold"])
+    ratio = float(np.abs(syn.params["weight"]).max()) / theta
+    if ratio == 0:
+        raise ModelError(f"layer {syn.name}: all weights are zero; the LIF layer {lif.name} can never fire")
+    e = weight_exp
+    if e is None:
+        e = 0
+        while e < 7 and math.floor(2 * fixed.MANT_MAX * 2**e / ratio) < 256:
+            e += 1
+    vth = min(math.floor(2 * fixed.MANT_MAX * 2**e / ratio), vth_cap)
+    if vth < 1:
+        raise ModelError(
+            f"layer {syn.name}: weights up to {ratio:.3g} x the threshold of {lif.name} cannot be represented "
+            f"with 8-bit mantissas (needs an integer threshold below 1)"
+        )
+    scale = fixed.round_mantissa(theta * 2 ** (e + 1) / vth)
+    m = np.rint(syn.params["weight"] / scale)
+    if np.abs(m).max() > fixed.MANT_MAX:  # scale rounding can push one mantissa to 128
+        scale = fixed.round_mantissa(scale * (1 + 2**-15))
+        m = np.clip(np.rint(syn.params["weight"] / scale), -fixed.MANT_MAX, fixed.MANT_MAX)
+    beta = 1.0 - lif.params["dt"] / lif.params["tau"]
+    return FixedChoice(syn.name, lif.name, e, vth, scale, fixed.decay_from_beta(beta), 0, int(np.abs(m).max()))
+
+
+def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice) -> None:
+    """Write the integer parameters of ``c`` into the pair (and their float equivalents)."""
+    unit = c.weight_scale / (2 ** (c.weight_exp + 1) * 2**fixed.ACT_SHIFT)  # float value of one membrane unit
+    m = np.clip(np.rint(syn.params["weight"] / c.weight_scale), -fixed.MANT_MAX, fixed.MANT_MAX)
+    b_int = np.rint(syn.params["bias"] / unit)
+    bias_exp = 0
+    while np.abs(b_int).max(initial=0) / 2**bias_exp > fixed.BIAS_MANT_MAX and bias_exp < fixed.BIAS_EXP_MAX:
+        bias_exp += 1
+    bias_mant = np.clip(np.rint(b_int / 2**bias_exp), -fixed.BIAS_MANT_MAX, fixed.BIAS_MANT_MAX)
+    c.bias_exp = bias_exp
+    syn.params["weight"] = (m.astype(np.float32) * np.float32(c.weight_scale)).astype(np.float32)
+    syn.params["bias"] = (bias_mant * 2**bias_exp * unit).astype(np.float32)
+    syn.params["fixed"] = {"weight_exp": c.weight_exp, "weight_scale": c.weight_scale,
+                           "bias_mant": bias_mant.astype(int).tolist(), "bias_exp": bias_exp}  # fmt: skip
+    theta_eq = c.vth * c.weight_scale / 2 ** (c.weight_exp + 1)
+    lif.params["v_threshold"] = theta_eq
+    lif.params["fixed"] = {"vth": c.vth, "dv": c.dv, "du": fixed.DU_FULL}
+
+
+def prepare_fixed(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
+    """Fold average pools and return the (synapse, LIF) pairs that fixed precision quantises."""
+    _fold_average_pools(layers)
+    return _synapse_lif_pairs(layers)
