@@ -49,6 +49,20 @@ def _check_finite(layer: Layer) -> None:
             raise ModelError(f"layer {layer.name}: {key} holds a NaN or infinite value (first at index {idx})")
 
 
+LOST_FRACTION_LIMIT = 0.5  # more weights than this rounding to zero means the range does not fit
+
+
+def check_range(name: str, w: np.ndarray, wq: np.ndarray, bits: int) -> None:
+    """A weight range the bits cannot hold: most non-zero weights would round to zero."""
+    nonzero = w != 0
+    lost = float((nonzero & (wq == 0)).sum() / max(nonzero.sum(), 1))
+    if lost > LOST_FRACTION_LIMIT:
+        raise ModelError(
+            f"layer {name}: the weight range ({np.abs(w).max():.3g} down to {np.abs(w[nonzero]).min():.3g}) cannot be "
+            f"represented in {bits} bits: {100 * lost:.0f}% of the non-zero weights would round to zero"
+        )
+
+
 def quantise_float(layers: list[Layer], bits: int | None, per_channel: bool) -> None:
     """Round every synaptic layer's weights in place (``bits=None``: keep float32 weights)."""
     for layer in layers:
@@ -61,6 +75,7 @@ def quantise_float(layers: list[Layer], bits: int | None, per_channel: bool) -> 
         else:
             q, scale = quantise(torch.from_numpy(w).float(), bits, per_channel, name=f"{layer.name}.weight")
             layer.params["weight"] = (q.float() * scale).numpy()
+            check_range(layer.name, w, layer.params["weight"], bits)
             # The bias goes onto the same power-of-two grid, so that every partial sum of the
             # layer, bias included and in any order, is exact in float32.
             s = scale.flatten().double().numpy()
@@ -147,6 +162,7 @@ def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice) -> None:
     """Write the integer parameters of ``c`` into the pair (and their float equivalents)."""
     unit = c.weight_scale / (2 ** (c.weight_exp + 1) * 2**fixed.ACT_SHIFT)  # float value of one membrane unit
     m = np.clip(np.rint(syn.params["weight"] / c.weight_scale), -fixed.MANT_MAX, fixed.MANT_MAX)
+    check_range(syn.name, syn.params["weight"], m, 8)
     b_int = np.rint(syn.params["bias"] / unit)
     bias_exp = 0
     while np.abs(b_int).max(initial=0) / 2**bias_exp > fixed.BIAS_MANT_MAX and bias_exp < fixed.BIAS_EXP_MAX:

@@ -2,7 +2,7 @@
 flags override that. Unknown keys and wrong types are errors that name the key.
 
 Each field's help text lives in ``field(metadata={"help": ...})``; ``choices`` may be given there
-too. Supported field types: bool, int, float, str, and ``X | None`` of those.
+too, and ``positional: True`` makes a field a positional argument. Supported field types: bool, int, float, str, and ``X | None`` of those.
 """
 
 from __future__ import annotations
@@ -127,6 +127,9 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     defaults = cls()
     for f in dataclasses.fields(cls):
         tp, optional = _base_type(typing.get_type_hints(cls)[f.name])
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, type=tp, help=f.metadata.get("help", ""))
+            continue
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {
             "dest": f.name,

@@ -35,3 +35,15 @@ def tiny_train_args(out: Path, *extra: str) -> list[str]:
 @pytest.fixture
 def tiny_args():
     return tiny_train_args
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory) -> Path:
+    """A small digits student trained once per session (CE only, T=4): a checkpoint that spikes."""
+    from train import bkd
+
+    out = tmp_path_factory.mktemp("trained_digits")
+    argv = ["--out", str(out), "--epochs", "6", "--distill", "none", "--steps", "4", "--progress", "false",
+            "--limit-test", "200"]  # fmt: skip
+    assert bkd.main(argv) == 0
+    return out / "student.pt"

@@ -1,0 +1,107 @@
+"""Model -> NIR graph in one call: trace, quantise (and for fixed precision, calibrate so that no
+layer saturates), attach metadata. :mod:`convert.to_nir` is the command around it."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import nir
+import numpy as np
+from torch import nn
+
+from convert.nirgraph import build_graph
+from convert.quantise import FixedChoice, apply_fixed, choose_fixed, prepare_fixed, quantise_float
+from convert.trace import trace
+from core import fixed
+from core.errors import ModelError
+from targets import reference
+from targets.plan import load_plan
+
+PRECISIONS = ("float", "fixed")
+
+
+@dataclass
+class BuildReport:
+    precision: str
+    fixed_choices: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration_rounds: int = 0
+
+
+def build_nir(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    precision: str = "float",
+    weight_bits: int | None = 8,
+    per_channel: bool = True,
+    steps: int = 8,
+    dt: float = 1e-3,
+    meta: dict[str, Any] | None = None,
+    calibration: np.ndarray | None = None,
+    max_rounds: int = 12,
+) -> tuple[nir.NIRGraph, BuildReport]:
+    """Build the deployable NIR graph of ``model``.
+
+    ``calibration`` (spikes ``(T, B, *input_shape)``) is required for fixed precision: the integer
+    network runs on it, and any layer whose synaptic input would overflow Lava's 16-bit messages
+    or whose membrane would saturate at 24 bits gets a smaller exponent or threshold, round after
+    round, until none does.
+    """
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    layers, outputs = trace(model, tuple(input_shape))
+    meta = {"precision": precision, "T": int(steps), "dt": float(dt), "reset": "zero",
+            "weight_bits": weight_bits if precision == "float" else 8, "per_channel": per_channel,
+            "input_shape": list(input_shape), **(meta or {})}  # fmt: skip
+    report = BuildReport(precision)
+    if precision == "float":
+        quantise_float(layers, weight_bits, per_channel)
+        return build_graph(layers, outputs, tuple(input_shape), meta), report
+
+    if calibration is None:
+        raise ModelError("fixed precision needs calibration spikes to choose its scales")
+    original = copy.deepcopy(layers)
+    pairs = prepare_fixed(original)
+    choices = {lif.name: choose_fixed(syn, lif) for syn, lif in pairs}
+    for round_ in range(1, max_rounds + 1):
+        trial = copy.deepcopy(original)
+        by_name = {layer.name: layer for layer in trial}
+        for syn, lif in pairs:
+            apply_fixed(by_name[syn.name], by_name[lif.name], choices[lif.name])
+        graph = build_graph(trial, outputs, tuple(input_shape), meta)
+        result = reference.run(load_plan(graph), calibration)
+        over = [name for name, st in result.stats.items()
+                if st["max_abs_input"] > fixed.A_MAX or st["max_abs_v"] >= fixed.V_MAX]  # fmt: skip
+        report.calibration_rounds = round_
+        report.calibration = {
+            name: {"max_abs_input": st["max_abs_input"], "input_headroom": fixed.A_MAX / max(st["max_abs_input"], 1),
+                   "max_abs_v": st["max_abs_v"], "spikes_per_sample": float(result.layer_counts[name].mean())}
+            for name, st in result.stats.items()
+        }  # fmt: skip
+        if not over:
+            report.fixed_choices = [asdict(choices[lif.name]) for _, lif in pairs]
+            return graph, report
+        for name in over:
+            c = choices[name]
+            syn = next(s for s, lif in pairs if lif.name == name)
+            lif = next(lif for _, lif in pairs if lif.name == name)
+            if c.weight_exp > 0:
+                choices[name] = choose_fixed(syn, lif, weight_exp=c.weight_exp - 1)
+            else:
+                choices[name] = choose_fixed(syn, lif, weight_exp=0, vth_cap=max(c.vth // 2, 1))
+    raise ModelError(
+        f"fixed precision: layers {', '.join(over)} still overflow after {max_rounds} rounds of smaller scales; "
+        "their weights are too large for 8-bit mantissas at this threshold"
+    )
+
+
+def choice_table(choices: list[FixedChoice | dict]) -> str:
+    rows = ["layer        synapse      exp   vth     scale        dv    bias_exp  max|m|"]
+    for c in choices:
+        c = c if isinstance(c, dict) else asdict(c)
+        rows.append(f"{c['lif']:<12} {c['synapse']:<12} {c['weight_exp']:>3} {c['vth']:>6} {c['weight_scale']:>12.6g} "
+                    f"{c['dv']:>5} {c['bias_exp']:>9} {c['max_mantissa']:>7}")  # fmt: skip
+    return "\n".join(rows)

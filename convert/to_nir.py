@@ -1,0 +1,213 @@
+"""``python -m convert.to_nir model.pt``: a trained checkpoint -> deployable graph files.
+
+Writes ``<name>.nir`` (and with ``--onnx``, on by default, ``<name>.onnx`` and ``<name>.step.onnx``)
+plus ``<name>.conversion.json``, the parity report. Before it reports success it reads every file
+back and checks it: the float checkpoint against the quantised graph (accuracy and spike-count
+change, reported) and the graph files against each other (ONNX Runtime on ``<name>.onnx`` must give
+the same output spike counts as the reference execution of ``<name>.nir``, or the command fails
+and names the first difference). All files appear together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convert.build import PRECISIONS, build_nir, choice_table
+from convert.nirgraph import write_graph
+from core.config import parse_config
+from core.errors import ConfigError, DataError, ModelError, SnnDeployError
+from core.fileio import write_json_atomic
+from inputs.datasets import dataset_from_description
+from targets import reference
+from targets.plan import load_plan
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+
+
+@dataclass
+class ConvertConfig:
+    checkpoint: str = field(
+        default="", metadata={"help": "student checkpoint written by python -m train.bkd", "positional": True}
+    )
+    out: str | None = field(default=None, metadata={"help": "output folder (default: the checkpoint's folder)"})
+    name: str = field(default="model", metadata={"help": "base name of the files written"})
+    precision: str = field(
+        default="float",
+        metadata={
+            "help": "float: float state, quantised weights; fixed: Loihi-2 integer network",
+            "choices": list(PRECISIONS),
+        },
+    )
+    weight_bits: int | None = field(
+        default=8, metadata={"help": "float precision: weight bits (None: keep float32 weights)"}
+    )
+    per_channel: bool = field(
+        default=True, metadata={"help": "float precision: per-output-channel weight scales (else per layer)"}
+    )
+    steps: int | None = field(default=None, metadata={"help": "time steps T of the graph (default: the checkpoint's)"})
+    onnx: bool = field(
+        default=True, metadata={"help": "also write <name>.onnx (whole network) and <name>.step.onnx (one step)"}
+    )
+    data_root: str | None = field(
+        default=None, metadata={"help": "where the checkpoint's dataset lives on this machine (real datasets)"}
+    )
+    calibration_samples: int = field(
+        default=256, metadata={"help": "training samples the fixed-precision scales are calibrated on"}
+    )
+    parity_samples: int = field(default=256, metadata={"help": "test samples of the parity check"})
+    seed: int = field(default=0, metadata={"help": "seed of the parity batch"})
+
+
+def _batch(ds, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
+    xs, ys = zip(*(ds[int(i)] for i in idx))
+    return torch.stack(xs).transpose(0, 1).numpy(), np.asarray(ys)
+
+
+def _summary(counts: np.ndarray, layer_counts: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    return {"accuracy": float((counts.argmax(1) == labels).mean()),
+            "spikes_per_sample": {k: float(v.mean()) for k, v in layer_counts.items()}}  # fmt: skip
+
+
+def torch_run(model, spikes: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The float checkpoint model itself: output counts and per-LIF spike counts."""
+    from train.neuron import LIF
+
+    counts: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: counts.__setitem__(name, o.flatten(2).sum((0, 2))))
+             for name, m in model.named_modules() if isinstance(m, LIF)]  # fmt: skip
+    with torch.no_grad():
+        out = model(torch.from_numpy(spikes)).sum(0)
+    for h in hooks:
+        h.remove()
+    return out.numpy().astype(np.int64), {k: v.numpy().astype(np.int64) for k, v in counts.items()}
+
+
+def first_difference(a: np.ndarray, b: np.ndarray) -> str:
+    idx = np.argwhere(a != b)[0]
+    return f"sample {idx[0]}, class {idx[1]}: {a[tuple(idx)]} vs {b[tuple(idx)]}"
+
+
+def convert(cfg: ConvertConfig) -> dict[str, Any]:
+    ckpt_path = Path(cfg.checkpoint)
+    ckpt = load_checkpoint(ckpt_path, kind="student")
+    model = model_from_checkpoint(ckpt, source=str(ckpt_path)).eval()
+    desc = dict(ckpt.get("dataset") or {})
+    if not desc:
+        raise DataError(f"{ckpt_path} records no dataset; conversion needs it for calibration and the parity check")
+    overrides = {"root": cfg.data_root} if cfg.data_root else {}
+    steps = cfg.steps or desc.get("steps")
+    if cfg.steps and cfg.steps != desc.get("steps"):
+        overrides["steps"] = cfg.steps
+    test = dataset_from_description(desc, "test", **overrides)
+    input_shape = tuple(test.input_shape)
+    dt = float(next(iter(ckpt["neurons"].values()))["dt"]) if ckpt.get("neurons") else 1e-3
+    meta = {"dataset": test.describe(), "num_classes": test.num_classes,
+            "source": {"checkpoint": ckpt_path.name, "arch": ckpt["arch"], "arch_args": ckpt["arch_args"]}}  # fmt: skip
+    spikes, labels = _batch(test, cfg.parity_samples, cfg.seed)
+    calibration = None
+    if cfg.precision == "fixed":
+        if not np.array_equal(spikes, np.rint(spikes)):
+            raise ConfigError(
+                f"fixed precision needs spike (integer) inputs; dataset {desc.get('name')!r} encodes analog values"
+            )
+        train_ds = dataset_from_description(desc, "train", **overrides)
+        calibration, _ = _batch(train_ds, cfg.calibration_samples, cfg.seed + 1)
+    graph, build_report = build_nir(model, input_shape, precision=cfg.precision, weight_bits=cfg.weight_bits,
+                                    per_channel=cfg.per_channel, steps=steps, dt=dt, meta=meta, calibration=calibration)  # fmt: skip
+
+    out = Path(cfg.out) if cfg.out else ckpt_path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out))
+    files = {"nir": f"{cfg.name}.nir"}
+    if cfg.onnx:
+        files |= {"onnx": f"{cfg.name}.onnx", "step_onnx": f"{cfg.name}.step.onnx"}
+    files["report"] = f"{cfg.name}.conversion.json"
+    try:
+        write_graph(staging / files["nir"], graph)
+        plan = load_plan(staging / files["nir"])  # run what the file says, not the object in memory
+        ref = reference.run(plan, spikes)
+        t_counts, t_layers = torch_run(model, spikes)
+        report: dict[str, Any] = {
+            "checkpoint": str(ckpt_path), "precision": cfg.precision, "T": steps, "dt": dt,
+            "weight_bits": cfg.weight_bits if cfg.precision == "float" else 8, "per_channel": cfg.per_channel,
+            "parity_samples": int(len(labels)), "files": {k: str(out / v) for k, v in files.items()},
+            "float_checkpoint": _summary(t_counts, t_layers, labels),
+            "graph_reference": _summary(ref.counts, ref.layer_counts, labels),
+        }  # fmt: skip
+        report["graph_reference"]["identical_output_counts_vs_checkpoint"] = float(
+            (ref.counts == t_counts).all(1).mean()
+        )
+        report["accuracy_change"] = report["graph_reference"]["accuracy"] - report["float_checkpoint"]["accuracy"]
+        if cfg.precision == "fixed":
+            report["fixed"] = {"choices": build_report.fixed_choices, "calibration": build_report.calibration,
+                               "calibration_rounds": build_report.calibration_rounds}  # fmt: skip
+        if cfg.onnx:
+            from convert.to_onnx import check_onnx, export_onnx, export_step_onnx
+
+            export_onnx(plan, staging / files["onnx"], steps=steps)
+            export_step_onnx(plan, staging / files["step_onnx"])
+            ort = check_onnx(plan, staging / files["onnx"], spikes)
+            same = ort["counts"] == ref.counts
+            report["onnx"] = {"accuracy": float((ort["counts"].argmax(1) == labels).mean()),
+                              "identical_output_counts_vs_reference": float(same.all(1).mean()),
+                              "provider": ort.get("provider")}  # fmt: skip
+            if not same.all():
+                raise ModelError(f"ONNX Runtime and the reference disagree on {files['onnx']}: first difference at "
+                                 f"{first_difference(ort['counts'], ref.counts)}")  # fmt: skip
+        write_json_atomic(staging / files["report"], report)
+        for f in files.values():
+            os.replace(staging / f, out / f)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print_report(report, build_report)
+    return report
+
+
+def print_report(report: dict[str, Any], build_report) -> None:
+    rows = [
+        ("float checkpoint (torch)", report["float_checkpoint"]),
+        (f"{report['precision']} graph (reference)", report["graph_reference"]),
+    ]
+    if "onnx" in report:
+        rows.append(("onnx (onnxruntime)", report["onnx"]))
+    print(f"parity on {report['parity_samples']} test samples, T={report['T']}:")
+    base = report["float_checkpoint"]["spikes_per_sample"]
+    for label, r in rows:
+        spikes = r.get("spikes_per_sample")
+        change = ""
+        if spikes:
+            tot, tot0 = sum(spikes.values()), sum(base.values())
+            change = f"  spikes/sample {tot:9.1f} ({100 * (tot - tot0) / max(tot0, 1):+.2f}%)"
+        print(f"  {label:<28} accuracy {100 * r['accuracy']:6.2f}%{change}")
+    if "onnx" in report:
+        print(
+            f"  onnx output counts identical to the reference on {100 * report['onnx']['identical_output_counts_vs_reference']:.1f}% of samples"
+        )
+    if build_report.fixed_choices:
+        print("fixed-precision choices per layer:")
+        print(choice_table(build_report.fixed_choices))
+    for k, v in report["files"].items():
+        print(f"  {k:<10} {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(ConvertConfig, argv, "python -m convert.to_nir", __doc__.strip().splitlines()[0])
+        convert(cfg)
+    except SnnDeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

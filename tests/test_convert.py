@@ -1,0 +1,175 @@
+"""``python -m convert.to_nir``: files, parity, metadata and bad input."""
+
+import json
+import os
+import pickle
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from convert import to_nir
+from convert.build import build_nir
+from convert.trace import trace
+from core.errors import ModelError
+from targets import reference
+from targets.plan import load_plan
+from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from train.models import build_model
+
+
+def test_float_conversion_round_trip(trained_digits, tmp_path, capsys):
+    out = tmp_path / "float"
+    assert to_nir.main([str(trained_digits), "--out", str(out), "--onnx", "false", "--parity-samples", "64"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.conversion.json", "model.nir"]
+    graph = nir.read(out / "model.nir", type_check=True)
+    meta = json.loads(graph.metadata["snn_deploy"])
+    assert meta["precision"] == "float" and meta["T"] == 4 and meta["dt"] == 1e-3 and meta["reset"] == "zero"
+    assert meta["dataset"]["name"] == "digits"
+    # DESIGN's LIF mapping, one value per neuron
+    lif = graph.nodes["features.1"]
+    assert lif.tau.shape == (32, 8, 8) and np.allclose(lif.tau, 2e-3) and np.allclose(lif.r, 2.0)
+    assert np.all(lif.v_leak == 0) and np.all(lif.v_reset == 0) and np.all(lif.v_threshold == 1)
+    assert tuple(graph.nodes["features.0"].input_shape) == (8, 8)
+    assert graph.nodes["head.1"].start_dim == 0
+    # quantised weights are integer * power-of-two scale, exactly
+    w = graph.nodes["features.0"].weight
+    scale = np.array(meta["layers"]["features.0"]["quant"]["scale"]).reshape(-1, 1, 1, 1)
+    q = w / scale
+    assert np.array_equal(q, np.rint(q)) and np.abs(q).max() <= 127
+    report = json.loads((out / "model.conversion.json").read_text())
+    assert abs(report["accuracy_change"]) <= 0.05
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_fixed_conversion_reports_choices(trained_digits, tmp_path, capsys):
+    out = tmp_path / "fixed"
+    assert (
+        to_nir.main(
+            [
+                str(trained_digits),
+                "--out",
+                str(out),
+                "--onnx",
+                "false",
+                "--precision",
+                "fixed",
+                "--parity-samples",
+                "64",
+                "--calibration-samples",
+                "64",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "model.conversion.json").read_text())
+    choices = report["fixed"]["choices"]
+    assert [c["lif"] for c in choices] == ["features.1", "features.4", "head.3"]
+    for c in choices:
+        assert 1 <= c["vth"] < 2**17 and 0 <= c["weight_exp"] <= 7 and c["dv"] == 2048 and c["max_mantissa"] <= 127
+    for name, cal in report["fixed"]["calibration"].items():
+        assert cal["max_abs_input"] <= 2**15 - 1, name
+        assert cal["spikes_per_sample"] > 0, f"{name} is silent in fixed precision"
+    plan = load_plan(out / "model.nir")
+    assert plan.precision == "fixed"
+    assert all(np.abs(n.fixed["weight"]).max() <= 254 for n in plan.nodes if n.kind in ("conv", "affine"))
+    assert "fixed-precision choices per layer" in capsys.readouterr().out
+
+
+def test_float_unquantised_graph_equals_checkpoint(trained_digits):
+    ckpt = load_checkpoint(trained_digits)
+    model = model_from_checkpoint(ckpt).eval()
+    graph, _ = build_nir(model, (1, 8, 8), weight_bits=None, steps=4)
+    x = (torch.rand(4, 16, 1, 8, 8) < 0.4).float()
+    with torch.no_grad():
+        expected = model(x).sum(0).numpy()
+    got = reference.run(load_plan(graph), x.numpy()).counts
+    assert np.array_equal(got, expected)
+
+
+def test_batch_norm_is_folded():
+    torch.manual_seed(0)
+    m = build_model("digits_csnn", batch_norm=True)
+    for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    m.eval()
+    layers, _ = trace(m, (1, 8, 8))
+    assert [layer.kind for layer in layers].count("conv") == 2 and all(layer.kind != "bn" for layer in layers)
+    x = torch.rand(1, 1, 8, 8)
+    conv, bn = m.features[0], m.features[1]
+    with torch.no_grad():
+        expected = bn(conv(x)).numpy()
+    w, b = layers[0].params["weight"], layers[0].params["bias"]
+    folded = torch.nn.functional.conv2d(x.double(), torch.from_numpy(w), torch.from_numpy(b), padding=1).numpy()
+    assert np.allclose(folded, expected, atol=1e-5)
+
+
+def test_residual_graph_has_multiple_edges_into_one_node():
+    m = build_model("sew_resnet18", width=4).eval()
+    graph, _ = build_nir(m, (3, 32, 32), steps=2)
+    into = {}
+    for a, b in graph.edges:
+        into.setdefault(b, []).append(a)
+    assert max(len(v) for v in into.values()) >= 2
+    plan = load_plan(graph)
+    assert [n.name for n in plan.nodes][0] == "features.0"  # order from edges, not names
+
+
+def test_unsupported_layer_is_named():
+    model = build_model("digits_csnn")
+    model.features[2] = torch.nn.MaxPool2d(2)
+    model.head[1] = torch.nn.Dropout()
+    with pytest.raises(ModelError, match=r"features\.2 \(MaxPool2d\); head\.1 \(Dropout\).*Supported:"):
+        trace(model, (1, 8, 8))
+
+
+def test_weight_range_not_representable():
+    model = build_model("digits_csnn")
+    with torch.no_grad():
+        model.features[0].weight[0, 0, 0, 0] = 1e4  # 10,000 x the threshold
+    x = np.ones((2, 1, 1, 8, 8), dtype=np.float32)
+    with pytest.raises(ModelError, match=r"features\.0: the weight range .* cannot be represented in 8 bits"):
+        build_nir(model, (1, 8, 8), precision="fixed", steps=2, calibration=x)
+
+
+def test_bad_checkpoints_leave_no_files(trained_digits, tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = {}
+    cases["missing"] = (tmp_path / "nope.pt", "does not exist")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(trained_digits.read_bytes()[:500])
+    cases["truncated"] = (cut, "corrupt or truncated")
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(type("X", (), {"__reduce__": lambda self: (os.system, ("true",))})()))
+    cases["pickle"] = (evil, "not plain data")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    cases["foreign"] = (foreign, "not a snn-deploy checkpoint")
+    ckpt = load_checkpoint(trained_digits)
+    nan = tmp_path / "nan.pt"
+    sd = dict(ckpt["state_dict"])
+    sd["head.2.weight"] = sd["head.2.weight"].clone()
+    sd["head.2.weight"][0, 0] = float("inf")
+    save_checkpoint(nan, {k: v for k, v in ckpt.items() if k not in ("format", "version")} | {"state_dict": sd})
+    cases["nan"] = (nan, r"'head.2.weight' holds NaN or infinite")
+    unknown = tmp_path / "unknown.pt"
+    save_checkpoint(unknown, {k: v for k, v in ckpt.items() if k not in ("format", "version")} | {"arch": "resnet9000"})
+    cases["arch"] = (unknown, "unknown model 'resnet9000'")
+    teacher = trained_digits.parent / "teacher.pt"
+    for label, (path, message) in cases.items():
+        assert to_nir.main([str(path), "--out", str(out), "--onnx", "false"]) == 2, label
+        assert message in capsys.readouterr().err, label
+        assert not out.exists() or not any(out.iterdir()), f"{label} left files behind"
+    del teacher
+
+
+def test_float_weight_range_not_representable():
+    model = build_model("digits_csnn")
+    with torch.no_grad():
+        model.head[2].weight[0, 0] = 1e3
+    with pytest.raises(ModelError, match=r"head\.2: the weight range .* cannot be represented in 4 bits"):
+        build_nir(model, (1, 8, 8), weight_bits=4, per_channel=False, steps=2)
