@@ -1,1 +1,50 @@
-"""Execution targets, one backend each (not built yet)."""
+"""Execution targets, one backend each, found through one explicit registry.
+
+A target has a name, the precisions and node kinds it supports, and one way to run:
+``run(plan, spikes (T, B, ...), record=False) -> RunResult`` (output spike counts, per-layer spike
+counts, and on request the per-layer rasters). Modules load lazily, so that asking for the list
+of targets imports no backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.errors import ConfigError
+
+ALL_KINDS = ("conv", "affine", "lif", "sumpool", "avgpool", "flatten")
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    name: str
+    module: str  # the module that implements ``run(plan, spikes, record=False, **options)``
+    precisions: tuple[str, ...]
+    kinds: tuple[str, ...]
+    summary: str
+
+    def runner(self) -> Callable:
+        return importlib.import_module(self.module).run
+
+
+TARGETS: dict[str, TargetInfo] = {}
+
+
+def register_target(info: TargetInfo) -> None:
+    if info.name in TARGETS:
+        raise ConfigError(f"target {info.name!r} is registered twice")
+    TARGETS[info.name] = info
+
+
+def get_target(name: str) -> TargetInfo:
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
+                           "plain numpy, one step at a time: defines the semantics"))  # fmt: skip
+register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), ALL_KINDS,
+                           "PyTorch tensors, CUDA when present"))  # fmt: skip

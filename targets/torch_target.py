@@ -69,15 +69,28 @@ class TorchPlan:
         plan = self.plan
         x_all = torch.as_tensor(np.asarray(spikes) if not isinstance(spikes, torch.Tensor) else spikes)
         if x_all.dim() != len(plan.input_shape) + 2 or tuple(x_all.shape[2:]) != plan.input_shape:
-            raise DataError(f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(x_all.shape)}")
+            raise DataError(
+                f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(x_all.shape)}"
+            )
         x_all = x_all.to(self.device, torch.int64 if self.integer else torch.float32)
         T, B = x_all.shape[:2]
         lifs = [n for n in plan.nodes if n.kind == "lif"]
-        state = {n.name: torch.zeros((B, *n.out_shape), dtype=torch.int64 if self.integer else torch.float32, device=self.device) for n in lifs}
+        state = {
+            n.name: torch.zeros(
+                (B, *n.out_shape), dtype=torch.int64 if self.integer else torch.float32, device=self.device
+            )
+            for n in lifs
+        }
         counts = {n.name: torch.zeros(B, dtype=torch.int64, device=self.device) for n in lifs}
-        rasters = {n.name: torch.zeros((T, B, *n.out_shape), dtype=torch.uint8, device=self.device) for n in lifs} if record else None
+        rasters = (
+            {n.name: torch.zeros((T, B, *n.out_shape), dtype=torch.uint8, device=self.device) for n in lifs}
+            if record
+            else None
+        )
         by_name = {n.name: n for n in plan.nodes}
-        out_counts = torch.zeros((B, int(np.prod(by_name[plan.outputs[0]].out_shape))), dtype=torch.int64, device=self.device)
+        out_counts = torch.zeros(
+            (B, int(np.prod(by_name[plan.outputs[0]].out_shape))), dtype=torch.int64, device=self.device
+        )
         for t in range(T):
             values = {"input": x_all[t]}
             for n in plan.nodes:

@@ -1,0 +1,70 @@
+"""Every registered target against the reference, over node kinds and both precisions."""
+
+import numpy as np
+import pytest
+import torch
+
+from convert.build import build_nir
+from core.errors import ConfigError, DataError
+from targets import TARGETS, get_target
+from targets import reference as ref
+from targets.plan import load_plan
+from train.models import build_model
+
+NETWORKS = {
+    # name: (model factory, input shape)
+    "digits_csnn": (lambda: build_model("digits_csnn"), (1, 8, 8)),
+    "nmnist_csnn": (lambda: build_model("nmnist_csnn"), (2, 34, 34)),
+    "sew_resnet18": (lambda: build_model("sew_resnet18", width=4), (3, 16, 16)),  # residual ADDs, avg pool
+}
+
+
+def _active(model):
+    """Scale the readout so that a random-weight network spikes in every layer."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(8)
+    return model.eval()
+
+
+@pytest.fixture(
+    scope="module", params=[(n, p) for n in NETWORKS for p in ("float", "fixed")], ids=lambda v: f"{v[0]}-{v[1]}"
+)
+def case(request):
+    name, precision = request.param
+    torch.manual_seed(0)
+    factory, shape = NETWORKS[name]
+    model = _active(factory())
+    x = (np.random.default_rng(1).random((5, 3, *shape)) < 0.3).astype(np.float32)
+    graph, _ = build_nir(model, shape, precision=precision, steps=5, calibration=x)
+    plan = load_plan(graph)
+    return name, precision, plan, x, ref.run(plan, x, record=True)
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if t != "reference"])
+def test_target_matches_reference(case, target):
+    name, precision, plan, x, expected = case
+    info = get_target(target)
+    if precision not in info.precisions:
+        pytest.skip(f"{target} does not support {precision} precision")
+    assert sum(int(c.sum()) for c in expected.layer_counts.values()) > 0, "a silent network proves nothing"
+    got = info.runner()(plan, x, record=True)
+    assert np.array_equal(got.counts, expected.counts)
+    for layer, c in expected.layer_counts.items():
+        assert np.array_equal(got.layer_counts[layer], c), layer
+        assert np.array_equal(got.rasters[layer], expected.rasters[layer]), layer
+    # batch size 1 gives the same as the first sample of the batch
+    one = info.runner()(plan, x[:, :1])
+    assert np.array_equal(one.counts, expected.counts[:1])
+
+
+def test_unknown_target_lists_known():
+    with pytest.raises(ConfigError, match=r"unknown target 'tpu'; known targets: reference, torch"):
+        get_target("tpu")
+
+
+def test_wrong_input_shape(case):
+    _, _, plan, x, _ = case
+    with pytest.raises(DataError, match=r"input spikes must be shaped \(T, B,"):
+        get_target("torch").runner()(plan, x[..., :4])
