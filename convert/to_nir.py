@@ -163,6 +163,13 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             if not same.all():
                 raise ModelError(f"ONNX Runtime and the reference disagree on {files['onnx']}: first difference at "
                                  f"{first_difference(ort['counts'], ref.counts)}")  # fmt: skip
+            step = check_onnx(plan, staging / files["step_onnx"], spikes)
+            report["onnx"]["step_identical_output_counts_vs_reference"] = float(
+                (step["counts"] == ref.counts).all(1).mean()
+            )
+            if not (step["counts"] == ref.counts).all():
+                raise ModelError(f"ONNX Runtime on {files['step_onnx']} (stepped T times) and the reference disagree: first "
+                                 f"difference at {first_difference(step['counts'], ref.counts)}")  # fmt: skip
         write_json_atomic(staging / files["report"], report)
         for f in files.values():
             os.replace(staging / f, out / f)

@@ -173,3 +173,39 @@ def test_float_weight_range_not_representable():
         model.head[2].weight[0, 0] = 1e3
     with pytest.raises(ModelError, match=r"head\.2: the weight range .* cannot be represented in 4 bits"):
         build_nir(model, (1, 8, 8), weight_bits=4, per_channel=False, steps=2)
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+def test_onnx_files_agree_with_the_graph(trained_digits, tmp_path, precision):
+    import onnx
+
+    out = tmp_path / precision
+    argv = [
+        str(trained_digits),
+        "--out",
+        str(out),
+        "--precision",
+        precision,
+        "--parity-samples",
+        "48",
+        "--calibration-samples",
+        "48",
+    ]
+    assert to_nir.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.conversion.json",
+        "model.nir",
+        "model.onnx",
+        "model.step.onnx",
+    ]
+    report = json.loads((out / "model.conversion.json").read_text())
+    assert report["onnx"]["identical_output_counts_vs_reference"] == 1.0
+    assert report["onnx"]["step_identical_output_counts_vs_reference"] == 1.0
+    for name in ("model.onnx", "model.step.onnx"):
+        onnx.checker.check_model(onnx.load(out / name), full_check=True)
+    if precision == "float":
+        ops = {
+            (n.op_type, next((a.i for a in n.attribute if a.name == "axis"), None))
+            for n in onnx.load(out / "model.onnx").graph.node
+        }
+        assert ("DequantizeLinear", 0) in ops, "per-channel QDQ on the weights"
