@@ -22,10 +22,14 @@ $(STAMP): pyproject.toml
 DEMO := runs/demo
 demo: setup
 	$(PY) -m train.bkd --out $(DEMO) --resume
+	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model
+	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model.fixed --precision fixed
 	@echo
 	@echo "demo done. Results in $(DEMO)/:"
 	@echo "  checkpoint      $(DEMO)/student.pt (teacher: $(DEMO)/teacher.pt)"
-	@echo "  metrics         $(DEMO)/metrics.jsonl, $(DEMO)/summary.json"
+	@echo "  training        $(DEMO)/metrics.jsonl, $(DEMO)/summary.json"
+	@echo "  graphs          $(DEMO)/model.nir, model.onnx, model.step.onnx; $(DEMO)/model.fixed.nir (+ .onnx)"
+	@echo "  parity reports  $(DEMO)/model.conversion.json, $(DEMO)/model.fixed.conversion.json"
 	@echo "  plots           $(DEMO)/curves.png"
 
 test: setup
