@@ -49,7 +49,7 @@ def _check_finite(layer: Layer) -> None:
             raise ModelError(f"layer {layer.name}: {key} holds a NaN or infinite value (first at index {idx})")
 
 
-LOST_FRACTION_LIMIT = 0.5  # more weights than this rounding to zero means the range does not fit
+LOST_FRACTION_LIMIT = 0.9  # more weights than this rounding to zero: the range does not fit the bits
 
 
 def check_range(name: str, w: np.ndarray, wq: np.ndarray, bits: int) -> None:
