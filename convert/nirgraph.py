@@ -35,7 +35,9 @@ def _node(layer: Layer) -> nir.NIRNode:
         return nir.Affine(weight=p["weight"].astype(np.float32), bias=p["bias"].astype(np.float32))
     if layer.kind == "lif":
         tau = float(p["tau"])
-        return nir.LIF(tau=np.full(shape, tau, dtype=np.float32), r=np.full(shape, tau / p["dt"], dtype=np.float32),
+        # tau and r in float64: in float32 a reader's dt/tau * r can round to 1 + 1e-7 and turn
+        # membranes sitting exactly on the threshold into spikes.
+        return nir.LIF(tau=np.full(shape, tau, dtype=np.float64), r=np.full(shape, tau / p["dt"], dtype=np.float64),
                        v_leak=np.zeros(shape, np.float32), v_threshold=np.full(shape, p["v_threshold"], dtype=np.float32),
                        v_reset=np.zeros(shape, np.float32))  # fmt: skip
     if layer.kind in ("sumpool", "avgpool"):

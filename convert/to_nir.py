@@ -151,7 +151,8 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             report["fixed"] = {"choices": build_report.fixed_choices, "calibration": build_report.calibration,
                                "calibration_rounds": build_report.calibration_rounds}  # fmt: skip
         if cfg.onnx:
-            from convert.to_onnx import check_onnx, export_onnx, export_step_onnx
+            from convert.to_onnx import export_onnx, export_step_onnx
+            from targets.onnx_target import check_onnx
 
             export_onnx(plan, staging / files["onnx"], steps=steps)
             export_step_onnx(plan, staging / files["step_onnx"])

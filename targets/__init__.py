@@ -24,6 +24,7 @@ class TargetInfo:
     precisions: tuple[str, ...]
     kinds: tuple[str, ...]
     summary: str
+    rasters: bool = True  # can return per-layer rasters (record=True)
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run
@@ -48,3 +49,7 @@ register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"),
                            "plain numpy, one step at a time: defines the semantics"))  # fmt: skip
 register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), ALL_KINDS,
                            "PyTorch tensors, CUDA when present"))  # fmt: skip
+register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), ALL_KINDS,
+                           "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False))  # fmt: skip
+register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
+                           "Norse 1.1.0 reading the .nir file (independent check of the file format)"))  # fmt: skip

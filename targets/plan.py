@@ -112,7 +112,10 @@ def _lif_params(node: nir.LIF, shape: tuple[int, ...], dt: float, name: str) -> 
         if not np.isfinite(arr).all():
             raise ModelError(f"node {name}: LIF {key} holds NaN or infinite values")
     if (tau < dt).any():
-        raise ModelError(f"node {name}: LIF tau {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable)")
+        raise ModelError(
+            f"node {name}: LIF tau {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable); note that "
+            "Norse 1.1.0's to_nir writes dt/tau_mem_inv as tau (targets.norse_target.norse_export writes it right)"
+        )
     alpha = dt / tau
     gain = alpha * r
     # Our own graphs state r = tau/dt exactly: the input enters with gain 1, bit for bit.
@@ -186,6 +189,14 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
         )
     in_shape = tuple(int(x) for x in np.asarray(next(iter(graph.nodes[inputs[0]].input_type.values()))).reshape(-1))
     order = _order(graph.nodes, list(graph.edges), source)
+    if not meta and in_shape and in_shape[0] == 1:
+        # Foreign exporters (Norse 1.1.0's to_nir) write the sample's batch dimension of 1 into
+        # the input type; drop it where the first consumer clearly wants a batch-free shape.
+        first = [graph.nodes[b] for a, b in graph.edges if a == inputs[0]]
+        if (len(in_shape) == 2 and all(isinstance(n, (nir.Affine, nir.Linear)) for n in first)) or (
+            len(in_shape) == 4 and all(isinstance(n, (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)) for n in first)
+        ):
+            in_shape = in_shape[1:]
     sources: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for a, b in graph.edges:
         sources[b].append(a)

@@ -1,0 +1,110 @@
+"""The ``onnx`` target: ONNX Runtime on the ``.onnx`` file written beside the ``.nir`` file.
+
+The CUDA execution provider is used when this onnxruntime has it, else the CPU. The whole-T file
+(``model.onnx``) runs when its T equals the input's; otherwise the step file (``model.step.onnx``)
+is stepped T times. Per-layer rasters are not exported by the ONNX files, so ``record`` yields
+counts only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import DataError
+from targets.plan import Plan
+from targets.reference import RunResult
+
+# ---------------------------------------------------------------------------------------------
+# Running a file
+
+
+def onnx_session(path: str | Path, *, threads: int = 0):
+    """An ONNX Runtime session on ``path``: the CUDA provider when this onnxruntime has it, else CPU.
+
+    CUDA runs without TF32 and with cuDNN's implicit-GEMM convolution (``cudnn_conv_algo_search
+    DEFAULT``): Winograd and FFT convolutions are not exact, and exactness is the point.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    providers: list = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}))
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise DataError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {e})") from None
+
+
+def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int = 0) -> dict[str, Any]:
+    """Run ``spikes`` ``(T, B, *input_shape)`` through the ONNX file at ``path`` (either kind) with
+    ONNX Runtime; returns ``{"counts": (B, classes) int64, "layer_counts": {lif: (B,) int64},
+    "provider": name}``, to compare with :func:`targets.reference.run`. The step file runs ``T``
+    times from zero states."""
+    spikes = np.asarray(spikes)
+    if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
+        raise DataError(
+            f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
+        )
+    if plan.precision == "fixed" and not np.array_equal(spikes, np.rint(spikes)):
+        raise DataError("fixed precision takes integer spike counts as input; got fractional values")
+    if spikes.shape[0] < 1:
+        raise DataError("input spikes have no time steps (T = 0)")
+    x = spikes.astype(np.float32)
+    sess = onnx_session(path, threads=threads)
+    inputs = {i.name: i for i in sess.get_inputs()}
+    names = [o.name for o in sess.get_outputs()]
+    lifs = plan.lif_names
+    missing = sorted({f"spikes/{k}" for k in lifs} - set(names))
+    if missing:
+        raise DataError(f"{path} was not exported from this graph: it lacks the outputs {', '.join(missing)}")
+    if "spikes" in inputs:
+        t_file = inputs["spikes"].shape[0]
+        if t_file != x.shape[0]:
+            raise DataError(f"{path} is unrolled for T={t_file} steps; the spikes have T={x.shape[0]}")
+        res = dict(zip(names, sess.run(None, {"spikes": x})))
+        counts, layers = res["counts"], {k: res[f"spikes/{k}"] for k in lifs}
+    elif "x_t" in inputs:
+        B = x.shape[1]
+        feed = {f"v/{k}": np.zeros((B, *plan.node(k).out_shape), np.float32) for k in lifs}
+        counts, layers = 0, dict.fromkeys(lifs, 0)
+        for t in range(x.shape[0]):
+            res = dict(zip(names, sess.run(None, {"x_t": x[t], **feed})))
+            counts = counts + res["out_t"]
+            layers = {k: layers[k] + res[f"spikes/{k}"] for k in lifs}
+            feed = {f"v/{k}": res[f"v_next/{k}"] for k in lifs}
+    else:
+        raise DataError(f"{path} is not an snn-deploy ONNX file: inputs {sorted(inputs)}, expected spikes or x_t")
+    return {"counts": np.rint(counts).astype(np.int64),
+            "layer_counts": {k: np.rint(v).astype(np.int64) for k, v in layers.items()},
+            "provider": sess.get_providers()[0]}  # fmt: skip
+
+
+def onnx_files(plan: Plan) -> tuple[Path, Path]:
+    src = Path(plan.source)
+    if src.suffix != ".nir" or not src.is_file():
+        raise DataError(
+            "the onnx target runs the .onnx file written beside a .nir file; this plan was not loaded from a file"
+        )
+    return src.with_suffix(".onnx"), src.with_suffix(".step.onnx")
+
+
+def run(plan: Plan, spikes, *, record: bool = False, threads: int = 0) -> RunResult:
+    whole, step = onnx_files(plan)
+    import onnx
+
+    path = None
+    if whole.is_file():
+        t_file = onnx.load(whole, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0].dim_value
+        path = whole if t_file == np.asarray(spikes).shape[0] else None
+    if path is None:
+        path = step
+    if not path.is_file():
+        raise DataError(f"the onnx target needs {whole.name} or {step.name} beside {Path(plan.source).name}; "
+                        "convert with python -m convert.to_nir ... --onnx true")  # fmt: skip
+    res = check_onnx(plan, path, spikes, threads=threads)
+    return RunResult(res["counts"], res["layer_counts"], None)
