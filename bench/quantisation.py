@@ -107,7 +107,9 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xticks(np.arange(n) + 0.4 - width / 2)
     ax.set_xticklabels([f"{r['dataset']}\n{'QAT 8-bit' if r['qat'] else 'float training'}" for r in results["rows"]])
     low = min(100 * min(r["accuracy"].values()) for r in results["rows"])
-    ax.set(ylabel="test accuracy (%)", ylim=(max(0, low - 5), 100), title="accuracy after quantisation (reference target)")
+    ax.set(
+        ylabel="test accuracy (%)", ylim=(max(0, low - 5), 100), title="accuracy after quantisation (reference target)"
+    )
     ax.legend(fontsize=8, ncol=5, loc="lower center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -117,7 +119,9 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     p.add_argument("--epochs", type=int, default=None, help="student epochs (default: per dataset)")
     p.add_argument("--threads", type=int, default=None)
