@@ -30,6 +30,7 @@ class RunResult:
     layer_counts: dict[str, np.ndarray]  # LIF name -> (B,) spikes per sample
     rasters: dict[str, np.ndarray] | None = None  # LIF name -> (T, B, ...) uint8
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    margins: dict[str, np.ndarray] | None = None  # LIF name -> (T, B, ...) v - threshold before reset (float)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
@@ -62,8 +63,11 @@ def _synapse(n: Node, x: np.ndarray, integer: bool) -> np.ndarray:
     return acc.astype(np.float32) + b
 
 
-def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
-    """Run ``spikes`` shaped ``(T, B, *input_shape)`` through the plan in its precision."""
+def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool = False) -> RunResult:
+    """Run ``spikes`` shaped ``(T, B, *input_shape)`` through the plan in its precision.
+
+    ``margins`` also keeps every membrane's distance to its threshold before the spike decision,
+    which verification uses to trace a float disagreement to a threshold tie."""
     spikes = np.asarray(spikes)
     if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
         raise DataError(
@@ -82,6 +86,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
     counts = {name: np.zeros(B, dtype=np.int64) for name in state}
     rasters = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.uint8) for name in state} if record else None
     stats = {name: {"max_abs_input": 0.0, "max_abs_v": 0.0} for name in state}
+    margin = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.float64) for name in state} if margins else None
     out_counts = None
     for t in range(T):
         values: dict[str, np.ndarray] = {"input": spikes[t].astype(np.int64 if integer else np.float32)}
@@ -97,6 +102,8 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
                 if integer:
                     bias = syn.fixed["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
                     s_out, state[n.name] = fixed.lif_fixed_step(state[n.name], x, n.fixed["dv"], n.fixed["vth"], bias)
+                    if margins:  # integer runs have no ties to trace; keep the array shape
+                        margin[n.name][t] = np.where(s_out, 1.0, -1.0)
                     stats[n.name]["max_abs_v"] = max(
                         stats[n.name]["max_abs_v"], float(np.abs(state[n.name]).max(initial=0))
                     )
@@ -104,6 +111,8 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
                     p = n.params
                     v = p["beta"] * state[n.name] + p["gain"] * x + p["leak"]
                     s_out = v > p["v_threshold"]
+                    if margins:
+                        margin[n.name][t] = v.astype(np.float64) - p["v_threshold"]
                     stats[n.name]["max_abs_v"] = max(stats[n.name]["max_abs_v"], float(np.abs(v).max(initial=0)))
                     state[n.name] = np.where(s_out, p["v_reset"], v).astype(np.float32)
                 y = s_out.astype(np.int64 if integer else np.float32)
@@ -121,4 +130,4 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
         for s in plan.outputs[1:]:
             out = out + values[s]
         out_counts = out.astype(np.int64) if out_counts is None else out_counts + out.astype(np.int64)
-    return RunResult(out_counts.reshape(B, -1), counts, rasters, stats)
+    return RunResult(out_counts.reshape(B, -1), counts, rasters, stats, margin)

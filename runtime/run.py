@@ -1,0 +1,129 @@
+"""``python -m runtime.run model.nir --target NAME``: run a graph on one target and report.
+
+Prints and writes (JSON) accuracy, per-layer spike counts (total, per sample, and per time step
+with ``--per-step``), synaptic operations (NeuroBench effective accumulates), activation
+sparsity, wall time and samples per second.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import parse_config
+from core.errors import ConfigError, SnnDeployError
+from core.fileio import write_json_atomic
+from runtime.data import load_inputs
+from runtime.metrics import activation_sparsity, synaptic_operations
+from targets import TARGETS, get_target
+from targets.plan import Plan, load_plan
+from targets.reference import RunResult
+
+
+@dataclass
+class RunConfig:
+    graph: str = field(default="", metadata={"help": "the .nir file", "positional": True})
+    target: str = field(default="torch", metadata={"help": "target: " + ", ".join(TARGETS)})
+    data: str | None = field(
+        default=None, metadata={"help": "dataset name or event file (default: the dataset the graph records)"}
+    )
+    data_root: str | None = field(default=None, metadata={"help": "local folder of a real dataset"})
+    split: str = field(default="test", metadata={"help": "dataset split", "choices": ["train", "test"]})
+    samples: int | None = field(default=None, metadata={"help": "run only the first N samples"})
+    batch_size: int = field(default=64, metadata={"help": "samples per target call"})
+    per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})
+    out: str | None = field(default=None, metadata={"help": "JSON report path (default: <graph>.<target>.run.json)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+def run_batches(
+    info, plan: Plan, spikes: np.ndarray, batch_size: int, record: bool, progress: bool, desc: str
+) -> tuple[RunResult, float]:
+    """Run ``spikes`` through a target in batches; returns the joined result and the wall time."""
+    from tqdm import tqdm
+
+    runner = info.runner()
+    parts: list[RunResult] = []
+    n = spikes.shape[1]
+    t0 = time.perf_counter()
+    with tqdm(total=n, desc=desc, unit="sample", disable=not progress, file=sys.stderr, leave=False) as bar:
+        for start in range(0, n, batch_size):
+            parts.append(runner(plan, spikes[:, start : start + batch_size], record=record))
+            bar.update(min(batch_size, n - start))
+    wall = time.perf_counter() - t0
+    counts = np.concatenate([p.counts for p in parts])
+    layers = {k: np.concatenate([p.layer_counts[k] for p in parts]) for k in parts[0].layer_counts}
+    rasters = None
+    if record and parts[0].rasters is not None:
+        rasters = {k: np.concatenate([p.rasters[k] for p in parts], axis=1) for k in parts[0].rasters}
+    return RunResult(counts, layers, rasters), wall
+
+
+def predictions(counts: np.ndarray) -> np.ndarray:
+    """The class with the most output spikes; ties go to the lowest class index (as argmax)."""
+    return counts.argmax(axis=1)
+
+
+def report_run(plan: Plan, target: str, spikes: np.ndarray, labels: np.ndarray | None, result: RunResult,
+               wall: float, per_step: bool) -> dict[str, Any]:  # fmt: skip
+    T, n = spikes.shape[:2]
+    pred = predictions(result.counts)
+    rep: dict[str, Any] = {
+        "graph": plan.source, "target": target, "precision": plan.precision, "T": T, "samples": n,
+        "accuracy": float((pred == labels).mean()) if labels is not None else None,
+        "predictions": pred.tolist(),
+        "layers": {k: {"total": int(v.sum()), "per_sample": float(v.mean()),
+                       "rate": float(v.mean() / (T * np.prod(plan.node(k).out_shape)))} for k, v in result.layer_counts.items()},
+        "activation_sparsity": activation_sparsity(plan, result.layer_counts, T),
+        "wall_s": wall, "samples_per_s": n / wall if wall > 0 else None,
+    }  # fmt: skip
+    if result.rasters is not None:
+        ops = synaptic_operations(plan, spikes, result.rasters)
+        rep["synaptic_operations"] = {"per_sample": float(sum(v.sum() for v in ops.values()) / n),
+                                      "per_layer_per_sample": {k: float(v.mean()) for k, v in ops.items()}}  # fmt: skip
+        if per_step:
+            for k, r in result.rasters.items():
+                rep["layers"][k]["per_step"] = r.reshape(T, -1).sum(axis=1).tolist()
+    else:
+        rep["synaptic_operations"] = None  # the target returns no rasters to count them from
+        rep["note"] = f"the {target} target returns no per-layer rasters: no synaptic operations or per-step counts"
+    return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__.strip().splitlines()[0])
+        info = get_target(cfg.target)
+        plan = load_plan(cfg.graph)
+        if plan.precision not in info.precisions:
+            raise ConfigError(
+                f"target {cfg.target!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
+            )
+        spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples)
+        record = info.rasters
+        result, wall = run_batches(info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}")
+        rep = report_run(plan, cfg.target, spikes, labels, result, wall, cfg.per_step) | {"data": what}
+        out = Path(cfg.out) if cfg.out else Path(cfg.graph).with_suffix(f".{cfg.target}.run.json")
+        write_json_atomic(out, rep)
+    except SnnDeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    acc = f"{100 * rep['accuracy']:.2f}%" if rep["accuracy"] is not None else "n/a (no labels)"
+    print(f"{cfg.target} on {what}, {plan.precision} precision, T={rep['T']}: accuracy {acc}")
+    for k, v in rep["layers"].items():
+        print(f"  {k:<24} {v['per_sample']:12.1f} spikes/sample  rate {v['rate']:.4f}")
+    if rep["synaptic_operations"]:
+        print(f"  synaptic operations      {rep['synaptic_operations']['per_sample']:12.0f} per sample")
+    print(f"  activation sparsity      {rep['activation_sparsity']:.4f}")
+    print(f"  wall {rep['wall_s']:.3f} s, {rep['samples_per_s']:.1f} samples/s")
+    print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

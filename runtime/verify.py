@@ -1,0 +1,314 @@
+"""``python -m runtime.verify model.nir --targets torch,onnx,norse``: prove that targets agree.
+
+Every named target runs the same inputs as the reference (:mod:`targets.reference`, which defines
+the semantics). Per target: accuracy, per-layer spike counts, predictions, timing; against the
+reference: identical predictions, per-layer spike-count differences, identical rasters, and the
+first divergence (sample, layer, time step) after aligning the target's per-layer latency.
+
+Tolerances (stated in the report): fixed precision must match exactly. Float precision must give
+identical output counts, layer counts and rasters, except in samples whose first divergence the
+report traces to float rounding at a threshold tie (the reference membrane within a few float32
+ulps of the threshold); those are counted and shown, never silently absorbed. The command exits
+1 on any failure and names the target, layer and sample.
+
+Writes ``report.json``, ``report.md`` and PNG plots (spike counts per layer and target; a spike
+raster of one sample per target; agreement per layer and target) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import parse_config
+from core.errors import ConfigError, SnnDeployError
+from core.fileio import atomic_path, write_json_atomic, write_text_atomic
+from runtime.data import load_inputs
+from runtime.run import predictions, run_batches
+from targets import TARGETS, get_target
+from targets import reference as ref_target
+from targets.plan import Plan, load_plan
+from targets.reference import RunResult
+
+TIE_ULPS = 8  # a membrane within this many float32 ulps of its threshold is a tie
+
+
+@dataclass
+class VerifyConfig:
+    graph: str = field(default="", metadata={"help": "the .nir file", "positional": True})
+    targets: str = field(
+        default="torch,onnx,norse",
+        metadata={
+            "help": "comma-separated targets (known: "
+            + ", ".join(TARGETS)
+            + "); 'all' for every one that supports the graph"
+        },
+    )
+    data: str | None = field(
+        default=None, metadata={"help": "dataset name or event file (default: the dataset the graph records)"}
+    )
+    data_root: str | None = field(default=None, metadata={"help": "local folder of a real dataset"})
+    samples: int | None = field(default=128, metadata={"help": "number of test samples (None: all)"})
+    batch_size: int = field(default=64, metadata={"help": "samples per target call"})
+    out: str | None = field(
+        default=None, metadata={"help": "report folder (default: <graph>.verify/ beside the graph)"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+def first_divergence(plan: Plan, ref: RunResult, got: RunResult, sample: int) -> dict[str, Any] | None:
+    """Earliest (step, layer in plan order, neuron) where the target's raster leaves the reference's."""
+    best = None
+    for layer in plan.lif_names:
+        a, b = ref.rasters[layer][:, sample], got.rasters[layer][:, sample]
+        diff = np.argwhere((a != b).reshape(a.shape[0], -1))
+        if len(diff):
+            t, i = int(diff[0][0]), int(diff[0][1])
+            if best is None or t < best["step"]:
+                best = {"sample": sample, "layer": layer, "step": t, "neuron": i,
+                        "reference_spiked": bool(a.reshape(a.shape[0], -1)[t, i])}  # fmt: skip
+    return best
+
+
+def is_tie(plan: Plan, ref: RunResult, div: dict[str, Any]) -> bool:
+    if plan.precision != "float":
+        return False
+    margin = ref.margins[div["layer"]][div["step"], div["sample"]].reshape(-1)[div["neuron"]]
+    theta = float(plan.node(div["layer"]).params["v_threshold"].reshape(-1)[div["neuron"]])
+    return abs(margin) <= TIE_ULPS * np.finfo(np.float32).eps * max(1.0, abs(theta))
+
+
+def compare(plan: Plan, name: str, info, ref: RunResult, got: RunResult, labels) -> dict[str, Any]:
+    same_counts = (got.counts == ref.counts).all(axis=1)
+    layer_same = {k: got.layer_counts[k] == ref.layer_counts[k] for k in ref.layer_counts}
+    rec: dict[str, Any] = {
+        "identical_predictions": float((predictions(got.counts) == predictions(ref.counts)).mean()),
+        "identical_output_counts": float(same_counts.mean()),
+        "layer_count_abs_difference": {k: int(np.abs(got.layer_counts[k] - ref.layer_counts[k]).sum()) for k in ref.layer_counts},
+        "layer_identical_fraction": {k: float(v.mean()) for k, v in layer_same.items()},
+    }  # fmt: skip
+    bad = ~same_counts
+    for v in layer_same.values():
+        bad |= ~v
+    if got.rasters is not None:
+        raster_same = np.ones(len(same_counts), dtype=bool)
+        for k in ref.rasters:
+            raster_same &= (
+                (got.rasters[k] == ref.rasters[k])
+                .reshape(got.rasters[k].shape[0], len(same_counts), -1)
+                .all(axis=(0, 2))
+            )
+        rec["identical_rasters"] = float(raster_same.mean())
+        bad |= ~raster_same
+    ties, failures, first = [], [], None
+    for s in np.flatnonzero(bad):
+        div = first_divergence(plan, ref, got, int(s)) if got.rasters is not None else None
+        if div is None:
+            layer = next((k for k, v in layer_same.items() if not v[s]), "output")
+            div = {"sample": int(s), "layer": layer, "step": None, "neuron": None}
+        if first is None:
+            first = div
+        if got.rasters is not None and div.get("step") is not None and is_tie(plan, ref, div):
+            ties.append(div)
+        else:
+            failures.append(div)
+    rec["first_divergence"] = first
+    rec["threshold_tie_samples"] = len(ties)
+    rec["ties"] = ties[:20]
+    rec["failed_samples"] = len(failures)
+    rec["failures"] = failures[:20]
+    rec["passed"] = not failures
+    if labels is not None:
+        rec["accuracy"] = float((predictions(got.counts) == labels).mean())
+    return rec
+
+
+def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dict[str, dict], sample: int) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    layers = plan.lif_names
+    names = list(results)
+    # 1. spike counts per layer and target
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(layers), 3.6))
+    width = 0.8 / len(names)
+    for j, t in enumerate(names):
+        vals = [results[t].layer_counts[k].mean() for k in layers]
+        ax.bar(np.arange(len(layers)) + j * width, vals, width, label=t)
+    ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2)
+    ax.set_xticklabels(layers, fontsize=8)
+    ax.set(ylabel="spikes per sample", yscale="log", title="spike counts per layer and target")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    written.append(_save(fig, out / "spike_counts.png"))
+    # 2. raster of one sample per target (targets that return rasters)
+    with_r = [t for t in names if results[t].rasters is not None]
+    fig, axes = plt.subplots(len(with_r), len(layers), figsize=(3.2 * len(layers), 2.0 * len(with_r)), squeeze=False)
+    for i, t in enumerate(with_r):
+        for j, k in enumerate(layers):
+            r = results[t].rasters[k][:, sample].reshape(results[t].rasters[k].shape[0], -1)
+            ts, ns = np.nonzero(r)
+            axes[i, j].scatter(ts, ns, s=1.5, marker="|", color="k")
+            axes[i, j].set(xlim=(-0.5, r.shape[0] - 0.5), ylim=(-0.5, r.shape[1] - 0.5))
+            axes[i, j].tick_params(labelsize=6)
+            if i == 0:
+                axes[i, j].set_title(k, fontsize=8)
+            if j == 0:
+                axes[i, j].set_ylabel(f"{t}\nneuron", fontsize=8)
+            if i == len(with_r) - 1:
+                axes[i, j].set_xlabel("time step", fontsize=8)
+    fig.suptitle(f"spike raster of sample {sample}", fontsize=9)
+    fig.tight_layout()
+    written.append(_save(fig, out / "rasters.png"))
+    # 3. agreement per layer and target
+    targets = [t for t in names if t != "reference"]
+    grid = np.array([[comparisons[t]["layer_identical_fraction"][k] for k in layers] for t in targets])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(layers), 0.8 + 0.5 * len(targets)))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    for i in range(len(targets)):
+        for j in range(len(layers)):
+            ax.text(j, i, f"{100 * grid[i, j]:.1f}%", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(layers)), layers, fontsize=8)
+    ax.set_yticks(range(len(targets)), targets, fontsize=8)
+    ax.set_title("samples with layer spike counts identical to the reference", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    written.append(_save(fig, out / "agreement.png"))
+    return written
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    lines = [f"# Verification of `{rep['graph']}`", "",
+             f"{rep['precision']} precision, T={rep['T']}, {rep['samples']} samples of {rep['data']}.", "",
+             f"Tolerance: {rep['tolerance']}", "",
+             "| target | accuracy | identical predictions | identical output counts | identical rasters | tie samples | failed samples | samples/s | result |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t, r in rep["targets"].items():
+        c = r.get("comparison", {})
+        acc = f"{100 * r['accuracy']:.2f}%" if r.get("accuracy") is not None else "-"
+        rast = f"{100 * c['identical_rasters']:.1f}%" if "identical_rasters" in c else "n/a"
+        res = "reference" if t == "reference" else ("PASS" if c["passed"] else "FAIL")
+        lines.append(
+            f"| {t} | {acc} | {100 * c.get('identical_predictions', 1):.1f}% | {100 * c.get('identical_output_counts', 1):.1f}% | "
+            f"{rast if t != 'reference' else '-'} | {c.get('threshold_tie_samples', 0)} | {c.get('failed_samples', 0)} | "
+            f"{r['samples_per_s']:.1f} | {res} |"
+        )
+    lines += [
+        "",
+        "Spikes per sample by layer:",
+        "",
+        "| target | " + " | ".join(rep["layers"]) + " |",
+        "|---" * (len(rep["layers"]) + 1) + "|",
+    ]
+    for t, r in rep["targets"].items():
+        lines.append(f"| {t} | " + " | ".join(f"{r['spikes_per_sample'][k]:.1f}" for k in rep["layers"]) + " |")
+    for t, r in rep["targets"].items():
+        div = r.get("comparison", {}).get("first_divergence")
+        if div:
+            lines.append(
+                f"\nFirst divergence of {t}: sample {div['sample']}, layer {div['layer']}, step {div['step']}, neuron {div['neuron']}."
+            )
+    lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in rep["plots"]), ""]
+    return "\n".join(lines)
+
+
+def verify(cfg: VerifyConfig) -> dict[str, Any]:
+    plan = load_plan(cfg.graph)
+    names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
+    if names == ["all"]:
+        kinds = {n.kind for n in plan.nodes}
+        names = [
+            t
+            for t, i in TARGETS.items()
+            if t != "reference" and plan.precision in i.precisions and kinds <= set(i.kinds)
+        ]
+    infos = {t: get_target(t) for t in names}
+    for t, info in infos.items():
+        if plan.precision not in info.precisions:
+            raise ConfigError(
+                f"target {t!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
+            )
+    spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, samples=cfg.samples)
+    out = Path(cfg.out) if cfg.out else Path(cfg.graph).with_suffix(".verify")
+    results: dict[str, RunResult] = {}
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ref_parts = [
+        ref_target.run(plan, spikes[:, s : s + cfg.batch_size], record=True, margins=True)
+        for s in range(0, spikes.shape[1], cfg.batch_size)
+    ]
+    ref = RunResult(np.concatenate([p.counts for p in ref_parts]),
+                    {k: np.concatenate([p.layer_counts[k] for p in ref_parts]) for k in ref_parts[0].layer_counts},
+                    {k: np.concatenate([p.rasters[k] for p in ref_parts], axis=1) for k in ref_parts[0].rasters},
+                    margins={k: np.concatenate([p.margins[k] for p in ref_parts], axis=1) for k in ref_parts[0].margins})  # fmt: skip
+    timing["reference"] = time.perf_counter() - t0  # with margins and rasters kept: slower than a plain run
+    results["reference"] = ref
+    rep: dict[str, Any] = {
+        "graph": cfg.graph, "precision": plan.precision, "T": int(spikes.shape[0]), "samples": int(spikes.shape[1]), "data": what,
+        "layers": plan.lif_names,
+        "tolerance": ("exact: every output count, layer count and raster equal to the reference" if plan.precision == "fixed" else
+                      f"exact, except samples whose first divergence is a threshold tie (reference membrane within {TIE_ULPS} float32 ulps of the threshold), which are counted and listed"),
+        "targets": {},
+    }  # fmt: skip
+    comparisons = {}
+    for t, info in infos.items():
+        got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t)
+        results[t] = got
+        comparisons[t] = compare(plan, t, info, ref, got, labels)
+    sample = int(np.argmax(sum(v for v in ref.layer_counts.values())))  # the busiest sample shows most
+    for t, r in results.items():
+        entry = {"accuracy": float((predictions(r.counts) == labels).mean()) if labels is not None else None,
+                 "spikes_per_sample": {k: float(v.mean()) for k, v in r.layer_counts.items()},
+                 "predictions": predictions(r.counts).tolist(),
+                 "wall_s": timing.get(t), "samples_per_s": spikes.shape[1] / max(timing.get(t, 0), 1e-9)}  # fmt: skip
+        if t in comparisons:
+            entry["comparison"] = comparisons[t]
+        rep["targets"][t] = entry
+    rep["plots"] = plots(out, plan, results, comparisons, sample)
+    rep["passed"] = all(c["passed"] for c in comparisons.values())
+    write_json_atomic(out / "report.json", rep)
+    write_text_atomic(out / "report.md", markdown(rep))
+    return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(VerifyConfig, argv, "python -m runtime.verify", __doc__.strip().splitlines()[0])
+        rep = verify(cfg)
+    except SnnDeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(rep["plots"][0]).parent
+    print((out / "report.md").read_text())
+    print(f"report: {out / 'report.md'} (and report.json); plots: {', '.join(rep['plots'])}")
+    if not rep["passed"]:
+        for t, r in rep["targets"].items():
+            c = r.get("comparison")
+            if c and not c["passed"]:
+                f = c["failures"][0]
+                print(f"FAIL: target {t} disagrees with the reference in {c['failed_samples']} sample(s); first: "
+                      f"sample {f['sample']}, layer {f['layer']}, step {f['step']}", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""``runtime.run`` and ``runtime.verify`` on a small trained model: every target, both precisions."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from convert import to_nir
+from core.errors import ConfigError
+from runtime import run as run_cmd
+from runtime import verify
+from runtime.data import load_inputs
+from targets.plan import load_plan
+from targets.reference import RunResult
+
+
+@pytest.fixture(scope="module")
+def graphs(trained_digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("graphs")
+    for precision in ("float", "fixed"):
+        argv = [str(trained_digits), "--out", str(out), "--name", precision, "--precision", precision,
+                "--parity-samples", "32", "--calibration-samples", "64"]  # fmt: skip
+        assert to_nir.main(argv) == 0
+    return out
+
+
+@pytest.mark.parametrize("target", ["reference", "torch", "onnx", "norse"])
+def test_run_reports(graphs, target, capsys):
+    out = graphs / f"float.{target}.json"
+    argv = [
+        str(graphs / "float.nir"),
+        "--target",
+        target,
+        "--samples",
+        "24",
+        "--progress",
+        "false",
+        "--per-step",
+        "--out",
+        str(out),
+    ]
+    assert run_cmd.main(argv) == 0
+    rep = json.loads(out.read_text())
+    assert rep["samples"] == 24 and 0 <= rep["accuracy"] <= 1 and rep["samples_per_s"] > 0
+    assert set(rep["layers"]) == {"features.1", "features.4", "head.3"}
+    assert 0 < rep["activation_sparsity"] < 1
+    if target == "onnx":
+        assert rep["synaptic_operations"] is None and "no per-layer rasters" in rep["note"]
+    else:
+        assert rep["synaptic_operations"]["per_sample"] > 0
+        assert len(rep["layers"]["features.1"]["per_step"]) == rep["T"]
+        assert sum(rep["layers"]["features.1"]["per_step"]) == rep["layers"]["features.1"]["total"]
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_synaptic_operations_by_hand(graphs):
+    """Effective accumulates of the first conv: every input spike times its fan-out (32 channels x
+    the 3x3 kernel positions that stay inside the 8x8 map)."""
+    from runtime.metrics import fanout, synaptic_operations
+    from targets import reference
+
+    plan = load_plan(graphs / "float.nir")
+    conv = plan.node("features.0")
+    f = fanout(conv)
+    assert f[0, 0, 0] == 32 * 4 and f[0, 0, 3] == 32 * 6 and f[0, 4, 4] == 32 * 9
+    x = np.zeros((2, 1, 1, 8, 8), np.float32)
+    x[0, 0, 0, 0, 0] = x[1, 0, 0, 4, 4] = 1
+    res = reference.run(plan, x, record=True)
+    assert synaptic_operations(plan, x, res.rasters)["features.0"].tolist() == [32 * 4 + 32 * 9]
+
+
+def test_run_errors(graphs, tmp_path, capsys):
+    assert run_cmd.main([str(graphs / "float.nir"), "--target", "loihi3"]) == 2
+    assert "unknown target 'loihi3'; known targets: reference, torch, onnx, norse" in capsys.readouterr().err
+    assert run_cmd.main([str(tmp_path / "none.nir")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert run_cmd.main([str(graphs / "fixed.nir"), "--target", "norse"]) == 2
+    assert "runs float precision; " in capsys.readouterr().err
+    assert run_cmd.main([str(graphs / "float.nir"), "--data", "event_digits", "--samples", "2"]) == 2
+    assert "gives inputs (2, 34, 34), the graph takes (1, 8, 8)" in capsys.readouterr().err
+    bad = tmp_path / "bad.nir"
+    bad.write_bytes(b"not hdf5 at all")
+    assert run_cmd.main([str(bad)]) == 2
+    assert "is not a readable NIR graph" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys):
+    out = tmp_path / "v"
+    argv = [
+        str(graphs / f"{precision}.nir"),
+        "--targets",
+        "all",
+        "--samples",
+        "40",
+        "--progress",
+        "false",
+        "--out",
+        str(out),
+    ]
+    assert verify.main(argv) == 0, capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    expected = {"reference", "torch", "onnx"} | ({"norse"} if precision == "float" else set())
+    assert set(rep["targets"]) == expected and rep["passed"]
+    for t in expected - {"reference"}:
+        c = rep["targets"][t]["comparison"]
+        assert c["identical_output_counts"] == 1.0 and c["failed_samples"] == 0 and c["first_divergence"] is None
+    for name in ("report.md", "spike_counts.png", "rasters.png", "agreement.png"):
+        assert (out / name).is_file()
+    assert "exact" in rep["tolerance"]
+
+
+def test_verify_catches_a_perturbed_graph(graphs, tmp_path, capsys):
+    """One int8 weight changed in model.onnx: the onnx target must fail, naming layer and sample."""
+    import shutil
+
+    work = tmp_path / "p"
+    work.mkdir()
+    for suffix in (".nir", ".onnx", ".step.onnx"):
+        shutil.copy(graphs / f"float{suffix}", work / f"float{suffix}")
+    model = onnx.load(work / "float.onnx")
+    init = next(i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and "features.0" in i.name)
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[np.argmax(np.abs(arr))] *= -1
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(model, work / "float.onnx")
+    assert (
+        verify.main([str(work / "float.nir"), "--targets", "torch,onnx", "--samples", "40", "--progress", "false"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "FAIL: target onnx disagrees with the reference" in err and "layer features.1" in err
+
+
+def test_tie_tracing_counts_ties_and_fails_the_rest(graphs):
+    plan = load_plan(graphs / "float.nir")
+    spikes, labels, _ = load_inputs(plan, samples=3)
+    from targets import reference
+
+    ref = reference.run(plan, spikes, record=True, margins=True)
+    got = RunResult(
+        ref.counts.copy(),
+        {k: v.copy() for k, v in ref.layer_counts.items()},
+        {k: v.copy() for k, v in ref.rasters.items()},
+    )
+    # sample 0: flip a neuron that sat exactly on its threshold (a tie); sample 1: one far from it
+    layer = "features.1"
+    margins = {k: v.copy() for k, v in ref.margins.items()}
+    margins[layer][2, 0, 0, 0, 0] = 0.0
+    margins[layer][2, 1, 0, 0, 0] = -0.5
+    ref.margins = margins
+    for s in (0, 1):
+        got.rasters[layer][2, s, 0, 0, 0] ^= 1
+        got.layer_counts[layer][s] += 1
+    c = verify.compare(plan, "fake", None, ref, got, labels)
+    assert c["threshold_tie_samples"] == 1 and c["ties"][0]["sample"] == 0
+    assert c["failed_samples"] == 1 and c["failures"][0] == {
+        "sample": 1,
+        "layer": layer,
+        "step": 2,
+        "neuron": 0,
+        "reference_spiked": bool(ref.rasters[layer][2, 1, 0, 0, 0]),
+    }
+    assert not c["passed"]
+
+
+def test_foreign_graph_needs_data(tmp_path):
+    import nir
+
+    g = nir.NIRGraph(
+        nodes={"input": nir.Input({"input": np.array([3])}), "a": nir.Affine(np.ones((2, 3), np.float32), np.zeros(2, np.float32)),
+               "l": nir.LIF(np.full(2, 2e-3), np.full(2, 2.0), np.zeros(2), np.ones(2), np.zeros(2)), "output": nir.Output({"output": np.array([2])})},
+        edges=[("input", "a"), ("a", "l"), ("l", "output")],
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="records no dataset"):
+        load_inputs(load_plan(g))
