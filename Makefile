@@ -24,13 +24,16 @@ demo: setup
 	$(PY) -m train.bkd --out $(DEMO) --resume
 	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model
 	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model.fixed --precision fixed
+	$(PY) -m runtime.verify $(DEMO)/model.nir --targets all --samples 128
+	$(PY) -m runtime.verify $(DEMO)/model.fixed.nir --targets all --samples 128
 	@echo
 	@echo "demo done. Results in $(DEMO)/:"
 	@echo "  checkpoint      $(DEMO)/student.pt (teacher: $(DEMO)/teacher.pt)"
 	@echo "  training        $(DEMO)/metrics.jsonl, $(DEMO)/summary.json"
 	@echo "  graphs          $(DEMO)/model.nir, model.onnx, model.step.onnx; $(DEMO)/model.fixed.nir (+ .onnx)"
 	@echo "  parity reports  $(DEMO)/model.conversion.json, $(DEMO)/model.fixed.conversion.json"
-	@echo "  plots           $(DEMO)/curves.png"
+	@echo "  verification    $(DEMO)/model.verify/report.md, $(DEMO)/model.fixed.verify/report.md (every target vs the reference)"
+	@echo "  plots           $(DEMO)/curves.png; $(DEMO)/model.verify/*.png; $(DEMO)/model.fixed.verify/*.png"
 
 test: setup
 	$(PY) -m pytest -q
