@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.fileio import atomic_path, write_json_atomic, write_text_atomic
+from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from train.bkd import TrainConfig, train
 from train.distill import DISTILL_MODES
 
@@ -110,9 +110,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set(ylim=(max(0, lo - 3), 100), ylabel="test accuracy (%)", title=f"{ds}: student by distillation mode")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

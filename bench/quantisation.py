@@ -21,7 +21,7 @@ import torch
 
 from convert.build import build_nir
 from convert.to_nir import torch_run
-from core.fileio import atomic_path, write_json_atomic, write_text_atomic
+from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs.datasets import dataset_from_description
 from targets import reference
 from targets.plan import load_plan
@@ -113,9 +113,7 @@ def plot(results: dict, path: Path) -> None:
     ax.legend(fontsize=8, ncol=5, loc="lower center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

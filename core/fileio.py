@@ -55,3 +55,13 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
+    """Save a matplotlib figure as PNG atomically, close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return str(path)

@@ -27,7 +27,7 @@ import numpy as np
 
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
-from core.fileio import atomic_path, write_json_atomic, write_text_atomic
+from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from runtime.data import load_inputs
 from runtime.run import predictions, run_batches
 from targets import TARGETS, get_target
@@ -187,12 +187,7 @@ def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dic
 
 
 def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def markdown(rep: dict[str, Any]) -> str:

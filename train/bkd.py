@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subs
 
 from core.config import parse_config, to_dict
 from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError
-from core.fileio import append_line, write_json_atomic, write_text_atomic
+from core.fileio import append_line, save_figure, write_json_atomic, write_text_atomic
 from inputs.datasets import load_dataset
 from train.checkpoint import load_checkpoint, model_from_checkpoint, neuron_parameters, save_checkpoint
 from train.distill import DISTILL_MODES, FeatureDistiller, wsld_loss
@@ -553,8 +553,6 @@ def plot_curves(path: Path, teacher: list[dict], student: list[dict], cfg: Train
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from core.fileio import atomic_path
-
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     for hist, label, style in ((teacher, "teacher (ANN)", "--"), (student, f"student ({cfg.distill})", "-")):
         if not hist:
@@ -570,9 +568,7 @@ def plot_curves(path: Path, teacher: list[dict], student: list[dict], cfg: Train
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

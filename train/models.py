@@ -108,7 +108,22 @@ def set_weight_quantisation(model: nn.Module, bits: int | None, per_channel: boo
 READOUT_INIT_GAIN = 0.25
 
 
-class ConvNet(nn.Module):
+class FeatureHead(nn.Module):
+    """A model made of ``features`` (up to the last-stage feature map) and ``head`` (pooling and
+    classifier); the tracer and BKD rely on that split."""
+
+    features: nn.Module
+    head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature = self.features(x)
+        return feature, self.head(feature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[1]
+
+
+class ConvNet(FeatureHead):
     """conv -> [BN] -> neuron (-> sum pool 2) ... conv -> neuron | sum pool -> flatten -> linear [-> LIF].
 
     With ``spiking=True`` the neuron is LIF and tensors are time-first; with ``spiking=False``
@@ -180,13 +195,6 @@ class ConvNet(nn.Module):
         readout = [m for m in self.head if isinstance(m, nn.Linear)][-1]
         readout.weight.data.mul_(READOUT_INIT_GAIN)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature = self.features(x)
-        return feature, self.head(feature)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[1]
-
 
 # ---------------------------------------------------------------------------------------------
 # SEW-ResNet (spike-element-wise ResNet with ADD connections)
@@ -237,7 +245,7 @@ class SEWBottleneck(SEWBlock):
         return self.branch(x) + identity
 
 
-class SEWResNet(nn.Module):
+class SEWResNet(FeatureHead):
     """SEW-ResNet. ``stem="cifar"``: 3x3 conv, no pooling (32x32 inputs); ``"imagenet"``: 7x7/2
     conv and a 2x2 sum pool in place of max pooling, which the deployment graph does not have."""
 
@@ -270,13 +278,6 @@ class SEWResNet(nn.Module):
                 cin = planes * block.expansion
         self.features = SpikingSequential(*stem_layers, *stages)
         self.head = SpikingSequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), SynLinear(cin, num_classes), LIF(lif))
-
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature = self.features(x)
-        return feature, self.head(feature)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[1]
 
 
 class TorchvisionResNet(nn.Module):
