@@ -39,6 +39,7 @@ class RunConfig:
     per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})
     out: str | None = field(default=None, metadata={"help": "JSON report path (default: <graph>.<target>.run.json)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
 
 
 def run_batches(
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples)
         record = info.rasters
-        result, wall = run_batches(info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}")
+        result, wall = run_batches(
+            info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}", cfg.device
+        )
         rep = report_run(plan, cfg.target, spikes, labels, result, wall, cfg.per_step) | {"data": what}
         out = Path(cfg.out) if cfg.out else Path(cfg.graph).with_suffix(f".{cfg.target}.run.json")
         write_json_atomic(out, rep)

@@ -59,6 +59,7 @@ class VerifyConfig:
         default=None, metadata={"help": "report folder (default: <graph>.verify/ beside the graph)"}
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
 
 
 def first_divergence(plan: Plan, ref: RunResult, got: RunResult, sample: int) -> dict[str, Any] | None:
@@ -265,7 +266,7 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
     }  # fmt: skip
     comparisons = {}
     for t, info in infos.items():
-        got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t)
+        got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t, cfg.device)
         results[t] = got
         comparisons[t] = compare(plan, t, info, ref, got, labels)
     sample = int(np.argmax(sum(v for v in ref.layer_counts.values())))  # the busiest sample shows most

@@ -25,6 +25,7 @@ class TargetInfo:
     kinds: tuple[str, ...]
     summary: str
     rasters: bool = True  # can return per-layer rasters (record=True)
+    options: tuple[str, ...] = ()  # extra keyword options its run() takes
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run
@@ -48,7 +49,7 @@ def get_target(name: str) -> TargetInfo:
 register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
                            "plain numpy, one step at a time: defines the semantics"))  # fmt: skip
 register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), ALL_KINDS,
-                           "PyTorch tensors, CUDA when present"))  # fmt: skip
+                           "PyTorch tensors, CUDA when present", options=("device",)))  # fmt: skip
 register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), ALL_KINDS,
                            "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),

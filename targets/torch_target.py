@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from core import fixed
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from targets.plan import Node, Plan
 from targets.reference import RunResult
 
@@ -21,6 +21,10 @@ from targets.reference import RunResult
 def pick_device(device: str | None = None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
     return torch.device(device)
 
 

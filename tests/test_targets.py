@@ -82,3 +82,38 @@ def test_wrong_input_shape(case):
     _, _, plan, x, _ = case
     with pytest.raises(DataError, match=r"input spikes must be shaped \(T, B,"):
         get_target("torch").runner()(plan, x[..., :4])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; this machine has none")
+def test_torch_target_on_cuda_matches_reference(case):
+    from targets import torch_target
+
+    name, precision, plan, x, expected = case
+    got = torch_target.run(plan, x, record=True, device="cuda")
+    assert np.array_equal(got.counts, expected.counts)
+    for layer in expected.rasters:
+        assert np.array_equal(got.rasters[layer], expected.rasters[layer]), layer
+
+
+@pytest.mark.gpu
+def test_onnx_cuda_provider_matches_reference(case):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime's CUDA execution provider; this onnxruntime is CPU-only")
+    from targets import onnx_target
+
+    name, precision, plan, x, expected = case
+    got = onnx_target.run(plan, x)
+    assert np.array_equal(got.counts, expected.counts)
+
+
+def test_cuda_device_refused_without_cuda(case):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from core.errors import ConfigError
+    from targets import torch_target
+
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
+        torch_target.run(case[2], case[3], device="cuda")
