@@ -43,12 +43,16 @@ class RunConfig:
 
 
 def run_batches(
-    info, plan: Plan, spikes: np.ndarray, batch_size: int, record: bool, progress: bool, desc: str
+    info, plan: Plan, spikes: np.ndarray, batch_size: int, record: bool, progress: bool, desc: str, device: str = "auto"
 ) -> tuple[RunResult, float]:
     """Run ``spikes`` through a target in batches; returns the joined result and the wall time."""
+    import functools
+
     from tqdm import tqdm
 
     runner = info.runner()
+    if "device" in info.options:
+        runner = functools.partial(runner, device=device)
     parts: list[RunResult] = []
     n = spikes.shape[1]
     t0 = time.perf_counter()
