@@ -124,6 +124,14 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     graph, build_report = build_nir(model, input_shape, precision=cfg.precision, weight_bits=cfg.weight_bits,
                                     per_channel=cfg.per_channel, steps=steps, dt=dt, meta=meta, calibration=calibration)  # fmt: skip
 
+    if cfg.precision == "fixed":
+        # No layer may go silent in integers where the float model spikes.
+        _, float_layers = torch_run(model, calibration)  # LIF modules carry the traced layer names
+        for name, cal in build_report.calibration.items():
+            float_rate = float(float_layers[name].mean()) if name in float_layers else 0.0
+            if cal["spikes_per_sample"] == 0 and float_rate > 0:
+                raise ModelError(f"fixed precision: layer {name} is silent on the calibration data, where the float model "
+                                 f"spikes {float_rate:.1f} times per sample")  # fmt: skip
     out = Path(cfg.out) if cfg.out else ckpt_path.parent
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out))

@@ -209,3 +209,32 @@ def test_onnx_files_agree_with_the_graph(trained_digits, tmp_path, precision):
             for n in onnx.load(out / "model.onnx").graph.node
         }
         assert ("DequantizeLinear", 0) in ops, "per-channel QDQ on the weights"
+
+
+def test_fixed_layer_gone_silent_is_an_error(trained_digits, tmp_path, monkeypatch, capsys):
+    """If the chosen integers silence a layer that spikes in float, conversion must refuse."""
+    import dataclasses
+
+    from convert import build
+
+    real = build.choose_fixed
+
+    def too_high(syn, lif, **kw):
+        c = real(syn, lif, **kw)
+        return dataclasses.replace(c, vth=c.vth * 1000) if lif.name == "head.3" else c
+
+    monkeypatch.setattr(build, "choose_fixed", too_high)
+    argv = [
+        str(trained_digits),
+        "--out",
+        str(tmp_path / "o"),
+        "--precision",
+        "fixed",
+        "--onnx",
+        "false",
+        "--calibration-samples",
+        "32",
+    ]
+    assert to_nir.main(argv) == 2
+    assert "layer head.3 is silent on the calibration data, where the float model spikes" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
