@@ -134,7 +134,8 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
         kwargs: dict[str, Any] = {
             "dest": f.name,
             "default": argparse.SUPPRESS,
-            "help": f.metadata.get("help", "") + f" (default: {getattr(defaults, f.name)!r})",
+            "help": f.metadata.get("help", "")
+            + ("" if "(default" in f.metadata.get("help", "") else f" (default: {getattr(defaults, f.name)!r})"),
         }
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
