@@ -3,7 +3,9 @@
 Every named target runs the same inputs as the reference (:mod:`targets.reference`, which defines
 the semantics). Per target: accuracy, per-layer spike counts, predictions, timing; against the
 reference: identical predictions, per-layer spike-count differences, identical rasters, and the
-first divergence (sample, layer, time step) after aligning the target's per-layer latency.
+first divergence (sample, layer, time step) after aligning the target's per-layer latency (a
+target that delivers spikes ``latency`` steps later per synaptic layer, as Lava's Dense and Conv
+do, runs ``T + depth * latency`` steps and each layer is shifted back by its depth).
 
 Tolerances (stated in the report): fixed precision must match exactly. Float precision must give
 identical output counts, layer counts and rasters, except in samples whose first divergence the
@@ -60,6 +62,29 @@ class VerifyConfig:
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
+
+
+def layer_depths(plan: Plan) -> dict[str, int]:
+    """Synaptic layers between the input and each LIF layer (the longest path)."""
+    depth: dict[str, int] = {"input": 0}
+    for n in plan.nodes:
+        d = max(depth[s] for s in n.sources)
+        depth[n.name] = d + (1 if n.kind in ("conv", "affine") else 0)
+    return {k: depth[k] for k in plan.lif_names}
+
+
+def align_latency(plan: Plan, got: RunResult, latency: int, steps: int) -> RunResult:
+    """Undo a target's per-layer delay: a LIF layer ``d`` synaptic layers deep runs ``d * latency``
+    steps late, so its step ``t`` is compared with the reference's step ``t - d * latency``. The
+    target ran ``T + depth * latency`` steps; counts are recomputed over the aligned window."""
+    if got.rasters is None:
+        raise ConfigError("a target with a per-layer latency must return rasters so that verification can align them")
+    depths = layer_depths(plan)
+    rasters = {k: r[depths[k] * latency : depths[k] * latency + steps] for k, r in got.rasters.items()}
+    layer_counts = {k: r.reshape(steps, r.shape[1], -1).sum(axis=(0, 2)).astype(np.int64) for k, r in rasters.items()}
+    out = plan.outputs[0]
+    counts = rasters[out].reshape(steps, rasters[out].shape[1], -1).sum(axis=0).astype(np.int64)
+    return RunResult(counts, layer_counts, rasters)
 
 
 def first_divergence(plan: Plan, ref: RunResult, got: RunResult, sample: int) -> dict[str, Any] | None:
@@ -266,7 +291,14 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
     }  # fmt: skip
     comparisons = {}
     for t, info in infos.items():
-        got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t, cfg.device)
+        if info.latency:
+            pad = np.zeros((info.latency * max(layer_depths(plan).values()), *spikes.shape[1:]), spikes.dtype)
+            got, timing[t] = run_batches(
+                info, plan, np.concatenate([spikes, pad]), cfg.batch_size, info.rasters, cfg.progress, t, cfg.device
+            )
+            got = align_latency(plan, got, info.latency, spikes.shape[0])
+        else:
+            got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t, cfg.device)
         results[t] = got
         comparisons[t] = compare(plan, t, info, ref, got, labels)
     sample = int(np.argmax(sum(v for v in ref.layer_counts.values())))  # the busiest sample shows most

@@ -26,6 +26,7 @@ class TargetInfo:
     summary: str
     rasters: bool = True  # can return per-layer rasters (record=True)
     options: tuple[str, ...] = ()  # extra keyword options its run() takes
+    latency: int = 0  # extra steps of delay per synaptic layer (Lava's Dense/Conv: 1)
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run

@@ -174,3 +174,57 @@ def test_foreign_graph_needs_data(tmp_path):
     )  # fmt: skip
     with pytest.raises(ConfigError, match="records no dataset"):
         load_inputs(load_plan(g))
+
+
+def _delayed_run(plan, spikes, *, record=False):
+    """A stand-in for a target whose synaptic layers each deliver one step late (like Lava's)."""
+    from runtime.verify import layer_depths
+    from targets import reference
+
+    res = reference.run(plan, spikes, record=True)
+    depths = layer_depths(plan)
+    rasters = {}
+    for k, r in res.rasters.items():
+        shifted = np.zeros_like(r)
+        d = depths[k]
+        shifted[d:] = r[: r.shape[0] - d]
+        rasters[k] = shifted
+    counts = {k: r.reshape(r.shape[0], r.shape[1], -1).sum(axis=(0, 2)) for k, r in rasters.items()}
+    out = rasters[plan.outputs[0]]
+    return RunResult(out.reshape(out.shape[0], out.shape[1], -1).sum(axis=0), counts, rasters)
+
+
+@pytest.mark.parametrize("declared,passes", [(1, True), (0, False)])
+def test_verify_aligns_per_layer_latency(graphs, tmp_path, monkeypatch, declared, passes):
+    import sys
+    import types
+
+    from targets import TARGETS, TargetInfo
+
+    module = types.ModuleType("delayed_target")
+    module.run = _delayed_run
+    monkeypatch.setitem(sys.modules, "delayed_target", module)
+    monkeypatch.setitem(
+        TARGETS,
+        "delayed",
+        TargetInfo(
+            "delayed",
+            "delayed_target",
+            ("float", "fixed"),
+            ("conv", "affine", "lif", "sumpool", "flatten"),
+            "test",
+            latency=declared,
+        ),
+    )
+    argv = [
+        str(graphs / "fixed.nir"),
+        "--targets",
+        "delayed",
+        "--samples",
+        "16",
+        "--progress",
+        "false",
+        "--out",
+        str(tmp_path / "v"),
+    ]
+    assert (verify.main(argv) == 0) is passes
