@@ -189,8 +189,9 @@ class StudentObjective(nn.Module):
 
 def make_loader(ds, cfg: TrainConfig, d: Dist, epoch: int, train: bool) -> DataLoader:
     if not train:
-        sampler = None if d.world == 1 else DistributedSampler(ds, d.world, d.rank, shuffle=False)
-        return DataLoader(ds, batch_size=256, sampler=sampler)
+        # Every rank evaluates the whole test set: a DistributedSampler would pad it with repeats
+        # and miscount; test sets here are small next to training.
+        return DataLoader(ds, batch_size=256)
     if d.world > 1:
         sampler = DistributedSampler(ds, d.world, d.rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
@@ -219,7 +220,6 @@ def evaluate(model: nn.Module, ds, spiking: bool, cfg: TrainConfig, d: Dist, dev
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += float((logits.argmax(1) == y).sum())
         total += y.numel()
-    correct, total, loss_sum, spikes = all_reduce_sum([correct, total, loss_sum, spikes], d, device)
     res = {"test_acc": correct / max(total, 1), "test_loss": loss_sum / max(total, 1)}
     if spiking:
         res["test_output_spikes_per_sample"] = spikes / max(total, 1)
