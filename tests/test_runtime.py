@@ -228,3 +228,38 @@ def test_verify_aligns_per_layer_latency(graphs, tmp_path, monkeypatch, declared
         str(tmp_path / "v"),
     ]
     assert (verify.main(argv) == 0) is passes
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+def test_real_nmnist_through_the_runtime(eventdata, tmp_path, precision):
+    """Real N-MNIST recordings (../shared/eventdata) through the runtime's input path: torch and
+    onnx equal the reference on them, in both precisions."""
+    import torch
+
+    from convert.build import build_nir
+    from convert.nirgraph import write_graph
+    from convert.to_onnx import export_onnx
+    from targets import get_target, reference
+    from train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("nmnist_csnn").eval()
+    with torch.no_grad():
+        model.head[2].weight.mul_(8)
+    root = str(eventdata / "nmnist" / "train")
+    plan0 = load_plan(build_nir(model, (2, 34, 34), steps=8)[0])
+    plan0.meta["T"] = 8
+    spikes, labels, what = load_inputs(plan0, "nmnist", root=root, samples=12)
+    assert spikes.shape == (8, 12, 2, 34, 34) and labels.shape == (12,) and "nmnist/test" in what
+    assert spikes.sum() > 1000, "real recordings give events"
+    graph, _ = build_nir(model, (2, 34, 34), precision=precision, steps=8, calibration=spikes)
+    path = tmp_path / "m.nir"
+    write_graph(path, graph)
+    plan = load_plan(path)
+    export_onnx(plan, path.with_suffix(".onnx"))
+    expected = reference.run(plan, spikes)
+    assert sum(int(v.sum()) for v in expected.layer_counts.values()) > 0
+    for target in ("torch", "onnx"):
+        got = get_target(target).runner()(plan, spikes)
+        assert np.array_equal(got.counts, expected.counts), target
+        assert all(np.array_equal(got.layer_counts[k], v) for k, v in expected.layer_counts.items()), target
