@@ -7,6 +7,7 @@ dataset name loads that dataset with the graph's T; a file path reads one record
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,11 @@ def load_inputs(plan: Plan, data: str | None = None, *, root: str | None = None,
             )
         if plan.steps is None:
             raise ConfigError(f"{plan.source} states no T: this graph needs inputs whose T you choose (an event file)")
-        ds = load_dataset(data, split, root=root, steps=plan.steps)
+        # Bin another event dataset the way the graph's own data was binned (window, binary).
+        recorded = ((plan.meta.get("dataset") or {}).get("binning")) or {}
+        accepted = inspect.signature(DATASETS[data]).parameters
+        binning = {k: recorded[k] for k in ("duration_us", "binary") if k in recorded and k in accepted}
+        ds = load_dataset(data, split, root=root, steps=plan.steps, **binning)
     if tuple(ds.input_shape) != plan.input_shape:
         raise DataError(f"dataset {ds.name!r} gives inputs {tuple(ds.input_shape)}, the graph takes {plan.input_shape}")
     n = len(ds) if samples is None else min(samples, len(ds))
