@@ -33,3 +33,11 @@ def test_ablation_smoke(tmp_path):
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     # one teacher per seed, shared by the students
     assert (out / "digits" / "seed1" / "teacher" / "teacher.pt").is_file()
+
+
+def test_step_time_smoke():
+    from bench import step_time
+
+    r = step_time.measure("digits", rounds=2, batch_size=8, steps=2)
+    assert set(r["relative_to_none"]) == {"none", "logits", "feature", "bkd", "mixed"}
+    assert r["relative_to_none"]["none"] == 1.0 and all(v > 0 for v in r["median_step_ms"].values())
