@@ -58,3 +58,28 @@ def test_truncated_and_foreign_files(eventdata, tmp_path):
         read_aedat2(other)
     with pytest.raises(DataError, match="does not exist"):
         read_aedat2(tmp_path / "none.aedat")
+
+
+HEADER = b"#!AER-DAT2.0\r\n# AEChip: ch.unizh.ini.jaer.chip.retina.DVS128\r\n"
+DAVIS_HEADER = b"#!AER-DAT2.0\r\n# AEChip: eu.seebetter.ini.chips.davis.DAVIS240C\r\n"
+
+
+@pytest.mark.parametrize("header", [HEADER, DAVIS_HEADER, b"", b"#!AER-DAT2.0\r\n"])
+def test_random_bytes_give_events_or_our_error(tmp_path, header):
+    """Property: any bytes after any header either decode to in-sensor events or raise DataError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.binary(max_size=400))
+    def check(body):
+        f = tmp_path / "fuzz.aedat"
+        f.write_bytes(header + body)
+        try:
+            ev, info = read_aedat2(f)
+        except DataError:
+            return
+        assert ev["x"].max(initial=0) < info.width and ev["y"].max(initial=0) < info.height
+        assert len(ev) <= len(body) // 8
+
+    check()
