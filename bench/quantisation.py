@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from convert.build import build_nir
 from convert.to_nir import torch_run
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
-from inputs.datasets import dataset_from_description
+from inputs.datasets import dataset_from_description, spike_batch
 from targets import reference
 from targets.plan import load_plan
 from train.bkd import TrainConfig, train
@@ -35,17 +34,12 @@ SETUPS = {
 COLUMNS = ["float checkpoint", "float 8-bit", "float 6-bit", "float 4-bit", "fixed"]
 
 
-def spikes_of(ds, idx) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*(ds[int(i)] for i in idx))
-    return torch.stack(xs).transpose(0, 1).numpy(), np.asarray(ys)
-
-
 def evaluate(ckpt_path: Path, batch: int = 90) -> dict[str, float]:
     ckpt = load_checkpoint(ckpt_path, kind="student")
     model = model_from_checkpoint(ckpt).eval()
     test = dataset_from_description(ckpt["dataset"], "test")
     train_ds = dataset_from_description(ckpt["dataset"], "train")
-    calibration, _ = spikes_of(train_ds, np.random.default_rng(1).choice(len(train_ds), 256, replace=False))
+    calibration, _ = spike_batch(train_ds, np.random.default_rng(1).choice(len(train_ds), 256, replace=False))
     shape, steps = tuple(test.input_shape), test.steps
     graphs = {
         "float 8-bit": build_nir(model, shape, weight_bits=8, steps=steps)[0],
@@ -56,7 +50,7 @@ def evaluate(ckpt_path: Path, batch: int = 90) -> dict[str, float]:
     plans = {k: load_plan(g) for k, g in graphs.items()}
     correct = dict.fromkeys(COLUMNS, 0)
     for start in range(0, len(test), batch):
-        x, y = spikes_of(test, range(start, min(start + batch, len(test))))
+        x, y = spike_batch(test, range(start, min(start + batch, len(test))))
         correct["float checkpoint"] += int((torch_run(model, x)[0].argmax(1) == y).sum())
         for k, plan in plans.items():
             correct[k] += int((reference.run(plan, x).counts.argmax(1) == y).sum())

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from core.fileio import write_json_atomic
-from inputs.datasets import load_dataset
+from inputs.datasets import load_dataset, spike_batch
 from train.bkd import StudentObjective, TrainConfig, feature_channels, teacher_input
 from train.distill import DISTILL_MODES, FeatureDistiller
 from train.models import build_model, model_spec, teacher_arguments
@@ -31,8 +31,8 @@ def measure(dataset: str, rounds: int, batch_size: int, steps: int) -> dict:
     ds = load_dataset(
         dataset, "train", steps=steps, **({"cache_dir": "runs/cache"} if dataset == "event_digits" else {})
     )
-    x = torch.stack([ds[i][0] for i in range(batch_size)]).transpose(0, 1).contiguous()
-    y = torch.tensor([ds[i][1] for i in range(batch_size)])
+    spikes, labels = spike_batch(ds, range(batch_size))
+    x, y = torch.from_numpy(spikes), torch.from_numpy(labels)
     arch = MODELS[dataset]
     c, h, w = ds.input_shape
     args = {"in_channels": c, "input_size": h, "num_classes": ds.num_classes}

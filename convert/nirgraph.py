@@ -20,8 +20,8 @@ import numpy as np
 from convert.trace import Layer
 from core.errors import ModelError
 from core.fileio import atomic_path
+from targets.plan import METADATA_KEY
 
-METADATA_KEY = "snn_deploy"
 GRAPH_FORMAT = "snn-deploy.graph/1"
 
 

@@ -109,7 +109,6 @@ def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
 def _fold_average_pools(layers: list[Layer]) -> None:
     """Integer networks carry spike counts: an average pool becomes a sum pool and its
     ``1/(kh*kw)`` moves into the synaptic layer it feeds (through a flatten if there is one)."""
-    by_name = {layer.name: layer for layer in layers}
     consumers: dict[str, list[Layer]] = {}
     for layer in layers:
         for s in layer.sources:
@@ -127,7 +126,6 @@ def _fold_average_pools(layers: list[Layer]) -> None:
             )
         nxt[0].params["weight"] = nxt[0].params["weight"] / k
         layer.kind = "sumpool"
-    del by_name
 
 
 def choose_fixed(syn: Layer, lif: Layer, weight_exp: int | None = None, vth_cap: int = fixed.VTH_MAX) -> FixedChoice:

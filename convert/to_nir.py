@@ -26,7 +26,7 @@ from convert.nirgraph import write_graph
 from core.config import parse_config
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
 from core.fileio import write_json_atomic
-from inputs.datasets import dataset_from_description
+from inputs.datasets import dataset_from_description, spike_batch
 from targets import reference
 from targets.plan import load_plan
 from train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -68,8 +68,7 @@ class ConvertConfig:
 
 def _batch(ds, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
-    xs, ys = zip(*(ds[int(i)] for i in idx))
-    return torch.stack(xs).transpose(0, 1).numpy(), np.asarray(ys)
+    return spike_batch(ds, idx)
 
 
 def _summary(counts: np.ndarray, layer_counts: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:

@@ -55,12 +55,11 @@ from onnx import TensorProto, helper, numpy_helper
 from core import fixed
 from core.errors import ModelError
 from core.fileio import atomic_path
-from targets.plan import Node, Plan
+from targets.plan import METADATA_KEY, Node, Plan
 
 OPSET = 21  # DequantizeLinear on int16 weights (bits > 8) needs opset 21
 IR_VERSION = 10  # the IR version that goes with opset 21
 FORMAT = "snn-deploy.onnx/1"
-METADATA_KEY = "snn_deploy"
 BATCH = "batch"  # the symbolic batch dimension
 F32, F64 = TensorProto.FLOAT, TensorProto.DOUBLE
 EXACT_BITS = 24  # float32 holds every integer below 2**24 exactly
@@ -534,7 +533,3 @@ def export_step_onnx(plan: Plan, path: str | Path) -> None:
     inputs = [_value("x_t", (BATCH, *plan.input_shape))]
     inputs += [_value(f"v/{name}", (BATCH, *shapes[name])) for name in plan.lif_names]
     _save(_model(plan, g, low, inputs, outputs, "step", plan.steps), path)
-
-
-# Running a file lives with the onnx target; kept importable from here for the converter.
-from targets.onnx_target import check_onnx, onnx_session  # noqa: E402, F401

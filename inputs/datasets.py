@@ -123,6 +123,13 @@ class SpikeDataset(torch.utils.data.Dataset):
         return f"SpikeDataset({self.name}/{self.split}: {len(self)} samples, T={self.steps}, input {self.input_shape})"
 
 
+def spike_batch(ds: torch.utils.data.Dataset, indices) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``indices`` of a spike dataset as time-first spikes ``(T, N, C, H, W)`` float32 and
+    their labels ``(N,)``: the layout every target takes."""
+    xs, ys = zip(*(ds[int(i)] for i in indices))
+    return torch.stack(xs).transpose(0, 1).numpy(), np.asarray(ys)
+
+
 def load_dataset(
     name: str,
     split: str,

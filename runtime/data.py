@@ -11,10 +11,9 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from core.errors import ConfigError, DataError
-from inputs.datasets import DATASETS, dataset_from_description, load_dataset
+from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch
 from inputs.events import Binning, bin_events
 from inputs.nmnist import read_nmnist
 from targets.plan import Plan
@@ -45,9 +44,8 @@ def load_inputs(plan: Plan, data: str | None = None, *, root: str | None = None,
     if tuple(ds.input_shape) != plan.input_shape:
         raise DataError(f"dataset {ds.name!r} gives inputs {tuple(ds.input_shape)}, the graph takes {plan.input_shape}")
     n = len(ds) if samples is None else min(samples, len(ds))
-    xs, ys = zip(*(ds[i] for i in range(n)))
-    spikes = torch.stack(xs).transpose(0, 1).numpy()
-    return spikes, np.asarray(ys), f"{ds.name}/{split} ({n} samples)"
+    spikes, labels = spike_batch(ds, range(n))
+    return spikes, labels, f"{ds.name}/{split} ({n} samples)"
 
 
 def _event_file(plan: Plan, path: Path) -> tuple[np.ndarray, None, str]:

@@ -60,13 +60,22 @@ def run_batches(
         for start in range(0, n, batch_size):
             parts.append(runner(plan, spikes[:, start : start + batch_size], record=record))
             bar.update(min(batch_size, n - start))
-    wall = time.perf_counter() - t0
-    counts = np.concatenate([p.counts for p in parts])
-    layers = {k: np.concatenate([p.layer_counts[k] for p in parts]) for k in parts[0].layer_counts}
-    rasters = None
-    if record and parts[0].rasters is not None:
-        rasters = {k: np.concatenate([p.rasters[k] for p in parts], axis=1) for k in parts[0].rasters}
-    return RunResult(counts, layers, rasters), wall
+    return join_results(parts), time.perf_counter() - t0
+
+
+def join_results(parts: list[RunResult]) -> RunResult:
+    """Batch results joined along the sample axis (axis 1 of the time-first rasters)."""
+
+    def cat(field: str, axis: int):
+        first = getattr(parts[0], field)
+        return (
+            None
+            if first is None
+            else {k: np.concatenate([getattr(p, field)[k] for p in parts], axis=axis) for k in first}
+        )
+
+    return RunResult(np.concatenate([p.counts for p in parts]), cat("layer_counts", 0), cat("rasters", 1),
+                     margins=cat("margins", 1))  # fmt: skip
 
 
 def predictions(counts: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from runtime.data import load_inputs
-from runtime.run import predictions, run_batches
+from runtime.run import join_results, predictions, run_batches
 from targets import TARGETS, get_target
 from targets import reference as ref_target
 from targets.plan import Plan, load_plan
@@ -109,7 +109,7 @@ def is_tie(plan: Plan, ref: RunResult, div: dict[str, Any]) -> bool:
     return abs(margin) <= TIE_ULPS * np.finfo(np.float32).eps * max(1.0, abs(theta))
 
 
-def compare(plan: Plan, name: str, info, ref: RunResult, got: RunResult, labels) -> dict[str, Any]:
+def compare(plan: Plan, ref: RunResult, got: RunResult, labels) -> dict[str, Any]:
     same_counts = (got.counts == ref.counts).all(axis=1)
     layer_same = {k: got.layer_counts[k] == ref.layer_counts[k] for k in ref.layer_counts}
     rec: dict[str, Any] = {
@@ -272,14 +272,8 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
     results: dict[str, RunResult] = {}
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    ref_parts = [
-        ref_target.run(plan, spikes[:, s : s + cfg.batch_size], record=True, margins=True)
-        for s in range(0, spikes.shape[1], cfg.batch_size)
-    ]
-    ref = RunResult(np.concatenate([p.counts for p in ref_parts]),
-                    {k: np.concatenate([p.layer_counts[k] for p in ref_parts]) for k in ref_parts[0].layer_counts},
-                    {k: np.concatenate([p.rasters[k] for p in ref_parts], axis=1) for k in ref_parts[0].rasters},
-                    margins={k: np.concatenate([p.margins[k] for p in ref_parts], axis=1) for k in ref_parts[0].margins})  # fmt: skip
+    ref = join_results([ref_target.run(plan, spikes[:, s : s + cfg.batch_size], record=True, margins=True)
+                        for s in range(0, spikes.shape[1], cfg.batch_size)])  # fmt: skip
     timing["reference"] = time.perf_counter() - t0  # with margins and rasters kept: slower than a plain run
     results["reference"] = ref
     rep: dict[str, Any] = {
@@ -300,7 +294,7 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
         else:
             got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t, cfg.device)
         results[t] = got
-        comparisons[t] = compare(plan, t, info, ref, got, labels)
+        comparisons[t] = compare(plan, ref, got, labels)
     sample = int(np.argmax(sum(v for v in ref.layer_counts.values())))  # the busiest sample shows most
     for t, r in results.items():
         entry = {"accuracy": float((predictions(r.counts) == labels).mean()) if labels is not None else None,

@@ -50,9 +50,7 @@ import torch
 from torch import nn
 
 from core.errors import DataError, ModelError
-
-METADATA_KEY = "snn_deploy"
-DEFAULT_FOREIGN_DT = 1e-3  # s; Norse's default, and what targets.plan assumes for foreign graphs
+from targets.plan import DEFAULT_FOREIGN_DT, METADATA_KEY
 
 # Node types Norse 1.1.0's importer maps (``_import_norse_module``); it returns None for others.
 NORSE_NODES = ("Input", "Output", "Affine", "Conv2d", "Flatten", "Linear", "IF", "CubaLIF", "LIF", "SumPool2d")
@@ -127,6 +125,24 @@ class _Recorder:
             h.remove()
 
 
+def _run_batched(module: nn.Module, spikes: np.ndarray, names: dict[str, str], record: bool) -> InteropResult:
+    """Step a ``(x_t, state) -> (y_t, state)`` module over ``spikes`` ``(T, B, ...)``, the whole
+    batch at once, recording the LIF modules ``names`` (graph name -> module attribute)."""
+    rec = _Recorder(module, names)
+    spikes = np.asarray(spikes, dtype=np.float32)
+    T, B = spikes.shape[:2]
+    steps, total, state = [], 0, None
+    try:
+        with torch.no_grad():
+            for t in range(T):
+                y, state = module(torch.from_numpy(spikes[t]), state)
+                total = total + y.numpy().astype(np.int64)
+                steps.append({n: rec.current[n].numpy() for n in names})
+    finally:
+        rec.close()
+    return _collect(T, B, list(names), steps, np.asarray(total), record)
+
+
 def _collect(T: int, B: int, lifs: list[str], steps: list[dict[str, np.ndarray]], outs: np.ndarray, record: bool):
     """``steps[t][name]`` (B, ...) spikes -> counts and optional rasters."""
     rasters = {n: np.stack([steps[t][n] for t in range(T)]).astype(np.uint8) for n in lifs}
@@ -184,9 +200,13 @@ def norse_module(
         return module
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # nirtorch.load, which Norse uses
+        warnings.simplefilter("ignore", DeprecationWarning)  # the GraphExecutor loader, which Norse uses
         if legacy:
-            return nirtorch.load(graph, node_map) if honour_r else norse.from_nir(graph, ignore_warnings=True, dt=dt)
+            from nirtorch.from_nir import load as graph_executor_from_nir
+
+            if honour_r:
+                return graph_executor_from_nir(graph, node_map)
+            return norse.from_nir(graph, ignore_warnings=True, dt=dt)
         types = [getattr(nir, name) for name in NORSE_NODES if name not in ("Input", "Output")]
         return nirtorch.nir_to_torch(graph, dict.fromkeys(types, node_map))
 
@@ -199,11 +219,14 @@ def run_norse(
     honour_r: bool = True,
     legacy: bool = False,
     record: bool = False,
+    module: nn.Module | None = None,
 ) -> InteropResult:
-    """Run ``spikes`` ``(T, B, *input_shape)`` through Norse (:func:`norse_module`), one sample and
-    one step at a time, without a batch dimension (NIR shapes have none)."""
+    """Run ``spikes`` ``(T, B, *input_shape)`` through Norse (:func:`norse_module`, or ``module``
+    when the caller built it already), one sample and one step at a time, without a batch
+    dimension (NIR shapes have none)."""
     graph = read_graph(graph)
-    module = norse_module(graph, dt=dt, honour_r=honour_r, legacy=legacy)
+    if module is None:
+        module = norse_module(graph, dt=dt, honour_r=honour_r, legacy=legacy)
     lifs = _lif_names(graph)
     rec = _Recorder(module, {n: _sanitize(n) for n in lifs})
     spikes = np.asarray(spikes, dtype=np.float32)
@@ -305,21 +328,7 @@ def run_nirtorch(
 ) -> InteropResult:
     """Run ``spikes`` ``(T, B, *input_shape)`` through nirtorch, the whole batch one step at a time."""
     graph = read_graph(graph)
-    module = nirtorch_module(graph, dt=dt)
-    lifs = _lif_names(graph)
-    rec = _Recorder(module, {n: _sanitize(n) for n in lifs})
-    spikes = np.asarray(spikes, dtype=np.float32)
-    T, B = spikes.shape[:2]
-    steps, total, state = [], 0, None
-    try:
-        with torch.no_grad():
-            for t in range(T):
-                y, state = module(torch.from_numpy(spikes[t]), state)
-                total = total + y.numpy().astype(np.int64)
-                steps.append({n: rec.current[n].numpy() for n in lifs})
-    finally:
-        rec.close()
-    return _collect(T, B, lifs, steps, np.asarray(total), record)
+    return _run_batched(nirtorch_module(graph, dt=dt), spikes, {n: _sanitize(n) for n in _lif_names(graph)}, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,19 +390,7 @@ def run_norse_module(module: nn.Module, spikes: np.ndarray, *, record: bool = Fa
     import norse.torch as norse
 
     cells = {name: name for name, m in module.named_children() if isinstance(m, norse.LIFBoxCell)}
-    rec = _Recorder(module, cells)
-    spikes = np.asarray(spikes, dtype=np.float32)
-    T, B = spikes.shape[:2]
-    steps, total, state = [], 0, None
-    try:
-        with torch.no_grad():
-            for t in range(T):
-                y, state = module(torch.from_numpy(spikes[t]), state)
-                total = total + y.numpy().astype(np.int64)
-                steps.append({n: rec.current[n].numpy() for n in cells})
-    finally:
-        rec.close()
-    return _collect(T, B, list(cells), steps, np.asarray(total), record)
+    return _run_batched(module, spikes, cells, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,5 +412,9 @@ def run(plan, spikes: np.ndarray, *, record: bool = False):
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         raise DataError("the norse target reads a .nir file; this plan was not loaded from one")
-    res = run_norse(src, np.asarray(spikes), dt=plan.meta.get("dt"), record=record)
+    if "norse" not in plan.prepared:  # read the file and build the module once per plan
+        graph = read_graph(src)
+        plan.prepared["norse"] = (graph, norse_module(graph, dt=plan.meta.get("dt")))
+    graph, module = plan.prepared["norse"]
+    res = run_norse(graph, np.asarray(spikes), record=record, module=module)
     return RunResult(res.counts, res.layer_counts, res.rasters)

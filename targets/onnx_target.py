@@ -8,6 +8,7 @@ counts only.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
     if spikes.shape[0] < 1:
         raise DataError("input spikes have no time steps (T = 0)")
     x = spikes.astype(np.float32)
-    sess = onnx_session(path, threads=threads)
+    sess = cached_session(path, threads)
     inputs = {i.name: i for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
     lifs = plan.lif_names
@@ -84,6 +85,20 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
             "provider": sess.get_providers()[0]}  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8)
+def _session(path: str, mtime_ns: int, threads: int):
+    return onnx_session(path, threads=threads)
+
+
+def cached_session(path: str | Path, threads: int = 0):
+    """One ONNX Runtime session per file for all the batches a run feeds it (keyed by
+    modification time, so a rewritten file is loaded again)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"ONNX file {path} does not exist")
+    return _session(str(path), path.stat().st_mtime_ns, threads)
+
+
 def onnx_files(plan: Plan) -> tuple[Path, Path]:
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
@@ -95,14 +110,9 @@ def onnx_files(plan: Plan) -> tuple[Path, Path]:
 
 def run(plan: Plan, spikes, *, record: bool = False, threads: int = 0) -> RunResult:
     whole, step = onnx_files(plan)
-    import onnx
-
-    path = None
-    if whole.is_file():
-        t_file = onnx.load(whole, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0].dim_value
-        path = whole if t_file == np.asarray(spikes).shape[0] else None
-    if path is None:
-        path = step
+    path = step
+    if whole.is_file() and cached_session(whole, threads).get_inputs()[0].shape[0] == np.asarray(spikes).shape[0]:
+        path = whole
     if not path.is_file():
         raise DataError(f"the onnx target needs {whole.name} or {step.name} beside {Path(plan.source).name}; "
                         "convert with python -m convert.to_nir ... --onnx true")  # fmt: skip

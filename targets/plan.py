@@ -44,6 +44,9 @@ class Plan:
     outputs: list[str]  # nodes summed into the graph output
     meta: dict[str, Any]
     source: str
+    # What targets prepare once per plan (weights on a device, a foreign reader's module), reused
+    # by every batch a run feeds the same plan.
+    prepared: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def precision(self) -> str:

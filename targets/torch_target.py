@@ -145,4 +145,8 @@ class TorchPlan:
 
 
 def run(plan: Plan, spikes, *, record: bool = False, device: str | None = None) -> RunResult:
-    return TorchPlan(plan, pick_device(device)).run(spikes, record=record)
+    dev = pick_device(device)
+    key = ("torch", str(dev))
+    if key not in plan.prepared:
+        plan.prepared[key] = TorchPlan(plan, dev)
+    return plan.prepared[key].run(spikes, record=record)

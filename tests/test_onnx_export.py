@@ -13,10 +13,11 @@ from onnx import numpy_helper
 from torch import nn
 
 from convert.build import build_nir
-from convert.to_onnx import METADATA_KEY, check_onnx, export_onnx, export_step_onnx, onnx_session
+from convert.to_onnx import METADATA_KEY, export_onnx, export_step_onnx
 from core import fixed
 from core.errors import DataError, ModelError
 from targets import reference
+from targets.onnx_target import check_onnx, onnx_session
 from targets.plan import Node, Plan, load_plan
 from train.models import build_model
 

@@ -152,7 +152,7 @@ def test_tie_tracing_counts_ties_and_fails_the_rest(graphs):
     for s in (0, 1):
         got.rasters[layer][2, s, 0, 0, 0] ^= 1
         got.layer_counts[layer][s] += 1
-    c = verify.compare(plan, "fake", None, ref, got, labels)
+    c = verify.compare(plan, ref, got, labels)
     assert c["threshold_tie_samples"] == 1 and c["ties"][0]["sample"] == 0
     assert c["failed_samples"] == 1 and c["failures"][0] == {
         "sample": 1,

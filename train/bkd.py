@@ -32,7 +32,14 @@ from core.fileio import append_line, save_figure, write_json_atomic, write_text_
 from inputs.datasets import load_dataset
 from train.checkpoint import load_checkpoint, model_from_checkpoint, neuron_parameters, save_checkpoint
 from train.distill import DISTILL_MODES, FeatureDistiller, wsld_loss
-from train.models import MODELS, build_model, model_spec, set_weight_quantisation, teacher_arguments
+from train.models import (
+    MODELS,
+    build_model,
+    model_arguments,
+    model_spec,
+    set_weight_quantisation,
+    teacher_arguments,
+)
 
 
 @dataclass
@@ -489,7 +496,7 @@ def train(cfg: TrainConfig) -> dict:
     c, h, w = run.train_ds.input_shape
     arch_args = (
         {"in_channels": c, "num_classes": run.train_ds.num_classes}
-        | ({"input_size": h} if "input_size" in _args_of(cfg.model) else {})
+        | ({"input_size": h} if "input_size" in model_arguments(cfg.model) else {})
         | arch_args
     )
 
@@ -539,12 +546,6 @@ def train(cfg: TrainConfig) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return result
-
-
-def _args_of(name: str) -> list[str]:
-    from train.models import model_arguments
-
-    return model_arguments(name)
 
 
 def plot_curves(path: Path, teacher: list[dict], student: list[dict], cfg: TrainConfig) -> None:
