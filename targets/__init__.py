@@ -53,5 +53,7 @@ register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), 
                            "PyTorch tensors, CUDA when present", options=("device",)))  # fmt: skip
 register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), ALL_KINDS,
                            "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False))  # fmt: skip
+register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), ALL_KINDS,
+                           "the project's event-driven CPU simulator (numba): work per spike, not per neuron"))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)"))  # fmt: skip

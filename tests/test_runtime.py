@@ -11,6 +11,7 @@ from core.errors import ConfigError
 from runtime import run as run_cmd
 from runtime import verify
 from runtime.data import load_inputs
+from targets import TARGETS
 from targets.plan import load_plan
 from targets.reference import RunResult
 
@@ -72,7 +73,7 @@ def test_synaptic_operations_by_hand(graphs):
 
 def test_run_errors(graphs, tmp_path, capsys):
     assert run_cmd.main([str(graphs / "float.nir"), "--target", "loihi3"]) == 2
-    assert "unknown target 'loihi3'; known targets: reference, torch, onnx, norse" in capsys.readouterr().err
+    assert "unknown target 'loihi3'; known targets: " + ", ".join(TARGETS) in capsys.readouterr().err
     assert run_cmd.main([str(tmp_path / "none.nir")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert run_cmd.main([str(graphs / "fixed.nir"), "--target", "norse"]) == 2

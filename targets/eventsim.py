@@ -1,0 +1,627 @@
+"""The ``eventsim`` target: the project's own event-driven CPU simulator (numba kernels).
+
+Work is done per event, never as a dense product over all inputs every step:
+
+- an input spike (or a spike count, a pooled count, a current) is an *event* ``(neuron, value)``;
+  a synaptic node scatters each event's outgoing weights into its targets' accumulators (a weight
+  row for an affine layer, the kernel window for a convolution, the pooling cell for pooling) and
+  remembers which output pixels it touched;
+- a LIF layer updates only the neurons that have state (``v != 0``) or received input this step,
+  kept in an *active list*; a neuron at rest with no input costs nothing. Layers whose neurons get
+  input at every step regardless (a non-zero bias or leak) are updated densely: that is the
+  semantics, not a shortcut.
+
+Feature maps are held channel-last (``(y * W + x) * C + c``), so that one event's fan-out is a
+few contiguous runs of ``C_out`` weights; flatten is a relabelling whose permutation is folded
+into the next affine layer's weight rows. Results come back in the plan's (C, H, W) order.
+
+Both precisions follow :mod:`targets.reference` operation for operation: fixed precision in
+integers exactly as :mod:`core.fixed` (bit-exact; accumulators in int32 when a per-layer bound
+proves that no sum can overflow, else int64), float precision with float64 accumulation rounded
+once to float32 and float32 neuron arithmetic (no fused multiply-add), the reference's order.
+
+The whole simulation (every sample, step and node) is one compiled function, free of Python
+objects; :class:`EventSim` prepares its flat arrays once per plan, and :class:`EventSim.stream`
+keeps neuron state across calls for streaming at batch size 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from core import fixed
+from core.errors import DataError, ModelError
+from targets.plan import Plan
+from targets.reference import RunResult
+
+DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX = (fixed.DECAY_UNITY, fixed.DECAY_SHIFT, fixed.ACT_SHIFT,
+                                                     fixed.VTH_SHIFT, fixed.V_MAX)  # fmt: skip
+
+# node kinds in the compiled table
+INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF = range(7)
+KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGPOOL, "flatten": FLATTEN, "lif": LIF}
+
+# columns of the node table
+(K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
+ K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_OUT) = range(28)  # fmt: skip
+NCOLS = 28
+
+
+def _emit_value(kind, acc_v, bias_v, exp, area):
+    """The value a synaptic or pooling node passes on for one neuron (the reference's formula)."""
+
+
+@overload(_emit_value)
+def _emit_value_impl(kind, acc_v, bias_v, exp, area):
+    if isinstance(bias_v, types.Integer):  # fixed: shift by the weight exponent (the bias enters the LIF)
+
+        def emit_fixed(kind, acc_v, bias_v, exp, area):
+            a = np.int64(acc_v)
+            if kind in (CONV, AFFINE):
+                return a << exp if exp >= 0 else a >> -exp
+            return a
+
+        return emit_fixed
+
+    def emit_float(kind, acc_v, bias_v, exp, area):  # float64 sum rounded once, then the float32 bias
+        if kind == AVGPOOL:
+            return np.float32(acc_v) / area
+        return np.float32(acc_v) + bias_v
+
+    return emit_float
+
+
+def _lif_update(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
+    """One neuron's LIF step: ``(new v, spike)``."""
+
+
+@overload(_lif_update)
+def _lif_update_impl(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
+    if isinstance(v, types.Integer):  # core.fixed.lif_fixed_step for one neuron
+
+        def lif_fixed(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
+            prod = v * keep
+            dec = prod >> DECAY_SHIFT if prod >= 0 else -((-prod) >> DECAY_SHIFT)
+            vn = min(max(dec + (x << ACT_SHIFT) + bias, -V_MAX), V_MAX)
+            if vn > vth:
+                return np.int64(0), True
+            return vn, False
+
+        return lif_fixed
+
+    def lif_float(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):  # float32 throughout, reference order
+        vf = beta * v + gain * x + leak
+        if vf > vth_f:
+            return v_reset, True
+        return vf, False
+
+    return lif_float
+
+
+@numba.njit(cache=True, nogil=True)
+def _simulate(
+    table, srcs, outputs, weights, biases, beta, gain, leak, vth_f, vreset,  # the compiled network
+    acc, gmark, glist, inp, nmark, v, act, act_n, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # state
+    in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
+    counts, out_steps, layer_counts, syn_events, rasters, record,  # results
+):  # fmt: skip
+    zero = biases[:0].sum()  # 0 in the value type
+    n_nodes = table.shape[0]
+    for b in range(B):
+        if reset or b > 0:
+            for k in range(n_nodes):
+                if table[k, K_KIND] == LIF:
+                    off = table[k, K_OFF]
+                    for i in range(table[k, K_N]):
+                        v[off + i] = 0
+                    for j in range(act_n[k]):
+                        nmark[off + act[off + j]] = 0
+                    act_n[k] = 0
+        for t in range(T):
+            # node 0: the input events of this sample and step
+            row = b * T + t
+            n0 = 0
+            for e in range(in_off[row], in_off[row + 1]):
+                ev_idx[n0] = in_idx[e]
+                ev_val[n0] = in_val[e]
+                n0 += 1
+            ev_n[0] = n0
+            for k in range(1, n_nodes):
+                kind = table[k, K_KIND]
+                off = table[k, K_OFF]
+                evo = table[k, K_OFF]  # every node's event buffer has the node's own extent
+                N = table[k, K_N]
+                s0, ns = table[k, K_SRC], table[k, K_NSRC]
+                ne = 0
+                if kind == FLATTEN:
+                    for si in range(s0, s0 + ns):
+                        s = srcs[si]
+                        so = table[s, K_OFF]
+                        for e in range(ev_n[s]):
+                            ev_idx[evo + ne] = ev_idx[so + e]
+                            ev_val[evo + ne] = ev_val[so + e]
+                            ne += 1
+                    ev_n[k] = ne
+                    continue
+                if kind == LIF:
+                    dense = table[k, K_DENSE] != 0
+                    na = act_n[k]
+                    # gather the input of this step; neurons not yet listed join the work list
+                    for si in range(s0, s0 + ns):
+                        s = srcs[si]
+                        so = table[s, K_OFF]
+                        for e in range(ev_n[s]):
+                            i = ev_idx[so + e]
+                            inp[off + i] += ev_val[so + e]
+                            if not dense and nmark[off + i] == 0:
+                                nmark[off + i] = 1
+                                act[off + na] = i
+                                na += 1
+                    boff, poff = table[k, K_BOFF], table[k, K_POFF]
+                    li = table[k, K_LIF]
+                    vth = np.int64(table[k, K_VTH]) << VTH_SHIFT
+                    keep = DECAY_UNITY - table[k, K_DV]
+                    n_work = N if dense else na
+                    w = 0
+                    spikes = 0
+                    for j in range(n_work):
+                        i = j if dense else act[off + j]
+                        x = inp[off + i]
+                        inp[off + i] = 0
+                        bias = biases[boff + i] if boff >= 0 else zero
+                        p = poff + i if poff >= 0 else 0
+                        vn, spike = _lif_update(v[off + i], x, bias, keep, vth, beta[p], gain[p], leak[p],
+                                                vth_f[p], vreset[p])  # fmt: skip
+                        v[off + i] = vn
+                        if spike:
+                            ev_idx[evo + ne] = i
+                            ev_val[evo + ne] = 1
+                            ne += 1
+                            spikes += 1
+                            if record:
+                                rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
+                        if not dense:
+                            nmark[off + i] = 0
+                            if v[off + i] != 0:  # stays active; in-place compaction (w <= j)
+                                act[off + w] = i
+                                w += 1
+                    if not dense:
+                        for j in range(w):
+                            nmark[off + act[off + j]] = 1
+                        act_n[k] = w
+                    layer_counts[li, b] += spikes
+                    ev_n[k] = ne
+                    continue
+                # conv, affine, sumpool, avgpool: scatter every source event, then pass on values
+                Ci, Wi = table[k, K_CI], table[k, K_WI]
+                Co, Ho, Wo = table[k, K_CO], table[k, K_HO], table[k, K_WO]
+                KH, KW, SH, SW, PH, PW = (table[k, K_KH], table[k, K_KW], table[k, K_SH], table[k, K_SW],
+                                          table[k, K_PH], table[k, K_PW])  # fmt: skip
+                woff = table[k, K_WOFF]
+                goff = table[k, K_GROUPS]
+                ng = 0
+                syn = 0
+                for si in range(s0, s0 + ns):
+                    s = srcs[si]
+                    so = table[s, K_OFF]
+                    for e in range(ev_n[s]):
+                        i = ev_idx[so + e]
+                        x = ev_val[so + e]
+                        if kind == AFFINE:
+                            base = woff + i * N
+                            if x == 1:
+                                for o in range(N):
+                                    acc[off + o] += weights[base + o]
+                            else:
+                                for o in range(N):
+                                    acc[off + o] += x * weights[base + o]
+                            syn += N
+                            if ng == 0:
+                                glist[goff] = 0
+                                gmark[goff] = 1
+                                ng = 1
+                            continue
+                        c = i % Ci
+                        pix = i // Ci
+                        y = pix // Wi
+                        xx = pix - y * Wi
+                        for ky in range(KH):
+                            ty = y + PH - ky
+                            if ty < 0 or ty % SH != 0:
+                                continue
+                            oy = ty // SH
+                            if oy >= Ho:
+                                continue
+                            for kx in range(KW):
+                                tx = xx + PW - kx
+                                if tx < 0 or tx % SW != 0:
+                                    continue
+                                ox = tx // SW
+                                if ox >= Wo:
+                                    continue
+                                g = oy * Wo + ox
+                                if gmark[goff + g] == 0:
+                                    gmark[goff + g] = 1
+                                    glist[goff + ng] = g
+                                    ng += 1
+                                if kind == CONV:
+                                    base = woff + ((c * KH + ky) * KW + kx) * Co
+                                    a0 = off + g * Co
+                                    if x == 1:
+                                        for o in range(Co):
+                                            acc[a0 + o] += weights[base + o]
+                                    else:
+                                        for o in range(Co):
+                                            acc[a0 + o] += x * weights[base + o]
+                                    syn += Co
+                                else:
+                                    acc[off + g * Co + c] += x
+                                    syn += 1
+                syn_events[k, b] += syn
+                # pass on the values of the touched output pixels (every neuron when the bias is dense)
+                boff = table[k, K_BOFF]
+                area = np.float32(KH * KW)
+                exp = table[k, K_EXP]
+                G = N if kind == AFFINE else Co
+                if table[k, K_DENSE] != 0:
+                    for i in range(N):
+                        val = _emit_value(kind, acc[off + i], biases[boff + i], exp, area)
+                        acc[off + i] = 0
+                        if val != 0:
+                            ev_idx[evo + ne] = i
+                            ev_val[evo + ne] = val
+                            ne += 1
+                    for j in range(ng):
+                        gmark[goff + glist[goff + j]] = 0
+                else:
+                    for j in range(ng):
+                        g = glist[goff + j]
+                        gmark[goff + g] = 0
+                        for i in range(g * G, g * G + G):
+                            val = _emit_value(kind, acc[off + i], biases[boff + i], exp, area)
+                            acc[off + i] = 0
+                            if val != 0:
+                                ev_idx[evo + ne] = i
+                                ev_val[evo + ne] = val
+                                ne += 1
+                ev_n[k] = ne
+            # the graph output: the sum of the output nodes' values, truncated to integers
+            no = 0
+            for oi in range(outputs.shape[0]):
+                s = outputs[oi]
+                so = table[s, K_OFF]
+                for e in range(ev_n[s]):
+                    i = ev_idx[so + e]
+                    outbuf[i] += ev_val[so + e]
+                    if outmark[i] == 0:
+                        outmark[i] = 1
+                        outlist[no] = i
+                        no += 1
+            for j in range(no):
+                i = outlist[j]
+                c = np.int64(outbuf[i])
+                counts[b, i] += c
+                out_steps[t, b, i] += c
+                outbuf[i] = 0
+                outmark[i] = 0
+
+
+def _channel_last(shape: tuple[int, ...]) -> np.ndarray:
+    """For each internal (channel-last) index, the flat index in the plan's (C, H, W) order."""
+    if len(shape) != 3:
+        return np.arange(int(np.prod(shape)), dtype=np.int64)
+    c, h, w = shape
+    return np.arange(c * h * w, dtype=np.int64).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+
+
+@dataclass
+class Compiled:
+    table: np.ndarray
+    srcs: np.ndarray
+    outputs: np.ndarray
+    weights: np.ndarray
+    biases: np.ndarray
+    lif_params: tuple[np.ndarray, ...]  # beta, gain, leak, vth, vreset (float32, internal order)
+    perms: dict[str, np.ndarray]  # node -> internal index -> plan index
+    total: int  # summed node extents (every per-neuron buffer)
+    groups: int  # summed group-mark extents
+    lif_names: list[str]
+    out_perm: np.ndarray
+    in_perm: np.ndarray
+
+
+class EventSim:
+    """A plan compiled once into the flat arrays the kernel runs; reused by every batch."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.integer = plan.precision == "fixed"
+        self.value_dtype = np.int64 if self.integer else np.float32
+        self._build()
+        self._acc_dtype: type | None = None
+
+    # ------------------------------------------------------------------------------ compile
+    def _build(self) -> None:
+        plan = self.plan
+        nodes = plan.nodes
+        index = {"input": 0} | {n.name: k + 1 for k, n in enumerate(nodes)}
+        perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
+        table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
+        table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF]] = -1
+        n_in = int(np.prod(plan.input_shape))
+        table[0, K_N], table[0, K_OFF] = n_in, 0
+        total, groups = n_in, 0
+        srcs: list[int] = []
+        weights: list[np.ndarray] = []
+        woff = 0
+        biases: list[np.ndarray] = []
+        boff = 0
+        lif: list[list[np.ndarray]] = [[], [], [], [], []]
+        poff = 0
+        bias_at: dict[str, int] = {}
+        bias_nonzero: dict[str, bool] = {}
+        fan_in_abs: dict[str, float] = {}
+        dense_node: dict[str, bool] = {"input": False}
+        lif_names = []
+        for k, n in enumerate(nodes, start=1):
+            row = table[k]
+            row[K_KIND] = KIND_CODE[n.kind]
+            N = int(np.prod(n.out_shape))
+            row[K_N], row[K_OFF], row[K_SRC], row[K_NSRC] = N, total, len(srcs), len(n.sources)
+            total += N
+            srcs += [index[s] for s in n.sources]
+            in_perms = [perms[s] for s in n.sources]
+            if any(not np.array_equal(p, in_perms[0]) for p in in_perms[1:]):
+                raise ModelError(f"{plan.source}: node {n.name} sums inputs held in different layouts")
+            in_perm = in_perms[0]
+            if len(n.in_shape) == 3:
+                row[K_CI], row[K_HI], row[K_WI] = n.in_shape
+            if len(n.out_shape) == 3:
+                row[K_CO], row[K_HO], row[K_WO] = n.out_shape
+            if n.kind in ("conv", "sumpool", "avgpool"):
+                if len(n.in_shape) != 3 or not np.array_equal(in_perm, _channel_last(n.in_shape)):
+                    raise ModelError(f"{plan.source}: node {n.name} needs a (C, H, W) input")
+                kh, kw = n.params["kernel"] if n.kind != "conv" else n.params["weight"].shape[2:]
+                row[K_KH], row[K_KW] = kh, kw
+                row[K_SH], row[K_SW] = n.params["stride"]
+                row[K_PH], row[K_PW] = n.params["padding"]
+                row[K_GROUPS] = groups
+                groups += n.out_shape[1] * n.out_shape[2]
+                perms[n.name] = _channel_last(n.out_shape)
+            if n.kind in ("conv", "affine"):
+                w = n.fixed["weight"] if self.integer else n.params["weight"].astype(np.float64)
+                # largest |sum of weights| into one neuron: bounds the accumulator per unit of input
+                fan_in_abs[n.name] = float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max(initial=0))
+                if n.kind == "conv":
+                    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))  # (C, kh, kw, O)
+                else:
+                    wt = np.ascontiguousarray(w.T[in_perm])  # rows in the input's internal order
+                    perms[n.name] = np.arange(N, dtype=np.int64)
+                    row[K_GROUPS] = groups
+                    groups += 1
+                row[K_WOFF] = woff
+                weights.append(wt.reshape(-1))
+                woff += wt.size
+                per_channel = n.fixed["bias"] if self.integer else n.params["bias"]
+                b = np.asarray(per_channel)[perms[n.name] // (N // len(per_channel))]
+                row[K_EXP] = n.fixed["weight_exp"] if self.integer else 0
+                bias_nonzero[n.name] = bool(np.any(b != 0))
+                dense_node[n.name] = (not self.integer) and bias_nonzero[n.name]
+                row[K_DENSE] = dense_node[n.name]
+            elif n.kind in ("sumpool", "avgpool"):
+                b = np.zeros(N)
+                dense_node[n.name] = any(dense_node[s] for s in n.sources)
+                row[K_DENSE] = dense_node[n.name]
+            elif n.kind == "flatten":
+                perms[n.name] = in_perm
+                dense_node[n.name] = any(dense_node[s] for s in n.sources)
+            if n.kind in ("conv", "affine", "sumpool", "avgpool"):  # every accumulating node has a bias region
+                row[K_BOFF], bias_at[n.name] = boff, boff
+                biases.append(b)
+                boff += N
+            if n.kind == "lif":
+                perms[n.name] = in_perm
+                row[K_LIF] = len(lif_names)
+                lif_names.append(n.name)
+                dense = any(dense_node[s] for s in n.sources)
+                if self.integer:
+                    syn = n.sources[0]
+                    if syn not in bias_at:
+                        raise ModelError(f"{plan.source}: fixed-precision LIF {n.name} must follow a synaptic layer")
+                    row[K_BOFF] = bias_at[syn]
+                    row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
+                    dense |= bias_nonzero[syn]
+                else:
+                    for j, key in enumerate(("beta", "gain", "leak", "v_threshold", "v_reset")):
+                        lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
+                    row[K_POFF] = poff
+                    poff += N
+                    dense |= bool(np.any(n.params["leak"] != 0))
+                row[K_DENSE] = dense
+                dense_node[n.name] = dense
+        outputs = np.array([index[o] for o in plan.outputs], dtype=np.int64)
+        out_perms = [perms[o] for o in plan.outputs]
+        if any(not np.array_equal(p, out_perms[0]) for p in out_perms[1:]):
+            raise ModelError(f"{plan.source}: the graph output sums nodes held in different layouts")
+        vdt = self.value_dtype
+        self.compiled = Compiled(
+            table=table,
+            srcs=np.array(srcs, dtype=np.int64),
+            outputs=outputs,
+            weights=np.concatenate(weights) if weights else np.zeros(0),
+            biases=(np.concatenate(biases) if biases else np.zeros(0)).astype(vdt),
+            lif_params=tuple(np.concatenate(p) if p else np.zeros(1, dtype=np.float32) for p in lif),
+            perms=perms,
+            total=total,
+            groups=max(groups, 1),
+            lif_names=lif_names,
+            out_perm=out_perms[0],
+            in_perm=perms["input"],
+        )
+        self._fan_in_abs = fan_in_abs
+        self._weights_as: dict[type, np.ndarray] = {}
+
+    def acc_dtype(self, input_max: float) -> type:
+        """int32 accumulators when no sum can reach 2**31 for inputs up to ``input_max``, else int64
+        (float precision: float64)."""
+        if not self.integer:
+            return np.float64
+        bound: dict[str, float] = {"input": float(input_max)}
+        worst = 0.0
+        for n in self.plan.nodes:
+            x = sum(bound[s] for s in n.sources)
+            if n.kind in ("conv", "affine"):
+                acc = x * self._fan_in_abs[n.name]
+                e = n.fixed["weight_exp"]
+                bound[n.name] = acc * 2.0**e + 1
+            elif n.kind in ("sumpool", "avgpool"):
+                acc = x * n.params["kernel"][0] * n.params["kernel"][1]
+                bound[n.name] = acc
+            else:
+                acc = 0.0
+                bound[n.name] = 1.0 if n.kind == "lif" else x
+            worst = max(worst, acc)
+        return np.int32 if worst < 2**31 - 1 else np.int64
+
+    def weights(self, dtype: type) -> np.ndarray:
+        if dtype not in self._weights_as:
+            self._weights_as[dtype] = self.compiled.weights.astype(dtype)
+        return self._weights_as[dtype]
+
+    # ------------------------------------------------------------------------------ run
+    def input_events(self, spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """Dense ``(T, B, *input_shape)`` input as events: CSR offsets over (sample, step), internal
+        neuron indices and values."""
+        plan = self.plan
+        spikes = np.asarray(spikes)
+        if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
+            raise DataError(
+                f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
+            )
+        if not np.isfinite(spikes).all():
+            raise DataError("input spikes hold NaN or infinite values")
+        if self.integer and not np.array_equal(spikes, np.rint(spikes)):
+            raise DataError("fixed precision takes integer spike counts as input; got fractional values")
+        T, B = spikes.shape[:2]
+        flat = spikes.reshape(T, B, -1)[:, :, self.compiled.in_perm]  # internal order
+        flat = np.ascontiguousarray(flat.transpose(1, 0, 2)).reshape(B * T, -1)
+        rows, idx = np.nonzero(flat)
+        val = flat[rows, idx].astype(self.value_dtype)
+        off = np.zeros(B * T + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=B * T), out=off[1:])
+        return off, idx.astype(np.int64), val, T, B
+
+    def new_state(self) -> State:
+        c = self.compiled
+        vdt = self.value_dtype
+        return State(
+            v=np.zeros(c.total, dtype=vdt),
+            act=np.zeros(c.total, dtype=np.int64),
+            act_n=np.zeros(len(c.table), dtype=np.int64),
+            nmark=np.zeros(c.total, dtype=np.uint8),
+        )
+
+    def execute(self, events, state: State, *, reset: bool, record: bool) -> Outputs:
+        """Run input events (from :meth:`input_events`) from ``state``, or from rest with ``reset``."""
+        off, idx, val, T, B = events
+        c = self.compiled
+        vdt = self.value_dtype
+        adt = self.acc_dtype(float(np.abs(val).max(initial=0)))
+        n_out = len(c.out_perm)
+        table = c.table.copy()
+        sizes = [int(table[table[:, K_LIF] == i, K_N][0]) for i in range(len(c.lif_names))]
+        r_off = np.concatenate([[0], np.cumsum([T * B * n for n in sizes])]).astype(np.int64)
+        for i in range(len(sizes)):
+            table[table[:, K_LIF] == i, K_ROFF] = r_off[i]
+        rasters = np.zeros(int(r_off[-1]) if record else 0, dtype=np.uint8)
+        counts = np.zeros((B, n_out), dtype=np.int64)
+        out_steps = np.zeros((T, B, n_out), dtype=np.int64)
+        layer_counts = np.zeros((len(sizes), B), dtype=np.int64)
+        syn_events = np.zeros((len(table), B), dtype=np.int64)
+        _simulate(
+            table, c.srcs, c.outputs, self.weights(adt), c.biases, *c.lif_params,
+            np.zeros(c.total, dtype=adt), np.zeros(c.groups, dtype=np.uint8), np.zeros(c.groups, dtype=np.int64),
+            np.zeros(c.total, dtype=vdt), state.nmark, state.v, state.act, state.act_n,
+            np.zeros(c.total, dtype=np.int64), np.zeros(c.total, dtype=vdt), np.zeros(len(table), dtype=np.int64),
+            np.zeros(n_out, dtype=vdt), np.zeros(n_out, dtype=np.uint8), np.zeros(n_out, dtype=np.int64),
+            off, idx, val, T, B, reset,
+            counts, out_steps, layer_counts, syn_events, rasters, record,
+        )  # fmt: skip
+        plan = self.plan
+        lif_rasters = None
+        if record:
+            lif_rasters = {}
+            for i, name in enumerate(c.lif_names):
+                r = rasters[r_off[i] : r_off[i + 1]].reshape(T, B, sizes[i])
+                out = np.empty_like(r)
+                out[:, :, c.perms[name]] = r
+                lif_rasters[name] = out.reshape(T, B, *plan.node(name).out_shape)
+        logical = np.empty_like(counts)
+        logical[:, c.out_perm] = counts
+        steps = np.empty_like(out_steps)
+        steps[:, :, c.out_perm] = out_steps
+        names = ["input"] + [n.name for n in plan.nodes]
+        syn = {names[k]: syn_events[k] for k in range(1, len(table)) if table[k, K_KIND] in (CONV, AFFINE)}
+        return Outputs(logical, steps, dict(zip(c.lif_names, layer_counts, strict=True)), syn, lif_rasters)
+
+    def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
+        out = self.execute(self.input_events(spikes), self.new_state(), reset=True, record=record)
+        stats = {k: {"synaptic_events": float(v.sum())} for k, v in out.synaptic_events.items()}
+        return RunResult(out.counts, out.layer_counts, out.rasters, stats)
+
+    def stream(self) -> Stream:
+        return Stream(self)
+
+
+@dataclass
+class State:
+    """What a network keeps between steps: membranes and the active lists (batch size 1)."""
+
+    v: np.ndarray
+    act: np.ndarray
+    act_n: np.ndarray
+    nmark: np.ndarray
+
+
+@dataclass
+class Outputs:
+    counts: np.ndarray  # (B, classes)
+    per_step: np.ndarray  # (T, B, classes) output spikes per step
+    layer_counts: dict[str, np.ndarray]  # LIF -> (B,)
+    synaptic_events: dict[str, np.ndarray]  # synaptic node -> (B,) scattered weight updates
+    rasters: dict[str, np.ndarray] | None
+
+
+class Stream:
+    """Batch-size-1 simulation that keeps neuron state from one call to the next (streaming)."""
+
+    def __init__(self, sim: EventSim) -> None:
+        self.sim = sim
+        self.state = sim.new_state()
+        self.fresh = True
+
+    def reset(self) -> None:
+        self.fresh = True
+
+    def step(self, spikes: np.ndarray) -> Outputs:
+        """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spikes per step."""
+        x = np.asarray(spikes)[:, None]
+        out = self.sim.execute(self.sim.input_events(x), self.state, reset=self.fresh, record=False)
+        self.fresh = False
+        return out
+
+
+def prepare(plan: Plan) -> EventSim:
+    if "eventsim" not in plan.prepared:
+        plan.prepared["eventsim"] = EventSim(plan)
+    return plan.prepared["eventsim"]
+
+
+def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
+    return prepare(plan).run(spikes, record=record)
+
