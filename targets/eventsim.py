@@ -94,8 +94,10 @@ def _lif_update_impl(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
 
         return lif_fixed
 
-    def lif_float(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):  # float32 throughout, reference order
-        vf = beta * v + gain * x + leak
+    # float32 throughout, in the reference's order; ``bias`` is a float synapse's bias folded into its
+    # only consumer (0 otherwise), so that a neuron without input needs no event from the synapse
+    def lif_float(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
+        vf = beta * v + gain * (x + bias) + leak  # x + bias: the reference's synapse output
         if vf > vth_f:
             return v_reset, True
         return vf, False
@@ -105,10 +107,10 @@ def _lif_update_impl(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
 
 @numba.njit(cache=True, nogil=True)
 def _simulate(
-    table, srcs, outputs, weights, biases, beta, gain, leak, vth_f, vreset,  # the compiled network
+    table, srcs, outputs, weights, biases, sticky, beta, gain, leak, vth_f, vreset,  # the compiled network
     acc, gmark, glist, inp, nmark, v, act, act_n, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # state
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
-    counts, out_steps, layer_counts, syn_events, rasters, record,  # results
+    counts, out_steps, layer_counts, work, rasters, record,  # results
 ):  # fmt: skip
     zero = biases[:0].sum()  # 0 in the value type
     n_nodes = table.shape[0]
@@ -121,7 +123,14 @@ def _simulate(
                         v[off + i] = 0
                     for j in range(act_n[k]):
                         nmark[off + act[off + j]] = 0
-                    act_n[k] = 0
+                    # at rest only the neurons with a constant input are listed
+                    n_st = 0
+                    for i in range(table[k, K_N]):
+                        if sticky[off + i]:
+                            act[off + n_st] = i
+                            nmark[off + i] = 1
+                            n_st += 1
+                    act_n[k] = n_st
         for t in range(T):
             # node 0: the input events of this sample and step
             row = b * T + t
@@ -149,6 +158,7 @@ def _simulate(
                     ev_n[k] = ne
                     continue
                 if kind == LIF:
+                    # K_DENSE: every neuron has a constant input (bias, leak), so all update every step
                     dense = table[k, K_DENSE] != 0
                     na = act_n[k]
                     # gather the input of this step; neurons not yet listed join the work list
@@ -187,13 +197,14 @@ def _simulate(
                                 rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
                         if not dense:
                             nmark[off + i] = 0
-                            if v[off + i] != 0:  # stays active; in-place compaction (w <= j)
+                            if vn != 0 or sticky[off + i]:  # stays listed; in-place compaction (w <= j)
                                 act[off + w] = i
                                 w += 1
                     if not dense:
                         for j in range(w):
                             nmark[off + act[off + j]] = 1
                         act_n[k] = w
+                    work[k, b] += n_work
                     layer_counts[li, b] += spikes
                     ev_n[k] = ne
                     continue
@@ -262,7 +273,7 @@ def _simulate(
                                 else:
                                     acc[off + g * Co + c] += x
                                     syn += 1
-                syn_events[k, b] += syn
+                work[k, b] += syn
                 # pass on the values of the touched output pixels (every neuron when the bias is dense)
                 boff = table[k, K_BOFF]
                 area = np.float32(KH * KW)
@@ -311,6 +322,12 @@ def _simulate(
                 outmark[i] = 0
 
 
+def _sole_lif_consumer(plan: Plan, name: str) -> bool:
+    """Whether ``name`` feeds exactly one node, a LIF with no other input (and not the output)."""
+    users = [n for n in plan.nodes if name in n.sources]
+    return name not in plan.outputs and len(users) == 1 and users[0].kind == "lif" and users[0].sources == [name]
+
+
 def _channel_last(shape: tuple[int, ...]) -> np.ndarray:
     """For each internal (channel-last) index, the flat index in the plan's (C, H, W) order."""
     if len(shape) != 3:
@@ -326,6 +343,7 @@ class Compiled:
     outputs: np.ndarray
     weights: np.ndarray
     biases: np.ndarray
+    sticky: np.ndarray  # neurons with a constant input (bias, leak): listed even at rest
     lif_params: tuple[np.ndarray, ...]  # beta, gain, leak, vth, vreset (float32, internal order)
     perms: dict[str, np.ndarray]  # node -> internal index -> plan index
     total: int  # summed node extents (every per-neuron buffer)
@@ -364,7 +382,9 @@ class EventSim:
         lif: list[list[np.ndarray]] = [[], [], [], [], []]
         poff = 0
         bias_at: dict[str, int] = {}
-        bias_nonzero: dict[str, bool] = {}
+        bias_of: dict[str, np.ndarray] = {}
+        folded: dict[str, np.ndarray] = {}  # float synapse -> bias its sole LIF consumer adds
+        sticky_parts: list[tuple[int, np.ndarray]] = []
         fan_in_abs: dict[str, float] = {}
         dense_node: dict[str, bool] = {"input": False}
         lif_names = []
@@ -410,46 +430,54 @@ class EventSim:
                 per_channel = n.fixed["bias"] if self.integer else n.params["bias"]
                 b = np.asarray(per_channel)[perms[n.name] // (N // len(per_channel))]
                 row[K_EXP] = n.fixed["weight_exp"] if self.integer else 0
-                bias_nonzero[n.name] = bool(np.any(b != 0))
-                dense_node[n.name] = (not self.integer) and bias_nonzero[n.name]
-                row[K_DENSE] = dense_node[n.name]
+                if not self.integer and _sole_lif_consumer(plan, n.name):
+                    folded[n.name], b = b, np.zeros_like(b)  # the LIF adds it: no event needed per step
+                row[K_DENSE] = dense_node[n.name] = (not self.integer) and bool(np.any(b != 0))
             elif n.kind in ("sumpool", "avgpool"):
                 b = np.zeros(N)
-                dense_node[n.name] = any(dense_node[s] for s in n.sources)
-                row[K_DENSE] = dense_node[n.name]
+                row[K_DENSE] = dense_node[n.name] = any(dense_node[s] for s in n.sources)
             elif n.kind == "flatten":
                 perms[n.name] = in_perm
                 dense_node[n.name] = any(dense_node[s] for s in n.sources)
             if n.kind in ("conv", "affine", "sumpool", "avgpool"):  # every accumulating node has a bias region
-                row[K_BOFF], bias_at[n.name] = boff, boff
+                row[K_BOFF], bias_at[n.name], bias_of[n.name] = boff, boff, b
                 biases.append(b)
                 boff += N
             if n.kind == "lif":
                 perms[n.name] = in_perm
                 row[K_LIF] = len(lif_names)
                 lif_names.append(n.name)
-                dense = any(dense_node[s] for s in n.sources)
+                dense_node[n.name] = False
+                syn = n.sources[0]
                 if self.integer:
-                    syn = n.sources[0]
                     if syn not in bias_at:
                         raise ModelError(f"{plan.source}: fixed-precision LIF {n.name} must follow a synaptic layer")
                     row[K_BOFF] = bias_at[syn]
                     row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
-                    dense |= bias_nonzero[syn]
+                    constant = bias_of[syn]
                 else:
                     for j, key in enumerate(("beta", "gain", "leak", "v_threshold", "v_reset")):
                         lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
                     row[K_POFF] = poff
                     poff += N
-                    dense |= bool(np.any(n.params["leak"] != 0))
-                row[K_DENSE] = dense
-                dense_node[n.name] = dense
+                    constant = lif[2][-1].copy()
+                    if syn in folded:
+                        row[K_BOFF] = boff
+                        biases.append(folded[syn])
+                        boff += N
+                        constant = constant + folded[syn]
+                sticky_parts.append((total - N, constant != 0))
+                row[K_DENSE] = bool(np.all(constant != 0))
         outputs = np.array([index[o] for o in plan.outputs], dtype=np.int64)
         out_perms = [perms[o] for o in plan.outputs]
         if any(not np.array_equal(p, out_perms[0]) for p in out_perms[1:]):
             raise ModelError(f"{plan.source}: the graph output sums nodes held in different layouts")
         vdt = self.value_dtype
+        sticky = np.zeros(total, dtype=np.uint8)
+        for start, mask in sticky_parts:
+            sticky[start : start + len(mask)] = mask
         self.compiled = Compiled(
+            sticky=sticky,
             table=table,
             srcs=np.array(srcs, dtype=np.int64),
             outputs=outputs,
@@ -542,15 +570,15 @@ class EventSim:
         counts = np.zeros((B, n_out), dtype=np.int64)
         out_steps = np.zeros((T, B, n_out), dtype=np.int64)
         layer_counts = np.zeros((len(sizes), B), dtype=np.int64)
-        syn_events = np.zeros((len(table), B), dtype=np.int64)
+        work = np.zeros((len(table), B), dtype=np.int64)  # synaptic events, or LIF neuron updates
         _simulate(
-            table, c.srcs, c.outputs, self.weights(adt), c.biases, *c.lif_params,
+            table, c.srcs, c.outputs, self.weights(adt), c.biases, c.sticky, *c.lif_params,
             np.zeros(c.total, dtype=adt), np.zeros(c.groups, dtype=np.uint8), np.zeros(c.groups, dtype=np.int64),
             np.zeros(c.total, dtype=vdt), state.nmark, state.v, state.act, state.act_n,
             np.zeros(c.total, dtype=np.int64), np.zeros(c.total, dtype=vdt), np.zeros(len(table), dtype=np.int64),
             np.zeros(n_out, dtype=vdt), np.zeros(n_out, dtype=np.uint8), np.zeros(n_out, dtype=np.int64),
             off, idx, val, T, B, reset,
-            counts, out_steps, layer_counts, syn_events, rasters, record,
+            counts, out_steps, layer_counts, work, rasters, record,
         )  # fmt: skip
         plan = self.plan
         lif_rasters = None
@@ -566,12 +594,16 @@ class EventSim:
         steps = np.empty_like(out_steps)
         steps[:, :, c.out_perm] = out_steps
         names = ["input"] + [n.name for n in plan.nodes]
-        syn = {names[k]: syn_events[k] for k in range(1, len(table)) if table[k, K_KIND] in (CONV, AFFINE)}
-        return Outputs(logical, steps, dict(zip(c.lif_names, layer_counts, strict=True)), syn, lif_rasters)
+        kinds = table[:, K_KIND]
+        syn = {names[k]: work[k] for k in range(1, len(table)) if kinds[k] in (CONV, AFFINE)}
+        updates = {names[k]: work[k] for k in range(1, len(table)) if kinds[k] == LIF}
+        layers = dict(zip(c.lif_names, layer_counts, strict=True))
+        return Outputs(logical, steps, layers, syn, updates, lif_rasters)
 
     def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
         out = self.execute(self.input_events(spikes), self.new_state(), reset=True, record=record)
         stats = {k: {"synaptic_events": float(v.sum())} for k, v in out.synaptic_events.items()}
+        stats |= {k: {"neuron_updates": float(v.sum())} for k, v in out.neuron_updates.items()}
         return RunResult(out.counts, out.layer_counts, out.rasters, stats)
 
     def stream(self) -> Stream:
@@ -593,7 +625,8 @@ class Outputs:
     counts: np.ndarray  # (B, classes)
     per_step: np.ndarray  # (T, B, classes) output spikes per step
     layer_counts: dict[str, np.ndarray]  # LIF -> (B,)
-    synaptic_events: dict[str, np.ndarray]  # synaptic node -> (B,) scattered weight updates
+    synaptic_events: dict[str, np.ndarray]  # synaptic node -> (B,) weights scattered (effective accumulates)
+    neuron_updates: dict[str, np.ndarray]  # LIF -> (B,) neuron state updates (the rest cost nothing)
     rasters: dict[str, np.ndarray] | None
 
 

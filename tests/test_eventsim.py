@@ -1,0 +1,179 @@
+"""The event-driven simulator: exact on real inputs, work proportional to events, state kept when streaming.
+
+(The registry-parametrised agreement over every test network and precision is in test_targets.py.)
+"""
+
+import json
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from convert.build import build_nir
+from convert.nirgraph import write_graph
+from core.errors import DataError
+from inputs.datasets import load_dataset, spike_batch
+from runtime.metrics import synaptic_operations
+from runtime.verify import compare
+from targets import eventsim, torch_target
+from targets import reference as ref
+from targets.plan import load_plan
+from train.models import build_model
+
+
+def _graph(tmp_path, name: str, shape, precision: str, x: np.ndarray, *, bias: float = 0.0, **kw):
+    torch.manual_seed(0)
+    model = build_model(name, **kw)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(8)
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None and bias:
+                m.bias.copy_(torch.empty_like(m.bias).uniform_(-bias, bias))
+    graph, _ = build_nir(model.eval(), shape, precision=precision, steps=x.shape[0], calibration=x)
+    path = tmp_path / f"{name}-{precision}-{bias}.nir"
+    write_graph(path, graph)
+    return load_plan(path)
+
+
+def _same(a: ref.RunResult, b: ref.RunResult) -> None:
+    assert np.array_equal(a.counts, b.counts)
+    for k in a.layer_counts:
+        assert np.array_equal(a.layer_counts[k], b.layer_counts[k]), k
+        assert np.array_equal(a.rasters[k], b.rasters[k]), k
+
+
+@pytest.fixture(scope="module")
+def nmnist_spikes():
+    from tests.conftest import EVENTDATA
+
+    root = EVENTDATA / "nmnist" / "train"
+    if not root.is_dir():
+        pytest.skip(f"real N-MNIST recordings not found at {root} (present in CI and dev machines)")
+    # 30 steps of 10 ms, spike counts (not clipped to 1): inputs above 1 exercise the weighted scatter
+    ds = load_dataset("nmnist", "train", root=str(root), steps=30, binary=False)
+    x, labels = spike_batch(ds, range(12))
+    assert x.max() > 1
+    return x
+
+
+@pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_real_nmnist_matches_reference_and_torch(tmp_path, nmnist_spikes, precision):
+    x = nmnist_spikes
+    plan = _graph(tmp_path, "nmnist_csnn", (2, 34, 34), precision, x)
+    expected = ref.run(plan, x, record=True, margins=True)
+    got = eventsim.run(plan, x, record=True)
+    assert sum(int(c.sum()) for c in expected.layer_counts.values()) > 1000
+    if precision == "fixed":  # bit-exact with the reference and with the torch target
+        _same(expected, got)
+        _same(torch_target.run(plan, x, record=True, device="cpu"), got)
+    else:  # the runtime's float tolerance: identical, except traced threshold ties
+        cmp = compare(plan, expected, got, None)
+        assert cmp["passed"] and cmp["identical_rasters"] > 0.9, cmp
+
+
+@pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_biases_make_neurons_update_at_rest(tmp_path, precision):
+    """Non-zero biases: a neuron with a constant input changes every step even without events."""
+    x = (np.random.default_rng(2).random((6, 4, 1, 8, 8)) < 0.2).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), precision, x, bias=0.3)
+    _same(ref.run(plan, x, record=True), eventsim.run(plan, x, record=True))
+    silent = np.zeros_like(x)
+    expected, got = ref.run(plan, silent, record=True), eventsim.run(plan, silent, record=True)
+    _same(expected, got)
+    assert sum(got.stats[k]["neuron_updates"] for k in plan.lif_names) > 0
+
+
+def test_no_input_no_work_and_synaptic_events_are_effective_accumulates(tmp_path):
+    x = (np.random.default_rng(3).random((5, 3, 2, 34, 34)) < 0.1).astype(np.float32)
+    plan = _graph(tmp_path, "nmnist_csnn", (2, 34, 34), "fixed", x)
+    got = eventsim.run(plan, x, record=True)
+    ops = synaptic_operations(plan, x, got.rasters)
+    for name, per_sample in ops.items():
+        assert got.stats[name]["synaptic_events"] == per_sample.sum(), name
+    rest = eventsim.run(plan, np.zeros_like(x))
+    assert all(v == 0 for s in rest.stats.values() for v in s.values()), rest.stats
+    # one input spike: work bounded by its fan-out, never by the network's size times the steps
+    one = np.zeros_like(x[:, :1])
+    one[0, 0, 0, 10, 10] = 1
+    small = eventsim.run(plan, one)
+    first = plan.nodes[0].name
+    assert small.stats[first]["synaptic_events"] == plan.nodes[0].out_shape[0] * 9
+    lif1 = plan.lif_names[0]
+    assert 0 < small.stats[lif1]["neuron_updates"] <= 5 * plan.nodes[0].out_shape[0] * 9
+
+
+def test_work_grows_linearly_with_input_events(tmp_path):
+    rng = np.random.default_rng(4)
+    x = (rng.random((8, 2, 2, 34, 34)) < 0.2).astype(np.float32)
+    plan = _graph(tmp_path, "nmnist_csnn", (2, 34, 34), "fixed", x)
+    keep = rng.random(x.shape)
+    first = plan.nodes[0].name
+    events, work = [], []
+    for frac in (0.1, 0.25, 0.5, 1.0):
+        xi = x * (keep < frac)
+        events.append(xi.sum())
+        work.append(eventsim.run(plan, xi).stats[first]["synaptic_events"])
+    ratio = np.array(work) / np.array(events)  # first-layer work per input event: the kernel's fan-out
+    assert np.all(np.abs(ratio / ratio[-1] - 1) < 0.05), ratio
+
+
+def test_stream_keeps_state_across_chunks(tmp_path):
+    x = (np.random.default_rng(5).random((12, 1, 1, 8, 8)) < 0.25).astype(np.float32)
+    for precision in ("fixed", "float"):
+        plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), precision, x, bias=0.2)
+        whole = eventsim.prepare(plan).execute(
+            eventsim.prepare(plan).input_events(x), eventsim.prepare(plan).new_state(), reset=True, record=False
+        )
+        stream = eventsim.prepare(plan).stream()
+        parts = [stream.step(x[a:b, 0]).per_step for a, b in ((0, 1), (1, 5), (5, 12))]
+        assert np.array_equal(np.concatenate(parts), whole.per_step)
+        assert whole.per_step.sum() > 0
+        stream.reset()
+        assert np.array_equal(stream.step(x[:5, 0]).per_step, whole.per_step[:5])
+
+
+def test_wide_accumulators_when_int32_could_overflow(tmp_path):
+    x = (np.random.default_rng(6).random((4, 2, 1, 8, 8)) < 0.3).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x)
+    sim = eventsim.prepare(plan)
+    assert sim.acc_dtype(1) == np.int32
+    big = x * 2**22  # spike counts that no recording has, but integers all the same
+    assert sim.acc_dtype(big.max()) == np.int64
+    _same(ref.run(plan, big, record=True), eventsim.run(plan, big, record=True))
+
+
+def test_foreign_graph_leak_multiple_sources_and_fractional_input():
+    """A hand-written NIR graph: v_leak (every neuron has input every step), two affines summed into
+    one LIF, an affine as the output; analog (direct-encoded) float input."""
+    rng = np.random.default_rng(7)
+    dt, tau = 1e-3, 4e-3
+
+    def lif(n, leak):
+        return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.full(n, leak),
+                       v_threshold=np.ones(n), v_reset=np.zeros(n))  # fmt: skip
+
+    def aff(o, i):
+        return nir.Affine((rng.normal(0, 0.6, (o, i))).astype(np.float32), rng.normal(0, 0.1, o).astype(np.float32))
+
+    nodes = {"input": nir.Input({"input": np.array([12])}), "a": aff(16, 12), "b": aff(16, 12), "l1": lif(16, 0.5),
+             "c": aff(5, 16), "output": nir.Output({"output": np.array([5])})}  # fmt: skip
+    edges = [("input", "a"), ("input", "b"), ("a", "l1"), ("b", "l1"), ("l1", "c"), ("c", "output")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"snn_deploy": json.dumps({"dt": dt})}, type_check=False)
+    plan = load_plan(graph)
+    x = rng.random((10, 4, 12)).astype(np.float32) * (rng.random((10, 4, 12)) < 0.4)
+    expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
+    _same(expected, got)
+    assert expected.layer_counts["l1"].sum() > 0
+
+
+def test_bad_input(tmp_path):
+    x = (np.random.default_rng(8).random((3, 2, 1, 8, 8)) < 0.3).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x)
+    with pytest.raises(DataError, match=r"input spikes must be shaped \(T, B, 1, 8, 8\), got \(3, 2, 1, 8, 7\)"):
+        eventsim.run(plan, x[..., :7])
+    with pytest.raises(DataError, match="NaN"):
+        eventsim.run(plan, np.full_like(x, np.nan))
+    with pytest.raises(DataError, match="integer spike counts"):
+        eventsim.run(plan, x * 0.5)
