@@ -657,4 +657,3 @@ def prepare(plan: Plan) -> EventSim:
 
 def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
     return prepare(plan).run(spikes, record=record)
-
