@@ -1,0 +1,249 @@
+"""Speed of the event-driven simulator (``eventsim``) against the ``torch`` CPU target (and ``lava``).
+
+Workloads: the N-MNIST CSNN fed with real N-MNIST recordings from ``../shared/eventdata`` (binned
+as the model was trained, and in 1 ms steps), the digits student and the emulated-event-digits
+student. Trained checkpoints are used where they exist (``--nmnist``, ``--digits``,
+``--event-digits``); otherwise the untrained model (He initialisation) is used and the report
+says so. Everything is timed in this one process, interleaved, on one core (torch with one
+thread), median of ``--repeats``:
+
+- time per sample at batch 1 and batch 64, eventsim vs torch, both precisions; vs lava at batch 1;
+- synaptic events (effective accumulates) per second and nanoseconds per synaptic event;
+- time against input event rate (the events thinned to 10/25/50/100%);
+- peak memory of the simulator's buffers (tracemalloc) next to the process's peak RSS.
+
+    python -m bench.eventsim
+    python -m bench.eventsim --samples 16 --repeats 3
+
+Writes ``eventsim.json``, ``eventsim.md`` and ``eventsim.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convert.build import build_nir
+from core.errors import ConfigError, SnnDeployError
+from core.fileio import save_figure, write_json_atomic, write_text_atomic
+from inputs.datasets import dataset_from_description, load_dataset, spike_batch
+from targets import TARGETS, eventsim, torch_target
+from targets.plan import load_plan
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+NMNIST = ROOT.parent / "shared" / "eventdata" / "nmnist" / "train"
+GOALS = {"torch_batch1": 10.0, "lava": 100.0, "events_per_s": 5e8}
+
+
+def _model(ckpt: Path | None, name: str):
+    """A trained student, or the untrained model (readout scaled up so that it spikes)."""
+    if ckpt is not None and ckpt.is_file():
+        c = load_checkpoint(ckpt, kind="student")
+        return model_from_checkpoint(c).eval(), c["dataset"], f"trained ({ckpt})"
+    torch.manual_seed(0)
+    model = build_model(name)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(8)
+    return model.eval(), None, "untrained (He initialisation, readout x8): no checkpoint found"
+
+
+def workloads(args) -> list[dict]:
+    """``[{name, weights, inputs (T, N, ...), model, shape}]``; N-MNIST only where the recordings are."""
+    out = []
+    if NMNIST.is_dir():
+        model, desc, weights = _model(Path(args.nmnist), "nmnist_csnn")
+        binning = (desc or {}).get("binning", {})
+        steps = int(binning.get("steps", 8))
+        ds = load_dataset("nmnist", "train", root=str(NMNIST), steps=steps, binary=binning.get("binary", True))
+        x, _ = spike_batch(ds, range(args.samples))
+        out.append(dict(name=f"N-MNIST CSNN, real recordings, T={steps} (as trained)", model=model, x=x,
+                        weights=weights, shape=(2, 34, 34)))  # fmt: skip
+        fine = load_dataset("nmnist", "train", root=str(NMNIST), steps=300, binary=False)
+        xf, _ = spike_batch(fine, range(args.samples))
+        out.append(dict(name="N-MNIST CSNN, real recordings, 1 ms steps (T=300)", model=model, x=xf,
+                        weights=weights, shape=(2, 34, 34)))  # fmt: skip
+    else:
+        print(f"note: {NMNIST} not found; the N-MNIST workloads are skipped", file=sys.stderr)
+    for label, ckpt, name in (
+        ("digits", args.digits, "digits_csnn"),
+        ("event_digits", args.event_digits, "nmnist_csnn"),
+    ):
+        model, desc, weights = _model(Path(ckpt), name)
+        if desc is None:
+            ds = load_dataset(label, "test")
+        else:
+            ds = dataset_from_description(desc, "test")
+        x, _ = spike_batch(ds, range(min(args.samples, len(ds))))
+        out.append(dict(name=f"{label} student, T={x.shape[0]}", model=model, x=x, weights=weights,
+                        shape=tuple(ds.input_shape)))  # fmt: skip
+    return out
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _per_sample(run, plan, x: np.ndarray, batch: int) -> None:
+    for start in range(0, x.shape[1], batch):
+        run(plan, x[:, start : start + batch])
+
+
+def measure(w: dict, precision: str, args) -> dict:
+    x = w["x"]
+    graph, _ = build_nir(w["model"], w["shape"], precision=precision, steps=x.shape[0], calibration=x)
+    plan = load_plan(graph)
+    n = x.shape[1]
+    es = eventsim.run
+    tr = lambda p, xb: torch_target.run(p, xb, device="cpu")  # noqa: E731
+    es(plan, x[:, :2]), tr(plan, x[:, :2])  # compile / warm up
+    rec: dict = {"precision": precision, "samples": n, "steps": int(x.shape[0]),
+                 "input_events_per_sample": float(x.sum() / n)}  # fmt: skip
+    for batch in (1, 64):
+        t_es = _median_time(lambda b=batch: _per_sample(es, plan, x, b), args.repeats) / n
+        t_tr = _median_time(lambda b=batch: _per_sample(tr, plan, x, b), args.repeats) / n
+        rec[f"batch{batch}"] = {"eventsim_ms": 1e3 * t_es, "torch_ms": 1e3 * t_tr, "speedup": t_tr / t_es}
+    result = es(plan, x)
+    syn = sum(s["synaptic_events"] for s in result.stats.values() if "synaptic_events" in s) / n
+    upd = sum(s["neuron_updates"] for s in result.stats.values() if "neuron_updates" in s) / n
+    t1 = rec["batch1"]["eventsim_ms"] / 1e3
+    rec |= {"synaptic_events_per_sample": syn, "neuron_updates_per_sample": upd,
+            "synaptic_events_per_s": syn / t1, "ns_per_synaptic_event": 1e9 * t1 / max(syn, 1)}  # fmt: skip
+    if "lava" in TARGETS and not args.no_lava:
+        k = min(args.lava_samples, n)
+        try:
+            lava = TARGETS["lava"].runner()
+            t0 = time.perf_counter()
+            _per_sample(lava, plan, x[:, :k], 1)
+            t_lava = (time.perf_counter() - t0) / k
+            rec["lava"] = {"lava_ms": 1e3 * t_lava, "samples": k, "speedup": t_lava / t1}
+        except SnnDeployError as e:
+            rec["lava"] = {"unavailable": str(e)}
+    # time against input event rate: each input count thinned binomially
+    rng = np.random.default_rng(0)
+    xi = x.astype(np.int64)
+    rec["thinning"] = []
+    for frac in (0.1, 0.25, 0.5, 1.0):
+        xt = (rng.binomial(xi, frac) if frac < 1 else xi).astype(np.float32)
+        t = _median_time(lambda xt=xt: _per_sample(es, plan, xt, 1), args.repeats) / n
+        rec["thinning"].append({"fraction": frac, "input_events": float(xt.sum() / n), "eventsim_ms": 1e3 * t})
+    tracemalloc.start()
+    es(plan, x[:, :64])
+    rec["eventsim_peak_mib_batch64"] = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    rec["input_mib_batch64"] = x[:, :64].nbytes / 2**20
+    return rec
+
+
+def table(results: dict) -> str:
+    lines = ["| workload | precision | eventsim ms/sample (b=1) | torch ms/sample (b=1) | speedup b=1 | "
+             "speedup b=64 | vs lava | synaptic events/sample | M syn. events/s | ns/syn. event |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for w in results["workloads"]:
+        for r in w["runs"]:
+            lava = r.get("lava", {})
+            lv = f"{lava['speedup']:.0f}x" if "speedup" in lava else "n/a"
+            lines.append(
+                f"| {w['name']} | {r['precision']} | {r['batch1']['eventsim_ms']:.3f} | {r['batch1']['torch_ms']:.3f} | "
+                f"{r['batch1']['speedup']:.1f}x | {r['batch64']['speedup']:.1f}x | {lv} | "
+                f"{r['synaptic_events_per_sample']:.3g} | {r['synaptic_events_per_s'] / 1e6:.0f} | "
+                f"{r['ns_per_synaptic_event']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for w in results["workloads"]:
+        for r in w["runs"]:
+            ev = [p["input_events"] for p in r["thinning"]]
+            ms = [p["eventsim_ms"] for p in r["thinning"]]
+            a.plot(ev, ms, "o-", label=f"{w['name'][:38]} ({r['precision']})")
+    a.set(xlabel="input events per sample", ylabel="eventsim ms per sample (batch 1)",
+          title="time against input event rate (10/25/50/100%)")  # fmt: skip
+    a.set_xscale("log"), a.set_yscale("log"), a.grid(alpha=0.3), a.legend(fontsize=6)
+    labels, b1, b64 = [], [], []
+    for w in results["workloads"]:
+        for r in w["runs"]:
+            labels.append(f"{w['name'][:22]}\n{r['precision']}")
+            b1.append(r["batch1"]["speedup"]), b64.append(r["batch64"]["speedup"])
+    pos = np.arange(len(labels))
+    b.bar(pos - 0.2, b1, 0.4, label="batch 1"), b.bar(pos + 0.2, b64, 0.4, label="batch 64")
+    b.axhline(GOALS["torch_batch1"], color="k", ls="--", lw=1, label="goal at batch 1 (10x)")
+    b.set_xticks(pos, labels, fontsize=6)
+    b.set(ylabel="torch CPU time / eventsim time", title="speed-up over the torch target (one core)", yscale="log")
+    b.legend(fontsize=7), b.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--lava-samples", type=int, default=2)
+    p.add_argument("--no-lava", action="store_true", help="skip the lava comparison")
+    p.add_argument("--nmnist", default="runs/nmnist/student.pt", help="trained N-MNIST CSNN checkpoint")
+    p.add_argument("--digits", default="runs/demo/student.pt", help="trained digits student")
+    p.add_argument("--event-digits", default="runs/bench/ablation_event_digits/event_digits/seed1/bkd/student.pt")
+    p.add_argument("--out", default="runs/bench/eventsim")
+    args = p.parse_args(argv)
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)  # one core for every target
+    numba_threads = 1
+    results: dict = {"machine": {"torch_threads": torch.get_num_threads(), "numba_threads": numba_threads},
+                     "goals": GOALS, "workloads": []}  # fmt: skip
+    out = Path(args.out)
+    try:
+        loads = workloads(args)
+    except SnnDeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    jobs = [(w, prec) for w in loads for prec in ("fixed", "float")]
+    for w, prec in tqdm(jobs, desc="eventsim bench", unit="run", file=sys.stderr):
+        entry = next((e for e in results["workloads"] if e["name"] == w["name"]), None)
+        if entry is None:
+            entry = {"name": w["name"], "weights": w["weights"], "runs": []}
+            results["workloads"].append(entry)
+        try:
+            entry["runs"].append(measure(w, prec, args))
+        except ConfigError as e:
+            entry.setdefault("errors", []).append(f"{prec}: {e}")
+        write_json_atomic(out / "eventsim.json", results)
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write_json_atomic(out / "eventsim.json", results)
+    md = table(results)
+    write_text_atomic(out / "eventsim.md", md)
+    plot(results, out / "eventsim.png")
+    print(md)
+    for w in results["workloads"]:
+        print(f"{w['name']}: weights {w['weights']}")
+    print(f"written: {out / 'eventsim.json'}, {out / 'eventsim.md'}, {out / 'eventsim.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
