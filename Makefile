@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean-demo
-setup: $(STAMP)
+.PHONY: setup setup-lava demo test lint clean-demo
+setup: $(STAMP) setup-lava
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
+
+# The Lava environment (issue 6): lava-nc 0.10 and lava-dl 0.6 run on Python 3.10 only, with numpy < 2,
+# so they live in .venv-lava, which the `lava` target runs as a worker process. Python 3.10 is taken
+# from pyenv's versions folder (the bare python3.10 shim may refuse to run). lava-dl goes in without
+# its pins (an old torch we do not want): netx's HDF5 reader needs only h5py, scipy and lava-nc.
+# Without Python 3.10 this says so, leaves the reason in .venv-lava/missing.txt (the lava target
+# reports it) and carries on. Quick when done: the stamp holds the package list it installed.
+LAVA_VENV := .venv-lava
+LAVA_PKGS := lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.4,<1.1" ; --no-deps lava-dl==0.6.0
+setup-lava:
+	@if [ -x $(LAVA_VENV)/bin/python ] && [ "$$(cat $(LAVA_VENV)/.installed 2>/dev/null)" = '$(LAVA_PKGS)' ]; then exit 0; fi; \
+	py=""; for c in $$(ls -d $$HOME/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null | sort -rV) $$(command -v python3.10); do \
+	  if "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then py="$$c"; break; fi; done; \
+	if [ -z "$$py" ]; then \
+	  msg="no Python 3.10 found (looked in ~/.pyenv/versions/3.10.*/bin and PATH); lava-nc 0.10 needs it: install one (pyenv install 3.10) and run make setup-lava"; \
+	  echo "setup-lava: $$msg; the lava target is unavailable, everything else works"; \
+	  mkdir -p $(LAVA_VENV) && echo "$$msg" > $(LAVA_VENV)/missing.txt; exit 0; fi; \
+	echo "setting up $(LAVA_VENV) with $$py (first time: about a minute)"; \
+	rm -f $(LAVA_VENV)/missing.txt $(LAVA_VENV)/.installed; \
+	test -x $(LAVA_VENV)/bin/python || "$$py" -m venv $(LAVA_VENV) || exit 1; \
+	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.4,<1.1" && \
+	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps lava-dl==0.6.0 && \
+	echo '$(LAVA_PKGS)' > $(LAVA_VENV)/.installed
 
 # The pipeline on the built-in default (scikit-learn's digits), as far as it exists. --resume
 # makes a second run quick: finished phases are skipped.

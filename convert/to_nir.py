@@ -1,6 +1,7 @@
 """``python -m convert.to_nir model.pt``: a trained checkpoint -> deployable graph files.
 
-Writes ``<name>.nir`` (and with ``--onnx``, on by default, ``<name>.onnx`` and ``<name>.step.onnx``)
+Writes ``<name>.nir`` (and with ``--onnx``, on by default, ``<name>.onnx`` and ``<name>.step.onnx``;
+with ``--netx``, fixed precision only, ``<name>.netx.h5`` in lava-dl's netx HDF5 layout)
 plus ``<name>.conversion.json``, the parity report. Before it reports success it reads every file
 back and checks it: the float checkpoint against the quantised graph (accuracy and spike-count
 change, reported) and the graph files against each other (ONNX Runtime on ``<name>.onnx`` must give
@@ -56,6 +57,10 @@ class ConvertConfig:
     onnx: bool = field(
         default=True, metadata={"help": "also write <name>.onnx (whole network) and <name>.step.onnx (one step)"}
     )
+    netx: bool = field(
+        default=False,
+        metadata={"help": "also write <name>.netx.h5, lava-dl netx HDF5 (Loihi integers: needs --precision fixed)"},
+    )
     data_root: str | None = field(
         default=None, metadata={"help": "where the checkpoint's dataset lives on this machine (real datasets)"}
     )
@@ -97,6 +102,8 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> str:
 
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.checkpoint)
+    if cfg.netx and cfg.precision != "fixed":
+        raise ConfigError("--netx writes lava-dl netx HDF5, a format of Loihi integers: use it with --precision fixed")
     ckpt = load_checkpoint(ckpt_path, kind="student")
     model = model_from_checkpoint(ckpt, source=str(ckpt_path)).eval()
     desc = dict(ckpt.get("dataset") or {})
@@ -137,6 +144,8 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     files = {"nir": f"{cfg.name}.nir"}
     if cfg.onnx:
         files |= {"onnx": f"{cfg.name}.onnx", "step_onnx": f"{cfg.name}.step.onnx"}
+    if cfg.netx:
+        files["netx"] = f"{cfg.name}.netx.h5"
     files["report"] = f"{cfg.name}.conversion.json"
     try:
         write_graph(staging / files["nir"], graph)
@@ -178,6 +187,18 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             if not (step["counts"] == ref.counts).all():
                 raise ModelError(f"ONNX Runtime on {files['step_onnx']} (stepped T times) and the reference disagree: first "
                                  f"difference at {first_difference(step['counts'], ref.counts)}")  # fmt: skip
+        if cfg.netx:
+            from convert.netx import netx_plan, read_netx, write_netx
+
+            written = write_netx(plan, staging / files["netx"])
+            read_netx(staging / files["netx"], written["layers"])  # reads itself back before success
+            # netx stores biases on a grid of 64: the integer network it holds, run by the reference
+            twin = reference.run(netx_plan(plan), spikes)
+            same = (twin.counts == ref.counts).all(1)
+            report["netx"] = {"layers": [x["type"] for x in written["layers"]],
+                              "rounded_biases_max_change": written["rounded_biases"],
+                              "accuracy": float((twin.counts.argmax(1) == labels).mean()),
+                              "identical_output_counts_vs_reference": float(same.mean())}  # fmt: skip
         write_json_atomic(staging / files["report"], report)
         for f in files.values():
             os.replace(staging / f, out / f)
@@ -207,6 +228,12 @@ def print_report(report: dict[str, Any], build_report) -> None:
         print(
             f"  onnx output counts identical to the reference on {100 * report['onnx']['identical_output_counts_vs_reference']:.1f}% of samples"
         )
+    if "netx" in report:
+        nx = report["netx"]
+        note = (f"biases rounded to netx's grid of 64 in {', '.join(nx['rounded_biases_max_change'])}; "
+                if nx["rounded_biases_max_change"] else "exact; ")  # fmt: skip
+        print(f"  netx file: {note}accuracy {100 * nx['accuracy']:.2f}%, output counts identical to the .nir on "
+              f"{100 * nx['identical_output_counts_vs_reference']:.1f}% of samples")  # fmt: skip
     if build_report.fixed_choices:
         print("fixed-precision choices per layer:")
         print(choice_table(build_report.fixed_choices))

@@ -57,3 +57,5 @@ register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), A
                            "the project's event-driven CPU simulator (numba): work per spike, not per neuron"))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)"))  # fmt: skip
+register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS,
+                           "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1))  # fmt: skip

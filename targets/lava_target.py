@@ -1,0 +1,134 @@
+"""The ``lava`` target: the graph on Lava's CPU simulation of Loihi 2 (``fixed_pt`` bit-accurate, or
+``floating_pt``), run by :mod:`targets.lava_worker` in the Python 3.10 environment ``.venv-lava``.
+
+lava-nc 0.10 runs on Python 3.10 only, so this process never imports Lava: it writes the graph path
+and the spikes to a request ``.npz``, runs ``.venv-lava/bin/python -m targets.lava_worker`` with a
+timeout, and reads the per-layer rasters back. A worker that crashes, hangs past the timeout or
+reports an error becomes a :class:`LavaError` (or the project error class the worker raised) that
+carries the worker's message.
+
+Timing: Lava's Dense and Conv deliver one step later per synaptic layer (``TargetInfo.latency =
+1``); results are in Lava steps, and :func:`runtime.verify.align_latency` shifts them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core import errors
+from core.errors import DataError, SnnDeployError
+from targets.plan import Plan
+from targets.reference import RunResult
+
+ROOT = Path(__file__).resolve().parents[1]
+LAVA_PYTHON = Path(os.environ.get("SNN_DEPLOY_LAVA_PYTHON", ROOT / ".venv-lava" / "bin" / "python"))
+STAMP = ROOT / ".venv-lava" / ".installed"
+MISSING_NOTE = ROOT / ".venv-lava" / "missing.txt"  # written by `make setup-lava` when no Python 3.10 exists
+TIMEOUT_S = float(os.environ.get("SNN_DEPLOY_LAVA_TIMEOUT", 1800))
+ERROR_TAG = "lava-worker-error: "
+
+
+class LavaError(SnnDeployError):
+    """The Lava worker failed: the environment is missing, it crashed, hung or reported an error."""
+
+
+def unavailable_reason() -> str | None:
+    """Why the lava target cannot run here, or None when ``.venv-lava`` is ready."""
+    if "SNN_DEPLOY_LAVA_PYTHON" in os.environ:
+        return None if LAVA_PYTHON.is_file() else f"SNN_DEPLOY_LAVA_PYTHON={LAVA_PYTHON} does not exist"
+    if LAVA_PYTHON.is_file() and STAMP.is_file():
+        return None
+    if MISSING_NOTE.is_file():
+        return MISSING_NOTE.read_text().strip()
+    return f"{ROOT / '.venv-lava'} is not set up: run `make setup-lava` (needs Python 3.10, as lava-nc 0.10 does)"
+
+
+def run_worker(args: list[str], *, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run ``python -m <args>`` in ``.venv-lava`` from the repository root; errors become ours."""
+    reason = unavailable_reason()
+    if reason:
+        raise LavaError(f"the lava target is unavailable: {reason}")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        proc = subprocess.run([str(LAVA_PYTHON), "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")[-2000:]
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        raise LavaError(
+            f"the Lava worker ({' '.join(args[:1])}) ran past its timeout of {timeout:g} s; stderr: {tail.strip()}"
+        ) from None
+    if proc.returncode != 0:
+        raise worker_error(proc.returncode, proc.stderr)
+    return proc
+
+
+def worker_error(code: int, stderr: str) -> SnnDeployError:
+    """The worker's own error line as the same project error class; else its output's tail."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    tagged = [ln[len(ERROR_TAG) :] for ln in lines if ln.startswith(ERROR_TAG)]
+    if tagged:
+        cls_name, _, msg = tagged[-1].partition(": ")
+        cls = getattr(errors, cls_name, None)
+        if isinstance(cls, type) and issubclass(cls, SnnDeployError):
+            return cls(f"lava worker: {msg}")
+        detail = "\n".join(ln for ln in lines if not ln.startswith(ERROR_TAG))[-3000:]
+        return LavaError(f"Lava failed: {msg}" + (f"\n{detail}" if detail else ""))
+    return LavaError(
+        f"the Lava worker exited with status {code} (crashed?); its last output:\n" + "\n".join(lines[-15:])
+    )
+
+
+def _request(spikes: np.ndarray, fixed: bool, **paths: str) -> dict[str, np.ndarray]:
+    """One worker call: the request written, the worker run, the rasters read back by name."""
+    with tempfile.TemporaryDirectory(prefix="snn-lava-") as tmp:
+        req, res = Path(tmp) / "request.npz", Path(tmp) / "result.npz"
+        np.savez(req, spikes=spikes.astype(np.int32 if fixed else np.float64),
+                 **{k: np.array(v) for k, v in paths.items()})  # fmt: skip
+        run_worker(["targets.lava_worker", str(req), str(res)])
+        if not res.is_file():
+            raise LavaError(f"the Lava worker exited normally but wrote no result file {res.name}")
+        with np.load(res, allow_pickle=False) as out:
+            names = json.loads(str(out["names"]))
+            return {k: out[f"r{i}"] for i, k in enumerate(names)}
+
+
+def run_netx(path: str | Path, spikes) -> np.ndarray:
+    """A lava-dl netx HDF5 file run by lava-dl's ``hdf5.Network`` under ``fixed_pt``: the output
+    layer's raster ``(T, B, *shape)`` in Lava steps (rows as :func:`run` returns them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"netx file {path} does not exist")
+    return _request(np.asarray(spikes), True, netx=str(path.resolve()), graph="")["netx"]
+
+
+def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
+    """``spikes (T, B, *input_shape)`` through Lava in the plan's precision; rows are Lava steps.
+
+    Per-layer counts and output counts are over all ``T`` steps run (a layer ``d`` synaptic layers
+    deep shows model step ``t`` at step ``t + d``; feed ``T + depth`` steps and align, as
+    ``runtime.verify`` does, to compare with a target without latency)."""
+    spikes = np.asarray(spikes)
+    if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
+        raise DataError(
+            f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
+        )
+    if plan.precision == "fixed" and not np.array_equal(spikes, np.rint(spikes)):
+        raise DataError("fixed precision takes integer spike counts as input; got fractional values")
+    src = Path(plan.source)
+    if src.suffix != ".nir" or not src.is_file():
+        raise DataError("the lava target runs a .nir file in its worker process; this plan was not loaded from a file")
+    rasters = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()))
+    if set(rasters) != set(plan.lif_names):
+        raise LavaError(f"the Lava worker returned layers {list(rasters)}; the graph has {plan.lif_names}")
+    T, B = spikes.shape[:2]
+    layer_counts = {k: r.reshape(T, B, -1).sum(axis=(0, 2)).astype(np.int64) for k, r in rasters.items()}
+    counts = sum(rasters[o].reshape(T, B, -1).sum(axis=0).astype(np.int64) for o in plan.outputs)
+    return RunResult(counts, layer_counts, rasters if record else None)

@@ -1,0 +1,552 @@
+r"""The Lava side of the ``lava`` target: runs inside ``.venv-lava`` (Python 3.10, lava-nc 0.10).
+
+``python -m targets.lava_worker REQUEST.npz RESULT.npz`` reads a graph path and input
+spikes ``(T, B, *input_shape)``, builds the graph as a Lava process graph from lava-nc's own
+processes and runs it under ``Loihi2SimCfg(select_tag="fixed_pt" | "floating_pt")``. It imports
+only numpy, scipy, nir, lava and the torch-free, Python-3.10-clean modules :mod:`targets.plan` and
+:mod:`core.errors`. An error is printed as one line ``lava-worker-error: <Class>: <message>`` on
+stderr and the exit status is 3; :mod:`targets.lava_target` turns it into the same error class.
+
+The mapping (Lava keeps tensors in ``(W, H, C)`` order, ours are ``(C, H, W)``: reversed axes):
+
+- LIF -> ``LIFReset`` (``du`` = 4095 fixed / 1.0 float, ``dv``, ``vth``, the synapse's bias as
+  ``bias_mant``/``bias_exp``). Lava has no batch dimension: the samples of a batch run one after
+  the other, each in a window of ``T`` steps, and every LIF resets its ``u`` and ``v`` at the step
+  where its own window starts (``reset_offset`` = 1 + its depth), so no state crosses samples and
+  the whole batch is one Lava run without a round trip per sample.
+- Conv2d -> ``Conv`` (kernel flipped and in ``(O, W, H, C)``: Lava convolves, we correlate). Lava
+  0.10's Python ``Conv`` model ignores its ``weight_exp`` Var, so the exponent (always >= 0 in our
+  graphs) is folded into the kernel: ``sum(w x) << e == sum((w << e) x)`` exactly.
+- Linear/Affine -> ``Dense`` (``weight_exp`` as a process parameter, applied by Lava).
+- Sum/avg pooling and flatten are linear and have no neurons: they are folded into the synaptic
+  layer they feed, so a pool adds no Lava step. A pool with stride = kernel, no padding and a
+  divisible input before a Conv2d makes a conv with a ``s*k`` kernel and stride ``s*stride``;
+  every other chain (pool before a Linear, a remainder row the pool drops) becomes the exact
+  composite matrix, as ``Dense`` for Linear and ``Sparse`` for Conv2d.
+- Residual ADD: several ports into one InPort are summed by Lava. Each Dense/Conv delays by one
+  step, so a path with fewer synaptic layers arrives early: it is delayed through relays (an
+  identity 1x1 ``Conv`` or ``Dense`` and a threshold-0, full-decay ``LIF``: spike in, spike out,
+  one step later, no state) until every input of the sum has the depth of the longest path. The
+  graph input is delayed by feeding that consumer from a second ``RingBuffer`` holding the input
+  shifted in time.
+- Spikes are read through one ``Extractor`` per LIF layer (whole arrays per step; ``Var.get``
+  sends one element per message and is far too slow for rasters).
+
+Result rows are Lava steps: a LIF ``d`` synaptic layers deep shows model step ``t`` at row
+``t + d`` (``TargetInfo.latency = 1``; :func:`runtime.verify.align_latency` undoes it). The rows
+before a layer's first window step (``< d``) are reported as zero in every window, so a batch
+gives what each sample gives alone.
+
+A request with a ``netx`` path runs that lava-dl netx HDF5 file instead, through lava-dl's own
+``hdf5.Network`` (imported without torch by :func:`import_netx`), and returns its output raster.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from core.errors import DataError, ModelError, SnnDeployError
+from targets.plan import Node, Plan, load_plan
+
+SYNAPSES = ("conv", "affine")
+LINEAR = ("sumpool", "avgpool", "flatten")
+GRADED_BITS = 24  # message bits for synapses whose input is not a plain 0/1 spike
+
+
+def lava_layout(x: np.ndarray, lead: int = 0) -> np.ndarray:
+    """Our ``(..., C, H, W)`` as Lava's ``(W, H, C, ...)``: the sample axes reversed, leading axes last."""
+    nd = x.ndim - lead
+    return np.transpose(x, tuple(range(x.ndim - 1, lead - 1, -1))[:nd] + tuple(range(lead)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear operators in our C-order flat layout (scipy.sparse), for composite synapses
+
+
+def pool_matrix(shape: tuple[int, ...], n: Node) -> sp.csr_matrix:
+    """Sum (or average) pooling of a ``(C, H, W)`` tensor as a sparse ``(out, in)`` matrix."""
+    c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = n.params["kernel"], n.params["stride"], n.params["padding"]
+    _, oh, ow = n.out_shape
+    rows, cols = [], []
+    out_idx = np.arange(c * oh * ow).reshape(c, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            y = np.arange(oh) * sh + i - ph
+            x = np.arange(ow) * sw + j - pw
+            yy, xx = np.meshgrid(y, x, indexing="ij")
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            for ch in range(c):
+                rows.append(out_idx[ch][ok])
+                cols.append((ch * h + yy[ok]) * w + xx[ok])
+    r, cidx = np.concatenate(rows), np.concatenate(cols)
+    scale = 1.0 / (kh * kw) if n.kind == "avgpool" else 1.0
+    return sp.csr_matrix((np.full(len(r), scale), (r, cidx)), shape=(c * oh * ow, c * h * w))
+
+
+def conv_matrix(n: Node, weight: np.ndarray) -> sp.csr_matrix:
+    """A correlation with ``weight (O, C, kh, kw)`` on ``n.in_shape`` as a sparse ``(out, in)`` matrix."""
+    c, h, w = n.in_shape
+    o, oh, ow = n.out_shape
+    _, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = n.params["stride"], n.params["padding"]
+    rows, cols, vals = [], [], []
+    for i in range(kh):
+        for j in range(kw):
+            y = np.arange(oh) * sh + i - ph
+            x = np.arange(ow) * sw + j - pw
+            yy, xx = np.meshgrid(y, x, indexing="ij")
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            pos_out = (yy * 0 + np.arange(oh)[:, None]) * ow + np.arange(ow)[None, :]
+            for oc in range(o):
+                for ic in range(c):
+                    if weight[oc, ic, i, j] == 0:
+                        continue
+                    rows.append(oc * oh * ow + pos_out[ok])
+                    cols.append((ic * h + yy[ok]) * w + xx[ok])
+                    vals.append(np.full(int(ok.sum()), weight[oc, ic, i, j], dtype=np.float64))
+    if not rows:
+        return sp.csr_matrix((o * oh * ow, c * h * w))
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(o * oh * ow, c * h * w)
+    )
+
+
+def reversed_perm(shape: tuple[int, ...]) -> np.ndarray:
+    """Index ``j`` of a Lava-layout flat vector holds our flat index ``perm[j]``."""
+    return np.arange(int(np.prod(shape))).reshape(shape).transpose(tuple(range(len(shape) - 1, -1, -1))).reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan as synaptic groups: one synapse (or several into one LIF), the spike sources it reads
+# and the linear chain (pools, flatten) between them
+
+
+@dataclass
+class Leaf:
+    name: str  # "input" or a LIF
+    ops: tuple[str, ...]  # the pool/flatten nodes from the leaf to the synapse, leaf first
+
+
+@dataclass
+class Layer:
+    lif: Node
+    synapses: list[Node]
+    leaves: dict[str, list[Leaf]] = field(default_factory=dict)  # synapse -> leaves
+    depth: int = 0
+
+
+def _leaves(plan: Plan, name: str, ops: tuple[str, ...], where: str) -> list[Leaf]:
+    if name == "input":
+        return [Leaf("input", ops)]
+    n = plan.node(name)
+    if n.kind == "lif":
+        return [Leaf(name, ops)]
+    if n.kind in LINEAR:
+        return [leaf for s in n.sources for leaf in _leaves(plan, s, (name, *ops), where)]
+    raise ModelError(
+        f"{plan.source}: the lava target needs a LIF layer between synaptic layers; {where} reads "
+        f"{n.kind} node {name} directly"
+    )
+
+
+def layers_of(plan: Plan) -> list[Layer]:
+    """Group the plan into LIF layers with their synapses; names every shape Lava cannot take."""
+    consumers: dict[str, list[str]] = {}
+    for n in plan.nodes:
+        for s in n.sources:
+            consumers.setdefault(s, []).append(n.name)
+    layers = []
+    for n in plan.nodes:
+        if n.kind == "lif":
+            syns = [plan.node(s) for s in n.sources]
+            bad = (
+                [s.name for s in syns if s.kind not in SYNAPSES] if all(s != "input" for s in n.sources) else ["input"]
+            )
+            if bad:
+                raise ModelError(
+                    f"{plan.source}: LIF {n.name} is fed by {', '.join(bad)}; the lava target needs every LIF "
+                    "to be fed by Conv2d/Linear layers (Lava's LIF takes synaptic current only)"
+                )
+            layer = Layer(n, syns)
+            for s in syns:
+                if consumers.get(s.name) != [n.name]:
+                    raise ModelError(
+                        f"{plan.source}: synaptic layer {s.name} feeds {consumers.get(s.name)}; the lava target "
+                        "needs it to feed exactly one LIF layer"
+                    )
+                layer.leaves[s.name] = [leaf for src in s.sources for leaf in _leaves(plan, src, (), s.name)]
+            layers.append(layer)
+    bad_out = [o for o in plan.outputs if plan.node(o).kind != "lif"]
+    if bad_out:
+        raise ModelError(
+            f"{plan.source}: the graph output reads {', '.join(bad_out)}; the lava target reads spikes of LIF "
+            "layers only"
+        )
+    depth = {"input": 0}
+    for layer in layers:
+        layer.depth = 1 + max(depth[leaf.name] for leaves in layer.leaves.values() for leaf in leaves)
+        depth[layer.lif.name] = layer.depth
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the Lava graph
+
+
+class Builder:
+    def __init__(self, plan: Plan, spikes: np.ndarray) -> None:
+        from lava.proc.io.source import RingBuffer
+
+        self.plan, self.fixed = plan, plan.precision == "fixed"
+        self.T = spikes.shape[0]  # the window of one sample
+        self.stream = spikes.transpose(1, 0, *range(2, spikes.ndim)).reshape(-1, *spikes.shape[2:])  # (B*T, ...)
+        self.layers = layers_of(plan)
+        self.depth = {"input": 0} | {layer.lif.name: layer.depth for layer in self.layers}
+        self.ports: dict[tuple[str, int], Any] = {}  # (leaf, delay) -> OutPort
+        self.shapes = {"input": plan.input_shape} | {n.name: n.out_shape for n in plan.nodes}
+        self.sources: list[Any] = []
+        self.RingBuffer = RingBuffer
+        self.lifs: dict[str, Any] = {}
+        self.relays = 0
+
+    # -- spike sources, delayed on request ------------------------------------------------------
+    def port(self, leaf: str, delay: int):
+        key = (leaf, delay)
+        if key in self.ports:
+            return self.ports[key]
+        if leaf == "input":
+            data = np.zeros_like(self.stream, dtype=np.int32 if self.fixed else np.float64)
+            data[delay:] = self.stream[: len(self.stream) - delay]
+            src = self.RingBuffer(data=lava_layout(data, lead=1).copy())
+            self.sources.append(src)
+            port = src.s_out
+        elif delay == 0:
+            port = self.lifs[leaf].s_out
+        else:
+            port = self._relay(self.port(leaf, delay - 1), self.shapes[leaf])
+        self.ports[key] = port
+        return port
+
+    def _relay(self, port, shape: tuple[int, ...]):
+        """One step of delay for 0/1 spikes: identity synapse, then a stateless threshold-0 LIF."""
+        from lava.proc.conv.process import Conv
+        from lava.proc.dense.process import Dense
+        from lava.proc.lif.process import LIF
+
+        lshape = tuple(reversed(shape))
+        if len(shape) == 3:
+            eye = np.eye(shape[0], dtype=np.int32).reshape(shape[0], 1, 1, shape[0])
+            syn = Conv(weight=eye, input_shape=lshape)
+        else:
+            syn = Dense(weights=np.eye(int(np.prod(shape)), dtype=np.int32 if self.fixed else np.float64))
+        # fixed: v = a << 6 = 64 > 0; float: v = a = 1 > 0; dv = full decay and reset keep v at 0
+        lif = LIF(shape=lshape, du=4095 if self.fixed else 1.0, dv=4095 if self.fixed else 1.0, vth=0)
+        port.connect(syn.s_in)
+        syn.a_out.connect(lif.a_in)
+        self.relays += 1
+        return lif.s_out
+
+    # -- synapses --------------------------------------------------------------------------------
+    def synapse(self, layer: Layer, s: Node):
+        """The Lava process of synaptic layer ``s``, connected to its (delayed) sources."""
+        from lava.proc.conv.process import Conv
+        from lava.proc.dense.process import Dense
+        from lava.proc.sparse.process import Sparse
+
+        leaves = layer.leaves[s.name]
+        chains = {leaf.ops for leaf in leaves}
+        if len(chains) != 1:
+            raise ModelError(
+                f"{self.plan.source}: synaptic layer {s.name} sums inputs through different pooling paths "
+                f"({sorted(chains)}); the lava target supports one path per synaptic layer"
+            )
+        ops = [self.plan.node(o) for o in chains.pop()]
+        in_shape = self.shapes[leaves[0].name]
+        graded = len(leaves) > 1 or any(leaf.name == "input" for leaf in leaves)
+        bits = GRADED_BITS if graded else 0
+        w = s.fixed["weight"].astype(np.int64) if self.fixed else s.params["weight"].astype(np.float64)
+        e = s.fixed["weight_exp"] if self.fixed else 0
+        proc, lava_in = None, None
+        if s.kind == "conv":
+            kernel, stride, pad = w, s.params["stride"], s.params["padding"]
+            if ops and len(ops) == 1 and ops[0].kind in ("sumpool", "avgpool"):
+                composite = _pooled_conv(ops[0], kernel, stride, pad, in_shape)
+                if composite is not None:
+                    kernel, stride, pad = composite
+                    ops = []
+            if not ops:
+                if self.fixed:
+                    if e < 0:
+                        raise ModelError(f"{self.plan.source}: {s.name} has weight exponent {e} < 0, which Lava's "
+                                         "Conv model (it ignores weight_exp) cannot apply")  # fmt: skip
+                    kernel = kernel << e
+                lava_w = np.ascontiguousarray(kernel[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+                proc = Conv(weight=lava_w.astype(np.int32 if self.fixed else np.float64),
+                            input_shape=tuple(reversed(in_shape)), stride=tuple(reversed(stride)),
+                            padding=tuple(reversed(pad)), num_message_bits=bits)  # fmt: skip
+                lava_in = proc.s_in
+        if proc is None:
+            m = sp.identity(int(np.prod(in_shape)), format="csr")
+            shape = in_shape
+            for op in ops:
+                if op.kind in ("sumpool", "avgpool"):
+                    m = pool_matrix(shape, op) @ m
+                shape = op.out_shape
+            m = (conv_matrix(s, w) if s.kind == "conv" else sp.csr_matrix(w)) @ m
+            # rows: our flat output order -> Lava's (W, H, C) flat order; columns likewise
+            m = m[reversed_perm(s.out_shape)][:, reversed_perm(in_shape)].tocsr()
+            if self.fixed:
+                m.data = np.rint(m.data)
+                if np.abs(m.data).max(initial=0) > 254:
+                    raise ModelError(f"{self.plan.source}: folding the pooling before {s.name} gives weights beyond "
+                                     "Lava's 8-bit range (overlapping pools); not representable exactly")  # fmt: skip
+            dtype = np.int32 if self.fixed else np.float64
+            kw = {"weight_exp": e, "num_weight_bits": 8} if self.fixed else {}
+            if s.kind == "affine":
+                proc = Dense(weights=m.toarray().astype(dtype), num_message_bits=bits, **kw)
+            else:
+                m.data = m.data.astype(dtype)
+                proc = Sparse(weights=m, num_message_bits=bits, **kw)
+            lava_in = proc.s_in
+        flat = proc.s_in.shape != tuple(reversed(in_shape))
+        want = layer.depth - 1
+        for leaf in leaves:
+            port = self.port(leaf.name, want - self.depth[leaf.name])
+            (port.flatten() if flat and len(in_shape) > 1 else port).connect(lava_in)
+        return proc
+
+    # -- LIF layers ------------------------------------------------------------------------------
+    def lif(self, layer: Layer):
+        from lava.proc.lif.process import LIFReset
+
+        n = layer.lif
+        lshape = tuple(reversed(n.out_shape))
+        window = dict(reset_interval=self.T, reset_offset=(1 + layer.depth) % self.T)
+        bias = np.zeros(n.out_shape)
+        for s in layer.synapses:
+            b = s.fixed["bias"] if self.fixed else s.params["bias"].astype(np.float64)
+            bias = bias + np.asarray(b).reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+        if self.fixed:
+            mant, exp = _bias_mant_exp(bias.astype(np.int64), n.name)
+            return LIFReset(shape=lshape, du=4095, dv=int(n.fixed["dv"]), vth=int(n.fixed["vth"]),
+                            bias_mant=lava_layout(mant), bias_exp=lava_layout(exp), **window)  # fmt: skip
+        p = n.params
+        for key in ("beta", "v_threshold", "gain"):
+            if np.ptp(p[key]) != 0:
+                raise ModelError(f"{self.plan.source}: LIF {n.name} has a per-neuron {key}; Lava's LIF takes one "
+                                 "value per layer")  # fmt: skip
+        if np.any(p["v_reset"] != 0):
+            raise ModelError(
+                f"{self.plan.source}: LIF {n.name} resets to {float(p['v_reset'].flat[0])}; Lava resets to 0"
+            )
+        gain = float(p["gain"].flat[0])
+        if gain != 1.0:
+            raise ModelError(f"{self.plan.source}: LIF {n.name} scales its input by r*dt/tau = {gain:g}; the lava "
+                             "target needs r = tau/dt (input gain 1)")  # fmt: skip
+        beta = float(p["beta"].flat[0])
+        return LIFReset(shape=lshape, du=1.0, dv=1.0 - beta, vth=float(p["v_threshold"].flat[0]),
+                        bias_mant=lava_layout(bias + p["leak"].astype(np.float64)), bias_exp=0, **window)  # fmt: skip
+
+    def build(self):
+        from lava.proc.io.extractor import Extractor
+
+        extractors = {}
+        for layer in self.layers:
+            lif = self.lif(layer)
+            self.lifs[layer.lif.name] = lif
+            for s in layer.synapses:
+                out = self.synapse(layer, s).a_out
+                (out.reshape(lif.a_in.shape) if out.shape != lif.a_in.shape else out).connect(lif.a_in)
+            ex = Extractor(shape=lif.s_out.shape, buffer_size=64)
+            lif.s_out.connect(ex.in_port)
+            extractors[layer.lif.name] = ex
+        return extractors
+
+
+def _pooled_conv(pool: Node, w: np.ndarray, stride, pad, in_shape) -> tuple[np.ndarray, tuple, tuple] | None:
+    """``conv(sumpool(x))`` as one conv on ``x`` when the pool tiles ``x`` exactly; else None."""
+    k, s, p = pool.params["kernel"], pool.params["stride"], pool.params["padding"]
+    if k != s or p != (0, 0) or in_shape[1] % s[0] or in_shape[2] % s[1]:
+        return None
+    o, c, kh, kw = w.shape
+    comp = np.zeros((o, c, kh * s[0], kw * s[1]), dtype=w.dtype)
+    for i in range(s[0]):
+        for j in range(s[1]):
+            comp[:, :, i :: s[0], j :: s[1]] = w
+    if pool.kind == "avgpool":
+        comp = comp / (k[0] * k[1])
+    return comp, (stride[0] * s[0], stride[1] * s[1]), (pad[0] * s[0], pad[1] * s[1])
+
+
+def _bias_mant_exp(b: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron 13-bit mantissa and 3-bit exponent with ``mant << exp == b`` exactly."""
+    mant, exp = b.copy(), np.zeros_like(b)
+    for _ in range(8):
+        big = np.abs(mant) > 4095
+        if not big.any():
+            return mant, exp
+        if (mant[big] & 1).any():
+            break
+        mant[big] >>= 1
+        exp[big] += 1
+    raise ModelError(f"bias of {where} is not a 13-bit mantissa times 2**0..7")
+
+
+# ---------------------------------------------------------------------------------------------
+# lava-dl netx without torch
+
+
+def import_netx():
+    """``lava.lib.dl.netx.hdf5`` in an environment without torch: the one place that does this.
+
+    lava-dl 0.6's ``netx/__init__.py`` imports ``sequential_modules`` (torch) and ``hdf5.py``
+    imports ``lava.lib.dl.slayer.neuron.rf.neuron_params`` (slayer imports torch), used only for
+    resonate-and-fire neurons. So ``lava.lib.dl.netx`` is registered as a bare package (its
+    submodules ``hdf5``, ``blocks``, ``utils`` import normally, its ``__init__`` is skipped) and the
+    slayer module is a stub whose ``neuron_params`` raises. Nothing of lava-dl is edited on disk.
+    """
+    import importlib
+    import importlib.util
+    import types
+
+    if "lava.lib.dl.netx.hdf5" in sys.modules:
+        return sys.modules["lava.lib.dl.netx.hdf5"]
+    spec = importlib.util.find_spec("lava.lib.dl")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("lava-dl is not installed in this environment (make setup-lava installs it)")
+    dl = list(spec.submodule_search_locations)[0]
+    netx = types.ModuleType("lava.lib.dl.netx")
+    netx.__path__, netx.__file__ = [f"{dl}/netx"], f"{dl}/netx/__init__.py"
+    sys.modules["lava.lib.dl.netx"] = netx
+
+    def no_rf(*_args, **_kwargs):
+        raise ModelError("resonate-and-fire netx neurons need lava-dl's slayer, which needs torch")
+
+    for name in (
+        "lava.lib.dl.slayer",
+        "lava.lib.dl.slayer.neuron",
+        "lava.lib.dl.slayer.neuron.rf",
+        "lava.lib.dl.netx.sequential_modules",
+    ):
+        stub = types.ModuleType(name)
+        stub.__path__ = []
+        stub.__file__ = f"{dl}/{name[len('lava.lib.dl.') :].replace('.', '/')}.py"  # Lava's compiler asks
+        sys.modules.setdefault(name, stub)
+    sys.modules["lava.lib.dl.slayer.neuron.rf"].neuron_params = no_rf
+    return importlib.import_module("lava.lib.dl.netx.hdf5")
+
+
+def run_netx(path: str, spikes: np.ndarray, fixed: bool = True) -> np.ndarray:
+    """``spikes (T, B, ...)`` through ``hdf5.Network(path)``: the last layer's raster ``(T, B, ...)``
+    in Lava steps, samples one after another with netx's own per-layer reset (as :func:`run`)."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.proc.io.source import RingBuffer
+
+    hdf5 = import_netx()
+    T, B = spikes.shape[:2]
+    graded = bool(np.any((spikes != 0) & (spikes != 1)))
+    # netx resets layer k at offset reset_offset + k: 1 + depth, as our own graph does
+    net = hdf5.Network(
+        net_config=path, reset_interval=T, reset_offset=1, input_message_bits=GRADED_BITS if graded else 0
+    )
+    stream = spikes.transpose(1, 0, *range(2, spikes.ndim)).reshape(-1, *spikes.shape[2:])
+    src = RingBuffer(data=lava_layout(stream.astype(np.int32 if fixed else np.float64), lead=1).copy())
+    if tuple(src.s_out.shape) != tuple(net.inp.shape):
+        raise DataError(
+            f"{path}: the network takes input of Lava shape {net.inp.shape}, the spikes give {src.s_out.shape}"
+        )
+    src.s_out.connect(net.inp)
+    ex = Extractor(shape=net.out.shape, buffer_size=64)
+    net.out.connect(ex.in_port)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
+                       exception_proc_model_map={Extractor: PyLoihiExtractorModel})  # fmt: skip
+    shape = tuple(reversed(net.out.shape))
+    raster = np.zeros((B * T, *shape), dtype=np.uint8)
+    net.run(condition=RunSteps(num_steps=B * T, blocking=False), run_cfg=cfg)
+    try:
+        for step in range(B * T):
+            raster[step] = lava_layout(np.asarray(ex.receive())) != 0
+        net.wait()
+    finally:
+        net.stop()
+    raster = raster.reshape(B, T, *shape).swapaxes(0, 1).copy()
+    raster[: min(len(net.layers), T)] = 0  # before the last layer's window starts, as in run()
+    return raster
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def run(plan: Plan, spikes: np.ndarray) -> dict[str, np.ndarray]:
+    """``spikes (T, B, ...)`` through Lava: per LIF, the raster ``(T, B, *shape)`` in Lava steps."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+
+    T, B = spikes.shape[:2]
+    if T < 1 or B < 1:
+        raise DataError(f"input spikes of shape {spikes.shape} hold no step or no sample")
+    builder = Builder(plan, spikes)
+    extractors = builder.build()
+    layers = {layer.lif.name: layer for layer in builder.layers}
+    rasters = {k: np.zeros((B * T, *layers[k].lif.out_shape), dtype=np.uint8) for k in extractors}
+    # The Extractor's model carries no precision tag; it is named explicitly.
+    cfg = Loihi2SimCfg(
+        select_tag="fixed_pt" if builder.fixed else "floating_pt",
+        exception_proc_model_map={Extractor: PyLoihiExtractorModel},
+    )
+    root = next(iter(builder.lifs.values()))
+    root.run(condition=RunSteps(num_steps=B * T, blocking=False), run_cfg=cfg)
+    try:
+        for step in range(B * T):
+            for k, ex in extractors.items():
+                rasters[k][step] = lava_layout(np.asarray(ex.receive())) != 0
+        root.wait()
+    finally:
+        root.stop()
+    out = {}
+    for k, r in rasters.items():
+        r = r.reshape(B, T, *r.shape[1:]).swapaxes(0, 1)
+        r[: min(layers[k].depth, T)] = 0  # before the layer's window starts (pipeline fill)
+        out[k] = np.ascontiguousarray(r)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if len(argv) != 2:
+            raise DataError("usage: python -m targets.lava_worker REQUEST.npz RESULT.npz")
+        with np.load(argv[0], allow_pickle=False) as req:
+            graph, spikes = str(req["graph"]), req["spikes"]
+            netx = str(req["netx"]) if "netx" in req else None
+        if netx:  # a netx file: the output layer's raster, under the name "netx"
+            rasters = {"netx": run_netx(netx, spikes, fixed=True)}
+        else:
+            rasters = run(load_plan(graph), spikes)
+        names = list(rasters)
+        np.savez(argv[1], names=np.array(json.dumps(names)), **{f"r{i}": rasters[k] for i, k in enumerate(names)})
+    except SnnDeployError as e:
+        print(f"lava-worker-error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 3
+    except Exception as e:  # noqa: BLE001 - Lava raises anything; the main process gets it in one line
+        tb = traceback.format_exc().strip().splitlines()
+        print("\n".join(tb[-12:]), file=sys.stderr)
+        print(f"lava-worker-error: LavaError: {type(e).__name__}: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The ``lava`` target and the netx export (issue 6).
+
+Tests marked ``lava`` run the worker in ``.venv-lava`` and skip with the reason when it is missing;
+the others check the main-process side (errors, refusals) without Lava. The registry-parametrised
+target tests (tests/test_targets.py) run the lava target on every test network and precision too.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from convert.build import build_nir
+from convert.netx import netx_layers, netx_plan, read_netx, write_netx
+from convert.nirgraph import write_graph
+from core.errors import ConfigError, DataError, ModelError
+from runtime.verify import align_latency, compare, layer_depths
+from targets import get_target, lava_target
+from targets import reference as ref
+from targets.lava_target import LavaError, worker_error
+from targets.plan import METADATA_KEY, load_plan
+from train.models import build_model
+
+needs_lava = pytest.mark.skipif(
+    lava_target.unavailable_reason() is not None, reason=f"lava target unavailable: {lava_target.unavailable_reason()}"
+)
+
+
+def _graph(tmp_path, name, shape, precision, scale_convs=1.0, bias64=False, steps=6, batch=3, seed=1):
+    torch.manual_seed(0)
+    model = build_model(name, **({"width": 4} if name.startswith("sew") else {})).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(8)
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(scale_convs)
+    x = (np.random.default_rng(seed).random((steps, batch, *shape)) < 0.3).astype(np.float32)
+    graph, _ = build_nir(model, shape, precision=precision, steps=steps, calibration=x)
+    if bias64:  # random biases on netx's grid of 64, so that the netx file is exact
+        meta = json.loads(graph.metadata[METADATA_KEY])
+        rng = np.random.default_rng(2)
+        for layer in meta["layers"].values():
+            fx = layer.get("fixed")
+            if fx and "bias_mant" in fx:
+                fx["bias_mant"] = (rng.integers(-40, 40, len(fx["bias_mant"])) * 64).tolist()
+                fx["bias_exp"] = 0
+        graph.metadata[METADATA_KEY] = json.dumps(meta)
+    path = tmp_path / f"{name}.{precision}.nir"
+    write_graph(path, graph)
+    return load_plan(path), x
+
+
+def _aligned(plan, x):
+    depth = max(layer_depths(plan).values())
+    padded = np.concatenate([x, np.zeros((depth, *x.shape[1:]), x.dtype)])
+    return align_latency(plan, lava_target.run(plan, padded, record=True), 1, x.shape[0])
+
+
+def test_registered_with_latency():
+    info = get_target("lava")
+    assert info.latency == 1 and set(info.precisions) == {"float", "fixed"}
+
+
+def test_unavailable_environment_is_a_clear_error(tmp_path, monkeypatch):
+    plan, x = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", steps=3, batch=1)
+    monkeypatch.setenv("SNN_DEPLOY_LAVA_PYTHON", str(tmp_path / "no-python"))
+    monkeypatch.setattr(lava_target, "LAVA_PYTHON", tmp_path / "no-python")
+    with pytest.raises(LavaError, match=r"the lava target is unavailable: .*no-python does not exist"):
+        lava_target.run(plan, x)
+
+
+def test_worker_messages_become_our_errors():
+    err = worker_error(3, "noise\nlava-worker-error: ModelError: node x: not supported\n")
+    assert isinstance(err, ModelError) and str(err) == "lava worker: node x: not supported"
+    err = worker_error(3, "Traceback ...\n  File lava.py\nlava-worker-error: LavaError: ValueError: bad shape\n")
+    assert isinstance(err, LavaError) and "Lava failed: ValueError: bad shape" in str(err) and "lava.py" in str(err)
+    err = worker_error(-11, "something\nSegmentation fault\n")
+    assert isinstance(err, LavaError) and "status -11 (crashed?)" in str(err) and "Segmentation fault" in str(err)
+
+
+def test_input_checked_before_the_worker(tmp_path):
+    plan, x = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", steps=3, batch=1)
+    with pytest.raises(DataError, match=r"input spikes must be shaped \(T, B, 1, 8, 8\)"):
+        lava_target.run(plan, x[..., :4])
+    with pytest.raises(DataError, match="integer spike counts"):
+        lava_target.run(plan, x * 0.5)
+
+
+def test_netx_refuses_what_it_cannot_hold(tmp_path):
+    plan, _ = _graph(tmp_path, "sew_resnet18", (3, 16, 16), "fixed", steps=3, batch=1)
+    with pytest.raises(ModelError, match=r"sums 2 inputs \(a residual ADD\); netx networks are sequential"):
+        netx_layers(plan)
+    plan, _ = _graph(tmp_path, "nmnist_csnn", (2, 34, 34), "fixed", steps=3, batch=1)
+    with pytest.raises(ModelError, match=r"pool features.5 .* does not tile its input"):
+        netx_layers(plan)
+    plan, _ = _graph(tmp_path, "digits_csnn", (1, 8, 8), "float", steps=3, batch=1)
+    with pytest.raises(ModelError, match="convert with --precision fixed"):
+        netx_layers(plan)
+
+
+def test_netx_flag_needs_fixed_precision(capsys):
+    from convert import to_nir
+
+    assert to_nir.main(["missing.pt", "--netx", "true"]) == 2
+    assert "--netx writes lava-dl netx HDF5" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        to_nir.convert(to_nir.ConvertConfig(checkpoint="missing.pt", netx=True))
+
+
+def test_netx_file_layout(tmp_path):
+    plan, _ = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", bias64=True, steps=3, batch=1)
+    written = write_netx(plan, tmp_path / "m.netx.h5")
+    layers = read_netx(tmp_path / "m.netx.h5", written["layers"])
+    assert [la["type"] for la in layers] == ["input", "conv", "conv", "flatten", "dense"]
+    conv2 = layers[2]  # the 2x2 sum pool folded: 3x3 kernel -> 6x6, stride 2, padding 2
+    assert (
+        conv2["weight"].shape == (64, 32, 6, 6) and list(conv2["stride"]) == [2, 2] and list(conv2["padding"]) == [2, 2]
+    )
+    assert layers[1]["neuron"]["iDecay"] == 4096 and written["rounded_biases"] == {}
+
+
+@pytest.mark.lava
+@needs_lava
+@pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_residual_graph_with_active_deep_layers(tmp_path, precision):
+    """SEW-ResNet with every layer spiking: the residual ADDs need the relay delays to line up."""
+    plan, x = _graph(tmp_path, "sew_resnet18", (3, 16, 16), precision, scale_convs=5.0, steps=4, batch=2)
+    expected = ref.run(plan, x, record=True, margins=True)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values()), "every layer must spike"
+    got = _aligned(plan, x)
+    rec = compare(plan, expected, got, None)
+    assert rec["passed"], rec["failures"][:3]
+    if precision == "fixed":
+        assert rec["identical_rasters"] == 1.0
+
+
+@pytest.mark.lava
+@needs_lava
+def test_real_nmnist_fixed_bit_exact_with_torch(eventdata, tmp_path):
+    """Real N-MNIST recordings: Lava fixed_pt equals the torch target's fixed precision bit for bit."""
+    from runtime.data import load_inputs
+
+    torch.manual_seed(0)
+    model = build_model("nmnist_csnn").eval()
+    with torch.no_grad():
+        model.head[2].weight.mul_(8)
+    plan0 = load_plan(build_nir(model, (2, 34, 34), steps=8)[0])
+    plan0.meta["T"] = 8
+    spikes, _, _ = load_inputs(plan0, "nmnist", root=str(eventdata / "nmnist" / "train"), samples=4)
+    graph, _ = build_nir(model, (2, 34, 34), precision="fixed", steps=8, calibration=spikes)
+    write_graph(tmp_path / "m.nir", graph)
+    plan = load_plan(tmp_path / "m.nir")
+    expected = get_target("torch").runner()(plan, spikes, record=True)
+    assert all(expected.layer_counts[k].sum() > 0 for k in plan.lif_names)
+    got = _aligned(plan, spikes)
+    assert np.array_equal(got.counts, expected.counts)
+    for k in plan.lif_names:
+        assert np.array_equal(got.rasters[k], expected.rasters[k]), k
+
+
+@pytest.mark.lava
+@needs_lava
+def test_netx_file_runs_in_lava_dl_like_our_graph(tmp_path):
+    """lava-dl's own netx loader on our file gives the output spikes of our Lava process graph."""
+    plan, x = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", bias64=True)
+    write_netx(plan, tmp_path / "m.netx.h5")
+    depth = max(layer_depths(plan).values())
+    padded = np.concatenate([x, np.zeros((depth, *x.shape[1:]), x.dtype)])
+    net = lava_target.run_netx(tmp_path / "m.netx.h5", padded)
+    ours = lava_target.run(plan, padded, record=True).rasters[plan.outputs[0]]
+    assert net.sum() > 0 and np.array_equal(net, ours)
+    # and both are the reference, once Lava's latency is aligned (the biases sit on netx's grid)
+    expected = ref.run(netx_plan(plan), x, record=True)
+    assert np.array_equal(net[depth:].astype(np.int64).sum(0), expected.counts)
+
+
+@pytest.mark.lava
+@needs_lava
+def test_worker_failures_carry_the_workers_message(tmp_path):
+    with pytest.raises(DataError, match=r"lava worker: netx file .* does not exist|does not exist"):
+        lava_target.run_netx(tmp_path / "none.netx.h5", np.zeros((2, 1, 1, 8, 8)))
+    (tmp_path / "bad.netx.h5").write_bytes(b"not hdf5")
+    with pytest.raises(LavaError, match=r"Lava failed: .*"):
+        lava_target.run_netx(tmp_path / "bad.netx.h5", np.zeros((2, 1, 1, 8, 8)))
+    with pytest.raises(LavaError, match=r"ran past its timeout of 0.5 s"):
+        lava_target.run_worker(["timeit", "-n", "1", "-s", "import time", "time.sleep(30)"], timeout=0.5)
