@@ -767,6 +767,11 @@ class EventSim:
         return Stream(self)
 
 
+def stream(plan: Plan) -> Stream:
+    """A streaming run (batch size 1, state kept between calls) of ``plan``."""
+    return prepare(plan).stream()
+
+
 @dataclass
 class State:
     """What a network keeps between steps: membranes and the active lists (batch size 1)."""
@@ -804,6 +809,10 @@ class Stream:
         out = self.sim.execute(self.sim.input_events(x), self.state, reset=self.fresh, record=False)
         self.fresh = False
         return out
+
+    def feed(self, spikes: np.ndarray) -> np.ndarray:
+        """Like :meth:`step`; returns the output spike counts (classes,)."""
+        return self.step(spikes).counts[0]
 
 
 def prepare(plan: Plan) -> EventSim:

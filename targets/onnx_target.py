@@ -118,3 +118,32 @@ def run(plan: Plan, spikes, *, record: bool = False, threads: int = 0) -> RunRes
                         "convert with python -m convert.to_nir ... --onnx true")  # fmt: skip
     res = check_onnx(plan, path, spikes, threads=threads)
     return RunResult(res["counts"], res["layer_counts"], None)
+
+
+class Stream:
+    """``model.step.onnx`` stepped one time step at a time, membranes kept between calls (streaming)."""
+
+    def __init__(self, plan: Plan, threads: int = 0) -> None:
+        _, step = onnx_files(plan)
+        self.plan, self.sess = plan, cached_session(step, threads)
+        self.names = [o.name for o in self.sess.get_outputs()]
+        self.reset()
+
+    def reset(self) -> None:
+        self.feed_state = {
+            f"v/{k}": np.zeros((1, *self.plan.node(k).out_shape), np.float32) for k in self.plan.lif_names
+        }
+
+    def feed(self, spikes: np.ndarray) -> np.ndarray:
+        """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,)."""
+        x = np.asarray(spikes, dtype=np.float32)
+        counts = 0
+        for t in range(x.shape[0]):
+            res = dict(zip(self.names, self.sess.run(None, {"x_t": x[t][None], **self.feed_state})))
+            counts = counts + res["out_t"]
+            self.feed_state = {f"v/{k}": res[f"v_next/{k}"] for k in self.plan.lif_names}
+        return np.rint(np.asarray(counts)).astype(np.int64).reshape(-1)
+
+
+def stream(plan: Plan) -> Stream:
+    return Stream(plan)

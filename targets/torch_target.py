@@ -69,7 +69,10 @@ class TorchPlan:
         return x @ t["weight"].T + t["bias"]
 
     @torch.no_grad()
-    def run(self, spikes: np.ndarray | torch.Tensor, record: bool = False) -> RunResult:
+    def run(
+        self, spikes: np.ndarray | torch.Tensor, record: bool = False, state: dict[str, torch.Tensor] | None = None
+    ) -> RunResult:
+        """Run from rest, or from ``state`` (membranes by LIF name; updated in place: streaming)."""
         plan = self.plan
         x_all = torch.as_tensor(np.asarray(spikes) if not isinstance(spikes, torch.Tensor) else spikes)
         if x_all.dim() != len(plan.input_shape) + 2 or tuple(x_all.shape[2:]) != plan.input_shape:
@@ -79,12 +82,12 @@ class TorchPlan:
         x_all = x_all.to(self.device, torch.int64 if self.integer else torch.float32)
         T, B = x_all.shape[:2]
         lifs = [n for n in plan.nodes if n.kind == "lif"]
-        state = {
-            n.name: torch.zeros(
-                (B, *n.out_shape), dtype=torch.int64 if self.integer else torch.float32, device=self.device
-            )
-            for n in lifs
-        }
+        state = {} if state is None else state
+        for n in lifs:
+            if n.name not in state or state[n.name].shape[0] != B:
+                state[n.name] = torch.zeros(
+                    (B, *n.out_shape), dtype=torch.int64 if self.integer else torch.float32, device=self.device
+                )
         counts = {n.name: torch.zeros(B, dtype=torch.int64, device=self.device) for n in lifs}
         rasters = (
             {n.name: torch.zeros((T, B, *n.out_shape), dtype=torch.uint8, device=self.device) for n in lifs}
@@ -144,9 +147,28 @@ class TorchPlan:
         )
 
 
-def run(plan: Plan, spikes, *, record: bool = False, device: str | None = None) -> RunResult:
+def prepare(plan: Plan, device: str | None = None) -> TorchPlan:
     dev = pick_device(device)
     key = ("torch", str(dev))
     if key not in plan.prepared:
         plan.prepared[key] = TorchPlan(plan, dev)
-    return plan.prepared[key].run(spikes, record=record)
+    return plan.prepared[key]
+
+
+def run(plan: Plan, spikes, *, record: bool = False, device: str | None = None) -> RunResult:
+    return prepare(plan, device).run(spikes, record=record)
+
+
+class Stream:
+    """Batch-size-1 run that keeps the membranes from one call to the next (streaming)."""
+
+    def __init__(self, plan: Plan, device: str | None = None) -> None:
+        self.torch_plan = prepare(plan, device)
+        self.state: dict[str, torch.Tensor] = {}
+
+    def reset(self) -> None:
+        self.state = {}
+
+    def feed(self, spikes: np.ndarray) -> np.ndarray:
+        """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,)."""
+        return self.torch_plan.run(np.asarray(spikes)[:, None], state=self.state).counts[0]

@@ -1,0 +1,443 @@
+"""``python -m runtime.stream FILE --model model.nir --target NAME``: predictions as the events arrive.
+
+The recording is read in chunks (:func:`inputs.readers.open_events`: any supported format, bounded
+memory), each event is mapped from the sensor to the model's input (a crop, a downsampling by
+pooling ``factor x factor`` pixels, polarity channels), and the events are binned into steps of the
+model's input bin (the binning recorded with the graph's dataset, else the graph's ``dt``). Every
+window of ``--window-steps`` steps (default: the graph's T) runs on the target one step after the
+other, the neuron state kept from window to window (``--reset-per-window`` starts each window
+from rest, which is how the model was trained on fixed-length samples).
+
+Output: one JSON line per window (start and end time in µs, events, predicted class, per-class
+output spike counts, latency) on stdout or into ``--out``, then a summary (events read, events
+dropped and why, windows, wall time, events per second, real-time factor = recording time /
+processing time, latency per window); ``--plot`` draws the event rate with the predicted class.
+
+Targets: ``eventsim``, ``torch`` and ``onnx`` (``model.step.onnx``) keep state between windows;
+any other registered target (``lava``, ``norse``, ...) runs each window from rest and needs
+``--reset-per-window``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import parse_config
+from core.errors import ConfigError, DataError, SnnDeployError
+from core.fileio import append_line, save_figure, write_json_atomic
+from inputs.events import Binning, bin_events_counted, empty_events
+from inputs.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
+from targets import TARGETS, get_target
+from targets.plan import Plan, load_plan
+
+STATEFUL = {"eventsim", "torch", "onnx"}  # targets whose module offers stream(plan): state kept across windows
+
+
+@dataclass
+class StreamConfig:
+    file: str = field(default="", metadata={"help": "event file (format detected from its header)", "positional": True})
+    model: str = field(default="", metadata={"help": "the .nir graph to run"})
+    target: str = field(default="eventsim", metadata={"help": "target: " + ", ".join(TARGETS)})
+    format: str | None = field(default=None, metadata={"help": "event file format (default: detected): " + ", ".join(FORMATS)})  # fmt: skip
+    sensor_size: str | None = field(default=None, metadata={"help": "sensor WxH where the file states none (e.g. 128x128)"})  # fmt: skip
+    crop: str | None = field(default=None, metadata={"help": "sensor region X0,Y0,W,H fed to the model (default: centred)"})  # fmt: skip
+    downsample: int | None = field(default=None, metadata={"help": "pool factor x factor pixels (default: the largest that fits)"})  # fmt: skip
+    polarity: str = field(default="auto", metadata={"help": "auto (2 channels: OFF/ON; 1 channel: merged), split, merge, on, off",
+                                                    "choices": ["auto", "split", "merge", "on", "off"]})  # fmt: skip
+    bin_us: int | None = field(default=None, metadata={"help": "µs per step (default: the model's recorded binning, else its dt)"})  # fmt: skip
+    window_steps: int | None = field(default=None, metadata={"help": "steps per prediction window (default: the model's T)"})  # fmt: skip
+    reset_per_window: bool = field(default=False, metadata={"help": "start every window from rest"})
+    t0_us: int | None = field(default=None, metadata={"help": "start of the first window, µs (default: the first event's time rounded down to a window)"})  # fmt: skip
+    labels: str | None = field(default=None, metadata={"help": "JSON of labelled time slots (inputs.recording writes one): score the windows"})  # fmt: skip
+    binary: bool | None = field(default=None, metadata={"help": "clip each step's count to one spike (default: as recorded)"})  # fmt: skip
+    chunk_events: int = field(default=DEFAULT_CHUNK_EVENTS, metadata={"help": "events read per chunk"})
+    out: str | None = field(default=None, metadata={"help": "JSON-lines file for the windows (default: stdout); its summary goes to <out>.summary.json"})  # fmt: skip
+    plot: str | None = field(default=None, metadata={"help": "write a PNG of event rate and predicted class over time"})
+    device: str = field(default="auto", metadata={"help": "torch target: auto, cpu or cuda"})
+    threads: int = field(default=1, metadata={"help": "CPU threads of the torch and onnx targets (batch size 1 gains nothing from more)"})  # fmt: skip
+    progress: bool = field(default=True, metadata={"help": "show a progress bar (with --out)"})
+
+
+# ---------------------------------------------------------------------------------------------
+# From the sensor to the model's input
+
+
+@dataclass(frozen=True)
+class SensorMap:
+    """Sensor pixel ``(x, y)`` -> model pixel ``((x - x0) // factor, (y - y0) // factor)``."""
+
+    x0: int
+    y0: int
+    factor: int
+    width: int  # model input columns
+    height: int  # model input rows
+    channels: int  # model input channels
+    polarity: str  # split, merge, on, off
+
+    @classmethod
+    def default(cls, sensor: tuple[int, int], shape: tuple[int, ...], crop: str | None, factor: int | None,
+                polarity: str) -> SensorMap:  # fmt: skip
+        if len(shape) != 3:
+            raise ConfigError(
+                f"the model takes input of shape {shape}; streaming needs a (channels, height, width) input"
+            )
+        c, h, w = shape
+        sw, sh = sensor
+        if crop:
+            try:
+                x0, y0, cw, ch = (int(v) for v in crop.split(","))
+            except ValueError:
+                raise ConfigError(f"--crop must be X0,Y0,W,H (integers), got {crop!r}") from None
+            if cw < 1 or ch < 1:
+                raise ConfigError(f"--crop width and height must be positive, got {crop!r}")
+            factor = factor or max(1, min(cw // w, ch // h))
+        else:
+            factor = factor or max(1, min(sw // w, sh // h))
+            x0, y0 = (sw - w * factor) // 2, (sh - h * factor) // 2
+        if factor < 1:
+            raise ConfigError(f"--downsample must be >= 1, got {factor}")
+        if polarity == "auto":
+            polarity = "split" if c == 2 else "merge"
+        if (polarity == "split") != (c == 2) or c not in (1, 2):
+            raise ConfigError(f"--polarity {polarity} does not fit a model with {c} input channel(s)")
+        return cls(x0, y0, factor, w, h, c, polarity)
+
+    def __call__(self, events: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Model-pixel events, and how many fell outside the region or had the unused polarity."""
+        x = (events["x"].astype(np.int64) - self.x0) // self.factor
+        y = (events["y"].astype(np.int64) - self.y0) // self.factor
+        inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
+        wanted = np.ones(len(events), bool)
+        if self.polarity in ("on", "off"):
+            wanted = (events["p"] != 0) == (self.polarity == "on")
+        keep = inside & wanted
+        out = events[keep].copy()
+        out["x"], out["y"] = x[keep], y[keep]
+        return out, int(np.count_nonzero(~inside)), int(np.count_nonzero(inside & ~wanted))
+
+    def frames(self, events: np.ndarray, binning: Binning) -> np.ndarray:
+        """``(steps, channels, height, width)`` input frames of one window."""
+        frames, _ = bin_events_counted(events, binning)  # (steps, 2, H, W); the window is chosen by the caller
+        if self.channels == 1:
+            frames = frames.sum(axis=1, keepdims=True)
+            if binning.binary:
+                np.minimum(frames, 1, out=frames)
+        return frames
+
+
+def timing(plan: Plan, cfg: StreamConfig) -> tuple[int, int, bool]:
+    """``(bin_us, window_steps, binary)``: the flags, else the graph's recorded binning, else its dt and T."""
+    recorded = (plan.meta.get("dataset") or {}).get("binning") or {}
+    if cfg.bin_us is not None:
+        bin_us = cfg.bin_us
+    elif recorded:
+        bin_us = max(1, int(recorded["duration_us"]) // int(recorded["steps"]))
+    else:
+        bin_us = max(1, round(float(plan.meta["dt"]) * 1e6))
+    steps = cfg.window_steps or plan.steps or int(recorded.get("steps", 0)) or 8
+    binary = cfg.binary if cfg.binary is not None else bool(recorded.get("binary", True))
+    if bin_us < 1 or steps < 1:
+        raise ConfigError(f"--bin-us and --window-steps must be >= 1, got {bin_us} and {steps}")
+    return bin_us, steps, binary
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+class WindowRunner:
+    """Any registered target, each window run from rest through its ``run`` (aligned for its latency)."""
+
+    def __init__(self, target: str, plan: Plan) -> None:
+        self.info, self.plan = get_target(target), plan
+
+    def reset(self) -> None:
+        pass
+
+    def feed(self, frames: np.ndarray) -> np.ndarray:
+        x = frames[:, None]
+        if self.info.latency:
+            from runtime.verify import align_latency, layer_depths
+
+            pad = np.zeros((self.info.latency * max(layer_depths(self.plan).values()), *x.shape[1:]), x.dtype)
+            res = self.info.runner()(self.plan, np.concatenate([x, pad]), record=True)
+            return align_latency(self.plan, res, self.info.latency, x.shape[0]).counts[0]
+        return self.info.runner()(self.plan, x).counts[0]
+
+
+def stepper(target: str, plan: Plan, reset_per_window: bool, device: str = "auto", threads: int = 1):
+    """An object with ``reset()`` and ``feed(frames (t, C, H, W)) -> output counts (classes,)``."""
+    info = get_target(target)
+    if plan.precision not in info.precisions:
+        raise ConfigError(f"the {target} target does not run {plan.precision} precision")
+    if target in STATEFUL:
+        module = importlib.import_module(info.module)
+        if target == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+            return module.Stream(plan, device)
+        return module.Stream(plan, threads) if target == "onnx" else module.stream(plan)
+    if not reset_per_window:
+        raise ConfigError(
+            f"the {target} target runs whole windows from rest and cannot keep state between them: add "
+            f"--reset-per-window (targets that keep state: {', '.join(sorted(STATEFUL))})"
+        )
+    return WindowRunner(target, plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream
+
+
+def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int] | None:
+    if cfg.sensor_size is None:
+        return stated
+    try:
+        w, h = (int(v) for v in cfg.sensor_size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--sensor-size must be WxH (e.g. 128x128), got {cfg.sensor_size!r}") from None
+    if w < 1 or h < 1:
+        raise ConfigError(f"--sensor-size must be positive, got {cfg.sensor_size!r}")
+    return (w, h)
+
+
+def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
+    """Stream ``cfg.file`` through the model; ``emit(record)`` receives every window's record."""
+    plan = load_plan(cfg.model)
+    get_target(cfg.target)
+    events = open_events(cfg.file, cfg.format, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
+    sensor = _sensor(cfg, events.sensor_size)
+    if sensor is None:
+        raise ConfigError(f"{cfg.file}: the {events.format} file states no sensor size; pass --sensor-size WxH")
+    mapper = SensorMap.default(sensor, plan.input_shape, cfg.crop, cfg.downsample, cfg.polarity)
+    bin_us, steps, binary = timing(plan, cfg)
+    window_us = bin_us * steps
+    run = stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)
+    warm = time.perf_counter()  # compile / load before the clock starts: latencies are steady-state
+    run.feed(np.zeros((steps, *plan.input_shape), np.float32))
+    run.reset()
+    startup_s = time.perf_counter() - warm
+    h, w = plan.input_shape[1:]
+    dropped = {"outside_crop": 0, "unused_polarity": 0}
+    windows: list[dict[str, Any]] = []
+    pending: list[np.ndarray] = []
+    t_start = t_first = t_last = None
+    used = 0
+    start_wall = time.perf_counter()
+
+    def close_window(final: bool = False) -> None:
+        nonlocal pending, t_start, used
+        t0 = time.perf_counter()
+        evs = np.concatenate(pending) if pending else empty_events()
+        pending = []
+        binning = Binning(steps, window_us, h, w, binary=binary, t0_us=int(t_start))
+        if cfg.reset_per_window:
+            run.reset()
+        counts = np.asarray(run.feed(mapper.frames(evs, binning)), dtype=np.int64)
+        used += len(evs)
+        rec = {"window": len(windows), "start_us": int(t_start), "end_us": int(t_start + window_us),
+               "events": int(len(evs)), "class": int(counts.argmax()) if counts.any() else None,
+               "counts": counts.tolist(), "latency_ms": 1e3 * (time.perf_counter() - t0)}  # fmt: skip
+        if final:
+            rec["partial"] = True
+        windows.append(rec)
+        if emit is not None:
+            emit(rec)
+        t_start += window_us
+
+    with _progress(cfg) as bar:
+        for chunk in events.chunks():
+            if len(chunk) == 0:
+                continue
+            if t_start is None:
+                t_first = int(chunk["t"][0])
+                t_start = cfg.t0_us if cfg.t0_us is not None else t_first - t_first % window_us
+                if t_start > t_first:
+                    raise ConfigError(f"--t0-us {t_start} is after the first event ({t_first} µs)")
+            t_last = int(chunk["t"][-1])
+            _check_gap(cfg.file, t_start, t_last, window_us)
+            mapped, outside, unused = mapper(chunk)
+            dropped["outside_crop"] += outside
+            dropped["unused_polarity"] += unused
+            while len(mapped) and mapped["t"][-1] >= t_start + window_us:  # events beyond this window
+                cut = int(np.searchsorted(mapped["t"], t_start + window_us, side="left"))
+                pending.append(mapped[:cut])
+                mapped = mapped[cut:]
+                close_window()
+            pending.append(mapped)
+            bar.update(len(chunk))
+        if t_start is not None:
+            while t_start + window_us <= t_last:
+                close_window()
+            close_window(final=True)  # the window holding the last events, cut short by the recording's end
+    wall = time.perf_counter() - start_wall
+    counters = events.counters
+    if t_first is None:
+        raise DataError(f"{cfg.file}: the file holds no events" + _dropped_note(counters))
+    span_s = (t_last - t_first) / 1e6
+    lat = np.array([w_["latency_ms"] for w_ in windows])
+    summary = {
+        "file": str(cfg.file), "format": events.format, "sensor_size": list(sensor), "model": str(cfg.model),
+        "target": cfg.target, "precision": plan.precision, "mapping": asdict(mapper),
+        "bin_us": bin_us, "window_steps": steps, "window_us": window_us, "binary": binary,
+        "reset_per_window": cfg.reset_per_window,
+        "events_read": int(counters.get("events", 0)), "events_used": used,
+        "dropped": {**{k: int(v) for k, v in counters.items() if k != "events" and v}, **{k: v for k, v in dropped.items() if v}},
+        "windows": len(windows), "startup_s": startup_s, "wall_s": wall, "events_per_s": counters.get("events", 0) / wall if wall else None,
+        "recording_s": span_s, "real_time_factor": span_s / wall if wall else None,
+        "latency_ms": {"mean": float(lat.mean()), "p50": float(np.median(lat)), "p95": float(np.percentile(lat, 95)),
+                       "max": float(lat.max())},
+        "classes": _class_histogram(windows),
+    }  # fmt: skip
+    if cfg.labels:
+        summary["scored"] = score(windows, cfg.labels)
+    return {"summary": summary, "windows": windows}
+
+
+def score(windows: list[dict[str, Any]], labels_path: str) -> dict[str, Any]:
+    """Accuracy of the windows whose middle lies in a labelled slot (``{"samples": [{start_us, end_us, label}]}``)."""
+    try:
+        slots = json.loads(Path(labels_path).read_text())["samples"]
+        starts = np.array([s["start_us"] for s in slots])
+        ends = np.array([s["end_us"] for s in slots])
+        truth = np.array([s["label"] for s in slots])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"labels file {labels_path}: {type(e).__name__}: {e}") from None
+    hits = n = 0
+    for w in windows:
+        mid = (w["start_us"] + w["end_us"]) / 2
+        i = int(np.searchsorted(starts, mid, side="right")) - 1
+        if i >= 0 and mid < ends[i]:
+            n += 1
+            hits += int(w["class"] == truth[i])
+    return {"windows": n, "correct": hits, "accuracy": hits / n if n else None}
+
+
+MAX_WINDOWS_PER_GAP = 100_000
+
+
+def _check_gap(path: str, t_start: int, t_last: int, window_us: int) -> None:
+    """A time jump that would make an absurd number of windows (a corrupt far-future timestamp)."""
+    if (t_last - t_start) // window_us > MAX_WINDOWS_PER_GAP:
+        raise DataError(
+            f"{path}: events jump {(t_last - t_start) / 1e6:.1f} s ahead of the current window "
+            f"({(t_last - t_start) // window_us:,} windows of {window_us} µs); a corrupt timestamp? "
+            "Use a longer --window-steps or --bin-us if the recording really has such a gap"
+        )
+
+
+def _dropped_note(counters: dict[str, int]) -> str:
+    dropped = {k: v for k, v in counters.items() if k != "events" and v}
+    return f" (dropped: {dropped})" if dropped else ""
+
+
+def _class_histogram(windows: list[dict[str, Any]]) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for w in windows:
+        key = "none" if w["class"] is None else str(w["class"])
+        hist[key] = hist.get(key, 0) + 1
+    return hist
+
+
+class _progress:
+    def __init__(self, cfg: StreamConfig) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc="streaming", unit="ev", unit_scale=True, file=sys.stderr, leave=False,
+                        disable=not (cfg.progress and cfg.out))  # fmt: skip
+
+    def __enter__(self):
+        return self.bar
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
+def plot(result: dict[str, Any], path: str | Path, class_names: list[str] | None = None) -> str:
+    """Event rate over time (top) and the predicted class per window (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wins = result["windows"]
+    t0 = wins[0]["start_us"]
+    mid = np.array([(w["start_us"] + w["end_us"]) / 2 - t0 for w in wins]) / 1e6
+    width = result["summary"]["window_us"] / 1e6
+    rate = np.array([w["events"] for w in wins]) / width
+    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    a.bar(mid, rate, width=width * 0.95, color="tab:blue")
+    a.set(
+        ylabel="events / s (model input)",
+        title=f"{Path(result['summary']['file']).name} on {result['summary']['target']}",
+    )
+    a.grid(alpha=0.3)
+    cls = np.array([-1 if w["class"] is None else w["class"] for w in wins])
+    b.scatter(mid, cls, c=np.where(cls < 0, 0.5, cls), cmap="tab10", s=14)
+    b.set(xlabel="time (s)", ylabel="predicted class")
+    n = len(wins[0]["counts"])
+    b.set_yticks(range(-1, n), ["none"] + (class_names or [str(i) for i in range(n)]))
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(StreamConfig, argv, "python -m runtime.stream", __doc__.splitlines()[0])
+        if not cfg.file or not cfg.model:
+            raise ConfigError("give the event file and --model model.nir")
+        out = Path(cfg.out) if cfg.out else None
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.unlink(missing_ok=True)
+
+        def emit(rec):
+            line = json.dumps(rec)
+            if out is None:
+                print(line, flush=True)
+            else:
+                append_line(out, line)
+
+        result = stream(cfg, emit)
+        summary = result["summary"]
+        if out is not None:
+            write_json_atomic(out.with_name(out.name + ".summary.json"), summary)
+        else:
+            print(json.dumps({"summary": summary}), flush=True)
+        if cfg.plot:
+            names = (load_plan(cfg.model).meta.get("dataset") or {}).get("class_names")
+            summary["plot"] = plot(result, cfg.plot, names)
+    except SnnDeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    s = summary
+    print(
+        f"{s['windows']} windows, {s['events_read']:,} events read, {s['events_used']:,} used, dropped: "
+        f"{s['dropped'] or 'none'}; {s['wall_s']:.2f} s wall for {s['recording_s']:.3f} s of recording: "
+        f"real-time factor {s['real_time_factor']:.1f}x, {s['events_per_s']:,.0f} events/s; latency per window "
+        f"{s['latency_ms']['p50']:.2f} ms median, {s['latency_ms']['max']:.2f} ms max",
+        file=sys.stderr,
+    )
+    if "scored" in s:
+        sc = s["scored"]
+        print(f"against {cfg.labels}: {sc['correct']}/{sc['windows']} windows correct ({100 * (sc['accuracy'] or 0):.1f}%)",
+              file=sys.stderr)  # fmt: skip
+    if out is not None:
+        print(f"windows: {out}; summary: {out.with_name(out.name + '.summary.json')}", file=sys.stderr)
+    if cfg.plot:
+        print(f"plot: {summary['plot']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

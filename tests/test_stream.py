@@ -1,0 +1,180 @@
+"""Streaming event files through a model: same predictions on every target, bounded input, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from convert.build import build_nir
+from convert.nirgraph import write_graph
+from convert.to_onnx import export_step_onnx
+from core.errors import ConfigError
+from inputs.arrays import write_npy
+from inputs.events import EVENT_DTYPE
+from inputs.recording import make_recording
+from runtime import stream as stream_cmd
+from runtime.stream import SensorMap, StreamConfig, stream
+from targets.plan import load_plan
+from train.models import build_model
+
+TIMING = ["--bin-us", "25000", "--window-steps", "12"]  # 300 ms windows, as the emulated digits
+
+
+@pytest.fixture(scope="module")
+def event_model(tmp_path_factory):
+    """An untrained 2x34x34 event CSNN (readout scaled so that it answers), both precisions, with its step ONNX."""
+    torch.manual_seed(0)
+    model = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(8, 16), num_classes=10)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(8)
+    x = (np.random.default_rng(0).random((12, 8, 2, 34, 34)) < 0.05).astype(np.float32)
+    out = tmp_path_factory.mktemp("event_model")
+    paths = {}
+    for precision in ("float", "fixed"):
+        graph, _ = build_nir(model.eval(), (2, 34, 34), precision=precision, steps=12, calibration=x)
+        path = out / f"{precision}.nir"
+        write_graph(path, graph)
+        export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
+        paths[precision] = path
+    return paths
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    path = tmp_path_factory.mktemp("recording") / "digits.h5"
+    make_recording(path, samples=6)
+    return path
+
+
+def _windows(path, model, target, *extra):
+    cfg = stream_cmd.parse_config(StreamConfig, [str(path), "--model", str(model), "--target", target,
+                                                 "--progress", "false", *TIMING, *extra], "t", "t")  # fmt: skip
+    return stream(cfg)
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+@pytest.mark.parametrize("reset", ["false", "true"])
+def test_same_predictions_on_every_streaming_target(event_model, recording, precision, reset):
+    runs = {
+        t: _windows(recording, event_model[precision], t, "--reset-per-window", reset)
+        for t in ("eventsim", "torch", "onnx")
+    }
+    first = runs["eventsim"]
+    assert first["summary"]["windows"] == 6
+    assert sum(w["counts"] != [0] * 10 for w in first["windows"]) >= 4, "a silent model proves nothing"
+    for target, got in runs.items():
+        assert [w["counts"] for w in got["windows"]] == [w["counts"] for w in first["windows"]], target
+    if reset == "true":  # a target without a streaming state runs each window from rest: the same
+        ref = _windows(recording, event_model[precision], "reference", "--reset-per-window", "true")
+        assert [w["counts"] for w in ref["windows"]] == [w["counts"] for w in first["windows"]]
+
+
+def test_state_is_kept_across_windows_unless_reset(event_model, recording):
+    kept = _windows(recording, event_model["float"], "eventsim")
+    reset = _windows(recording, event_model["float"], "eventsim", "--reset-per-window", "true")
+    assert kept["windows"][0]["counts"] == reset["windows"][0]["counts"]
+    assert [w["counts"] for w in kept["windows"]] != [w["counts"] for w in reset["windows"]]
+
+
+def test_stateless_target_needs_reset_per_window(event_model, recording):
+    with pytest.raises(ConfigError, match="--reset-per-window"):
+        _windows(recording, event_model["float"], "reference")
+
+
+def test_chunk_size_does_not_change_anything(event_model, recording):
+    big = _windows(recording, event_model["fixed"], "eventsim")
+    small = _windows(recording, event_model["fixed"], "eventsim", "--chunk-events", "777")
+    assert [w["counts"] for w in small["windows"]] == [w["counts"] for w in big["windows"]]
+    assert [w["events"] for w in small["windows"]] == [w["events"] for w in big["windows"]]
+    s = big["summary"]
+    assert s["events_read"] == s["events_used"] + sum(s["dropped"].values())
+    assert sum(w["events"] for w in big["windows"]) == s["events_used"]
+
+
+def test_windows_follow_the_labelled_slots(event_model, recording):
+    res = _windows(recording, event_model["float"], "eventsim", "--labels", str(recording) + ".labels.json")
+    labels = json.loads((recording.parent / "digits.h5.labels.json").read_text())
+    assert [w["start_us"] for w in res["windows"]] == [s["start_us"] for s in labels["samples"]]
+    assert res["summary"]["scored"]["windows"] == 6
+
+
+def test_cli_writes_lines_summary_and_plot(event_model, recording, tmp_path, capsys):
+    out, png = tmp_path / "w.jsonl", tmp_path / "w.png"
+    argv = [str(recording), "--model", str(event_model["fixed"]), "--out", str(out), "--plot", str(png), *TIMING,
+            "--progress", "false"]  # fmt: skip
+    assert stream_cmd.main(argv) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 6 and {"start_us", "end_us", "class", "counts", "latency_ms"} <= set(lines[0])
+    summary = json.loads((tmp_path / "w.jsonl.summary.json").read_text())
+    for key in ("events_read", "dropped", "windows", "wall_s", "events_per_s", "real_time_factor", "latency_ms"):
+        assert key in summary, key
+    assert png.stat().st_size > 5000
+    assert "real-time factor" in capsys.readouterr().err
+
+
+def test_sensor_mapping():
+    m = SensorMap.default((128, 128), (2, 34, 34), None, None, "auto")
+    assert (m.factor, m.x0, m.y0, m.polarity) == (3, 13, 13, "split")
+    ev = np.zeros(4, EVENT_DTYPE)
+    ev["x"], ev["y"], ev["p"] = [13, 114, 12, 60], [13, 114, 60, 60], [1, 0, 1, 0]
+    got, outside, unused = m(ev)
+    assert (got["x"].tolist(), got["y"].tolist(), outside, unused) == ([0, 33, 15], [0, 33, 15], 1, 0)
+    on = SensorMap.default((128, 128), (1, 34, 34), "0,0,68,68", None, "on")
+    assert on.factor == 2
+    got, outside, unused = on(ev)
+    assert (len(got), outside, unused) == (2, 1, 1)
+    with pytest.raises(ConfigError, match="does not fit a model with 2 input"):
+        SensorMap.default((128, 128), (2, 34, 34), None, None, "merge")
+
+
+REAL = {  # file: (extra flags, events the eventdata README states)
+    "aedat2/dvs128_walking.aedat": ([], 19_182),
+    "aedat2/davis240c_translating_boxes.aedat": ([], 162_771),
+    "aedat4/dvxplorer_sample.aedat4": ([], 111_954),
+    "evt2/gen3_sample.raw": ([], 539_481),
+    "evt3/gen41_sample.raw": ([], 219_596),
+    "dat/ncars_sample.dat": (["--sensor-size", "120x100"], 2_009),
+    "dvs128_bs2/clip_1450ms.bin": (["--sensor-size", "128x128"], 63_471),
+    "nmnist/single_sample.bin": (["--sensor-size", "34x34"], 4_325),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_recordings_stream_identically_on_two_targets(eventdata, event_model, name):
+    extra, n = REAL[name]
+    a = _windows(eventdata / name, event_model["fixed"], "eventsim", *extra)
+    b = _windows(eventdata / name, event_model["fixed"], "torch", *extra)
+    assert a["summary"]["events_read"] == n
+    assert a["summary"]["events_used"] > 0.3 * n
+    assert [w["counts"] for w in a["windows"]] == [w["counts"] for w in b["windows"]]
+
+
+def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
+    model = str(event_model["float"])
+    garbage = tmp_path / "garbage.aedat"
+    garbage.write_bytes(b"#!AER-DAT2.0\r\n" + bytes(range(256)) * 3 + b"\x01")
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    nosize = tmp_path / "x.npy"
+    ev = np.zeros(10, EVENT_DTYPE)
+    ev["t"] = np.arange(10)
+    write_npy(nosize, ev)
+    cases = [
+        ([str(tmp_path / "missing.h5"), "--model", model], "does not exist"),
+        ([str(empty), "--model", model], "empty"),
+        ([str(nosize), "--model", model], "--sensor-size"),
+        ([str(nosize), "--model", model, "--format", "evt3"], "does not look like evt3"),
+        ([str(nosize), "--model", model, "--sensor-size", "big"], "WxH"),
+        ([str(nosize), "--model", model, "--sensor-size", "34x34", "--target", "tpu"], "unknown target"),
+        ([str(nosize), "--model", str(tmp_path / "none.nir"), "--sensor-size", "34x34"], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert stream_cmd.main([*argv, "--progress", "false"]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    # garbage words after a valid header: decoded or dropped and counted, never a crash
+    code = stream_cmd.main([str(garbage), "--model", model, "--sensor-size", "128x128", "--progress", "false", *TIMING])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and ("error:" in err or "windows" in err)
