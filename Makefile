@@ -49,6 +49,16 @@ demo: setup
 	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model.fixed --precision fixed
 	$(PY) -m runtime.verify $(DEMO)/model.nir --targets all --samples 128
 	$(PY) -m runtime.verify $(DEMO)/model.fixed.nir --targets all --samples 128
+	# Streaming: a small event-camera student (emulated event digits, 2x34x34), a 12 s recording
+	# generated from the emulated test digits, streamed through the fixed-precision graph.
+	$(PY) -m train.bkd --out $(DEMO)/event --resume --dataset event_digits --model dvs_csnn \
+		--model-args '{"input_size": 34, "input_pool": 2, "channels": [16, 32], "num_classes": 10}' \
+		--distill none --epochs 8
+	$(PY) -m convert.to_nir $(DEMO)/event/student.pt --name model.fixed --precision fixed
+	$(PY) -m inputs.recording $(DEMO)/event/recording.h5 --samples 40
+	$(PY) -m runtime.stream $(DEMO)/event/recording.h5 --model $(DEMO)/event/model.fixed.nir --target eventsim \
+		--reset-per-window true --labels $(DEMO)/event/recording.h5.labels.json \
+		--out $(DEMO)/event/stream.jsonl --plot $(DEMO)/event/stream.png
 	@echo
 	@echo "demo done. Results in $(DEMO)/:"
 	@echo "  checkpoint      $(DEMO)/student.pt (teacher: $(DEMO)/teacher.pt)"
@@ -57,6 +67,7 @@ demo: setup
 	@echo "  parity reports  $(DEMO)/model.conversion.json, $(DEMO)/model.fixed.conversion.json"
 	@echo "  verification    $(DEMO)/model.verify/report.md, $(DEMO)/model.fixed.verify/report.md (every target vs the reference)"
 	@echo "  plots           $(DEMO)/curves.png; $(DEMO)/model.verify/*.png; $(DEMO)/model.fixed.verify/*.png"
+	@echo "  streaming       $(DEMO)/event/stream.jsonl (+ .summary.json), plot $(DEMO)/event/stream.png"
 
 test: setup
 	$(PY) -m pytest -q

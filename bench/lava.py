@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from core.fileio import write_json_atomic
-from runtime.verify import layer_depths
+from runtime.latency import layer_depths
 from targets import lava_target, torch_target
 from targets.plan import Plan, load_plan
 

@@ -42,13 +42,16 @@ def build_nir(
     meta: dict[str, Any] | None = None,
     calibration: np.ndarray | None = None,
     max_rounds: int = 12,
+    min_bias_exp: int = 0,
 ) -> tuple[nir.NIRGraph, BuildReport]:
     """Build the deployable NIR graph of ``model``.
 
     ``calibration`` (spikes ``(T, B, *input_shape)``) is required for fixed precision: the integer
     network runs on it, and any layer whose synaptic input would overflow Lava's 16-bit messages
     or whose membrane would saturate at 24 bits gets a smaller exponent or threshold, round after
-    round, until none does.
+    round, until none does. ``min_bias_exp`` (fixed precision) puts every bias on a grid of
+    ``2**min_bias_exp`` integer units: 6 for a graph that is also written as lava-dl netx, which runs
+    biases with ``bias_exp = 6``. The graph's metadata records it as ``min_bias_exp``.
     """
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
@@ -58,11 +61,14 @@ def build_nir(
             "input_shape": list(input_shape), **(meta or {})}  # fmt: skip
     report = BuildReport(precision)
     if precision == "float":
+        if min_bias_exp:
+            raise ModelError("min_bias_exp applies to fixed precision only (netx holds Loihi integers)")
         quantise_float(layers, weight_bits, per_channel)
         return build_graph(layers, outputs, tuple(input_shape), meta), report
 
     if calibration is None:
         raise ModelError("fixed precision needs calibration spikes to choose its scales")
+    meta["min_bias_exp"] = int(min_bias_exp)
     original = copy.deepcopy(layers)
     pairs = prepare_fixed(original)
     choices = {lif.name: choose_fixed(syn, lif) for syn, lif in pairs}
@@ -70,7 +76,7 @@ def build_nir(
         trial = copy.deepcopy(original)
         by_name = {layer.name: layer for layer in trial}
         for syn, lif in pairs:
-            apply_fixed(by_name[syn.name], by_name[lif.name], choices[lif.name])
+            apply_fixed(by_name[syn.name], by_name[lif.name], choices[lif.name], min_bias_exp)
         graph = build_graph(trial, outputs, tuple(input_shape), meta)
         result = reference.run(load_plan(graph), calibration)
         over = [name for name, st in result.stats.items()

@@ -19,9 +19,14 @@ becomes one conv with an ``s*k`` kernel; a pool and flatten before a Linear beco
 columns). Lava's Conv model ignores ``weight_exp``, so a conv's exponent is folded into its kernel;
 netx derives a dense layer's exponent from its weights, which is exact when ours is 0. A graph that
 netx cannot hold exactly (residual ADDs, a pool that drops a remainder row before a conv, a dense
-exponent above 0) is refused with the layer named. Biases that are not multiples of 64 cannot be
-stored exactly: they are rounded to the nearest multiple and the rounding is returned (and shown in
-the conversion report with the spike differences it causes), never hidden.
+exponent above 0) is refused with the layer named.
+
+Biases must be multiples of 64 to be stored exactly. ``convert.to_nir --netx`` builds the graph with
+``min_bias_exp = 6`` (recorded in its metadata), so its biases are, and the ``.nir`` and the
+``.netx.h5`` hold the same integer network; in such a graph a bias off the grid is an error. A graph
+built without it (older files, ``write_netx`` called on its own) has its biases rounded to the
+nearest multiple, and the rounding is returned (and shown in the conversion report with the spike
+differences it causes), never hidden.
 """
 
 from __future__ import annotations
@@ -94,9 +99,15 @@ def _sequence(plan: Plan) -> list[tuple[Node, list[Node], Node]]:
     return layers
 
 
+def built_for_netx(plan: Plan) -> bool:
+    """Whether ``plan`` was built with its biases on netx's grid (``min_bias_exp >= 6``)."""
+    return int(plan.meta.get("min_bias_exp", 0)) >= NETX_BIAS_SHIFT
+
+
 def netx_layers(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The netx layer descriptions of ``plan`` and, per layer whose bias had to be rounded, the
-    largest change in integer membrane units."""
+    largest change in integer membrane units (always empty for a graph built for netx, where a bias
+    off the grid is an error)."""
     out: list[dict[str, Any]] = [{"type": "input", "shape": list(plan.input_shape)}]
     rounded: dict[str, float] = {}
     for syn, linear, lif in _sequence(plan):
@@ -151,6 +162,12 @@ def netx_layers(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, float]]:
         stored = np.rint(bias / 2**NETX_BIAS_SHIFT).astype(np.int64)
         err = np.abs(stored * 2**NETX_BIAS_SHIFT - bias)
         if err.max(initial=0) > 0:
+            if built_for_netx(plan):
+                raise ModelError(
+                    f"{plan.source}: the bias of {syn.name} is not a multiple of {2**NETX_BIAS_SHIFT} (off by up to "
+                    f"{int(err.max())} units) although the graph was built for netx (min_bias_exp "
+                    f"{plan.meta.get('min_bias_exp')}); its metadata does not match the quantiser"
+                )
             rounded[syn.name] = float(err.max())
         if np.abs(stored).max(initial=0) > 4095:
             raise ModelError(f"{plan.source}: the bias of {syn.name} exceeds netx's 13-bit bias mantissa")

@@ -8,7 +8,10 @@ the same grid; thresholds and state stay float.
 layer ``L`` feeding LIF layer ``N`` (threshold ``theta``): a weight exponent ``e``, an integer
 threshold ``vth`` and a float scale ``S`` (one mantissa unit, 16 significant bits) with
 ``W ~ m * S``, ``|m| <= 127`` and ``theta ~ vth * S / 2**(e+1)``; the bias becomes
-``bias_mant << bias_exp`` in the integer membrane units; ``dv = round(4096 (1 - beta))``.
+``bias_mant << bias_exp`` in the integer membrane units, with ``bias_exp`` at least ``min_bias_exp``
+(lava-dl netx runs every bias with ``bias_exp = 6``: a graph meant to be written as netx is built
+with ``min_bias_exp = 6`` so that its biases are multiples of 64 and the file holds them exactly);
+``dv = round(4096 (1 - beta))``.
 The graph stores the float equivalents (``m * S``, ``vth * S / 2**(e+1)``) so that a float reader
 approximates the integer network, and the integers' scales and exponents in metadata.
 """
@@ -156,13 +159,16 @@ def choose_fixed(syn: Layer, lif: Layer, weight_exp: int | None = None, vth_cap:
     return FixedChoice(syn.name, lif.name, e, vth, scale, fixed.decay_from_beta(beta), 0, int(np.abs(m).max()))
 
 
-def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice) -> None:
-    """Write the integer parameters of ``c`` into the pair (and their float equivalents)."""
+def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -> None:
+    """Write the integer parameters of ``c`` into the pair (and their float equivalents); the bias
+    gets the smallest exponent from ``min_bias_exp`` up that holds it in a 13-bit mantissa."""
+    if not 0 <= min_bias_exp <= fixed.BIAS_EXP_MAX:
+        raise ModelError(f"min_bias_exp must be in 0..{fixed.BIAS_EXP_MAX}, got {min_bias_exp}")
     unit = c.weight_scale / (2 ** (c.weight_exp + 1) * 2**fixed.ACT_SHIFT)  # float value of one membrane unit
     m = np.clip(np.rint(syn.params["weight"] / c.weight_scale), -fixed.MANT_MAX, fixed.MANT_MAX)
     check_range(syn.name, syn.params["weight"], m, 8)
     b_int = np.rint(syn.params["bias"] / unit)
-    bias_exp = 0
+    bias_exp = min_bias_exp
     while np.abs(b_int).max(initial=0) / 2**bias_exp > fixed.BIAS_MANT_MAX and bias_exp < fixed.BIAS_EXP_MAX:
         bias_exp += 1
     bias_mant = np.clip(np.rint(b_int / 2**bias_exp), -fixed.BIAS_MANT_MAX, fixed.BIAS_MANT_MAX)

@@ -1,7 +1,8 @@
 """``python -m convert.to_nir model.pt``: a trained checkpoint -> deployable graph files.
 
 Writes ``<name>.nir`` (and with ``--onnx``, on by default, ``<name>.onnx`` and ``<name>.step.onnx``;
-with ``--netx``, fixed precision only, ``<name>.netx.h5`` in lava-dl's netx HDF5 layout)
+with ``--netx``, fixed precision only, ``<name>.netx.h5`` in lava-dl's netx HDF5 layout; the graph
+is then quantised with its biases on netx's grid of 64, so both files hold the same integers)
 plus ``<name>.conversion.json``, the parity report. Before it reports success it reads every file
 back and checks it: the float checkpoint against the quantised graph (accuracy and spike-count
 change, reported) and the graph files against each other (ONNX Runtime on ``<name>.onnx`` must give
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from convert.build import PRECISIONS, build_nir, choice_table
+from convert.netx import NETX_BIAS_SHIFT
 from convert.nirgraph import write_graph
 from core.config import parse_config
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
@@ -127,8 +129,11 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             )
         train_ds = dataset_from_description(desc, "train", **overrides)
         calibration, _ = _batch(train_ds, cfg.calibration_samples, cfg.seed + 1)
+    # netx runs every bias with bias_exp = 6: a graph written as netx too gets its biases on that grid
+    min_bias_exp = NETX_BIAS_SHIFT if cfg.netx else 0
     graph, build_report = build_nir(model, input_shape, precision=cfg.precision, weight_bits=cfg.weight_bits,
-                                    per_channel=cfg.per_channel, steps=steps, dt=dt, meta=meta, calibration=calibration)  # fmt: skip
+                                    per_channel=cfg.per_channel, steps=steps, dt=dt, meta=meta, calibration=calibration,
+                                    min_bias_exp=min_bias_exp)  # fmt: skip
 
     if cfg.precision == "fixed":
         # No layer may go silent in integers where the float model spikes.
@@ -192,7 +197,8 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
 
             written = write_netx(plan, staging / files["netx"])
             read_netx(staging / files["netx"], written["layers"])  # reads itself back before success
-            # netx stores biases on a grid of 64: the integer network it holds, run by the reference
+            # the integer network the file holds, run by the reference: the .nir's own, as its biases were
+            # quantised onto netx's grid (write_netx refuses a bias off it in such a graph)
             twin = reference.run(netx_plan(plan), spikes)
             same = (twin.counts == ref.counts).all(1)
             report["netx"] = {"layers": [x["type"] for x in written["layers"]],

@@ -2,7 +2,8 @@
 
 Prints and writes (JSON) accuracy, per-layer spike counts (total, per sample, and per time step
 with ``--per-step``), synaptic operations (NeuroBench effective accumulates), activation
-sparsity, wall time and samples per second.
+sparsity, wall time and samples per second. A target with a per-layer latency (Lava) runs
+``T + depth`` steps and is aligned back (:mod:`runtime.latency`), so its counts are the model's.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import write_json_atomic
 from runtime.data import load_inputs
+from runtime.latency import run_aligned
 from runtime.metrics import activation_sparsity, synaptic_operations
-from targets import TARGETS, get_target
+from targets import TARGETS, require_target
 from targets.plan import Plan, load_plan
 from targets.reference import RunResult
 
@@ -45,20 +47,17 @@ class RunConfig:
 def run_batches(
     info, plan: Plan, spikes: np.ndarray, batch_size: int, record: bool, progress: bool, desc: str, device: str = "auto"
 ) -> tuple[RunResult, float]:
-    """Run ``spikes`` through a target in batches; returns the joined result and the wall time."""
-    import functools
-
+    """Run ``spikes`` through a target in batches, aligned to model steps when the target has a
+    per-layer latency; returns the joined result and the wall time."""
     from tqdm import tqdm
 
-    runner = info.runner()
-    if "device" in info.options:
-        runner = functools.partial(runner, device=device)
+    options = {"device": device} if "device" in info.options else {}
     parts: list[RunResult] = []
     n = spikes.shape[1]
     t0 = time.perf_counter()
     with tqdm(total=n, desc=desc, unit="sample", disable=not progress, file=sys.stderr, leave=False) as bar:
         for start in range(0, n, batch_size):
-            parts.append(runner(plan, spikes[:, start : start + batch_size], record=record))
+            parts.append(run_aligned(info, plan, spikes[:, start : start + batch_size], record=record, **options))
             bar.update(min(batch_size, n - start))
     return join_results(parts), time.perf_counter() - t0
 
@@ -112,7 +111,7 @@ def report_run(plan: Plan, target: str, spikes: np.ndarray, labels: np.ndarray |
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__.strip().splitlines()[0])
-        info = get_target(cfg.target)
+        info = require_target(cfg.target)
         plan = load_plan(cfg.graph)
         if plan.precision not in info.precisions:
             raise ConfigError(

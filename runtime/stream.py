@@ -35,7 +35,8 @@ from core.errors import ConfigError, DataError, SnnDeployError
 from core.fileio import append_line, save_figure, write_json_atomic
 from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
-from targets import TARGETS, get_target
+from runtime.latency import run_aligned
+from targets import TARGETS, get_target, require_target
 from targets.plan import Plan, load_plan
 
 STATEFUL = {"eventsim", "torch", "onnx"}  # targets whose module offers stream(plan): state kept across windows
@@ -163,19 +164,12 @@ class WindowRunner:
         pass
 
     def feed(self, frames: np.ndarray) -> np.ndarray:
-        x = frames[:, None]
-        if self.info.latency:
-            from runtime.verify import align_latency, layer_depths
-
-            pad = np.zeros((self.info.latency * max(layer_depths(self.plan).values()), *x.shape[1:]), x.dtype)
-            res = self.info.runner()(self.plan, np.concatenate([x, pad]), record=True)
-            return align_latency(self.plan, res, self.info.latency, x.shape[0]).counts[0]
-        return self.info.runner()(self.plan, x).counts[0]
+        return run_aligned(self.info, self.plan, frames[:, None]).counts[0]
 
 
 def stepper(target: str, plan: Plan, reset_per_window: bool, device: str = "auto", threads: int = 1):
     """An object with ``reset()`` and ``feed(frames (t, C, H, W)) -> output counts (classes,)``."""
-    info = get_target(target)
+    info = require_target(target)
     if plan.precision not in info.precisions:
         raise ConfigError(f"the {target} target does not run {plan.precision} precision")
     if target in STATEFUL:

@@ -5,7 +5,10 @@ the semantics). Per target: accuracy, per-layer spike counts, predictions, timin
 reference: identical predictions, per-layer spike-count differences, identical rasters, and the
 first divergence (sample, layer, time step) after aligning the target's per-layer latency (a
 target that delivers spikes ``latency`` steps later per synaptic layer, as Lava's Dense and Conv
-do, runs ``T + depth * latency`` steps and each layer is shifted back by its depth).
+do, runs ``T + depth * latency`` steps and each layer is shifted back by its depth; see
+:mod:`runtime.latency`). ``--targets all`` runs every target that supports the graph and can run
+on this machine; the others are skipped with their reason, which the report records. A target
+named explicitly that cannot run here is an error that gives the reason.
 
 Tolerances (stated in the report): fixed precision must match exactly. Float precision must give
 identical output counts, layer counts and rasters, except in samples whose first divergence the
@@ -31,8 +34,10 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from runtime.data import load_inputs
+from runtime.latency import align_latency as align_latency  # re-exported: older imports name this module
+from runtime.latency import layer_depths as layer_depths
 from runtime.run import join_results, predictions, run_batches
-from targets import TARGETS, get_target
+from targets import TARGETS, require_target
 from targets import reference as ref_target
 from targets.plan import Plan, load_plan
 from targets.reference import RunResult
@@ -48,7 +53,7 @@ class VerifyConfig:
         metadata={
             "help": "comma-separated targets (known: "
             + ", ".join(TARGETS)
-            + "); 'all' for every one that supports the graph"
+            + "); 'all' for every one that supports the graph and can run here"
         },
     )
     data: str | None = field(
@@ -62,29 +67,6 @@ class VerifyConfig:
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
-
-
-def layer_depths(plan: Plan) -> dict[str, int]:
-    """Synaptic layers between the input and each LIF layer (the longest path)."""
-    depth: dict[str, int] = {"input": 0}
-    for n in plan.nodes:
-        d = max(depth[s] for s in n.sources)
-        depth[n.name] = d + (1 if n.kind in ("conv", "affine") else 0)
-    return {k: depth[k] for k in plan.lif_names}
-
-
-def align_latency(plan: Plan, got: RunResult, latency: int, steps: int) -> RunResult:
-    """Undo a target's per-layer delay: a LIF layer ``d`` synaptic layers deep runs ``d * latency``
-    steps late, so its step ``t`` is compared with the reference's step ``t - d * latency``. The
-    target ran ``T + depth * latency`` steps; counts are recomputed over the aligned window."""
-    if got.rasters is None:
-        raise ConfigError("a target with a per-layer latency must return rasters so that verification can align them")
-    depths = layer_depths(plan)
-    rasters = {k: r[depths[k] * latency : depths[k] * latency + steps] for k, r in got.rasters.items()}
-    layer_counts = {k: r.reshape(steps, r.shape[1], -1).sum(axis=(0, 2)).astype(np.int64) for k, r in rasters.items()}
-    out = plan.outputs[0]
-    counts = rasters[out].reshape(steps, rasters[out].shape[1], -1).sum(axis=0).astype(np.int64)
-    return RunResult(counts, layer_counts, rasters)
 
 
 def first_divergence(plan: Plan, ref: RunResult, got: RunResult, sample: int) -> dict[str, Any] | None:
@@ -241,6 +223,8 @@ def markdown(rep: dict[str, Any]) -> str:
     ]
     for t, r in rep["targets"].items():
         lines.append(f"| {t} | " + " | ".join(f"{r['spikes_per_sample'][k]:.1f}" for k in rep["layers"]) + " |")
+    for t, reason in rep.get("skipped", {}).items():
+        lines.append(f"\nSkipped {t}: unavailable on this machine ({reason}).")
     for t, r in rep["targets"].items():
         div = r.get("comparison", {}).get("first_divergence")
         if div:
@@ -254,14 +238,20 @@ def markdown(rep: dict[str, Any]) -> str:
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
     plan = load_plan(cfg.graph)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
+    skipped: dict[str, str] = {}  # target -> why it did not run here
     if names == ["all"]:
         kinds = {n.kind for n in plan.nodes}
-        names = [
-            t
-            for t, i in TARGETS.items()
-            if t != "reference" and plan.precision in i.precisions and kinds <= set(i.kinds)
-        ]
-    infos = {t: get_target(t) for t in names}
+        names = []
+        for t, i in TARGETS.items():
+            if t == "reference" or plan.precision not in i.precisions or not kinds <= set(i.kinds):
+                continue
+            reason = i.unavailable_reason()
+            if reason:
+                skipped[t] = reason
+                print(f"skipping target {t}: {reason}", file=sys.stderr)
+            else:
+                names.append(t)
+    infos = {t: require_target(t) for t in names}
     for t, info in infos.items():
         if plan.precision not in info.precisions:
             raise ConfigError(
@@ -281,18 +271,11 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
         "layers": plan.lif_names,
         "tolerance": ("exact: every output count, layer count and raster equal to the reference" if plan.precision == "fixed" else
                       f"exact, except samples whose first divergence is a threshold tie (reference membrane within {TIE_ULPS} float32 ulps of the threshold), which are counted and listed"),
-        "targets": {},
+        "targets": {}, "skipped": skipped,
     }  # fmt: skip
     comparisons = {}
     for t, info in infos.items():
-        if info.latency:
-            pad = np.zeros((info.latency * max(layer_depths(plan).values()), *spikes.shape[1:]), spikes.dtype)
-            got, timing[t] = run_batches(
-                info, plan, np.concatenate([spikes, pad]), cfg.batch_size, info.rasters, cfg.progress, t, cfg.device
-            )
-            got = align_latency(plan, got, info.latency, spikes.shape[0])
-        else:
-            got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t, cfg.device)
+        got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t, cfg.device)
         results[t] = got
         comparisons[t] = compare(plan, ref, got, labels)
     sample = int(np.argmax(sum(v for v in ref.layer_counts.values())))  # the busiest sample shows most

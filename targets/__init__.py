@@ -3,7 +3,9 @@
 A target has a name, the precisions and node kinds it supports, and one way to run:
 ``run(plan, spikes (T, B, ...), record=False) -> RunResult`` (output spike counts, per-layer spike
 counts, and on request the per-layer rasters). Modules load lazily, so that asking for the list
-of targets imports no backend.
+of targets imports no backend. A target whose backend may be missing on a machine (Lava's separate
+Python 3.10 environment) names a function that says why it cannot run here; commands skip it when
+asked for every target and refuse it with that reason when it is named.
 """
 
 from __future__ import annotations
@@ -27,9 +29,17 @@ class TargetInfo:
     rasters: bool = True  # can return per-layer rasters (record=True)
     options: tuple[str, ...] = ()  # extra keyword options its run() takes
     latency: int = 0  # extra steps of delay per synaptic layer (Lava's Dense/Conv: 1)
+    available: str | None = None  # a function in ``module``: () -> why it cannot run here, or None
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run
+
+    def unavailable_reason(self) -> str | None:
+        """Why this target cannot run on this machine, or None when it can (imports its module only
+        when it names an ``available`` check)."""
+        if self.available is None:
+            return None
+        return getattr(importlib.import_module(self.module), self.available)()
 
 
 TARGETS: dict[str, TargetInfo] = {}
@@ -47,6 +57,20 @@ def get_target(name: str) -> TargetInfo:
     return TARGETS[name]
 
 
+def unavailable_reason(name: str) -> str | None:
+    """Why target ``name`` cannot run on this machine, or None when it can."""
+    return get_target(name).unavailable_reason()
+
+
+def require_target(name: str) -> TargetInfo:
+    """The target ``name``, which must be able to run here; else the reason, as an error."""
+    info = get_target(name)
+    reason = info.unavailable_reason()
+    if reason:
+        raise ConfigError(f"target {name!r} is unavailable on this machine: {reason}")
+    return info
+
+
 register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
                            "plain numpy, one step at a time: defines the semantics"))  # fmt: skip
 register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), ALL_KINDS,
@@ -58,4 +82,5 @@ register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), A
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)"))  # fmt: skip
 register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS,
-                           "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1))  # fmt: skip
+                           "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1,
+                           available="unavailable_reason"))  # fmt: skip

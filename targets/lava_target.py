@@ -8,7 +8,8 @@ reports an error becomes a :class:`LavaError` (or the project error class the wo
 carries the worker's message.
 
 Timing: Lava's Dense and Conv deliver one step later per synaptic layer (``TargetInfo.latency =
-1``); results are in Lava steps, and :func:`runtime.verify.align_latency` shifts them back.
+1``); results are in Lava steps, and :func:`runtime.latency.run_aligned` pads the input and shifts
+them back. :func:`unavailable_reason` is the registry's availability check (``TargetInfo.available``).
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
     """``spikes (T, B, *input_shape)`` through Lava in the plan's precision; rows are Lava steps.
 
     Per-layer counts and output counts are over all ``T`` steps run (a layer ``d`` synaptic layers
-    deep shows model step ``t`` at step ``t + d``; feed ``T + depth`` steps and align, as
-    ``runtime.verify`` does, to compare with a target without latency)."""
+    deep shows model step ``t`` at step ``t + d``; :func:`runtime.latency.run_aligned` feeds
+    ``T + depth`` steps and aligns them, to compare with a target without latency)."""
     spikes = np.asarray(spikes)
     if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
         raise DataError(

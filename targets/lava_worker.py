@@ -33,7 +33,7 @@ The mapping (Lava keeps tensors in ``(W, H, C)`` order, ours are ``(C, H, W)``: 
   sends one element per message and is far too slow for rasters).
 
 Result rows are Lava steps: a LIF ``d`` synaptic layers deep shows model step ``t`` at row
-``t + d`` (``TargetInfo.latency = 1``; :func:`runtime.verify.align_latency` undoes it). The rows
+``t + d`` (``TargetInfo.latency = 1``; :func:`runtime.latency.align_latency` undoes it). The rows
 before a layer's first window step (``< d``) are reported as zero in every window, so a batch
 gives what each sample gives alone.
 

@@ -5,21 +5,20 @@ the others check the main-process side (errors, refusals) without Lava. The regi
 target tests (tests/test_targets.py) run the lava target on every test network and precision too.
 """
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from convert.build import build_nir
-from convert.netx import netx_layers, netx_plan, read_netx, write_netx
+from convert.netx import NETX_BIAS_SHIFT, netx_layers, read_netx, write_netx
 from convert.nirgraph import write_graph
 from core.errors import ConfigError, DataError, ModelError
-from runtime.verify import align_latency, compare, layer_depths
+from runtime.latency import layer_depths, run_aligned
+from runtime.verify import compare
 from targets import get_target, lava_target
 from targets import reference as ref
 from targets.lava_target import LavaError, worker_error
-from targets.plan import METADATA_KEY, load_plan
+from targets.plan import load_plan
 from train.models import build_model
 
 needs_lava = pytest.mark.skipif(
@@ -27,7 +26,9 @@ needs_lava = pytest.mark.skipif(
 )
 
 
-def _graph(tmp_path, name, shape, precision, scale_convs=1.0, bias64=False, steps=6, batch=3, seed=1):
+def _graph(tmp_path, name, shape, precision, scale_convs=1.0, netx=False, steps=6, batch=3, seed=1):
+    """A random-weight network as a ``.nir`` file; ``netx``: with random biases (a tenth of the
+    threshold), quantised onto netx's grid of 64 as ``convert.to_nir --netx`` does."""
     torch.manual_seed(0)
     model = build_model(name, **({"width": 4} if name.startswith("sew") else {})).eval()
     with torch.no_grad():
@@ -36,26 +37,18 @@ def _graph(tmp_path, name, shape, precision, scale_convs=1.0, bias64=False, step
                 m.weight.mul_(8)
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.mul_(scale_convs)
+            if netx and isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.bias.uniform_(-0.1, 0.1)
     x = (np.random.default_rng(seed).random((steps, batch, *shape)) < 0.3).astype(np.float32)
-    graph, _ = build_nir(model, shape, precision=precision, steps=steps, calibration=x)
-    if bias64:  # random biases on netx's grid of 64, so that the netx file is exact
-        meta = json.loads(graph.metadata[METADATA_KEY])
-        rng = np.random.default_rng(2)
-        for layer in meta["layers"].values():
-            fx = layer.get("fixed")
-            if fx and "bias_mant" in fx:
-                fx["bias_mant"] = (rng.integers(-40, 40, len(fx["bias_mant"])) * 64).tolist()
-                fx["bias_exp"] = 0
-        graph.metadata[METADATA_KEY] = json.dumps(meta)
+    graph, _ = build_nir(model, shape, precision=precision, steps=steps, calibration=x,
+                         min_bias_exp=NETX_BIAS_SHIFT if netx else 0)  # fmt: skip
     path = tmp_path / f"{name}.{precision}.nir"
     write_graph(path, graph)
     return load_plan(path), x
 
 
 def _aligned(plan, x):
-    depth = max(layer_depths(plan).values())
-    padded = np.concatenate([x, np.zeros((depth, *x.shape[1:]), x.dtype)])
-    return align_latency(plan, lava_target.run(plan, padded, record=True), 1, x.shape[0])
+    return run_aligned(get_target("lava"), plan, x, record=True)
 
 
 def test_registered_with_latency():
@@ -110,7 +103,7 @@ def test_netx_flag_needs_fixed_precision(capsys):
 
 
 def test_netx_file_layout(tmp_path):
-    plan, _ = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", bias64=True, steps=3, batch=1)
+    plan, _ = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", netx=True, steps=3, batch=1)
     written = write_netx(plan, tmp_path / "m.netx.h5")
     layers = read_netx(tmp_path / "m.netx.h5", written["layers"])
     assert [la["type"] for la in layers] == ["input", "conv", "conv", "flatten", "dense"]
@@ -119,6 +112,27 @@ def test_netx_file_layout(tmp_path):
         conv2["weight"].shape == (64, 32, 6, 6) and list(conv2["stride"]) == [2, 2] and list(conv2["padding"]) == [2, 2]
     )
     assert layers[1]["neuron"]["iDecay"] == 4096 and written["rounded_biases"] == {}
+    assert all(np.abs(la["bias"]).max() > 0 for la in layers if "bias" in la), "biases on the grid, not all zero"
+
+
+def test_netx_biases_exact_only_when_built_for_netx(tmp_path):
+    """A graph built for netx (min_bias_exp 6) has biases on the grid and needs no rounding: the .nir
+    and the file hold the same integers; one off the grid is then an error. A graph built without
+    it is rounded, and the rounding is reported."""
+    plan, _ = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", netx=True, steps=3, batch=1)
+    assert plan.meta["min_bias_exp"] == NETX_BIAS_SHIFT
+    for n in plan.nodes:
+        if n.kind in ("conv", "affine"):
+            assert not (n.fixed["bias"] % 64).any(), n.name
+    assert netx_layers(plan)[1] == {}
+    syn = next(n for n in plan.nodes if n.kind == "conv")
+    syn.fixed["bias"] = syn.fixed["bias"] + 5
+    with pytest.raises(ModelError, match=rf"bias of {syn.name} is not a multiple of 64 .* built for netx"):
+        netx_layers(plan)
+    plan.meta["min_bias_exp"] = 0  # as a graph converted without --netx
+    assert netx_layers(plan)[1] == {syn.name: 5.0}
+    with pytest.raises(ModelError, match="applies to fixed precision only"):
+        _graph(tmp_path, "digits_csnn", (1, 8, 8), "float", netx=True, steps=3, batch=1)
 
 
 @pytest.mark.lava
@@ -163,17 +177,18 @@ def test_real_nmnist_fixed_bit_exact_with_torch(eventdata, tmp_path):
 @pytest.mark.lava
 @needs_lava
 def test_netx_file_runs_in_lava_dl_like_our_graph(tmp_path):
-    """lava-dl's own netx loader on our file gives the output spikes of our Lava process graph."""
-    plan, x = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", bias64=True)
-    write_netx(plan, tmp_path / "m.netx.h5")
+    """lava-dl's own netx loader on our file, our Lava process graph on the .nir and the reference
+    give the same output spikes, step for step (the graph was built for netx: no bias rounding)."""
+    plan, x = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", netx=True)
+    assert write_netx(plan, tmp_path / "m.netx.h5")["rounded_biases"] == {}
     depth = max(layer_depths(plan).values())
     padded = np.concatenate([x, np.zeros((depth, *x.shape[1:]), x.dtype)])
     net = lava_target.run_netx(tmp_path / "m.netx.h5", padded)
     ours = lava_target.run(plan, padded, record=True).rasters[plan.outputs[0]]
     assert net.sum() > 0 and np.array_equal(net, ours)
-    # and both are the reference, once Lava's latency is aligned (the biases sit on netx's grid)
-    expected = ref.run(netx_plan(plan), x, record=True)
-    assert np.array_equal(net[depth:].astype(np.int64).sum(0), expected.counts)
+    # both are the reference's raster once Lava's latency (one step per layer) is aligned
+    expected = ref.run(plan, x, record=True).rasters[plan.outputs[0]]
+    assert np.array_equal(net[depth:], expected) and not net[:depth].any()
 
 
 @pytest.mark.lava

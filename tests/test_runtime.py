@@ -86,8 +86,19 @@ def test_run_errors(graphs, tmp_path, capsys):
     assert "is not a readable NIR graph" in capsys.readouterr().err
 
 
+def _simulate_unavailable_lava(monkeypatch, reason="simulated: no Lava on this machine"):
+    """The lava target's availability check answers ``reason`` (the registry resolves it lazily)."""
+    from targets import lava_target
+
+    monkeypatch.setattr(lava_target, "unavailable_reason", lambda: reason)
+    return reason
+
+
 @pytest.mark.parametrize("precision", ["float", "fixed"])
-def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys):
+def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys, monkeypatch):
+    """Every target that supports the graph agrees; an unavailable one (lava, simulated so that the
+    test stays fast) is skipped with its reason in the output and the report."""
+    reason = _simulate_unavailable_lava(monkeypatch)
     out = tmp_path / "v"
     argv = [
         str(graphs / f"{precision}.nir"),
@@ -101,8 +112,12 @@ def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys):
         str(out),
     ]
     assert verify.main(argv) == 0, capsys.readouterr()
+    captured = capsys.readouterr()
     rep = json.loads((out / "report.json").read_text())
-    expected = {"reference", "torch", "onnx"} | ({"norse"} if precision == "float" else set())
+    kinds = {n.kind for n in load_plan(graphs / f"{precision}.nir").nodes}
+    supported = {t for t, i in TARGETS.items() if precision in i.precisions and kinds <= set(i.kinds)}
+    expected = supported - {"lava"}
+    assert {"reference", "torch", "onnx"} <= expected and ("norse" in expected) == (precision == "float")
     assert set(rep["targets"]) == expected and rep["passed"]
     for t in expected - {"reference"}:
         c = rep["targets"][t]["comparison"]
@@ -110,6 +125,45 @@ def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys):
     for name in ("report.md", "spike_counts.png", "rasters.png", "agreement.png"):
         assert (out / name).is_file()
     assert "exact" in rep["tolerance"]
+    assert rep["skipped"] == {"lava": reason}
+    assert f"skipping target lava: {reason}" in captured.err
+    assert f"Skipped lava: unavailable on this machine ({reason})" in (out / "report.md").read_text()
+
+
+def test_unavailable_target_named_explicitly_is_an_error(graphs, tmp_path, capsys, monkeypatch):
+    reason = _simulate_unavailable_lava(monkeypatch)
+    graph, common = str(graphs / "fixed.nir"), ["--samples", "4", "--progress", "false"]
+    assert verify.main([graph, "--targets", "torch,lava", *common, "--out", str(tmp_path / "v")]) == 2
+    assert f"error: target 'lava' is unavailable on this machine: {reason}" in capsys.readouterr().err
+    assert run_cmd.main([graph, "--target", "lava", *common, "--out", str(tmp_path / "r.json")]) == 2
+    assert f"error: target 'lava' is unavailable on this machine: {reason}" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists() and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.lava
+def test_run_lava_gives_the_reference_counts(graphs, tmp_path):
+    """``runtime.run --target lava`` runs T + depth steps and aligns them: per-layer totals, per-step
+    counts and predictions equal the reference's (with only T steps the deepest layers would miss
+    their last steps)."""
+    from targets import unavailable_reason
+
+    if unavailable_reason("lava"):
+        pytest.skip(f"lava target unavailable: {unavailable_reason('lava')}")
+    reps = {}
+    for target in ("reference", "lava"):
+        out = tmp_path / f"{target}.json"
+        argv = [str(graphs / "fixed.nir"), "--target", target, "--samples", "6", "--progress", "false",
+                "--per-step", "--out", str(out)]  # fmt: skip
+        assert run_cmd.main(argv) == 0
+        reps[target] = json.loads(out.read_text())
+    ref, lava = reps["reference"], reps["lava"]
+    assert lava["T"] == ref["T"] and lava["predictions"] == ref["predictions"]
+    assert lava["accuracy"] == ref["accuracy"]
+    assert sum(v["total"] for v in ref["layers"].values()) > 0
+    for k, v in ref["layers"].items():
+        assert lava["layers"][k]["total"] == v["total"], k
+        assert lava["layers"][k]["per_step"] == v["per_step"], k
+    assert lava["synaptic_operations"] == ref["synaptic_operations"]
 
 
 def test_verify_catches_a_perturbed_graph(graphs, tmp_path, capsys):
@@ -179,7 +233,7 @@ def test_foreign_graph_needs_data(tmp_path):
 
 def _delayed_run(plan, spikes, *, record=False):
     """A stand-in for a target whose synaptic layers each deliver one step late (like Lava's)."""
-    from runtime.verify import layer_depths
+    from runtime.latency import layer_depths
     from targets import reference
 
     res = reference.run(plan, spikes, record=True)

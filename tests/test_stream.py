@@ -178,3 +178,17 @@ def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
     code = stream_cmd.main([str(garbage), "--model", model, "--sensor-size", "128x128", "--progress", "false", *TIMING])
     err = capsys.readouterr().err
     assert code in (0, 2) and ("error:" in err or "windows" in err)
+
+
+@pytest.mark.lava
+def test_lava_streams_windows_from_rest_like_eventsim(event_model, tmp_path):
+    from targets import unavailable_reason
+
+    if unavailable_reason("lava"):
+        pytest.skip(f"lava is unavailable: {unavailable_reason('lava')}")
+    path = tmp_path / "two.h5"
+    make_recording(path, samples=2)
+    a = _windows(path, event_model["fixed"], "eventsim", "--reset-per-window", "true")
+    b = _windows(path, event_model["fixed"], "lava", "--reset-per-window", "true")
+    assert [w["counts"] for w in a["windows"]] == [w["counts"] for w in b["windows"]]
+    assert any(w["counts"] != [0] * 10 for w in a["windows"])

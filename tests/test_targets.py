@@ -8,32 +8,14 @@ from convert.build import build_nir
 from convert.nirgraph import write_graph
 from convert.to_onnx import export_onnx, export_step_onnx
 from core.errors import ConfigError, DataError
-from targets import TARGETS, get_target
+from runtime.latency import run_aligned
+from targets import TARGETS, get_target, unavailable_reason
 from targets import reference as ref
 from targets.plan import load_plan
 from train.models import build_model
 
 # Targets whose backend lives outside the main environment carry a marker and skip with the reason.
 MARKS = {"lava": pytest.mark.lava}
-
-
-def _unavailable(target: str) -> str | None:
-    if target == "lava":
-        from targets.lava_target import unavailable_reason
-
-        return unavailable_reason()
-    return None
-
-
-def _run_aligned(info, plan, x, record=False):
-    """Run a target; one with a per-layer latency runs T + depth steps and is aligned back, as
-    runtime.verify does."""
-    if not info.latency:
-        return info.runner()(plan, x, record=record)
-    from runtime.verify import align_latency, layer_depths
-
-    pad = np.zeros((info.latency * max(layer_depths(plan).values()), *x.shape[1:]), x.dtype)
-    return align_latency(plan, info.runner()(plan, np.concatenate([x, pad]), record=True), info.latency, x.shape[0])
 
 
 NETWORKS = {
@@ -80,31 +62,47 @@ def case(request, tmp_path_factory):
 def test_target_matches_reference(case, target):
     name, precision, plan, x, expected = case
     info = get_target(target)
-    if _unavailable(target):
-        pytest.skip(f"{target} is unavailable: {_unavailable(target)}")
+    reason = unavailable_reason(target)
+    if reason:
+        pytest.skip(f"{target} is unavailable: {reason}")
     if precision not in info.precisions:
         pytest.skip(f"{target} does not support {precision} precision")
     missing = {n.kind for n in plan.nodes} - set(info.kinds)
     if missing:
         pytest.skip(f"{target} does not support node kinds {sorted(missing)} of {name}")
     assert sum(int(c.sum()) for c in expected.layer_counts.values()) > 0, "a silent network proves nothing"
-    got = _run_aligned(info, plan, x, record=True)
+    got = run_aligned(info, plan, x, record=True)
     assert np.array_equal(got.counts, expected.counts)
     for layer, c in expected.layer_counts.items():
         assert np.array_equal(got.layer_counts[layer], c), layer
         if info.rasters:
             assert np.array_equal(got.rasters[layer], expected.rasters[layer]), layer
     # a T other than the file's (the onnx target then steps model.step.onnx)
-    shorter = _run_aligned(info, plan, x[:3])
+    shorter = run_aligned(info, plan, x[:3])
     assert np.array_equal(shorter.counts, ref.run(plan, x[:3]).counts)
     # batch size 1 gives the same as the first sample of the batch
-    one = _run_aligned(info, plan, x[:, :1])
+    one = run_aligned(info, plan, x[:, :1])
     assert np.array_equal(one.counts, expected.counts[:1])
 
 
 def test_unknown_target_lists_known():
     with pytest.raises(ConfigError, match=r"unknown target 'tpu'; known targets: " + ", ".join(TARGETS) + "$"):
         get_target("tpu")
+
+
+def test_availability_through_the_registry(monkeypatch):
+    """Only targets that name an availability check can be unavailable; the check is resolved at
+    call time, so a simulated reason is what the registry reports and refuses with."""
+    from targets import lava_target, require_target
+
+    assert all(unavailable_reason(t) is None for t, i in TARGETS.items() if i.available is None)
+    monkeypatch.setattr(lava_target, "unavailable_reason", lambda: "simulated: no .venv-lava")
+    assert unavailable_reason("lava") == "simulated: no .venv-lava"
+    with pytest.raises(ConfigError, match=r"^target 'lava' is unavailable on this machine: simulated: no .venv-lava$"):
+        require_target("lava")
+    assert require_target("torch") is get_target("torch")
+    with pytest.raises(ConfigError, match="unknown target 'tpu'"):
+        unavailable_reason("tpu")
 
 
 def test_wrong_input_shape(case):
