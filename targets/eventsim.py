@@ -37,8 +37,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from core import fixed
-from core.errors import DataError, ModelError
-from targets.plan import Plan
+from core.errors import ModelError
+from targets.plan import Plan, check_spikes
 from targets.reference import RunResult
 
 DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX = (fixed.DECAY_UNITY, fixed.DECAY_SHIFT, fixed.ACT_SHIFT,
@@ -66,6 +66,19 @@ def _cycles(typingctx):
         return builder.call(fn, [])
 
     return types.int64(), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_run(acc, a0, weights, w0, m, x):
+    """``acc[a0 : a0 + m] += x * weights[w0 : w0 + m]``. Unsigned indices: numba then adds no
+    negative-index wraparound and LLVM vectorises the loop (2.6x faster, measured)."""
+    if x == 1:  # a spike: a plain add
+        for o in range(m):
+            acc[a0 + o] += weights[w0 + o]
+    else:
+        xa = _cast_like(x, weights)
+        for o in range(m):
+            acc[a0 + o] += xa * weights[w0 + o]
 
 
 def _cast_like(x, arr):
@@ -314,14 +327,7 @@ def _simulate(
                         i = ev_idx[so + e]
                         x = ev_val[so + e]
                         if kind == AFFINE:
-                            bu, ou, m = np.uint64(woff + i * N), np.uint64(off), np.uint64(N)
-                            if x == 1:
-                                for o in range(m):
-                                    acc[ou + o] += weights[bu + o]
-                            else:
-                                xa = _cast_like(x, weights)
-                                for o in range(m):
-                                    acc[ou + o] += xa * weights[bu + o]
+                            _add_run(acc, np.uint64(off), weights, np.uint64(woff + i * N), np.uint64(N), x)
                             syn += N
                             if ng == 0:
                                 glist[goff] = 0
@@ -348,16 +354,7 @@ def _simulate(
                                 g0 = oy * Wo + ox0 - n + 1
                                 base = woff + ((c * KH + ky) * KW + KW - kx0 - n) * Co
                                 a0 = off + g0 * Co
-                                # unsigned indices: numba then adds no negative-index wraparound, and
-                                # LLVM vectorises the run (2.6x faster measured)
-                                a0u, bu, m = np.uint64(a0), np.uint64(base), np.uint64(n * Co)
-                                if x == 1:
-                                    for o in range(m):
-                                        acc[a0u + o] += weights[bu + o]
-                                else:
-                                    xa = _cast_like(x, weights)
-                                    for o in range(m):
-                                        acc[a0u + o] += xa * weights[bu + o]
+                                _add_run(acc, np.uint64(a0), weights, np.uint64(base), np.uint64(n * Co), x)
                                 syn += n * Co
                                 if track:
                                     for g in range(g0, g0 + n):
@@ -671,16 +668,7 @@ class EventSim:
     def input_events(self, spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """Dense ``(T, B, *input_shape)`` input as events: CSR offsets over (sample, step), internal
         neuron indices and values."""
-        plan = self.plan
-        spikes = np.asarray(spikes)
-        if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
-            raise DataError(
-                f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
-            )
-        if not np.isfinite(spikes).all():
-            raise DataError("input spikes hold NaN or infinite values")
-        if self.integer and not np.array_equal(spikes, np.rint(spikes)):
-            raise DataError("fixed precision takes integer spike counts as input; got fractional values")
+        spikes = check_spikes(self.plan, spikes)
         T, B = spikes.shape[:2]
         # (B, T, H, W, C): the internal channel-last order, in one copy
         order = (1, 0, 3, 4, 2) if spikes.ndim == 5 else (1, 0, *range(2, spikes.ndim))

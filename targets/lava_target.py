@@ -24,7 +24,7 @@ import numpy as np
 
 from core import errors
 from core.errors import DataError, SnnDeployError
-from targets.plan import Plan
+from targets.plan import Plan, check_spikes
 from targets.reference import RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,13 +116,7 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
     Per-layer counts and output counts are over all ``T`` steps run (a layer ``d`` synaptic layers
     deep shows model step ``t`` at step ``t + d``; :func:`runtime.latency.run_aligned` feeds
     ``T + depth`` steps and aligns them, to compare with a target without latency)."""
-    spikes = np.asarray(spikes)
-    if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
-        raise DataError(
-            f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
-        )
-    if plan.precision == "fixed" and not np.array_equal(spikes, np.rint(spikes)):
-        raise DataError("fixed precision takes integer spike counts as input; got fractional values")
+    spikes = check_spikes(plan, spikes)
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         raise DataError("the lava target runs a .nir file in its worker process; this plan was not loaded from a file")

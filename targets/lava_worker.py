@@ -70,6 +70,16 @@ def lava_layout(x: np.ndarray, lead: int = 0) -> np.ndarray:
 # Linear operators in our C-order flat layout (scipy.sparse), for composite synapses
 
 
+def _taps(size, out, kernel, stride, pad):
+    """Per kernel tap ``(i, j)``: the input rows/columns ``(yy, xx)`` each output pixel reads, and
+    which of them lie inside the input (``ok``)."""
+    (h, w), (oh, ow), (kh, kw), (sh, sw), (ph, pw) = size, out, kernel, stride, pad
+    for i in range(kh):
+        for j in range(kw):
+            yy, xx = np.meshgrid(np.arange(oh) * sh + i - ph, np.arange(ow) * sw + j - pw, indexing="ij")
+            yield i, j, yy, xx, (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+
+
 def pool_matrix(shape: tuple[int, ...], n: Node) -> sp.csr_matrix:
     """Sum (or average) pooling of a ``(C, H, W)`` tensor as a sparse ``(out, in)`` matrix."""
     c, h, w = shape
@@ -77,15 +87,10 @@ def pool_matrix(shape: tuple[int, ...], n: Node) -> sp.csr_matrix:
     _, oh, ow = n.out_shape
     rows, cols = [], []
     out_idx = np.arange(c * oh * ow).reshape(c, oh, ow)
-    for i in range(kh):
-        for j in range(kw):
-            y = np.arange(oh) * sh + i - ph
-            x = np.arange(ow) * sw + j - pw
-            yy, xx = np.meshgrid(y, x, indexing="ij")
-            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            for ch in range(c):
-                rows.append(out_idx[ch][ok])
-                cols.append((ch * h + yy[ok]) * w + xx[ok])
+    for _, _, yy, xx, ok in _taps((h, w), (oh, ow), (kh, kw), (sh, sw), (ph, pw)):
+        for ch in range(c):
+            rows.append(out_idx[ch][ok])
+            cols.append((ch * h + yy[ok]) * w + xx[ok])
     r, cidx = np.concatenate(rows), np.concatenate(cols)
     scale = 1.0 / (kh * kw) if n.kind == "avgpool" else 1.0
     return sp.csr_matrix((np.full(len(r), scale), (r, cidx)), shape=(c * oh * ow, c * h * w))
@@ -98,20 +103,15 @@ def conv_matrix(n: Node, weight: np.ndarray) -> sp.csr_matrix:
     _, _, kh, kw = weight.shape
     (sh, sw), (ph, pw) = n.params["stride"], n.params["padding"]
     rows, cols, vals = [], [], []
-    for i in range(kh):
-        for j in range(kw):
-            y = np.arange(oh) * sh + i - ph
-            x = np.arange(ow) * sw + j - pw
-            yy, xx = np.meshgrid(y, x, indexing="ij")
-            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            pos_out = (yy * 0 + np.arange(oh)[:, None]) * ow + np.arange(ow)[None, :]
-            for oc in range(o):
-                for ic in range(c):
-                    if weight[oc, ic, i, j] == 0:
-                        continue
-                    rows.append(oc * oh * ow + pos_out[ok])
-                    cols.append((ic * h + yy[ok]) * w + xx[ok])
-                    vals.append(np.full(int(ok.sum()), weight[oc, ic, i, j], dtype=np.float64))
+    pos_out = np.arange(oh)[:, None] * ow + np.arange(ow)[None, :]
+    for i, j, yy, xx, ok in _taps((h, w), (oh, ow), (kh, kw), (sh, sw), (ph, pw)):
+        for oc in range(o):
+            for ic in range(c):
+                if weight[oc, ic, i, j] == 0:
+                    continue
+                rows.append(oc * oh * ow + pos_out[ok])
+                cols.append((ic * h + yy[ok]) * w + xx[ok])
+                vals.append(np.full(int(ok.sum()), weight[oc, ic, i, j], dtype=np.float64))
     if not rows:
         return sp.csr_matrix((o * oh * ow, c * h * w))
     return sp.csr_matrix(

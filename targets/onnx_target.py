@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import DataError
-from targets.plan import Plan
+from targets.plan import Plan, check_spikes
 from targets.reference import RunResult
 
 # ---------------------------------------------------------------------------------------------
@@ -46,15 +46,7 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
     ONNX Runtime; returns ``{"counts": (B, classes) int64, "layer_counts": {lif: (B,) int64},
     "provider": name}``, to compare with :func:`targets.reference.run`. The step file runs ``T``
     times from zero states."""
-    spikes = np.asarray(spikes)
-    if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
-        raise DataError(
-            f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
-        )
-    if plan.precision == "fixed" and not np.array_equal(spikes, np.rint(spikes)):
-        raise DataError("fixed precision takes integer spike counts as input; got fractional values")
-    if spikes.shape[0] < 1:
-        raise DataError("input spikes have no time steps (T = 0)")
+    spikes = check_spikes(plan, spikes)
     x = spikes.astype(np.float32)
     sess = cached_session(path, threads)
     inputs = {i.name: i for i in sess.get_inputs()}

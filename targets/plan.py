@@ -262,3 +262,20 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             n.fixed = {"vth": int(fx["vth"]), "dv": int(fx["dv"])}
         elif n.kind == "avgpool":
             raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold an average pool ({n.name})")
+
+
+def check_spikes(plan: Plan, spikes) -> np.ndarray:
+    """``spikes`` as an array shaped ``(T, B, *input_shape)`` with finite values (integer counts in
+    fixed precision): the one input check every target makes."""
+    spikes = np.asarray(spikes)
+    if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
+        raise DataError(
+            f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
+        )
+    if spikes.shape[0] < 1:
+        raise DataError("input spikes have no time steps (T = 0)")
+    if not np.isfinite(spikes).all():
+        raise DataError("input spikes hold NaN or infinite values")
+    if plan.precision == "fixed" and not np.array_equal(spikes, np.rint(spikes)):
+        raise DataError("fixed precision takes integer spike counts as input; got fractional values")
+    return spikes

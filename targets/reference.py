@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core import fixed
-from core.errors import DataError
-from targets.plan import Node, Plan
+from targets.plan import Node, Plan, check_spikes
 
 
 @dataclass
@@ -68,14 +67,8 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
 
     ``margins`` also keeps every membrane's distance to its threshold before the spike decision,
     which verification uses to trace a float disagreement to a threshold tie."""
-    spikes = np.asarray(spikes)
-    if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
-        raise DataError(
-            f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"
-        )
+    spikes = check_spikes(plan, spikes)
     integer = plan.precision == "fixed"
-    if integer and not np.array_equal(spikes, np.rint(spikes)):
-        raise DataError("fixed precision takes integer spike counts as input; got fractional values")
     T, B = spikes.shape[:2]
     by_name = {n.name: n for n in plan.nodes}
     state = {

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from core import fixed
-from core.errors import ConfigError, DataError
-from targets.plan import Node, Plan
+from core.errors import ConfigError
+from targets.plan import Node, Plan, check_spikes
 from targets.reference import RunResult
 
 
@@ -74,11 +74,9 @@ class TorchPlan:
     ) -> RunResult:
         """Run from rest, or from ``state`` (membranes by LIF name; updated in place: streaming)."""
         plan = self.plan
-        x_all = torch.as_tensor(np.asarray(spikes) if not isinstance(spikes, torch.Tensor) else spikes)
-        if x_all.dim() != len(plan.input_shape) + 2 or tuple(x_all.shape[2:]) != plan.input_shape:
-            raise DataError(
-                f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(x_all.shape)}"
-            )
+        if isinstance(spikes, torch.Tensor):
+            spikes = spikes.cpu().numpy()
+        x_all = torch.as_tensor(check_spikes(plan, spikes))
         x_all = x_all.to(self.device, torch.int64 if self.integer else torch.float32)
         T, B = x_all.shape[:2]
         lifs = [n for n in plan.nodes if n.kind == "lif"]
