@@ -15,7 +15,7 @@ import numpy as np
 from core.errors import ConfigError, DataError
 from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch
 from inputs.events import Binning, bin_events
-from inputs.nmnist import read_nmnist
+from inputs.readers import open_events
 from targets.plan import Plan
 
 
@@ -49,11 +49,8 @@ def load_inputs(plan: Plan, data: str | None = None, *, root: str | None = None,
 
 
 def _event_file(plan: Plan, path: Path) -> tuple[np.ndarray, None, str]:
-    """One N-MNIST-format recording (other formats arrive with the streaming stage)."""
-    if path.suffix.lower() != ".bin":
-        raise DataError(
-            f"{path}: only N-MNIST .bin recordings are read here; other event formats are read by runtime.stream"
-        )
+    """One recording, any format :mod:`inputs.readers` knows, binned as the graph's data was (its
+    first window; ``runtime.stream`` maps other sensors and streams long recordings)."""
     binning_desc = (plan.meta.get("dataset") or {}).get("binning")
     if binning_desc:
         binning = Binning.from_dict(binning_desc)
@@ -61,7 +58,11 @@ def _event_file(plan: Plan, path: Path) -> tuple[np.ndarray, None, str]:
         if plan.steps is None or len(plan.input_shape) != 3:
             raise ConfigError(f"{plan.source}: no recorded binning or T to turn {path.name} into frames")
         binning = Binning(plan.steps, 300_000, plan.input_shape[1], plan.input_shape[2])
-    frames = bin_events(read_nmnist(path), binning)  # (T, 2, H, W)
+    stream = open_events(path)
+    if stream.sensor_size is None:  # N-MNIST-style files state none: the graph's frame is the sensor
+        stream = open_events(path, sensor_size=(binning.width, binning.height))
+    events = stream.read_all()
+    frames = bin_events(events, binning)  # (T, 2, H, W)
     if frames.shape[1:] != plan.input_shape:
         raise DataError(f"{path.name} bins to {frames.shape[1:]}, the graph takes {plan.input_shape}")
     return frames[:, None], None, f"{path.name} (1 recording)"

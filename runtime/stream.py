@@ -216,6 +216,7 @@ def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
     bin_us, steps, binary = timing(plan, cfg)
     window_us = bin_us * steps
     run = stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)
+    slots = load_slots(cfg.labels) if cfg.labels else None
     warm = time.perf_counter()  # compile / load before the clock starts: latencies are steady-state
     run.feed(np.zeros((steps, *plan.input_shape), np.float32))
     run.reset()
@@ -241,6 +242,8 @@ def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
         rec = {"window": len(windows), "start_us": int(t_start), "end_us": int(t_start + window_us),
                "events": int(len(evs)), "class": int(counts.argmax()) if counts.any() else None,
                "counts": counts.tolist(), "latency_ms": 1e3 * (time.perf_counter() - t0)}  # fmt: skip
+        if slots is not None:
+            rec["label"] = label_of(slots, rec["start_us"], rec["end_us"])
         if final:
             rec["partial"] = True
         windows.append(rec)
@@ -292,28 +295,34 @@ def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
                        "max": float(lat.max())},
         "classes": _class_histogram(windows),
     }  # fmt: skip
-    if cfg.labels:
-        summary["scored"] = score(windows, cfg.labels)
+    if slots is not None:
+        summary["scored"] = score(windows)
     return {"summary": summary, "windows": windows}
 
 
-def score(windows: list[dict[str, Any]], labels_path: str) -> dict[str, Any]:
-    """Accuracy of the windows whose middle lies in a labelled slot (``{"samples": [{start_us, end_us, label}]}``)."""
+def load_slots(labels_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, ends, labels)`` of a labels file (``{"samples": [{start_us, end_us, label}]}``)."""
     try:
         slots = json.loads(Path(labels_path).read_text())["samples"]
-        starts = np.array([s["start_us"] for s in slots])
-        ends = np.array([s["end_us"] for s in slots])
-        truth = np.array([s["label"] for s in slots])
+        return (np.array([s["start_us"] for s in slots], np.int64), np.array([s["end_us"] for s in slots], np.int64),
+                np.array([s["label"] for s in slots], np.int64))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"labels file {labels_path}: {type(e).__name__}: {e}") from None
-    hits = n = 0
-    for w in windows:
-        mid = (w["start_us"] + w["end_us"]) / 2
-        i = int(np.searchsorted(starts, mid, side="right")) - 1
-        if i >= 0 and mid < ends[i]:
-            n += 1
-            hits += int(w["class"] == truth[i])
-    return {"windows": n, "correct": hits, "accuracy": hits / n if n else None}
+
+
+def label_of(slots, start_us: int, end_us: int) -> int | None:
+    """The label of the slot holding the window's middle, if any."""
+    starts, ends, truth = slots
+    mid = (start_us + end_us) / 2
+    i = int(np.searchsorted(starts, mid, side="right")) - 1
+    return int(truth[i]) if i >= 0 and mid < ends[i] else None
+
+
+def score(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy of the windows that have a label."""
+    labelled = [w for w in windows if w.get("label") is not None]
+    hits = sum(w["class"] == w["label"] for w in labelled)
+    return {"windows": len(labelled), "correct": hits, "accuracy": hits / len(labelled) if labelled else None}
 
 
 MAX_WINDOWS_PER_GAP = 100_000
@@ -376,7 +385,11 @@ def plot(result: dict[str, Any], path: str | Path, class_names: list[str] | None
     )
     a.grid(alpha=0.3)
     cls = np.array([-1 if w["class"] is None else w["class"] for w in wins])
-    b.scatter(mid, cls, c=np.where(cls < 0, 0.5, cls), cmap="tab10", s=14)
+    b.scatter(mid, cls, c=np.where(cls < 0, 0.5, cls), cmap="tab10", s=14, label="predicted")
+    truth = [(m, w["label"]) for m, w in zip(mid, wins) if w.get("label") is not None]
+    if truth:
+        b.scatter(*zip(*truth), marker="x", color="k", s=22, lw=0.8, label="label")
+        b.legend(fontsize=7, loc="upper right", ncol=2)
     b.set(xlabel="time (s)", ylabel="predicted class")
     n = len(wins[0]["counts"])
     b.set_yticks(range(-1, n), ["none"] + (class_names or [str(i) for i in range(n)]))

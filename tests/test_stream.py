@@ -99,6 +99,7 @@ def test_windows_follow_the_labelled_slots(event_model, recording):
     labels = json.loads((recording.parent / "digits.h5.labels.json").read_text())
     assert [w["start_us"] for w in res["windows"]] == [s["start_us"] for s in labels["samples"]]
     assert res["summary"]["scored"]["windows"] == 6
+    assert [w["label"] for w in res["windows"]] == [s["label"] for s in labels["samples"]]
 
 
 def test_cli_writes_lines_summary_and_plot(event_model, recording, tmp_path, capsys):
