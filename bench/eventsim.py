@@ -7,8 +7,8 @@ student. Trained checkpoints are used where they exist (``--nmnist``, ``--digits
 says so. Everything is timed in this one process, interleaved, on one core (torch with one
 thread), median of ``--repeats``:
 
-- time per sample at batch 1 and batch 64, eventsim vs torch, both precisions; vs lava (its time per
-  sample without the worker's start-up, from one call of 1 sample and one of 3);
+- time per sample at batch 1 and batch 64, eventsim vs torch, both precisions; vs lava (Lava's own
+  stepping time per sample, T + depth steps, without the worker's start-up and compilation);
 - synaptic events (effective accumulates) per second and nanoseconds per synaptic event;
 - time against input event rate (the events thinned to 10/25/50/100%);
 - peak memory of the simulator's buffers (tracemalloc) next to the process's peak RSS.
@@ -26,6 +26,7 @@ import copy
 import resource
 import statistics
 import sys
+import textwrap
 import time
 import tracemalloc
 from pathlib import Path
@@ -38,6 +39,7 @@ from convert.nirgraph import write_graph
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs.datasets import dataset_from_description, load_dataset, spike_batch
+from runtime.latency import extra_steps
 from targets import TARGETS, eventsim, torch_target
 from targets.plan import load_plan
 from train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -140,19 +142,15 @@ def measure(w: dict, precision: str, args) -> dict:
     rec |= {"synaptic_events_per_sample": syn, "neuron_updates_per_sample": upd,
             "synaptic_events_per_s": syn / t1, "ns_per_synaptic_event": 1e9 * t1 / max(syn, 1)}  # fmt: skip
     if "lava" in TARGETS and not args.no_lava:
-        k = max(2, min(args.lava_samples, n))
+        k = min(args.lava_samples, n)
         try:
-            lava = TARGETS["lava"].runner()
-            # one call of 1 sample and one of k: the difference is Lava's time per sample, without the
-            # worker's start-up and graph building (paid once per call)
-            t0 = time.perf_counter()
-            lava(plan, x[:, :1])
-            t_one = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            lava(plan, x[:, :k])
-            t_k = time.perf_counter() - t0
-            t_lava = max((t_k - t_one) / (k - 1), 1e-9)
-            rec["lava"] = {"lava_ms": 1e3 * t_lava, "startup_s": t_one - t_lava, "samples": k, "speedup": t_lava / t1}
+            from targets import lava_target
+
+            lava_target.run(plan, x[:, :k])
+            sim = lava_target.LAST_SIMULATION  # Lava's own stepping time: worker start and compile excluded
+            t_lava = sim["seconds"] / sim["steps"] * (x.shape[0] + extra_steps(plan, 1))
+            rec["lava"] = {"lava_ms": 1e3 * t_lava, "samples": k, "steps_per_s": sim["steps"] / sim["seconds"],
+                           "speedup": t_lava / t1}  # fmt: skip
         except SnnDeployError as e:
             rec["lava"] = {"unavailable": str(e)}
     # time against input event rate: each input count thinned binomially
@@ -194,7 +192,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5.5))
     for w in results["workloads"]:
         for r in w["runs"]:
             ev = [p["input_events"] for p in r["thinning"]]
@@ -206,12 +204,12 @@ def plot(results: dict, path: Path) -> None:
     labels, b1, b64 = [], [], []
     for w in results["workloads"]:
         for r in w["runs"]:
-            labels.append(f"{w['name'][:22]}\n{r['precision']}")
+            labels.append(f"{textwrap.shorten(w['name'], 34, placeholder='...')} ({r['precision']})")
             b1.append(r["batch1"]["speedup"]), b64.append(r["batch64"]["speedup"])
     pos = np.arange(len(labels))
     b.bar(pos - 0.2, b1, 0.4, label="batch 1"), b.bar(pos + 0.2, b64, 0.4, label="batch 64")
     b.axhline(GOALS["torch_batch1"], color="k", ls="--", lw=1, label="goal at batch 1 (10x)")
-    b.set_xticks(pos, labels, fontsize=6)
+    b.set_xticks(pos, labels, fontsize=6, rotation=35, ha="right")
     b.set(ylabel="torch CPU time / eventsim time", title="speed-up over the torch target (one core)", yscale="log")
     b.legend(fontsize=7), b.grid(axis="y", alpha=0.3)
     fig.tight_layout()

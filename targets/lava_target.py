@@ -50,6 +50,11 @@ def unavailable_reason() -> str | None:
     return f"{ROOT / '.venv-lava'} is not set up: run `make setup-lava` (needs Python 3.10, as lava-nc 0.10 does)"
 
 
+# Lava's own stepping time in the last call (``seconds`` for ``steps`` steps, compile and worker
+# start excluded): what benchmarks compare with.
+LAST_SIMULATION: dict[str, float] = {}
+
+
 def run_worker(args: list[str], *, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run ``python -m <args>`` in ``.venv-lava`` from the repository root; errors become ours."""
     reason = unavailable_reason()
@@ -98,6 +103,9 @@ def _request(spikes: np.ndarray, fixed: bool, **paths: str) -> dict[str, np.ndar
             raise LavaError(f"the Lava worker exited normally but wrote no result file {res.name}")
         with np.load(res, allow_pickle=False) as out:
             names = json.loads(str(out["names"]))
+            if "simulation" in out:
+                LAST_SIMULATION.clear()
+                LAST_SIMULATION.update(json.loads(str(out["simulation"])))
             return {k: out[f"r{i}"] for i, k in enumerate(names)}
 
 
