@@ -477,10 +477,7 @@ def run_netx(path: str, spikes: np.ndarray, fixed: bool = True) -> np.ndarray:
     try:
         for step in range(B * T):
             raster[step] = lava_layout(np.asarray(ex.receive())) != 0
-            if step == 0:  # simulation time: from the first step's output to the last (compile excluded)
-                t_first = time.perf_counter()
         net.wait()
-        SIMULATION["seconds"], SIMULATION["steps"] = time.perf_counter() - t_first, B * T - 1
     finally:
         net.stop()
     raster = raster.reshape(B, T, *shape).swapaxes(0, 1).copy()
@@ -516,7 +513,10 @@ def run(plan: Plan, spikes: np.ndarray) -> dict[str, np.ndarray]:
         for step in range(B * T):
             for k, ex in extractors.items():
                 rasters[k][step] = lava_layout(np.asarray(ex.receive())) != 0
+            if step == 0:  # simulation time: from the first step's output to the last (compile excluded)
+                t_first = time.perf_counter()
         root.wait()
+        SIMULATION["seconds"], SIMULATION["steps"] = time.perf_counter() - t_first, B * T - 1
     finally:
         root.stop()
     out = {}
