@@ -146,8 +146,7 @@ def measure(w: dict, precision: str, args) -> dict:
         try:
             from targets import lava_target
 
-            lava_target.run(plan, x[:, :k])
-            sim = lava_target.LAST_SIMULATION  # Lava's own stepping time: worker start and compile excluded
+            sim = lava_target.run(plan, x[:, :k]).stats["lava"]  # Lava's stepping: start-up excluded
             t_lava = sim["seconds"] / sim["steps"] * (x.shape[0] + extra_steps(plan, 1))
             rec["lava"] = {"lava_ms": 1e3 * t_lava, "samples": k, "steps_per_s": sim["steps"] / sim["seconds"],
                            "speedup": t_lava / t1}  # fmt: skip
@@ -231,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     torch.set_num_threads(1)  # one core for every target
-    numba_threads = 1
-    results: dict = {"machine": {"torch_threads": torch.get_num_threads(), "numba_threads": numba_threads},
+    results: dict = {"machine": {"torch_threads": torch.get_num_threads(), "numba_threads": 1},
                      "goals": GOALS, "workloads": []}  # fmt: skip
     out = Path(args.out)
     try:

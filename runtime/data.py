@@ -15,7 +15,7 @@ import numpy as np
 from core.errors import ConfigError, DataError
 from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch
 from inputs.events import Binning, bin_events
-from inputs.readers import open_events
+from inputs.readers import read_events
 from targets.plan import Plan
 
 
@@ -58,10 +58,7 @@ def _event_file(plan: Plan, path: Path) -> tuple[np.ndarray, None, str]:
         if plan.steps is None or len(plan.input_shape) != 3:
             raise ConfigError(f"{plan.source}: no recorded binning or T to turn {path.name} into frames")
         binning = Binning(plan.steps, 300_000, plan.input_shape[1], plan.input_shape[2])
-    stream = open_events(path)
-    if stream.sensor_size is None:  # N-MNIST-style files state none: the graph's frame is the sensor
-        stream = open_events(path, sensor_size=(binning.width, binning.height))
-    events = stream.read_all()
+    events = read_events(path)  # binning drops what falls outside the graph's frame
     frames = bin_events(events, binning)  # (T, 2, H, W)
     if frames.shape[1:] != plan.input_shape:
         raise DataError(f"{path.name} bins to {frames.shape[1:]}, the graph takes {plan.input_shape}")

@@ -20,7 +20,6 @@ any other registered target (``lava``, ``norse``, ...) runs each window from res
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError
@@ -36,10 +36,8 @@ from core.fileio import append_line, save_figure, write_json_atomic
 from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
 from runtime.latency import run_aligned
-from targets import TARGETS, get_target, require_target
+from targets import TARGETS, TargetInfo, require_target
 from targets.plan import Plan, load_plan
-
-STATEFUL = {"eventsim", "torch", "onnx"}  # targets whose module offers stream(plan): state kept across windows
 
 
 @dataclass
@@ -157,8 +155,8 @@ def timing(plan: Plan, cfg: StreamConfig) -> tuple[int, int, bool]:
 class WindowRunner:
     """Any registered target, each window run from rest through its ``run`` (aligned for its latency)."""
 
-    def __init__(self, target: str, plan: Plan) -> None:
-        self.info, self.plan = get_target(target), plan
+    def __init__(self, info: TargetInfo, plan: Plan) -> None:
+        self.info, self.plan = info, plan
 
     def reset(self) -> None:
         pass
@@ -172,20 +170,16 @@ def stepper(target: str, plan: Plan, reset_per_window: bool, device: str = "auto
     info = require_target(target)
     if plan.precision not in info.precisions:
         raise ConfigError(f"the {target} target does not run {plan.precision} precision")
-    if target in STATEFUL:
-        module = importlib.import_module(info.module)
-        if target == "torch":
-            import torch
-
-            torch.set_num_threads(threads)
-            return module.Stream(plan, device)
-        return module.Stream(plan, threads) if target == "onnx" else module.stream(plan)
+    if info.streams:
+        options = {k: v for k, v in {"device": device, "threads": threads}.items() if k in info.options}
+        return info.streamer()(plan, **options)
     if not reset_per_window:
+        stateful = ", ".join(t.name for t in TARGETS.values() if t.streams)
         raise ConfigError(
             f"the {target} target runs whole windows from rest and cannot keep state between them: add "
-            f"--reset-per-window (targets that keep state: {', '.join(sorted(STATEFUL))})"
+            f"--reset-per-window (targets that keep state: {stateful})"
         )
-    return WindowRunner(target, plan)
+    return WindowRunner(info, plan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +201,6 @@ def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int
 def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
     """Stream ``cfg.file`` through the model; ``emit(record)`` receives every window's record."""
     plan = load_plan(cfg.model)
-    get_target(cfg.target)
     events = open_events(cfg.file, cfg.format, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
     sensor = _sensor(cfg, events.sensor_size)
     if sensor is None:
@@ -251,7 +244,8 @@ def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
             emit(rec)
         t_start += window_us
 
-    with _progress(cfg) as bar:
+    with tqdm(desc="streaming", unit="ev", unit_scale=True, file=sys.stderr, leave=False,
+              disable=not (cfg.progress and cfg.out)) as bar:  # fmt: skip
         for chunk in events.chunks():
             if len(chunk) == 0:
                 continue
@@ -294,6 +288,7 @@ def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
         "latency_ms": {"mean": float(lat.mean()), "p50": float(np.median(lat)), "p95": float(np.percentile(lat, 95)),
                        "max": float(lat.max())},
         "classes": _class_histogram(windows),
+        "class_names": (plan.meta.get("dataset") or {}).get("class_names"),
     }  # fmt: skip
     if slots is not None:
         summary["scored"] = score(windows)
@@ -351,20 +346,6 @@ def _class_histogram(windows: list[dict[str, Any]]) -> dict[str, int]:
     return hist
 
 
-class _progress:
-    def __init__(self, cfg: StreamConfig) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(desc="streaming", unit="ev", unit_scale=True, file=sys.stderr, leave=False,
-                        disable=not (cfg.progress and cfg.out))  # fmt: skip
-
-    def __enter__(self):
-        return self.bar
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-
-
 def plot(result: dict[str, Any], path: str | Path, class_names: list[str] | None = None) -> str:
     """Event rate over time (top) and the predicted class per window (bottom)."""
     import matplotlib
@@ -417,13 +398,12 @@ def main(argv: list[str] | None = None) -> int:
 
         result = stream(cfg, emit)
         summary = result["summary"]
+        if cfg.plot:
+            summary["plot"] = plot(result, cfg.plot, summary["class_names"])
         if out is not None:
             write_json_atomic(out.with_name(out.name + ".summary.json"), summary)
         else:
             print(json.dumps({"summary": summary}), flush=True)
-        if cfg.plot:
-            names = (load_plan(cfg.model).meta.get("dataset") or {}).get("class_names")
-            summary["plot"] = plot(result, cfg.plot, names)
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,9 +30,13 @@ class TargetInfo:
     options: tuple[str, ...] = ()  # extra keyword options its run() takes
     latency: int = 0  # extra steps of delay per synaptic layer (Lava's Dense/Conv: 1)
     available: str | None = None  # a function in ``module``: () -> why it cannot run here, or None
+    streams: bool = False  # ``module`` has ``stream(plan, **options)``: batch 1, state kept between calls
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run
+
+    def streamer(self) -> Callable:
+        return importlib.import_module(self.module).stream
 
     def unavailable_reason(self) -> str | None:
         """Why this target cannot run on this machine, or None when it can (imports its module only
@@ -74,11 +78,12 @@ def require_target(name: str) -> TargetInfo:
 register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
                            "plain numpy, one step at a time: defines the semantics"))  # fmt: skip
 register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), ALL_KINDS,
-                           "PyTorch tensors, CUDA when present", options=("device",)))  # fmt: skip
+                           "PyTorch tensors, CUDA when present", options=("device", "threads"), streams=True))  # fmt: skip
 register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), ALL_KINDS,
-                           "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False))  # fmt: skip
+                           "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False,
+                           options=("threads",), streams=True))  # fmt: skip
 register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), ALL_KINDS,
-                           "the project's event-driven CPU simulator (numba): work per spike, not per neuron"))  # fmt: skip
+                           "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)"))  # fmt: skip
 register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS,

@@ -50,8 +50,8 @@ KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGP
 
 # columns of the node table
 (K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
- K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_TRACK) = range(29)  # fmt: skip
-NCOLS = 29
+ K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED) = range(28)  # fmt: skip
+NCOLS = 28
 DENSE_FRACTION = 0.25
 
 
@@ -156,7 +156,6 @@ def _simulate(
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
     counts, out_steps, layer_counts, work, cycles, rasters, record,  # results
 ):  # fmt: skip
-    zero = biases[:0].sum()  # 0 in the value type
     n_nodes = table.shape[0]
     for b in range(B):
         if reset or b > 0:
@@ -206,57 +205,36 @@ def _simulate(
                     ev_n[k] = ne
                     continue
                 if kind == LIF:
-                    # K_DENSE: every neuron has a constant input (bias, leak), so all update every step
+                    # K_DENSE: most neurons have a constant input (bias, leak), so all update every step
                     dense = table[k, K_DENSE] != 0
+                    fs = table[k, K_FUSED]  # a dense layer's only synapse, whose accumulators it reads itself
                     na = act_n[k]
-                    fs = table[k, K_FUSED]
-                    fused_dense = fs >= 0 and dense  # reads every accumulator of its one source in the update
-                    s_kind, s_off, s_goff, s_boff, s_exp = (table[fs, K_KIND], table[fs, K_OFF], table[fs, K_GROUPS],
-                                                            table[fs, K_BOFF], table[fs, K_EXP])  # fmt: skip
-                    s_area = np.float32(table[fs, K_KH] * table[fs, K_KW])
-                    if fs >= 0:
-                        ns = 0
-                    if fs >= 0 and not dense:  # the one source's accumulators, touched pixels only
-                        G = N if s_kind == AFFINE else table[fs, K_CO]
-                        for j in range(ev_n[fs]):
-                            g = glist[s_goff + j]
-                            gmark[s_goff + g] = 0
-                            for i in range(g * G, g * G + G):
-                                val = _emit_value(s_kind, acc[s_off + i], biases[s_boff + i], s_exp, s_area)
-                                acc[s_off + i] = 0
-                                if val != 0:
-                                    inp[off + i] += val
-                                    if not dense and nmark[off + i] == 0:
-                                        nmark[off + i] = 1
-                                        act[off + na] = i
-                                        na += 1
-                    # gather the input of this step; neurons not yet listed join the work list
-                    for si in range(s0, s0 + ns):
-                        s = srcs[si]
-                        so = table[s, K_OFF]
-                        for e in range(ev_n[s]):
-                            i = ev_idx[so + e]
-                            inp[off + i] += ev_val[so + e]
-                            if not dense and nmark[off + i] == 0:
-                                nmark[off + i] = 1
-                                act[off + na] = i
-                                na += 1
+                    if fs < 0:  # gather the input of this step; neurons not yet listed join the work list
+                        for si in range(s0, s0 + ns):
+                            s = srcs[si]
+                            so = table[s, K_OFF]
+                            for e in range(ev_n[s]):
+                                i = ev_idx[so + e]
+                                inp[off + i] += ev_val[so + e]
+                                if not dense and nmark[off + i] == 0:
+                                    nmark[off + i] = 1
+                                    act[off + na] = i
+                                    na += 1
                     boff, poff = table[k, K_BOFF], table[k, K_POFF]
                     li = table[k, K_LIF]
                     vth = np.int64(table[k, K_VTH]) << VTH_SHIFT
                     keep = DECAY_UNITY - table[k, K_DV]
-                    n_work = N if dense else na
-                    w = 0
-                    spikes = 0
                     if dense:
                         # every neuron: pass 1 updates them all without branches (unsigned indices,
                         # so LLVM vectorises it; nmark, unused by dense layers, holds the spikes),
                         # pass 2 passes the spikes on
+                        s_kind, s_exp = table[fs, K_KIND], table[fs, K_EXP]
+                        s_area = np.float32(table[fs, K_KH] * table[fs, K_KW])
+                        su, sbu = np.uint64(table[fs, K_OFF]), np.uint64(table[fs, K_BOFF])
                         ou, bu, n_u = np.uint64(off), np.uint64(boff), np.uint64(N)
                         pu, ps = (np.uint64(poff), np.uint64(1)) if poff >= 0 else (np.uint64(0), np.uint64(0))
-                        su, sbu = np.uint64(s_off), np.uint64(s_boff)
                         for i in range(n_u):
-                            if fused_dense:
+                            if fs >= 0:
                                 x = _emit_value(s_kind, acc[su + i], biases[sbu + i], s_exp, s_area)
                                 acc[su + i] = 0
                             else:
@@ -275,39 +253,33 @@ def _simulate(
                                 ne += 1
                                 if record:
                                     rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
-                        spikes = ne
-                        n_work = 0
-                    for j in range(n_work):
-                        i = j if dense else act[off + j]
-                        if fused_dense:
-                            x = _emit_value(s_kind, acc[s_off + i], biases[s_boff + i], s_exp, s_area)
-                            acc[s_off + i] = 0
-                        else:
+                        work[k, b] += N
+                    else:
+                        # the listed neurons: those with state, with input, or with a constant input
+                        w = 0
+                        for j in range(na):
+                            i = act[off + j]
                             x = inp[off + i]
                             inp[off + i] = 0
-                        bias = biases[boff + i] if boff >= 0 else zero
-                        p = poff + i if poff >= 0 else 0
-                        vn, spike = _lif_update(v[off + i], x, bias, keep, vth, beta[p], gain[p], leak[p],
-                                                vth_f[p], vreset[p])  # fmt: skip
-                        v[off + i] = vn
-                        if spike:
-                            ev_idx[evo + ne] = i
-                            ev_val[evo + ne] = 1
-                            ne += 1
-                            spikes += 1
-                            if record:
-                                rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
-                        if not dense:
+                            p = poff + i if poff >= 0 else 0
+                            vn, spike = _lif_update(v[off + i], x, biases[boff + i], keep, vth, beta[p], gain[p],
+                                                    leak[p], vth_f[p], vreset[p])  # fmt: skip
+                            v[off + i] = vn
+                            if spike:
+                                ev_idx[evo + ne] = i
+                                ev_val[evo + ne] = 1
+                                ne += 1
+                                if record:
+                                    rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
                             nmark[off + i] = 0
                             if vn != 0 or sticky[off + i]:  # stays listed; in-place compaction (w <= j)
                                 act[off + w] = i
                                 w += 1
-                    if not dense:
                         for j in range(w):
                             nmark[off + act[off + j]] = 1
                         act_n[k] = w
-                    work[k, b] += N if dense else n_work
-                    layer_counts[li, b] += spikes
+                        work[k, b] += na
+                    layer_counts[li, b] += ne
                     ev_n[k] = ne
                     continue
                 # conv, affine, sumpool, avgpool: scatter every source event, then pass on values
@@ -316,7 +288,7 @@ def _simulate(
                                           table[k, K_PH], table[k, K_PW])  # fmt: skip
                 woff = table[k, K_WOFF]
                 goff = table[k, K_GROUPS]
-                track = table[k, K_TRACK] != 0  # remember touched pixels (not when a dense LIF reads all)
+                track = table[k, K_FUSED] < 0  # remember touched pixels (not when a dense LIF reads them all)
                 ng = 0
                 syn = 0
                 for si in range(s0, s0 + ns):
@@ -389,7 +361,7 @@ def _simulate(
                             oy -= 1
                 work[k, b] += syn
                 if table[k, K_FUSED] >= 0:  # its LIF reads the accumulators itself
-                    ev_n[k] = ng
+                    ev_n[k] = 0
                     continue
                 # pass on the values of the touched output pixels (every neuron when the bias is dense)
                 boff = table[k, K_BOFF]
@@ -483,7 +455,6 @@ class EventSim:
         self.integer = plan.precision == "fixed"
         self.value_dtype = np.int64 if self.integer else np.float32
         self._build()
-        self._acc_dtype: type | None = None
 
     # ------------------------------------------------------------------------------ compile
     def _build(self) -> None:
@@ -493,7 +464,6 @@ class EventSim:
         perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
         table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
         table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED]] = -1
-        table[:, K_TRACK] = 1
         n_in = int(np.prod(plan.input_shape))
         table[0, K_N], table[0, K_OFF] = n_in, 0
         total, groups = n_in, 0
@@ -597,9 +567,9 @@ class EventSim:
                 # Dense when at least DENSE_FRACTION of the neurons have a constant input: they update
                 # every step anyway, and one branch-free pass over all is cheaper than the lists
                 row[K_DENSE] = bool(np.mean(constant != 0) >= DENSE_FRACTION)
-                if syn in bias_at and _sole_lif_consumer(plan, syn):  # fuse: the LIF reads the accumulators
+                if row[K_DENSE] and syn in bias_at and _sole_lif_consumer(plan, syn):
+                    # fuse: the dense update reads the synapse's accumulators, no event list between
                     row[K_FUSED], table[index[syn], K_FUSED] = index[syn], k
-                    table[index[syn], K_TRACK] = not row[K_DENSE]
         outputs = np.array([index[o] for o in plan.outputs], dtype=np.int64)
         out_perms = [perms[o] for o in plan.outputs]
         if any(not np.array_equal(p, out_perms[0]) for p in out_perms[1:]):
@@ -636,12 +606,18 @@ class EventSim:
         self._fan_in_abs = fan_in_abs
         self._weights_as: dict[type, np.ndarray] = {}
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
+        self._acc_dtypes: dict[float, type] = {}
 
     def acc_dtype(self, input_max: float) -> type:
         """int32 accumulators when no sum can reach 2**31 for inputs up to ``input_max``, else int64
         (float precision: float64)."""
         if not self.integer:
             return np.float64
+        if input_max not in self._acc_dtypes:  # per call at batch 1: computed once per input range
+            self._acc_dtypes[input_max] = self._acc_dtype(input_max)
+        return self._acc_dtypes[input_max]
+
+    def _acc_dtype(self, input_max: float) -> type:
         bound: dict[str, float] = {"input": float(input_max)}
         worst = 0.0
         for n in self.plan.nodes:

@@ -50,11 +50,6 @@ def unavailable_reason() -> str | None:
     return f"{ROOT / '.venv-lava'} is not set up: run `make setup-lava` (needs Python 3.10, as lava-nc 0.10 does)"
 
 
-# Lava's own stepping time in the last call (``seconds`` for ``steps`` steps, compile and worker
-# start excluded): what benchmarks compare with.
-LAST_SIMULATION: dict[str, float] = {}
-
-
 def run_worker(args: list[str], *, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run ``python -m <args>`` in ``.venv-lava`` from the repository root; errors become ours."""
     reason = unavailable_reason()
@@ -92,8 +87,9 @@ def worker_error(code: int, stderr: str) -> SnnDeployError:
     )
 
 
-def _request(spikes: np.ndarray, fixed: bool, **paths: str) -> dict[str, np.ndarray]:
-    """One worker call: the request written, the worker run, the rasters read back by name."""
+def _request(spikes: np.ndarray, fixed: bool, **paths: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """One worker call: the request written, the worker run, the rasters read back by name, and
+    Lava's own stepping time (``seconds`` for ``steps`` steps; worker start and compile excluded)."""
     with tempfile.TemporaryDirectory(prefix="snn-lava-") as tmp:
         req, res = Path(tmp) / "request.npz", Path(tmp) / "result.npz"
         np.savez(req, spikes=spikes.astype(np.int32 if fixed else np.float64),
@@ -103,10 +99,7 @@ def _request(spikes: np.ndarray, fixed: bool, **paths: str) -> dict[str, np.ndar
             raise LavaError(f"the Lava worker exited normally but wrote no result file {res.name}")
         with np.load(res, allow_pickle=False) as out:
             names = json.loads(str(out["names"]))
-            if "simulation" in out:
-                LAST_SIMULATION.clear()
-                LAST_SIMULATION.update(json.loads(str(out["simulation"])))
-            return {k: out[f"r{i}"] for i, k in enumerate(names)}
+            return {k: out[f"r{i}"] for i, k in enumerate(names)}, json.loads(str(out["simulation"]))
 
 
 def run_netx(path: str | Path, spikes) -> np.ndarray:
@@ -115,7 +108,7 @@ def run_netx(path: str | Path, spikes) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"netx file {path} does not exist")
-    return _request(np.asarray(spikes), True, netx=str(path.resolve()), graph="")["netx"]
+    return _request(np.asarray(spikes), True, netx=str(path.resolve()), graph="")[0]["netx"]
 
 
 def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
@@ -128,10 +121,10 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         raise DataError("the lava target runs a .nir file in its worker process; this plan was not loaded from a file")
-    rasters = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()))
+    rasters, simulation = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()))
     if set(rasters) != set(plan.lif_names):
         raise LavaError(f"the Lava worker returned layers {list(rasters)}; the graph has {plan.lif_names}")
     T, B = spikes.shape[:2]
     layer_counts = {k: r.reshape(T, B, -1).sum(axis=(0, 2)).astype(np.int64) for k, r in rasters.items()}
     counts = sum(rasters[o].reshape(T, B, -1).sum(axis=0).astype(np.int64) for o in plan.outputs)
-    return RunResult(counts, layer_counts, rasters if record else None)
+    return RunResult(counts, layer_counts, rasters if record else None, {"lava": simulation} if simulation else {})

@@ -137,5 +137,5 @@ class Stream:
         return np.rint(np.asarray(counts)).astype(np.int64).reshape(-1)
 
 
-def stream(plan: Plan) -> Stream:
-    return Stream(plan)
+def stream(plan: Plan, *, threads: int = 0) -> Stream:
+    return Stream(plan, threads)

@@ -170,3 +170,11 @@ class Stream:
     def feed(self, spikes: np.ndarray) -> np.ndarray:
         """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,)."""
         return self.torch_plan.run(np.asarray(spikes)[:, None], state=self.state).counts[0]
+
+
+def stream(plan: Plan, *, device: str | None = None, threads: int | None = None) -> Stream:
+    """A streaming run; ``threads`` sets this process's torch CPU threads (batch 1 gains nothing
+    from more than one)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return Stream(plan, device)
