@@ -50,8 +50,8 @@ KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGP
 
 # columns of the node table
 (K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
- K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED) = range(28)  # fmt: skip
-NCOLS = 28
+ K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_UNIFORM) = range(29)  # fmt: skip
+NCOLS = 29
 DENSE_FRACTION = 0.25
 
 
@@ -148,6 +148,56 @@ def _lif_update_impl(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
     return lif_float
 
 
+def _input_value(a, exp, avg, area):
+    """A dense LIF's input from an accumulator or gathered value ``a`` (see :func:`_dense_lif`)."""
+
+
+@overload(_input_value)
+def _input_value_impl(a, exp, avg, area):
+    if isinstance(a, types.Integer):
+
+        def fixed_value(a, exp, avg, area):
+            x = np.int64(a)
+            return x << exp if exp >= 0 else x >> -exp
+
+        return fixed_value
+
+    def float_value(a, exp, avg, area):
+        x = np.float32(a)
+        return x / area if avg else x
+
+    return float_value
+
+
+def _at(p, i):
+    """Element ``i`` of a per-neuron parameter array, or a layer-wide scalar parameter itself."""
+
+
+@overload(_at)
+def _at_impl(p, i):
+    if isinstance(p, types.Array):
+        return lambda p, i: p[i]
+    return lambda p, i: p
+
+
+@numba.njit(cache=True, nogil=True)
+def _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
+    """One step of every neuron of a dense LIF layer, without branches, so that LLVM vectorises it.
+
+    ``src`` is the layer's input, zeroed as it is read: the fused synapse's accumulators (passed on
+    as :func:`_emit_value` does: shifted by the weight exponent ``exp``, or divided by an average
+    pool's ``area``) or the gathered input values (``exp`` 0, not ``avg``). ``spikes`` gets 0/1.
+    A fused float synapse's own bias is zero here: it is folded into ``bias`` (checked at build).
+    """
+    for i in range(np.uint64(v.shape[0])):
+        x = _input_value(src[i], exp, avg, area)
+        src[i] = 0
+        vn, spike = _lif_update(v[i], x, bias[i], keep, vth, _at(beta, i), _at(gain, i), _at(leak, i), _at(vth_f, i),
+                                _at(v_reset, i))  # fmt: skip
+        v[i] = vn
+        spikes[i] = spike
+
+
 @numba.njit(cache=True, nogil=True)
 def _simulate(
     table, srcs, outputs, decode, weights, biases, sticky, beta, gain, leak, vth_f, vreset,  # the compiled network
@@ -225,34 +275,42 @@ def _simulate(
                     vth = np.int64(table[k, K_VTH]) << VTH_SHIFT
                     keep = DECAY_UNITY - table[k, K_DV]
                     if dense:
-                        # every neuron: pass 1 updates them all without branches (unsigned indices,
-                        # so LLVM vectorises it; nmark, unused by dense layers, holds the spikes),
-                        # pass 2 passes the spikes on
-                        s_kind, s_exp = table[fs, K_KIND], table[fs, K_EXP]
-                        s_area = np.float32(table[fs, K_KH] * table[fs, K_KW])
-                        su, sbu = np.uint64(table[fs, K_OFF]), np.uint64(table[fs, K_BOFF])
-                        ou, bu, n_u = np.uint64(off), np.uint64(boff), np.uint64(N)
-                        pu, ps = (np.uint64(poff), np.uint64(1)) if poff >= 0 else (np.uint64(0), np.uint64(0))
-                        for i in range(n_u):
+                        # every neuron, in one branch-free pass (vectorised; nmark, unused by dense
+                        # layers, takes the spikes), then the spikes are read back a word at a time
+                        if poff >= 0 and table[k, K_UNIFORM] == 0:  # per-neuron float parameters
+                            prm = (beta[poff : poff + N], gain[poff : poff + N], leak[poff : poff + N],
+                                   vth_f[poff : poff + N], vreset[poff : poff + N])  # fmt: skip
                             if fs >= 0:
-                                x = _emit_value(s_kind, acc[su + i], biases[sbu + i], s_exp, s_area)
-                                acc[su + i] = 0
+                                su = table[fs, K_OFF]
+                                _dense_lif(acc[su : su + N], table[fs, K_EXP], table[fs, K_KIND] == AVGPOOL,
+                                           np.float32(table[fs, K_KH] * table[fs, K_KW]), v[off : off + N],
+                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prm)  # fmt: skip
                             else:
-                                x = inp[ou + i]
-                                inp[ou + i] = 0
-                            p = pu + i * ps
-                            vn, spike = _lif_update(v[ou + i], x, biases[bu + i], keep, vth, beta[p], gain[p],
-                                                    leak[p], vth_f[p], vreset[p])  # fmt: skip
-                            v[ou + i] = vn
-                            nmark[ou + i] = spike
-                        for i in range(N):
-                            if nmark[off + i]:
-                                nmark[off + i] = 0
-                                ev_idx[evo + ne] = i
-                                ev_val[evo + ne] = 1
-                                ne += 1
-                                if record:
-                                    rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
+                                _dense_lif(inp[off : off + N], 0, False, np.float32(1), v[off : off + N],
+                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prm)  # fmt: skip
+                        else:  # layer-wide parameters (fixed precision ignores them)
+                            q = max(poff, 0)
+                            prs = (beta[q], gain[q], leak[q], vth_f[q], vreset[q])
+                            if fs >= 0:
+                                su = table[fs, K_OFF]
+                                _dense_lif(acc[su : su + N], table[fs, K_EXP], table[fs, K_KIND] == AVGPOOL,
+                                           np.float32(table[fs, K_KH] * table[fs, K_KW]), v[off : off + N],
+                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prs)  # fmt: skip
+                            else:
+                                _dense_lif(inp[off : off + N], 0, False, np.float32(1), v[off : off + N],
+                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prs)  # fmt: skip
+                        words = nmark[off : off + ((N + 7) // 8) * 8].view(np.uint64)  # node offsets are 8-aligned
+                        for wi in range(words.shape[0]):
+                            if words[wi] == 0:
+                                continue
+                            for i in range(wi * 8, wi * 8 + 8):
+                                if nmark[off + i]:
+                                    nmark[off + i] = 0
+                                    ev_idx[evo + ne] = i
+                                    ev_val[evo + ne] = 1
+                                    ne += 1
+                                    if record:
+                                        rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
                         work[k, b] += N
                     else:
                         # the listed neurons: those with state, with input, or with a constant input
@@ -413,6 +471,10 @@ def _simulate(
                 outmark[i] = 0
 
 
+def _padded(n: int) -> int:
+    return -(-n // 8) * 8
+
+
 def _sole_lif_consumer(plan: Plan, name: str) -> bool:
     """Whether ``name`` feeds exactly one node, a LIF with no other input (and not the output)."""
     users = [n for n in plan.nodes if name in n.sources]
@@ -466,7 +528,7 @@ class EventSim:
         table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED]] = -1
         n_in = int(np.prod(plan.input_shape))
         table[0, K_N], table[0, K_OFF] = n_in, 0
-        total, groups = n_in, 0
+        total, groups = _padded(n_in), 0
         srcs: list[int] = []
         weights: list[np.ndarray] = []
         woff = 0
@@ -486,7 +548,7 @@ class EventSim:
             row[K_KIND] = KIND_CODE[n.kind]
             N = int(np.prod(n.out_shape))
             row[K_N], row[K_OFF], row[K_SRC], row[K_NSRC] = N, total, len(srcs), len(n.sources)
-            total += N
+            total += _padded(N)  # every node's region starts 8-aligned (spikes are read a word at a time)
             srcs += [index[s] for s in n.sources]
             in_perms = [perms[s] for s in n.sources]
             if any(not np.array_equal(p, in_perms[0]) for p in in_perms[1:]):
@@ -552,6 +614,7 @@ class EventSim:
                     for j, key in enumerate(("beta", "gain", "leak", "v_threshold", "v_reset")):
                         lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
                     row[K_POFF] = poff
+                    row[K_UNIFORM] = all(np.all(p[-1] == p[-1][0]) for p in lif)  # layer-wide: scalars suffice
                     poff += N
                     constant = lif[2][-1].copy()
                     if syn in folded:
@@ -563,11 +626,14 @@ class EventSim:
                     row[K_BOFF] = boff
                     biases.append(np.zeros(N))
                     boff += N
-                sticky_parts.append((total - N, constant != 0))
+                sticky_parts.append((row[K_OFF], constant != 0))
                 # Dense when at least DENSE_FRACTION of the neurons have a constant input: they update
                 # every step anyway, and one branch-free pass over all is cheaper than the lists
                 row[K_DENSE] = bool(np.mean(constant != 0) >= DENSE_FRACTION)
-                if row[K_DENSE] and syn in bias_at and _sole_lif_consumer(plan, syn):
+                # (a float synapse's bias is folded into this LIF by then: _dense_lif reads none)
+                if row[K_DENSE] and syn in bias_at and _sole_lif_consumer(plan, syn) and (
+                    self.integer or not np.any(bias_of[syn] != 0)
+                ):
                     # fuse: the dense update reads the synapse's accumulators, no event list between
                     row[K_FUSED], table[index[syn], K_FUSED] = index[syn], k
         outputs = np.array([index[o] for o in plan.outputs], dtype=np.int64)
