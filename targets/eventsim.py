@@ -37,8 +37,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from core import fixed
-from core.errors import ModelError
-from targets.plan import Plan, check_spikes
+from core.errors import DataError, ModelError
+from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes
 from targets.reference import RunResult
 
 DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX = (fixed.DECAY_UNITY, fixed.DECAY_SHIFT, fixed.ACT_SHIFT,
@@ -50,8 +50,9 @@ KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGP
 
 # columns of the node table
 (K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
- K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_UNIFORM) = range(29)  # fmt: skip
-NCOLS = 29
+ K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_UNIFORM,
+ K_MAP) = range(30)  # fmt: skip
+NCOLS = 30
 DENSE_FRACTION = 0.25
 
 
@@ -200,7 +201,7 @@ def _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak
 
 @numba.njit(cache=True, nogil=True)
 def _simulate(
-    table, srcs, outputs, decode, weights, biases, sticky, beta, gain, leak, vth_f, vreset,  # the compiled network
+    table, srcs, outputs, decode, pmap, weights, biases, sticky, beta, gain, leak, vth_f, vreset,  # the compiled network
     acc, gmark, glist, inp, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # scratch, zero between steps
     nmark, v, act, act_n,  # state kept between steps (and calls, when streaming)
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
@@ -216,9 +217,9 @@ def _simulate(
                         v[off + i] = 0
                     for j in range(act_n[k]):
                         nmark[off + act[off + j]] = 0
-                    # at rest only the neurons with a constant input are listed
+                    # at rest only the neurons with a constant input are listed (a dense layer keeps no list)
                     n_st = 0
-                    for i in range(table[k, K_N]):
+                    for i in range(0 if table[k, K_DENSE] else table[k, K_N]):
                         if sticky[off + i]:
                             act[off + n_st] = i
                             nmark[off + i] = 1
@@ -346,7 +347,11 @@ def _simulate(
                                           table[k, K_PH], table[k, K_PW])  # fmt: skip
                 woff = table[k, K_WOFF]
                 goff = table[k, K_GROUPS]
-                track = table[k, K_FUSED] < 0  # remember touched pixels (not when a dense LIF reads them all)
+                moff = table[k, K_MAP]
+                pool = kind == SUMPOOL or kind == AVGPOOL
+                # remember the touched output pixels (a pool: the touched neurons), to pass on only
+                # those (not when a dense LIF reads all the accumulators itself)
+                track = table[k, K_FUSED] < 0
                 ng = 0
                 syn = 0
                 for si in range(s0, s0 + ns):
@@ -363,6 +368,16 @@ def _simulate(
                                 glist[goff] = 0
                                 gmark[goff] = 1
                                 ng = 1
+                            continue
+                        if moff >= 0:  # a pool whose windows do not overlap: one neuron, looked up
+                            cell = pmap[moff + i]
+                            if cell >= 0:
+                                acc[off + cell] += x
+                                syn += 1
+                                if track:  # branch-free: a neuron already listed overwrites the free slot
+                                    glist[goff + ng] = cell
+                                    ng += 1 - np.int64(gmark[goff + cell])
+                                    gmark[goff + cell] = 1
                             continue
                         d = so_dec + i
                         y, xx, c = decode[d, 0], decode[d, 1], decode[d, 2]
@@ -399,6 +414,8 @@ def _simulate(
                             kx, ox = kx0, ox0
                             while kx < KW and ox >= 0:
                                 g = oy * Wo + ox
+                                if pool:  # a pool marks neurons, not pixels
+                                    g = g * Co + c
                                 if track and gmark[goff + g] == 0:
                                     gmark[goff + g] = 1
                                     glist[goff + ng] = g
@@ -411,7 +428,7 @@ def _simulate(
                                         acc[a0u + o] += xa * weights[bu + o]
                                     syn += Co
                                 else:
-                                    acc[off + g * Co + c] += x
+                                    acc[off + g] += x
                                     syn += 1
                                 kx += SW
                                 ox -= 1
@@ -425,15 +442,15 @@ def _simulate(
                 boff = table[k, K_BOFF]
                 area = np.float32(KH * KW)
                 exp = table[k, K_EXP]
-                G = N if kind == AFFINE else Co
+                G = N if kind == AFFINE else (1 if pool else Co)  # neurons per mark
+                # (branch-free compaction: every value is written, the count moves on for non-zeros)
                 if table[k, K_DENSE] != 0:
                     for i in range(N):
                         val = _emit_value(kind, acc[off + i], biases[boff + i], exp, area)
                         acc[off + i] = 0
-                        if val != 0:
-                            ev_idx[evo + ne] = i
-                            ev_val[evo + ne] = val
-                            ne += 1
+                        ev_idx[evo + ne] = i
+                        ev_val[evo + ne] = val
+                        ne += val != 0
                     for j in range(ng):
                         gmark[goff + glist[goff + j]] = 0
                 else:
@@ -443,10 +460,9 @@ def _simulate(
                         for i in range(g * G, g * G + G):
                             val = _emit_value(kind, acc[off + i], biases[boff + i], exp, area)
                             acc[off + i] = 0
-                            if val != 0:
-                                ev_idx[evo + ne] = i
-                                ev_val[evo + ne] = val
-                                ne += 1
+                            ev_idx[evo + ne] = i
+                            ev_val[evo + ne] = val
+                            ne += val != 0
                 ev_n[k] = ne
             now = _cycles()
             cycles[n_nodes - 1] += now - clock
@@ -471,8 +487,51 @@ def _simulate(
                 outmark[i] = 0
 
 
+def _pool_cells(in_shape, out_shape, kernel, stride, padding) -> np.ndarray | None:
+    """For a pool whose windows do not overlap: each internal (channel-last) input index's output
+    neuron (internal index), -1 outside every window; None when some input lies in two windows."""
+    c, h, w = in_shape
+    _, ho, wo = out_shape
+    cells = np.full((h, w), -1, dtype=np.int64)
+    for oy in range(ho):
+        for ox in range(wo):
+            y0, x0 = oy * stride[0] - padding[0], ox * stride[1] - padding[1]
+            window = cells[max(y0, 0) : max(y0 + kernel[0], 0), max(x0, 0) : max(x0 + kernel[1], 0)]
+            if np.any(window >= 0):
+                return None
+            window[...] = oy * wo + ox
+    out = cells[:, :, None] * c + np.arange(c)
+    return np.where(cells[:, :, None] >= 0, out, -1).reshape(-1)
+
+
 def _padded(n: int) -> int:
     return -(-n // 8) * 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _input_events(x, integer, off, idx, val):
+    """The non-zero entries of ``x`` (T, B, C, pixels) as events ordered by (sample, step, internal
+    index ``pixel * C + channel``); returns 0, or 1 for a non-finite value, 2 for a fractional one
+    in fixed precision."""
+    T, B, C, P = x.shape
+    n = 0
+    for b in range(B):
+        for t in range(T):
+            off[b * T + t] = n
+            for p in range(P):
+                for c in range(C):
+                    a = x[t, b, c, p]
+                    if a != 0:
+                        af = np.float64(a)
+                        if not abs(af) < np.inf:
+                            return 1
+                        if integer and af != np.floor(af):
+                            return 2
+                        idx[n] = p * C + c
+                        val[n] = a
+                        n += 1
+    off[B * T] = n
+    return 0
 
 
 def _sole_lif_consumer(plan: Plan, name: str) -> bool:
@@ -497,6 +556,7 @@ class Compiled:
     weights: np.ndarray
     biases: np.ndarray
     decode: np.ndarray  # (total, 3): (y, x, c) of every internal index of a (C, H, W) node
+    pool_map: np.ndarray  # per pool without overlapping windows: input index -> its one output neuron, or -1
     sticky: np.ndarray  # neurons with a constant input (bias, leak): listed even at rest
     lif_params: tuple[np.ndarray, ...]  # beta, gain, leak, vth, vreset (float32, internal order)
     perms: dict[str, np.ndarray]  # node -> internal index -> plan index
@@ -525,7 +585,8 @@ class EventSim:
         index = {"input": 0} | {n.name: k + 1 for k, n in enumerate(nodes)}
         perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
         table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
-        table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED]] = -1
+        table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP]] = -1
+        pool_maps: list[np.ndarray] = []
         n_in = int(np.prod(plan.input_shape))
         table[0, K_N], table[0, K_OFF] = n_in, 0
         total, groups = _padded(n_in), 0
@@ -566,8 +627,14 @@ class EventSim:
                 row[K_SH], row[K_SW] = n.params["stride"]
                 row[K_PH], row[K_PW] = n.params["padding"]
                 row[K_GROUPS] = groups
-                groups += n.out_shape[1] * n.out_shape[2]
+                # a pool marks neurons (and its branch-free listing writes one slot past the last)
+                groups += N + 1 if n.kind != "conv" else n.out_shape[1] * n.out_shape[2]
                 perms[n.name] = _channel_last(n.out_shape)
+                if n.kind != "conv":
+                    cells = _pool_cells(n.in_shape, n.out_shape, (kh, kw), n.params["stride"], n.params["padding"])
+                    if cells is not None:
+                        row[K_MAP] = sum(len(m) for m in pool_maps)
+                        pool_maps.append(cells)
             if n.kind in ("conv", "affine"):
                 w = n.fixed["weight"] if self.integer else n.params["weight"].astype(np.float64)
                 # largest |sum of weights| into one neuron: bounds the accumulator per unit of input
@@ -653,6 +720,7 @@ class EventSim:
                 decode[start : start + len(i)] = np.stack([(i // c) // w, (i // c) % w, i % c], axis=1)
         self.compiled = Compiled(
             decode=decode,
+            pool_map=np.concatenate(pool_maps) if pool_maps else np.zeros(1, dtype=np.int64),
             sticky=sticky,
             table=table,
             srcs=np.array(srcs, dtype=np.int64),
@@ -673,6 +741,7 @@ class EventSim:
         self._weights_as: dict[type, np.ndarray] = {}
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
         self._acc_dtypes: dict[float, type] = {}
+        self._run_state: State | None = None
 
     def acc_dtype(self, input_max: float) -> type:
         """int32 accumulators when no sum can reach 2**31 for inputs up to ``input_max``, else int64
@@ -709,17 +778,22 @@ class EventSim:
     # ------------------------------------------------------------------------------ run
     def input_events(self, spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """Dense ``(T, B, *input_shape)`` input as events: CSR offsets over (sample, step), internal
-        neuron indices and values."""
-        spikes = check_spikes(self.plan, spikes)
+        neuron indices and values (checked as they are read)."""
+        spikes = check_spikes(self.plan, spikes, values=False)
+        if spikes.dtype == np.bool_:
+            spikes = spikes.view(np.uint8)
         T, B = spikes.shape[:2]
-        # (B, T, H, W, C): the internal channel-last order, in one copy
-        order = (1, 0, 3, 4, 2) if spikes.ndim == 5 else (1, 0, *range(2, spikes.ndim))
-        flat = np.ascontiguousarray(spikes.transpose(order)).reshape(B * T, -1)
-        rows, idx = np.nonzero(flat)
-        val = flat[rows, idx].astype(self.value_dtype)
-        off = np.zeros(B * T + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=B * T), out=off[1:])
-        return off, idx.astype(np.int64), val, T, B
+        shape = self.plan.input_shape
+        channels, pixels = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (1, int(np.prod(shape)))
+        x = spikes.reshape(T, B, channels, pixels)
+        n = int(np.count_nonzero(x))
+        off = np.empty(B * T + 1, dtype=np.int64)
+        idx = np.empty(n, dtype=np.int64)
+        val = np.empty(n, dtype=self.value_dtype)
+        problem = _input_events(x, self.integer, off, idx, val)
+        if problem:
+            raise DataError(NON_FINITE_SPIKES if problem == 1 else FRACTIONAL_SPIKES)
+        return off, idx, val, T, B
 
     def scratch(self, acc_dtype: type) -> tuple[np.ndarray, ...]:
         """Buffers the kernel leaves as it found them (all zero) after every step: made once per dtype."""
@@ -762,7 +836,7 @@ class EventSim:
         work = np.zeros((len(table), B), dtype=np.int64)  # synaptic events, or LIF neuron updates
         cycles = np.zeros(len(table), dtype=np.int64)
         _simulate(
-            table, c.srcs, c.outputs, c.decode, self.weights(adt), c.biases, c.sticky, *c.lif_params,
+            table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
             *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, off, idx, val, T, B, reset,
             counts, out_steps, layer_counts, work, cycles, rasters, record,
         )  # fmt: skip
@@ -788,7 +862,9 @@ class EventSim:
         return Outputs(logical, steps, layers, syn, updates, lif_rasters)
 
     def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
-        out = self.execute(self.input_events(spikes), self.new_state(), reset=True, record=record)
+        if self._run_state is None:  # a run starts from rest: the state of the previous run is reused
+            self._run_state = self.new_state()
+        out = self.execute(self.input_events(spikes), self._run_state, reset=True, record=record)
         stats = {k: {"synaptic_events": float(v.sum())} for k, v in out.synaptic_events.items()}
         stats |= {k: {"neuron_updates": float(v.sum())} for k, v in out.neuron_updates.items()}
         return RunResult(out.counts, out.layer_counts, out.rasters, stats)

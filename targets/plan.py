@@ -264,9 +264,14 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold an average pool ({n.name})")
 
 
-def check_spikes(plan: Plan, spikes) -> np.ndarray:
+NON_FINITE_SPIKES = "input spikes hold NaN or infinite values"
+FRACTIONAL_SPIKES = "fixed precision takes integer spike counts as input; got fractional values"
+
+
+def check_spikes(plan: Plan, spikes, *, values: bool = True) -> np.ndarray:
     """``spikes`` as an array shaped ``(T, B, *input_shape)`` with finite values (integer counts in
-    fixed precision): the one input check every target makes."""
+    fixed precision): the one input check every target makes. ``values=False`` checks the shape
+    only, for a target that checks the values as it reads them (with these messages)."""
     spikes = np.asarray(spikes)
     if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
         raise DataError(
@@ -274,8 +279,10 @@ def check_spikes(plan: Plan, spikes) -> np.ndarray:
         )
     if spikes.shape[0] < 1:
         raise DataError("input spikes have no time steps (T = 0)")
+    if not values:
+        return spikes
     if not np.isfinite(spikes).all():
-        raise DataError("input spikes hold NaN or infinite values")
+        raise DataError(NON_FINITE_SPIKES)
     if plan.precision == "fixed" and not np.array_equal(spikes, np.rint(spikes)):
-        raise DataError("fixed precision takes integer spike counts as input; got fractional values")
+        raise DataError(FRACTIONAL_SPIKES)
     return spikes

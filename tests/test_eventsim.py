@@ -168,6 +168,48 @@ def test_foreign_graph_leak_multiple_sources_and_fractional_input():
     assert expected.layer_counts["l1"].sum() > 0
 
 
+def test_foreign_graph_pools_and_per_neuron_parameters():
+    """A hand-written conv graph: overlapping sum-pool windows with padding, an average pool whose
+    windows miss the last row and column, and dense LIF layers (v_leak) with per-neuron time
+    constants, one fed straight by the average pool."""
+    rng = np.random.default_rng(11)
+    dt = 1e-3
+
+    def lif(shape, leak, tau=None):
+        tau = rng.uniform(2e-3, 8e-3, shape) if tau is None else np.full(shape, tau)
+        return nir.LIF(tau=tau, r=tau / dt, v_leak=np.full(shape, leak), v_threshold=np.ones(shape),
+                       v_reset=np.zeros(shape))  # fmt: skip
+
+    def conv(o, i, hw):
+        return nir.Conv2d(input_shape=(hw, hw), weight=rng.normal(0, 0.8, (o, i, 3, 3)).astype(np.float32),
+                          stride=1, padding=1, dilation=1, groups=1, bias=rng.normal(0, 0.1, o).astype(np.float32))  # fmt: skip
+
+    nodes = {
+        "input": nir.Input({"input": np.array([2, 9, 9])}),
+        "c1": conv(4, 2, 9), "l1": lif((4, 9, 9), 0.2),
+        "p1": nir.SumPool2d(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1)),  # (4, 5, 5), windows overlap
+        "c2": conv(6, 4, 5), "l2": lif((6, 5, 5), 0.0, tau=4e-3),
+        "p2": nir.AvgPool2d(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)),  # (6, 2, 2): row 4, col 4 unused
+        "l3": lif((6, 2, 2), 0.3), "f": nir.Flatten({"input": np.array([6, 2, 2])}, start_dim=0),
+        "a": nir.Affine(rng.normal(0, 1.0, (5, 24)).astype(np.float32), np.zeros(5, dtype=np.float32)),
+        "l4": lif((5,), 0.0, tau=4e-3), "output": nir.Output({"output": np.array([5])}),
+    }
+    order = ["input", "c1", "l1", "p1", "c2", "l2", "p2", "l3", "f", "a", "l4", "output"]
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
+                         metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
+    plan = load_plan(graph)
+    sim = eventsim.prepare(plan)
+    table = sim.compiled.table
+    rows = {n.name: k for k, n in enumerate(plan.nodes, start=1)}
+    assert table[rows["p1"], eventsim.K_MAP] < 0 and table[rows["p2"], eventsim.K_MAP] >= 0  # both pool paths
+    assert table[rows["l1"], eventsim.K_DENSE] and not table[rows["l1"], eventsim.K_UNIFORM]
+    assert table[rows["l3"], eventsim.K_FUSED] == rows["p2"]  # the dense LIF reads the average pool itself
+    x = (rng.random((12, 3, 2, 9, 9)) < 0.3).astype(np.float32) * rng.integers(1, 3, (12, 3, 2, 9, 9))
+    expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
+    _same(expected, got)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values()), expected.layer_counts
+
+
 def test_bad_input(tmp_path):
     x = (np.random.default_rng(8).random((3, 2, 1, 8, 8)) < 0.3).astype(np.float32)
     plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x)
