@@ -181,7 +181,6 @@ def _at_impl(p, i):
     return lambda p, i: p
 
 
-@numba.njit(cache=True, nogil=True)
 def _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
     """One step of every neuron of a dense LIF layer, without branches, so that LLVM vectorises it.
 
@@ -190,13 +189,56 @@ def _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak
     pool's ``area``) or the gathered input values (``exp`` 0, not ``avg``). ``spikes`` gets 0/1.
     A fused float synapse's own bias is zero here: it is folded into ``bias`` (checked at build).
     """
-    for i in range(np.uint64(v.shape[0])):
-        x = _input_value(src[i], exp, avg, area)
-        src[i] = 0
-        vn, spike = _lif_update(v[i], x, bias[i], keep, vth, _at(beta, i), _at(gain, i), _at(leak, i), _at(vth_f, i),
-                                _at(v_reset, i))  # fmt: skip
-        v[i] = vn
-        spikes[i] = spike
+
+
+X_CLAMP = 2**24  # |input| beyond which the membrane saturates whatever its state (narrow path)
+
+
+@overload(_dense_lif, jit_options={"nogil": True})
+def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
+    if isinstance(bias.dtype, types.Integer) and bias.dtype.bitwidth == 32:
+        # fixed precision in 32-bit lanes (8 per AVX2 vector; numba computes integers in 64 bits
+        # unless every result is narrowed). Exact, given what the build checked (|bias| < 2**29,
+        # weight exponents <= 23): |v| <= V_MAX < 2**23 keeps the decay's partial products below
+        # 2**24; an input beyond X_CLAMP saturates the membrane whatever v and the bias are, so it is
+        # clamped there first, and (x << 6) + v + bias stays below 2**31.
+        i32 = np.int32
+
+        def narrow(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
+            k = i32(keep)
+            vt = i32(min(vth, 2**31 - 1))
+            mul = i32(1 << exp) if exp >= 0 else i32(1)
+            sh = i32(-exp) if exp < 0 else i32(0)
+            lim = i32(X_CLAMP >> exp) if exp >= 0 else i32(2**31 - 1)
+            for i in range(np.uint64(v.shape[0])):
+                a = i32(min(max(src[i], -lim), lim))
+                src[i] = 0
+                x = i32(i32(a * mul) >> sh)  # the shift by the weight exponent
+                x = i32(min(max(x, i32(-X_CLAMP)), i32(X_CLAMP)))
+                vv = v[i]
+                sg = i32(vv >> 31)  # |v| and the sign restored without branches
+                p = i32(i32(vv ^ sg) - sg)
+                r = i32(i32(i32(p >> DECAY_SHIFT) * k) + i32(i32(i32(p & 4095) * k) >> DECAY_SHIFT))
+                dec = i32(i32(r ^ sg) - sg)
+                vn = i32(dec + i32(x << ACT_SHIFT))
+                vn = i32(vn + bias[i])
+                vn = i32(min(max(vn, i32(-V_MAX)), i32(V_MAX)))
+                spike = vn > vt
+                v[i] = i32(0) if spike else vn
+                spikes[i] = spike
+
+        return narrow
+
+    def wide(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
+        for i in range(np.uint64(v.shape[0])):
+            x = _input_value(src[i], exp, avg, area)
+            src[i] = 0
+            vn, spike = _lif_update(v[i], x, bias[i], keep, vth, _at(beta, i), _at(gain, i), _at(leak, i),
+                                    _at(vth_f, i), _at(v_reset, i))  # fmt: skip
+            v[i] = vn
+            spikes[i] = spike
+
+    return wide
 
 
 @numba.njit(cache=True, nogil=True)
@@ -504,6 +546,20 @@ def _pool_cells(in_shape, out_shape, kernel, stride, padding) -> np.ndarray | No
     return np.where(cells[:, :, None] >= 0, out, -1).reshape(-1)
 
 
+def _grid_span(w: np.ndarray) -> float:
+    """max over output neurons of ``sum |w| / q``, with ``q`` the largest power of two of which each
+    of the neuron's weights is a multiple (quantised weights: the quantiser's scale; inf when the
+    weights have no such grid). Integer inputs up to ``x`` then keep every partial sum a multiple of
+    ``q`` below ``x * span * q``: exact in float32 while ``x * span < 2**24``."""
+    rows = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
+    mant, exp = np.frexp(rows)
+    whole = np.abs(mant * 2.0**53).astype(np.int64)  # rows == whole * 2**(exp - 53), exactly
+    low = np.where(whole != 0, whole & -whole, 1)  # lowest set bit
+    grid = np.where(whole != 0, exp - 53 + np.log2(low).astype(np.int64), np.iinfo(np.int64).max).min(axis=1)
+    span = np.where(grid < 1024, np.abs(rows).sum(axis=1) / np.exp2(np.minimum(grid, 1023).astype(np.float64)), 0.0)
+    return float(span.max(initial=0.0))
+
+
 def _padded(n: int) -> int:
     return -(-n // 8) * 8
 
@@ -511,10 +567,12 @@ def _padded(n: int) -> int:
 @numba.njit(cache=True, nogil=True)
 def _input_events(x, integer, off, idx, val):
     """The non-zero entries of ``x`` (T, B, C, pixels) as events ordered by (sample, step, internal
-    index ``pixel * C + channel``); returns 0, or 1 for a non-finite value, 2 for a fractional one
-    in fixed precision."""
+    index ``pixel * C + channel``). Returns ``(problem, integral, largest |value|)``: problem 0, or 1
+    for a non-finite value, 2 for a fractional one in fixed precision."""
     T, B, C, P = x.shape
     n = 0
+    integral = True
+    top = 0.0
     for b in range(B):
         for t in range(T):
             off[b * T + t] = n
@@ -524,14 +582,17 @@ def _input_events(x, integer, off, idx, val):
                     if a != 0:
                         af = np.float64(a)
                         if not abs(af) < np.inf:
-                            return 1
-                        if integer and af != np.floor(af):
-                            return 2
+                            return 1, False, 0.0
+                        if af != np.floor(af):
+                            if integer:
+                                return 2, False, 0.0
+                            integral = False
+                        top = max(top, abs(af))
                         idx[n] = p * C + c
                         val[n] = a
                         n += 1
     off[B * T] = n
-    return 0
+    return 0, integral, top
 
 
 def _sole_lif_consumer(plan: Plan, name: str) -> bool:
@@ -602,6 +663,7 @@ class EventSim:
         folded: dict[str, np.ndarray] = {}  # float synapse -> bias its sole LIF consumer adds
         sticky_parts: list[tuple[int, np.ndarray]] = []
         fan_in_abs: dict[str, float] = {}
+        grid_span: dict[str, float] = {}
         dense_node: dict[str, bool] = {"input": False}
         lif_names = []
         for k, n in enumerate(nodes, start=1):
@@ -639,6 +701,8 @@ class EventSim:
                 w = n.fixed["weight"] if self.integer else n.params["weight"].astype(np.float64)
                 # largest |sum of weights| into one neuron: bounds the accumulator per unit of input
                 fan_in_abs[n.name] = float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max(initial=0))
+                if not self.integer:
+                    grid_span[n.name] = _grid_span(w)
                 if n.kind == "conv":
                     wt = np.ascontiguousarray(w[:, :, :, ::-1].transpose(1, 2, 3, 0))  # (C, kh, kw flipped, O)
                 else:
@@ -708,6 +772,10 @@ class EventSim:
         if any(not np.array_equal(p, out_perms[0]) for p in out_perms[1:]):
             raise ModelError(f"{plan.source}: the graph output sums nodes held in different layouts")
         vdt = self.value_dtype
+        # fixed: 32-bit biases let the dense update run in 32-bit lanes (see _dense_lif)
+        narrow = self.integer and max((np.abs(b).max(initial=0) for b in biases), default=0) < 2**29 and (
+            max(table[:, K_EXP]) <= 23
+        )
         sticky = np.zeros(total, dtype=np.uint8)
         for start, mask in sticky_parts:
             sticky[start : start + len(mask)] = mask
@@ -726,7 +794,7 @@ class EventSim:
             srcs=np.array(srcs, dtype=np.int64),
             outputs=outputs,
             weights=np.concatenate(weights) if weights else np.zeros(0),
-            biases=(np.concatenate(biases) if biases else np.zeros(0)).astype(vdt),
+            biases=(np.concatenate(biases) if biases else np.zeros(0)).astype(np.int32 if narrow else vdt),
             lif_params=tuple(np.concatenate(p) if p else np.zeros(1, dtype=np.float32) for p in lif),
             perms=perms,
             total=total,
@@ -738,37 +806,51 @@ class EventSim:
             lif_sizes=[int(np.prod(plan.node(n).out_shape)) for n in lif_names],
         )
         self._fan_in_abs = fan_in_abs
+        self._grid_span = grid_span
         self._weights_as: dict[type, np.ndarray] = {}
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
-        self._acc_dtypes: dict[float, type] = {}
+        self._acc_dtypes: dict[tuple[float, bool], type] = {}
         self._run_state: State | None = None
 
-    def acc_dtype(self, input_max: float) -> type:
-        """int32 accumulators when no sum can reach 2**31 for inputs up to ``input_max``, else int64
-        (float precision: float64)."""
-        if not self.integer:
-            return np.float64
-        if input_max not in self._acc_dtypes:  # per call at batch 1: computed once per input range
-            self._acc_dtypes[input_max] = self._acc_dtype(input_max)
-        return self._acc_dtypes[input_max]
+    def acc_dtype(self, input_max: float, integral: bool = True) -> type:
+        """The narrowest accumulator in which every sum is exact for inputs up to ``input_max``
+        (``integral``: integers only): fixed precision int32 when no sum can reach 2**31, else int64;
+        float precision float32 when every partial sum is exactly representable in float32, else
+        float64 (the reference's float64 sum is then exact too, so both round to the same float32)."""
+        key = (input_max, integral or self.integer)
+        if key not in self._acc_dtypes:  # per call at batch 1: computed once per input range
+            self._acc_dtypes[key] = self._acc_dtype(*key)
+        return self._acc_dtypes[key]
 
-    def _acc_dtype(self, input_max: float) -> type:
+    def _acc_dtype(self, input_max: float, integral: bool) -> type:
+        # per node: a bound on |value| and whether its values are integers
         bound: dict[str, float] = {"input": float(input_max)}
+        whole: dict[str, bool] = {"input": integral}
         worst = 0.0
+        exact32 = True
         for n in self.plan.nodes:
             x = sum(bound[s] for s in n.sources)
+            ints = all(whole[s] for s in n.sources)
             if n.kind in ("conv", "affine"):
                 acc = x * self._fan_in_abs[n.name]
-                e = n.fixed["weight_exp"]
-                bound[n.name] = acc * 2.0**e + 1
+                if self.integer:
+                    bound[n.name] = acc * 2.0 ** n.fixed["weight_exp"] + 1
+                else:  # integer inputs times weights on a grid of ``quantum``: exact while below 2**24 quanta
+                    exact32 &= ints and x * self._grid_span[n.name] < 2**24
+                    bound[n.name] = acc + float(np.abs(n.params["bias"]).max(initial=0))
+                whole[n.name] = self.integer
             elif n.kind in ("sumpool", "avgpool"):
                 acc = x * n.params["kernel"][0] * n.params["kernel"][1]
-                bound[n.name] = acc
+                exact32 &= ints and acc < 2**24
+                bound[n.name], whole[n.name] = acc, ints and n.kind == "sumpool"
             else:
                 acc = 0.0
                 bound[n.name] = 1.0 if n.kind == "lif" else x
+                whole[n.name] = n.kind == "lif" or ints
             worst = max(worst, acc)
-        return np.int32 if worst < 2**31 - 1 else np.int64
+        if self.integer:
+            return np.int32 if worst < 2**31 - 1 else np.int64
+        return np.float32 if exact32 else np.float64
 
     def weights(self, dtype: type) -> np.ndarray:
         if dtype not in self._weights_as:
@@ -776,7 +858,7 @@ class EventSim:
         return self._weights_as[dtype]
 
     # ------------------------------------------------------------------------------ run
-    def input_events(self, spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    def input_events(self, spikes: np.ndarray) -> Events:
         """Dense ``(T, B, *input_shape)`` input as events: CSR offsets over (sample, step), internal
         neuron indices and values (checked as they are read)."""
         spikes = check_spikes(self.plan, spikes, values=False)
@@ -790,10 +872,10 @@ class EventSim:
         off = np.empty(B * T + 1, dtype=np.int64)
         idx = np.empty(n, dtype=np.int64)
         val = np.empty(n, dtype=self.value_dtype)
-        problem = _input_events(x, self.integer, off, idx, val)
+        problem, integral, top = _input_events(x, self.integer, off, idx, val)
         if problem:
             raise DataError(NON_FINITE_SPIKES if problem == 1 else FRACTIONAL_SPIKES)
-        return off, idx, val, T, B
+        return Events(off, idx, val, T, B, top, integral)
 
     def scratch(self, acc_dtype: type) -> tuple[np.ndarray, ...]:
         """Buffers the kernel leaves as it found them (all zero) after every step: made once per dtype."""
@@ -809,9 +891,8 @@ class EventSim:
 
     def new_state(self) -> State:
         c = self.compiled
-        vdt = self.value_dtype
         return State(
-            v=np.zeros(c.total, dtype=vdt),
+            v=np.zeros(c.total, dtype=np.int32 if self.integer else np.float32),  # |v| <= V_MAX < 2**23
             act=np.zeros(c.total, dtype=np.int64),
             act_n=np.zeros(len(c.table), dtype=np.int64),
             nmark=np.zeros(c.total, dtype=np.uint8),
@@ -819,9 +900,9 @@ class EventSim:
 
     def execute(self, events, state: State, *, reset: bool, record: bool) -> Outputs:
         """Run input events (from :meth:`input_events`) from ``state``, or from rest with ``reset``."""
-        off, idx, val, T, B = events
+        off, idx, val, T, B = events.offsets, events.index, events.value, events.steps, events.batch
         c = self.compiled
-        adt = self.acc_dtype(float(np.abs(val).max(initial=0)))
+        adt = self.acc_dtype(events.largest, events.integral)
         n_out = len(c.out_perm)
         sizes = c.lif_sizes
         table = c.table
@@ -876,6 +957,19 @@ class EventSim:
 def stream(plan: Plan) -> Stream:
     """A streaming run (batch size 1, state kept between calls) of ``plan``."""
     return prepare(plan).stream()
+
+
+@dataclass
+class Events:
+    """Input events, CSR over (sample, step); with what the accumulator width depends on."""
+
+    offsets: np.ndarray
+    index: np.ndarray
+    value: np.ndarray
+    steps: int
+    batch: int
+    largest: float  # largest |value|
+    integral: bool  # every value an integer
 
 
 @dataclass
