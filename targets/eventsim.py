@@ -34,6 +34,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic, overload
 
 from core import fixed
@@ -564,35 +565,64 @@ def _padded(n: int) -> int:
     return -(-n // 8) * 8
 
 
+SCAN = 32  # input values tested at once for any non-zero (one vector compare)
+
+
 @numba.njit(cache=True, nogil=True)
-def _input_events(x, integer, off, idx, val):
-    """The non-zero entries of ``x`` (T, B, C, pixels) as events ordered by (sample, step, internal
-    index ``pixel * C + channel``). Returns ``(problem, integral, largest |value|)``: problem 0, or 1
-    for a non-finite value, 2 for a fractional one in fixed precision."""
-    T, B, C, P = x.shape
+def _input_events(x, bits, T, B, C, P, integer, off, idx, val):
+    """The non-zero entries of ``x`` (flat, C-contiguous ``(T, B, C, P)``, P pixels; ``bits``: the
+    same memory as unsigned integers) as events: CSR
+    ``off`` over (sample, step), internal index ``pixel * C + channel`` and value, written while
+    they fit ``idx``/``val``. Returns ``(problem, events, integral, largest |value|)``: problem 0, or
+    1 for a non-finite value, 2 for a fractional one in fixed precision."""
     n = 0
-    integral = True
+    off[0] = 0
+    if x.shape[0] == 0:  # no samples
+        return 0, 0, True, 0.0
+    zero = bits[0] ^ bits[0]
+    cap = idx.shape[0]
+    bad = False
+    frac = False
     top = 0.0
     for b in range(B):
         for t in range(T):
             off[b * T + t] = n
-            for p in range(P):
-                for c in range(C):
-                    a = x[t, b, c, p]
-                    if a != 0:
+            for c in range(C):
+                base = ((t * B + b) * C + c) * P
+                for p0 in range(0, P, SCAN):
+                    m = min(SCAN, P - p0)
+                    if m == SCAN:  # most inputs are zero: skip a run of them in one test of their bits
+                        hit = zero
+                        for j in range(SCAN):
+                            hit |= bits[base + p0 + j]
+                        if hit == 0:
+                            continue
+                    mask = np.uint64(0)  # the positions of the non-zero bit patterns
+                    for j in range(m):
+                        mask |= np.uint64(bits[base + p0 + j] != 0) << np.uint64(j)
+                    if mask == 0:
+                        continue
+                    if n + m > cap:  # no room: count only (the caller grows the buffers and asks again)
+                        for p in range(p0, p0 + m):
+                            n += x[base + p] != 0
+                        continue
+                    while mask:  # each non-zero bit pattern (a -0.0 too: it is skipped here)
+                        p = p0 + trailing_zeros(mask)
+                        mask &= mask - np.uint64(1)
+                        a = x[base + p]
                         af = np.float64(a)
-                        if not abs(af) < np.inf:
-                            return 1, False, 0.0
-                        if af != np.floor(af):
-                            if integer:
-                                return 2, False, 0.0
-                            integral = False
+                        bad |= not abs(af) < np.inf
+                        frac |= af != np.floor(af)
                         top = max(top, abs(af))
                         idx[n] = p * C + c
                         val[n] = a
-                        n += 1
+                        n += a != 0
+    if bad:
+        return 1, 0, False, 0.0
+    if integer and frac:
+        return 2, 0, False, 0.0
     off[B * T] = n
-    return 0, integral, top
+    return 0, n, not frac, top
 
 
 def _sole_lif_consumer(plan: Plan, name: str) -> bool:
@@ -811,6 +841,7 @@ class EventSim:
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
         self._acc_dtypes: dict[tuple[float, bool], type] = {}
         self._run_state: State | None = None
+        self._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
 
     def acc_dtype(self, input_max: float, integral: bool = True) -> type:
         """The narrowest accumulator in which every sum is exact for inputs up to ``input_max``
@@ -860,21 +891,26 @@ class EventSim:
     # ------------------------------------------------------------------------------ run
     def input_events(self, spikes: np.ndarray) -> Events:
         """Dense ``(T, B, *input_shape)`` input as events: CSR offsets over (sample, step), internal
-        neuron indices and values (checked as they are read)."""
+        neuron indices and values (checked as they are read). Valid until the next call: the index
+        and value arrays are views of buffers reused by every call."""
         spikes = check_spikes(self.plan, spikes, values=False)
         if spikes.dtype == np.bool_:
             spikes = spikes.view(np.uint8)
         T, B = spikes.shape[:2]
         shape = self.plan.input_shape
         channels, pixels = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (1, int(np.prod(shape)))
-        x = spikes.reshape(T, B, channels, pixels)
-        n = int(np.count_nonzero(x))
+        flat = np.ascontiguousarray(spikes).reshape(-1)
         off = np.empty(B * T + 1, dtype=np.int64)
-        idx = np.empty(n, dtype=np.int64)
-        val = np.empty(n, dtype=self.value_dtype)
-        problem, integral, top = _input_events(x, self.integer, off, idx, val)
+        while True:  # the event buffers are reused from call to call, grown when an input needs more
+            idx, val = self._event_buffers
+            problem, n, integral, top = _input_events(flat, flat.view(f"u{flat.itemsize}"), T, B, channels, pixels,
+                                                      self.integer, off, idx, val)  # fmt: skip
+            if n + SCAN <= len(idx) or problem:
+                break
+            self._event_buffers = (np.empty(2 * n + SCAN, dtype=np.int64), np.empty(2 * n + SCAN, dtype=self.value_dtype))
         if problem:
             raise DataError(NON_FINITE_SPIKES if problem == 1 else FRACTIONAL_SPIKES)
+        idx, val = idx[:n], val[:n]
         return Events(off, idx, val, T, B, top, integral)
 
     def scratch(self, acc_dtype: type) -> tuple[np.ndarray, ...]:

@@ -238,3 +238,21 @@ def test_bad_input(tmp_path):
         eventsim.run(plan, np.full_like(x, np.nan))
     with pytest.raises(DataError, match="integer spike counts"):
         eventsim.run(plan, x * 0.5)
+    for bad, match in ((np.inf, "infinite"), (2.5, "integer spike counts"), (np.nan, "NaN")):
+        one = x.copy()
+        one[2, 1, 0, 7, 5] = bad  # a single value, deep in the input
+        with pytest.raises(DataError, match=match):
+            eventsim.run(plan, one)
+
+
+def test_input_scan_grows_its_buffers_and_skips_negative_zero(tmp_path):
+    """More input events than the reused buffers hold at first (they grow), and -0.0 (a non-zero bit
+    pattern) is no event."""
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 3, (300, 6, 1, 8, 8)).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x[:8])
+    sim = eventsim.prepare(plan)
+    assert np.count_nonzero(x) > len(sim._event_buffers[0])
+    _same(ref.run(plan, x, record=True), eventsim.run(plan, x, record=True))
+    events = sim.input_events(np.where(x == 0, np.float32(-0.0), x))
+    assert len(events.index) == np.count_nonzero(x) and events.integral and events.largest == 2
