@@ -70,6 +70,18 @@ def _cycles(typingctx):
     return types.int64(), codegen
 
 
+@intrinsic
+def _ashr32(typingctx, a, s):
+    """``a >> s`` in 32 bits (``0 <= s < 32``): numba would widen it to 64 bits, which AVX2 lanes
+    cannot shift arithmetically, and the loop around it would not vectorise in 32-bit lanes."""
+    sig = types.int32(types.int32, types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.ashr(args[0], args[1])
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _add_run(acc, a0, weights, w0, m, x):
     """``acc[a0 : a0 + m] += x * weights[w0 : w0 + m]``. Unsigned indices: numba then adds no
@@ -209,12 +221,12 @@ def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain,
             k = i32(keep)
             vt = i32(min(vth, 2**31 - 1))
             mul = i32(1 << exp) if exp >= 0 else i32(1)
-            sh = i32(-exp) if exp < 0 else i32(0)
+            sh = i32(min(-exp, 31)) if exp < 0 else i32(0)
             lim = i32(X_CLAMP >> exp) if exp >= 0 else i32(2**31 - 1)
             for i in range(np.uint64(v.shape[0])):
                 a = i32(min(max(src[i], -lim), lim))
                 src[i] = 0
-                x = i32(i32(a * mul) >> sh)  # the shift by the weight exponent
+                x = _ashr32(i32(a * mul), sh)  # the shift by the weight exponent
                 x = i32(min(max(x, i32(-X_CLAMP)), i32(X_CLAMP)))
                 vv = v[i]
                 sg = i32(vv >> 31)  # |v| and the sign restored without branches
@@ -240,6 +252,95 @@ def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain,
             spikes[i] = spike
 
     return wide
+
+
+@numba.njit(cache=True, nogil=True)
+def _conv_rows(idx, val, decode, acc, weights, Co, Ho, Wo, KH, KW, SH, PH, PW, marks, listed, ng, track):
+    """Events ``(idx, val)`` into a convolution of column stride 1. Kernel columns are stored
+    flipped, so one window row is one contiguous run of ``n * Co`` weights onto ``n * Co``
+    contiguous accumulators. With ``track``, the touched output pixels are listed from ``ng`` on.
+    Returns the new ``ng`` and the number of weights scattered."""
+    syn = 0
+    for e in range(idx.shape[0]):
+        i = idx[e]
+        x = val[e]
+        y, xx, c = decode[i, 0], decode[i, 1], decode[i, 2]
+        # the output pixels whose window holds (y, xx): no division when the row stride is 1
+        ry, ox0 = y + PH, xx + PW
+        ky, oy = (0, ry) if SH == 1 else (ry % SH, ry // SH)
+        kx0 = 0
+        while oy >= Ho and ky < KH:
+            ky += SH
+            oy -= 1
+        while ox0 >= Wo and kx0 < KW:
+            kx0 += 1
+            ox0 -= 1
+        n = min(KW - kx0, ox0 + 1)
+        while ky < KH and oy >= 0:
+            g0 = oy * Wo + ox0 - n + 1
+            base = ((c * KH + ky) * KW + KW - kx0 - n) * Co
+            _add_run(acc, np.uint64(g0 * Co), weights, np.uint64(base), np.uint64(n * Co), x)
+            syn += n * Co
+            if track:
+                for g in range(g0, g0 + n):
+                    if marks[g] == 0:
+                        marks[g] = 1
+                        listed[ng] = g
+                        ng += 1
+            ky += SH
+            oy -= 1
+    return ng, syn
+
+
+@numba.njit(cache=True, nogil=True)
+def _spike_events(words, out_idx, out_val):
+    """The neurons whose 0/1 spike flag (one byte each, read as 64-bit ``words``) is set, as events
+    of value 1, in order; clears the flags. Returns the number of spikes."""
+    ne = 0
+    for wi in range(words.shape[0]):
+        w = words[wi]
+        if w == 0:
+            continue
+        words[wi] = 0
+        while w:  # one set bit per spiking neuron (flags are 0 or 1): bit 8j is neuron 8 wi + j
+            out_idx[ne] = wi * 8 + (trailing_zeros(w) >> 3)
+            out_val[ne] = 1
+            ne += 1
+            w &= w - np.uint64(1)
+    return ne
+
+
+@numba.njit(cache=True, nogil=True)
+def _pool_scatter(idx, val, cells, acc, listed, ng, track):
+    """Events ``(idx, val)`` into a pool whose windows do not overlap: each input neuron's one output
+    neuron is looked up in ``cells`` (-1: in no window). Each hit is listed in ``listed`` from
+    ``ng`` on (no marks: passing a neuron on zeroes it, so a repeat passes on nothing); returns
+    the new ``ng`` and the number of hits."""
+    hits = 0
+    for e in range(idx.shape[0]):
+        cell = cells[idx[e]]
+        if cell >= 0:
+            acc[cell] += val[e]
+            hits += 1
+            if track:
+                listed[ng] = cell
+                ng += 1
+    return ng, hits
+
+
+@numba.njit(cache=True, nogil=True)
+def _pass_on(listed, kind, acc, bias, exp, area, out_idx, out_val):
+    """The values of the ``listed`` neurons as events (branch-free: a zero, a repeat included, is
+    written and not counted); zeroes their accumulators. Returns the number of events."""
+    ne = 0
+    for j in range(listed.shape[0]):
+        i = listed[j]
+        v = _emit_value(kind, acc[i], bias[i], exp, area)
+        acc[i] = 0
+        out_idx[ne] = i
+        out_val[ne] = v
+        ne += v != 0
+    return ne
 
 
 @numba.njit(cache=True, nogil=True)
@@ -343,18 +444,13 @@ def _simulate(
                             else:
                                 _dense_lif(inp[off : off + N], 0, False, np.float32(1), v[off : off + N],
                                            biases[boff : boff + N], nmark[off : off + N], keep, vth, *prs)  # fmt: skip
-                        words = nmark[off : off + ((N + 7) // 8) * 8].view(np.uint64)  # node offsets are 8-aligned
-                        for wi in range(words.shape[0]):
-                            if words[wi] == 0:
-                                continue
-                            for i in range(wi * 8, wi * 8 + 8):
-                                if nmark[off + i]:
-                                    nmark[off + i] = 0
-                                    ev_idx[evo + ne] = i
-                                    ev_val[evo + ne] = 1
-                                    ne += 1
-                                    if record:
-                                        rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
+                        # node offsets are 8-aligned: the spike flags are read 8 at a time
+                        ne = _spike_events(nmark[off : off + ((N + 7) // 8) * 8].view(np.uint64), ev_idx[evo:],
+                                           ev_val[evo:])  # fmt: skip
+                        if record:
+                            r0 = table[k, K_ROFF] + (t * B + b) * N
+                            for j in range(ne):
+                                rasters[r0 + ev_idx[evo + j]] = 1
                         work[k, b] += N
                     else:
                         # the listed neurons: those with state, with input, or with a constant input
@@ -401,6 +497,16 @@ def _simulate(
                     s = srcs[si]
                     so = table[s, K_OFF]
                     so_dec = so
+                    idx_s, val_s = ev_idx[so : so + ev_n[s]], ev_val[so : so + ev_n[s]]
+                    if moff >= 0:  # a pool whose windows do not overlap: one output neuron per event
+                        ng, got = _pool_scatter(idx_s, val_s, pmap[moff:], acc[off : off + N], glist[goff:], ng, track)
+                        syn += got
+                        continue
+                    if kind == CONV and SW == 1:
+                        ng, got = _conv_rows(idx_s, val_s, decode[so:], acc[off : off + N], weights[woff:], Co, Ho, Wo,
+                                             KH, KW, SH, PH, PW, gmark[goff:], glist[goff:], ng, track)  # fmt: skip
+                        syn += got
+                        continue
                     for e in range(ev_n[s]):
                         i = ev_idx[so + e]
                         x = ev_val[so + e]
@@ -411,16 +517,6 @@ def _simulate(
                                 glist[goff] = 0
                                 gmark[goff] = 1
                                 ng = 1
-                            continue
-                        if moff >= 0:  # a pool whose windows do not overlap: one neuron, looked up
-                            cell = pmap[moff + i]
-                            if cell >= 0:
-                                acc[off + cell] += x
-                                syn += 1
-                                if track:  # branch-free: a neuron already listed overwrites the free slot
-                                    glist[goff + ng] = cell
-                                    ng += 1 - np.int64(gmark[goff + cell])
-                                    gmark[goff + cell] = 1
                             continue
                         d = so_dec + i
                         y, xx, c = decode[d, 0], decode[d, 1], decode[d, 2]
@@ -434,25 +530,6 @@ def _simulate(
                         while ox0 >= Wo and kx0 < KW:
                             kx0 += SW
                             ox0 -= 1
-                        if kind == CONV and SW == 1:
-                            # kernel columns are stored flipped: one window row is one contiguous run
-                            # of n * Co weights onto n * Co contiguous accumulators
-                            n = min(KW - kx0, ox0 + 1)
-                            while ky < KH and oy >= 0:
-                                g0 = oy * Wo + ox0 - n + 1
-                                base = woff + ((c * KH + ky) * KW + KW - kx0 - n) * Co
-                                a0 = off + g0 * Co
-                                _add_run(acc, np.uint64(a0), weights, np.uint64(base), np.uint64(n * Co), x)
-                                syn += n * Co
-                                if track:
-                                    for g in range(g0, g0 + n):
-                                        if gmark[goff + g] == 0:
-                                            gmark[goff + g] = 1
-                                            glist[goff + ng] = g
-                                            ng += 1
-                                ky += SH
-                                oy -= 1
-                            continue
                         while ky < KH and oy >= 0:
                             kx, ox = kx0, ox0
                             while kx < KW and ox >= 0:
@@ -496,6 +573,9 @@ def _simulate(
                         ne += val != 0
                     for j in range(ng):
                         gmark[goff + glist[goff + j]] = 0
+                elif moff >= 0:
+                    ne = _pass_on(glist[goff : goff + ng], kind, acc[off : off + N], biases[boff : boff + N], exp, area,
+                                  ev_idx[evo:], ev_val[evo:])  # fmt: skip
                 else:
                     for j in range(ng):
                         g = glist[goff + j]
@@ -719,8 +799,8 @@ class EventSim:
                 row[K_SH], row[K_SW] = n.params["stride"]
                 row[K_PH], row[K_PW] = n.params["padding"]
                 row[K_GROUPS] = groups
-                # a pool marks neurons (and its branch-free listing writes one slot past the last)
-                groups += N + 1 if n.kind != "conv" else n.out_shape[1] * n.out_shape[2]
+                # a pool marks neurons, and lists one per input event when its windows do not overlap
+                groups += max(N, len(n.sources) * int(np.prod(n.in_shape))) if n.kind != "conv" else n.out_shape[1] * n.out_shape[2]
                 perms[n.name] = _channel_last(n.out_shape)
                 if n.kind != "conv":
                     cells = _pool_cells(n.in_shape, n.out_shape, (kh, kw), n.params["stride"], n.params["padding"])
