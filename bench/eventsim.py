@@ -104,13 +104,16 @@ def workloads(args) -> list[dict]:
     return out
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
+def _median_times(fns, repeats: int) -> list[float]:
+    """Median time of each of ``fns``, run interleaved (one of each per repeat), so that a slow
+    stretch of this shared machine slows them all alike and their ratios hold."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def _per_sample(run, plan, x: np.ndarray, batch: int) -> None:
@@ -132,8 +135,8 @@ def measure(w: dict, precision: str, args) -> dict:
     rec: dict = {"precision": precision, "samples": n, "steps": int(x.shape[0]),
                  "input_events_per_sample": float(x.sum() / n)}  # fmt: skip
     for batch in (1, 64):
-        t_es = _median_time(lambda b=batch: _per_sample(es, plan, x, b), args.repeats) / n
-        t_tr = _median_time(lambda b=batch: _per_sample(tr, plan, x, b), args.repeats) / n
+        t_es, t_tr = (t / n for t in _median_times([lambda b=batch: _per_sample(es, plan, x, b),
+                                                     lambda b=batch: _per_sample(tr, plan, x, b)], args.repeats))  # fmt: skip
         rec[f"batch{batch}"] = {"eventsim_ms": 1e3 * t_es, "torch_ms": 1e3 * t_tr, "speedup": t_tr / t_es}
     result = es(plan, x)
     syn = sum(s["synaptic_events"] for s in result.stats.values() if "synaptic_events" in s) / n
@@ -155,11 +158,11 @@ def measure(w: dict, precision: str, args) -> dict:
     # time against input event rate: each input count thinned binomially
     rng = np.random.default_rng(0)
     xi = x.astype(np.int64)
-    rec["thinning"] = []
-    for frac in (0.1, 0.25, 0.5, 1.0):
-        xt = (rng.binomial(xi, frac) if frac < 1 else xi).astype(np.float32)
-        t = _median_time(lambda xt=xt: _per_sample(es, plan, xt, 1), args.repeats) / n
-        rec["thinning"].append({"fraction": frac, "input_events": float(xt.sum() / n), "eventsim_ms": 1e3 * t})
+    fractions = (0.1, 0.25, 0.5, 1.0)
+    thinned = [(rng.binomial(xi, f) if f < 1 else xi).astype(np.float32) for f in fractions]
+    times = _median_times([lambda xt=xt: _per_sample(es, plan, xt, 1) for xt in thinned], args.repeats)
+    rec["thinning"] = [{"fraction": f, "input_events": float(xt.sum() / n), "eventsim_ms": 1e3 * t / n}
+                       for f, xt, t in zip(fractions, thinned, times, strict=True)]  # fmt: skip
     tracemalloc.start()
     es(plan, x[:, :64])
     rec["eventsim_peak_mib_batch64"] = tracemalloc.get_traced_memory()[1] / 2**20

@@ -921,6 +921,8 @@ class EventSim:
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
         self._acc_dtypes: dict[tuple[float, bool], type] = {}
         self._run_state: State | None = None
+        self._names = ["input"] + [n.name for n in self.plan.nodes]  # by table row
+        self._synapse_rows = [k for k in range(1, len(self.compiled.table)) if self.compiled.table[k, K_KIND] in (CONV, AFFINE)]
         self._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
 
     def acc_dtype(self, input_max: float, integral: bool = True) -> type:
@@ -1050,20 +1052,20 @@ class EventSim:
         logical[:, c.out_perm] = counts
         steps = np.empty_like(out_steps)
         steps[:, :, c.out_perm] = out_steps
-        names = ["input"] + [n.name for n in plan.nodes]
-        kinds = table[:, K_KIND]
-        syn = {names[k]: work[k] for k in range(1, len(table)) if kinds[k] in (CONV, AFFINE)}
-        updates = {names[k]: work[k] for k in range(1, len(table)) if kinds[k] == LIF}
+        names = self._names
+        syn = {names[k]: work[k] for k in self._synapse_rows}
+        updates = {names[k]: work[k] for k in c.lif_rows}
         layers = dict(zip(c.lif_names, layer_counts, strict=True))
         self.cycles = dict(zip(names, cycles.tolist(), strict=True))
-        return Outputs(logical, steps, layers, syn, updates, lif_rasters)
+        return Outputs(logical, steps, layers, syn, updates, lif_rasters, work)
 
     def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
         if self._run_state is None:  # a run starts from rest: the state of the previous run is reused
             self._run_state = self.new_state()
         out = self.execute(self.input_events(spikes), self._run_state, reset=True, record=record)
-        stats = {k: {"synaptic_events": float(v.sum())} for k, v in out.synaptic_events.items()}
-        stats |= {k: {"neuron_updates": float(v.sum())} for k, v in out.neuron_updates.items()}
+        total = out.work.sum(axis=1).tolist()
+        stats = {self._names[k]: {"synaptic_events": float(total[k])} for k in self._synapse_rows}
+        stats |= {self._names[k]: {"neuron_updates": float(total[k])} for k in self.compiled.lif_rows}
         return RunResult(out.counts, out.layer_counts, out.rasters, stats)
 
     def stream(self) -> Stream:
@@ -1106,6 +1108,7 @@ class Outputs:
     synaptic_events: dict[str, np.ndarray]  # synaptic node -> (B,) weights scattered (effective accumulates)
     neuron_updates: dict[str, np.ndarray]  # LIF -> (B,) neuron state updates (the rest cost nothing)
     rasters: dict[str, np.ndarray] | None
+    work: np.ndarray  # (nodes, B): synaptic events of synaptic nodes, updates of LIFs, by table row
 
 
 class Stream:
