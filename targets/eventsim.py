@@ -293,6 +293,57 @@ def _conv_rows(idx, val, decode, acc, weights, Co, Ho, Wo, KH, KW, SH, PH, PW, m
 
 
 @numba.njit(cache=True, nogil=True)
+def _relist(v, sticky, marks, listed):
+    """Lists (and marks) the neurons with state or a constant input, after a dense pass over a
+    listed layer; returns how many."""
+    w = 0
+    for i in range(v.shape[0]):
+        stays = v[i] != 0 or sticky[i] != 0
+        listed[w] = i
+        marks[i] = stays
+        w += stays
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(idx, val, inp, marks, listed, na, dense):
+    """Events ``(idx, val)`` into a LIF layer's input ``inp``; unless the layer is ``dense``, a
+    neuron not yet listed joins ``listed`` (at ``na``, which is returned grown)."""
+    for e in range(idx.shape[0]):
+        i = idx[e]
+        inp[i] += val[e]
+        if not dense and marks[i] == 0:
+            marks[i] = 1
+            listed[na] = i
+            na += 1
+    return na
+
+
+@numba.njit(cache=True, nogil=True)
+def _listed_lif(listed, inp, v, bias, sticky, marks, keep, vth, beta, gain, leak, vth_f, v_reset, out_idx, out_val):
+    """One step of the ``listed`` neurons of a LIF layer (their input in ``inp``, zeroed as read);
+    spikes become events. The list is compacted in place to the neurons that stay listed (state
+    left, or a constant input), whose marks stay set. Returns ``(listed now, spikes)``."""
+    w = 0
+    ne = 0
+    for j in range(listed.shape[0]):
+        i = listed[j]
+        x = inp[i]
+        inp[i] = 0
+        vn, spike = _lif_update(v[i], x, bias[i], keep, vth, _at(beta, i), _at(gain, i), _at(leak, i), _at(vth_f, i),
+                                _at(v_reset, i))  # fmt: skip
+        v[i] = vn
+        out_idx[ne] = i
+        out_val[ne] = 1
+        ne += spike
+        stays = vn != 0 or sticky[i] != 0
+        marks[i] = stays
+        listed[w] = i  # in-place compaction (w <= j)
+        w += stays
+    return w, ne
+
+
+@numba.njit(cache=True, nogil=True)
 def _spike_events(words, out_idx, out_val):
     """The neurons whose 0/1 spike flag (one byte each, read as 64-bit ``words``) is set, as events
     of value 1, in order; clears the flags. Returns the number of spikes."""
@@ -406,22 +457,19 @@ def _simulate(
                     na = act_n[k]
                     if fs < 0:  # gather the input of this step; neurons not yet listed join the work list
                         for si in range(s0, s0 + ns):
-                            s = srcs[si]
-                            so = table[s, K_OFF]
-                            for e in range(ev_n[s]):
-                                i = ev_idx[so + e]
-                                inp[off + i] += ev_val[so + e]
-                                if not dense and nmark[off + i] == 0:
-                                    nmark[off + i] = 1
-                                    act[off + na] = i
-                                    na += 1
+                            so = table[srcs[si], K_OFF]
+                            na = _gather(ev_idx[so : so + ev_n[srcs[si]]], ev_val[so : so + ev_n[srcs[si]]],
+                                         inp[off : off + N], nmark[off : off + N], act[off : off + N], na, dense)  # fmt: skip
                     boff, poff = table[k, K_BOFF], table[k, K_POFF]
                     li = table[k, K_LIF]
                     vth = np.int64(table[k, K_VTH]) << VTH_SHIFT
                     keep = DECAY_UNITY - table[k, K_DV]
-                    if dense:
-                        # every neuron, in one branch-free pass (vectorised; nmark, unused by dense
-                        # layers, takes the spikes), then the spikes are read back a word at a time
+                    # a listed layer with most neurons listed this step is updated densely too (the
+                    # neurons at rest stay at rest), and its list rebuilt from the membranes
+                    crowded = not dense and na >= N * DENSE_FRACTION
+                    if dense or crowded:
+                        # every neuron, in one branch-free pass (vectorised; nmark takes the
+                        # spikes), then the spikes are read back a word at a time
                         if poff >= 0 and table[k, K_UNIFORM] == 0:  # per-neuron float parameters
                             prm = (beta[poff : poff + N], gain[poff : poff + N], leak[poff : poff + N],
                                    vth_f[poff : poff + N], vreset[poff : poff + N])  # fmt: skip
@@ -451,30 +499,24 @@ def _simulate(
                             r0 = table[k, K_ROFF] + (t * B + b) * N
                             for j in range(ne):
                                 rasters[r0 + ev_idx[evo + j]] = 1
+                        if crowded:
+                            act_n[k] = _relist(v[off : off + N], sticky[off : off + N], nmark[off : off + N],
+                                               act[off : off + N])  # fmt: skip
                         work[k, b] += N
-                    else:
-                        # the listed neurons: those with state, with input, or with a constant input
-                        w = 0
-                        for j in range(na):
-                            i = act[off + j]
-                            x = inp[off + i]
-                            inp[off + i] = 0
-                            p = poff + i if poff >= 0 else 0
-                            vn, spike = _lif_update(v[off + i], x, biases[boff + i], keep, vth, beta[p], gain[p],
-                                                    leak[p], vth_f[p], vreset[p])  # fmt: skip
-                            v[off + i] = vn
-                            if spike:
-                                ev_idx[evo + ne] = i
-                                ev_val[evo + ne] = 1
-                                ne += 1
-                                if record:
-                                    rasters[table[k, K_ROFF] + (t * B + b) * N + i] = 1
-                            nmark[off + i] = 0
-                            if vn != 0 or sticky[off + i]:  # stays listed; in-place compaction (w <= j)
-                                act[off + w] = i
-                                w += 1
-                        for j in range(w):
-                            nmark[off + act[off + j]] = 1
+                    else:  # the listed neurons: those with state, with input, or with a constant input
+                        lv = (act[off : off + na], inp[off : off + N], v[off : off + N], biases[boff : boff + N],
+                              sticky[off : off + N], nmark[off : off + N], keep, vth)  # fmt: skip
+                        if poff >= 0:
+                            w, ne = _listed_lif(*lv, beta[poff : poff + N], gain[poff : poff + N], leak[poff : poff + N],
+                                                vth_f[poff : poff + N], vreset[poff : poff + N], ev_idx[evo:],
+                                                ev_val[evo:])  # fmt: skip
+                        else:
+                            w, ne = _listed_lif(*lv, beta[0], gain[0], leak[0], vth_f[0], vreset[0], ev_idx[evo:],
+                                                ev_val[evo:])  # fmt: skip
+                        if record:
+                            r0 = table[k, K_ROFF] + (t * B + b) * N
+                            for j in range(ne):
+                                rasters[r0 + ev_idx[evo + j]] = 1
                         act_n[k] = w
                         work[k, b] += na
                     layer_counts[li, b] += ne
@@ -487,7 +529,7 @@ def _simulate(
                 woff = table[k, K_WOFF]
                 goff = table[k, K_GROUPS]
                 moff = table[k, K_MAP]
-                pool = kind == SUMPOOL or kind == AVGPOOL
+                pool = kind in (SUMPOOL, AVGPOOL)
                 # remember the touched output pixels (a pool: the touched neurons), to pass on only
                 # those (not when a dense LIF reads all the accumulators itself)
                 track = table[k, K_FUSED] < 0
@@ -800,7 +842,11 @@ class EventSim:
                 row[K_PH], row[K_PW] = n.params["padding"]
                 row[K_GROUPS] = groups
                 # a pool marks neurons, and lists one per input event when its windows do not overlap
-                groups += max(N, len(n.sources) * int(np.prod(n.in_shape))) if n.kind != "conv" else n.out_shape[1] * n.out_shape[2]
+                groups += (
+                    max(N, len(n.sources) * int(np.prod(n.in_shape)))
+                    if n.kind != "conv"
+                    else n.out_shape[1] * n.out_shape[2]
+                )
                 perms[n.name] = _channel_last(n.out_shape)
                 if n.kind != "conv":
                     cells = _pool_cells(n.in_shape, n.out_shape, (kh, kw), n.params["stride"], n.params["padding"])
@@ -851,6 +897,7 @@ class EventSim:
                     row[K_BOFF] = bias_at[syn]
                     row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
                     constant = bias_of[syn]
+                    at_rest_spikes = np.full(N, n.fixed["vth"] < 0)
                 else:
                     for j, key in enumerate(("beta", "gain", "leak", "v_threshold", "v_reset")):
                         lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
@@ -858,6 +905,7 @@ class EventSim:
                     row[K_UNIFORM] = all(np.all(p[-1] == p[-1][0]) for p in lif)  # layer-wide: scalars suffice
                     poff += N
                     constant = lif[2][-1].copy()
+                    at_rest_spikes = lif[3][-1] < 0
                     if syn in folded:
                         row[K_BOFF] = boff
                         biases.append(folded[syn])
@@ -867,13 +915,19 @@ class EventSim:
                     row[K_BOFF] = boff
                     biases.append(np.zeros(N))
                     boff += N
-                sticky_parts.append((row[K_OFF], constant != 0))
+                # neurons that change at every step: a constant input, or a threshold below 0 (they
+                # spike at rest); they are always listed
+                restless = (constant != 0) | at_rest_spikes
+                sticky_parts.append((row[K_OFF], restless))
                 # Dense when at least DENSE_FRACTION of the neurons have a constant input: they update
                 # every step anyway, and one branch-free pass over all is cheaper than the lists
-                row[K_DENSE] = bool(np.mean(constant != 0) >= DENSE_FRACTION)
+                row[K_DENSE] = bool(np.mean(restless) >= DENSE_FRACTION)
                 # (a float synapse's bias is folded into this LIF by then: _dense_lif reads none)
-                if row[K_DENSE] and syn in bias_at and _sole_lif_consumer(plan, syn) and (
-                    self.integer or not np.any(bias_of[syn] != 0)
+                if (
+                    row[K_DENSE]
+                    and syn in bias_at
+                    and _sole_lif_consumer(plan, syn)
+                    and (self.integer or not np.any(bias_of[syn] != 0))
                 ):
                     # fuse: the dense update reads the synapse's accumulators, no event list between
                     row[K_FUSED], table[index[syn], K_FUSED] = index[syn], k
@@ -883,8 +937,10 @@ class EventSim:
             raise ModelError(f"{plan.source}: the graph output sums nodes held in different layouts")
         vdt = self.value_dtype
         # fixed: 32-bit biases let the dense update run in 32-bit lanes (see _dense_lif)
-        narrow = self.integer and max((np.abs(b).max(initial=0) for b in biases), default=0) < 2**29 and (
-            max(table[:, K_EXP]) <= 23
+        narrow = (
+            self.integer
+            and max((np.abs(b).max(initial=0) for b in biases), default=0) < 2**29
+            and (max(table[:, K_EXP]) <= 23)
         )
         sticky = np.zeros(total, dtype=np.uint8)
         for start, mask in sticky_parts:
@@ -922,7 +978,9 @@ class EventSim:
         self._acc_dtypes: dict[tuple[float, bool], type] = {}
         self._run_state: State | None = None
         self._names = ["input"] + [n.name for n in self.plan.nodes]  # by table row
-        self._synapse_rows = [k for k in range(1, len(self.compiled.table)) if self.compiled.table[k, K_KIND] in (CONV, AFFINE)]
+        self._synapse_rows = [
+            k for k in range(1, len(self.compiled.table)) if self.compiled.table[k, K_KIND] in (CONV, AFFINE)
+        ]
         self._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
 
     def acc_dtype(self, input_max: float, integral: bool = True) -> type:
@@ -989,7 +1047,10 @@ class EventSim:
                                                       self.integer, off, idx, val)  # fmt: skip
             if n + SCAN <= len(idx) or problem:
                 break
-            self._event_buffers = (np.empty(2 * n + SCAN, dtype=np.int64), np.empty(2 * n + SCAN, dtype=self.value_dtype))
+            self._event_buffers = (
+                np.empty(2 * n + SCAN, dtype=np.int64),
+                np.empty(2 * n + SCAN, dtype=self.value_dtype),
+            )
         if problem:
             raise DataError(NON_FINITE_SPIKES if problem == 1 else FRACTIONAL_SPIKES)
         idx, val = idx[:n], val[:n]

@@ -273,6 +273,8 @@ def check_spikes(plan: Plan, spikes, *, values: bool = True) -> np.ndarray:
     fixed precision): the one input check every target makes. ``values=False`` checks the shape
     only, for a target that checks the values as it reads them (with these messages)."""
     spikes = np.asarray(spikes)
+    if spikes.dtype.kind not in "biuf":
+        raise DataError(f"input spikes must be numbers (bool, integer or float), got dtype {spikes.dtype}")
     if spikes.ndim != len(plan.input_shape) + 2 or tuple(spikes.shape[2:]) != plan.input_shape:
         raise DataError(
             f"input spikes must be shaped (T, B, {', '.join(map(str, plan.input_shape))}), got {tuple(spikes.shape)}"

@@ -205,13 +205,17 @@ def test_foreign_graph_pools_and_per_neuron_parameters():
 
     nodes = {
         "input": nir.Input({"input": np.array([2, 9, 9])}),
-        "c1": conv(4, 2, 9), "l1": lif((4, 9, 9), 0.2),
+        "c1": conv(4, 2, 9),
+        "l1": lif((4, 9, 9), 0.2),
         "p1": nir.SumPool2d(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1)),  # (4, 5, 5), windows overlap
-        "c2": conv(6, 4, 5), "l2": lif((6, 5, 5), 0.0, tau=4e-3),
+        "c2": conv(6, 4, 5),
+        "l2": lif((6, 5, 5), 0.0, tau=4e-3),
         "p2": nir.AvgPool2d(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)),  # (6, 2, 2): row 4, col 4 unused
-        "l3": lif((6, 2, 2), 0.3), "f": nir.Flatten({"input": np.array([6, 2, 2])}, start_dim=0),
+        "l3": lif((6, 2, 2), 0.3),
+        "f": nir.Flatten({"input": np.array([6, 2, 2])}, start_dim=0),
         "a": nir.Affine(rng.normal(0, 1.0, (5, 24)).astype(np.float32), np.zeros(5, dtype=np.float32)),
-        "l4": lif((5,), 0.0, tau=4e-3), "output": nir.Output({"output": np.array([5])}),
+        "l4": lif((5,), 0.0, tau=4e-3),
+        "output": nir.Output({"output": np.array([5])}),
     }
     order = ["input", "c1", "l1", "p1", "c2", "l2", "p2", "l3", "f", "a", "l4", "output"]
     graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
@@ -229,6 +233,39 @@ def test_foreign_graph_pools_and_per_neuron_parameters():
     assert all(c.sum() > 0 for c in expected.layer_counts.values()), expected.layer_counts
 
 
+def test_crowded_lists_and_neurons_that_spike_at_rest():
+    """A listed layer (no bias, no leak) with most neurons listed is updated densely that step and
+    relisted; neurons whose threshold is below 0 spike at rest, so they are always listed."""
+    rng = np.random.default_rng(14)
+    dt, tau = 1e-3, 4e-3
+
+    def lif(n, vth):
+        return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.zeros(n), v_threshold=vth,
+                       v_reset=np.zeros(n))  # fmt: skip
+
+    nodes = {"input": nir.Input({"input": np.array([12])}),
+             "a": nir.Affine(rng.normal(0, 0.8, (40, 12)).astype(np.float32), np.zeros(40, dtype=np.float32)),
+             "l1": lif(40, np.where(np.arange(40) < 4, -0.2, 1.0)),
+             "c": nir.Affine(rng.normal(0, 0.8, (5, 40)).astype(np.float32), np.zeros(5, dtype=np.float32)),
+             "l2": lif(5, np.ones(5)), "output": nir.Output({"output": np.array([5])})}  # fmt: skip
+    order = ["input", "a", "l1", "c", "l2", "output"]
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
+                         metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
+    plan = load_plan(graph)
+    sim = eventsim.prepare(plan)
+    assert not sim.compiled.table[2, eventsim.K_DENSE]  # l1 is a listed layer (4 of 40 restless)
+    for density in (0.02, 0.9):
+        x = (rng.random((10, 3, 12)) < density).astype(np.float32)
+        expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
+        _same(expected, got)
+        assert expected.rasters["l1"][:, :, :4].mean() > 0.25  # they spike at rest (0 > threshold)
+        updates = got.stats["l1"]["neuron_updates"]
+        if density > 0.5:  # crowded from the first input on: every neuron, every step
+            assert updates == 10 * 3 * 40
+        else:
+            assert updates < 10 * 3 * 40
+
+
 def test_bad_input(tmp_path):
     x = (np.random.default_rng(8).random((3, 2, 1, 8, 8)) < 0.3).astype(np.float32)
     plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x)
@@ -238,6 +275,8 @@ def test_bad_input(tmp_path):
         eventsim.run(plan, np.full_like(x, np.nan))
     with pytest.raises(DataError, match="integer spike counts"):
         eventsim.run(plan, x * 0.5)
+    with pytest.raises(DataError, match="must be numbers"):
+        eventsim.run(plan, x.astype(str))
     for bad, match in ((np.inf, "infinite"), (2.5, "integer spike counts"), (np.nan, "NaN")):
         one = x.copy()
         one[2, 1, 0, 7, 5] = bad  # a single value, deep in the input
