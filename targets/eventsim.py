@@ -293,6 +293,16 @@ def _conv_rows(idx, val, decode, acc, weights, Co, Ho, Wo, KH, KW, SH, PH, PW, m
 
 
 @numba.njit(cache=True, nogil=True)
+def _dense_layer(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, uniform):
+    """:func:`_dense_lif` with the float parameters as layer-wide scalars when ``uniform`` (or unused:
+    fixed precision), which lets the pass vectorise with fewer arrays, else per neuron."""
+    if uniform:
+        _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta[0], gain[0], leak[0], vth_f[0], v_reset[0])
+    else:
+        _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset)
+
+
+@numba.njit(cache=True, nogil=True)
 def _relist(v, sticky, marks, listed):
     """Lists (and marks) the neurons with state or a constant input, after a dense pass over a
     listed layer; returns how many."""
@@ -470,28 +480,16 @@ def _simulate(
                     if dense or crowded:
                         # every neuron, in one branch-free pass (vectorised; nmark takes the
                         # spikes), then the spikes are read back a word at a time
-                        if poff >= 0 and table[k, K_UNIFORM] == 0:  # per-neuron float parameters
-                            prm = (beta[poff : poff + N], gain[poff : poff + N], leak[poff : poff + N],
-                                   vth_f[poff : poff + N], vreset[poff : poff + N])  # fmt: skip
-                            if fs >= 0:
-                                su = table[fs, K_OFF]
-                                _dense_lif(acc[su : su + N], table[fs, K_EXP], table[fs, K_KIND] == AVGPOOL,
-                                           np.float32(table[fs, K_KH] * table[fs, K_KW]), v[off : off + N],
-                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prm)  # fmt: skip
-                            else:
-                                _dense_lif(inp[off : off + N], 0, False, np.float32(1), v[off : off + N],
-                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prm)  # fmt: skip
-                        else:  # layer-wide parameters (fixed precision ignores them)
-                            q = max(poff, 0)
-                            prs = (beta[q], gain[q], leak[q], vth_f[q], vreset[q])
-                            if fs >= 0:
-                                su = table[fs, K_OFF]
-                                _dense_lif(acc[su : su + N], table[fs, K_EXP], table[fs, K_KIND] == AVGPOOL,
-                                           np.float32(table[fs, K_KH] * table[fs, K_KW]), v[off : off + N],
-                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prs)  # fmt: skip
-                            else:
-                                _dense_lif(inp[off : off + N], 0, False, np.float32(1), v[off : off + N],
-                                           biases[boff : boff + N], nmark[off : off + N], keep, vth, *prs)  # fmt: skip
+                        q = max(poff, 0)  # float parameters: per neuron, or layer-wide (fixed: unused)
+                        prm = (beta[q : q + N], gain[q : q + N], leak[q : q + N], vth_f[q : q + N], vreset[q : q + N],
+                               poff < 0 or table[k, K_UNIFORM] != 0)  # fmt: skip
+                        vbs = (v[off : off + N], biases[boff : boff + N], nmark[off : off + N], keep, vth)
+                        if fs >= 0:
+                            su = table[fs, K_OFF]
+                            _dense_layer(acc[su : su + N], table[fs, K_EXP], table[fs, K_KIND] == AVGPOOL,
+                                         np.float32(table[fs, K_KH] * table[fs, K_KW]), *vbs, *prm)  # fmt: skip
+                        else:
+                            _dense_layer(inp[off : off + N], 0, False, np.float32(1), *vbs, *prm)
                         # node offsets are 8-aligned: the spike flags are read 8 at a time
                         ne = _spike_events(nmark[off : off + ((N + 7) // 8) * 8].view(np.uint64), ev_idx[evo:],
                                            ev_val[evo:])  # fmt: skip
