@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 # Without Python 3.10 this says so, leaves the reason in .venv-lava/missing.txt (the lava target
 # reports it) and carries on. Quick when done: the stamp holds the package list it installed.
 LAVA_VENV := .venv-lava
-LAVA_PKGS := lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.4,<1.1" ; --no-deps lava-dl==0.6.0
+LAVA_DEPS := lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.4,<1.1"
+LAVA_NODEPS := lava-dl==0.6.0
+LAVA_PKGS := $(LAVA_DEPS) ; --no-deps $(LAVA_NODEPS)
 setup-lava:
 	@if [ -x $(LAVA_VENV)/bin/python ] && [ "$$(cat $(LAVA_VENV)/.installed 2>/dev/null)" = '$(LAVA_PKGS)' ]; then exit 0; fi; \
 	py=""; for c in $$(ls -d $$HOME/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null | sort -rV) $$(command -v python3.10); do \
@@ -36,8 +38,8 @@ setup-lava:
 	echo "setting up $(LAVA_VENV) with $$py (first time: about a minute)"; \
 	rm -f $(LAVA_VENV)/missing.txt $(LAVA_VENV)/.installed; \
 	test -x $(LAVA_VENV)/bin/python || "$$py" -m venv $(LAVA_VENV) || exit 1; \
-	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.4,<1.1" && \
-	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps lava-dl==0.6.0 && \
+	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check $(LAVA_DEPS) && \
+	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(LAVA_NODEPS) && \
 	echo '$(LAVA_PKGS)' > $(LAVA_VENV)/.installed
 
 # The pipeline on the built-in default (scikit-learn's digits), as far as it exists. --resume

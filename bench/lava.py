@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from core.fileio import write_json_atomic
-from runtime.latency import layer_depths
-from targets import lava_target, torch_target
+from runtime.latency import extra_steps
+from targets import get_target, lava_target, torch_target
 from targets.plan import Plan, load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def digits_graphs(tmp: Path, samples: int) -> tuple[dict[str, Path], np.ndarray,
 
 
 def measure(plan: Plan, spikes: np.ndarray) -> dict:
-    depth = max(layer_depths(plan).values())
+    depth = extra_steps(plan, get_target("lava").latency)
     x = np.concatenate([spikes, np.zeros((depth, *spikes.shape[1:]), spikes.dtype)])
     steps, n = x.shape[0], x.shape[1]
     # torch first: Lava's worker processes take a moment to exit after a run, which would slow it

@@ -36,7 +36,7 @@ import numpy as np
 
 from core.errors import DataError
 from core.fileio import write_atomic
-from inputs.events import EVENT_DTYPE, as_events
+from inputs.events import EVENT_DTYPE, as_events, header_lines
 
 MAGIC = b"#!AER-DAT3"
 END_HEADER = b"#!END-HEADER"
@@ -95,14 +95,11 @@ def read_header(path: str | os.PathLike) -> Aedat3Info:
     lines: list[bytes] = []
     offset = 0
     with open(path, "rb") as f:
-        while offset < MAX_HEADER_BYTES:
-            line = f.readline(MAX_HEADER_LINE)
-            if not line.startswith(b"#"):
-                break
-            if not line.endswith(b"\n"):
-                raise DataError(f"{path}: AEDAT 3 header line at byte offset {offset} is not terminated")
+        for offset, line in header_lines(  # noqa: B007 (offset: just after the last header line)
+            f, b"#", MAX_HEADER_BYTES, MAX_HEADER_LINE,
+            lambda at: f"{path}: AEDAT 3 header line at byte offset {at} is not terminated",
+        ):  # fmt: skip
             lines.append(line.strip())
-            offset += len(line)
             if line.startswith(END_HEADER):
                 break
     if not lines or not lines[0].startswith(MAGIC):

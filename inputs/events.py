@@ -9,6 +9,7 @@ brightness increase; 0 = OFF). Frames are time-first: ``(steps, 2, height, width
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,22 @@ EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
 """One event: ``t`` µs, ``x`` column, ``y`` row, ``p`` polarity (1 = ON, 0 = OFF)."""
 
 DROP_REASONS = ("outside_window", "outside_sensor")
+
+
+def header_lines(f, marker: bytes, max_bytes: int, max_line: int, unterminated) -> Iterator[tuple[int, bytes]]:
+    """The header lines starting with ``marker`` at the start of binary file ``f`` (bounded reads:
+    at most ``max_bytes``, lines of at most ``max_line``), each with the byte offset just after it;
+    stops at the first other line. A line with no end of line within ``max_line`` bytes raises
+    :class:`DataError` with the message ``unterminated(its byte offset)``."""
+    offset = 0
+    while offset < max_bytes:
+        line = f.readline(max_line)
+        if not line.startswith(marker):
+            return
+        if not line.endswith(b"\n"):
+            raise DataError(unterminated(offset))
+        offset += len(line)
+        yield offset, line
 
 
 def empty_events(n: int = 0) -> np.ndarray:

@@ -50,7 +50,7 @@ import numpy as np
 
 from core.errors import ConfigError, DataError
 from inputs import aedat2, aedat3, aedat4, arrays, nmnist, prophesee
-from inputs.events import EVENT_DTYPE
+from inputs.events import EVENT_DTYPE, header_lines
 
 DEFAULT_CHUNK_EVENTS = 1 << 16
 COUNTERS = (
@@ -293,17 +293,12 @@ _RECORD_BYTES = {"evt2": 4, "evt3": 2, "dat": 8}
 def _percent_header_end(path: Path, encoding: str) -> int:
     """Byte offset of the data after a Prophesee '%' header (and DAT's 2 event type/size bytes)."""
     offset = 0
-    with open(path, "rb") as f:
-        while offset < _HEAD_BYTES:
-            line = f.readline(_MAX_LINE)
-            if not line.startswith(b"%"):
-                break
-            if not line.endswith(b"\n"):  # expelliarmus loops forever on a header cut inside a line
-                raise DataError(
-                    f"{path}: truncated or garbled {encoding} header: the '%' line at byte offset {offset} "
-                    f"has no end of line within {_MAX_LINE} bytes"
-                )
-            offset += len(line)
+    with open(path, "rb") as f:  # (expelliarmus loops forever on a header cut inside a line)
+        for offset, line in header_lines(  # noqa: B007 (offset: just after the last header line)
+            f, b"%", _HEAD_BYTES, _MAX_LINE,
+            lambda at: f"{path}: truncated or garbled {encoding} header: the '%' line at byte offset {at} "
+            f"has no end of line within {_MAX_LINE} bytes",
+        ):  # fmt: skip
             if line[1:].strip().lower() == b"end":
                 break
     return offset + (2 if encoding == "dat" else 0)

@@ -34,8 +34,6 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from runtime.data import load_inputs
-from runtime.latency import align_latency as align_latency  # re-exported: older imports name this module
-from runtime.latency import layer_depths as layer_depths
 from runtime.run import join_results, predictions, run_batches
 from targets import TARGETS, require_target
 from targets import reference as ref_target
