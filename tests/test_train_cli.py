@@ -39,7 +39,12 @@ def test_end_to_end_tiny_run(tmp_path, capsys):
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["phase"], r["epoch"]) for r in lines] == [("teacher", 1), ("student", 1), ("student", 2)]
     student = lines[-1]
-    assert {"train_ce", "train_wsld", "train_feature", "test_acc", "step_ms"} <= set(student)
+    assert {"train_ce", "train_wsld", "train_feature", "val_acc", "step_ms"} <= set(student)
+    assert not any(k.startswith("test_") for r in lines for k in r), "the test split is never looked at per epoch"
+    final = ckpt["final_metrics"]
+    assert final["test_samples"] == 96 and 0 <= final["test_acc"] <= 1 and final["selected_epoch"] in (1, 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["student"]["test_acc"] == final["test_acc"] and "train_ce_eval" in summary["teacher"]
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -89,7 +94,8 @@ def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_path, monkeypatch):
     b = torch.load(cut / "student.pt", weights_only=True)
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    assert [r["test_acc"] for r in a["history"]] == [r["test_acc"] for r in b["history"]]
+    assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
+    assert a["final_metrics"]["test_acc"] == b["final_metrics"]["test_acc"]
     epochs = [(r["phase"], r["epoch"]) for r in map(json.loads, (cut / "metrics.jsonl").read_text().splitlines())]
     assert epochs == [("teacher", 1), ("student", 1), ("student", 2), ("student", 3)]
 

@@ -36,39 +36,75 @@ def blur_mask(n: int, c: int, lam: float, generator: torch.Generator | None = No
     return (u >= lam).float()
 
 
+GENERATORS = ("full", "bottleneck")
+ORDERS = ("student_first", "teacher_first")
+
+
 class FeatureDistiller(nn.Module):
     """Feature distillation head: ``bkd`` (mask + generation block) or ``feature`` (plain MSE).
 
     ``student_feature`` is the time-averaged student map ``(N, Cs, H, W)``; ``teacher_feature`` is
     the teacher map ``(N, Ct, H', W')`` or vector ``(N, Ct)``.
+
+    Options (all ablated by ``bench.bkd_ablation``):
+
+    - ``generator``: ``full`` is the reference block at the teacher's width (two 3x3 convs, C_t -> C_t);
+      ``bottleneck`` narrows it to ``width`` channels (default: the student's), C_t -> width -> C_t, so that
+      a head of a few thousand parameters cannot fit the teacher's map on its own.
+    - ``order``: ``student_first`` (the reference code for CNNs and the paper) masks and restores the
+      student's map towards the teacher's; ``teacher_first`` is what the reference DVS scripts do by
+      passing the arguments the other way round: the *teacher's* map is masked and restored, and the
+      student's map is the target (the gradient then reaches the student through the target).
+    - ``clip``: the reference ``use_clip``: the target is rescaled so that its maximum equals the
+      restored side's input maximum, ``target / max(target) * max(input)`` (batch-wide maxima).
     """
 
     def __init__(self, student_channels: int, teacher_channels: int, mode: str = "bkd",
-                 alpha: float = 2e-3, lam: float = 0.15) -> None:  # fmt: skip
+                 alpha: float = 2e-3, lam: float = 0.15, *, generator: str = "full",
+                 width: int | None = None, order: str = "student_first", clip: bool = False) -> None:  # fmt: skip
         super().__init__()
         if mode not in ("bkd", "feature"):
             raise ValueError(f"FeatureDistiller mode must be 'bkd' or 'feature', got {mode!r}")
-        self.mode, self.alpha, self.lam = mode, alpha, lam
-        self.align = nn.Conv2d(student_channels, teacher_channels, 1) if student_channels != teacher_channels else None
+        if generator not in GENERATORS:
+            raise ValueError(f"BKD generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
+        if order not in ORDERS:
+            raise ValueError(f"BKD order must be one of {', '.join(ORDERS)}, got {order!r}")
+        self.mode, self.alpha, self.lam, self.order, self.clip = mode, alpha, lam, order, clip
+        # The restored side's input channels -> the target's channels.
+        c_in, c_out = (
+            (student_channels, teacher_channels) if order == "student_first" else (teacher_channels, student_channels)
+        )
+        self.align = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
         self.generation = None
         if mode == "bkd":
+            hidden = c_out if generator == "full" else (width or student_channels)
             self.generation = nn.Sequential(
-                nn.Conv2d(teacher_channels, teacher_channels, 3, padding=1),
+                nn.Conv2d(c_out, hidden, 3, padding=1),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(teacher_channels, teacher_channels, 3, padding=1),
+                nn.Conv2d(hidden, c_out, 3, padding=1),
             )
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-        x = student_feature if self.align is None else self.align(student_feature)
+        if self.order == "student_first":
+            source, target = student_feature, teacher_feature
+        else:
+            if teacher_feature.dim() != 4:
+                raise ValueError("BKD order 'teacher_first' needs a teacher feature map (N, C, H, W), not a vector")
+            source, target = teacher_feature, student_feature
+            if source.shape[-2:] != target.shape[-2:]:
+                source = F.adaptive_avg_pool2d(source, target.shape[-2:])
+        x = source if self.align is None else self.align(source)
+        if self.clip:
+            target = target / target.max().clamp_min(1e-12) * x.max()
         if self.generation is not None:
             x = x * blur_mask(x.shape[0], x.shape[1], self.lam, generator, x.device)
             x = self.generation(x)
-        if teacher_feature.dim() == 2:
+        if target.dim() == 2:
             x = x.mean(dim=(2, 3))  # a vector teacher feature: pool the restored map over space
-        elif x.shape[-2:] != teacher_feature.shape[-2:]:
-            x = F.adaptive_avg_pool2d(x, teacher_feature.shape[-2:])
-        return self.alpha * F.mse_loss(x, teacher_feature, reduction="sum") / x.shape[0]
+        elif x.shape[-2:] != target.shape[-2:]:
+            x = F.adaptive_avg_pool2d(x, target.shape[-2:])
+        return self.alpha * F.mse_loss(x, target, reduction="sum") / x.shape[0]
 
 
 def wsld_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
