@@ -138,6 +138,11 @@ class TrainConfig:
         default=1.0,
         metadata={"help": "training-only scale of the student's logits inside WSLD (student temperature)"},
     )
+    readout_aux: float = field(
+        default=0.0,
+        metadata={"help": "weight of a training-only cross-entropy on the spiking readout's input current summed "
+                  "over T: a gradient that does not vanish when a readout neuron stops firing (dead classes)"},
+    )  # fmt: skip
     learn_logit_scale: bool = field(
         default=False, metadata={"help": "learn the WSLD logit scale (starts at --logit-scale)"}
     )
@@ -267,6 +272,13 @@ def spiking_readout(model: nn.Module) -> bool:
     return isinstance(last, LIF)
 
 
+def readout_synapse(model: nn.Module) -> nn.Module | None:
+    """The synaptic layer that feeds the readout neurons (the head's last Linear)."""
+    head = getattr(model, "head", None)
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if head is not None else []
+    return linears[-1] if linears else None
+
+
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
@@ -298,6 +310,12 @@ class StudentObjective(nn.Module):
     def __init__(self, student: nn.Module, distiller: FeatureDistiller | None, cfg: TrainConfig) -> None:
         super().__init__()
         self.student, self.distiller, self.cfg = student, distiller, cfg
+        self._current: list[torch.Tensor] = []
+        if cfg.readout_aux:
+            readout = readout_synapse(student)
+            if readout is None or not spiking_readout(student):
+                raise ConfigError("--readout-aux needs a student whose head ends in Linear -> LIF (a spiking readout)")
+            readout.register_forward_hook(lambda m, i, o: self._current.append(o))
         log_scale = torch.tensor(math.log(cfg.logit_scale))
         if cfg.learn_logit_scale:
             self.log_scale = nn.Parameter(log_scale)
@@ -305,9 +323,13 @@ class StudentObjective(nn.Module):
             self.register_buffer("log_scale", log_scale)
 
     def forward(self, x, y, n, t_feature, t_logits, generator):
+        self._current.clear()
         feature, out = self.student.forward_features(x)
         logits = student_logits(out)
         terms = {"ce": F.cross_entropy(logits[:n], y, label_smoothing=self.cfg.label_smoothing)}
+        if self.cfg.readout_aux:
+            current = self._current[-1].reshape(out.shape).sum(0)  # (B, classes): the readout's input over T
+            terms["readout_aux"] = self.cfg.readout_aux * F.cross_entropy(current[:n], y)
         mode = self.cfg.distill
         if mode in ("logits", "mixed"):
             labels = torch.cat([y, t_logits[n:].argmax(1)])
@@ -373,7 +395,7 @@ def progress_bar(total: int, desc: str, enabled: bool):
 
 
 def _load(name: str, split: str, root: str | None, args: dict, cfg: TrainConfig):
-    kwargs: dict[str, Any] = {"root": root, "steps": cfg.steps, "seed": cfg.seed, **args}
+    kwargs: dict[str, Any] = {"root": root, "steps": cfg.steps, "seed": cfg.seed} | args  # a spec may fix its seed
     if cfg.cache_dir and name in DATASETS and "cache_dir" in inspect.signature(DATASETS[name]).parameters:
         kwargs.setdefault("cache_dir", cfg.cache_dir)
     return load_dataset(name, split, **kwargs)
