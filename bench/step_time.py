@@ -59,7 +59,7 @@ def measure(dataset: str, rounds: int, batch_size: int, steps: int) -> dict:
             if mode != "none":
                 with torch.no_grad():
                     t_feature, t_logits = teacher.forward_features(teacher_input(x))
-            terms, _ = objective(x, y, t_feature, t_logits, gen)
+            terms, _ = objective(x, y, y.numel(), t_feature, t_logits, gen)
             opt.zero_grad(set_to_none=True)
             sum(terms.values()).backward()
             opt.step()
