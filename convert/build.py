@@ -12,7 +12,16 @@ import numpy as np
 from torch import nn
 
 from convert.nirgraph import build_graph
-from convert.quantise import FixedChoice, apply_fixed, choose_fixed, prepare_fixed, quantise_float
+from convert.quantise import (
+    LI_V_LIMIT,
+    FixedChoice,
+    apply_fixed,
+    choose_fixed,
+    choose_fixed_li,
+    prepare_fixed,
+    quantise_float,
+    value_bounds,
+)
 from convert.trace import trace
 from core import fixed
 from core.errors import ModelError
@@ -49,7 +58,9 @@ def build_nir(
     ``calibration`` (spikes ``(T, B, *input_shape)``) is required for fixed precision: the integer
     network runs on it, and any layer whose synaptic input would overflow Lava's 16-bit messages
     or whose membrane would saturate at 24 bits gets a smaller exponent or threshold, round after
-    round, until none does. ``min_bias_exp`` (fixed precision) puts every bias on a grid of
+    round, until none does. An LI readout's exponent is chosen by a worst-case bound instead (it never
+    saturates whatever the input; :func:`convert.quantise.choose_fixed_li`), which the calibration
+    run then confirms. ``min_bias_exp`` (fixed precision) puts every bias on a grid of
     ``2**min_bias_exp`` integer units: 6 for a graph that is also written as lava-dl netx, which runs
     biases with ``bias_exp = 6``. The graph's metadata records it as ``min_bias_exp``.
     """
@@ -71,7 +82,15 @@ def build_nir(
     meta["min_bias_exp"] = int(min_bias_exp)
     original = copy.deepcopy(layers)
     pairs = prepare_fixed(original)
-    choices = {lif.name: choose_fixed(syn, lif) for syn, lif in pairs}
+    bounds = value_bounds(original, min(float(np.min(calibration)), 0.0), float(np.max(calibration)))
+    choices = {}
+    for syn, lif in pairs:
+        if lif.kind == "li":
+            lo, hi = (sum(bounds[s][i] for s in syn.sources) for i in (0, 1))
+            choices[lif.name] = choose_fixed_li(syn, lif, lo, hi, min_bias_exp)
+        else:
+            choices[lif.name] = choose_fixed(syn, lif)
+    li_names = {lif.name for _, lif in pairs if lif.kind == "li"}
     for round_ in range(1, max_rounds + 1):
         trial = copy.deepcopy(original)
         by_name = {layer.name: layer for layer in trial}
@@ -84,9 +103,14 @@ def build_nir(
         report.calibration_rounds = round_
         report.calibration = {
             name: {"max_abs_input": st["max_abs_input"], "input_headroom": fixed.A_MAX / max(st["max_abs_input"], 1),
-                   "max_abs_v": st["max_abs_v"], "spikes_per_sample": float(result.layer_counts[name].mean())}
+                   "max_abs_v": st["max_abs_v"]} | (
+                {"spikes_per_sample": float(result.layer_counts[name].mean())} if name in result.layer_counts else
+                {"v_headroom": LI_V_LIMIT / max(st["max_abs_v"], 1), "v_bound": choices[name].v_bound})
             for name, st in result.stats.items()
         }  # fmt: skip
+        if set(over) & li_names:  # the bound of choose_fixed_li makes this impossible: a bug, never a silent pass
+            raise ModelError(f"fixed precision: LI readout(s) {', '.join(sorted(set(over) & li_names))} saturate on the "
+                             "calibration data although their bound says they cannot")  # fmt: skip
         if not over:
             report.fixed_choices = [asdict(choices[lif.name]) for _, lif in pairs]
             return graph, report
@@ -108,6 +132,7 @@ def choice_table(choices: list[FixedChoice | dict]) -> str:
     rows = ["layer        synapse      exp   vth     scale        dv    bias_exp  max|m|"]
     for c in choices:
         c = c if isinstance(c, dict) else asdict(c)
+        note = f"  LI readout: |v| <= {c['v_bound']} (never reaches vth << 6)" if c.get("neuron") == "li" else ""
         rows.append(f"{c['lif']:<12} {c['synapse']:<12} {c['weight_exp']:>3} {c['vth']:>6} {c['weight_scale']:>12.6g} "
-                    f"{c['dv']:>5} {c['bias_exp']:>9} {c['max_mantissa']:>7}")  # fmt: skip
+                    f"{c['dv']:>5} {c['bias_exp']:>9} {c['max_mantissa']:>7}{note}")  # fmt: skip
     return "\n".join(rows)

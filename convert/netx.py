@@ -13,6 +13,13 @@ one group per layer, ``"0"``, ``"1"``, ... in execution order, each holding
 - ``neuron``: ``type = CUBA``, ``iDecay = du + 1`` (4096: the current decays fully), ``vDecay``
   (our ``dv``), ``vThMant`` (our ``vth``), ``refDelay = 1``, ``gradedSpike = False``.
 
+An LI readout (non-spiking) is written as netx can express it: the same CUBA neuron with
+``vThMant = 2**17 - 1``, a threshold its membrane provably never reaches (the converter's bound,
+``|v| <= 2**23 - 64``), so it never fires; Loihi users read its membrane ``v`` (the worker's test
+run probes it). A dense layer's negative exponent ``e`` (an LI readout's) is exact in netx when every
+weight is a multiple of ``2**-e`` (``e = -1`` always: the weights are stored doubled): the file then
+holds ``w >> -e`` at exponent 0. Smaller exponents are refused with the layer named.
+
 netx builds a purely sequential network of synapse + neuron blocks, without pooling blocks: pools
 are folded into the synaptic layer they feed (exactly: a conv after a pool that tiles its input
 becomes one conv with an ``s*k`` kernel; a pool and flatten before a Linear become its weight
@@ -37,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from core import fixed
 from core.errors import ModelError
 from core.fileio import atomic_path
 from targets.plan import Node, Plan
@@ -85,16 +93,16 @@ def _sequence(plan: Plan) -> list[tuple[Node, list[Node], Node]]:
                     f"{plan.source}: synaptic layers {syn.name} and {n.name} follow each other without a LIF"
                 )
             syn = n
-        elif n.kind == "lif":
+        elif n.kind in ("lif", "li"):
             if syn is None:
-                raise ModelError(f"{plan.source}: LIF {n.name} is not fed by a Conv2d/Linear")
+                raise ModelError(f"{plan.source}: {n.kind.upper()} {n.name} is not fed by a Conv2d/Linear")
             layers.append((syn, linear, n))
             linear, syn = [], None
         else:
             raise ModelError(f"{plan.source}: netx export cannot hold {n.kind} node {n.name}")
     if linear or syn is not None or plan.outputs != [layers[-1][2].name]:
         raise ModelError(
-            f"{plan.source}: the graph must end in a LIF layer that is its only output to be written as netx"
+            f"{plan.source}: the graph must end in a LIF (or LI) layer that is its only output to be written as netx"
         )
     return layers
 
@@ -141,10 +149,13 @@ def netx_layers(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, float]]:
             layer = {"type": "conv", "shape": list(syn.out_shape), "weight": kernel << e,
                      "stride": list(stride), "padding": list(pad), "dilation": [1, 1], "groups": 1}  # fmt: skip
         else:
+            if e < 0 and not np.any(w % (1 << -e)):  # sum(w x) >> k == sum((w >> k) x) when 2**k divides every w
+                w, e = w >> -e, 0
             if e != 0:
                 raise ModelError(
                     f"{plan.source}: Linear {syn.name} has weight exponent {e}; netx derives a dense layer's "
-                    "exponent from its weights, which reproduces only exponent 0"
+                    "exponent from its weights, which reproduces only exponent 0 (or a negative one whose shift "
+                    "divides every weight)"
                 )
             shape = in_shape
             mat = np.eye(int(np.prod(in_shape)), dtype=np.int64)
@@ -172,8 +183,9 @@ def netx_layers(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, float]]:
         if np.abs(stored).max(initial=0) > 4095:
             raise ModelError(f"{plan.source}: the bias of {syn.name} exceeds netx's 13-bit bias mantissa")
         layer["bias"] = stored
+        vth = fixed.VTH_MAX if lif.kind == "li" else int(lif.fixed["vth"])  # an LI: a threshold it never reaches
         layer["neuron"] = {"type": "CUBA", "iDecay": 4096, "vDecay": int(lif.fixed["dv"]),
-                           "vThMant": int(lif.fixed["vth"]), "refDelay": 1, "gradedSpike": False}  # fmt: skip
+                           "vThMant": vth, "refDelay": 1, "gradedSpike": False}  # fmt: skip
         out.append(layer)
     return out, rounded
 

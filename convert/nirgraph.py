@@ -1,7 +1,8 @@
 """Traced layers -> a NIR graph (nir 1.0.x), following DESIGN.md's mapping.
 
 - ``LIF(tau = dt/(1-beta), r = tau/dt, v_leak = 0, v_threshold = theta, v_reset = 0)``, one value
-  per neuron, so that a foreign reader with the graph's ``dt`` reproduces the float semantics.
+  per neuron, so that a foreign reader with the graph's ``dt`` reproduces the float semantics;
+  the non-spiking readout likewise as ``LI(tau = dt/(1-beta), r = tau/dt, v_leak = 0)``.
 - ``Conv2d`` always carries ``input_shape``; ``Flatten`` uses batch-free dims (``start_dim=0``);
   biases are explicit arrays.
 - Everything else a target needs (T, dt, precision, reset mode, scales, exponents, thresholds,
@@ -40,6 +41,10 @@ def _node(layer: Layer) -> nir.NIRNode:
         return nir.LIF(tau=np.full(shape, tau, dtype=np.float64), r=np.full(shape, tau / p["dt"], dtype=np.float64),
                        v_leak=np.zeros(shape, np.float32), v_threshold=np.full(shape, p["v_threshold"], dtype=np.float32),
                        v_reset=np.zeros(shape, np.float32))  # fmt: skip
+    if layer.kind == "li":
+        tau = float(p["tau"])
+        return nir.LI(tau=np.full(shape, tau, dtype=np.float64), r=np.full(shape, tau / p["dt"], dtype=np.float64),
+                      v_leak=np.zeros(shape, np.float32))  # fmt: skip
     if layer.kind in ("sumpool", "avgpool"):
         cls = nir.SumPool2d if layer.kind == "sumpool" else nir.AvgPool2d
         return cls(kernel_size=np.array(p["kernel"]), stride=np.array(p["stride"]), padding=np.array([0, 0]))

@@ -14,6 +14,17 @@ with ``min_bias_exp = 6`` so that its biases are multiples of 64 and the file ho
 ``dv = round(4096 (1 - beta))``.
 The graph stores the float equivalents (``m * S``, ``vth * S / 2**(e+1)``) so that a float reader
 approximates the integer network, and the integers' scales and exponents in metadata.
+
+An LI readout ``N`` (no threshold) is the integer LIF whose current decays fully (``du = 4095``),
+with ``dv`` from its ``beta`` and a threshold no membrane can reach. Its scale uses all 8 mantissa
+bits (``S = max|W| / 127``); its weight exponent is the largest ``e <= 0`` for which a worst-case
+bound, over every input the layers below can produce (spikes are 0 or 1, sum pools add at most
+their area, the graph input is bounded by the calibration data), keeps the synaptic input within
+Lava's 16-bit messages and the membrane at or below ``vth_max << 6 = 2**23 - 64`` at every step,
+however long it runs (``|v| <= max|u| * 4096 / dv``): then it never saturates and Loihi's largest
+threshold ``vth = 2**17 - 1`` is never crossed, so the LIF never spikes. Exponents up to ``-1`` lose
+nothing (the weights are stored doubled); when no exponent down to ``-8`` fits, conversion refuses
+and names the layer.
 """
 
 from __future__ import annotations
@@ -32,16 +43,19 @@ from train.quant import quantise
 
 @dataclass
 class FixedChoice:
-    """What fixed-precision conversion chose for one synapse + LIF pair (reported per layer)."""
+    """What fixed-precision conversion chose for one synapse + LIF (or LI) pair (reported per layer)."""
 
     synapse: str
-    lif: str
+    lif: str  # the neuron layer (a LIF, or an LI readout)
     weight_exp: int
     vth: int
     weight_scale: float
     dv: int
     bias_exp: int
     max_mantissa: int
+    neuron: str = "lif"  # "lif" or "li"
+    v_bound: int = 0  # LI: proven bound on |v| (integer membrane units), at every step
+    a_bound: int = 0  # LI: proven bound on the synaptic input |a|
 
 
 def _check_finite(layer: Layer) -> None:
@@ -95,7 +109,7 @@ def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
     by_name = {layer.name: layer for layer in layers}
     pairs = []
     for layer in layers:
-        if layer.kind != "lif":
+        if layer.kind not in ("lif", "li"):
             continue
         if (
             len(layer.sources) != 1
@@ -103,7 +117,7 @@ def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
             or by_name[layer.sources[0]].kind not in ("conv", "affine")
         ):
             raise ModelError(
-                f"fixed precision needs every LIF layer to be fed by exactly one Conv2d or Linear; {layer.name} is fed by {layer.sources}"
+                f"fixed precision needs every LIF/LI layer to be fed by exactly one Conv2d or Linear; {layer.name} is fed by {layer.sources}"
             )
         pairs.append((by_name[layer.sources[0]], layer))
     return pairs
@@ -159,6 +173,73 @@ def choose_fixed(syn: Layer, lif: Layer, weight_exp: int | None = None, vth_cap:
     return FixedChoice(syn.name, lif.name, e, vth, scale, fixed.decay_from_beta(beta), 0, int(np.abs(m).max()))
 
 
+LI_EXP_RANGE = range(0, -9, -1)  # weight exponents tried for an LI readout, largest first
+LI_V_LIMIT = fixed.VTH_MAX << fixed.VTH_SHIFT  # 2**23 - 64: at or below, Loihi's largest threshold is never crossed
+
+
+def _bias_integers(syn: Layer, c: FixedChoice, min_bias_exp: int) -> tuple[np.ndarray, int]:
+    """The bias as ``(mantissas, exponent)`` in integer membrane units: the smallest exponent from
+    ``min_bias_exp`` up that holds it in a 13-bit mantissa."""
+    unit = c.weight_scale / (2 ** (c.weight_exp + 1) * 2**fixed.ACT_SHIFT)  # float value of one membrane unit
+    b_int = np.rint(syn.params["bias"] / unit)
+    bias_exp = min_bias_exp
+    while np.abs(b_int).max(initial=0) / 2**bias_exp > fixed.BIAS_MANT_MAX and bias_exp < fixed.BIAS_EXP_MAX:
+        bias_exp += 1
+    return np.clip(np.rint(b_int / 2**bias_exp), -fixed.BIAS_MANT_MAX, fixed.BIAS_MANT_MAX), bias_exp
+
+
+def li_input_bounds(syn: Layer, in_lo: float, in_hi: float, m: np.ndarray, e: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output neuron, the least and greatest synaptic input ``a = shift(sum 2m x, e)`` over every
+    input with each element in ``[in_lo, in_hi]`` (padding zeros included for a convolution)."""
+    w = 2 * m.reshape(m.shape[0], -1).astype(np.int64)  # stored doubled, as Lava's mixed-sign synapses
+    lo, hi = (min(in_lo, 0.0), max(in_hi, 0.0)) if syn.kind == "conv" else (in_lo, in_hi)
+    a_hi = np.maximum(w * lo, w * hi).sum(axis=1)
+    a_lo = np.minimum(w * lo, w * hi).sum(axis=1)
+    return fixed.shift(np.floor(a_lo).astype(np.int64), e), fixed.shift(np.ceil(a_hi).astype(np.int64), e)
+
+
+def choose_fixed_li(syn: Layer, li: Layer, in_lo: float, in_hi: float, min_bias_exp: int = 0) -> FixedChoice:
+    """Scale, exponent and decay of an LI readout, such that its membrane provably never saturates
+    and never reaches Loihi's largest threshold (module docstring); else a :class:`ModelError`."""
+    _check_finite(syn)
+    w_max = float(np.abs(syn.params["weight"]).max())
+    if w_max == 0:
+        raise ModelError(f"layer {syn.name}: all weights are zero; the LI readout {li.name} would read a constant")
+    beta = 1.0 - li.params["dt"] / li.params["tau"]
+    dv = fixed.decay_from_beta(beta)
+    if dv == 0:
+        raise ModelError(f"LI layer {li.name}: beta {beta:g} rounds to no decay (dv = 0) in 12 bits; its membrane "
+                         "would grow without bound on Loihi. Use a shorter tau")  # fmt: skip
+    scale = fixed.round_mantissa(w_max / fixed.MANT_MAX)
+    m = np.rint(syn.params["weight"] / scale)
+    if np.abs(m).max() > fixed.MANT_MAX:
+        scale = fixed.round_mantissa(scale * (1 + 2**-15))
+        m = np.clip(np.rint(syn.params["weight"] / scale), -fixed.MANT_MAX, fixed.MANT_MAX)
+    tried = []
+    for e in LI_EXP_RANGE:
+        c = FixedChoice(syn.name, li.name, e, fixed.VTH_MAX, scale, dv, 0, int(np.abs(m).max()), neuron="li")
+        a_lo, a_hi = li_input_bounds(syn, in_lo, in_hi, m, e)
+        mant, bias_exp = _bias_integers(syn, c, min_bias_exp)
+        b = (mant.astype(np.int64) << bias_exp).reshape(-1)
+        per_ch = len(b)
+        a_lo, a_hi = a_lo.reshape(per_ch, -1), a_hi.reshape(per_ch, -1)
+        u_hi = (a_hi << fixed.ACT_SHIFT) + b[:, None]
+        u_lo = (a_lo << fixed.ACT_SHIFT) + b[:, None]
+        u_max = int(max(np.maximum(u_hi, 0).max(), np.maximum(-u_lo, 0).max()))
+        v_bound = -(-u_max * fixed.DECAY_UNITY // dv)  # |v| <= |u|max * (1 + keep/4096 + ...) <= |u|max * 4096/dv
+        a_bound = int(max(np.abs(a_lo).max(), np.abs(a_hi).max()))
+        tried.append(f"e={e}: |a| <= {a_bound}, |v| <= {v_bound}")
+        if a_bound <= fixed.A_MAX and v_bound <= LI_V_LIMIT:
+            c.v_bound, c.a_bound, c.bias_exp = int(v_bound), a_bound, bias_exp
+            return c
+    raise ModelError(
+        f"fixed precision: LI readout {li.name} cannot be kept below saturation: with the 8-bit weights of {syn.name} "
+        f"and inputs in [{in_lo:g}, {in_hi:g}] its membrane could exceed {LI_V_LIMIT} (Loihi's largest threshold, "
+        f"where its LIF would spike) or its input Lava's 16-bit messages for every weight exponent down to "
+        f"{LI_EXP_RANGE[-1]} ({tried[-1]})"
+    )
+
+
 def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -> None:
     """Write the integer parameters of ``c`` into the pair (and their float equivalents); the bias
     gets the smallest exponent from ``min_bias_exp`` up that holds it in a 13-bit mantissa."""
@@ -167,22 +248,43 @@ def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -
     unit = c.weight_scale / (2 ** (c.weight_exp + 1) * 2**fixed.ACT_SHIFT)  # float value of one membrane unit
     m = np.clip(np.rint(syn.params["weight"] / c.weight_scale), -fixed.MANT_MAX, fixed.MANT_MAX)
     check_range(syn.name, syn.params["weight"], m, 8)
-    b_int = np.rint(syn.params["bias"] / unit)
-    bias_exp = min_bias_exp
-    while np.abs(b_int).max(initial=0) / 2**bias_exp > fixed.BIAS_MANT_MAX and bias_exp < fixed.BIAS_EXP_MAX:
-        bias_exp += 1
-    bias_mant = np.clip(np.rint(b_int / 2**bias_exp), -fixed.BIAS_MANT_MAX, fixed.BIAS_MANT_MAX)
+    bias_mant, bias_exp = _bias_integers(syn, c, min_bias_exp)
     c.bias_exp = bias_exp
     syn.params["weight"] = (m.astype(np.float32) * np.float32(c.weight_scale)).astype(np.float32)
     syn.params["bias"] = (bias_mant * 2**bias_exp * unit).astype(np.float32)
     syn.params["fixed"] = {"weight_exp": c.weight_exp, "weight_scale": c.weight_scale,
                            "bias_mant": bias_mant.astype(int).tolist(), "bias_exp": bias_exp}  # fmt: skip
+    if c.neuron == "li":  # no threshold in the graph: the LIF that runs it on Loihi has one it never reaches
+        lif.params["fixed"] = {"dv": c.dv, "du": fixed.DU_FULL, "vth": c.vth, "v_bound": c.v_bound,
+                               "a_bound": c.a_bound, "v_unit": unit}  # fmt: skip
+        return
     theta_eq = c.vth * c.weight_scale / 2 ** (c.weight_exp + 1)
     lif.params["v_threshold"] = theta_eq
     lif.params["fixed"] = {"vth": c.vth, "dv": c.dv, "du": fixed.DU_FULL}
 
 
+def value_bounds(layers: list[Layer], input_lo: float, input_hi: float) -> dict[str, tuple[float, float]]:
+    """Per layer, the least and greatest value it can pass on in the integer network, for the
+    values that synaptic layers read: spikes are 0 or 1, sum pools add their area, flatten keeps,
+    residual sums add; the graph input is ``[input_lo, input_hi]``. (Synapses and LI membranes
+    are not bounded here: the integer network never feeds them to another synapse directly.)"""
+    bounds: dict[str, tuple[float, float]] = {"input": (input_lo, input_hi)}
+    for layer in layers:
+        srcs = [bounds.get(s, (-np.inf, np.inf)) for s in layer.sources]
+        lo, hi = sum(b[0] for b in srcs), sum(b[1] for b in srcs)
+        if layer.kind == "lif":
+            bounds[layer.name] = (0.0, 1.0)
+        elif layer.kind in ("sumpool", "avgpool"):
+            k = layer.params["kernel"][0] * layer.params["kernel"][1]
+            bounds[layer.name] = (min(lo, 0.0) * k, max(hi, 0.0) * k)  # (padding adds zeros)
+        elif layer.kind == "flatten":
+            bounds[layer.name] = (lo, hi)
+        else:
+            bounds[layer.name] = (-np.inf, np.inf)
+    return bounds
+
+
 def prepare_fixed(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
-    """Fold average pools and return the (synapse, LIF) pairs that fixed precision quantises."""
+    """Fold average pools and return the (synapse, LIF/LI) pairs that fixed precision quantises."""
     _fold_average_pools(layers)
     return _synapse_lif_pairs(layers)

@@ -7,7 +7,8 @@ plus ``<name>.conversion.json``, the parity report. Before it reports success it
 back and checks it: the float checkpoint against the quantised graph (accuracy and spike-count
 change, reported) and the graph files against each other (ONNX Runtime on ``<name>.onnx`` must give
 the same output spike counts as the reference execution of ``<name>.nir``, or the command fails
-and names the first difference). All files appear together or not at all.
+and names the first difference; for an LI readout the same per-class scores, bit for bit). All files
+appear together or not at all.
 """
 
 from __future__ import annotations
@@ -84,17 +85,20 @@ def _summary(counts: np.ndarray, layer_counts: dict[str, np.ndarray], labels: np
 
 
 def torch_run(model, spikes: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The float checkpoint model itself: output counts and per-LIF spike counts."""
-    from train.neuron import LIF
+    """The float checkpoint model itself: output counts (an LI readout's scores, float64) and per-LIF
+    spike counts."""
+    from train.neuron import LI, LIF
 
     counts: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, name=name: counts.__setitem__(name, o.flatten(2).sum((0, 2))))
              for name, m in model.named_modules() if isinstance(m, LIF)]  # fmt: skip
+    scores = any(isinstance(m, LI) for m in model.modules())
     with torch.no_grad():
         out = model(torch.from_numpy(spikes)).sum(0)
     for h in hooks:
         h.remove()
-    return out.numpy().astype(np.int64), {k: v.numpy().astype(np.int64) for k, v in counts.items()}
+    out = out.numpy().astype(np.float64) if scores else out.numpy().astype(np.int64)
+    return out, {k: v.numpy().astype(np.int64) for k, v in counts.items()}
 
 
 def first_difference(a: np.ndarray, b: np.ndarray) -> str:
@@ -140,7 +144,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         _, float_layers = torch_run(model, calibration)  # LIF modules carry the traced layer names
         for name, cal in build_report.calibration.items():
             float_rate = float(float_layers[name].mean()) if name in float_layers else 0.0
-            if cal["spikes_per_sample"] == 0 and float_rate > 0:
+            if cal.get("spikes_per_sample") == 0 and float_rate > 0:  # (an LI readout has no spikes to lose)
                 raise ModelError(f"fixed precision: layer {name} is silent on the calibration data, where the float model "
                                  f"spikes {float_rate:.1f} times per sample")  # fmt: skip
     out = Path(cfg.out) if cfg.out else ckpt_path.parent
@@ -161,6 +165,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             "checkpoint": str(ckpt_path), "precision": cfg.precision, "T": steps, "dt": dt,
             "weight_bits": cfg.weight_bits if cfg.precision == "float" else 8, "per_channel": cfg.per_channel,
             "parity_samples": int(len(labels)), "files": {k: str(out / v) for k, v in files.items()},
+            "output": "scores" if plan.scores else "spike counts",
             "float_checkpoint": _summary(t_counts, t_layers, labels),
             "graph_reference": _summary(ref.counts, ref.layer_counts, labels),
         }  # fmt: skip
@@ -222,6 +227,7 @@ def print_report(report: dict[str, Any], build_report) -> None:
     if "onnx" in report:
         rows.append(("onnx (onnxruntime)", report["onnx"]))
     print(f"parity on {report['parity_samples']} test samples, T={report['T']}:")
+    what = "scores" if report.get("output") == "scores" else "counts"
     base = report["float_checkpoint"]["spikes_per_sample"]
     for label, r in rows:
         spikes = r.get("spikes_per_sample")
@@ -232,13 +238,13 @@ def print_report(report: dict[str, Any], build_report) -> None:
         print(f"  {label:<28} accuracy {100 * r['accuracy']:6.2f}%{change}")
     if "onnx" in report:
         print(
-            f"  onnx output counts identical to the reference on {100 * report['onnx']['identical_output_counts_vs_reference']:.1f}% of samples"
+            f"  onnx output {what} identical to the reference on {100 * report['onnx']['identical_output_counts_vs_reference']:.1f}% of samples"
         )
     if "netx" in report:
         nx = report["netx"]
         note = (f"biases rounded to netx's grid of 64 in {', '.join(nx['rounded_biases_max_change'])}; "
                 if nx["rounded_biases_max_change"] else "exact; ")  # fmt: skip
-        print(f"  netx file: {note}accuracy {100 * nx['accuracy']:.2f}%, output counts identical to the .nir on "
+        print(f"  netx file: {note}accuracy {100 * nx['accuracy']:.2f}%, output {what} identical to the .nir on "
               f"{100 * nx['identical_output_counts_vs_reference']:.1f}% of samples")  # fmt: skip
     if build_report.fixed_choices:
         print("fixed-precision choices per layer:")

@@ -10,6 +10,12 @@ Runtime's CPU provider (``tests/test_onnx_export.py`` checks it on the registry'
   outputs ``out_t`` ``(batch, classes)``, ``v_next/<lif>`` and ``spikes/<lif>`` (this step's
   counts). Everything at its interface is float32 in both precisions (the integer membrane of the
   fixed precision stays within :math:`\pm(2^{23}-1)`, which float32 holds exactly).
+- An LI readout (non-spiking; ``Plan.scores``): the whole-T file's output is ``scores`` float64
+  ``(batch, classes)`` instead of ``counts``: each step's output (the LI membranes, float32; integers
+  in fixed precision) added to a float64 total in step order, as the reference adds them. The step
+  file's ``out_t`` is the step's membrane; LI layers carry their state as ``v/<li>``/``v_next/<li>``
+  like LIF layers and have no ``spikes/<li>`` output (they never spike). An LI inside a graph
+  passes its membrane on; synapses reading it accumulate in float64 (no grid proves float32 exact).
 
 **Float precision.** Synaptic weights with ``quant`` metadata are stored as QDQ: an int8 (int16
 above 8 bits) initializer, a float32 power-of-two scale and a zero point of 0 feed
@@ -137,7 +143,7 @@ def _grid(n: Node, src: _Grid | None) -> _Grid | None:
     """The grid of ``n``'s output given the grid of its input (``None``: arbitrary float values)."""
     if n.kind == "lif":
         return _Grid(1, 0)  # spikes are 0 or 1
-    if src is None or n.kind in ("conv", "affine"):
+    if src is None or n.kind in ("conv", "affine", "li"):  # (an LI membrane gains a bit per step)
         return None
     if n.kind == "flatten":
         return src
@@ -174,7 +180,7 @@ def _exact_in_float32(q: np.ndarray, scale: np.ndarray, bias: np.ndarray, grid: 
 @dataclass
 class _Step:
     tag: str
-    state: dict[str, str] | None  # LIF name -> membrane tensor of the previous step (None: zeros)
+    state: dict[str, str] | None  # LIF/LI name -> membrane tensor of the previous step (None: zeros)
     keep_state: bool
     new_state: dict[str, str] = field(default_factory=dict)
     counts: dict[str, str] = field(default_factory=dict)  # LIF name -> (B,) float32
@@ -199,7 +205,7 @@ class _Lowering:
             grids[n.name] = _grid(n, src)
             if n.kind in ("conv", "affine"):
                 self.p[n.name] = self._prepare_fixed_synapse(n) if self.fixed else self._prepare_float_synapse(n, src)
-            elif n.kind == "lif":
+            elif n.kind in ("lif", "li"):
                 self.p[n.name] = self._prepare_lif(n)
 
     # -- constants ------------------------------------------------------------------------------
@@ -283,28 +289,31 @@ class _Lowering:
             syn = self.by_name.get(n.sources[0])
             if len(n.sources) != 1 or syn is None or syn.kind not in ("conv", "affine") or syn.fixed is None:
                 raise ModelError(
-                    f"node {n.name}: a fixed-precision LIF must be fed by one Conv2d/Affine, not {n.sources}"
+                    f"node {n.name}: a fixed-precision {n.kind.upper()} must be fed by one Conv2d/Affine, not {n.sources}"
                 )
             bias = syn.fixed["bias"].astype(np.float64).reshape((-1,) + (1,) * (len(n.out_shape) - 1))
             return {
                 "decay": g.const(fixed.DECAY_UNITY - n.fixed["dv"], np.float64),
-                "vth": g.const(n.fixed["vth"] << fixed.VTH_SHIFT, np.float64),
+                "vth": g.const(n.fixed["vth"] << fixed.VTH_SHIFT, np.float64) if n.kind == "lif" else None,
                 "bias": g.init(f"{n.name}/bias", bias) if bias.any() else None,
             }
         p = n.params
         gain, leak = _compact(p["gain"], np.float32), _compact(p["leak"], np.float32)
-        return {
+        out = {
             "beta": g.init(f"{n.name}/beta", _compact(p["beta"], np.float32)),
             "gain": None if gain.shape == () and gain == 1 else g.init(f"{n.name}/gain", gain),
             "leak": None if leak.shape == () and leak == 0 else g.init(f"{n.name}/leak", leak),
-            "v_threshold": g.init(f"{n.name}/v_threshold", _compact(p["v_threshold"], np.float32)),
-            "v_reset": g.init(f"{n.name}/v_reset", _compact(p["v_reset"], np.float32)),
         }
+        if n.kind == "lif":
+            out["v_threshold"] = g.init(f"{n.name}/v_threshold", _compact(p["v_threshold"], np.float32))
+            out["v_reset"] = g.init(f"{n.name}/v_reset", _compact(p["v_reset"], np.float32))
+        return out
 
     # -- one step -------------------------------------------------------------------------------
 
     def step(self, x: str, st: _Step) -> str:
-        """Lower one time step from input ``x`` (float32); returns the float32 ``(B, classes)`` output."""
+        """Lower one time step from input ``x`` (float32); returns the ``(B, classes)`` output: float32,
+        except an LI readout's in fixed precision (float64 integers, which the scores add exactly)."""
         g = self.g
         if self.fixed:
             x = g.op("Cast", [x], _at("input", "f64", st.tag), to=F64)
@@ -317,7 +326,9 @@ class _Lowering:
         out = values[self.plan.outputs[0]]
         for i, s in enumerate(self.plan.outputs[1:], start=1):
             out = g.op("Add", [out, values[s]], _at("output", f"add{i}", st.tag))
-        if any(self.by_name.get(s) is None or self.by_name[s].kind != "lif" for s in self.plan.outputs):
+        if self.plan.scores:
+            pass  # the LI membranes (plus any spikes) as they are: the reference adds them unrounded
+        elif any(self.by_name.get(s) is None or self.by_name[s].kind != "lif" for s in self.plan.outputs):
             # the reference counts ``out.astype(int64)``: truncation toward zero
             out = g.op("Cast", [out], _at("output", "int64", st.tag), to=TensorProto.INT64)
             out = g.op("Cast", [out], _at("output", "f32", st.tag), to=F32)
@@ -391,7 +402,8 @@ class _Lowering:
     def _flatten(self, n: Node, x: str, st: _Step) -> str:
         return self.g.op("Flatten", [x], _at(n.name, "flatten", st.tag), axis=1)
 
-    def _lif(self, n: Node, x: str, st: _Step) -> str:
+    def _membrane(self, n: Node, x: str, st: _Step) -> str:
+        """A LIF's or LI's membrane after this step's input, before any spike decision."""
         g, p, tag = self.g, self.p[n.name], st.tag
         v_prev = st.state.get(n.name) if st.state is not None else None
         if self.fixed:
@@ -407,18 +419,30 @@ class _Lowering:
             if p["bias"] is not None:
                 v = g.op("Add", [v, p["bias"]], _at(n.name, "v_plus_bias", tag))
             lim = [g.const(-fixed.V_MAX, np.float64), g.const(fixed.V_MAX, np.float64)]
-            v = g.op("Clip", [v, *lim], _at(n.name, "v", tag))
+            return g.op("Clip", [v, *lim], _at(n.name, "v", tag))
+        # v = beta*v + gain*I + leak, one rounding per op as the reference (no fused multiply-add)
+        v = x if p["gain"] is None else g.op("Mul", [p["gain"], x], _at(n.name, "gain_i", tag))
+        if v_prev is not None:  # beta * 0 is 0: the first step starts from gain * I
+            decayed = g.op("Mul", [p["beta"], v_prev], _at(n.name, "beta_v", tag))
+            v = g.op("Add", [decayed, v], _at(n.name, "v_plus_i", tag))
+        if p["leak"] is not None:
+            v = g.op("Add", [v, p["leak"]], _at(n.name, "v_plus_leak", tag))
+        return v
+
+    def _li(self, n: Node, x: str, st: _Step) -> str:
+        """The non-spiking LI: its membrane is its state and its output."""
+        v = self._membrane(n, x, st)
+        if st.keep_state:
+            st.new_state[n.name] = v
+        return v
+
+    def _lif(self, n: Node, x: str, st: _Step) -> str:
+        g, p, tag = self.g, self.p[n.name], st.tag
+        v = self._membrane(n, x, st)
+        if self.fixed:
             spiking = g.op("Greater", [v, p["vth"]], _at(n.name, "spiking", tag))
-            reset = g.const(0.0, np.float64)
-            dtype = F64
+            reset, dtype = g.const(0.0, np.float64), F64
         else:
-            # v = beta*v + gain*I + leak, one rounding per op as the reference (no fused multiply-add)
-            v = x if p["gain"] is None else g.op("Mul", [p["gain"], x], _at(n.name, "gain_i", tag))
-            if v_prev is not None:  # beta * 0 is 0: the first step starts from gain * I
-                decayed = g.op("Mul", [p["beta"], v_prev], _at(n.name, "beta_v", tag))
-                v = g.op("Add", [decayed, v], _at(n.name, "v_plus_i", tag))
-            if p["leak"] is not None:
-                v = g.op("Add", [v, p["leak"]], _at(n.name, "v_plus_leak", tag))
             spiking = g.op("Greater", [v, p["v_threshold"]], _at(n.name, "spiking", tag))
             reset, dtype = p["v_reset"], F32
         if st.keep_state:
@@ -432,7 +456,7 @@ class _Lowering:
         return y
 
 
-_EMIT = {"conv": _Lowering._synapse, "affine": _Lowering._synapse, "lif": _Lowering._lif,
+_EMIT = {"conv": _Lowering._synapse, "affine": _Lowering._synapse, "lif": _Lowering._lif, "li": _Lowering._li,
          "sumpool": _Lowering._pool, "avgpool": _Lowering._pool, "flatten": _Lowering._flatten}  # fmt: skip
 
 
@@ -453,6 +477,7 @@ def _model(
     model.doc_string = f"{kind} of {plan.source}: {plan.precision} precision, T={steps}" if steps else kind
     meta = {"format": FORMAT, "kind": kind, "precision": plan.precision, "T": steps, "dt": plan.meta.get("dt"),
             "input_shape": list(plan.input_shape), "classes": low.classes, "lif": plan.lif_names,
+            "li": plan.li_names, "output": "scores" if plan.scores else "counts",
             "float64_layers": low.float64_layers, "source": plan.source}  # fmt: skip
     helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
     return model
@@ -482,7 +507,8 @@ def export_onnx(plan: Plan, path: str | Path, *, steps: int | None = None) -> No
             f"export_onnx needs a positive number of steps, got {steps!r} (the graph states T={plan.steps!r})"
         )
     steps = int(steps)
-    g = _Graph(["spikes", "counts", *(f"spikes/{name}" for name in plan.lif_names)])
+    total_name = "scores" if plan.scores else "counts"
+    g = _Graph(["spikes", total_name, *(f"spikes/{name}" for name in plan.lif_names)])
     low = _Lowering(plan, g)
     total: str | None = None
     totals: dict[str, str] = {}
@@ -491,12 +517,14 @@ def export_onnx(plan: Plan, path: str | Path, *, steps: int | None = None) -> No
         st = _Step(f"t{t}", state, keep_state=t < steps - 1)
         x = g.op("Gather", ["spikes", g.const(t, np.int64)], _at("input", "step", st.tag), axis=0)
         out = low.step(x, st)
+        if plan.scores and not low.fixed:  # float32 output, float64 total: the reference's sum
+            out = g.op("Cast", [out], _at("output", "f64", st.tag), to=F64)
         total = out if total is None else g.op("Add", [total, out], _at("output", "count", st.tag))
         for name, c in st.counts.items():
             totals[name] = c if name not in totals else g.op("Add", [totals[name], c], _at(name, "total", st.tag))
         state = st.new_state
-    g.op("Identity", [total], "counts", out="counts")
-    outputs = [_value("counts", (BATCH, low.classes))]
+    g.op("Identity", [total], total_name, out=total_name)
+    outputs = [helper.make_tensor_value_info(total_name, F64 if plan.scores else F32, [BATCH, low.classes])]
     for name in plan.lif_names:
         g.op("Identity", [totals[name]], f"spikes/{name}", out=f"spikes/{name}")
         outputs.append(_value(f"spikes/{name}", (BATCH,)))
@@ -504,24 +532,33 @@ def export_onnx(plan: Plan, path: str | Path, *, steps: int | None = None) -> No
     _save(_model(plan, g, low, inputs, outputs, "network", steps), path)
 
 
+def state_names(plan: Plan) -> list[str]:
+    """The layers whose membranes the step file carries (``v/<name>``): LIF and LI, in plan order."""
+    return [n.name for n in plan.nodes if n.kind in ("lif", "li")]
+
+
 def export_step_onnx(plan: Plan, path: str | Path) -> None:
     """Write one time step ``(x_t, v/<lif>...) -> (out_t, v_next/<lif>..., spikes/<lif>...)`` to ``path``.
 
-    Running it ``T`` times from zero states gives exactly :func:`export_onnx`'s counts.
+    Running it ``T`` times from zero states gives exactly :func:`export_onnx`'s counts (an LI
+    readout's scores: the float32 ``out_t`` added to a float64 total step by step).
     """
-    lifs = plan.lif_names
-    g = _Graph(["x_t", "out_t", *(f"{k}/{name}" for k in ("v", "v_next", "spikes") for name in lifs)])
+    lifs, held = plan.lif_names, state_names(plan)
+    g = _Graph(["x_t", "out_t", *(f"{k}/{name}" for k in ("v", "v_next") for name in held),
+                *(f"spikes/{name}" for name in lifs)])  # fmt: skip
     low = _Lowering(plan, g)
-    shapes = {n.name: n.out_shape for n in plan.nodes if n.kind == "lif"}
+    shapes = {n.name: n.out_shape for n in plan.nodes if n.kind in ("lif", "li")}
     state = {}
-    for name in plan.lif_names:
+    for name in held:
         v = f"v/{name}"
         state[name] = g.op("Cast", [v], f"{name}/v_f64", to=F64) if low.fixed else v
     st = _Step("", state, keep_state=True)
     out = low.step("x_t", st)
+    if low.fixed and plan.scores:  # |v| <= 2**23 - 1: exact in float32
+        out = g.op("Cast", [out], "output/f32", to=F32)
     g.op("Identity", [out], "out_t", out="out_t")
     outputs = [_value("out_t", (BATCH, low.classes))]
-    for name in plan.lif_names:
+    for name in held:
         v_next = st.new_state[name]
         if low.fixed:  # |v| <= 2**23 - 1: exact in float32
             v_next = g.op("Cast", [v_next], f"{name}/v_next_f32", to=F32)
@@ -531,5 +568,5 @@ def export_step_onnx(plan: Plan, path: str | Path) -> None:
         g.op("Identity", [st.counts[name]], f"spikes/{name}", out=f"spikes/{name}")
         outputs.append(_value(f"spikes/{name}", (BATCH,)))
     inputs = [_value("x_t", (BATCH, *plan.input_shape))]
-    inputs += [_value(f"v/{name}", (BATCH, *shapes[name])) for name in plan.lif_names]
+    inputs += [_value(f"v/{name}", (BATCH, *shapes[name])) for name in held]
     _save(_model(plan, g, low, inputs, outputs, "step", plan.steps), path)

@@ -18,12 +18,12 @@ from torch import nn
 
 from core.errors import ModelError
 from train.models import SEWBlock, SpikingSequential, SumPool2d
-from train.neuron import LIF
+from train.neuron import LI, LIF
 
 
 @dataclass
 class Layer:
-    """One deployable node. ``kind`` is one of conv, affine, lif, sumpool, avgpool, flatten."""
+    """One deployable node. ``kind`` is one of conv, affine, lif, li, sumpool, avgpool, flatten."""
 
     name: str
     kind: str
@@ -95,6 +95,11 @@ def _lif(tr: Tracer, name: str, m: LIF, v: Value) -> Value:
     return tr.add(name, "lif", v, v.shape, tau=p.tau, v_threshold=p.v_threshold, dt=p.dt)
 
 
+def _li(tr: Tracer, name: str, m: LI, v: Value) -> Value:
+    p = m.params
+    return tr.add(name, "li", v, v.shape, tau=p.tau, dt=p.dt)
+
+
 def _sumpool(tr: Tracer, name: str, m: SumPool2d, v: Value) -> Value:
     c, h, w = v.shape
     k, s = m.kernel_size, m.stride
@@ -159,6 +164,7 @@ HANDLERS: dict[type, Callable[[Tracer, str, nn.Module, Value], Value]] = {
     nn.Conv2d: lambda tr, n, m, v: _conv(tr, n, m, v, None),
     nn.Linear: _linear,
     LIF: _lif,
+    LI: _li,
     SumPool2d: _sumpool,
     nn.AdaptiveAvgPool2d: _adaptive_avg,
     nn.AvgPool2d: _avgpool,
@@ -188,9 +194,15 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Layer], 
     if tr.unsupported:
         raise ModelError(
             "the model holds layers the deployment graph does not support: " + "; ".join(tr.unsupported)
-            + ". Supported: Conv2d (+ BatchNorm2d, folded), Linear, LIF, SumPool2d, AvgPool2d / global "
+            + ". Supported: Conv2d (+ BatchNorm2d, folded), Linear, LIF, LI, SumPool2d, AvgPool2d / global "
             "AdaptiveAvgPool2d, Flatten, SEW residual ADD"
         )  # fmt: skip
-    if not tr.layers or tr.layers[-1].kind != "lif":
-        raise ModelError("a deployable student must end in a LIF layer (its output spikes are the class scores)")
+    if not tr.layers or tr.layers[-1].kind not in ("lif", "li"):
+        raise ModelError(
+            "a deployable student must end in a LIF layer (its output spikes are the class scores) or an LI "
+            "readout (its membrane summed over T is)"
+        )
+    inner = [layer.name for layer in tr.layers[:-1] if layer.kind == "li"]
+    if inner:
+        raise ModelError(f"LI layers are readouts and must end the student; {', '.join(inner)} feed(s) other layers")
     return tr.layers, out.sources

@@ -16,19 +16,15 @@ import numpy as np
 
 from core.errors import ConfigError
 from targets.plan import Plan
-from targets.reference import RunResult
+from targets.reference import RunResult, output_total
 
 if TYPE_CHECKING:
     from targets import TargetInfo
 
 
 def layer_depths(plan: Plan) -> dict[str, int]:
-    """Synaptic layers between the input and each LIF layer (the longest path)."""
-    depth: dict[str, int] = {"input": 0}
-    for n in plan.nodes:
-        d = max(depth[s] for s in n.sources)
-        depth[n.name] = d + (1 if n.kind in ("conv", "affine") else 0)
-    return {k: depth[k] for k in plan.lif_names}
+    """Synaptic layers between the input and each LIF (and LI) layer (the longest path)."""
+    return plan.depths()
 
 
 def extra_steps(plan: Plan, latency: int) -> int:
@@ -37,16 +33,20 @@ def extra_steps(plan: Plan, latency: int) -> int:
 
 
 def align_latency(plan: Plan, got: RunResult, latency: int, steps: int) -> RunResult:
-    """Undo a target's per-layer delay: a LIF layer ``d`` synaptic layers deep runs ``d * latency``
+    """Undo a target's per-layer delay: a LIF (or LI) layer ``d`` synaptic layers deep runs ``d * latency``
     steps late, so its step ``t`` is compared with the reference's step ``t - d * latency``. The
-    target ran ``T + depth * latency`` steps; counts are recomputed over the aligned window."""
-    if got.rasters is None:
-        raise ConfigError("a target with a per-layer latency must return rasters so that its steps can be aligned")
+    target ran ``T + depth * latency`` steps; counts (or an LI readout's scores) are recomputed over
+    the aligned window, summed as the reference sums them."""
+    if got.rasters is None or (plan.li_names and got.traces is None):
+        raise ConfigError(
+            "a target with a per-layer latency must return rasters (and LI traces) so that its steps can be aligned"
+        )
     depths = layer_depths(plan)
     rasters = {k: r[depths[k] * latency : depths[k] * latency + steps] for k, r in got.rasters.items()}
+    traces = {k: r[depths[k] * latency : depths[k] * latency + steps] for k, r in (got.traces or {}).items()}
     layer_counts = {k: r.reshape(steps, r.shape[1], -1).sum(axis=(0, 2)).astype(np.int64) for k, r in rasters.items()}
-    counts = sum(rasters[o].reshape(steps, rasters[o].shape[1], -1).sum(axis=0).astype(np.int64) for o in plan.outputs)
-    return RunResult(counts, layer_counts, rasters)
+    counts = output_total(plan, rasters | traces)
+    return RunResult(counts, layer_counts, rasters, traces=traces if plan.li_names else None)
 
 
 def run_aligned(info: TargetInfo, plan: Plan, spikes: np.ndarray, *, record: bool = False, **options: Any) -> RunResult:

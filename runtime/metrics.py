@@ -1,9 +1,15 @@
-"""Activity metrics from a run's per-layer rasters.
+"""Activity metrics from a run's per-layer rasters, and what a run's predictions hide.
 
 Synaptic operations follow NeuroBench's *effective accumulates*: every non-zero input element of
-a synaptic layer (a spike, or a spike count after pooling or a residual sum) triggers one
-accumulate per outgoing connection, so ``ops = sum_t sum_i [x_t,i != 0] * fanout_i``. Activation
-sparsity is the fraction of (neuron, step) pairs without a spike, over all LIF layers.
+a synaptic layer (a spike, or a spike count after pooling or a residual sum, or an LI membrane)
+triggers one accumulate per outgoing connection, so ``ops = sum_t sum_i [x_t,i != 0] * fanout_i``.
+Activation sparsity is the fraction of (neuron, step) pairs without a spike, over all LIF layers
+(an LI layer never spikes and is not counted).
+
+Predictions are the ``argmax`` of the class scores (spike counts, or an LI readout's summed
+membrane); a tied maximum goes to the lowest class index among the tied classes, deterministically.
+:func:`prediction_stats` says how often that rule decided, how many samples had no output spike at
+all (spike readouts: every class 0, so class 0 "wins"), and which classes never fire or never win.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.errors import ConfigError
 from targets.plan import Node, Plan
+
+TIE_RULE = "argmax: a tied maximum goes to the lowest class index among the tied classes"
 
 
 def fanout(n: Node) -> np.ndarray:
@@ -29,8 +38,11 @@ def fanout(n: Node) -> np.ndarray:
     return out
 
 
-def synaptic_operations(plan: Plan, spikes: np.ndarray, rasters: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Effective accumulates per synaptic layer and sample, ``{layer: (B,) int64}``."""
+def synaptic_operations(
+    plan: Plan, spikes: np.ndarray, rasters: dict[str, np.ndarray], traces: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Effective accumulates per synaptic layer and sample, ``{layer: (B,) int64}``; ``traces`` are
+    the LI membranes (needed where a synaptic layer reads an LI layer)."""
     T, B = spikes.shape[:2]
     values: dict[str, np.ndarray] = {"input": spikes}
     ops: dict[str, np.ndarray] = {}
@@ -44,6 +56,16 @@ def synaptic_operations(plan: Plan, spikes: np.ndarray, rasters: dict[str, np.nd
             values[n.name] = np.zeros((T, B, *n.out_shape), dtype=np.int8)  # only the LIF after it matters
         elif n.kind == "lif":
             values[n.name] = rasters[n.name]
+        elif n.kind == "li":
+            if traces is None or n.name not in traces:
+                readers = [m.name for m in plan.nodes if n.name in m.sources]
+                if readers:
+                    raise ConfigError(
+                        f"synaptic operations of {', '.join(readers)} need the membrane trace of LI {n.name}"
+                    )
+                values[n.name] = np.zeros((T, B, *n.out_shape), dtype=np.int8)
+            else:
+                values[n.name] = traces[n.name]
         elif n.kind in ("sumpool", "avgpool"):
             k, st, pd = n.params["kernel"], n.params["stride"], n.params["padding"]
             t = torch.from_numpy(np.ascontiguousarray(x.reshape(T * B, *n.in_shape), dtype=np.float64))
@@ -59,3 +81,38 @@ def activation_sparsity(plan: Plan, layer_counts: dict[str, np.ndarray], steps: 
     total = sum(int(v.sum()) for v in layer_counts.values())
     samples = len(next(iter(layer_counts.values())))
     return 1.0 - total / max(neurons * steps * samples, 1)
+
+
+def prediction_stats(counts: np.ndarray, *, spike_readout: bool) -> dict:
+    """Ties and dead outputs of ``(B, classes)`` class scores (module docstring): samples whose
+    maximum is tied (decided by the tie rule), samples without any output spike (spike readouts),
+    classes whose readout never fires (spike readouts) and classes that never win."""
+    counts = np.asarray(counts)
+    n, classes = counts.shape
+    top = counts.max(axis=1, keepdims=True) if n else np.zeros((0, 1))
+    tied = (counts == top).sum(axis=1) > 1
+    pred = counts.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+    stats = {
+        "tie_rule": TIE_RULE,
+        "tied_samples": int(tied.sum()),
+        "tied_sample_indices": np.flatnonzero(tied)[:20].tolist(),
+        "never_winning_classes": [c for c in range(classes) if not (pred == c).any()],
+    }
+    if spike_readout:
+        stats["silent_samples"] = int((counts == 0).all(axis=1).sum())
+        stats["never_firing_classes"] = [c for c in range(classes) if not (counts[:, c] > 0).any()]
+    return stats
+
+
+def prediction_warning(stats: dict, samples: int) -> str | None:
+    """One line naming every dead class (never fires, never wins) and the ties, or None."""
+    parts = []
+    if stats.get("never_firing_classes"):
+        parts.append(f"class(es) {', '.join(map(str, stats['never_firing_classes']))} never fire (spike readout)")
+    if stats["never_winning_classes"]:
+        parts.append(f"class(es) {', '.join(map(str, stats['never_winning_classes']))} never win")
+    if not parts:
+        return None
+    ties = f"; {stats['tied_samples']} tied maxima went to the lowest class index" if stats["tied_samples"] else ""
+    silent = f", {stats['silent_samples']} samples had no output spike" if stats.get("silent_samples") else ""
+    return f"warning: on the {samples} evaluated samples {' and '.join(parts)}{ties}{silent}"

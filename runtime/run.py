@@ -4,6 +4,11 @@ Prints and writes (JSON) accuracy, per-layer spike counts (total, per sample, an
 with ``--per-step``), synaptic operations (NeuroBench effective accumulates), activation
 sparsity, wall time and samples per second. A target with a per-layer latency (Lava) runs
 ``T + depth`` steps and is aligned back (:mod:`runtime.latency`), so its counts are the model's.
+
+Predictions are the ``argmax`` of the class scores: output spike counts, or for an LI readout the
+per-class membrane summed over T. A tied maximum goes to the lowest class index among the tied
+classes; the report counts such samples (and samples without any output spike), and one warning
+line names every class that never fires (spike readouts) or never wins on the evaluated samples.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from core.errors import ConfigError, SnnDeployError
 from core.fileio import write_json_atomic
 from runtime.data import load_inputs
 from runtime.latency import run_aligned
-from runtime.metrics import activation_sparsity, synaptic_operations
+from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from targets import TARGETS, require_target
 from targets.plan import Plan, load_plan
 from targets.reference import RunResult
@@ -74,12 +79,22 @@ def join_results(parts: list[RunResult]) -> RunResult:
         )
 
     return RunResult(np.concatenate([p.counts for p in parts]), cat("layer_counts", 0), cat("rasters", 1),
-                     margins=cat("margins", 1))  # fmt: skip
+                     margins=cat("margins", 1), traces=cat("traces", 1))  # fmt: skip
 
 
 def predictions(counts: np.ndarray) -> np.ndarray:
-    """The class with the most output spikes; ties go to the lowest class index (as argmax)."""
+    """The class with the highest score (most output spikes, or the largest summed LI membrane); a tied
+    maximum goes to the lowest class index among the tied classes (``argmax``), deterministically."""
     return counts.argmax(axis=1)
+
+
+def output_report(plan: Plan, counts: np.ndarray) -> dict[str, Any]:
+    """What the output is, its mean per class, and the ties and dead classes behind the predictions."""
+    kind = "scores" if plan.scores else "spike counts"
+    stats = prediction_stats(counts, spike_readout=not plan.scores)
+    return {"kind": kind, "what": "per-class membrane of the LI readout summed over T" if plan.scores else
+            "per-class output spikes over T", "mean_per_class": np.asarray(counts, dtype=np.float64).mean(axis=0).tolist(),
+            "predictions": stats, "warning": prediction_warning(stats, len(counts))}  # fmt: skip
 
 
 def report_run(plan: Plan, target: str, spikes: np.ndarray, labels: np.ndarray | None, result: RunResult,
@@ -89,14 +104,14 @@ def report_run(plan: Plan, target: str, spikes: np.ndarray, labels: np.ndarray |
     rep: dict[str, Any] = {
         "graph": plan.source, "target": target, "precision": plan.precision, "T": T, "samples": n,
         "accuracy": float((pred == labels).mean()) if labels is not None else None,
-        "predictions": pred.tolist(),
+        "predictions": pred.tolist(), "output": output_report(plan, result.counts),
         "layers": {k: {"total": int(v.sum()), "per_sample": float(v.mean()),
                        "rate": float(v.mean() / (T * np.prod(plan.node(k).out_shape)))} for k, v in result.layer_counts.items()},
         "activation_sparsity": activation_sparsity(plan, result.layer_counts, T),
         "wall_s": wall, "samples_per_s": n / wall if wall > 0 else None,
     }  # fmt: skip
     if result.rasters is not None:
-        ops = synaptic_operations(plan, spikes, result.rasters)
+        ops = synaptic_operations(plan, spikes, result.rasters, result.traces)
         rep["synaptic_operations"] = {"per_sample": float(sum(v.sum() for v in ops.values()) / n),
                                       "per_layer_per_sample": {k: float(v.mean()) for k, v in ops.items()}}  # fmt: skip
         if per_step:
@@ -132,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cfg.target} on {what}, {plan.precision} precision, T={rep['T']}: accuracy {acc}")
     for k, v in rep["layers"].items():
         print(f"  {k:<24} {v['per_sample']:12.1f} spikes/sample  rate {v['rate']:.4f}")
+    out, st = rep["output"], rep["output"]["predictions"]
+    silent = f", {st['silent_samples']} without any output spike" if "silent_samples" in st else ""
+    print(f"  output: {out['kind']} ({out['what']}); {st['tied_samples']} of {rep['samples']} samples with a tied "
+          f"maximum{silent} ({TIE_RULE})")  # fmt: skip
+    if out["warning"]:
+        print(out["warning"])
     if rep["synaptic_operations"]:
         print(f"  synaptic operations      {rep['synaptic_operations']['per_sample']:12.0f} per sample")
     print(f"  activation sparsity      {rep['activation_sparsity']:.4f}")

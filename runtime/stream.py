@@ -13,6 +13,11 @@ output spike counts, latency) on stdout or into ``--out``, then a summary (event
 dropped and why, windows, wall time, events per second, real-time factor = recording time /
 processing time, latency per window); ``--plot`` draws the event rate with the predicted class.
 
+The predicted class is the ``argmax`` of the window's class scores, a tied maximum going to the
+lowest class index (the window record says ``"tied": true``). With a spike readout a window without
+any output spike predicts no class (``null``). With an LI readout the ``counts`` are the window's
+scores (the LI membrane summed over the window's steps; floats in float precision).
+
 Targets: ``eventsim``, ``torch`` and ``onnx`` (``model.step.onnx``) keep state between windows;
 any other registered target (``lava``, ``norse``, ...) runs each window from rest and needs
 ``--reset-per-window``.
@@ -230,10 +235,14 @@ def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
         binning = Binning(steps, window_us, h, w, binary=binary, t0_us=int(t_start))
         if cfg.reset_per_window:
             run.reset()
-        counts = np.asarray(run.feed(mapper.frames(evs, binning)), dtype=np.int64)
+        counts = np.asarray(run.feed(mapper.frames(evs, binning)))
+        if not (plan.scores and plan.precision == "float"):
+            counts = counts.astype(np.int64)
         used += len(evs)
+        decided = plan.scores or counts.any()  # a spike readout without any output spike predicts nothing
         rec = {"window": len(windows), "start_us": int(t_start), "end_us": int(t_start + window_us),
-               "events": int(len(evs)), "class": int(counts.argmax()) if counts.any() else None,
+               "events": int(len(evs)), "class": int(counts.argmax()) if decided else None,
+               "tied": bool(decided and (counts == counts.max()).sum() > 1),
                "counts": counts.tolist(), "latency_ms": 1e3 * (time.perf_counter() - t0)}  # fmt: skip
         if slots is not None:
             rec["label"] = label_of(slots, rec["start_us"], rec["end_us"])
@@ -288,6 +297,8 @@ def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
         "latency_ms": {"mean": float(lat.mean()), "p50": float(np.median(lat)), "p95": float(np.percentile(lat, 95)),
                        "max": float(lat.max())},
         "classes": _class_histogram(windows),
+        "output": "scores" if plan.scores else "spike counts",
+        "tied_windows": sum(w["tied"] for w in windows),
         "class_names": (plan.meta.get("dataset") or {}).get("class_names"),
     }  # fmt: skip
     if slots is not None:
@@ -415,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['latency_ms']['p50']:.2f} ms median, {s['latency_ms']['max']:.2f} ms max",
         file=sys.stderr,
     )
+    silent = s["classes"].get("none", 0)
+    if s["tied_windows"] or silent:
+        print(f"{s['tied_windows']} window(s) with a tied maximum (the lowest class index wins), {silent} without any "
+              "output spike (no class)", file=sys.stderr)  # fmt: skip
     if "scored" in s:
         sc = s["scored"]
         print(f"against {cfg.labels}: {sc['correct']}/{sc['windows']} windows correct ({100 * (sc['accuracy'] or 0):.1f}%)",

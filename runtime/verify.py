@@ -16,6 +16,17 @@ report traces to float rounding at a threshold tie (the reference membrane withi
 ulps of the threshold); those are counted and shown, never silently absorbed. The command exits
 1 on any failure and names the target, layer and sample.
 
+An LI readout (non-spiking): its per-class scores (membrane summed over T) and membrane traces are
+compared exactly in both precisions. In float precision every float32 target follows the
+reference's operations and sums the same float32 membranes in step order; Lava (float64) runs
+only graphs whose LI membranes are provably exact (:func:`targets.plan.li_exact_steps`; otherwise
+``--targets all`` skips it with the reason). An LI has no threshold, so a divergence that starts
+in its membrane is never a threshold tie; one that starts at a tie in a spiking layer below it is.
+
+Predictions are the ``argmax`` of the class scores, a tied maximum going to the lowest class
+index; per target the report counts tied maxima and samples without any output spike and names
+classes that never fire or never win.
+
 Writes ``report.json``, ``report.md`` and PNG plots (spike counts per layer and target; a spike
 raster of one sample per target; agreement per layer and target) into ``--out``.
 """
@@ -34,13 +45,16 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from runtime.data import load_inputs
-from runtime.run import join_results, predictions, run_batches
+from runtime.latency import extra_steps
+from runtime.metrics import TIE_RULE
+from runtime.run import join_results, output_report, predictions, run_batches
 from targets import TARGETS, require_target
 from targets import reference as ref_target
-from targets.plan import Plan, load_plan
+from targets.plan import Plan, li_exact_steps, load_plan
 from targets.reference import RunResult
 
 TIE_ULPS = 8  # a membrane within this many float32 ulps of its threshold is a tie
+DECLINES = "declines this graph: "  # a skipped target's reason when it can run here but not this graph exactly
 
 
 @dataclass
@@ -68,21 +82,31 @@ class VerifyConfig:
 
 
 def first_divergence(plan: Plan, ref: RunResult, got: RunResult, sample: int) -> dict[str, Any] | None:
-    """Earliest (step, layer in plan order, neuron) where the target's raster leaves the reference's."""
+    """Earliest (step, layer in plan order, neuron) where the target's raster (or LI membrane trace)
+    leaves the reference's."""
     best = None
-    for layer in plan.lif_names:
-        a, b = ref.rasters[layer][:, sample], got.rasters[layer][:, sample]
+    for layer in [n.name for n in plan.nodes if n.kind in ("lif", "li")]:
+        li = plan.node(layer).kind == "li"
+        ref_r, got_r = (ref.traces, got.traces) if li else (ref.rasters, got.rasters)
+        if got_r is None or layer not in got_r:
+            continue
+        a, b = ref_r[layer][:, sample], got_r[layer][:, sample]
         diff = np.argwhere((a != b).reshape(a.shape[0], -1))
         if len(diff):
             t, i = int(diff[0][0]), int(diff[0][1])
             if best is None or t < best["step"]:
-                best = {"sample": sample, "layer": layer, "step": t, "neuron": i,
-                        "reference_spiked": bool(a.reshape(a.shape[0], -1)[t, i])}  # fmt: skip
+                best = {"sample": sample, "layer": layer, "step": t, "neuron": i}
+                if li:
+                    best |= {"reference_v": float(a.reshape(a.shape[0], -1)[t, i]),
+                             "target_v": float(b.reshape(b.shape[0], -1)[t, i])}  # fmt: skip
+                else:
+                    best["reference_spiked"] = bool(a.reshape(a.shape[0], -1)[t, i])
     return best
 
 
 def is_tie(plan: Plan, ref: RunResult, div: dict[str, Any]) -> bool:
-    if plan.precision != "float":
+    """Whether a divergence starts at a threshold tie (float precision, a spiking layer only)."""
+    if plan.precision != "float" or plan.node(div["layer"]).kind != "lif":
         return False
     margin = ref.margins[div["layer"]][div["step"], div["sample"]].reshape(-1)[div["neuron"]]
     theta = float(plan.node(div["layer"]).params["v_threshold"].reshape(-1)[div["neuron"]])
@@ -111,6 +135,14 @@ def compare(plan: Plan, ref: RunResult, got: RunResult, labels) -> dict[str, Any
             )
         rec["identical_rasters"] = float(raster_same.mean())
         bad |= ~raster_same
+    if got.traces is not None and ref.traces:
+        trace_same = {
+            k: (got.traces[k] == ref.traces[k]).reshape(got.traces[k].shape[0], len(same_counts), -1).all(axis=(0, 2))
+            for k in ref.traces
+        }
+        rec["li_identical_traces"] = {k: float(v.mean()) for k, v in trace_same.items()}
+        for v in trace_same.values():
+            bad |= ~v
     ties, failures, first = [], [], None
     for s in np.flatnonzero(bad):
         div = first_divergence(plan, ref, got, int(s)) if got.rasters is not None else None
@@ -132,6 +164,11 @@ def compare(plan: Plan, ref: RunResult, got: RunResult, labels) -> dict[str, Any
     if labels is not None:
         rec["accuracy"] = float((predictions(got.counts) == labels).mean())
     return rec
+
+
+def _input_max(spikes: np.ndarray) -> float | None:
+    """The largest input count when the inputs are integers (the grid the exactness proof needs)."""
+    return float(np.abs(spikes).max(initial=0)) if np.array_equal(spikes, np.rint(spikes)) else None
 
 
 def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dict[str, dict], sample: int) -> list[str]:
@@ -175,9 +212,16 @@ def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dic
     fig.suptitle(f"spike raster of sample {sample}", fontsize=9)
     fig.tight_layout()
     written.append(_save(fig, out / "rasters.png"))
-    # 3. agreement per layer and target
+    # 3. agreement per layer and target (LI layers: identical membrane traces)
     targets = [t for t in names if t != "reference"]
-    grid = np.array([[comparisons[t]["layer_identical_fraction"][k] for k in layers] for t in targets])
+    layers = layers + plan.li_names
+
+    def agreement(c: dict, k: str) -> float:
+        if k in c["layer_identical_fraction"]:
+            return c["layer_identical_fraction"][k]
+        return c.get("li_identical_traces", {}).get(k, c["identical_output_counts"])
+
+    grid = np.array([[agreement(comparisons[t], k) for k in layers] for t in targets])
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(layers), 0.8 + 0.5 * len(targets)))
     im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     for i in range(len(targets)):
@@ -185,10 +229,24 @@ def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dic
             ax.text(j, i, f"{100 * grid[i, j]:.1f}%", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(layers)), layers, fontsize=8)
     ax.set_yticks(range(len(targets)), targets, fontsize=8)
-    ax.set_title("samples with layer spike counts identical to the reference", fontsize=9)
+    title = "samples with layer spike counts identical to the reference"
+    ax.set_title(title + (" (LI: membrane traces)" if plan.li_names else ""), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     written.append(_save(fig, out / "agreement.png"))
+    # 4. an LI readout's scores: mean per class and target
+    if plan.scores:
+        fig, ax = plt.subplots(figsize=(1.6 + 0.6 * results["reference"].counts.shape[1], 3.4))
+        classes = np.arange(results["reference"].counts.shape[1])
+        width = 0.8 / len(names)
+        for j, t in enumerate(names):
+            ax.bar(classes + j * width, np.asarray(results[t].counts, dtype=np.float64).mean(axis=0), width, label=t)
+        ax.set_xticks(classes + 0.4 - width / 2, [str(c) for c in classes], fontsize=8)
+        ax.set(xlabel="class", ylabel="mean score", title="LI readout scores (membrane summed over T) per class")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, out / "scores.png"))
     return written
 
 
@@ -200,7 +258,7 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Verification of `{rep['graph']}`", "",
              f"{rep['precision']} precision, T={rep['T']}, {rep['samples']} samples of {rep['data']}.", "",
              f"Tolerance: {rep['tolerance']}", "",
-             "| target | accuracy | identical predictions | identical output counts | identical rasters | tie samples | failed samples | samples/s | result |",
+             f"| target | accuracy | identical predictions | identical output {'scores' if rep['output'] == 'scores' else 'counts'} | identical rasters | tie samples | failed samples | samples/s | result |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for t, r in rep["targets"].items():
         c = r.get("comparison", {})
@@ -221,8 +279,17 @@ def markdown(rep: dict[str, Any]) -> str:
     ]
     for t, r in rep["targets"].items():
         lines.append(f"| {t} | " + " | ".join(f"{r['spikes_per_sample'][k]:.1f}" for k in rep["layers"]) + " |")
+    lines += ["", f"Predictions ({rep['output']}): {rep['tie_rule']}.", ""]
+    for t, r in rep["targets"].items():
+        st = r["prediction_stats"]
+        silent = f", {st['silent_samples']} without any output spike" if "silent_samples" in st else ""
+        dead = [f"never fire: {st['never_firing_classes']}"] if st.get("never_firing_classes") else []
+        dead += [f"never win: {st['never_winning_classes']}"] if st["never_winning_classes"] else []
+        lines.append(f"- {t}: {st['tied_samples']} samples with a tied maximum{silent}"
+                     + (f"; classes that {'; '.join(dead)}" if dead else ""))  # fmt: skip
     for t, reason in rep.get("skipped", {}).items():
-        lines.append(f"\nSkipped {t}: unavailable on this machine ({reason}).")
+        why = reason if reason.startswith(DECLINES) else f"unavailable on this machine ({reason})"
+        lines.append(f"\nSkipped {t}: {why}.")
     for t, r in rep["targets"].items():
         div = r.get("comparison", {}).get("first_divergence")
         if div:
@@ -237,6 +304,7 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
     plan = load_plan(cfg.graph)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     skipped: dict[str, str] = {}  # target -> why it did not run here
+    spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, samples=cfg.samples)
     if names == ["all"]:
         kinds = {n.kind for n in plan.nodes}
         names = []
@@ -244,6 +312,10 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
             if t == "reference" or plan.precision not in i.precisions or not kinds <= set(i.kinds):
                 continue
             reason = i.unavailable_reason()
+            if not reason:  # a target may decline this graph (Lava: float LI membranes it cannot match bit for bit)
+                pad = np.zeros((extra_steps(plan, i.latency), *spikes.shape[1:]), spikes.dtype)
+                declined = i.refusal(plan, np.concatenate([spikes, pad]))
+                reason = declined and f"{DECLINES}{declined}"
             if reason:
                 skipped[t] = reason
                 print(f"skipping target {t}: {reason}", file=sys.stderr)
@@ -255,7 +327,6 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
             raise ConfigError(
                 f"target {t!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
             )
-    spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, samples=cfg.samples)
     out = Path(cfg.out) if cfg.out else Path(cfg.graph).with_suffix(".verify")
     results: dict[str, RunResult] = {}
     timing: dict[str, float] = {}
@@ -264,11 +335,18 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
                         for s in range(0, spikes.shape[1], cfg.batch_size)])  # fmt: skip
     timing["reference"] = time.perf_counter() - t0  # with margins and rasters kept: slower than a plain run
     results["reference"] = ref
+    li_note = ""
+    if plan.li_names:
+        li_note = ("; LI readout scores and membrane traces exact too" + (
+            f" (float: every target sums the same float32 membranes in step order; provably exact in float32 for "
+            f"{min(li_exact_steps(plan, _input_max(spikes)).values())} steps from rest, {spikes.shape[0]} compared)"
+            if plan.precision == "float" else ""))  # fmt: skip
     rep: dict[str, Any] = {
         "graph": cfg.graph, "precision": plan.precision, "T": int(spikes.shape[0]), "samples": int(spikes.shape[1]), "data": what,
-        "layers": plan.lif_names,
+        "layers": plan.lif_names, "li_layers": plan.li_names, "output": "scores" if plan.scores else "spike counts",
+        "tie_rule": TIE_RULE,
         "tolerance": ("exact: every output count, layer count and raster equal to the reference" if plan.precision == "fixed" else
-                      f"exact, except samples whose first divergence is a threshold tie (reference membrane within {TIE_ULPS} float32 ulps of the threshold), which are counted and listed"),
+                      f"exact, except samples whose first divergence is a threshold tie (reference membrane within {TIE_ULPS} float32 ulps of the threshold), which are counted and listed") + li_note,
         "targets": {}, "skipped": skipped,
     }  # fmt: skip
     comparisons = {}
@@ -278,9 +356,11 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
         comparisons[t] = compare(plan, ref, got, labels)
     sample = int(np.argmax(sum(v for v in ref.layer_counts.values())))  # the busiest sample shows most
     for t, r in results.items():
+        outp = output_report(plan, r.counts)
         entry = {"accuracy": float((predictions(r.counts) == labels).mean()) if labels is not None else None,
                  "spikes_per_sample": {k: float(v.mean()) for k, v in r.layer_counts.items()},
-                 "predictions": predictions(r.counts).tolist(),
+                 "predictions": predictions(r.counts).tolist(), "prediction_stats": outp["predictions"],
+                 "prediction_warning": outp["warning"], "mean_output_per_class": outp["mean_per_class"],
                  "wall_s": timing.get(t), "samples_per_s": spikes.shape[1] / max(timing.get(t, 0), 1e-9)}  # fmt: skip
         if t in comparisons:
             entry["comparison"] = comparisons[t]

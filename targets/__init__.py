@@ -1,8 +1,10 @@
 """Execution targets, one backend each, found through one explicit registry.
 
 A target has a name, the precisions and node kinds it supports, and one way to run:
-``run(plan, spikes (T, B, ...), record=False) -> RunResult`` (output spike counts, per-layer spike
-counts, and on request the per-layer rasters). Modules load lazily, so that asking for the list
+``run(plan, spikes (T, B, ...), record=False) -> RunResult`` (output spike counts, or an LI
+readout's per-class scores, per-layer spike counts, and on request the per-layer rasters and LI
+membrane traces). Norse 1.1.0's ``from_nir`` maps no ``nir.LI``, so the ``norse`` target declares
+the ``li`` kind unsupported. Modules load lazily, so that asking for the list
 of targets imports no backend. A target whose backend may be missing on a machine (Lava's separate
 Python 3.10 environment) names a function that says why it cannot run here; commands skip it when
 asked for every target and refuse it with that reason when it is named.
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from core.errors import ConfigError
 
-ALL_KINDS = ("conv", "affine", "lif", "sumpool", "avgpool", "flatten")
+ALL_KINDS = ("conv", "affine", "lif", "li", "sumpool", "avgpool", "flatten")
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,19 @@ class TargetInfo:
     latency: int = 0  # extra steps of delay per synaptic layer (Lava's Dense/Conv: 1)
     available: str | None = None  # a function in ``module``: () -> why it cannot run here, or None
     streams: bool = False  # ``module`` has ``stream(plan, **options)``: batch 1, state kept between calls
+    refuses: str | None = None  # a function in ``module``: (plan, spikes) -> why it would not match this graph, or None
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run
 
     def streamer(self) -> Callable:
         return importlib.import_module(self.module).stream
+
+    def refusal(self, plan, spikes) -> str | None:
+        """Why this target declines ``plan`` on these (padded) ``spikes``, or None (it runs it)."""
+        if self.refuses is None:
+            return None
+        return getattr(importlib.import_module(self.module), self.refuses)(plan, spikes)
 
     def unavailable_reason(self) -> str | None:
         """Why this target cannot run on this machine, or None when it can (imports its module only
@@ -88,4 +97,4 @@ register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv",
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)"))  # fmt: skip
 register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS,
                            "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1,
-                           available="unavailable_reason"))  # fmt: skip
+                           available="unavailable_reason", refuses="refusal"))  # fmt: skip

@@ -11,6 +11,14 @@ Work is done per event, never as a dense product over all inputs every step:
   input at every step regardless (a non-zero bias or leak) are updated densely: that is the
   semantics, not a shortcut.
 
+- an LI layer (non-spiking leaky integrator) is listed the same way: a neuron with a non-zero
+  membrane, input or a constant input is updated, and each non-zero membrane is passed on as an
+  event carrying its value (the next node sees analog values: float64 accumulators then); a listed
+  membrane that decays to 0 (fixed precision truncates; float halves toward 0) leaves the list, so
+  an LI readout's cost follows events too. Its own compiled loop keeps the LIF kernels untouched.
+  The graph output of an LI readout is a float64 score per class (each step's float32 output added
+  in step order, as the reference), integers in fixed precision.
+
 Feature maps are held channel-last (``(y * W + x) * C + c``), so that one event's fan-out is a
 few contiguous runs of ``C_out`` weights; flatten is a relabelling whose permutation is folded
 into the next affine layer's weight rows. Results come back in the plan's (C, H, W) order.
@@ -46,14 +54,15 @@ DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX = (fixed.DECAY_UNITY, fixe
                                                      fixed.VTH_SHIFT, fixed.V_MAX)  # fmt: skip
 
 # node kinds in the compiled table
-INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF = range(7)
-KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGPOOL, "flatten": FLATTEN, "lif": LIF}
+INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF, LI = range(8)
+KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGPOOL, "flatten": FLATTEN, "lif": LIF,
+             "li": LI}  # fmt: skip
 
 # columns of the node table
 (K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
  K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_UNIFORM,
- K_MAP) = range(30)  # fmt: skip
-NCOLS = 30
+ K_MAP, K_TOFF) = range(31)  # fmt: skip
+NCOLS = 31
 DENSE_FRACTION = 0.25
 
 
@@ -343,6 +352,55 @@ def _listed_lif(listed, inp, v, bias, sticky, marks, keep, vth, beta, gain, leak
     return w, ne
 
 
+def _li_update(v, x, bias, keep, beta, gain, leak):
+    """One LI neuron's step (the LIF's update without the spike): the new membrane."""
+
+
+@overload(_li_update)
+def _li_update_impl(v, x, bias, keep, beta, gain, leak):
+    if isinstance(v, types.Integer):  # the integer LIF of core.fixed without threshold and reset
+
+        def li_fixed(v, x, bias, keep, beta, gain, leak):
+            prod = np.int64(v) * keep
+            dec = (abs(prod) >> DECAY_SHIFT) if prod >= 0 else -(abs(prod) >> DECAY_SHIFT)
+            return min(max(dec + (np.int64(x) << ACT_SHIFT) + np.int64(bias), -V_MAX), V_MAX)
+
+        return li_fixed
+
+    def li_float(v, x, bias, keep, beta, gain, leak):  # float32, the reference's order (as lif_float)
+        return beta * v + gain * (x + bias) + leak
+
+    return li_float
+
+
+@numba.njit(cache=True, nogil=True)
+def _li_layer(listed, dense, inp, v, bias, sticky, marks, keep, beta, gain, leak, out_idx, out_val, trace):
+    """One step of an LI layer: every neuron when ``dense``, else the ``listed`` ones (state, input or
+    a constant input), their input in ``inp`` (zeroed as read). Every non-zero membrane becomes an
+    event carrying its value; ``trace`` (empty unless recording) gets the membranes. The list is
+    compacted to the neurons that stay listed. Returns ``(listed now, events, neurons updated)``."""
+    n = v.shape[0] if dense else listed.shape[0]
+    w = 0
+    ne = 0
+    for j in range(n):
+        i = j if dense else listed[j]
+        x = inp[i]
+        inp[i] = 0
+        vn = _li_update(v[i], x, bias[i], keep, _at(beta, i), _at(gain, i), _at(leak, i))
+        v[i] = vn
+        out_idx[ne] = i
+        out_val[ne] = vn
+        ne += vn != 0
+        if trace.shape[0]:
+            trace[i] = vn
+        if not dense:
+            stays = vn != 0 or sticky[i] != 0
+            marks[i] = stays
+            listed[w] = i
+            w += stays
+    return w, ne, n
+
+
 @numba.njit(cache=True, nogil=True)
 def _spike_events(words, out_idx, out_val):
     """The neurons whose 0/1 spike flag (one byte each, read as 64-bit ``words``) is set, as events
@@ -420,13 +478,13 @@ def _simulate(
     acc, gmark, glist, inp, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # scratch, zero between steps
     nmark, v, act, act_n,  # state kept between steps (and calls, when streaming)
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
-    counts, out_steps, layer_counts, work, cycles, rasters, record,  # results
+    counts, out_steps, layer_counts, work, cycles, rasters, traces, record,  # results
 ):  # fmt: skip
     n_nodes = table.shape[0]
     for b in range(B):
         if reset or b > 0:
             for k in range(n_nodes):
-                if table[k, K_KIND] == LIF:
+                if table[k, K_KIND] == LIF or table[k, K_KIND] == LI:
                     off = table[k, K_OFF]
                     for i in range(table[k, K_N]):
                         v[off + i] = 0
@@ -468,6 +526,29 @@ def _simulate(
                             ev_idx[evo + ne] = ev_idx[so + e]
                             ev_val[evo + ne] = ev_val[so + e]
                             ne += 1
+                    ev_n[k] = ne
+                    continue
+                if kind == LI:  # non-spiking: its membranes are its events (values), its output
+                    dense = table[k, K_DENSE] != 0
+                    na = act_n[k]
+                    for si in range(s0, s0 + ns):
+                        so = table[srcs[si], K_OFF]
+                        na = _gather(ev_idx[so : so + ev_n[srcs[si]]], ev_val[so : so + ev_n[srcs[si]]],
+                                     inp[off : off + N], nmark[off : off + N], act[off : off + N], na, dense)  # fmt: skip
+                    boff, q = table[k, K_BOFF], table[k, K_POFF]
+                    q0 = max(q, 0)
+                    t0 = table[k, K_TOFF] + (t * B + b) * N
+                    tr = traces[t0 : t0 + N] if record else traces[:0]
+                    lv = (act[off : off + na], dense, inp[off : off + N], v[off : off + N], biases[boff : boff + N],
+                          sticky[off : off + N], nmark[off : off + N], DECAY_UNITY - table[k, K_DV])  # fmt: skip
+                    if q >= 0:  # float: per-neuron parameters
+                        w, ne, upd = _li_layer(*lv, beta[q0 : q0 + N], gain[q0 : q0 + N], leak[q0 : q0 + N],
+                                               ev_idx[evo:], ev_val[evo:], tr)  # fmt: skip
+                    else:  # fixed: unused
+                        w, ne, upd = _li_layer(*lv, beta[0], gain[0], leak[0], ev_idx[evo:], ev_val[evo:], tr)
+                    if not dense:
+                        act_n[k] = w
+                    work[k, b] += upd
                     ev_n[k] = ne
                     continue
                 if kind == LIF:
@@ -637,7 +718,7 @@ def _simulate(
                         no += 1
             for j in range(no):
                 i = outlist[j]
-                c = np.int64(outbuf[i])
+                c = _cast_like(outbuf[i], counts)  # int64 (truncated) counts, or float64 scores of an LI readout
                 counts[b, i] += c
                 out_steps[t, b, i] += c
                 outbuf[i] = 0
@@ -740,9 +821,11 @@ def _input_events(x, bits, T, B, C, P, integer, off, idx, val):
 
 
 def _sole_lif_consumer(plan: Plan, name: str) -> bool:
-    """Whether ``name`` feeds exactly one node, a LIF with no other input (and not the output)."""
+    """Whether ``name`` feeds exactly one node, a LIF or LI with no other input (and not the output)."""
     users = [n for n in plan.nodes if name in n.sources]
-    return name not in plan.outputs and len(users) == 1 and users[0].kind == "lif" and users[0].sources == [name]
+    return (
+        name not in plan.outputs and len(users) == 1 and users[0].kind in ("lif", "li") and users[0].sources == [name]
+    )
 
 
 def _channel_last(shape: tuple[int, ...]) -> np.ndarray:
@@ -772,6 +855,9 @@ class Compiled:
     in_perm: np.ndarray
     lif_rows: np.ndarray  # table row of each LIF, in lif_names order
     lif_sizes: list[int]
+    li_names: list[str]  # non-spiking LI layers (their traces are recorded on request)
+    li_rows: np.ndarray
+    li_sizes: list[int]
 
 
 class EventSim:
@@ -790,7 +876,7 @@ class EventSim:
         index = {"input": 0} | {n.name: k + 1 for k, n in enumerate(nodes)}
         perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
         table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
-        table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP]] = -1
+        table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP, K_TOFF]] = -1
         pool_maps: list[np.ndarray] = []
         n_in = int(np.prod(plan.input_shape))
         table[0, K_N], table[0, K_OFF] = n_in, 0
@@ -810,6 +896,7 @@ class EventSim:
         grid_span: dict[str, float] = {}
         dense_node: dict[str, bool] = {"input": False}
         lif_names = []
+        li_names = []
         for k, n in enumerate(nodes, start=1):
             row = table[k]
             row[K_KIND] = KIND_CODE[n.kind]
@@ -877,6 +964,37 @@ class EventSim:
                 row[K_BOFF], bias_at[n.name], bias_of[n.name] = boff, boff, b
                 biases.append(b)
                 boff += N
+            if n.kind == "li":
+                perms[n.name] = in_perm
+                li_names.append(n.name)
+                dense_node[n.name] = False
+                syn = n.sources[0]
+                if self.integer:
+                    if syn not in bias_at or len(n.sources) != 1:
+                        raise ModelError(f"{plan.source}: fixed-precision LI {n.name} must follow one synaptic layer")
+                    row[K_BOFF] = bias_at[syn]
+                    row[K_DV] = n.fixed["dv"]
+                    constant = bias_of[syn]
+                else:
+                    for j, key in enumerate(("beta", "gain", "leak")):
+                        lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
+                    lif[3].append(np.zeros(N, np.float32))  # (no threshold, no reset)
+                    lif[4].append(np.zeros(N, np.float32))
+                    row[K_POFF] = poff
+                    poff += N
+                    constant = lif[2][-1].copy()
+                    if syn in folded:
+                        row[K_BOFF] = boff
+                        biases.append(folded[syn])
+                        boff += N
+                        constant = constant + folded[syn]
+                if row[K_BOFF] < 0:
+                    row[K_BOFF] = boff
+                    biases.append(np.zeros(N))
+                    boff += N
+                restless = constant != 0  # a constant input changes the membrane at every step
+                sticky_parts.append((row[K_OFF], restless))
+                row[K_DENSE] = bool(np.mean(restless) >= DENSE_FRACTION)
             if n.kind == "lif":
                 perms[n.name] = in_perm
                 row[K_LIF] = len(lif_names)
@@ -962,6 +1080,9 @@ class EventSim:
             in_perm=perms["input"],
             lif_rows=np.array([index[n] for n in lif_names], dtype=np.int64),
             lif_sizes=[int(np.prod(plan.node(n).out_shape)) for n in lif_names],
+            li_names=li_names,
+            li_rows=np.array([index[n] for n in li_names], dtype=np.int64),
+            li_sizes=[int(np.prod(plan.node(n).out_shape)) for n in li_names],
         )
         self._fan_in_abs = fan_in_abs
         self._grid_span = grid_span
@@ -1006,6 +1127,9 @@ class EventSim:
                 acc = x * n.params["kernel"][0] * n.params["kernel"][1]
                 exact32 &= ints and acc < 2**24
                 bound[n.name], whole[n.name] = acc, ints and n.kind == "sumpool"
+            elif n.kind == "li":  # an analog membrane (fixed: it feeds nothing; saturates at V_MAX)
+                acc = 0.0
+                bound[n.name], whole[n.name] = (float(V_MAX), True) if self.integer else (np.inf, False)
             else:
                 acc = 0.0
                 bound[n.name] = 1.0 if n.kind == "lif" else x
@@ -1077,23 +1201,29 @@ class EventSim:
         n_out = len(c.out_perm)
         sizes = c.lif_sizes
         table = c.table
+        li_sizes = c.li_sizes
         if record:
             r_off = np.concatenate([[0], np.cumsum([T * B * n for n in sizes])]).astype(np.int64)
+            t_off = np.concatenate([[0], np.cumsum([T * B * n for n in li_sizes])]).astype(np.int64)
             table = table.copy()
             table[c.lif_rows, K_ROFF] = r_off[:-1]
+            table[c.li_rows, K_TOFF] = t_off[:-1]
         rasters = np.zeros(int(r_off[-1]) if record else 0, dtype=np.uint8)
-        counts = np.zeros((B, n_out), dtype=np.int64)
-        out_steps = np.zeros((T, B, n_out), dtype=np.int64)
+        traces = np.zeros(int(t_off[-1]) if record else 0, dtype=self.value_dtype)
+        # scores of an LI readout: float64 totals of the float32 outputs (fixed: integers, as counts)
+        cdt = np.float64 if self.plan.scores and not self.integer else np.int64
+        counts = np.zeros((B, n_out), dtype=cdt)
+        out_steps = np.zeros((T, B, n_out), dtype=cdt)
         layer_counts = np.zeros((len(sizes), B), dtype=np.int64)
         work = np.zeros((len(table), B), dtype=np.int64)  # synaptic events, or LIF neuron updates
         cycles = np.zeros(len(table), dtype=np.int64)
         _simulate(
             table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
             *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, off, idx, val, T, B, reset,
-            counts, out_steps, layer_counts, work, cycles, rasters, record,
+            counts, out_steps, layer_counts, work, cycles, rasters, traces, record,
         )  # fmt: skip
         plan = self.plan
-        lif_rasters = None
+        lif_rasters = li_traces = None
         if record:
             lif_rasters = {}
             for i, name in enumerate(c.lif_names):
@@ -1101,16 +1231,24 @@ class EventSim:
                 out = np.empty_like(r)
                 out[:, :, c.perms[name]] = r
                 lif_rasters[name] = out.reshape(T, B, *plan.node(name).out_shape)
+            li_traces = {}
+            for i, name in enumerate(c.li_names):
+                r = traces[t_off[i] : t_off[i + 1]].reshape(T, B, li_sizes[i])
+                out = np.empty_like(r)
+                out[:, :, c.perms[name]] = r
+                li_traces[name] = out.reshape(T, B, *plan.node(name).out_shape).astype(
+                    np.int64 if self.integer else np.float32
+                )
         logical = np.empty_like(counts)
         logical[:, c.out_perm] = counts
         steps = np.empty_like(out_steps)
         steps[:, :, c.out_perm] = out_steps
         names = self._names
         syn = {names[k]: work[k] for k in self._synapse_rows}
-        updates = {names[k]: work[k] for k in c.lif_rows}
+        updates = {names[k]: work[k] for k in c.lif_rows} | {names[k]: work[k] for k in c.li_rows}
         layers = dict(zip(c.lif_names, layer_counts, strict=True))
         self.cycles = dict(zip(names, cycles.tolist(), strict=True))
-        return Outputs(logical, steps, layers, syn, updates, lif_rasters, work)
+        return Outputs(logical, steps, layers, syn, updates, lif_rasters, work, li_traces)
 
     def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
         if self._run_state is None:  # a run starts from rest: the state of the previous run is reused
@@ -1118,8 +1256,9 @@ class EventSim:
         out = self.execute(self.input_events(spikes), self._run_state, reset=True, record=record)
         total = out.work.sum(axis=1).tolist()
         stats = {self._names[k]: {"synaptic_events": float(total[k])} for k in self._synapse_rows}
-        stats |= {self._names[k]: {"neuron_updates": float(total[k])} for k in self.compiled.lif_rows}
-        return RunResult(out.counts, out.layer_counts, out.rasters, stats)
+        rows = list(self.compiled.lif_rows) + list(self.compiled.li_rows)
+        stats |= {self._names[k]: {"neuron_updates": float(total[k])} for k in rows}
+        return RunResult(out.counts, out.layer_counts, out.rasters, stats, traces=out.traces)
 
     def stream(self) -> Stream:
         return Stream(self)
@@ -1155,13 +1294,14 @@ class State:
 
 @dataclass
 class Outputs:
-    counts: np.ndarray  # (B, classes)
-    per_step: np.ndarray  # (T, B, classes) output spikes per step
+    counts: np.ndarray  # (B, classes): output spike counts, or an LI readout's scores (float64; fixed: int64)
+    per_step: np.ndarray  # (T, B, classes) output spikes (or output values of an LI readout) per step
     layer_counts: dict[str, np.ndarray]  # LIF -> (B,)
     synaptic_events: dict[str, np.ndarray]  # synaptic node -> (B,) weights scattered (effective accumulates)
-    neuron_updates: dict[str, np.ndarray]  # LIF -> (B,) neuron state updates (the rest cost nothing)
+    neuron_updates: dict[str, np.ndarray]  # LIF and LI -> (B,) neuron state updates (the rest cost nothing)
     rasters: dict[str, np.ndarray] | None
     work: np.ndarray  # (nodes, B): synaptic events of synaptic nodes, updates of LIFs, by table row
+    traces: dict[str, np.ndarray] | None = None  # LI -> (T, B, ...) membranes, when recording
 
 
 class Stream:

@@ -10,6 +10,11 @@ carries the worker's message.
 Timing: Lava's Dense and Conv deliver one step later per synaptic layer (``TargetInfo.latency =
 1``); results are in Lava steps, and :func:`runtime.latency.run_aligned` pads the input and shifts
 them back. :func:`unavailable_reason` is the registry's availability check (``TargetInfo.available``).
+
+LI readouts: Lava's ``floating_pt`` LIF computes in float64, the float targets in float32; their
+membranes agree bit for bit only where both are exact. :func:`refusal` (``TargetInfo.refuses``)
+declines a float graph whose LI membranes are not provably exact for the steps a run compares
+(:func:`targets.plan.li_exact_steps`), with the reason, instead of giving a near-miss.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from core import errors
-from core.errors import DataError, SnnDeployError
-from targets.plan import Plan, check_spikes
-from targets.reference import RunResult
+from core.errors import DataError, ModelError, SnnDeployError
+from targets.plan import Plan, check_spikes, li_exact_steps
+from targets.reference import RunResult, output_total
 
 ROOT = Path(__file__).resolve().parents[1]
 LAVA_PYTHON = Path(os.environ.get("SNN_DEPLOY_LAVA_PYTHON", ROOT / ".venv-lava" / "bin" / "python"))
@@ -87,9 +92,12 @@ def worker_error(code: int, stderr: str) -> SnnDeployError:
     )
 
 
-def _request(spikes: np.ndarray, fixed: bool, **paths: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """One worker call: the request written, the worker run, the rasters read back by name, and
-    Lava's own stepping time (``seconds`` for ``steps`` steps; worker start and compile excluded)."""
+def _request(
+    spikes: np.ndarray, fixed: bool, **paths: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """One worker call: the request written, the worker run, the rasters and LI membrane traces read
+    back by name, and Lava's own stepping time (``seconds`` for ``steps`` steps; worker start and
+    compile excluded)."""
     with tempfile.TemporaryDirectory(prefix="snn-lava-") as tmp:
         req, res = Path(tmp) / "request.npz", Path(tmp) / "result.npz"
         np.savez(req, spikes=spikes.astype(np.int32 if fixed else np.float64),
@@ -99,16 +107,42 @@ def _request(spikes: np.ndarray, fixed: bool, **paths: str) -> tuple[dict[str, n
             raise LavaError(f"the Lava worker exited normally but wrote no result file {res.name}")
         with np.load(res, allow_pickle=False) as out:
             names = json.loads(str(out["names"]))
-            return {k: out[f"r{i}"] for i, k in enumerate(names)}, json.loads(str(out["simulation"]))
+            trace_names = json.loads(str(out["trace_names"]))
+            return ({k: out[f"r{i}"] for i, k in enumerate(names)}, {k: out[f"v{i}"] for i, k in enumerate(trace_names)},
+                    json.loads(str(out["simulation"])))  # fmt: skip
 
 
-def run_netx(path: str | Path, spikes) -> np.ndarray:
+def run_netx(path: str | Path, spikes, *, membrane: bool = False) -> np.ndarray:
     """A lava-dl netx HDF5 file run by lava-dl's ``hdf5.Network`` under ``fixed_pt``: the output
-    layer's raster ``(T, B, *shape)`` in Lava steps (rows as :func:`run` returns them)."""
+    layer's raster ``(T, B, *shape)`` in Lava steps (rows as :func:`run` returns them); with
+    ``membrane`` (an LI readout) its membrane trace, int64."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"netx file {path} does not exist")
-    return _request(np.asarray(spikes), True, netx=str(path.resolve()), graph="")[0]["netx"]
+    rasters, traces, _ = _request(np.asarray(spikes), True, netx=str(path.resolve()), graph="",
+                                  membrane="1" if membrane else "0")  # fmt: skip
+    return (traces if membrane else rasters)["netx"]
+
+
+def refusal(plan: Plan, spikes) -> str | None:
+    """Why Lava would not reproduce ``plan`` bit for bit on ``spikes`` (as ``run`` receives them,
+    padded by ``depth`` steps), or None: a float LI layer whose membrane is not provably exact in
+    float32 for the ``T`` compared steps (Lava computes it in float64)."""
+    if plan.precision != "float" or not plan.li_names:
+        return None
+    spikes = np.asarray(spikes)
+    integral = spikes.dtype.kind in "biu" or bool(np.array_equal(spikes, np.rint(spikes)))
+    steps = spikes.shape[0] - max(plan.depths().values(), default=0)
+    proved = li_exact_steps(plan, float(np.abs(spikes).max(initial=0)) if integral else None)
+    short = {k: v for k, v in proved.items() if v < steps}
+    if not short:
+        return None
+    return (
+        "Lava's floating_pt computes membranes in float64, the float targets in float32; LI layer(s) "
+        + ", ".join(f"{k} (exact for {v} steps)" for k, v in short.items())
+        + f" are not provably exact in float32 for the {steps} steps compared, so Lava could differ in the last bit; "
+        "use fixed precision for Lava, or fewer steps"
+    )
 
 
 def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
@@ -121,10 +155,18 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         raise DataError("the lava target runs a .nir file in its worker process; this plan was not loaded from a file")
-    rasters, simulation = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()))
-    if set(rasters) != set(plan.lif_names):
-        raise LavaError(f"the Lava worker returned layers {list(rasters)}; the graph has {plan.lif_names}")
+    from targets.lava_worker import layers_of  # the graph's shape checks, before any worker starts
+
+    layers_of(plan)
+    reason = refusal(plan, spikes)
+    if reason:
+        raise ModelError(f"the lava target refuses {src.name}: {reason}")
+    rasters, traces, simulation = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()))
+    if set(rasters) != set(plan.lif_names) or set(traces) != set(plan.li_names):
+        raise LavaError(f"the Lava worker returned layers {list(rasters) + list(traces)}; the graph has "
+                        f"{plan.lif_names + plan.li_names}")  # fmt: skip
     T, B = spikes.shape[:2]
     layer_counts = {k: r.reshape(T, B, -1).sum(axis=(0, 2)).astype(np.int64) for k, r in rasters.items()}
-    counts = sum(rasters[o].reshape(T, B, -1).sum(axis=0).astype(np.int64) for o in plan.outputs)
-    return RunResult(counts, layer_counts, rasters if record else None, {"lava": simulation} if simulation else {})
+    counts = output_total(plan, rasters | traces)
+    return RunResult(counts, layer_counts, rasters if record else None, {"lava": simulation} if simulation else {},
+                     traces=traces if record and plan.li_names else None)  # fmt: skip

@@ -31,8 +31,16 @@ The mapping (Lava keeps tensors in ``(W, H, C)`` order, ours are ``(C, H, W)``: 
   shifted in time.
 - Spikes are read through one ``Extractor`` per LIF layer (whole arrays per step; ``Var.get``
   sends one element per message and is far too slow for rasters).
+- LI (non-spiking readout) -> the same ``LIFReset`` with the current decaying fully (``du`` = 4095
+  fixed / 1.0 float), ``dv`` from its ``beta``, and a threshold no membrane reaches: fixed
+  ``vth = 2**17 - 1`` (the converter proved ``|v| <= 2**23 - 64``), float the largest float64. Its
+  membrane ``v`` is read every step by a ``Monitor`` probe; an ``Extractor`` on its spikes checks
+  that it never fired (a graph whose bound is wrong is an error, never a silent difference). An LI
+  must be a graph output: Lava's LIF sends spikes, not its membrane. Float LI membranes are
+  compared bit for bit with float32 targets, so :mod:`targets.lava_target` refuses a float graph
+  whose LI membranes are not provably exact for the steps run (:func:`targets.plan.li_exact_steps`).
 
-Result rows are Lava steps: a LIF ``d`` synaptic layers deep shows model step ``t`` at row
+Result rows are Lava steps: a LIF (or LI) ``d`` synaptic layers deep shows model step ``t`` at row
 ``t + d`` (``TargetInfo.latency = 1``; :func:`runtime.latency.align_latency` undoes it). The rows
 before a layer's first window step (``< d``) are reported as zero in every window, so a batch
 gives what each sample gives alone.
@@ -58,7 +66,10 @@ from targets.plan import Node, Plan, load_plan
 
 SYNAPSES = ("conv", "affine")
 LINEAR = ("sumpool", "avgpool", "flatten")
+NEURONS = ("lif", "li")
 GRADED_BITS = 24  # message bits for synapses whose input is not a plain 0/1 spike
+LI_VTH_FIXED = 2**17 - 1  # Loihi's largest threshold: the converter proves an LI's |v| stays at or below vth << 6
+LI_VTH_FLOAT = float(np.finfo(np.float64).max)
 
 
 def lava_layout(x: np.ndarray, lead: int = 0) -> np.ndarray:
@@ -150,6 +161,11 @@ def _leaves(plan: Plan, name: str, ops: tuple[str, ...], where: str) -> list[Lea
     n = plan.node(name)
     if n.kind == "lif":
         return [Leaf(name, ops)]
+    if n.kind == "li":
+        raise ModelError(
+            f"{plan.source}: LI layer {name} feeds {where}; the lava target runs an LI as a LIF that never fires "
+            "and reads its membrane, which Lava's LIF cannot send on: an LI layer must be a graph output there"
+        )
     if n.kind in LINEAR:
         return [leaf for s in n.sources for leaf in _leaves(plan, s, (name, *ops), where)]
     raise ModelError(
@@ -166,31 +182,39 @@ def layers_of(plan: Plan) -> list[Layer]:
             consumers.setdefault(s, []).append(n.name)
     layers = []
     for n in plan.nodes:
-        if n.kind == "lif":
+        if n.kind in NEURONS:
             syns = [plan.node(s) for s in n.sources]
             bad = (
                 [s.name for s in syns if s.kind not in SYNAPSES] if all(s != "input" for s in n.sources) else ["input"]
             )
             if bad:
                 raise ModelError(
-                    f"{plan.source}: LIF {n.name} is fed by {', '.join(bad)}; the lava target needs every LIF "
-                    "to be fed by Conv2d/Linear layers (Lava's LIF takes synaptic current only)"
+                    f"{plan.source}: {n.kind.upper()} {n.name} is fed by {', '.join(bad)}; the lava target needs every "
+                    "LIF/LI to be fed by Conv2d/Linear layers (Lava's LIF takes synaptic current only)"
                 )
             layer = Layer(n, syns)
             for s in syns:
                 if consumers.get(s.name) != [n.name]:
                     raise ModelError(
                         f"{plan.source}: synaptic layer {s.name} feeds {consumers.get(s.name)}; the lava target "
-                        "needs it to feed exactly one LIF layer"
+                        "needs it to feed exactly one LIF/LI layer"
                     )
                 layer.leaves[s.name] = [leaf for src in s.sources for leaf in _leaves(plan, src, (), s.name)]
             layers.append(layer)
-    bad_out = [o for o in plan.outputs if plan.node(o).kind != "lif"]
+    bad_out = [o for o in plan.outputs if plan.node(o).kind not in NEURONS]
     if bad_out:
         raise ModelError(
             f"{plan.source}: the graph output reads {', '.join(bad_out)}; the lava target reads spikes of LIF "
-            "layers only"
+            "layers and membranes of LI layers only"
         )
+    for n in plan.nodes:
+        readers = [m.name for m in plan.nodes if n.name in m.sources]
+        if n.kind == "li" and readers:
+            raise ModelError(
+                f"{plan.source}: LI layer {n.name} feeds {', '.join(readers)}; the lava target runs an LI as a LIF "
+                "that never fires and reads its membrane, which Lava's LIF cannot send on: an LI layer must be a "
+                "graph output there"
+            )
     depth = {"input": 0}
     for layer in layers:
         layer.depth = 1 + max(depth[leaf.name] for leaves in layer.leaves.values() for leaf in leaves)
@@ -335,16 +359,18 @@ class Builder:
         for s in layer.synapses:
             b = s.fixed["bias"] if self.fixed else s.params["bias"].astype(np.float64)
             bias = bias + np.asarray(b).reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+        li = n.kind == "li"
         if self.fixed:
             mant, exp = _bias_mant_exp(bias.astype(np.int64), n.name)
-            return LIFReset(shape=lshape, du=4095, dv=int(n.fixed["dv"]), vth=int(n.fixed["vth"]),
+            vth = LI_VTH_FIXED if li else int(n.fixed["vth"])
+            return LIFReset(shape=lshape, du=4095, dv=int(n.fixed["dv"]), vth=vth,
                             bias_mant=lava_layout(mant), bias_exp=lava_layout(exp), **window)  # fmt: skip
         p = n.params
-        for key in ("beta", "v_threshold", "gain"):
+        for key in ("beta", "gain") if li else ("beta", "v_threshold", "gain"):
             if np.ptp(p[key]) != 0:
-                raise ModelError(f"{self.plan.source}: LIF {n.name} has a per-neuron {key}; Lava's LIF takes one "
-                                 "value per layer")  # fmt: skip
-        if np.any(p["v_reset"] != 0):
+                raise ModelError(f"{self.plan.source}: {n.kind.upper()} {n.name} has a per-neuron {key}; Lava's LIF "
+                                 "takes one value per layer")  # fmt: skip
+        if not li and np.any(p["v_reset"] != 0):
             raise ModelError(
                 f"{self.plan.source}: LIF {n.name} resets to {float(p['v_reset'].flat[0])}; Lava resets to 0"
             )
@@ -353,13 +379,17 @@ class Builder:
             raise ModelError(f"{self.plan.source}: LIF {n.name} scales its input by r*dt/tau = {gain:g}; the lava "
                              "target needs r = tau/dt (input gain 1)")  # fmt: skip
         beta = float(p["beta"].flat[0])
-        return LIFReset(shape=lshape, du=1.0, dv=1.0 - beta, vth=float(p["v_threshold"].flat[0]),
+        vth = LI_VTH_FLOAT if li else float(p["v_threshold"].flat[0])
+        return LIFReset(shape=lshape, du=1.0, dv=1.0 - beta, vth=vth,
                         bias_mant=lava_layout(bias + p["leak"].astype(np.float64)), bias_exp=0, **window)  # fmt: skip
 
-    def build(self):
+    def build(self, steps: int):
+        """The process graph; returns the spike extractors (every LIF and LI layer: an LI's must stay
+        silent) and a ``Monitor`` per LI layer probing its membrane for ``steps`` steps."""
         from lava.proc.io.extractor import Extractor
+        from lava.proc.monitor.process import Monitor
 
-        extractors = {}
+        extractors, monitors = {}, {}
         for layer in self.layers:
             lif = self.lif(layer)
             self.lifs[layer.lif.name] = lif
@@ -369,7 +399,10 @@ class Builder:
             ex = Extractor(shape=lif.s_out.shape, buffer_size=64)
             lif.s_out.connect(ex.in_port)
             extractors[layer.lif.name] = ex
-        return extractors
+            if layer.lif.kind == "li":
+                monitors[layer.lif.name] = Monitor()
+                monitors[layer.lif.name].probe(lif.v, steps)
+        return extractors, monitors
 
 
 def _pooled_conv(pool: Node, w: np.ndarray, stride, pad, in_shape) -> tuple[np.ndarray, tuple, tuple] | None:
@@ -445,9 +478,11 @@ def import_netx():
     return importlib.import_module("lava.lib.dl.netx.hdf5")
 
 
-def run_netx(path: str, spikes: np.ndarray, fixed: bool = True) -> np.ndarray:
+def run_netx(path: str, spikes: np.ndarray, fixed: bool = True, membrane: bool = False) -> np.ndarray:
     """``spikes (T, B, ...)`` through ``hdf5.Network(path)``: the last layer's raster ``(T, B, ...)``
-    in Lava steps, samples one after another with netx's own per-layer reset (as :func:`run`)."""
+    in Lava steps, samples one after another with netx's own per-layer reset (as :func:`run`); with
+    ``membrane`` (an LI readout, a CUBA neuron that never fires) its membrane instead, read by a
+    ``Monitor`` (int64), and an error if it ever fired."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
@@ -469,6 +504,12 @@ def run_netx(path: str, spikes: np.ndarray, fixed: bool = True) -> np.ndarray:
     src.s_out.connect(net.inp)
     ex = Extractor(shape=net.out.shape, buffer_size=64)
     net.out.connect(ex.in_port)
+    monitor = None
+    if membrane:
+        from lava.proc.monitor.process import Monitor
+
+        monitor = Monitor()
+        monitor.probe(net.layers[-1].neuron.v, B * T)
     cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
                        exception_proc_model_map={Extractor: PyLoihiExtractorModel})  # fmt: skip
     shape = tuple(reversed(net.out.shape))
@@ -478,8 +519,14 @@ def run_netx(path: str, spikes: np.ndarray, fixed: bool = True) -> np.ndarray:
         for step in range(B * T):
             raster[step] = lava_layout(np.asarray(ex.receive())) != 0
         net.wait()
+        if monitor is not None:
+            data = monitor.get_data()[net.layers[-1].neuron.name]["v"]
     finally:
         net.stop()
+    if monitor is not None:
+        if raster.any():
+            raise ModelError(f"{path}: the last layer (an LI readout) fired: its membrane crossed the threshold")
+        raster = _steps_first(np.asarray(data)).astype(np.int64)
     raster = raster.reshape(B, T, *shape).swapaxes(0, 1).copy()
     raster[: min(len(net.layers), T)] = 0  # before the last layer's window starts, as in run()
     return raster
@@ -489,9 +536,15 @@ def run_netx(path: str, spikes: np.ndarray, fixed: bool = True) -> np.ndarray:
 # Running
 
 
-def run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """``spikes (T, B, ...)`` through Lava: per LIF, the raster ``(T, B, *shape)`` in Lava steps, and
-    Lava's own stepping time (``seconds`` for ``steps`` steps: compile and start-up excluded)."""
+def _steps_first(data: np.ndarray) -> np.ndarray:
+    """Monitor data ``(steps, *Lava shape)`` in our layout ``(steps, *shape)``."""
+    return np.transpose(data, (0, *range(data.ndim - 1, 0, -1)))
+
+
+def run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """``spikes (T, B, ...)`` through Lava: per LIF, the raster ``(T, B, *shape)`` in Lava steps; per LI,
+    the membrane trace ``(T, B, *shape)`` (int64 fixed, float64 float); and Lava's own stepping time
+    (``seconds`` for ``steps`` steps: compile and start-up excluded)."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
@@ -500,7 +553,7 @@ def run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str
     if T < 1 or B < 1:
         raise DataError(f"input spikes of shape {spikes.shape} hold no step or no sample")
     builder = Builder(plan, spikes)
-    extractors = builder.build()
+    extractors, monitors = builder.build(B * T)
     layers = {layer.lif.name: layer for layer in builder.layers}
     rasters = {k: np.zeros((B * T, *layers[k].lif.out_shape), dtype=np.uint8) for k in extractors}
     # The Extractor's model carries no precision tag; it is named explicitly.
@@ -518,14 +571,28 @@ def run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str
                 t_first = time.perf_counter()
         root.wait()
         simulation = {"seconds": time.perf_counter() - t_first, "steps": B * T - 1}
+        membranes = {k: _steps_first(np.asarray(m.get_data()[builder.lifs[k].name]["v"])) for k, m in monitors.items()}
     finally:
         root.stop()
-    out = {}
+    for k in monitors:
+        if rasters[k].any():  # the LIF that runs an LI crossed its threshold: its membrane bound was wrong
+            step = int(np.argwhere(rasters[k].reshape(B * T, -1))[0][0])
+            raise ModelError(
+                f"{plan.source}: LI layer {k} fired in Lava at step {step}: its membrane crossed the threshold the "
+                "conversion proved unreachable; the graph's fixed-point choice does not hold for this input"
+            )
+    out, traces = {}, {}
     for k, r in rasters.items():
+        if k in monitors:
+            continue
         r = r.reshape(B, T, *r.shape[1:]).swapaxes(0, 1)
         r[: min(layers[k].depth, T)] = 0  # before the layer's window starts (pipeline fill)
         out[k] = np.ascontiguousarray(r)
-    return out, simulation
+    for k, v in membranes.items():
+        v = v.reshape(B, T, *v.shape[1:]).swapaxes(0, 1).copy()
+        v[: min(layers[k].depth, T)] = 0  # before the layer's window starts (pipeline fill)
+        traces[k] = np.ascontiguousarray(v.astype(np.int64) if builder.fixed else v.astype(np.float64))
+    return out, traces, simulation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -536,13 +603,17 @@ def main(argv: list[str] | None = None) -> int:
         with np.load(argv[0], allow_pickle=False) as req:
             graph, spikes = str(req["graph"]), req["spikes"]
             netx = str(req["netx"]) if "netx" in req else None
-        if netx:  # a netx file: the output layer's raster, under the name "netx"
-            rasters, simulation = {"netx": run_netx(netx, spikes, fixed=True)}, {}
+            req_membrane = str(req["membrane"]) == "1" if "membrane" in req else False
+        if netx:  # a netx file: the output layer's raster (or membrane), under the name "netx"
+            membrane = bool(req_membrane)
+            got = run_netx(netx, spikes, fixed=True, membrane=membrane)
+            rasters, traces, simulation = ({}, {"netx": got}, {}) if membrane else ({"netx": got}, {}, {})
         else:
-            rasters, simulation = run(load_plan(graph), spikes)
-        names = list(rasters)
-        np.savez(argv[1], names=np.array(json.dumps(names)), simulation=np.array(json.dumps(simulation)),
-                 **{f"r{i}": rasters[k] for i, k in enumerate(names)})  # fmt: skip
+            rasters, traces, simulation = run(load_plan(graph), spikes)
+        names, trace_names = list(rasters), list(traces)
+        np.savez(argv[1], names=np.array(json.dumps(names)), trace_names=np.array(json.dumps(trace_names)),
+                 simulation=np.array(json.dumps(simulation)), **{f"r{i}": rasters[k] for i, k in enumerate(names)},
+                 **{f"v{i}": traces[k] for i, k in enumerate(trace_names)})  # fmt: skip
     except SnnDeployError as e:
         print(f"lava-worker-error: {type(e).__name__}: {e}", file=sys.stderr)
         return 3

@@ -44,8 +44,9 @@ def onnx_session(path: str | Path, *, threads: int = 0):
 def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int = 0) -> dict[str, Any]:
     """Run ``spikes`` ``(T, B, *input_shape)`` through the ONNX file at ``path`` (either kind) with
     ONNX Runtime; returns ``{"counts": (B, classes) int64, "layer_counts": {lif: (B,) int64},
-    "provider": name}``, to compare with :func:`targets.reference.run`. The step file runs ``T``
-    times from zero states."""
+    "provider": name}``, to compare with :func:`targets.reference.run` (an LI readout's ``counts``
+    are its scores: float64 in float precision, int64 in fixed). The step file runs ``T`` times from
+    zero states, its float32 outputs added to a float64 total step by step as the reference adds them."""
     spikes = check_spikes(plan, spikes)
     x = spikes.astype(np.float32)
     sess = cached_session(path, threads)
@@ -55,25 +56,32 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
     missing = sorted({f"spikes/{k}" for k in lifs} - set(names))
     if missing:
         raise DataError(f"{path} was not exported from this graph: it lacks the outputs {', '.join(missing)}")
+    held = [n.name for n in plan.nodes if n.kind in ("lif", "li")]
+    total = "scores" if plan.scores else "counts"
     if "spikes" in inputs:
         t_file = inputs["spikes"].shape[0]
         if t_file != x.shape[0]:
             raise DataError(f"{path} is unrolled for T={t_file} steps; the spikes have T={x.shape[0]}")
+        if total not in names:
+            raise DataError(f"{path} was not exported from this graph: it lacks the output {total!r}")
         res = dict(zip(names, sess.run(None, {"spikes": x})))
-        counts, layers = res["counts"], {k: res[f"spikes/{k}"] for k in lifs}
+        counts, layers = res[total], {k: res[f"spikes/{k}"] for k in lifs}
     elif "x_t" in inputs:
         B = x.shape[1]
-        feed = {f"v/{k}": np.zeros((B, *plan.node(k).out_shape), np.float32) for k in lifs}
+        feed = {f"v/{k}": np.zeros((B, *plan.node(k).out_shape), np.float32) for k in held}
         counts, layers = 0, dict.fromkeys(lifs, 0)
         for t in range(x.shape[0]):
             res = dict(zip(names, sess.run(None, {"x_t": x[t], **feed})))
-            counts = counts + res["out_t"]
+            counts = counts + res["out_t"].astype(np.float64)  # exact: integers below 2**53, or float32 scores
             layers = {k: layers[k] + res[f"spikes/{k}"] for k in lifs}
-            feed = {f"v/{k}": res[f"v_next/{k}"] for k in lifs}
+            feed = {f"v/{k}": res[f"v_next/{k}"] for k in held}
     else:
         raise DataError(f"{path} is not an snn-deploy ONNX file: inputs {sorted(inputs)}, expected spikes or x_t")
-    return {"counts": np.rint(counts).astype(np.int64),
-            "layer_counts": {k: np.rint(v).astype(np.int64) for k, v in layers.items()},
+    if plan.scores and plan.precision == "float":
+        counts = np.asarray(counts, dtype=np.float64)
+    else:
+        counts = np.rint(counts).astype(np.int64)
+    return {"counts": counts, "layer_counts": {k: np.rint(v).astype(np.int64) for k, v in layers.items()},
             "provider": sess.get_providers()[0]}  # fmt: skip
 
 
@@ -119,22 +127,23 @@ class Stream:
         _, step = onnx_files(plan)
         self.plan, self.sess = plan, cached_session(step, threads)
         self.names = [o.name for o in self.sess.get_outputs()]
+        self.held = [n.name for n in plan.nodes if n.kind in ("lif", "li")]  # the membranes the step file carries
         self.reset()
 
     def reset(self) -> None:
-        self.feed_state = {
-            f"v/{k}": np.zeros((1, *self.plan.node(k).out_shape), np.float32) for k in self.plan.lif_names
-        }
+        self.feed_state = {f"v/{k}": np.zeros((1, *self.plan.node(k).out_shape), np.float32) for k in self.held}
 
     def feed(self, spikes: np.ndarray) -> np.ndarray:
-        """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,)."""
+        """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,),
+        or an LI readout's scores over these steps (float64 in float precision)."""
         x = np.asarray(spikes, dtype=np.float32)
-        counts = 0
+        counts = np.zeros(1)
         for t in range(x.shape[0]):
             res = dict(zip(self.names, self.sess.run(None, {"x_t": x[t][None], **self.feed_state})))
-            counts = counts + res["out_t"]
-            self.feed_state = {f"v/{k}": res[f"v_next/{k}"] for k in self.plan.lif_names}
-        return np.rint(np.asarray(counts)).astype(np.int64).reshape(-1)
+            counts = counts + res["out_t"].astype(np.float64)
+            self.feed_state = {f"v/{k}": res[f"v_next/{k}"] for k in self.held}
+        counts = np.asarray(counts).reshape(-1)
+        return counts if self.plan.scores and self.plan.precision == "float" else np.rint(counts).astype(np.int64)
 
 
 def stream(plan: Plan, *, threads: int = 0) -> Stream:

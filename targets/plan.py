@@ -3,9 +3,14 @@
 Loading checks the graph and resolves everything a target needs: node order from the edges
 (never from dict order: ``nir.read`` sorts names), the nodes summed into each node's input
 (residual ADDs are several edges into one node), batch-free shapes propagated from the input,
-LIF parameters as per-neuron ``beta``/``gain``, and, for fixed precision, the integer weights,
+LIF and LI parameters as per-neuron ``beta``/``gain``, and, for fixed precision, the integer weights,
 exponents, biases, thresholds and decays recovered exactly from the graph's ``snn_deploy``
 metadata. Every unsupported node is named in one error.
+
+``LI`` (NIR's leaky integrator, ``tau dv/dt = (v_leak - v) + r I``) is a neuron without threshold
+or reset whose output is its membrane (kind ``li``): ``v = beta v + gain I + leak`` per step. It may
+sit anywhere in a foreign graph; in ours it is the analog readout, and a graph whose output reads
+an LI node reports per-class *scores* (the output summed over the T steps) instead of spike counts.
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ import numpy as np
 from core.errors import DataError, ModelError
 
 METADATA_KEY = "snn_deploy"
-SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "LIF", "SumPool2d", "AvgPool2d", "Flatten")
+SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "LIF", "LI", "SumPool2d", "AvgPool2d", "Flatten")
 DEFAULT_FOREIGN_DT = 1e-3  # s; the dt assumed for graphs that do not state one (Norse's default)
 
 
 @dataclass
 class Node:
     name: str
-    kind: str  # conv, affine, lif, sumpool, avgpool, flatten
+    kind: str  # conv, affine, lif, li, sumpool, avgpool, flatten
     sources: list[str]
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
@@ -58,10 +63,29 @@ class Plan:
 
     @property
     def lif_names(self) -> list[str]:
+        """The spiking layers (per-layer spike counts and rasters are theirs)."""
         return [n.name for n in self.nodes if n.kind == "lif"]
+
+    @property
+    def li_names(self) -> list[str]:
+        """The non-spiking leaky-integrator layers (their membrane traces are their output)."""
+        return [n.name for n in self.nodes if n.kind == "li"]
+
+    @property
+    def scores(self) -> bool:
+        """Whether the output reads an LI layer: then a run reports per-class scores (the output summed
+        over T: float64 in float precision, int64 in fixed) instead of output spike counts."""
+        return any(s != "input" and self.node(s).kind == "li" for s in self.outputs)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
+
+    def depths(self) -> dict[str, int]:
+        """Synaptic layers between the input and each LIF/LI layer (the longest path)."""
+        depth: dict[str, int] = {"input": 0}
+        for n in self.nodes:
+            depth[n.name] = max(depth[s] for s in n.sources) + (1 if n.kind in ("conv", "affine") else 0)
+        return {n.name: depth[n.name] for n in self.nodes if n.kind in ("lif", "li")}
 
 
 def _order(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], source: str) -> list[str]:
@@ -99,33 +123,42 @@ def _pair(v) -> tuple[int, int]:
     return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
 
 
-def _lif_params(node: nir.LIF, shape: tuple[int, ...], dt: float, name: str) -> dict[str, Any]:
+def _lif_params(node: nir.LIF | nir.LI, shape: tuple[int, ...], dt: float, name: str) -> dict[str, Any]:
+    """``beta``, ``gain``, ``leak`` (and for a LIF ``v_threshold``, ``v_reset``) per neuron, float32."""
+    kind = type(node).__name__
+
     def full(x):
         arr = np.asarray(x, dtype=np.float64)
         try:
             return np.broadcast_to(arr, shape).copy()
         except ValueError:
             raise ModelError(
-                f"node {name}: LIF parameter of shape {arr.shape} does not fit the layer shape {shape}"
+                f"node {name}: {kind} parameter of shape {arr.shape} does not fit the layer shape {shape}"
             ) from None
 
-    tau, r, v_leak, v_th = full(node.tau), full(node.r), full(node.v_leak), full(node.v_threshold)
-    v_reset = full(node.v_reset) if node.v_reset is not None else np.zeros(shape)
-    for key, arr in (("tau", tau), ("r", r), ("v_threshold", v_th)):
+    tau, r, v_leak = full(node.tau), full(node.r), full(node.v_leak)
+    checked = [("tau", tau), ("r", r), ("v_leak", v_leak)]
+    if kind == "LIF":
+        v_th = full(node.v_threshold)
+        v_reset = full(node.v_reset) if node.v_reset is not None else np.zeros(shape)
+        checked.append(("v_threshold", v_th))
+    for key, arr in checked:
         if not np.isfinite(arr).all():
-            raise ModelError(f"node {name}: LIF {key} holds NaN or infinite values")
+            raise ModelError(f"node {name}: {kind} {key} holds NaN or infinite values")
     if (tau < dt).any():
         raise ModelError(
-            f"node {name}: LIF tau {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable); note that "
+            f"node {name}: {kind} tau {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable); note that "
             "Norse 1.1.0's to_nir writes dt/tau_mem_inv as tau (targets.norse_target.norse_export writes it right)"
         )
     alpha = dt / tau
     gain = alpha * r
     # Our own graphs state r = tau/dt exactly: the input enters with gain 1, bit for bit.
     gain = np.where(np.abs(gain - 1.0) < 1e-6, 1.0, gain)
-    return {"beta": (1.0 - alpha).astype(np.float32), "gain": gain.astype(np.float32),
-            "leak": (alpha * v_leak).astype(np.float32), "v_threshold": v_th.astype(np.float32),
-            "v_reset": v_reset.astype(np.float32)}  # fmt: skip
+    params = {"beta": (1.0 - alpha).astype(np.float32), "gain": gain.astype(np.float32),
+              "leak": (alpha * v_leak).astype(np.float32)}  # fmt: skip
+    if kind == "LIF":
+        params |= {"v_threshold": v_th.astype(np.float32), "v_reset": v_reset.astype(np.float32)}
+    return params
 
 
 def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -153,7 +186,7 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
     return in_shape
 
 
-KINDS = {nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.LIF: "lif",
+KINDS = {nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.LIF: "lif", nir.LI: "li",
          nir.SumPool2d: "sumpool", nir.AvgPool2d: "avgpool", nir.Flatten: "flatten"}  # fmt: skip
 
 
@@ -200,10 +233,13 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
             len(in_shape) == 4 and all(isinstance(n, (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)) for n in first)
         ):
             in_shape = in_shape[1:]
+    # targets know the graph input as "input", whatever a foreign graph calls its Input node
+    if inputs[0] != "input" and "input" in graph.nodes:
+        raise ModelError(f"{source}: node 'input' is not the graph's Input node ({inputs[0]} is); rename one of them")
     sources: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for a, b in graph.edges:
-        sources[b].append(a)
-    shapes: dict[str, tuple[int, ...]] = {inputs[0]: in_shape}
+        sources[b].append("input" if a == inputs[0] else a)
+    shapes: dict[str, tuple[int, ...]] = {"input": in_shape}
     layer_meta = meta.get("layers", {})
     plan_nodes: list[Node] = []
     for name in order:
@@ -231,7 +267,7 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
                 params |= {"stride": _pair(node.stride), "padding": _pair(node.padding)}
                 if _pair(node.dilation) != (1, 1) or node.groups != 1:
                     raise ModelError(f"node {name}: Conv2d with dilation or groups is not supported")
-        elif kind == "lif":
+        elif kind in ("lif", "li"):
             params = _lif_params(node, out_s, dt, name)
         elif kind in ("sumpool", "avgpool"):
             params = {"kernel": _pair(node.kernel_size), "stride": _pair(node.stride), "padding": _pair(node.padding)}
@@ -260,6 +296,18 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             if fx is None:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the threshold and decay of {n.name}")
             n.fixed = {"vth": int(fx["vth"]), "dv": int(fx["dv"])}
+        elif n.kind == "li":
+            if fx is None:
+                raise ModelError(f"{plan.source}: fixed-precision graph lacks the decay of LI layer {n.name}")
+            syn = next((m for m in plan.nodes if m.name == n.sources[0]), None)
+            if len(n.sources) != 1 or syn is None or syn.kind not in ("conv", "affine"):
+                raise ModelError(f"{plan.source}: fixed-precision LI layer {n.name} must be fed by exactly one Conv2d or "
+                                 f"Linear (its bias enters the membrane), not by {n.sources}")  # fmt: skip
+            readers = [m.name for m in plan.nodes if n.name in m.sources]
+            if readers:
+                raise ModelError(f"{plan.source}: fixed-precision LI layer {n.name} feeds {', '.join(readers)}; an LI layer "
+                                 "is a readout (Loihi reads its membrane, it sends no messages) and must only feed the output")  # fmt: skip
+            n.fixed = {"dv": int(fx["dv"])}
         elif n.kind == "avgpool":
             raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold an average pool ({n.name})")
 
@@ -288,3 +336,176 @@ def check_spikes(plan: Plan, spikes, *, values: bool = True) -> np.ndarray:
     if plan.precision == "fixed" and not np.array_equal(spikes, np.rint(spikes)):
         raise DataError(FRACTIONAL_SPIKES)
     return spikes
+
+
+# ---------------------------------------------------------------------------------------------
+# When float LI membranes are provably exact (float precision)
+
+EXACT32 = 2**24  # float32 holds every integer below 2**24 exactly
+UNBOUNDED_STEPS = 1 << 30  # "any number of steps" (beta = 0: no bit is added per step)
+MAX_PROVED_STEPS = 4096
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Every value of neuron ``i`` is an integer multiple of ``2**-exp[i]`` within ``[lo[i], hi[i]]``
+    such quanta (integers held exactly in float64; ``lo <= 0 <= hi`` is not assumed)."""
+
+    exp: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _quanta_exp(x: np.ndarray) -> np.ndarray:
+    """Per element, the smallest ``e`` with ``x * 2**e`` an integer (0 for zeros)."""
+    x = np.asarray(x, dtype=np.float64)
+    mant, ex = np.frexp(x)
+    whole = np.abs(mant * 2.0**53).astype(np.int64)  # x == whole * 2**(ex - 53)
+    low = np.where(whole != 0, whole & -whole, 1)
+    return np.where(whole != 0, 53 - ex - np.log2(low).astype(np.int64), -(1 << 20))
+
+
+def _float_grids(plan: Plan, input_max: float | None) -> dict[str, _Grid | None]:
+    """Per node, the grid its float values provably stay on while the reference computes them
+    exactly (every float32 operation without rounding); None where that is not provable. The input
+    is integer counts up to ``input_max`` (None: analog input, no grid)."""
+    n_in = int(np.prod(plan.input_shape))
+    grids: dict[str, _Grid | None] = {
+        "input": None
+        if input_max is None
+        else _Grid(np.zeros(n_in, np.int64), np.zeros(n_in), np.full(n_in, float(np.ceil(input_max))))
+    }
+    for n in plan.nodes:
+        parts = [grids[s] for s in n.sources]
+        g = None if any(p is None for p in parts) else _sum_grids(parts)
+        if n.kind == "lif":
+            size = int(np.prod(n.out_shape))
+            grids[n.name] = _Grid(np.zeros(size, np.int64), np.zeros(size), np.ones(size))  # spikes are 0 or 1
+        elif g is None or n.kind == "li":  # an LI's membrane gains bits every step: nothing is promised below it
+            grids[n.name] = None
+        elif n.kind == "flatten":
+            grids[n.name] = g
+        elif n.kind in ("sumpool", "avgpool"):
+            grids[n.name] = _pool_grid(n, g)
+        else:
+            grids[n.name] = _synapse_grid(n, g)
+    return grids
+
+
+def _sum_grids(parts: list[_Grid]) -> _Grid | None:
+    if len(parts) == 1:
+        return parts[0]
+    exp = np.max([p.exp for p in parts], axis=0)
+    lo = sum(p.lo * 2.0 ** (exp - p.exp) for p in parts)
+    hi = sum(p.hi * 2.0 ** (exp - p.exp) for p in parts)
+    if max(np.abs(lo).max(initial=0), np.abs(hi).max(initial=0)) >= EXACT32:
+        return None
+    return _Grid(exp, lo, hi)
+
+
+def _pool_grid(n: Node, g: _Grid) -> _Grid | None:
+    c = n.in_shape[0]
+    k = n.params["kernel"][0] * n.params["kernel"][1]
+    per_c = lambda a, f: f(a.reshape(c, -1), axis=1)  # noqa: E731 - per channel: max over pixels
+    exp = per_c(g.exp, np.max)
+    scale = 2.0 ** (exp[:, None] - g.exp.reshape(c, -1))
+    lo = np.minimum((g.lo.reshape(c, -1) * scale).min(axis=1), 0) * k  # padding adds zeros
+    hi = np.maximum((g.hi.reshape(c, -1) * scale).max(axis=1), 0) * k
+    if n.kind == "avgpool":
+        if k & (k - 1):
+            return None  # 1/k is not a power of two
+        exp = exp + int(np.log2(k))
+    if max(np.abs(lo).max(initial=0), np.abs(hi).max(initial=0)) >= EXACT32:
+        return None
+    size = int(np.prod(n.out_shape[1:]))
+    return _Grid(np.repeat(exp, size), np.repeat(lo, size), np.repeat(hi, size))
+
+
+def _synapse_grid(n: Node, g: _Grid) -> _Grid | None:
+    w = n.params["weight"].astype(np.float64)
+    rows = w.reshape(w.shape[0], -1)
+    ew = _quanta_exp(rows).max(axis=1)  # per output row: the coarsest grid holding all its weights
+    q = rows * 2.0 ** ew[:, None]
+    if n.kind == "conv":  # bounds per input channel, padding zeros included
+        c = n.in_shape[0]
+        e_in = int(g.exp.max())
+        lo_c = np.minimum((g.lo * 2.0 ** (e_in - g.exp)).reshape(c, -1).min(axis=1), 0)
+        hi_c = np.maximum((g.hi * 2.0 ** (e_in - g.exp)).reshape(c, -1).max(axis=1), 0)
+        lo_in = np.repeat(lo_c, w.shape[2] * w.shape[3])
+        hi_in = np.repeat(hi_c, w.shape[2] * w.shape[3])
+    else:
+        e_in = int(g.exp.max())
+        lo_in, hi_in = g.lo * 2.0 ** (e_in - g.exp), g.hi * 2.0 ** (e_in - g.exp)
+    acc_hi = np.maximum(q * lo_in, q * hi_in).sum(axis=1)
+    acc_lo = np.minimum(q * lo_in, q * hi_in).sum(axis=1)
+    exp = e_in + ew
+    b = n.params["bias"].astype(np.float64) * 2.0**exp
+    if not np.array_equal(b, np.rint(b)):
+        return None  # the bias is off the weights' grid
+    lo, hi = acc_lo + b, acc_hi + b
+    # every partial sum, in any order, is bounded by the sum of the terms' magnitudes
+    partial = (np.abs(q) * np.maximum(np.abs(lo_in), np.abs(hi_in))).sum(axis=1)
+    bound = np.maximum(partial, np.maximum(np.abs(lo), np.abs(hi)))
+    if (bound >= EXACT32).any() or (np.abs(b) >= EXACT32).any():
+        return None  # float32 would round the sum or the bias add
+    size = int(np.prod(n.out_shape[1:])) if n.kind == "conv" else 1
+    return _Grid(np.repeat(exp, size), np.repeat(lo, size), np.repeat(hi, size))
+
+
+def float32_exact_synapses(plan: Plan, input_max: float | None) -> set[str]:
+    """The float synapses whose float32 sum (any order, bias included) is provably exact for integer
+    inputs up to ``input_max`` (None: analog input): a target may accumulate those in float32; the
+    others must accumulate in float64 and round once, as the reference does."""
+    grids = _float_grids(plan, input_max)
+    return {n.name for n in plan.nodes if n.kind in ("conv", "affine") and grids[n.name] is not None}
+
+
+def li_exact_steps(plan: Plan, input_max: float | None = 1.0) -> dict[str, int]:
+    """Per LI layer, for how many steps from rest its float membrane is provably exact: every float32
+    operation of ``v = beta v + gain I + leak`` exact, so that any correct arithmetic (float32, float64:
+    Lava's ``floating_pt``) gives the same bits. 0: not provable at all. ``input_max``: the graph
+    input is integer counts up to it (None: analog).
+
+    Why it holds: the layer's input sits on a grid of ``2**-e`` with known bounds (integer spike
+    counts times weights on a power-of-two grid, bias on the same grid, every partial sum below
+    2**24 quanta); with ``gain`` a power of two and ``beta = m 2**-k`` (``m`` odd), ``v[t]`` is a
+    multiple of ``2**-(e + k t)``; it is exact while its bound stays below ``2**24`` such quanta.
+    """
+    if plan.precision != "float":
+        return {}
+    grids = _float_grids(plan, input_max)
+    out: dict[str, int] = {}
+    for n in plan.nodes:
+        if n.kind != "li":
+            continue
+        parts = [grids[s] for s in n.sources]
+        g = None if any(p is None for p in parts) else _sum_grids(parts)
+        out[n.name] = 0 if g is None else _li_steps(n, g)
+    return out
+
+
+def _li_steps(n: Node, g: _Grid) -> int:
+    """Steps for which ``v = beta v + gain I + leak`` stays exact in float32, per the bounds of ``g``."""
+    p = n.params
+    beta, gain, leak = (np.asarray(p[k], dtype=np.float64).reshape(-1) for k in ("beta", "gain", "leak"))
+    mant, _ = np.frexp(gain)
+    if not (np.abs(mant[gain != 0]) == 0.5).all():
+        return 0  # gain not a power of two: gain * I rounds
+    e_u = np.maximum(g.exp + np.where(gain != 0, _quanta_exp(gain), 0), _quanta_exp(leak))  # quanta of u
+    xs = np.stack([g.lo, g.hi]) * 2.0 ** (e_u - g.exp) * gain  # gain * I in quanta of 2**-e_u
+    x_lo, x_hi = xs.min(axis=0), xs.max(axis=0)
+    u_lo, u_hi = x_lo + leak * 2.0**e_u, x_hi + leak * 2.0**e_u
+    x_mag = np.maximum(np.abs(x_lo), np.abs(x_hi))
+    kb = np.maximum(_quanta_exp(beta), 0)  # beta = m 2**-kb, m odd: v[t] is a multiple of 2**-(e_u + kb t)
+    v_lo, v_hi = np.zeros_like(u_lo), np.zeros_like(u_hi)
+    for t in range(MAX_PROVED_STEPS):
+        scale = 2.0 ** np.minimum(kb * t, 1000)
+        v_mag = np.maximum(np.abs(v_lo), np.abs(v_hi))
+        inter = (beta * v_mag + x_mag) * scale  # bounds beta v and beta v + gain I
+        v_lo, v_hi = beta * v_lo + u_lo, beta * v_hi + u_hi
+        new = np.maximum(np.abs(v_lo), np.abs(v_hi)) * scale
+        if (np.maximum(inter, new) >= EXACT32).any():
+            return t
+        if t > 0 and not kb.any():  # beta 0 (or an integer): no bit is added per step, the bound is final
+            return UNBOUNDED_STEPS
+    return MAX_PROVED_STEPS

@@ -5,12 +5,22 @@ in plan order from its sources' outputs at the same step:
 
 - float: synapses in float32 (``float64`` accumulation rounded once, which equals float32
   accumulation whenever the weights sit on a power-of-two grid, as converted graphs do);
-  LIF ``v = beta*v + gain*I + leak``, ``s = v > v_threshold``, ``v = v_reset`` where ``s``.
-- fixed: integers throughout, exactly :mod:`core.fixed`.
+  LIF ``v = beta*v + gain*I + leak``, ``s = v > v_threshold``, ``v = v_reset`` where ``s``;
+  LI (non-spiking) ``v = beta*v + gain*I + leak``, its output is ``v`` (float32, the same
+  operations in the same order: a target that follows them gets the same bits).
+- fixed: integers throughout, exactly :mod:`core.fixed`; an LI layer is the integer LIF without
+  the spike: ``v = clip(trunc(v (4096 - dv) / 4096) + (a << 6) + b)``, its output ``v``.
 
-Returns output spike counts, per-layer spike counts and, on request, the per-layer rasters.
-Also records, per LIF layer, the largest synaptic input and membrane magnitude (fixed: in integer
-units) so that conversion can check that nothing saturates.
+The graph output is the sum of the output nodes' values at each step. Summed over the T steps it
+is the per-class spike count (LIF outputs; any other non-LI output is truncated to an integer per
+step), or, when the output reads an LI layer, the per-class *score*: float precision adds each
+step's float32 output to a float64 total in step order (every target does the same, so equal
+membranes give equal scores), fixed precision adds integers.
+
+Returns the output counts or scores, per-layer spike counts (LIF layers only: an LI never spikes)
+and, on request, the per-layer rasters and LI membrane traces. Also records, per LIF and LI layer,
+the largest synaptic input and membrane magnitude (fixed: in integer units) so that conversion can
+check that nothing saturates.
 """
 
 from __future__ import annotations
@@ -25,11 +35,49 @@ from targets.plan import Node, Plan, check_spikes
 
 @dataclass
 class RunResult:
-    counts: np.ndarray  # (B, classes) output spike counts
-    layer_counts: dict[str, np.ndarray]  # LIF name -> (B,) spikes per sample
+    # (B, classes) output spike counts (int64); when the output reads an LI layer (``Plan.scores``), the
+    # per-class scores: the output summed over T, float64 in float precision, int64 in fixed
+    counts: np.ndarray
+    layer_counts: dict[str, np.ndarray]  # LIF name -> (B,) spikes per sample (LI layers never spike: absent)
     rasters: dict[str, np.ndarray] | None = None  # LIF name -> (T, B, ...) uint8
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     margins: dict[str, np.ndarray] | None = None  # LIF name -> (T, B, ...) v - threshold before reset (float)
+    traces: dict[str, np.ndarray] | None = None  # LI name -> (T, B, ...) membrane (float32; int64 fixed), on record
+
+
+def output_step(plan: Plan, values: dict[str, np.ndarray], B: int) -> np.ndarray:
+    """The graph output at one step, ``(B, classes)``: the output nodes' values summed in order."""
+    out = values[plan.outputs[0]]
+    for s in plan.outputs[1:]:
+        out = out + values[s]
+    return np.asarray(out).reshape(B, -1)
+
+
+def add_output(plan: Plan, total: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+    """``total`` plus one step's output: scores add float32 outputs to a float64 total (integers in
+    fixed precision), spike counts add integers (a non-spike value is truncated toward zero)."""
+    if plan.scores and plan.precision == "float":
+        step = np.asarray(out).astype(np.float64)  # float32 outputs, exactly (a float64 one, e.g. Lava's, unrounded)
+    else:
+        step = np.asarray(out).astype(np.int64)
+    return step.copy() if total is None else total + step
+
+
+def output_total(plan: Plan, per_step: dict[str, np.ndarray]) -> np.ndarray:
+    """Counts or scores ``(B, classes)`` from the output nodes' values per step (``(T, B, ...)``
+    rasters or traces, by node name), summed exactly as :func:`run` sums them."""
+    first = per_step[plan.outputs[0]]
+    T, B = first.shape[:2]
+    total = None
+    for t in range(T):
+        vals = {}
+        for o in plan.outputs:
+            r = per_step[o][t]
+            if plan.node(o).kind == "lif":  # spikes as the reference passes them on
+                r = r.astype(np.int64 if plan.precision == "fixed" else np.float32)
+            vals[o] = r
+        total = add_output(plan, total, output_step(plan, vals, B))
+    return total
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
@@ -71,15 +119,14 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
     integer = plan.precision == "fixed"
     T, B = spikes.shape[:2]
     by_name = {n.name: n for n in plan.nodes}
-    state = {
-        n.name: np.zeros((B, *n.out_shape), dtype=np.int64 if integer else np.float32)
-        for n in plan.nodes
-        if n.kind == "lif"
-    }
-    counts = {name: np.zeros(B, dtype=np.int64) for name in state}
-    rasters = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.uint8) for name in state} if record else None
+    vdt = np.int64 if integer else np.float32
+    state = {n.name: np.zeros((B, *n.out_shape), dtype=vdt) for n in plan.nodes if n.kind in ("lif", "li")}
+    lifs = plan.lif_names
+    counts = {name: np.zeros(B, dtype=np.int64) for name in lifs}
+    rasters = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.uint8) for name in lifs} if record else None
+    traces = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=vdt) for name in plan.li_names} if record else None
     stats = {name: {"max_abs_input": 0.0, "max_abs_v": 0.0} for name in state}
-    margin = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.float64) for name in state} if margins else None
+    margin = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.float64) for name in lifs} if margins else None
     out_counts = None
     for t in range(T):
         values: dict[str, np.ndarray] = {"input": spikes[t].astype(np.int64 if integer else np.float32)}
@@ -112,6 +159,20 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
                 counts[n.name] += s_out.reshape(B, -1).sum(axis=1)
                 if record:
                     rasters[n.name][t] = s_out
+            elif n.kind == "li":
+                st = stats[n.name]
+                st["max_abs_input"] = max(st["max_abs_input"], float(np.abs(x).max(initial=0)))
+                if integer:
+                    bias = by_name[n.sources[0]].fixed["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+                    u = np.left_shift(x.astype(np.int64), fixed.ACT_SHIFT)
+                    v = np.clip(fixed.decay(state[n.name], n.fixed["dv"]) + u + bias, -fixed.V_MAX, fixed.V_MAX)
+                else:
+                    p = n.params
+                    v = (p["beta"] * state[n.name] + p["gain"] * x + p["leak"]).astype(np.float32)
+                st["max_abs_v"] = max(st["max_abs_v"], float(np.abs(v).max(initial=0)))
+                state[n.name] = y = v
+                if record:
+                    traces[n.name][t] = v
             elif n.kind in ("sumpool", "avgpool"):
                 y = pool2d(x, n.params["kernel"], n.params["stride"], n.params["padding"])
                 if n.kind == "avgpool":
@@ -119,8 +180,5 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
             elif n.kind == "flatten":
                 y = x.reshape(B, -1)
             values[n.name] = y
-        out = values[plan.outputs[0]]
-        for s in plan.outputs[1:]:
-            out = out + values[s]
-        out_counts = out.astype(np.int64) if out_counts is None else out_counts + out.astype(np.int64)
-    return RunResult(out_counts.reshape(B, -1), counts, rasters, stats, margin)
+        out_counts = add_output(plan, out_counts, output_step(plan, values, B))
+    return RunResult(out_counts, counts, rasters, stats, margin, traces)

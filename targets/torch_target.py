@@ -1,9 +1,12 @@
 """The ``torch`` target: a plan as PyTorch tensor operations, on CUDA when present, else the CPU.
 
 Float precision follows the reference's order of operations (synapse sum + bias in float32, then
-``beta*v + gain*I + leak``); fixed precision uses int64 tensors and exactly the arithmetic of
-:mod:`core.fixed` (convolutions run in float64, where every integer involved is exact, and are
-rounded back to int64).
+``beta*v + gain*I + leak``); a synapse whose float32 sum is not provably exact for the input at hand
+(:func:`targets.plan.float32_exact_synapses`: unquantised weights, analog input, an LI layer's
+membrane) accumulates in float64 and rounds once, as the reference does. Fixed precision uses int64 tensors
+and exactly the arithmetic of :mod:`core.fixed` (convolutions run in float64, where every integer
+involved is exact, and are rounded back to int64). An LI layer is the LIF update without the spike;
+its membrane is its output, and scores add each step's float32 output to a float64 total.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch.nn.functional as F
 
 from core import fixed
 from core.errors import ConfigError
-from targets.plan import Node, Plan, check_spikes
+from targets.plan import Node, Plan, check_spikes, float32_exact_synapses
 from targets.reference import RunResult
 
 
@@ -45,10 +48,21 @@ class TorchPlan:
                 else:
                     t["weight"] = torch.as_tensor(n.params["weight"], device=device)
                     t["bias"] = torch.as_tensor(n.params["bias"], device=device)
-            elif n.kind == "lif" and not self.integer:
+            elif n.kind in ("lif", "li") and not self.integer:
                 for k in ("beta", "gain", "leak", "v_threshold", "v_reset"):
-                    t[k] = torch.as_tensor(n.params[k], device=device)
+                    if k in n.params:
+                        t[k] = torch.as_tensor(n.params[k], device=device)
             self.tensors[n.name] = t
+        self.synapses = {n.name for n in plan.nodes if n.kind in ("conv", "affine")}
+        self._float64: dict[float | None, set[str]] = {}  # by input range: synapses that sum in float64
+        self.float64_synapses: set[str] = set()
+
+    def _float64_synapses(self, spikes: np.ndarray) -> set[str]:
+        integral = spikes.dtype.kind in "biu" or bool(np.array_equal(spikes, np.rint(spikes)))
+        key = float(np.abs(spikes).max(initial=0)) if integral else None
+        if key not in self._float64:
+            self._float64[key] = self.synapses - float32_exact_synapses(self.plan, key)
+        return self._float64[key]
 
     def _synapse(self, n: Node, x: torch.Tensor) -> torch.Tensor:
         t = self.tensors[n.name]
@@ -61,6 +75,13 @@ class TorchPlan:
             acc = torch.round(acc).to(torch.int64)
             e = n.fixed["weight_exp"]
             return acc << e if e >= 0 else acc >> -e
+        if n.name in self.float64_synapses:
+            w = t["weight"].to(torch.float64)
+            xd = x.to(torch.float64)
+            if n.kind == "conv":
+                acc = F.conv2d(xd, w, stride=n.params["stride"], padding=n.params["padding"]).to(torch.float32)
+                return acc + t["bias"].view(-1, 1, 1)
+            return (xd @ w.T).to(torch.float32) + t["bias"]
         if n.kind == "conv":
             # Accumulate without the bias, then add it, as the reference does; on the power-of-two
             # grid of converted graphs the float32 sum is exact in any order.
@@ -72,16 +93,20 @@ class TorchPlan:
     def run(
         self, spikes: np.ndarray | torch.Tensor, record: bool = False, state: dict[str, torch.Tensor] | None = None
     ) -> RunResult:
-        """Run from rest, or from ``state`` (membranes by LIF name; updated in place: streaming)."""
+        """Run from rest, or from ``state`` (membranes by LIF/LI name; updated in place: streaming)."""
         plan = self.plan
         if isinstance(spikes, torch.Tensor):
             spikes = spikes.cpu().numpy()
-        x_all = torch.as_tensor(check_spikes(plan, spikes))
+        spikes = check_spikes(plan, spikes)
+        if not self.integer:
+            self.float64_synapses = self._float64_synapses(spikes)
+        x_all = torch.as_tensor(spikes)
         x_all = x_all.to(self.device, torch.int64 if self.integer else torch.float32)
         T, B = x_all.shape[:2]
         lifs = [n for n in plan.nodes if n.kind == "lif"]
+        lis = [n for n in plan.nodes if n.kind == "li"]
         state = {} if state is None else state
-        for n in lifs:
+        for n in lifs + lis:
             if n.name not in state or state[n.name].shape[0] != B:
                 state[n.name] = torch.zeros(
                     (B, *n.out_shape), dtype=torch.int64 if self.integer else torch.float32, device=self.device
@@ -92,9 +117,17 @@ class TorchPlan:
             if record
             else None
         )
+        traces = (
+            {n.name: torch.zeros((T, B, *n.out_shape), dtype=state[n.name].dtype, device=self.device) for n in lis}
+            if record
+            else None
+        )
         by_name = {n.name: n for n in plan.nodes}
+        scores_f64 = plan.scores and not self.integer
         out_counts = torch.zeros(
-            (B, int(np.prod(by_name[plan.outputs[0]].out_shape))), dtype=torch.int64, device=self.device
+            (B, int(np.prod(by_name[plan.outputs[0]].out_shape))),
+            dtype=torch.float64 if scores_f64 else torch.int64,
+            device=self.device,
         )
         for t in range(T):
             values = {"input": x_all[t]}
@@ -123,6 +156,19 @@ class TorchPlan:
                     counts[n.name] += s.reshape(B, -1).sum(1)
                     if record:
                         rasters[n.name][t] = s
+                elif n.kind == "li":
+                    if self.integer:
+                        bias = self.tensors[n.sources[0]]["bias"]
+                        v = state[n.name]
+                        prod = v * (fixed.DECAY_UNITY - n.fixed["dv"])
+                        v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x << fixed.ACT_SHIFT) + bias
+                        v = v.clamp(-fixed.V_MAX, fixed.V_MAX)
+                    else:
+                        p = self.tensors[n.name]
+                        v = p["beta"] * state[n.name] + p["gain"] * x + p["leak"]
+                    state[n.name] = y = v
+                    if record:
+                        traces[n.name][t] = v
                 elif n.kind in ("sumpool", "avgpool"):
                     k, st, pd = n.params["kernel"], n.params["stride"], n.params["padding"]
                     xf = x.to(torch.float64) if self.integer else x
@@ -137,11 +183,12 @@ class TorchPlan:
             out = values[plan.outputs[0]]
             for s in plan.outputs[1:]:
                 out = out + values[s]
-            out_counts += out.reshape(B, -1).to(torch.int64)
+            out_counts += out.reshape(B, -1).to(torch.float64 if scores_f64 else torch.int64)
         return RunResult(
             out_counts.cpu().numpy(),
             {k: v.cpu().numpy() for k, v in counts.items()},
             {k: v.cpu().numpy() for k, v in rasters.items()} if record else None,
+            traces={k: v.cpu().numpy() for k, v in traces.items()} if record else None,
         )
 
 
@@ -168,7 +215,8 @@ class Stream:
         self.state = {}
 
     def feed(self, spikes: np.ndarray) -> np.ndarray:
-        """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,)."""
+        """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,), or
+        the scores of an LI readout over these steps."""
         return self.torch_plan.run(np.asarray(spikes)[:, None], state=self.state).counts[0]
 
 

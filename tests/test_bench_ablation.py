@@ -62,9 +62,10 @@ def test_ablation_protocol_smoke(tmp_path, eventdata):
     assert student["test_samples"] == 200 and student["val_samples"] == 20
     # a second call reuses every finished run
     assert bkd_ablation.main(argv) == 0
-    assert json.loads((out / "ablation.json").read_text())["configs"]["none"]["test_acc"] == res["configs"]["none"][
-        "test_acc"
-    ]
+    assert (
+        json.loads((out / "ablation.json").read_text())["configs"]["none"]["test_acc"]
+        == res["configs"]["none"]["test_acc"]
+    )
 
 
 def test_step_time_smoke():

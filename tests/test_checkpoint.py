@@ -90,3 +90,20 @@ def test_bad_contents(tmp_path):
     save_checkpoint(p, payload(m) | {"state_dict": sd})
     with pytest.raises(CheckpointError, match="'features.0.weight' holds NaN"):
         model_from_checkpoint(load_checkpoint(p))
+
+
+def test_li_readout_round_trip(tmp_path):
+    """An LI readout's parameters are recorded (kind "li", no threshold) and the model rebuilds exactly."""
+    m = build_model("digits_csnn", readout="li")
+    path = tmp_path / "li.pt"
+    save_checkpoint(path, {**payload(m), "arch_args": {"readout": "li"}})
+    raw = torch.load(path, weights_only=True)
+    assert raw["neurons"]["head.3"] == {"tau": 2e-3, "dt": 1e-3, "v_leak": 0.0, "beta": 0.5, "kind": "li"}
+    assert raw["neurons"]["features.1"]["v_threshold"] == 1.0
+    m2 = model_from_checkpoint(load_checkpoint(path, kind="student"))
+    x = (torch.rand(4, 3, 1, 8, 8) < 0.5).float()
+    assert torch.equal(m(x), m2(x))
+    # the spiking architecture does not take an LI's state dict (and vice versa): a clear error
+    save_checkpoint(path, payload(m))
+    with pytest.raises(CheckpointError, match="weights do not fit architecture 'digits_csnn'"):
+        model_from_checkpoint(load_checkpoint(path, kind="student"))

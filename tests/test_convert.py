@@ -238,3 +238,85 @@ def test_fixed_layer_gone_silent_is_an_error(trained_digits, tmp_path, monkeypat
     assert to_nir.main(argv) == 2
     assert "layer head.3 is silent on the calibration data, where the float model spikes" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# The LI readout
+
+
+@pytest.fixture(scope="module")
+def li_student(trained_digits, tmp_path_factory):
+    from tests.li_helpers import li_checkpoint
+
+    return li_checkpoint(trained_digits, tmp_path_factory.mktemp("li") / "student.pt")
+
+
+def test_li_float_conversion_round_trip(li_student, tmp_path):
+    """nir.LI as DESIGN's mapping (one value per neuron), per-class scores in the parity report, and ONNX
+    Runtime's scores identical to the reference's, bit for bit."""
+    out = tmp_path / "li"
+    assert to_nir.main([str(li_student), "--out", str(out), "--parity-samples", "64"]) == 0
+    graph = nir.read(out / "model.nir", type_check=True)
+    li = graph.nodes["head.3"]
+    assert isinstance(li, nir.LI) and li.tau.shape == (10,) and np.all(li.tau == 2e-3) and np.all(li.r == 2.0)
+    assert np.all(li.v_leak == 0)
+    meta = json.loads(graph.metadata["snn_deploy"])
+    assert meta["layers"]["head.3"] == {"kind": "li"} and meta["source"]["arch_args"]["readout"] == "li"
+    report = json.loads((out / "model.conversion.json").read_text())
+    assert report["onnx"]["identical_output_counts_vs_reference"] == 1.0
+    assert report["onnx"]["step_identical_output_counts_vs_reference"] == 1.0
+    assert set(report["graph_reference"]["spikes_per_sample"]) == {"features.1", "features.4"}  # no LI count
+    assert report["graph_reference"]["accuracy"] > 0.5 and abs(report["accuracy_change"]) <= 0.05
+    plan = load_plan(out / "model.nir")
+    assert plan.scores and plan.li_names == ["head.3"]
+
+
+def test_li_fixed_conversion_bounds_the_membrane(li_student, tmp_path, capsys):
+    """Fixed precision: the LI readout's exponent keeps its membrane provably at or below Loihi's largest
+    threshold (2**23 - 64), so the LIF that runs it never fires or saturates; all recorded in metadata."""
+    out = tmp_path / "li-fixed"
+    argv = [str(li_student), "--out", str(out), "--precision", "fixed", "--parity-samples", "64",
+            "--calibration-samples", "64", "--netx", "true"]  # fmt: skip
+    assert to_nir.main(argv) == 0
+    report = json.loads((out / "model.conversion.json").read_text())
+    c = report["fixed"]["choices"][-1]
+    assert c["lif"] == "head.3" and c["neuron"] == "li" and c["vth"] == 2**17 - 1 and c["dv"] == 2048
+    assert -1 <= c["weight_exp"] <= 0 and 0 < c["v_bound"] <= 2**23 - 64 and c["a_bound"] <= 2**15 - 1
+    cal = report["fixed"]["calibration"]["head.3"]
+    assert 0 < cal["max_abs_v"] <= c["v_bound"] and cal["v_headroom"] > 1 and "spikes_per_sample" not in cal
+    meta = json.loads(nir.read(out / "model.nir").metadata["snn_deploy"])
+    fx = meta["layers"]["head.3"]["fixed"]
+    assert fx["du"] == 4095 and fx["dv"] == 2048 and fx["v_bound"] == c["v_bound"] and fx["vth"] == 2**17 - 1
+    assert report["onnx"]["identical_output_counts_vs_reference"] == 1.0
+    # netx holds the LI as a CUBA neuron with a threshold it never reaches; same integers as the .nir
+    assert report["netx"]["layers"][-1] == "dense" and report["netx"]["identical_output_counts_vs_reference"] == 1.0
+    from convert.netx import read_netx
+
+    assert read_netx(out / "model.netx.h5")[-1]["neuron"]["vThMant"] == 2**17 - 1
+    plan = load_plan(out / "model.nir")
+    assert plan.node("head.3").fixed == {"dv": 2048}
+    ref = reference.run(plan, (np.random.default_rng(0).random((4, 3, 1, 8, 8)) < 0.5).astype(np.float32))
+    assert ref.counts.dtype == np.int64
+    assert "LI readout: |v| <= " in capsys.readouterr().out
+
+
+def test_li_errors(tmp_path):
+    """An LI anywhere but at the end of a student is refused; an LI readout that cannot be bounded below
+    Loihi's threshold is refused with the layer named."""
+    from convert.quantise import choose_fixed_li
+    from convert.trace import Layer
+    from train.neuron import LI
+
+    model = build_model("digits_csnn")
+    model.features[2] = LI()  # the first conv layer's LIF as an LI
+    with pytest.raises(ModelError, match=r"LI layers are readouts and must end the student; features.2"):
+        trace(model, (1, 8, 8))
+    syn = Layer("fc", "affine", ["p"], (4096,), (10,), {"weight": np.ones((10, 4096)), "bias": np.zeros(10)})
+    li = Layer("out", "li", ["fc"], (10,), (10,), {"tau": 2e-3, "dt": 1e-3})
+    assert choose_fixed_li(syn, li, 0.0, 1.0).weight_exp <= -4
+    with pytest.raises(
+        ModelError, match=r"LI readout out cannot be kept below saturation: with the 8-bit weights of fc"
+    ):
+        choose_fixed_li(syn, li, 0.0, 1e6)
+    with pytest.raises(ModelError, match=r"LI layer out: beta 0.9999 rounds to no decay"):
+        choose_fixed_li(syn, Layer("out", "li", ["fc"], (10,), (10,), {"tau": 10.0, "dt": 1e-3}), 0.0, 1.0)

@@ -295,3 +295,37 @@ def test_input_scan_grows_its_buffers_and_skips_negative_zero(tmp_path):
     _same(ref.run(plan, x, record=True), eventsim.run(plan, x, record=True))
     events = sim.input_events(np.where(x == 0, np.float32(-0.0), x))
     assert len(events.index) == np.count_nonzero(x) and events.integral and events.largest == 2
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+@pytest.mark.parametrize("bias", [0.0, 0.2], ids=["listed", "dense"])
+def test_li_readout_work_follows_events(tmp_path, precision, bias):
+    """An LI readout: scores and membranes equal the reference's; without a constant input (bias) its
+    neurons are listed (updated only with state or input: work follows events), with one they update
+    densely every step; streaming keeps the LI membrane between calls."""
+    x = (np.random.default_rng(7).random((40, 4, 1, 8, 8)) < 0.2).astype(np.float32)
+    x[4:] = 0  # the input stops: the listed LI neurons decay and (fixed: truncated to 0) drop out of the list
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), precision, x, bias=bias, readout="li")
+    sim = eventsim.prepare(plan)
+    row = [k for k, n in enumerate(plan.nodes, start=1) if n.kind == "li"][0]
+    assert sim.compiled.table[row, eventsim.K_KIND] == eventsim.LI
+    assert bool(sim.compiled.table[row, eventsim.K_DENSE]) == (bias > 0)
+    expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
+    _same(expected, got)
+    assert np.array_equal(got.traces["head.3"], expected.traces["head.3"])
+    assert got.counts.dtype == (np.float64 if precision == "float" else np.int64)
+    updates = got.stats["head.3"]["neuron_updates"]
+    n_all = 40 * 4 * 10  # steps x samples x neurons
+    if bias:
+        assert updates == n_all
+    else:  # exactly the (step, neuron) pairs with state or input: a membrane non-zero now or one step before
+        tr = expected.traces["head.3"] != 0
+        assert updates == np.count_nonzero(tr | np.concatenate([tr[:1] & False, tr[:-1]])) > 0
+        if precision == "fixed":  # truncation brings a membrane to rest (a float one halves toward 0 for longer)
+            assert updates < n_all / 2
+    stream = eventsim.stream(plan)
+    parts = [stream.step(x[a:b, 0]) for a, b in ((0, 3), (3, 40))]
+    whole = eventsim.run(plan, x[:, :1]).counts[0]
+    per_step = np.concatenate([p.per_step[:, 0] for p in parts])
+    assert np.array_equal(per_step.sum(0), whole) if precision == "fixed" else np.allclose(per_step.sum(0), whole)
+    assert np.array_equal(per_step, expected.traces["head.3"][:, 0].astype(per_step.dtype))

@@ -201,3 +201,69 @@ def test_worker_failures_carry_the_workers_message(tmp_path):
         lava_target.run_netx(tmp_path / "bad.netx.h5", np.zeros((2, 1, 1, 8, 8)))
     with pytest.raises(LavaError, match=r"ran past its timeout of 0.5 s"):
         lava_target.run_worker(["timeit", "-n", "1", "-s", "import time", "time.sleep(30)"], timeout=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The LI readout on Lava (the registry-parametrised target tests run it on digits/N-MNIST in both precisions)
+
+
+def _li_graph(tmp_path, precision, steps, netx=False, batch=3):
+    return _graph_kw(tmp_path, "digits_csnn", (1, 8, 8), precision, netx=netx, steps=steps, batch=batch, readout="li")
+
+
+def _graph_kw(tmp_path, name, shape, precision, netx=False, steps=6, batch=3, seed=1, **kw):
+    torch.manual_seed(0)
+    model = build_model(name, **kw).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(8)
+            if netx and isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.bias.uniform_(-0.1, 0.1)
+    x = (np.random.default_rng(seed).random((steps, batch, *shape)) < 0.3).astype(np.float32)
+    graph, _ = build_nir(model, shape, precision=precision, steps=steps, calibration=x,
+                         min_bias_exp=NETX_BIAS_SHIFT if netx else 0)  # fmt: skip
+    path = tmp_path / f"{name}-li.{precision}.nir"
+    write_graph(path, graph)
+    return load_plan(path), x
+
+
+def test_float_li_that_lava_cannot_match_is_refused(tmp_path):
+    """Lava's floating_pt computes in float64: a float LI membrane that is not provably exact in float32
+    for the steps compared is refused with the reason (before any worker starts), not run to a near miss."""
+    from targets.plan import li_exact_steps
+
+    plan, x = _li_graph(tmp_path, "float", steps=30, batch=1)
+    proved = li_exact_steps(plan)["head.3"]
+    assert 0 < proved < 30
+    depth = max(layer_depths(plan).values())
+    assert lava_target.refusal(plan, np.zeros((proved + depth, 1, 1, 8, 8))) is None
+    with pytest.raises(
+        ModelError, match=rf"refuses .* LI layer\(s\) head.3 \(exact for {proved} steps\) are not provably"
+    ):
+        _aligned(plan, x)
+    assert lava_target.refusal(_li_graph(tmp_path, "fixed", steps=30, batch=1)[0], x) is None  # integers: always
+
+
+def test_netx_li_layout(tmp_path):
+    plan, _ = _li_graph(tmp_path, "fixed", steps=3, netx=True)
+    layers = read_netx(tmp_path / "m.netx.h5", write_netx(plan, tmp_path / "m.netx.h5")["layers"])
+    last = layers[-1]
+    assert last["type"] == "dense" and last["neuron"]["vThMant"] == 2**17 - 1 and last["neuron"]["iDecay"] == 4096
+    assert last["neuron"]["vDecay"] == 2048 and np.abs(last["weight"]).max() <= 254
+
+
+@pytest.mark.lava
+@needs_lava
+def test_netx_li_file_runs_in_lava_dl_like_our_graph(tmp_path):
+    """The LI readout written as netx (a CUBA neuron whose threshold is never reached): lava-dl's own
+    loader, our Lava graph and the reference give the same membrane at every step."""
+    plan, x = _li_graph(tmp_path, "fixed", steps=6, netx=True)
+    write_netx(plan, tmp_path / "m.netx.h5")
+    depth = max(layer_depths(plan).values())
+    padded = np.concatenate([x, np.zeros((depth, *x.shape[1:]), x.dtype)])
+    net = lava_target.run_netx(tmp_path / "m.netx.h5", padded, membrane=True)
+    ours = lava_target.run(plan, padded, record=True).traces["head.3"]
+    assert np.abs(net).sum() > 0 and np.array_equal(net, ours)
+    expected = ref.run(plan, x, record=True).traces["head.3"]
+    assert np.array_equal(net[depth : depth + 6], expected)

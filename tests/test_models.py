@@ -85,3 +85,29 @@ def test_qat_uses_quantised_weights_and_rejects_batchnorm():
     m(x)
     with pytest.raises(ModelError, match="BatchNorm"):
         set_weight_quantisation(build_model("digits_csnn", batch_norm=True), 8)
+
+
+@pytest.mark.parametrize("name,shape", [("digits_csnn", (1, 8, 8)), ("nmnist_csnn", (2, 34, 34)),
+                                        ("dvs_csnn", (2, 128, 128)), ("sew_resnet18", (3, 16, 16))])  # fmt: skip
+def test_li_readout(name, shape):
+    """readout="li": the head's last LIF becomes an LI; the output is its membrane trace, whose sum over
+    T is the logit; the teacher does not take the argument."""
+    from train.neuron import LI, LIF
+
+    kwargs = {"width": 4} if name.startswith("sew") else {}
+    model = build_model(name, readout="li", **kwargs)
+    assert isinstance(model.head[-1], LI) and sum(isinstance(m, LI) for m in model.modules()) == 1
+    assert isinstance(build_model(name, **kwargs).head[-1], LIF)  # spikes remain the default
+    x = (torch.rand(3, 2, *shape) < 0.3).float()
+    out = model(x)
+    assert out.shape[:2] == (3, 2) and not set(out.unique().tolist()) <= {0.0, 1.0}  # analog, not spikes
+    assert teacher_arguments(name, {"readout": "li", "readout_tau": 4e-3}) == {}
+    assert model.head[-1].params.beta == 0.5
+    assert build_model(name, readout="li", readout_tau=8e-3, **kwargs).head[-1].params.beta == 0.875
+
+
+def test_readout_errors():
+    with pytest.raises(ModelError, match="unknown readout 'rate'; known readouts: spikes, li"):
+        build_model("digits_csnn", readout="rate")
+    with pytest.raises(ModelError, match="readout_tau applies to readout='li' only"):
+        build_model("digits_csnn", readout_tau=4e-3)

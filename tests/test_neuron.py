@@ -75,3 +75,52 @@ def test_forward_is_exact_heaviside():
     p = LIFParameters()
     s, _ = lif_step(torch.tensor([1.0 + 1e-6, 1.0, 0.999]), LIFState(torch.zeros(3)), p)
     assert s.tolist() == [1.0, 0.0, 0.0]
+
+
+# The LI readout: the LIF's equation without threshold and reset, beta = 0.5; its membrane is its output.
+LI_CURRENTS = [0.5, 0.5, 1.0, -0.25, 0.0, 2.0]
+# exact in binary: a power-of-two beta adds one bit per step
+GOLDEN_LI_V = [0.5, 0.75, 1.375, 0.4375, 0.21875, 2.109375]
+
+
+def test_li_golden_trajectory():
+    from train.neuron import LI, LIParameters, LIState, li_step
+
+    p = LIParameters()
+    assert p.tau == 2e-3 and p.dt == 1e-3 and p.beta == 0.5
+    state = LIState(torch.zeros(1, dtype=torch.float64))
+    trace = []
+    for i in LI_CURRENTS:
+        v, state = li_step(torch.tensor([i], dtype=torch.float64), state, p)
+        trace.append(float(v))
+    assert trace == GOLDEN_LI_V  # exactly: no rounding anywhere
+    out = LI(p)(torch.tensor(LI_CURRENTS).view(-1, 1))
+    assert out.view(-1).tolist() == GOLDEN_LI_V  # float32 too
+    assert float(out.sum(0)) == sum(GOLDEN_LI_V)  # the logit of a readout: the membrane summed over T
+
+
+def test_li_sequence_parameters_and_gradient():
+    from train.neuron import LI, LIParameters, li_sequence
+
+    p = LIParameters.from_beta(0.75)
+    assert p.tau == pytest.approx(4e-3) and p.to_dict() == {"tau": p.tau, "dt": 1e-3, "v_leak": 0.0}
+    x = torch.randn(7, 3, 4, requires_grad=True)
+    trace, state = li_sequence(x, p)
+    assert trace.shape == (7, 3, 4) and torch.equal(trace[-1], state.v)
+    assert torch.equal(LI(p)(x), trace)
+    # no threshold: large or negative currents pass through linearly
+    assert torch.allclose(trace[1], 0.75 * x[0] + x[1])
+    trace.sum().backward()
+    assert x.grad is not None and (x.grad > 0).all()  # every step reaches the logit
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(tau=0.5e-3, dt=1e-3), "tau >= dt"),
+    (dict(tau=float("inf")), "finite tau"),
+    (dict(v_leak=0.1), "v_leak = 0"),
+])  # fmt: skip
+def test_invalid_li_parameters(kwargs, match):
+    from train.neuron import LIParameters
+
+    with pytest.raises(ModelError, match=match):
+        LIParameters(**kwargs)

@@ -25,6 +25,8 @@ T, B = 6, 5
 DIGITS = ("digits_csnn", {"v_threshold": 0.5, "tau": 3e-3}, (1, 8, 8))  # beta = 2/3: not a round float
 NMNIST = ("nmnist_csnn", {"v_threshold": 0.5}, (2, 34, 34))
 SEW = ("sew_resnet18", {"width": 4, "v_threshold": 0.2}, (3, 32, 32))  # residual ADDs, folded BatchNorm
+DIGITS_LI = ("digits_csnn", {"v_threshold": 0.5, "readout": "li"}, (1, 8, 8))
+NMNIST_LI = ("nmnist_csnn", {"v_threshold": 0.5, "readout": "li", "readout_tau": 8e-3}, (2, 34, 34))  # beta 0.875
 # case -> (model, precision, weight_bits, per_channel); thresholds are lowered so that every LIF
 # layer of a random-init model spikes on random input (asserted below)
 CASES = {
@@ -35,6 +37,11 @@ CASES = {
     "digits-fixed": (DIGITS, "fixed", 8, True),
     "nmnist-float8": (NMNIST, "float", 8, True),
     "sew18-float8": (SEW, "float", 8, True),
+    # the analog readout: LI membranes summed over T (float64 scores; integers in fixed precision)
+    "digits-li-float8": (DIGITS_LI, "float", 8, True),
+    "digits-li-float32": (DIGITS_LI, "float", None, True),
+    "digits-li-fixed": (DIGITS_LI, "fixed", 8, True),
+    "nmnist-li-fixed": (NMNIST_LI, "fixed", 8, True),
 }
 
 
@@ -288,3 +295,29 @@ def test_bad_input_and_inconsistent_graphs_are_errors(built, tmp_path):
     with pytest.raises(ModelError, match="features.3: weights are not 8-bit integers times the scales"):
         export_onnx(bad, tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.parametrize("case", ["digits-li-float8", "digits-li-fixed"])
+def test_li_readout_files(built, case):
+    """An LI readout: the whole-T file outputs float64 ``scores`` (no spike count for the LI layer),
+    the step file carries the LI membrane as state and outputs it as ``out_t`` at every step."""
+    plan, x, ref, whole, step = built(case)
+    assert plan.scores and plan.li_names == ["head.3"] and "head.3" not in plan.lif_names
+    model = onnx.load(whole)
+    assert [o.name for o in model.graph.output] == ["scores", *(f"spikes/{n}" for n in plan.lif_names)]
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    meta = json.loads(next(p.value for p in model.metadata_props if p.key == METADATA_KEY))
+    assert meta["output"] == "scores" and meta["li"] == ["head.3"]
+    assert ref.counts.dtype == (np.int64 if plan.precision == "fixed" else np.float64)
+    sess = onnx_session(step, threads=1)
+    names = [o.name for o in sess.get_outputs()]
+    assert "v_next/head.3" in names and "spikes/head.3" not in names
+    held = [n.name for n in plan.nodes if n.kind in ("lif", "li")]
+    state = {f"v/{n}": np.zeros((B, *plan.node(n).out_shape), np.float32) for n in held}
+    total = np.zeros(ref.counts.shape)
+    for t in range(T):
+        res = dict(zip(names, sess.run(None, {"x_t": x[t], **state})))
+        np.testing.assert_array_equal(res["out_t"], ref.traces["head.3"][t], err_msg=f"t={t}")
+        total = total + res["out_t"].astype(np.float64)
+        state = {f"v/{n}": res[f"v_next/{n}"] for n in held}
+    np.testing.assert_array_equal(total, ref.counts)

@@ -318,3 +318,112 @@ def test_real_nmnist_through_the_runtime(eventdata, tmp_path, precision):
         got = get_target(target).runner()(plan, spikes)
         assert np.array_equal(got.counts, expected.counts), target
         assert all(np.array_equal(got.layer_counts[k], v) for k, v in expected.layer_counts.items()), target
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction ties and dead outputs; the LI readout through runtime.run and runtime.verify
+
+
+def test_silenced_class_is_reported(graphs, tmp_path, capsys):
+    """Class 2's readout neuron silenced (its weights and bias made negative): runtime.run names class 2
+    as never firing and never winning in one warning line, and counts ties and silent samples."""
+    import nir
+
+    graph = nir.read(graphs / "float.nir")
+    fc = graph.nodes["head.2"]
+    w, b = np.array(fc.weight), np.array(fc.bias)
+    w[2], b[2] = -np.abs(w[2]), -np.abs(b).max() - 1
+    nodes = dict(graph.nodes) | {"head.2": nir.Affine(weight=w, bias=b)}
+    path = tmp_path / "silenced.nir"
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=graph.edges, metadata=graph.metadata))
+    out = tmp_path / "r.json"
+    assert run_cmd.main([str(path), "--target", "reference", "--samples", "48", "--progress", "false",
+                         "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    rep = json.loads(out.read_text())
+    st = rep["output"]["predictions"]
+    assert rep["output"]["kind"] == "spike counts" and "lowest class index" in st["tie_rule"]
+    assert 2 in st["never_firing_classes"] and 2 in st["never_winning_classes"]
+    assert 2 not in rep["predictions"]
+    counts = run_cmd.predictions  # the documented rule: argmax, the lowest tied class
+    assert counts(np.array([[0, 3, 3], [0, 0, 0]])).tolist() == [1, 0]
+    warnings = [line for line in printed.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "class(es) 2" in warnings[0] and "never fire" in warnings[0]
+    assert rep["output"]["warning"] == warnings[0]
+    assert f"{st['tied_samples']} of 48 samples with a tied maximum, {st['silent_samples']} without" in printed
+
+
+def test_prediction_stats_by_hand():
+    from runtime.metrics import prediction_stats, prediction_warning
+
+    counts = np.array([[0, 0, 0], [2, 2, 1], [0, 1, 4], [0, 0, 0]])
+    st = prediction_stats(counts, spike_readout=True)
+    assert st["tied_samples"] == 3 and st["silent_samples"] == 2 and st["tied_sample_indices"] == [0, 1, 3]
+    assert st["never_firing_classes"] == [] and st["never_winning_classes"] == [1]
+    assert prediction_warning(st, 4) == ("warning: on the 4 evaluated samples class(es) 1 never win; "
+                                         "3 tied maxima went to the lowest class index, 2 samples had no output spike")  # fmt: skip
+    scores = np.array([[0.5, -1.0], [0.25, 0.25]])
+    st = prediction_stats(scores, spike_readout=False)
+    assert st["tied_samples"] == 1 and "silent_samples" not in st and st["never_winning_classes"] == [1]
+
+
+@pytest.fixture(scope="module")
+def li_graphs(trained_digits, tmp_path_factory):
+    from tests.li_helpers import li_checkpoint
+
+    out = tmp_path_factory.mktemp("li_graphs")
+    ckpt = li_checkpoint(trained_digits, out / "student.pt")
+    for precision in ("float", "fixed"):
+        argv = [str(ckpt), "--out", str(out), "--name", precision, "--precision", precision,
+                "--parity-samples", "32", "--calibration-samples", "64"]  # fmt: skip
+        assert to_nir.main(argv) == 0
+    return out
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+def test_li_readout_run_and_verify(li_graphs, tmp_path, precision, capsys, monkeypatch):
+    """An LI readout: runtime.run reports scores (no LI spike count) and verify finds every target's
+    scores and membrane traces identical to the reference's (lava simulated unavailable here; the
+    lava-marked target tests run it)."""
+    graph = str(li_graphs / f"{precision}.nir")
+    out = tmp_path / "r.json"
+    assert (
+        run_cmd.main([graph, "--target", "eventsim", "--samples", "24", "--progress", "false", "--out", str(out)]) == 0
+    )
+    rep = json.loads(out.read_text())
+    assert rep["output"]["kind"] == "scores" and set(rep["layers"]) == {"features.1", "features.4"}
+    assert rep["accuracy"] > 0.5 and rep["synaptic_operations"]["per_sample"] > 0
+    assert "output: scores (per-class membrane of the LI readout summed over T)" in capsys.readouterr().out
+    _simulate_unavailable_lava(monkeypatch)
+    vout = tmp_path / "v"
+    argv = [graph, "--targets", "all", "--samples", "40", "--progress", "false", "--out", str(vout)]
+    assert verify.main(argv) == 0, capsys.readouterr()
+    rep = json.loads((vout / "report.json").read_text())
+    assert rep["output"] == "scores" and rep["li_layers"] == ["head.3"] and "LI readout scores" in rep["tolerance"]
+    assert set(rep["targets"]) == {"reference", "torch", "onnx", "eventsim"}  # norse maps no nir.LI
+    for t in ("torch", "onnx", "eventsim"):
+        c = rep["targets"][t]["comparison"]
+        assert c["passed"] and c["identical_output_counts"] == 1.0 and c["identical_predictions"] == 1.0
+        if t != "onnx":
+            assert c["li_identical_traces"] == {"head.3": 1.0}
+    assert (vout / "scores.png").is_file()
+    assert "samples with a tied maximum" in (vout / "report.md").read_text()
+
+
+def test_verify_finds_a_changed_li_membrane(li_graphs):
+    """A target whose LI membrane differs in one step (its scores too) fails, and the divergence is
+    never taken for a threshold tie (an LI has no threshold)."""
+    from targets import reference
+
+    plan = load_plan(li_graphs / "float.nir")
+    spikes, labels, _ = load_inputs(plan, samples=3)
+    ref = reference.run(plan, spikes, record=True, margins=True)
+    traces = {k: v.copy() for k, v in ref.traces.items()}
+    traces["head.3"][2, 1, 4] += np.float32(2**-10)
+    counts = ref.counts.copy()
+    counts[1, 4] += 2**-10
+    got = RunResult(counts, dict(ref.layer_counts), dict(ref.rasters), traces=traces)
+    rec = verify.compare(plan, ref, got, labels)
+    assert not rec["passed"] and rec["threshold_tie_samples"] == 0 and rec["failed_samples"] == 1
+    assert rec["first_divergence"]["layer"] == "head.3" and rec["first_divergence"]["step"] == 2
+    assert rec["li_identical_traces"]["head.3"] == pytest.approx(2 / 3)

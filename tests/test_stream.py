@@ -193,3 +193,38 @@ def test_lava_streams_windows_from_rest_like_eventsim(event_model, tmp_path):
     b = _windows(path, event_model["fixed"], "lava", "--reset-per-window", "true")
     assert [w["counts"] for w in a["windows"]] == [w["counts"] for w in b["windows"]]
     assert any(w["counts"] != [0] * 10 for w in a["windows"])
+
+
+@pytest.fixture(scope="module")
+def event_model_li(tmp_path_factory):
+    """The same event CSNN with an LI readout: each window's per-class scores are its LI membrane summed."""
+    torch.manual_seed(0)
+    model = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(8, 16), num_classes=10, readout="li")
+    x = (np.random.default_rng(0).random((12, 8, 2, 34, 34)) < 0.05).astype(np.float32)
+    out = tmp_path_factory.mktemp("event_model_li")
+    paths = {}
+    for precision in ("float", "fixed"):
+        graph, _ = build_nir(model.eval(), (2, 34, 34), precision=precision, steps=12, calibration=x)
+        path = out / f"{precision}.nir"
+        write_graph(path, graph)
+        export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
+        paths[precision] = path
+    return paths
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+def test_li_readout_streams_identically(event_model_li, recording, precision):
+    """Window scores (floats in float precision, integers in fixed) are identical on every streaming
+    target, with the LI membrane kept from window to window; every window predicts a class."""
+    runs = {t: _windows(recording, event_model_li[precision], t) for t in ("eventsim", "torch", "onnx")}
+    first = runs["eventsim"]
+    assert first["summary"]["output"] == "scores" and first["summary"]["windows"] == 6
+    assert all(w["class"] is not None and isinstance(w["tied"], bool) for w in first["windows"])
+    kind = float if precision == "float" else int
+    assert all(isinstance(c, kind) for w in first["windows"] for c in w["counts"])
+    for target, got in runs.items():
+        assert [w["counts"] for w in got["windows"]] == [w["counts"] for w in first["windows"]], target
+    reset = _windows(recording, event_model_li[precision], "eventsim", "--reset-per-window", "true")
+    ref = _windows(recording, event_model_li[precision], "reference", "--reset-per-window", "true")
+    assert [w["counts"] for w in ref["windows"]] == [w["counts"] for w in reset["windows"]]
+    assert [w["counts"] for w in reset["windows"]] != [w["counts"] for w in first["windows"]]  # state was kept

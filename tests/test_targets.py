@@ -1,5 +1,6 @@
 """Every registered target against the reference, over node kinds and both precisions."""
 
+import nir
 import numpy as np
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from convert.build import build_nir
 from convert.nirgraph import write_graph
 from convert.to_onnx import export_onnx, export_step_onnx
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError, ModelError
 from runtime.latency import run_aligned
 from targets import TARGETS, get_target, unavailable_reason
 from targets import reference as ref
@@ -23,6 +24,9 @@ NETWORKS = {
     "digits_csnn": (lambda: build_model("digits_csnn"), (1, 8, 8)),
     "nmnist_csnn": (lambda: build_model("nmnist_csnn"), (2, 34, 34)),
     "sew_resnet18": (lambda: build_model("sew_resnet18", width=4), (3, 16, 16)),  # residual ADDs, avg pool
+    # the analog readout: a non-spiking LI whose membrane summed over T is the class score
+    "digits_csnn_li": (lambda: build_model("digits_csnn", readout="li"), (1, 8, 8)),
+    "nmnist_csnn_li": (lambda: build_model("nmnist_csnn", readout="li"), (2, 34, 34)),
 }
 
 
@@ -72,11 +76,17 @@ def test_target_matches_reference(case, target):
         pytest.skip(f"{target} does not support node kinds {sorted(missing)} of {name}")
     assert sum(int(c.sum()) for c in expected.layer_counts.values()) > 0, "a silent network proves nothing"
     got = run_aligned(info, plan, x, record=True)
+    assert got.counts.dtype == expected.counts.dtype  # scores of an LI readout: float64 (float), int64 (fixed)
     assert np.array_equal(got.counts, expected.counts)
+    assert set(got.layer_counts) == set(plan.lif_names)  # an LI layer never spikes: no spike count
     for layer, c in expected.layer_counts.items():
         assert np.array_equal(got.layer_counts[layer], c), layer
         if info.rasters:
             assert np.array_equal(got.rasters[layer], expected.rasters[layer]), layer
+    for layer, v in (expected.traces or {}).items():  # LI membranes, bit for bit
+        assert np.abs(v).sum() > 0
+        if info.rasters:
+            assert np.array_equal(got.traces[layer], v), layer
     # a T other than the file's (the onnx target then steps model.step.onnx)
     shorter = run_aligned(info, plan, x[:3])
     assert np.array_equal(shorter.counts, ref.run(plan, x[:3]).counts)
@@ -144,3 +154,70 @@ def test_cuda_device_refused_without_cuda(case):
 
     with pytest.raises(ConfigError, match="no CUDA device is available"):
         torch_target.run(case[2], case[3], device="cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# A foreign graph (hand-written with nir, no snn_deploy metadata) with LI nodes in the middle and at
+# the end, per-neuron time constants: every target that supports the kinds equals the reference.
+
+
+def _foreign_li_graph(path, out_li: bool):
+    rng = np.random.default_rng(3)
+
+    def w(*shape, scale=0.5):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    tau_mid = np.array([2e-3, 4e-3, 8e-3, 1.6e-3, 5e-3, 3e-3], dtype=np.float64)  # per neuron, beta 0.5 .. 0.8
+    nodes = {
+        "in": nir.Input(input_type={"input": np.array([2, 6, 6])}),
+        "conv": nir.Conv2d(input_shape=(6, 6), weight=w(3, 2, 3, 3), stride=1, padding=1, dilation=1, groups=1,
+                           bias=w(3, scale=0.1)),
+        "lif1": nir.LIF(tau=np.full((3, 6, 6), 2e-3), r=np.full((3, 6, 6), 2.0), v_leak=np.zeros((3, 6, 6)),
+                        v_threshold=np.full((3, 6, 6), 0.5)),
+        "flat": nir.Flatten(input_type={"input": np.array([3, 6, 6])}, start_dim=0, end_dim=-1),
+        "fc1": nir.Affine(weight=w(6, 108, scale=0.3), bias=w(6, scale=0.1)),
+        "li_mid": nir.LI(tau=tau_mid, r=tau_mid / 1e-3, v_leak=np.full(6, 0.05)),
+        "fc2": nir.Affine(weight=w(4, 6), bias=np.zeros(4, np.float32)),
+        "end": (nir.LI(tau=np.full(4, 2e-3), r=np.full(4, 2.0), v_leak=np.zeros(4)) if out_li else
+                nir.LIF(tau=np.full(4, 2e-3), r=np.full(4, 2.0), v_leak=np.zeros(4), v_threshold=np.full(4, 0.3))),
+        "out": nir.Output(output_type={"output": np.array([4])}),
+    }  # fmt: skip
+    edges = [("in", "conv"), ("conv", "lif1"), ("lif1", "flat"), ("flat", "fc1"), ("fc1", "li_mid"),
+             ("li_mid", "fc2"), ("fc2", "end"), ("end", "out")]  # fmt: skip
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges))
+    plan = load_plan(path)
+    export_onnx(plan, path.with_suffix(".onnx"), steps=6)
+    export_step_onnx(plan, path.with_suffix(".step.onnx"))
+    return plan
+
+
+@pytest.mark.parametrize("out_li", [True, False], ids=["ends-in-li", "ends-in-lif"])
+@pytest.mark.parametrize("target", [pytest.param(t, marks=MARKS.get(t, ())) for t in TARGETS if t != "reference"])
+def test_foreign_graph_with_li_in_the_middle(tmp_path, target, out_li):
+    plan = _foreign_li_graph(tmp_path / "foreign.nir", out_li)
+    assert plan.li_names == (["li_mid", "end"] if out_li else ["li_mid"]) and plan.scores == out_li
+    assert plan.meta["dt"] == 1e-3 and plan.precision == "float"
+    x = (np.random.default_rng(4).random((6, 3, 2, 6, 6)) < 0.4).astype(np.float32)
+    expected = ref.run(plan, x, record=True)
+    assert expected.layer_counts["lif1"].sum() > 0 and np.abs(expected.traces["li_mid"]).min() > 0
+    assert expected.counts.dtype == (np.float64 if out_li else np.int64)
+    info = get_target(target)
+    reason = unavailable_reason(target)
+    if reason:
+        pytest.skip(f"{target} is unavailable: {reason}")
+    if "li" not in info.kinds:
+        with pytest.raises(ModelError, match=r"li_mid \(LI\)"):  # Norse 1.1.0 maps no nir.LI: named, not dropped
+            info.runner()(plan, x)
+        return
+    if target == "lava":  # Lava's LIF sends spikes, not its membrane: an LI must be an output there
+        with pytest.raises(ModelError, match="LI layer li_mid feeds fc2; .* must be a graph output"):
+            run_aligned(info, plan, x)
+        return
+    got = run_aligned(info, plan, x, record=True)
+    assert np.array_equal(got.counts, expected.counts)
+    if info.rasters:
+        for k, v in expected.traces.items():
+            assert np.array_equal(got.traces[k], v), k
+        assert np.array_equal(got.rasters["lif1"], expected.rasters["lif1"])
+    # batch 1 and a shorter T (the onnx target then steps the step file)
+    assert np.array_equal(run_aligned(info, plan, x[:4, :1]).counts, ref.run(plan, x[:4, :1]).counts)

@@ -1,7 +1,7 @@
 """Checkpoints as plain data: written atomically, read with ``torch.load(weights_only=True)``.
 
 A checkpoint is a dict with a format tag, the architecture's registered name and arguments,
-the state dict, every LIF layer's parameters (SI units, NIR names), the dataset and encoder
+the state dict, every LIF and LI layer's parameters (SI units, NIR names), the dataset and encoder
 description, the resolved config and the metrics. Nothing in it is code, so loading a file
 from elsewhere can never run anything.
 """
@@ -19,18 +19,24 @@ from torch import nn
 from core.errors import CheckpointError, ModelError
 from core.fileio import atomic_path
 from train.models import build_model, model_spec
-from train.neuron import LIF
+from train.neuron import LI, LIF
 
 FORMAT = "snn-deploy-checkpoint"
 VERSION = 1
 KINDS = ("student", "teacher", "resume")
 
 
-def neuron_parameters(model: nn.Module) -> dict[str, dict[str, float]]:
-    """``{layer name: {tau, v_threshold, dt, beta}}`` of every LIF layer, in module order."""
-    return {
-        name: {**m.params.to_dict(), "beta": m.params.beta} for name, m in model.named_modules() if isinstance(m, LIF)
-    }
+def neuron_parameters(model: nn.Module) -> dict[str, dict[str, float | str]]:
+    """``{layer name: parameters}`` of every neuron layer, in module order: a LIF's
+    ``{tau, v_threshold, dt, v_reset, v_leak, beta}``, an LI readout's ``{tau, dt, v_leak, beta,
+    kind: "li"}`` (no threshold: it never spikes)."""
+    out: dict[str, dict[str, float | str]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, LIF):
+            out[name] = {**m.params.to_dict(), "beta": m.params.beta}
+        elif isinstance(m, LI):
+            out[name] = {**m.params.to_dict(), "beta": m.params.beta, "kind": "li"}
+    return out
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

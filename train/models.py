@@ -3,9 +3,11 @@
 Every model is built from its registered name and keyword arguments alone
 (``build_model(name, **arch_args)``), so a checkpoint that records both rebuilds it.
 
-Students (spiking, time-first ``(T, B, C, H, W)`` in, output spikes ``(T, B, classes)`` out):
+Students (spiking, time-first ``(T, B, C, H, W)`` in, output spikes ``(T, B, classes)`` out; with
+``readout="li"`` the final LIF is a non-spiking leaky integrator and the output is its membrane
+trace ``(T, B, classes)``; either way ``output.sum(0)`` is the logit):
   ``digits_csnn``, ``nmnist_csnn``, ``dvs_csnn``: small convolutional SNNs that deploy as they are
-  (Conv2d, sum pooling, flatten, Linear, LIF; BatchNorm only if asked, folded at conversion);
+  (Conv2d, sum pooling, flatten, Linear, LIF, LI readout; BatchNorm only if asked, folded at conversion);
   ``sew_resnet18/34/50``: SEW-ResNets with ADD connections (Fang et al. 2021), the BKDSNN paper's
   CNN students.
 Teachers (ANNs, ``(B, C, H, W)`` in, logits out): the same topologies with ReLU
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from train.neuron import LIF, LIFParameters
+from train.neuron import LI, LIF, LIFParameters, LIParameters
 from train.quant import fake_quantise
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ class SpikingSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self:
-            x = m(x) if isinstance(m, (LIF, SEWBlock, SpikingSequential)) else time_distributed(m, x)
+            x = m(x) if isinstance(m, (LIF, LI, SEWBlock, SpikingSequential)) else time_distributed(m, x)
         return x
 
 
@@ -106,6 +108,20 @@ def set_weight_quantisation(model: nn.Module, bits: int | None, per_channel: boo
 
 
 READOUT_INIT_GAIN = 0.25
+READOUTS = ("spikes", "li")  # the final LIF's spike counts, or a non-spiking LI whose summed membrane is the logit
+
+
+def readout_neuron(readout: str, lif: LIFParameters, readout_tau: float | None) -> nn.Module:
+    """The student's last layer: a LIF (``readout="spikes"``) or an LI (``"li"``; ``readout_tau``
+    defaults to ``2 dt``, ``beta = 0.5``: exact in float32 on the quantised grid, see ``LIParameters``)."""
+    if readout == "spikes":
+        if readout_tau is not None:
+            raise ModelError("readout_tau applies to readout='li' only (a spiking readout uses the model's tau)")
+        return LIF(lif)
+    if readout == "li":
+        tau = 2.0 * lif.dt if readout_tau is None else float(readout_tau)
+        return LI(LIParameters(tau=tau, dt=lif.dt))
+    raise ModelError(f"unknown readout {readout!r}; known readouts: {', '.join(READOUTS)}")
 
 
 class FeatureHead(nn.Module):
@@ -124,10 +140,12 @@ class FeatureHead(nn.Module):
 
 
 class ConvNet(FeatureHead):
-    """conv -> [BN] -> neuron (-> sum pool 2) ... conv -> neuron | sum pool -> flatten -> linear [-> LIF].
+    """conv -> [BN] -> neuron (-> sum pool 2) ... conv -> neuron | sum pool -> flatten -> linear [-> LIF | LI].
 
     With ``spiking=True`` the neuron is LIF and tensors are time-first; with ``spiking=False``
     it is ReLU, there is no time axis and the output is logits (the ANN teacher twin).
+    ``readout`` (students only): ``"spikes"``, the linear layer feeds a LIF whose spike counts are
+    the logits; ``"li"``, it feeds a non-spiking leaky integrator whose membrane summed over T is.
     """
 
     def __init__(
@@ -143,11 +161,14 @@ class ConvNet(FeatureHead):
         tau: float = 2e-3,
         v_threshold: float = 1.0,
         dt: float = 1e-3,
+        readout: str = "spikes",
+        readout_tau: float | None = None,
     ) -> None:
         super().__init__()
         self.spiking = spiking
         seq = SpikingSequential if spiking else nn.Sequential
         lif = LIFParameters(tau=tau, v_threshold=v_threshold, dt=dt)
+        last = readout_neuron(readout, lif, readout_tau) if spiking else None
 
         def neuron() -> nn.Module:
             return LIF(lif) if spiking else nn.ReLU()
@@ -176,7 +197,7 @@ class ConvNet(FeatureHead):
             size //= head_pool
         head += [nn.Flatten(), SynLinear(prev * size * size, num_classes)]
         if spiking:
-            head.append(LIF(lif))
+            head.append(last)
         self.head = seq(*head)
         self._init_weights()
 
@@ -260,9 +281,12 @@ class SEWResNet(FeatureHead):
         tau: float = 2e-3,
         v_threshold: float = 1.0,
         dt: float = 1e-3,
+        readout: str = "spikes",
+        readout_tau: float | None = None,
     ) -> None:
         super().__init__()
         lif = LIFParameters(tau=tau, v_threshold=v_threshold, dt=dt)
+        last = readout_neuron(readout, lif, readout_tau)
         if stem == "cifar":
             stem_layers = [*_conv_bn(in_channels, width, 3), LIF(lif)]
         elif stem == "imagenet":
@@ -277,7 +301,7 @@ class SEWResNet(FeatureHead):
                 stages.append(block(cin, planes, 2 if (j == 0 and i > 0) else 1, lif))
                 cin = planes * block.expansion
         self.features = SpikingSequential(*stem_layers, *stages)
-        self.head = SpikingSequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), SynLinear(cin, num_classes), LIF(lif))
+        self.head = SpikingSequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), SynLinear(cin, num_classes), last)
 
 
 class TorchvisionResNet(nn.Module):
@@ -353,9 +377,18 @@ def model_arguments(name: str) -> list[str]:
 
 @register_model("digits_csnn", spiking=True, teacher="digits_cnn")
 def digits_csnn(
-    in_channels=1, input_size=8, num_classes=10, channels=(32, 64), batch_norm=False, tau=2e-3, v_threshold=1.0, dt=1e-3
+    in_channels=1,
+    input_size=8,
+    num_classes=10,
+    channels=(32, 64),
+    batch_norm=False,
+    tau=2e-3,
+    v_threshold=1.0,
+    dt=1e-3,
+    readout="spikes",
+    readout_tau=None,
 ):
-    """CSNN for 1x8x8 digit spikes: two 3x3 conv LIF layers, 2x2 sum pool, linear LIF readout."""
+    """CSNN for 1x8x8 digit spikes: two 3x3 conv LIF layers, 2x2 sum pool, linear LIF (or LI) readout."""
     return ConvNet(
         in_channels,
         input_size,
@@ -365,6 +398,8 @@ def digits_csnn(
         tau=tau,
         v_threshold=v_threshold,
         dt=dt,
+        readout=readout,
+        readout_tau=readout_tau,
     )
 
 
@@ -384,6 +419,8 @@ def nmnist_csnn(
     tau=2e-3,
     v_threshold=1.0,
     dt=1e-3,
+    readout="spikes",
+    readout_tau=None,
 ):
     """CSNN for 2x34x34 N-MNIST-style event frames: three conv LIF stages with sum pooling."""
     return ConvNet(
@@ -395,6 +432,8 @@ def nmnist_csnn(
         tau=tau,
         v_threshold=v_threshold,
         dt=dt,
+        readout=readout,
+        readout_tau=readout_tau,
     )
 
 
@@ -415,6 +454,8 @@ def dvs_csnn(
     tau=2e-3,
     v_threshold=1.0,
     dt=1e-3,
+    readout="spikes",
+    readout_tau=None,
 ):
     """CSNN for larger DVS inputs (2x128x128 summed to 2x64x64 by an input pool), four conv stages."""
     return ConvNet(
@@ -427,6 +468,8 @@ def dvs_csnn(
         tau=tau,
         v_threshold=v_threshold,
         dt=dt,
+        readout=readout,
+        readout_tau=readout_tau,
     )
 
 
@@ -445,8 +488,10 @@ def dvs_cnn(in_channels=2, input_size=128, num_classes=11, input_pool=2, channel
 
 
 def _sew(block, layers):
-    def build(in_channels=3, num_classes=10, width=64, stem="cifar", tau=2e-3, v_threshold=1.0, dt=1e-3):
-        return SEWResNet(block, layers, in_channels, num_classes, width, stem, tau=tau, v_threshold=v_threshold, dt=dt)
+    def build(in_channels=3, num_classes=10, width=64, stem="cifar", tau=2e-3, v_threshold=1.0, dt=1e-3,
+              readout="spikes", readout_tau=None):  # fmt: skip
+        return SEWResNet(block, layers, in_channels, num_classes, width, stem, tau=tau, v_threshold=v_threshold, dt=dt,
+                         readout=readout, readout_tau=readout_tau)  # fmt: skip
 
     return build
 

@@ -1,4 +1,5 @@
-r"""The leaky integrate-and-fire (LIF) neuron, exactly as DESIGN.md states its float semantics.
+r"""The leaky integrate-and-fire (LIF) neuron, exactly as DESIGN.md states its float semantics, and
+its non-spiking sibling, the leaky integrator (LI) used as an analog readout.
 
 Discrete time with step ``dt`` (seconds), per neuron:
 
@@ -9,8 +10,16 @@ with :math:`\beta = 1 - dt/\tau`. ``I[t]`` is the synaptic input (bias included)
 layer below at the same step. The forward pass computes exactly this; the surrogate gradient
 changes only the backward pass, so a trained model and its deployed graph agree.
 
-Shaped like Norse: a pure step function over small immutable records, wrapped by a thin module
-that runs a whole time-first sequence ``(T, B, ...)``.
+The LI neuron is the same equation without threshold and reset; its output is the membrane:
+
+.. math::
+    v[t] = \beta\, v[t-1] + I[t]
+
+As a readout, ``sum_t v[t]`` over the ``T`` steps is the logit (an analog score per class, where a
+LIF readout gives a spike count). It maps to ``nir.LI(tau = dt/(1-beta), r = tau/dt, v_leak = 0)``.
+
+Shaped like Norse: pure step functions over small immutable records, wrapped by thin modules
+that run a whole time-first sequence ``(T, B, ...)``.
 """
 
 from __future__ import annotations
@@ -144,3 +153,90 @@ class LIF(nn.Module):
     def extra_repr(self) -> str:
         p = self.params
         return f"tau={p.tau:g} s, v_threshold={p.v_threshold:g}, dt={p.dt:g} s, beta={p.beta:g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The leaky integrator (LI): no threshold, no reset, the membrane is the output
+
+
+@dataclass(frozen=True)
+class LIParameters:
+    r"""Parameters of one LI layer, in NIR's names and SI units.
+
+    .. math::
+        v[t] = \beta\, v[t-1] + I[t], \qquad \beta = 1 - dt/\tau
+
+    The default ``tau = 2 dt`` gives ``beta = 0.5``, a power of two: with quantised weights on a
+    power-of-two grid every membrane value is then exact in float32 (each step adds one bit below
+    the grid), so that float targets agree bit for bit and Loihi's 12-bit decay ``dv = 2048`` is exact.
+    """
+
+    tau: float = 2e-3  # membrane time constant, s
+    dt: float = 1e-3  # simulation step, s
+    v_leak: float = 0.0  # leak potential (fixed at 0, as the LIF's)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tau) and math.isfinite(self.dt) and self.dt > 0 and self.tau >= self.dt):
+            raise ModelError(f"LI needs finite tau >= dt > 0 (so that 0 <= beta < 1), got tau={self.tau}, dt={self.dt}")
+        if self.v_leak != 0.0:
+            raise ModelError("the LI readout fixes v_leak = 0; other values are not deployable")
+
+    @property
+    def beta(self) -> float:
+        """Membrane decay per step, ``1 - dt/tau``."""
+        return 1.0 - self.dt / self.tau
+
+    @classmethod
+    def from_beta(cls, beta: float, dt: float = 1e-3) -> LIParameters:
+        if not 0.0 <= beta < 1.0:
+            raise ModelError(f"beta must lie in [0, 1), got {beta}")
+        return cls(tau=dt / (1.0 - beta), dt=dt)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class LIState(NamedTuple):
+    v: torch.Tensor  # membrane potential, units of the synaptic input
+
+
+def li_step(current: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch.Tensor, LIState]:
+    """One step: ``v = beta*v + I``; the output is ``v`` itself (no threshold, no reset)."""
+    v = p.beta * state.v + current
+    return v, LIState(v)
+
+
+def li_sequence(currents: torch.Tensor, p: LIParameters, state: LIState | None = None) -> tuple[torch.Tensor, LIState]:
+    """Run :func:`li_step` over time-first ``currents`` ``(T, B, ...)``; returns the membrane trace ``(T, B, ...)``."""
+    if state is None:
+        state = LIState(torch.zeros_like(currents[0]))
+    trace = []
+    for t in range(currents.shape[0]):
+        v, state = li_step(currents[t], state, p)
+        trace.append(v)
+    return torch.stack(trace), state
+
+
+class LI(nn.Module):
+    """A layer of leaky integrators over a whole sequence ``(T, B, ...) -> (T, B, ...)`` membranes.
+
+    As a readout, ``output.sum(0)`` is the logit. ``tau`` and ``dt`` are buffers (saved in the
+    state dict), so a checkpoint alone rebuilds the layer.
+    """
+
+    def __init__(self, params: LIParameters | None = None) -> None:
+        super().__init__()
+        params = params or LIParameters()
+        self.register_buffer("tau", torch.tensor(params.tau, dtype=torch.float64))
+        self.register_buffer("dt", torch.tensor(params.dt, dtype=torch.float64))
+
+    @property
+    def params(self) -> LIParameters:
+        return LIParameters(tau=float(self.tau), dt=float(self.dt))
+
+    def forward(self, currents: torch.Tensor) -> torch.Tensor:
+        return li_sequence(currents, self.params)[0]
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return f"tau={p.tau:g} s, dt={p.dt:g} s, beta={p.beta:g} (non-spiking)"
