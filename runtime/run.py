@@ -24,6 +24,7 @@ import numpy as np
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import write_json_atomic
+from inputs.datasets import SPLITS
 from runtime.data import load_inputs
 from runtime.latency import run_aligned
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
@@ -40,7 +41,13 @@ class RunConfig:
         default=None, metadata={"help": "dataset name or event file (default: the dataset the graph records)"}
     )
     data_root: str | None = field(default=None, metadata={"help": "local folder of a real dataset"})
-    split: str = field(default="test", metadata={"help": "dataset split", "choices": ["train", "test"]})
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "dataset split; all: every sample (a labelled folder evaluated whole)",
+            "choices": list(SPLITS),
+        },
+    )
     samples: int | None = field(default=None, metadata={"help": "run only the first N samples"})
     batch_size: int = field(default=64, metadata={"help": "samples per target call"})
     per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})

@@ -44,6 +44,7 @@ import numpy as np
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
+from inputs.datasets import SPLITS
 from runtime.data import load_inputs
 from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE
@@ -72,7 +73,14 @@ class VerifyConfig:
         default=None, metadata={"help": "dataset name or event file (default: the dataset the graph records)"}
     )
     data_root: str | None = field(default=None, metadata={"help": "local folder of a real dataset"})
-    samples: int | None = field(default=128, metadata={"help": "number of test samples (None: all)"})
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "dataset split; all: every sample (a labelled folder verified whole)",
+            "choices": list(SPLITS),
+        },
+    )
+    samples: int | None = field(default=128, metadata={"help": "number of samples (None: all)"})
     batch_size: int = field(default=64, metadata={"help": "samples per target call"})
     out: str | None = field(
         default=None, metadata={"help": "report folder (default: <graph>.verify/ beside the graph)"}
@@ -304,7 +312,7 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
     plan = load_plan(cfg.graph)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     skipped: dict[str, str] = {}  # target -> why it did not run here
-    spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, samples=cfg.samples)
+    spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples)
     if names == ["all"]:
         kinds = {n.kind for n in plan.nodes}
         names = []

@@ -427,3 +427,37 @@ def test_verify_finds_a_changed_li_membrane(li_graphs):
     assert not rec["passed"] and rec["threshold_tie_samples"] == 0 and rec["failed_samples"] == 1
     assert rec["first_divergence"]["layer"] == "head.3" and rec["first_divergence"]["step"] == 2
     assert rec["li_identical_traces"]["head.3"] == pytest.approx(2 / 3)
+
+
+def test_a_labelled_folder_is_evaluated_whole(eventdata, tmp_path, capsys):
+    """``--split all``: every recording that a folder's labels.csv lists; the default test split, a
+    stratified 20% hold-out, cannot even be drawn from a folder this small."""
+    import json
+
+    import torch
+
+    from convert.build import build_nir
+    from convert.nirgraph import write_graph
+    from runtime import run, verify
+    from train.models import build_model
+
+    folder = tmp_path / "ten"
+    folder.mkdir()
+    source = eventdata / "nmnist" / "train"
+    rows = [f"{(source / f'{k}.bin').resolve()},{lab}" for k, lab in zip(range(1, 11), [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])]
+    (folder / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    graph, _ = build_nir(build_model("nmnist_csnn").eval(), (2, 34, 34), steps=8)
+    path = tmp_path / "m.nir"
+    write_graph(path, graph)
+    out = tmp_path / "all.json"
+    argv = [str(path), "--target", "reference", "--data", "nmnist", "--data-root", str(folder), "--out", str(out),
+            "--progress", "false"]  # fmt: skip
+    assert run.main(argv + ["--split", "all"]) == 0
+    assert json.loads(out.read_text())["samples"] == 10
+    assert run.main(argv) == 2
+    assert "cannot hold out a stratified 20% test split" in capsys.readouterr().err
+    argv = [str(path), "--targets", "reference,torch", "--data", "nmnist", "--data-root", str(folder), "--split", "all",
+            "--samples", "None", "--out", str(tmp_path / "v"), "--progress", "false"]  # fmt: skip
+    assert verify.main(argv) == 0
+    assert "(10 samples)" in (tmp_path / "v" / "report.md").read_text()
