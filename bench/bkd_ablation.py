@@ -21,7 +21,8 @@ The protocol (all choices fixed before looking at any test fold):
     python -m bench.bkd_ablation --jobs 2 --configs none,mixed,bkd
 
 Runs are resumable: a finished run's ``summary.json`` is reused, so an interrupted benchmark
-continues where it stopped. Writes ``ablation.json``, ``ablation.md`` and ``ablation.png``.
+continues where it stopped, and another set of configurations over the same pairs reuses the runs
+they share (``--name`` keeps its summary apart). Writes ``NAME.json``, ``NAME.md`` and ``NAME.png``.
 """
 
 from __future__ import annotations
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--out", default="runs/bench/bkd_ablation")
+    p.add_argument("--name", default="ablation", help="file name of the summary (NAME.json, .md, .png) under --out")
     args = p.parse_args(argv)
     if not (Path(args.data_root) / "labels.csv").is_file():
         print(
@@ -321,11 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = run(args)
     out = Path(args.out)
-    write_json_atomic(out / "ablation.json", summary)
-    write_text_atomic(out / "ablation.md", table(summary))
-    plot(summary, out / "ablation.png")
+    paths = [out / f"{args.name}.{ext}" for ext in ("json", "md", "png")]
+    write_json_atomic(paths[0], summary)
+    write_text_atomic(paths[1], table(summary))
+    plot(summary, paths[2])
     print(table(summary))
-    print(f"written: {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}")
+    print(f"written: {', '.join(map(str, paths))}")
     return 0
 
 

@@ -530,6 +530,12 @@ class PhaseResult:
 
 def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
     now = to_dict(cfg)
+    missing = sorted(k for k in now if k not in saved)
+    if missing:
+        raise ConfigError(
+            f"cannot resume from {path}: it was written by an older snn-deploy whose config had no "
+            f"{', '.join(missing)}; start again with --overwrite (or use another --out)"
+        )
     differ = sorted(k for k in now if k not in RESUME_FREE_KEYS and saved.get(k) != now[k])
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
