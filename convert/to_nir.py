@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,15 @@ class ConvertConfig:
         },
     )
     weight_bits: int | None = field(
-        default=8, metadata={"help": "float precision: weight bits (None: keep float32 weights)"}
-    )
-    per_channel: bool = field(
-        default=True, metadata={"help": "float precision: per-output-channel weight scales (else per layer)"}
-    )
+        default=None,
+        metadata={"help": "float precision: weight bits (default: the checkpoint's quantisation-aware training, "
+                  "else 8); 0 keeps float32 weights"},
+    )  # fmt: skip
+    per_channel: bool | None = field(
+        default=None,
+        metadata={"help": "float precision: per-output-channel weight scales, else per layer (default: the "
+                  "checkpoint's quantisation-aware training, else per channel)"},
+    )  # fmt: skip
     steps: int | None = field(default=None, metadata={"help": "time steps T of the graph (default: the checkpoint's)"})
     onnx: bool = field(
         default=True, metadata={"help": "also write <name>.onnx (whole network) and <name>.step.onnx (one step)"}
@@ -112,6 +116,11 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         raise ConfigError("--netx writes lava-dl netx HDF5, a format of Loihi integers: use it with --precision fixed")
     ckpt = load_checkpoint(ckpt_path, kind="student")
     model = model_from_checkpoint(ckpt, source=str(ckpt_path)).eval()
+    # Unless told otherwise, write exactly the grid the student was trained on (same quantiser as QAT).
+    qat = ckpt.get("weight_quantisation") or {}
+    bits = cfg.weight_bits if cfg.weight_bits is not None else qat.get("bits", 8)
+    cfg = replace(cfg, weight_bits=bits or None,
+                  per_channel=cfg.per_channel if cfg.per_channel is not None else qat.get("per_channel", True))  # fmt: skip
     desc = dict(ckpt.get("dataset") or {})
     if not desc:
         raise DataError(f"{ckpt_path} records no dataset; conversion needs it for calibration and the parity check")

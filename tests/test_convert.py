@@ -320,3 +320,25 @@ def test_li_errors(tmp_path):
         choose_fixed_li(syn, li, 0.0, 1e6)
     with pytest.raises(ModelError, match=r"LI layer out: beta 0.9999 rounds to no decay"):
         choose_fixed_li(syn, Layer("out", "li", ["fc"], (10,), (10,), {"tau": 10.0, "dt": 1e-3}), 0.0, 1.0)
+
+
+def test_a_qat_student_is_written_on_its_training_grid(tmp_path):
+    """A student trained with 6-bit per-layer QAT converts, by default, to exactly those weights: the
+    float graph then equals the checkpoint's own forward pass (no second rounding)."""
+    from tests.conftest import tiny_train_args
+    from train import bkd
+
+    run = tmp_path / "qat"
+    argv = tiny_train_args(run, "--epochs", "1", "--distill", "none", "--weight-bits", "6", "--per-channel", "false")
+    assert bkd.main(argv) == 0
+    assert to_nir.main([str(run / "student.pt"), "--out", str(tmp_path / "g"), "--onnx", "false"]) == 0
+    graph = nir.read(tmp_path / "g" / "model.nir")
+    meta = json.loads(graph.metadata["snn_deploy"])
+    assert meta["weight_bits"] == 6 and meta["per_channel"] is False
+    model = model_from_checkpoint(load_checkpoint(run / "student.pt"))
+    from train.quant import fake_quantise
+
+    w = fake_quantise(model.features[0].weight, 6, False).detach().numpy()
+    assert np.array_equal(graph.nodes["features.0"].weight, w.astype(np.float32))
+    report = json.loads((tmp_path / "g" / "model.conversion.json").read_text())
+    assert report["graph_reference"]["identical_output_counts_vs_checkpoint"] == 1.0, "the graph is the trained network"

@@ -81,7 +81,7 @@ def test_qat_uses_quantised_weights_and_rejects_batchnorm():
     set_weight_quantisation(m, 3, True)
     conv = m.features[0]
     q, s = quantise(conv.weight, 3, True)
-    assert torch.equal(conv.effective_weight().detach(), q * s)
+    assert torch.equal(conv.effective_parameters()[0].detach(), q * s)
     m(x)
     with pytest.raises(ModelError, match="BatchNorm"):
         set_weight_quantisation(build_model("digits_csnn", batch_norm=True), 8)

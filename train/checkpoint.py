@@ -18,7 +18,7 @@ from torch import nn
 
 from core.errors import CheckpointError, ModelError
 from core.fileio import atomic_path
-from train.models import build_model, model_spec
+from train.models import build_model, model_spec, set_weight_quantisation
 from train.neuron import LI, LIF
 
 FORMAT = "snn-deploy-checkpoint"
@@ -96,4 +96,11 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> n
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"{source}: tensor '{name}' holds NaN or infinite values")
+    # A student trained with quantisation-aware training runs as it was trained and evaluated: on the grid.
+    qat = ckpt.get("weight_quantisation")
+    if isinstance(qat, dict) and qat.get("bits"):
+        try:
+            set_weight_quantisation(model, int(qat["bits"]), bool(qat.get("per_channel", True)))
+        except (ModelError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: recorded weight quantisation {qat!r} cannot be applied: {e}") from None
     return model

@@ -29,32 +29,38 @@ from torch import nn
 
 from core.errors import ModelError
 from train.neuron import LI, LIF, LIFParameters, LIParameters
-from train.quant import fake_quantise
+from train.quant import fake_quantise, weight_scale
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 
 
 class QuantisedWeight:
-    """Mixin: when ``weight_bits`` is set, the forward pass uses fake-quantised weights (QAT)."""
+    """Mixin: when ``weight_bits`` is set, the forward pass uses fake-quantised weights (QAT) and
+    the bias rounded onto the same power-of-two grid, exactly as conversion writes both."""
 
     weight_bits: int | None = None
     per_channel: bool = True
 
-    def effective_weight(self) -> torch.Tensor:
+    def effective_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.weight_bits is None:
-            return self.weight
-        return fake_quantise(self.weight, self.weight_bits, self.per_channel)
+            return self.weight, self.bias
+        weight = fake_quantise(self.weight, self.weight_bits, self.per_channel)
+        bias = self.bias
+        if bias is not None:
+            scale = weight_scale(self.weight, self.weight_bits, self.per_channel).reshape(-1).to(bias.dtype)
+            bias = bias + (torch.round(bias.detach() / scale) * scale - bias).detach()  # straight-through
+        return weight, bias
 
 
 class SynConv2d(QuantisedWeight, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        return self._conv_forward(x, *self.effective_parameters())
 
 
 class SynLinear(QuantisedWeight, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        return F.linear(x, *self.effective_parameters())
 
 
 class SumPool2d(nn.Module):
