@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     ckpt_path = Path(args.checkpoint) if args.checkpoint else out / "student.pt"
     if args.checkpoint is None:
-        train(TrainConfig(out=str(out), data_root=args.data_root, resume=True, threads=args.threads, **RECIPE))
+        train(
+            TrainConfig(
+                out=str(out), data_root=args.data_root, resume=True, threads=args.threads, progress=False, **RECIPE
+            )
+        )
     ckpt = load_checkpoint(ckpt_path, kind="student")
     result = {"checkpoint": str(ckpt_path), "data": ckpt.get("data"), "final_metrics": ckpt.get("final_metrics"),
               "graphs": {}}  # fmt: skip
