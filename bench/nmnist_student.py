@@ -12,6 +12,7 @@ the readout's auxiliary cross-entropy.
 
     python -m bench.nmnist_student                                 # train (resumable), convert, verify
     python -m bench.nmnist_student --checkpoint runs/nmnist_student/student.pt --targets reference,eventsim
+    python -m bench.nmnist_student --fresh-test --out runs/nmnist_student_fresh   # a test set no recipe choice saw
 
 Writes ``nmnist_student.json`` and ``nmnist_student.md`` under ``--out``; the verification
 reports and plots are beside the graphs (``model.verify/``, ``model.fixed.verify/``).
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="all", help="targets to verify on (runtime.verify --targets)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/nmnist_student")
+    p.add_argument(
+        "--fresh-test",
+        action="store_true",
+        help="test on 200 recordings drawn (stratified, seed 1) from the hold-out's TRAIN split instead, and train on "
+        "the other 800: recordings that no choice of the recipe was ever scored on",
+    )
     args = p.parse_args(argv)
     if not (Path(args.data_root) / "labels.csv").is_file():
         print(f"nmnist_student: no labels.csv under {args.data_root}; this needs real recordings", file=sys.stderr)
@@ -56,21 +63,25 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     ckpt_path = Path(args.checkpoint) if args.checkpoint else out / "student.pt"
+    data_root, split, extra = args.data_root, "test", {}
+    if args.fresh_test:
+        train_dir, test_dir = fresh_split(Path(args.data_root), out)
+        data_root, split = str(test_dir), "all"
+        test_spec = json.dumps({"name": "nmnist", "split": "all", "root": str(test_dir)})
+        extra = {"data_root": str(train_dir), "train_split": "all", "test_data": test_spec}
     if args.checkpoint is None:
-        train(
-            TrainConfig(
-                out=str(out), data_root=args.data_root, resume=True, threads=args.threads, progress=False, **RECIPE
-            )
-        )
+        fields = {"data_root": args.data_root} | extra
+        train(TrainConfig(out=str(out), resume=True, threads=args.threads, progress=False, **fields, **RECIPE))
     ckpt = load_checkpoint(ckpt_path, kind="student")
     result = {"checkpoint": str(ckpt_path), "data": ckpt.get("data"), "final_metrics": ckpt.get("final_metrics"),
-              "graphs": {}}  # fmt: skip
+              "test_set": "200 of the hold-out's train split (--fresh-test)" if args.fresh_test
+              else "the hold-out's test split", "graphs": {}}  # fmt: skip
     for name, precision in (("model", "float"), ("model.fixed", "fixed")):
         if to_nir.main([str(ckpt_path), "--name", name, "--precision", precision, "--out", str(ckpt_path.parent)]):
             return 2
         graph = ckpt_path.parent / f"{name}.nir"
-        argv = [str(graph), "--targets", args.targets, "--data", "nmnist", "--data-root", args.data_root,
-                "--split", "test", "--samples", "None", "--progress", "false"]  # fmt: skip
+        argv = [str(graph), "--targets", args.targets, "--data", "nmnist", "--data-root", data_root,
+                "--split", split, "--samples", "None", "--progress", "false"]  # fmt: skip
         code = verify.main(argv)
         rep = json.loads((graph.with_suffix(".verify") / "report.json").read_text())
         result["graphs"][precision] = {
@@ -85,6 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(g["verify_passed"] for g in result["graphs"].values()) else 1
 
 
+def fresh_split(root: Path, out: Path) -> tuple[Path, Path]:
+    """Folders ``out/fresh/train`` and ``out/fresh/test`` (labels.csv with absolute paths): 200 recordings
+    of the hold-out's train split as the test set, everything else for training."""
+    import numpy as np
+
+    from inputs.datasets import nmnist_files
+    from train.data import stratified_carve
+
+    files, labels = nmnist_files(root, "all")
+    old_test = {f.resolve() for f in nmnist_files(root, "test")[0]}
+    candidates = np.array([i for i, f in enumerate(files) if f.resolve() not in old_test])
+    _, picked = stratified_carve(labels[candidates], 200 / len(candidates), seed=1)
+    test = set(candidates[picked].tolist())
+    folders = []
+    for name, keep in (("train", lambda i: i not in test), ("test", lambda i: i in test)):
+        rows = "".join(f"{files[i].resolve()},{int(labels[i])}\n" for i in range(len(files)) if keep(i))
+        write_text_atomic(out / "fresh" / name / "labels.csv", "file,label\n" + rows)
+        folders.append(out / "fresh" / name)
+    return folders[0], folders[1]
+
+
 def table(result: dict) -> str:
     fm = result["final_metrics"] or {}
     targets = sorted({t for g in result["graphs"].values() for t in g["accuracy"]}, key=lambda t: (t != "reference", t))
@@ -94,7 +126,7 @@ def table(result: dict) -> str:
         cells = [f"{100 * g['accuracy'][t]:.2f} %" if t in g["accuracy"] else "-" for t in targets]
         rows.append(f"| {precision} | " + " | ".join(cells) + f" | {'yes' if g['verify_passed'] else 'NO'} |")
     n = next(iter(result["graphs"].values()))["samples"]
-    rows += ["", f"{n} real N-MNIST test recordings, never seen in training or selection; the checkpoint itself: "
+    rows += ["", f"{n} real N-MNIST test recordings ({result['test_set']}), never seen in training or selection; the checkpoint itself: "
              f"{100 * fm.get('test_acc', float('nan')):.2f} % (selected epoch {fm.get('selected_epoch')}, validation "
              f"{100 * fm.get('val_acc', float('nan')):.2f} % on {fm.get('val_samples')} recordings)."]  # fmt: skip
     return "\n".join(rows) + "\n"
