@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 # Without Python 3.10 this says so, leaves the reason in .venv-lava/missing.txt (the lava target
 # reports it) and carries on. Quick when done: the stamp holds the package list it installed.
 LAVA_VENV := .venv-lava
-LAVA_DEPS := lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.4,<1.1"
+LAVA_DEPS := lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.7,<1.1"
 LAVA_NODEPS := lava-dl==0.6.0
 LAVA_PKGS := $(LAVA_DEPS) ; --no-deps $(LAVA_NODEPS)
 setup-lava:

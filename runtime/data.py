@@ -1,13 +1,17 @@
-"""Inputs for a graph: a dataset, or an event file, through the encoder/binning that training used.
+"""Inputs for a graph: a dataset, an event file or a spike array, through the binning training used.
 
 The graph's ``snn_deploy`` metadata records the dataset description that training wrote into
 the checkpoint; with no ``--data`` the runtime rebuilds exactly that dataset's test split. A
-dataset name loads that dataset with the graph's T; a file path reads one recording.
+dataset name loads that dataset with the graph's T; a file path reads one recording; a ``.npy``
+file is the spike tensor itself, ``(T, B, *input_shape)``. A graph another library wrote states
+none of this: :func:`graph_plan` takes its ``--dt`` and ``--steps``, and ``--bin-us`` sets the
+width of a time bin (the binning window is ``steps * bin_us``).
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +20,63 @@ from core.errors import ConfigError, DataError
 from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch
 from inputs.events import Binning, bin_events
 from inputs.readers import read_events
-from targets.plan import Plan
+from targets.plan import Plan, check_spikes, load_plan
+
+
+def graph_plan(graph: str, *, dt: float | None = None, steps: int | None = None) -> Plan:
+    """The plan of ``graph`` with the time step ``dt`` (s) and ``steps`` per sample when given
+    (they override what the graph states; a foreign graph states neither)."""
+    for name, value in (("--dt", dt), ("--steps", steps)):
+        if value is not None and (isinstance(value, bool) or not value > 0):
+            raise ConfigError(f"{name} must be positive, got {value!r}")
+    if steps is not None and int(steps) != steps:
+        raise ConfigError(f"--steps must be an integer, got {steps!r}")
+    plan = load_plan(graph, dt=dt)
+    if steps is not None:
+        plan.meta["T"] = int(steps)
+    return plan
 
 
 def load_inputs(plan: Plan, data: str | None = None, *, root: str | None = None, split: str = "test",
-                samples: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
-    """``(spikes (T, N, *input_shape) float32, labels (N,) or None, description)``."""
+                samples: int | None = None, bin_us: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
+    """``(spikes (T, N, *input_shape) float32, labels (N,) or None, description)``; ``bin_us``: µs per
+    time step when binning events (default: the graph's recorded binning)."""
+    if bin_us is not None and (isinstance(bin_us, bool) or int(bin_us) != bin_us or bin_us < 1):
+        raise ConfigError(f"--bin-us must be a positive integer, got {bin_us!r}")
+    if data is not None and Path(data).suffix == ".npy":
+        return _array_file(plan, Path(data), samples)
     if data is not None and Path(data).is_file():
-        return _event_file(plan, Path(data))
+        return _event_file(plan, Path(data), bin_us)
     if data is None:
         desc = plan.meta.get("dataset")
         if not desc:
-            raise ConfigError(f"{plan.source} records no dataset (a foreign graph?): pass --data NAME or an event file")
-        ds = dataset_from_description(desc, split, **({"root": root} if root else {}))
+            raise ConfigError(f"{plan.source} records no dataset (a graph another library wrote?): pass --data with a "
+                              "dataset name, an event file or a .npy spike array (T, B, ...), and --steps (and "
+                              "--bin-us) for event data")  # fmt: skip
+        overrides: dict = {"root": root} if root else {}
+        if plan.steps is not None and plan.steps != desc.get("steps"):
+            overrides["steps"] = plan.steps  # --steps
+        if bin_us is not None:
+            builder = DATASETS.get(desc.get("name"))
+            if builder is not None and "duration_us" not in inspect.signature(builder).parameters:
+                raise ConfigError(f"dataset {desc.get('name')!r} is not event data: --bin-us does not apply")
+            overrides |= {"steps": plan.steps, "duration_us": plan.steps * int(bin_us)}
+        ds = dataset_from_description(desc, split, **overrides)
     else:
         if data not in DATASETS:
             raise ConfigError(
                 f"--data {data!r} is neither an existing file nor a dataset; datasets: {', '.join(sorted(DATASETS))}"
             )
         if plan.steps is None:
-            raise ConfigError(f"{plan.source} states no T: this graph needs inputs whose T you choose (an event file)")
+            raise ConfigError(f"{plan.source} states no T: pass --steps (or a .npy spike array, whose T it is)")
         # Bin another event dataset the way the graph's own data was binned (window, binary).
         recorded = ((plan.meta.get("dataset") or {}).get("binning")) or {}
         accepted = inspect.signature(DATASETS[data]).parameters
         binning = {k: recorded[k] for k in ("duration_us", "binary") if k in recorded and k in accepted}
+        if bin_us is not None:
+            if "duration_us" not in accepted:
+                raise ConfigError(f"dataset {data!r} is not event data: --bin-us does not apply")
+            binning["duration_us"] = plan.steps * int(bin_us)
         ds = load_dataset(data, split, root=root, steps=plan.steps, **binning)
     if tuple(ds.input_shape) != plan.input_shape:
         raise DataError(f"dataset {ds.name!r} gives inputs {tuple(ds.input_shape)}, the graph takes {plan.input_shape}")
@@ -48,16 +85,38 @@ def load_inputs(plan: Plan, data: str | None = None, *, root: str | None = None,
     return spikes, labels, f"{ds.name}/{split} ({n} samples)"
 
 
-def _event_file(plan: Plan, path: Path) -> tuple[np.ndarray, None, str]:
+def _array_file(plan: Plan, path: Path, samples: int | None) -> tuple[np.ndarray, None, str]:
+    """A ``.npy`` spike tensor ``(T, B, *input_shape)``: the input as it is, its own T."""
+    if not path.is_file():
+        raise DataError(f"spike array {path} does not exist")
+    try:
+        spikes = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable .npy array ({type(e).__name__}: {e})") from None
+    spikes = check_spikes(plan, spikes)
+    if plan.steps is not None and spikes.shape[0] != plan.steps:
+        print(f"note: {path.name} has T = {spikes.shape[0]} steps; the graph states T = {plan.steps}: running "
+              f"{spikes.shape[0]}", file=sys.stderr)  # fmt: skip
+    n = spikes.shape[1] if samples is None else min(samples, spikes.shape[1])
+    return spikes[:, :n].astype(np.float32), None, f"{path.name} ({n} samples, T = {spikes.shape[0]})"
+
+
+def _event_file(plan: Plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray, None, str]:
     """One recording, any format :mod:`inputs.readers` knows, binned as the graph's data was (its
-    first window; ``runtime.stream`` maps other sensors and streams long recordings)."""
+    first window; ``runtime.stream`` maps other sensors and streams long recordings), or in bins
+    of ``bin_us`` µs."""
     binning_desc = (plan.meta.get("dataset") or {}).get("binning")
     if binning_desc:
         binning = Binning.from_dict(binning_desc)
+        if bin_us is not None:
+            binning = Binning(binning.steps, binning.steps * int(bin_us), binning.height, binning.width,
+                              binning.binary, binning.t0_us)  # fmt: skip
     else:
         if plan.steps is None or len(plan.input_shape) != 3:
-            raise ConfigError(f"{plan.source}: no recorded binning or T to turn {path.name} into frames")
-        binning = Binning(plan.steps, 300_000, plan.input_shape[1], plan.input_shape[2])
+            raise ConfigError(f"{plan.source}: no recorded binning or T to turn {path.name} into frames: pass --steps "
+                              "(and --bin-us, default 300 ms / steps)")  # fmt: skip
+        duration = plan.steps * int(bin_us) if bin_us is not None else 300_000
+        binning = Binning(plan.steps, duration, plan.input_shape[1], plan.input_shape[2])
     events = read_events(path)  # binning drops what falls outside the graph's frame
     frames = bin_events(events, binning)  # (T, 2, H, W)
     if frames.shape[1:] != plan.input_shape:

@@ -25,11 +25,11 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import write_json_atomic
 from inputs.datasets import SPLITS
-from runtime.data import load_inputs
+from runtime.data import graph_plan, load_inputs
 from runtime.latency import run_aligned
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from targets import TARGETS, require_target
-from targets.plan import Plan, load_plan
+from targets.plan import Plan
 from targets.reference import RunResult
 
 
@@ -49,6 +49,9 @@ class RunConfig:
         },
     )
     samples: int | None = field(default=None, metadata={"help": "run only the first N samples"})
+    dt: float | None = field(default=None, metadata={"help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
+    steps: int | None = field(default=None, metadata={"help": "time steps per sample (default: the graph's T)"})
+    bin_us: int | None = field(default=None, metadata={"help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
     batch_size: int = field(default=64, metadata={"help": "samples per target call"})
     per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})
     out: str | None = field(default=None, metadata={"help": "JSON report path (default: <graph>.<target>.run.json)"})
@@ -134,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__.strip().splitlines()[0])
         info = require_target(cfg.target)
-        plan = load_plan(cfg.graph)
+        plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps)
         if plan.precision not in info.precisions:
             raise ConfigError(
                 f"target {cfg.target!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
             )
-        spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples)
+        spikes, labels, what = load_inputs(
+            plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
+        )
         record = info.rasters
         result, wall = run_batches(
             info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}", cfg.device

@@ -45,13 +45,13 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs.datasets import SPLITS
-from runtime.data import load_inputs
+from runtime.data import graph_plan, load_inputs
 from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE
 from runtime.run import join_results, output_report, predictions, run_batches
 from targets import TARGETS, require_target
 from targets import reference as ref_target
-from targets.plan import Plan, li_exact_steps, load_plan
+from targets.plan import Plan, li_exact_steps
 from targets.reference import RunResult
 
 TIE_ULPS = 8  # a membrane within this many float32 ulps of its threshold is a tie
@@ -81,6 +81,9 @@ class VerifyConfig:
         },
     )
     samples: int | None = field(default=128, metadata={"help": "number of samples (None: all)"})
+    dt: float | None = field(default=None, metadata={"help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
+    steps: int | None = field(default=None, metadata={"help": "time steps per sample (default: the graph's T)"})
+    bin_us: int | None = field(default=None, metadata={"help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
     batch_size: int = field(default=64, metadata={"help": "samples per target call"})
     out: str | None = field(
         default=None, metadata={"help": "report folder (default: <graph>.verify/ beside the graph)"}
@@ -309,15 +312,27 @@ def markdown(rep: dict[str, Any]) -> str:
 
 
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
-    plan = load_plan(cfg.graph)
+    plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     skipped: dict[str, str] = {}  # target -> why it did not run here
-    spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples)
+    spikes, labels, what = load_inputs(
+        plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
+    )
     if names == ["all"]:
         kinds = {n.kind for n in plan.nodes}
         names = []
         for t, i in TARGETS.items():
-            if t == "reference" or plan.precision not in i.precisions or not kinds <= set(i.kinds):
+            if t == "reference":
+                continue
+            reason = None
+            if plan.precision not in i.precisions:
+                reason = f"{DECLINES}it runs {' and '.join(i.precisions)} precision only; the graph is {plan.precision}"
+            elif not kinds <= set(i.kinds):
+                missing = sorted({f"{n.origin or n.kind} ({n.kind})" for n in plan.nodes if n.kind not in i.kinds})
+                reason = f"{DECLINES}it has no {', '.join(missing)}"
+            if reason:
+                skipped[t] = reason
+                print(f"skipping target {t}: {reason}", file=sys.stderr)
                 continue
             reason = i.unavailable_reason()
             if not reason:  # a target may decline this graph (Lava: float LI membranes it cannot match bit for bit)

@@ -94,7 +94,7 @@ register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), AL
 register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), ALL_KINDS,
                            "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
-                           "Norse 1.1.0 reading the .nir file (independent check of the file format)"))  # fmt: skip
+                           "Norse 1.1.0 reading the .nir file (independent check of the file format)", refuses="refusal"))  # fmt: skip
 register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS,
                            "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1,
                            available="unavailable_reason", refuses="refusal"))  # fmt: skip

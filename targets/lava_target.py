@@ -127,7 +127,14 @@ def run_netx(path: str | Path, spikes, *, membrane: bool = False) -> np.ndarray:
 def refusal(plan: Plan, spikes) -> str | None:
     """Why Lava would not reproduce ``plan`` bit for bit on ``spikes`` (as ``run`` receives them,
     padded by ``depth`` steps), or None: a float LI layer whose membrane is not provably exact in
-    float32 for the ``T`` compared steps (Lava computes it in float64)."""
+    float32 for the ``T`` compared steps (Lava computes it in float64), or a graph shape that
+    Lava's processes cannot express (:func:`targets.lava_worker.layers_of` names it)."""
+    from targets.lava_worker import layers_of
+
+    try:
+        layers_of(plan)
+    except ModelError as e:
+        return str(e)
     if plan.precision != "float" or not plan.li_names:
         return None
     spikes = np.asarray(spikes)
@@ -161,7 +168,8 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
     reason = refusal(plan, spikes)
     if reason:
         raise ModelError(f"the lava target refuses {src.name}: {reason}")
-    rasters, traces, simulation = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()))
+    rasters, traces, simulation = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()),
+                                           dt=repr(float(plan.meta["dt"])))  # fmt: skip
     if set(rasters) != set(plan.lif_names) or set(traces) != set(plan.li_names):
         raise LavaError(f"the Lava worker returned layers {list(rasters) + list(traces)}; the graph has "
                         f"{plan.lif_names + plan.li_names}")  # fmt: skip

@@ -180,6 +180,14 @@ def layers_of(plan: Plan) -> list[Layer]:
     for n in plan.nodes:
         for s in n.sources:
             consumers.setdefault(s, []).append(n.name)
+    unmapped = {"CubaLIF": "Lava's LIF holds the current in u, but an Affine/Conv bias enters Lava's v directly, "
+                "not the decaying current, and its floating_pt rounds the two decays in float64",
+                "CubaLI": "the same as CubaLIF, and its membrane would have to be sent on",
+                "Scale": "Lava's LIF cannot send an analog value on", "I": "Lava's LIF cannot send its membrane on"}  # fmt: skip
+    found = sorted({(n.origin, n.name.split(".")[0]) for n in plan.nodes if n.origin in unmapped})
+    if found:
+        raise ModelError(f"{plan.source}: the lava target does not map "
+                         + "; ".join(f"{origin} node {name} ({unmapped[origin]})" for origin, name in found))  # fmt: skip
     layers = []
     for n in plan.nodes:
         if n.kind in NEURONS:
@@ -604,12 +612,13 @@ def main(argv: list[str] | None = None) -> int:
             graph, spikes = str(req["graph"]), req["spikes"]
             netx = str(req["netx"]) if "netx" in req else None
             req_membrane = str(req["membrane"]) == "1" if "membrane" in req else False
+            dt = float(str(req["dt"])) if "dt" in req else None  # the caller's --dt, else the graph's
         if netx:  # a netx file: the output layer's raster (or membrane), under the name "netx"
             membrane = bool(req_membrane)
             got = run_netx(netx, spikes, fixed=True, membrane=membrane)
             rasters, traces, simulation = ({}, {"netx": got}, {}) if membrane else ({"netx": got}, {}, {})
         else:
-            rasters, traces, simulation = run(load_plan(graph), spikes)
+            rasters, traces, simulation = run(load_plan(graph, dt=dt), spikes)
         names, trace_names = list(rasters), list(traces)
         np.savez(argv[1], names=np.array(json.dumps(names)), trace_names=np.array(json.dumps(trace_names)),
                  simulation=np.array(json.dumps(simulation)), **{f"r{i}": rasters[k] for i, k in enumerate(names)},

@@ -87,7 +87,29 @@ def graph_dt(graph: nir.NIRGraph) -> float:
 
 
 def _lif_names(graph: nir.NIRGraph) -> list[str]:
-    return [name for name, node in graph.nodes.items() if isinstance(node, nir.LIF)]
+    return [name for name, node in graph.nodes.items() if isinstance(node, (nir.LIF, nir.IF))]
+
+
+# What the norse target leaves to the others, and why (Norse maps CubaLIF, but adds v_leak to the
+# synaptic current too and rounds its Euler step differently from NIR's beta*v + gain*I).
+NORSE_TARGET_REFUSES = {"CubaLIF": "Norse 1.1.0 integrates the synaptic current as I + dt/tau_syn*((v_leak - I) + "
+                                   "w_in S), adding v_leak to the current, not only to the membrane"}  # fmt: skip
+
+
+def refusal(plan, spikes) -> str | None:
+    """Why the norse target would not match the reference on ``plan``'s graph, or None."""
+    if plan.precision != "float":
+        return "Norse runs float precision only"
+    src = Path(plan.source)
+    if src.suffix != ".nir" or not src.is_file():
+        return "the norse target reads a .nir file; this plan was not loaded from one"
+    graph = read_graph(src)
+    bad = sorted(f"{n} ({type(v).__name__})" for n, v in graph.nodes.items() if type(v).__name__ not in NORSE_NODES)
+    if bad:
+        return f"Norse 1.1.0 cannot map node(s) {', '.join(bad)}; its importer maps {', '.join(NORSE_NODES)}"
+    kinds = {type(v).__name__ for v in graph.nodes.values()}
+    named = [f"{k}: {why}" for k, why in NORSE_TARGET_REFUSES.items() if k in kinds]
+    return "; ".join(named) or None
 
 
 def _check_nodes(graph: nir.NIRGraph, supported: tuple[str, ...], reader: str) -> None:
@@ -186,10 +208,12 @@ def norse_module(
 
     graph = read_graph(graph)
     _check_nodes(graph, NORSE_NODES, "Norse 1.1.0")
-    resets = sorted(n for n, v in graph.nodes.items() if isinstance(v, nir.LIF) and np.any(np.asarray(v.v_reset) != 0))
+    resets = sorted(
+        n for n, v in graph.nodes.items() if isinstance(v, (nir.LIF, nir.IF)) and np.any(np.asarray(v.v_reset) != 0)
+    )
     if resets:
         raise ModelError(
-            f"Norse 1.1.0 resets every LIF to 0 and ignores v_reset; LIF node(s) {', '.join(resets)} reset elsewhere"
+            f"Norse 1.1.0 resets every LIF and IF to 0 and ignores v_reset; node(s) {', '.join(resets)} reset elsewhere"
         )
     dt = graph_dt(graph) if dt is None else float(dt)
 
@@ -197,6 +221,8 @@ def norse_module(
         module = _import_norse_module(node, ignore_warnings=True, dt=dt)
         if honour_r and isinstance(node, nir.LIF) and not np.all(np.asarray(node.r) == 1):
             module = _InputGain(node.r, module)
+        elif honour_r and isinstance(node, nir.IF):  # Norse's IF jumps by its input: v += I, no r, no dt
+            module = _InputGain(np.asarray(node.r, dtype=np.float64) * dt, module)
         return module
 
     with warnings.catch_warnings():
@@ -412,6 +438,9 @@ def run(plan, spikes: np.ndarray, *, record: bool = False):
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         raise DataError("the norse target reads a .nir file; this plan was not loaded from one")
+    reason = refusal(plan, spikes)
+    if reason:
+        raise ModelError(f"the norse target refuses {src.name}: {reason}")
     if "norse" not in plan.prepared:  # read the file and build the module once per plan
         graph = read_graph(src)
         plan.prepared["norse"] = (graph, norse_module(graph, dt=plan.meta.get("dt")))

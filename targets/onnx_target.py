@@ -1,4 +1,5 @@
-"""The ``onnx`` target: ONNX Runtime on the ``.onnx`` file written beside the ``.nir`` file.
+"""The ``onnx`` target: ONNX Runtime on the ``.onnx`` file written beside the ``.nir`` file (for a
+graph that has none, or run with another ``dt``: exported from the plan on first use).
 
 The CUDA execution provider is used when this onnxruntime has it, else the CPU. The whole-T file
 (``model.onnx``) runs when its T equals the input's; otherwise the step file (``model.step.onnx``)
@@ -8,14 +9,18 @@ counts only.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.errors import DataError
-from targets.plan import Plan, check_spikes
+from targets.plan import METADATA_KEY, Plan, check_spikes
 from targets.reference import RunResult
 
 # ---------------------------------------------------------------------------------------------
@@ -99,17 +104,37 @@ def cached_session(path: str | Path, threads: int = 0):
     return _session(str(path), path.stat().st_mtime_ns, threads)
 
 
-def onnx_files(plan: Plan) -> tuple[Path, Path]:
+def _recorded_dt(path: Path, threads: int) -> float | None:
+    meta = cached_session(path, threads).get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return None if meta is None else json.loads(meta).get("dt")
+
+
+def onnx_files(plan: Plan, threads: int = 0) -> tuple[Path, Path]:
+    """The whole-T and step files to run: those written beside the ``.nir`` file when they were
+    exported with the plan's ``dt``; else (a graph another library wrote, or ``--dt`` changed) both
+    exported from the plan once into a temporary folder that lives as long as the process."""
     src = Path(plan.source)
-    if src.suffix != ".nir" or not src.is_file():
-        raise DataError(
-            "the onnx target runs the .onnx file written beside a .nir file; this plan was not loaded from a file"
-        )
-    return src.with_suffix(".onnx"), src.with_suffix(".step.onnx")
+    whole, step = src.with_suffix(".onnx"), src.with_suffix(".step.onnx")
+    if src.suffix == ".nir" and src.is_file():
+        written = [p for p in (whole, step) if p.is_file()]
+        if written and all(_recorded_dt(p, threads) == plan.meta.get("dt") for p in written):
+            return whole, step
+    if "onnx_files" not in plan.prepared:
+        from convert.to_onnx import export_onnx, export_step_onnx
+
+        folder = Path(tempfile.mkdtemp(prefix="snn-onnx-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        name = src.stem if src.suffix == ".nir" else "graph"
+        whole, step = folder / f"{name}.onnx", folder / f"{name}.step.onnx"
+        export_step_onnx(plan, step)
+        if plan.steps:
+            export_onnx(plan, whole)
+        plan.prepared["onnx_files"] = (whole, step)
+    return plan.prepared["onnx_files"]
 
 
 def run(plan: Plan, spikes, *, record: bool = False, threads: int = 0) -> RunResult:
-    whole, step = onnx_files(plan)
+    whole, step = onnx_files(plan, threads)
     path = step
     if whole.is_file() and cached_session(whole, threads).get_inputs()[0].shape[0] == np.asarray(spikes).shape[0]:
         path = whole
@@ -124,7 +149,7 @@ class Stream:
     """``model.step.onnx`` stepped one time step at a time, membranes kept between calls (streaming)."""
 
     def __init__(self, plan: Plan, threads: int = 0) -> None:
-        _, step = onnx_files(plan)
+        _, step = onnx_files(plan, threads)
         self.plan, self.sess = plan, cached_session(step, threads)
         self.names = [o.name for o in self.sess.get_outputs()]
         self.held = [n.name for n in plan.nodes if n.kind in ("lif", "li")]  # the membranes the step file carries

@@ -27,7 +27,8 @@ import numpy as np
 from core.errors import DataError, ModelError
 
 METADATA_KEY = "snn_deploy"
-SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "LIF", "LI", "SumPool2d", "AvgPool2d", "Flatten")
+SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
+             "Threshold", "SumPool2d", "AvgPool2d", "Flatten")  # fmt: skip
 DEFAULT_FOREIGN_DT = 1e-3  # s; the dt assumed for graphs that do not state one (Norse's default)
 
 
@@ -40,6 +41,7 @@ class Node:
     out_shape: tuple[int, ...]
     params: dict[str, Any] = field(default_factory=dict)
     fixed: dict[str, Any] | None = None  # integer parameters (fixed precision)
+    origin: str = ""  # the NIR node type it comes from (a CubaLIF is two nodes: ``<name>.syn`` and ``<name>``)
 
 
 @dataclass
@@ -123,42 +125,79 @@ def _pair(v) -> tuple[int, int]:
     return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
 
 
-def _lif_params(node: nir.LIF | nir.LI, shape: tuple[int, ...], dt: float, name: str) -> dict[str, Any]:
-    """``beta``, ``gain``, ``leak`` (and for a LIF ``v_threshold``, ``v_reset``) per neuron, float32."""
+def _neuron_params(node: nir.NIRNode, shape: tuple[int, ...], dt: float, name: str) -> list[tuple[str, str, dict]]:
+    """A neuron node as plan pieces ``(suffix, kind, params)``, each ``v = beta v + gain I + leak``
+    per neuron in float32 (a ``lif`` piece also spikes where ``v > v_threshold`` and resets to
+    ``v_reset``). Forward Euler with step ``dt`` on NIR's equations, the input held over the step:
+
+    - ``LIF`` / ``LI``: ``tau dv/dt = (v_leak - v) + r I``: ``beta = 1 - dt/tau``, ``gain = r dt/tau``,
+      ``leak = v_leak dt/tau``;
+    - ``IF`` / ``I``: ``dv/dt = r I``: ``beta = 1``, ``gain = r dt``, no leak;
+    - ``CubaLIF`` / ``CubaLI``: the synaptic current ``tau_syn dI/dt = -I + w_in S`` (piece ``.syn``,
+      non-spiking: ``beta = 1 - dt/tau_syn``, ``gain = w_in dt/tau_syn``) feeds the membrane in the
+      same step (the membrane integrates the current just updated), as in Norse, snnTorch
+      ``Synaptic`` and Lava's LIF (``u`` before ``v``);
+    - ``Threshold``: ``v = I`` (``beta = 0``, ``gain = 1``), a spike where ``I > threshold``, no state;
+    - ``Scale``: ``v = scale I`` (``beta = 0``), non-spiking, no state.
+    """
     kind = type(node).__name__
 
-    def full(x):
-        arr = np.asarray(x, dtype=np.float64)
+    def full(key, x=None):
+        arr = np.asarray(getattr(node, key) if x is None else x, dtype=np.float64)
         try:
-            return np.broadcast_to(arr, shape).copy()
+            arr = np.broadcast_to(arr, shape).copy()
         except ValueError:
             raise ModelError(
-                f"node {name}: {kind} parameter of shape {arr.shape} does not fit the layer shape {shape}"
+                f"node {name}: {kind} parameter {key} of shape {arr.shape} does not fit the layer shape {shape}"
             ) from None
-
-    tau, r, v_leak = full(node.tau), full(node.r), full(node.v_leak)
-    checked = [("tau", tau), ("r", r), ("v_leak", v_leak)]
-    if kind == "LIF":
-        v_th = full(node.v_threshold)
-        v_reset = full(node.v_reset) if node.v_reset is not None else np.zeros(shape)
-        checked.append(("v_threshold", v_th))
-    for key, arr in checked:
         if not np.isfinite(arr).all():
             raise ModelError(f"node {name}: {kind} {key} holds NaN or infinite values")
-    if (tau < dt).any():
-        raise ModelError(
-            f"node {name}: {kind} tau {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable); note that "
-            "Norse 1.1.0's to_nir writes dt/tau_mem_inv as tau (targets.norse_target.norse_export writes it right)"
+        return arr
+
+    def alpha(key):
+        tau = full(key)
+        if (tau < dt).any():
+            raise ModelError(
+                f"node {name}: {kind} {key} {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable): pass "
+                "the dt the producer simulates with (--dt; snnTorch imports at 1e-4 s); note that Norse 1.1.0's to_nir "
+                "writes dt/tau_mem_inv as tau (targets.norse_target.norse_export writes it right)"
+            )
+        return dt / tau
+
+    def piece(beta, gain, leak=0.0, *, spikes=False):
+        gain = np.broadcast_to(np.asarray(gain, dtype=np.float64), shape)
+        # Our own graphs state r = tau/dt exactly: the input enters with gain 1, bit for bit.
+        gain = np.where(np.abs(gain - 1.0) < 1e-6, 1.0, gain)
+        p = {"beta": np.broadcast_to(np.asarray(beta), shape).astype(np.float32), "gain": gain.astype(np.float32),
+             "leak": np.broadcast_to(np.asarray(leak), shape).astype(np.float32)}  # fmt: skip
+        if spikes:
+            v_th = full("threshold") if kind == "Threshold" else full("v_threshold")
+            v_reset = np.zeros(shape) if kind == "Threshold" or node.v_reset is None else full("v_reset")
+            p |= {"v_threshold": v_th.astype(np.float32), "v_reset": v_reset.astype(np.float32)}
+        return p
+
+    spiking = kind in ("LIF", "IF", "CubaLIF", "Threshold")
+    pieces = []
+    if kind in ("CubaLIF", "CubaLI"):
+        a = alpha("tau_syn")
+        pieces.append((".syn", "li", piece(1.0 - a, a * full("w_in"))))
+    if kind in ("LIF", "LI"):
+        a = alpha("tau")
+        pieces.append(
+            ("", "lif" if spiking else "li", piece(1.0 - a, a * full("r"), a * full("v_leak"), spikes=spiking))
         )
-    alpha = dt / tau
-    gain = alpha * r
-    # Our own graphs state r = tau/dt exactly: the input enters with gain 1, bit for bit.
-    gain = np.where(np.abs(gain - 1.0) < 1e-6, 1.0, gain)
-    params = {"beta": (1.0 - alpha).astype(np.float32), "gain": gain.astype(np.float32),
-              "leak": (alpha * v_leak).astype(np.float32)}  # fmt: skip
-    if kind == "LIF":
-        params |= {"v_threshold": v_th.astype(np.float32), "v_reset": v_reset.astype(np.float32)}
-    return params
+    elif kind in ("CubaLIF", "CubaLI"):
+        a = alpha("tau_mem")
+        pieces.append(
+            ("", "lif" if spiking else "li", piece(1.0 - a, a * full("r"), a * full("v_leak"), spikes=spiking))
+        )
+    elif kind in ("IF", "I"):
+        pieces.append(("", "lif" if spiking else "li", piece(1.0, dt * full("r"), spikes=spiking)))
+    elif kind == "Threshold":
+        pieces.append(("", "lif", piece(0.0, 1.0, spikes=True)))
+    elif kind == "Scale":
+        pieces.append(("", "li", piece(0.0, full("scale"))))
+    return pieces
 
 
 def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -186,8 +225,9 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
     return in_shape
 
 
-KINDS = {nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.LIF: "lif", nir.LI: "li",
-         nir.SumPool2d: "sumpool", nir.AvgPool2d: "avgpool", nir.Flatten: "flatten"}  # fmt: skip
+KINDS = {nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.SumPool2d: "sumpool",
+         nir.AvgPool2d: "avgpool", nir.Flatten: "flatten"}  # fmt: skip
+NEURONS = (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.CubaLI, nir.Threshold, nir.Scale)
 
 
 def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> Plan:
@@ -253,6 +293,15 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
         if len(src_shapes) != 1:
             raise ModelError(f"{source}: node {name} sums inputs of different shapes {sorted(src_shapes)}")
         in_s = src_shapes.pop()
+        if isinstance(node, NEURONS):
+            shapes[name] = in_s
+            for suffix, kind, params in _neuron_params(node, in_s, dt, name):
+                if suffix and name + suffix in graph.nodes:
+                    raise ModelError(f"{source}: {type(node).__name__} {name} needs the name {name + suffix} for its "
+                                     "synaptic current, which another node has; rename that node")  # fmt: skip
+                plan_nodes.append(Node(name + suffix, kind, srcs, in_s, in_s, params, origin=type(node).__name__))
+                srcs = [name + suffix]
+            continue
         kind = KINDS[type(node)]
         out_s = _shape_of(kind, node, in_s, name)
         shapes[name] = out_s
@@ -267,11 +316,9 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
                 params |= {"stride": _pair(node.stride), "padding": _pair(node.padding)}
                 if _pair(node.dilation) != (1, 1) or node.groups != 1:
                     raise ModelError(f"node {name}: Conv2d with dilation or groups is not supported")
-        elif kind in ("lif", "li"):
-            params = _lif_params(node, out_s, dt, name)
         elif kind in ("sumpool", "avgpool"):
             params = {"kernel": _pair(node.kernel_size), "stride": _pair(node.stride), "padding": _pair(node.padding)}
-        plan_nodes.append(Node(name, kind, srcs, in_s, out_s, params))
+        plan_nodes.append(Node(name, kind, srcs, in_s, out_s, params, origin=type(node).__name__))
     out_sources = sources[outputs[0]]
     plan = Plan(plan_nodes, in_shape, out_sources, meta | {"dt": dt}, source)
     if plan.precision == "fixed":

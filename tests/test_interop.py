@@ -324,8 +324,8 @@ def test_norse_raw_export_quirks(tmp_path):
 def test_unsupported_nodes_are_named_together(tmp_path):
     n = 4
     nodes = {"input": nir.Input({"input": np.array([n])}),
-             "syn": nir.CubaLIF(tau_syn=np.full(n, 5e-3), tau_mem=np.full(n, 1e-2), r=np.ones(n), v_leak=np.zeros(n),
-                                v_threshold=np.ones(n)),
+             "syn": nir.Conv1d(input_shape=n, weight=np.ones((n, 1, 1)), stride=1, padding=0, dilation=1, groups=1,
+                               bias=np.zeros(n)),
              "wait": nir.Delay(delay=np.full(n, 2e-3)), "output": nir.Output({"output": np.array([n])})}  # fmt: skip
     graph = nir.NIRGraph(nodes=nodes, edges=[("input", "syn"), ("syn", "wait"), ("wait", "output")], type_check=False)
     path = tmp_path / "foreign.nir"
@@ -334,7 +334,7 @@ def test_unsupported_nodes_are_named_together(tmp_path):
         with pytest.raises(ModelError) as err:
             load_plan(source)
         message = str(err.value)
-        assert "syn (CubaLIF)" in message and "wait (Delay)" in message
+        assert "syn (Conv1d)" in message and "wait (Delay)" in message
         assert all(kind in message.split("supported node types:")[1] for kind in SUPPORTED)
     with pytest.raises(ModelError, match=r"wait \(Delay\)"):
         interop.norse_module(path)
