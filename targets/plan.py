@@ -230,6 +230,46 @@ KINDS = {nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.Sum
 NEURONS = (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.CubaLI, nir.Threshold, nir.Scale)
 
 
+def inline_subgraphs(graph: nir.NIRGraph, source: str) -> nir.NIRGraph:
+    """``graph`` with every nested ``NIRGraph`` node replaced by its nodes, named ``<subgraph>.<node>``
+    (recursively); an edge into a subgraph (``sub`` or ``sub.<its Input>``) reaches what the inner
+    Input feeds, an edge out of it (``sub`` or ``sub.<its Output>``) leaves from what feeds the inner
+    Output. The inner Input and Output nodes are identities and disappear."""
+
+    def flat(g: nir.NIRGraph, prefix: str) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]], dict, dict]:
+        nodes: dict[str, nir.NIRNode] = {}
+        edges: list[tuple[str, str]] = []
+        ports_in: dict[str, str] = {}  # subgraph name -> its inner Input (flat name)
+        ports_out: dict[str, str] = {}
+        for name, node in g.nodes.items():
+            full = prefix + name
+            if isinstance(node, nir.NIRGraph):
+                sub_nodes, sub_edges, _, _ = flat(node, full + ".")
+                ins = [n for n, v in node.nodes.items() if isinstance(v, nir.Input)]
+                outs = [n for n, v in node.nodes.items() if isinstance(v, nir.Output)]
+                if len(ins) != 1 or len(outs) != 1:
+                    raise ModelError(f"{source}: subgraph {full} needs exactly one Input and one Output node, has "
+                                     f"{len(ins)} and {len(outs)}")  # fmt: skip
+                nodes |= sub_nodes
+                edges += sub_edges
+                ports_in[full], ports_out[full] = f"{full}.{ins[0]}", f"{full}.{outs[0]}"
+            else:
+                nodes[full] = node
+        for a, b in g.edges:
+            a, b = prefix + a, prefix + b
+            edges.append((ports_out.get(a, a), ports_in.get(b, b)))
+        return nodes, edges, ports_in, ports_out
+
+    nodes, edges, _, _ = flat(graph, "")
+    inner = [n for n, v in nodes.items() if isinstance(v, (nir.Input, nir.Output)) and "." in n]
+    for n in inner:  # an inner port: its sources feed its consumers directly
+        preds = [a for a, b in edges if b == n]
+        succs = [b for a, b in edges if a == n]
+        edges = [(a, b) for a, b in edges if n not in (a, b)] + [(a, b) for a in preds for b in succs]
+        del nodes[n]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}), type_check=False)
+
+
 def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> Plan:
     """Read a ``.nir`` file (or take a graph) and build its plan; errors name the node at fault."""
     source = str(graph) if not isinstance(graph, nir.NIRGraph) else "<graph>"
@@ -250,6 +290,8 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
             raise ModelError(f"{source}: the '{METADATA_KEY}' metadata is not valid JSON: {e}") from None
     dt = float(dt if dt is not None else meta.get("dt", DEFAULT_FOREIGN_DT))
 
+    if any(isinstance(node, nir.NIRGraph) for node in graph.nodes.values()):
+        graph = inline_subgraphs(graph, source)
     unsupported = [
         f"{n} ({type(node).__name__})" for n, node in graph.nodes.items() if type(node).__name__ not in SUPPORTED
     ]

@@ -280,3 +280,54 @@ def test_dt_steps_and_bin_us_for_a_foreign_graph(tmp_path, capsys, eventdata):
         from runtime.data import graph_plan
 
         graph_plan(str(path), steps=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested subgraphs
+
+
+def _nested_and_flat(tmp_path):
+    rng = np.random.default_rng(7)
+
+    def aff(o, i):
+        return nir.Affine(rng.normal(0, 0.8, (o, i)).astype(np.float32), rng.normal(0, 0.1, o).astype(np.float32))
+
+    def lif(n):
+        return nir.LIF(tau=f(n, 2e-3), r=f(n, 2.0), v_leak=f(n, 0.0), v_threshold=f(n, 0.3))
+
+    a1, l1, a2, l2, a3, l3 = aff(6, 4), lif(6), aff(5, 6), lif(5), aff(3, 5), lif(3)
+    inner = nir.NIRGraph({"i": nir.Input(np.array([5])), "fc": a3, "lif": l3, "o": nir.Output(np.array([3]))},
+                         [("i", "fc"), ("fc", "lif"), ("lif", "o")])  # fmt: skip
+    block = nir.NIRGraph({"input": nir.Input(np.array([6])), "fc": a2, "lif": l2, "deep": inner,
+                          "output": nir.Output(np.array([3]))},
+                         [("input", "fc"), ("fc", "lif"), ("lif", "deep"), ("deep", "output")], type_check=False)  # fmt: skip
+    nested = nir.NIRGraph({"in": nir.Input(np.array([4])), "a1": a1, "l1": l1, "blk": block, "out": nir.Output(np.array([3]))},
+                          [("in", "a1"), ("a1", "l1"), ("l1", "blk.input"), ("blk.output", "out")], type_check=False)  # fmt: skip
+    flat = nir.NIRGraph({"in": nir.Input(np.array([4])), "a1": a1, "l1": l1, "fc": a2, "lif": l2, "fc3": a3, "lif3": l3,
+                         "out": nir.Output(np.array([3]))},
+                        [("in", "a1"), ("a1", "l1"), ("l1", "fc"), ("fc", "lif"), ("lif", "fc3"), ("fc3", "lif3"), ("lif3", "out")])  # fmt: skip
+    nir.write(tmp_path / "nested.nir", nested)
+    return load_plan(tmp_path / "nested.nir"), load_plan(flat)
+
+
+@pytest.mark.parametrize("target", [pytest.param(t, marks=MARKS.get(t, ())) for t in TARGETS if t != "reference"])
+def test_nested_subgraphs_run_as_their_flat_twin(tmp_path, target):
+    plan, flat = _nested_and_flat(tmp_path)
+    assert [n.name for n in plan.nodes] == ["a1", "l1", "blk.fc", "blk.lif", "blk.deep.fc", "blk.deep.lif"]
+    x = _spikes(20, 5, 4, p=0.5, seed=8)
+    expected = ref.run(plan, x, record=True)
+    twin = ref.run(flat, x, record=True)
+    assert np.array_equal(expected.counts, twin.counts) and expected.counts.sum() > 0
+    assert np.array_equal(expected.rasters["blk.deep.lif"], twin.rasters["lif3"])
+    if unavailable_reason(target):
+        pytest.skip(f"{target} is unavailable: {unavailable_reason(target)}")
+    info = get_target(target)
+    if target == "norse":  # Norse's importer maps no nested graph: refused by name
+        with pytest.raises(ModelError, match=r"cannot map node\(s\) blk \(NIRGraph\)"):
+            info.runner()(plan, x)
+        return
+    got = run_aligned(info, plan, x, record=True)
+    assert np.array_equal(got.counts, expected.counts)
+    if info.rasters:
+        for k, r in expected.rasters.items():
+            assert np.array_equal(got.rasters[k], r), k
