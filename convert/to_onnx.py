@@ -197,10 +197,13 @@ class _Lowering:
         self.float64_layers: list[str] = []  # float synapses computed in float64 (reported in metadata)
         self.p: dict[str, dict[str, Any]] = {}
         grids: dict[str, _Grid | None] = {"input": None}  # the network input may be analog
-        unknown = sorted({f"{n.name} ({n.kind})" for n in plan.nodes if n.kind not in _EMIT})
+        unknown = sorted({f"{n.name} ({n.kind})" for n in plan.nodes if n.kind not in _EMIT and n.kind != "delay"})
         if unknown:
             raise ModelError(f"no ONNX lowering for node(s) {', '.join(unknown)}; supported kinds: {', '.join(_EMIT)}")
         for n in plan.nodes:
+            if n.kind == "delay":  # values from earlier steps: nothing is promised about them
+                grids[n.name] = None
+                continue
             src = _sum_grid([grids[s] for s in n.sources])
             grids[n.name] = _grid(n, src)
             if n.kind in ("conv", "affine"):
@@ -319,10 +322,16 @@ class _Lowering:
             x = g.op("Cast", [x], _at("input", "f64", st.tag), to=F64)
         values = {"input": x}
         for n in self.plan.nodes:
+            if n.kind == "delay":  # first in the plan: what it stored at earlier steps
+                values[n.name] = self._delay_emit(n, values["input"], st)
+                continue
             x = values[n.sources[0]]
             for i, s in enumerate(n.sources[1:], start=1):
                 x = g.op("Add", [x, values[s]], _at(n.name, f"add{i}", st.tag))
             values[n.name] = _EMIT[n.kind](self, n, x, st)
+        for n in self.plan.nodes:
+            if n.kind == "delay" and st.keep_state:
+                self._delay_store(n, values, st)
         out = values[self.plan.outputs[0]]
         for i, s in enumerate(self.plan.outputs[1:], start=1):
             out = g.op("Add", [out, values[s]], _at("output", f"add{i}", st.tag))
@@ -429,6 +438,52 @@ class _Lowering:
             v = g.op("Add", [v, p["leak"]], _at(n.name, "v_plus_leak", tag))
         return v
 
+    def _delay_buffer(self, n: Node, x_in: str, st: _Step) -> str:
+        """The delay's memory ``(B, M, N)``, oldest first (zeros before the first step)."""
+        g, tag = self.g, st.tag
+        buf = st.state.get(n.name) if st.state is not None else None
+        if buf is not None:
+            return buf
+        batch = g.op("Shape", [x_in], _at(n.name, "batch", tag), start=0, end=1)
+        dims = g.const([int(n.params["steps"].max()), int(np.prod(n.out_shape))], np.int64)
+        shape = g.op("Concat", [batch, dims], _at(n.name, "zeros_shape", tag), axis=0)
+        zero = helper.make_tensor("value", F64 if self.fixed else F32, [1], [0.0])
+        return g.op("ConstantOfShape", [shape], _at(n.name, "zeros", tag), value=zero)
+
+    def _delay_emit(self, n: Node, x_in: str, st: _Step) -> str:
+        """Per element, its sources' sum ``steps`` steps ago: a one-hot row of the memory (``x * 1``
+        plus zeros: exact), or the oldest row when every element waits the longest."""
+        g, tag = self.g, st.tag
+        buf = self._delay_buffer(n, x_in, st)
+        steps = n.params["steps"].reshape(-1)
+        depth = int(steps.max())
+        if (steps == depth).all():
+            y = g.op("Gather", [buf, g.const(0, np.int64)], _at(n.name, "oldest", tag), axis=1)
+        else:
+            onehot = np.zeros((1, depth, steps.size), np.float64 if self.fixed else np.float32)
+            onehot[0, depth - steps, np.arange(steps.size)] = 1
+            key = f"{n.name}/select"
+            if key not in self.p:
+                self.p[key] = {"onehot": g.init(key, onehot)}
+            picked = g.op("Mul", [buf, self.p[key]["onehot"]], _at(n.name, "pick", tag))
+            y = g.op("ReduceSum", [picked, g.const([1], np.int64)], _at(n.name, "row", tag), keepdims=0)
+        shape = g.const([-1, *n.out_shape], np.int64)
+        return g.op("Reshape", [y, shape], _at(n.name, "out", tag))
+
+    def _delay_store(self, n: Node, values: dict[str, str], st: _Step) -> None:
+        g, tag = self.g, st.tag
+        x = values[n.sources[0]]
+        for i, s in enumerate(n.sources[1:], start=1):
+            x = g.op("Add", [x, values[s]], _at(n.name, f"in_add{i}", tag))
+        x = g.op("Reshape", [x, g.const([-1, 1, int(np.prod(n.out_shape))], np.int64)], _at(n.name, "in_row", tag))
+        buf = self._delay_buffer(n, values["input"], st)
+        depth = int(n.params["steps"].max())
+        if depth > 1:
+            rest = g.op("Slice", [buf, g.const([1], np.int64), g.const([depth], np.int64), g.const([1], np.int64)],
+                        _at(n.name, "older", tag))  # fmt: skip
+            x = g.op("Concat", [rest, x], _at(n.name, "memory", tag), axis=1)
+        st.new_state[n.name] = x
+
     def _li(self, n: Node, x: str, st: _Step) -> str:
         """The non-spiking LI: its membrane is its state and its output."""
         v = self._membrane(n, x, st)
@@ -533,8 +588,16 @@ def export_onnx(plan: Plan, path: str | Path, *, steps: int | None = None) -> No
 
 
 def state_names(plan: Plan) -> list[str]:
-    """The layers whose membranes the step file carries (``v/<name>``): LIF and LI, in plan order."""
-    return [n.name for n in plan.nodes if n.kind in ("lif", "li")]
+    """The state the step file carries (``v/<name>``): LIF and LI membranes and delay memories, in plan order."""
+    return [n.name for n in plan.nodes if n.kind in ("lif", "li", "delay")]
+
+
+def state_shape(plan: Plan, name: str) -> tuple[int, ...]:
+    """A state's shape without the batch: a membrane's is its layer's; a delay's memory ``(M, N)``."""
+    n = plan.node(name)
+    if n.kind == "delay":
+        return (int(n.params["steps"].max()), int(np.prod(n.out_shape)))
+    return n.out_shape
 
 
 def export_step_onnx(plan: Plan, path: str | Path) -> None:
@@ -547,7 +610,7 @@ def export_step_onnx(plan: Plan, path: str | Path) -> None:
     g = _Graph(["x_t", "out_t", *(f"{k}/{name}" for k in ("v", "v_next") for name in held),
                 *(f"spikes/{name}" for name in lifs)])  # fmt: skip
     low = _Lowering(plan, g)
-    shapes = {n.name: n.out_shape for n in plan.nodes if n.kind in ("lif", "li")}
+    shapes = {name: state_shape(plan, name) for name in held}
     state = {}
     for name in held:
         v = f"v/{name}"

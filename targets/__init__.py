@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from core.errors import ConfigError
 
-ALL_KINDS = ("conv", "affine", "lif", "li", "sumpool", "avgpool", "flatten")
+ALL_KINDS = ("conv", "affine", "lif", "li", "sumpool", "avgpool", "flatten", "delay")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,6 @@ register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), A
                            "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)", refuses="refusal"))  # fmt: skip
-register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS,
+register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS[:-1],
                            "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1,
                            available="unavailable_reason", refuses="refusal"))  # fmt: skip

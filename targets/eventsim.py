@@ -54,15 +54,15 @@ DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX = (fixed.DECAY_UNITY, fixe
                                                      fixed.VTH_SHIFT, fixed.V_MAX)  # fmt: skip
 
 # node kinds in the compiled table
-INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF, LI = range(8)
+INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF, LI, DELAY = range(9)
 KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGPOOL, "flatten": FLATTEN, "lif": LIF,
-             "li": LI}  # fmt: skip
+             "li": LI, "delay": DELAY}  # fmt: skip
 
 # columns of the node table
 (K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
  K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_UNIFORM,
- K_MAP, K_TOFF) = range(31)  # fmt: skip
-NCOLS = 31
+ K_MAP, K_TOFF, K_DOFF, K_DSLOT, K_DDEPTH) = range(34)  # fmt: skip
+NCOLS = 34
 DENSE_FRACTION = 0.25
 
 
@@ -477,6 +477,7 @@ def _simulate(
     table, srcs, outputs, decode, pmap, weights, biases, sticky, beta, gain, leak, vth_f, vreset,  # the compiled network
     acc, gmark, glist, inp, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # scratch, zero between steps
     nmark, v, act, act_n,  # state kept between steps (and calls, when streaming)
+    dl_idx, dl_val, dl_n, dl_head, dsteps,  # delays: stored events per (node, slot), the slot of this step
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
     counts, out_steps, layer_counts, work, cycles, rasters, traces, record,  # results
 ):  # fmt: skip
@@ -498,6 +499,10 @@ def _simulate(
                             nmark[off + i] = 1
                             n_st += 1
                     act_n[k] = n_st
+                if table[k, K_KIND] == DELAY:  # nothing stored yet: emits zeros (no events)
+                    dl_head[k] = 0
+                    for j in range(table[k, K_DDEPTH]):
+                        dl_n[table[k, K_DSLOT] + j] = 0
         for t in range(T):
             # node 0: the input events of this sample and step
             row = b * T + t
@@ -518,6 +523,20 @@ def _simulate(
                 N = table[k, K_N]
                 s0, ns = table[k, K_SRC], table[k, K_NSRC]
                 ne = 0
+                if kind == DELAY:  # what its source emitted ``steps`` steps ago (per neuron)
+                    M, d0, ds0, head = table[k, K_DDEPTH], table[k, K_DOFF], table[k, K_DSLOT], dl_head[k]
+                    for age in range(1 if table[k, K_UNIFORM] == 0 else M, M + 1):  # uniform: only the oldest slot
+                        slot = (head - age) % M
+                        base = d0 + slot * N
+                        for e in range(dl_n[ds0 + slot]):
+                            i = dl_idx[base + e]
+                            if dsteps[off + i] == age:
+                                ev_idx[evo + ne] = i
+                                ev_val[evo + ne] = dl_val[base + e]
+                                ne += 1
+                    ev_n[k] = ne
+                    work[k, b] += ne
+                    continue
                 if kind == FLATTEN:
                     for si in range(s0, s0 + ns):
                         s = srcs[si]
@@ -723,6 +742,19 @@ def _simulate(
                 out_steps[t, b, i] += c
                 outbuf[i] = 0
                 outmark[i] = 0
+            # every delay stores what its source emitted this step
+            for k in range(1, n_nodes):
+                if table[k, K_KIND] != DELAY:
+                    continue
+                M, N = table[k, K_DDEPTH], table[k, K_N]
+                s = srcs[table[k, K_SRC]]
+                so, head = table[s, K_OFF], dl_head[k]
+                base = table[k, K_DOFF] + head * N
+                for e in range(ev_n[s]):
+                    dl_idx[base + e] = ev_idx[so + e]
+                    dl_val[base + e] = ev_val[so + e]
+                dl_n[table[k, K_DSLOT] + head] = ev_n[s]
+                dl_head[k] = (head + 1) % M
 
 
 def _pool_cells(in_shape, out_shape, kernel, stride, padding) -> np.ndarray | None:
@@ -858,6 +890,9 @@ class Compiled:
     li_names: list[str]  # non-spiking LI layers (their traces are recorded on request)
     li_rows: np.ndarray
     li_sizes: list[int]
+    dsteps: np.ndarray  # per internal index of a delay node: its delay in steps
+    delay_extent: int  # stored events of every delay, every slot
+    delay_slots: int
 
 
 class EventSim:
@@ -897,6 +932,8 @@ class EventSim:
         dense_node: dict[str, bool] = {"input": False}
         lif_names = []
         li_names = []
+        doff = dslot = 0
+        delay_steps: list[tuple[int, np.ndarray]] = []
         for k, n in enumerate(nodes, start=1):
             row = table[k]
             row[K_KIND] = KIND_CODE[n.kind]
@@ -904,6 +941,20 @@ class EventSim:
             row[K_N], row[K_OFF], row[K_SRC], row[K_NSRC] = N, total, len(srcs), len(n.sources)
             total += _padded(N)  # every node's region starts 8-aligned (spikes are read a word at a time)
             srcs += [index[s] for s in n.sources]
+            if n.kind == "delay":  # first in the plan; its source (later) must hold the same layout
+                if len(n.sources) != 1:
+                    raise ModelError(f"{plan.source}: the eventsim target takes a Delay with one input; {n.name} sums "
+                                     f"{', '.join(n.sources)}")  # fmt: skip
+                perms[n.name] = _channel_last(n.out_shape)
+                steps = n.params["steps"].reshape(-1)
+                row[K_DDEPTH] = int(steps.max())
+                row[K_UNIFORM] = bool((steps == steps.max()).all())
+                row[K_DOFF], row[K_DSLOT] = doff, dslot
+                doff += int(steps.max()) * N
+                dslot += int(steps.max())
+                delay_steps.append((row[K_OFF], steps[perms[n.name]]))
+                dense_node[n.name] = False
+                continue
             in_perms = [perms[s] for s in n.sources]
             if any(not np.array_equal(p, in_perms[0]) for p in in_perms[1:]):
                 raise ModelError(f"{plan.source}: node {n.name} sums inputs held in different layouts")
@@ -1041,6 +1092,13 @@ class EventSim:
                 ):
                     # fuse: the dense update reads the synapse's accumulators, no event list between
                     row[K_FUSED], table[index[syn], K_FUSED] = index[syn], k
+        for n in nodes:
+            if n.kind == "delay" and not np.array_equal(perms[n.name], perms[n.sources[0]]):
+                raise ModelError(f"{plan.source}: the eventsim target cannot delay {n.sources[0]} ({n.name}): it holds "
+                                 "that layer in another layout than the delay's readers")  # fmt: skip
+        dsteps = np.zeros(total, dtype=np.int64)
+        for start, st in delay_steps:
+            dsteps[start : start + len(st)] = st
         outputs = np.array([index[o] for o in plan.outputs], dtype=np.int64)
         out_perms = [perms[o] for o in plan.outputs]
         if any(not np.array_equal(p, out_perms[0]) for p in out_perms[1:]):
@@ -1083,6 +1141,9 @@ class EventSim:
             li_names=li_names,
             li_rows=np.array([index[n] for n in li_names], dtype=np.int64),
             li_sizes=[int(np.prod(plan.node(n).out_shape)) for n in li_names],
+            dsteps=dsteps,
+            delay_extent=max(doff, 1),
+            delay_slots=max(dslot, 1),
         )
         self._fan_in_abs = fan_in_abs
         self._grid_span = grid_span
@@ -1107,12 +1168,28 @@ class EventSim:
         return self._acc_dtypes[key]
 
     def _acc_dtype(self, input_max: float, integral: bool) -> type:
+        # a delay passes on what its source (later in the plan) emitted: its bound is found by
+        # iterating to a fixed point (a loop whose bound keeps growing is unbounded)
+        delays = {n.name: n.sources[0] for n in self.plan.nodes if n.kind == "delay"}
+        known = {d: (0.0, True) for d in delays}
+        for _ in range(len(delays) + 2):
+            result, bound, whole = self._acc_pass(input_max, integral, known)
+            new = {d: (bound[s], whole[s]) for d, s in delays.items()}
+            if new == known:
+                return result
+            known = new
+        return self._acc_pass(input_max, integral, dict.fromkeys(delays, (np.inf, False)))[0]
+
+    def _acc_pass(self, input_max: float, integral: bool, delayed: dict[str, tuple[float, bool]]):
         # per node: a bound on |value| and whether its values are integers
         bound: dict[str, float] = {"input": float(input_max)}
         whole: dict[str, bool] = {"input": integral}
         worst = 0.0
         exact32 = True
         for n in self.plan.nodes:
+            if n.kind == "delay":
+                bound[n.name], whole[n.name] = delayed[n.name]
+                continue
             x = sum(bound[s] for s in n.sources)
             ints = all(whole[s] for s in n.sources)
             if n.kind in ("conv", "affine"):
@@ -1136,8 +1213,8 @@ class EventSim:
                 whole[n.name] = n.kind == "lif" or ints
             worst = max(worst, acc)
         if self.integer:
-            return np.int32 if worst < 2**31 - 1 else np.int64
-        return np.float32 if exact32 else np.float64
+            return (np.int32 if worst < 2**31 - 1 else np.int64), bound, whole
+        return (np.float32 if exact32 else np.float64), bound, whole
 
     def weights(self, dtype: type) -> np.ndarray:
         if dtype not in self._weights_as:
@@ -1191,6 +1268,10 @@ class EventSim:
             act=np.zeros(c.total, dtype=np.int64),
             act_n=np.zeros(len(c.table), dtype=np.int64),
             nmark=np.zeros(c.total, dtype=np.uint8),
+            dl_idx=np.zeros(c.delay_extent, dtype=np.int64),
+            dl_val=np.zeros(c.delay_extent, dtype=self.value_dtype),
+            dl_n=np.zeros(c.delay_slots, dtype=np.int64),
+            dl_head=np.zeros(len(c.table), dtype=np.int64),
         )
 
     def execute(self, events, state: State, *, reset: bool, record: bool) -> Outputs:
@@ -1219,7 +1300,8 @@ class EventSim:
         cycles = np.zeros(len(table), dtype=np.int64)
         _simulate(
             table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
-            *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, off, idx, val, T, B, reset,
+            *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val, state.dl_n,
+            state.dl_head, c.dsteps, off, idx, val, T, B, reset,
             counts, out_steps, layer_counts, work, cycles, rasters, traces, record,
         )  # fmt: skip
         plan = self.plan
@@ -1290,6 +1372,10 @@ class State:
     act: np.ndarray
     act_n: np.ndarray
     nmark: np.ndarray
+    dl_idx: np.ndarray  # delays: the events stored per slot (a slot per step of the longest delay)
+    dl_val: np.ndarray
+    dl_n: np.ndarray
+    dl_head: np.ndarray  # per table row: the slot this step stores into
 
 
 @dataclass

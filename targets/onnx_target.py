@@ -61,7 +61,9 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
     missing = sorted({f"spikes/{k}" for k in lifs} - set(names))
     if missing:
         raise DataError(f"{path} was not exported from this graph: it lacks the outputs {', '.join(missing)}")
-    held = [n.name for n in plan.nodes if n.kind in ("lif", "li")]
+    from convert.to_onnx import state_names, state_shape
+
+    held = state_names(plan)
     total = "scores" if plan.scores else "counts"
     if "spikes" in inputs:
         t_file = inputs["spikes"].shape[0]
@@ -73,7 +75,7 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
         counts, layers = res[total], {k: res[f"spikes/{k}"] for k in lifs}
     elif "x_t" in inputs:
         B = x.shape[1]
-        feed = {f"v/{k}": np.zeros((B, *plan.node(k).out_shape), np.float32) for k in held}
+        feed = {f"v/{k}": np.zeros((B, *state_shape(plan, k)), np.float32) for k in held}
         counts, layers = 0, dict.fromkeys(lifs, 0)
         for t in range(x.shape[0]):
             res = dict(zip(names, sess.run(None, {"x_t": x[t], **feed})))
@@ -152,11 +154,15 @@ class Stream:
         _, step = onnx_files(plan, threads)
         self.plan, self.sess = plan, cached_session(step, threads)
         self.names = [o.name for o in self.sess.get_outputs()]
-        self.held = [n.name for n in plan.nodes if n.kind in ("lif", "li")]  # the membranes the step file carries
+        from convert.to_onnx import state_names
+
+        self.held = state_names(plan)  # the membranes and delay memories the step file carries
         self.reset()
 
     def reset(self) -> None:
-        self.feed_state = {f"v/{k}": np.zeros((1, *self.plan.node(k).out_shape), np.float32) for k in self.held}
+        from convert.to_onnx import state_shape
+
+        self.feed_state = {f"v/{k}": np.zeros((1, *state_shape(self.plan, k)), np.float32) for k in self.held}
 
     def feed(self, spikes: np.ndarray) -> np.ndarray:
         """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,),

@@ -28,14 +28,14 @@ from core.errors import DataError, ModelError
 
 METADATA_KEY = "snn_deploy"
 SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
-             "Threshold", "SumPool2d", "AvgPool2d", "Flatten")  # fmt: skip
+             "Threshold", "SumPool2d", "AvgPool2d", "Flatten", "Delay")  # fmt: skip
 DEFAULT_FOREIGN_DT = 1e-3  # s; the dt assumed for graphs that do not state one (Norse's default)
 
 
 @dataclass
 class Node:
     name: str
-    kind: str  # conv, affine, lif, li, sumpool, avgpool, flatten
+    kind: str  # conv, affine, lif, li, sumpool, avgpool, flatten, delay
     sources: list[str]
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
@@ -74,6 +74,13 @@ class Plan:
         return [n.name for n in self.nodes if n.kind == "li"]
 
     @property
+    def delay_names(self) -> list[str]:
+        """Delays (NIR ``Delay`` nodes and the one-step delay on each loop's closing edge): they come
+        first in the plan, emit what their sources summed ``steps`` steps ago, and store their
+        sources' sum at the end of each step."""
+        return [n.name for n in self.nodes if n.kind == "delay"]
+
+    @property
     def scores(self) -> bool:
         """Whether the output reads an LI layer: then a run reports per-class scores (the output summed
         over T: float64 in float precision, int64 in fixed) instead of output spike counts."""
@@ -85,13 +92,21 @@ class Plan:
     def depths(self) -> dict[str, int]:
         """Synaptic layers between the input and each LIF/LI layer (the longest path)."""
         depth: dict[str, int] = {"input": 0}
-        for n in self.nodes:
-            depth[n.name] = max(depth[s] for s in n.sources) + (1 if n.kind in ("conv", "affine") else 0)
+        for n in self.nodes:  # a delay emits what it stored at earlier steps: no synaptic layer before it
+            depth[n.name] = (
+                0 if n.kind == "delay" else max(depth[s] for s in n.sources) + (n.kind in ("conv", "affine"))
+            )
         return {n.name: depth[n.name] for n in self.nodes if n.kind in ("lif", "li")}
 
 
-def _order(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], source: str) -> list[str]:
-    """Kahn's algorithm; among ready nodes the one listed first in the edge list goes first."""
+def _order(
+    nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], source: str
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The evaluation order and the edges that close loops. A depth-first walk from the Input (edges
+    in the order listed) finds the *back edges*: an edge into a node still on the walk's path closes a
+    loop, and carries the value computed at step ``t`` to step ``t + 1``. Kahn's algorithm on the
+    other edges gives the order; among ready nodes the one listed first in the edge list goes first."""
+    edges = [(a, b) for a, b in edges]
     for a, b in edges:
         for n in (a, b):
             if n not in nodes:
@@ -100,24 +115,46 @@ def _order(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], source: 
     for a, b in edges:
         rank.setdefault(a, len(rank))
         rank.setdefault(b, len(rank))
-    indeg = {n: 0 for n in nodes}
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     for a, b in edges:
-        indeg[b] += 1
         succ[a].append(b)
+    back: list[tuple[str, str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    starts = [n for n, v in nodes.items() if isinstance(v, nir.Input)] + sorted(
+        nodes, key=lambda n: rank.get(n, 1 << 30)
+    )
+    for root in starts:
+        if root in state:
+            continue
+        state[root] = 1
+        stack = [(root, iter(succ[root]))]
+        while stack:
+            n, it = stack[-1]
+            m = next(it, None)
+            if m is None:
+                state[n] = 2
+                stack.pop()
+            elif state.get(m) == 1:
+                back.append((n, m))
+            elif m not in state:
+                state[m] = 1
+                stack.append((m, iter(succ[m])))
+    forward = [e for e in edges if e not in back]
+    indeg = {n: 0 for n in nodes}
+    fsucc: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in forward:
+        indeg[b] += 1
+        fsucc[a].append(b)
     ready = deque(sorted((n for n, d in indeg.items() if d == 0), key=lambda n: rank.get(n, 1 << 30)))
     order = []
     while ready:
         n = ready.popleft()
         order.append(n)
-        for m in sorted(succ[n], key=lambda m: rank[m]):
+        for m in sorted(fsucc[n], key=lambda m: rank[m]):
             indeg[m] -= 1
             if indeg[m] == 0:
                 ready.append(m)
-    if len(order) != len(nodes):
-        stuck = sorted(set(nodes) - set(order))
-        raise ModelError(f"{source}: the graph has a cycle through {', '.join(stuck)}; only feed-forward graphs run")
-    return order
+    return order, back
 
 
 def _pair(v) -> tuple[int, int]:
@@ -225,6 +262,20 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
     return in_shape
 
 
+def _delay_steps(node: nir.Delay, shape: tuple[int, ...], dt: float, name: str) -> np.ndarray:
+    """NIR's ``Delay`` (seconds per element) as whole steps of ``dt``, at least one."""
+    d = np.asarray(node.delay, dtype=np.float64)
+    try:
+        d = np.broadcast_to(d, shape)
+    except ValueError:
+        raise ModelError(f"node {name}: Delay of shape {d.shape} does not fit the layer shape {shape}") from None
+    steps = np.rint(d / dt)
+    if not np.isfinite(d).all() or np.abs(steps * dt - d).max(initial=0) > 1e-6 * dt or steps.min(initial=1) < 1:
+        raise ModelError(f"node {name}: a Delay must be a whole number (>= 1) of steps of dt = {dt:g} s; it holds "
+                         f"{d.min():g} .. {d.max():g} s")  # fmt: skip
+    return steps.astype(np.int64)
+
+
 KINDS = {nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.SumPool2d: "sumpool",
          nir.AvgPool2d: "avgpool", nir.Flatten: "flatten"}  # fmt: skip
 NEURONS = (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.CubaLI, nir.Threshold, nir.Scale)
@@ -306,7 +357,7 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
             f"{source}: a graph needs exactly one Input and one Output node, has {len(inputs)} and {len(outputs)}"
         )
     in_shape = tuple(int(x) for x in np.asarray(next(iter(graph.nodes[inputs[0]].input_type.values()))).reshape(-1))
-    order = _order(graph.nodes, list(graph.edges), source)
+    order, back = _order(graph.nodes, list(graph.edges), source)
     if not meta and in_shape and in_shape[0] == 1:
         # Foreign exporters (Norse 1.1.0's to_nir) write the sample's batch dimension of 1 into
         # the input type; drop it where the first consumer clearly wants a batch-free shape.
@@ -319,11 +370,20 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
     if inputs[0] != "input" and "input" in graph.nodes:
         raise ModelError(f"{source}: node 'input' is not the graph's Input node ({inputs[0]} is); rename one of them")
     sources: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    recurrent: dict[str, str] = {}  # the one-step delay on an edge that closes a loop -> that edge's source
     for a, b in graph.edges:
-        sources[b].append("input" if a == inputs[0] else a)
+        src = "input" if a == inputs[0] else a
+        if (a, b) in back:
+            d = f"{src}->{b}"
+            if d in graph.nodes:
+                raise ModelError(f"{source}: the loop edge {a} -> {b} needs the name {d}, which a node has; rename it")
+            recurrent[d] = src
+            src = d
+        sources[b].append(src)
     shapes: dict[str, tuple[int, ...]] = {"input": in_shape}
     layer_meta = meta.get("layers", {})
     plan_nodes: list[Node] = []
+    delays: list[Node] = []  # evaluated first: they only emit what they stored at earlier steps
     for name in order:
         node = graph.nodes[name]
         if isinstance(node, (nir.Input, nir.Output)):
@@ -331,10 +391,18 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
         srcs = sources[name]
         if not srcs:
             raise ModelError(f"{source}: node {name} has no incoming edge")
-        src_shapes = {shapes[s] for s in srcs}
+        src_shapes = {shapes[s] for s in srcs if s in shapes}  # a loop's delay takes its shape from its source later
+        if not src_shapes:
+            raise ModelError(f"{source}: node {name} is fed only through loops; its shape cannot be inferred")
         if len(src_shapes) != 1:
             raise ModelError(f"{source}: node {name} sums inputs of different shapes {sorted(src_shapes)}")
         in_s = src_shapes.pop()
+        if isinstance(node, nir.Delay):
+            shapes[name] = in_s
+            delays.append(
+                Node(name, "delay", srcs, in_s, in_s, {"steps": _delay_steps(node, in_s, dt, name)}, origin="Delay")
+            )
+            continue
         if isinstance(node, NEURONS):
             shapes[name] = in_s
             for suffix, kind, params in _neuron_params(node, in_s, dt, name):
@@ -361,8 +429,16 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
         elif kind in ("sumpool", "avgpool"):
             params = {"kernel": _pair(node.kernel_size), "stride": _pair(node.stride), "padding": _pair(node.padding)}
         plan_nodes.append(Node(name, kind, srcs, in_s, out_s, params, origin=type(node).__name__))
+    for d, src in recurrent.items():
+        shape = shapes[src]
+        readers = [n for n in plan_nodes if d in n.sources]
+        for n in readers:
+            if n.in_shape != shape:
+                raise ModelError(f"{source}: node {n.name} sums inputs of different shapes: {n.in_shape} and {shape} "
+                                 f"from {src} (through the loop)")  # fmt: skip
+        delays.append(Node(d, "delay", [src], shape, shape, {"steps": np.ones(shape, np.int64)}, origin="loop"))
     out_sources = sources[outputs[0]]
-    plan = Plan(plan_nodes, in_shape, out_sources, meta | {"dt": dt}, source)
+    plan = Plan(delays + plan_nodes, in_shape, out_sources, meta | {"dt": dt}, source)
     if plan.precision == "fixed":
         _attach_fixed(plan, layer_meta)
     return plan
@@ -465,6 +541,9 @@ def _float_grids(plan: Plan, input_max: float | None) -> dict[str, _Grid | None]
         else _Grid(np.zeros(n_in, np.int64), np.zeros(n_in), np.full(n_in, float(np.ceil(input_max))))
     }
     for n in plan.nodes:
+        if n.kind == "delay":  # its values come from earlier steps: nothing is promised
+            grids[n.name] = None
+            continue
         parts = [grids[s] for s in n.sources]
         g = None if any(p is None for p in parts) else _sum_grids(parts)
         if n.kind == "lif":

@@ -80,6 +80,31 @@ def output_total(plan: Plan, per_step: dict[str, np.ndarray]) -> np.ndarray:
     return total
 
 
+class DelayLine:
+    """A delay node's memory: what its sources summed at the last ``max(steps)`` steps (zero before
+    the first step), each element emitted ``steps`` of its own steps later."""
+
+    def __init__(self, n: Node, B: int, dtype) -> None:
+        self.node, self.steps = n, n.params["steps"].reshape(-1)
+        self.depth = int(self.steps.max())
+        self.buf = np.zeros((self.depth, B, self.steps.size), dtype=dtype)
+        self.uniform = bool((self.steps == self.depth).all())
+
+    def emit(self, t: int) -> np.ndarray:
+        B = self.buf.shape[1]
+        if self.uniform:
+            y = self.buf[(t - self.depth) % self.depth]
+        else:
+            y = self.buf[(t - self.steps) % self.depth, :, np.arange(self.steps.size)].T
+        return y.reshape(B, *self.node.out_shape).copy()
+
+    def store(self, t: int, values: dict[str, np.ndarray]) -> None:
+        x = values[self.node.sources[0]]
+        for s in self.node.sources[1:]:
+            x = x + values[s]
+        self.buf[t % self.depth] = np.asarray(x).reshape(self.buf.shape[1], -1)
+
+
 def conv2d(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
     """``(B, C, H, W) * (O, C, kh, kw) -> (B, O, oh, ow)`` by explicit windows (no bias)."""
     ph, pw = padding
@@ -128,9 +153,13 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
     stats = {name: {"max_abs_input": 0.0, "max_abs_v": 0.0} for name in state}
     margin = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.float64) for name in lifs} if margins else None
     out_counts = None
+    delays = {n.name: DelayLine(n, B, vdt) for n in plan.nodes if n.kind == "delay"}
     for t in range(T):
         values: dict[str, np.ndarray] = {"input": spikes[t].astype(np.int64 if integer else np.float32)}
         for n in plan.nodes:
+            if n.kind == "delay":
+                values[n.name] = delays[n.name].emit(t)
+                continue
             x = values[n.sources[0]]
             for s in n.sources[1:]:
                 x = x + values[s]
@@ -180,5 +209,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
             elif n.kind == "flatten":
                 y = x.reshape(B, -1)
             values[n.name] = y
+        for line in delays.values():
+            line.store(t, values)
         out_counts = add_output(plan, out_counts, output_step(plan, values, B))
     return RunResult(out_counts, counts, rasters, stats, margin, traces)

@@ -54,6 +54,7 @@ class TorchPlan:
                         t[k] = torch.as_tensor(n.params[k], device=device)
             self.tensors[n.name] = t
         self.synapses = {n.name for n in plan.nodes if n.kind in ("conv", "affine")}
+        self.delay_rows: dict[str, torch.Tensor] = {}
         self._float64: dict[float | None, set[str]] = {}  # by input range: synapses that sum in float64
         self.float64_synapses: set[str] = set()
 
@@ -74,6 +75,16 @@ class TorchPlan:
             return (v + self.tensors[n.sources[0]]["bias"]).clamp(-fixed.V_MAX, fixed.V_MAX)
         p = self.tensors[n.name]
         return p["beta"] * v + p["gain"] * x + p["leak"]
+
+    def _emit(self, n: Node, buf: torch.Tensor) -> torch.Tensor:
+        """What a delay emits now: per element, its sources' sum ``steps`` steps ago (``buf`` holds the
+        last ``max(steps)`` sums, oldest first)."""
+        B = buf.shape[1]
+        if n.name not in self.delay_rows:
+            self.delay_rows[n.name] = torch.as_tensor(buf.shape[0] - n.params["steps"].reshape(-1), device=self.device)
+        rows = self.delay_rows[n.name]
+        y = buf[rows, :, torch.arange(rows.numel(), device=self.device)].T  # (B, N)
+        return y.reshape(B, *n.out_shape)
 
     def _synapse(self, n: Node, x: torch.Tensor) -> torch.Tensor:
         t = self.tensors[n.name]
@@ -140,9 +151,17 @@ class TorchPlan:
             dtype=torch.float64 if scores_f64 else torch.int64,
             device=self.device,
         )
+        vdt = torch.int64 if self.integer else torch.float32
+        for n in plan.nodes:  # a delay's memory (its sources' sums, last max(steps) steps) is state too
+            if n.kind == "delay" and (n.name not in state or state[n.name].shape[1] != B):
+                state[n.name] = torch.zeros((int(n.params["steps"].max()), B, int(np.prod(n.out_shape))), dtype=vdt,
+                                            device=self.device)  # fmt: skip
         for t in range(T):
             values = {"input": x_all[t]}
             for n in plan.nodes:
+                if n.kind == "delay":
+                    values[n.name] = self._emit(n, state[n.name])
+                    continue
                 x = values[n.sources[0]]
                 for s in n.sources[1:]:
                     x = x + values[s]
@@ -177,6 +196,13 @@ class TorchPlan:
                 elif n.kind == "flatten":
                     y = x.reshape(B, -1)
                 values[n.name] = y
+            for n in plan.nodes:
+                if n.kind == "delay":
+                    x = values[n.sources[0]]
+                    for src in n.sources[1:]:
+                        x = x + values[src]
+                    buf = state[n.name]  # oldest first: shift by one step, the newest last
+                    state[n.name] = torch.cat([buf[1:], x.reshape(1, B, -1).to(buf.dtype)])
             out = values[plan.outputs[0]]
             for s in plan.outputs[1:]:
                 out = out + values[s]
