@@ -64,9 +64,31 @@ def build_nir(
     ``2**min_bias_exp`` integer units: 6 for a graph that is also written as lava-dl netx, which runs
     biases with ``bias_exp = 6``. The graph's metadata records it as ``min_bias_exp``.
     """
+    layers, outputs = trace(model, tuple(input_shape))
+    return build_layers(layers, outputs, input_shape, precision=precision, weight_bits=weight_bits,
+                        per_channel=per_channel, steps=steps, dt=dt, meta=meta, calibration=calibration,
+                        max_rounds=max_rounds, min_bias_exp=min_bias_exp)  # fmt: skip
+
+
+def build_layers(
+    layers: list,
+    outputs: list[str],
+    input_shape: tuple[int, ...],
+    *,
+    precision: str = "float",
+    weight_bits: int | None = 8,
+    per_channel: bool = True,
+    steps: int = 8,
+    dt: float = 1e-3,
+    meta: dict[str, Any] | None = None,
+    calibration: np.ndarray | None = None,
+    max_rounds: int = 12,
+    min_bias_exp: int = 0,
+) -> tuple[nir.NIRGraph, BuildReport]:
+    """:func:`build_nir` on layers already traced (from a model, or from another tool's graph:
+    :func:`convert.foreign.layers_from_plan`)."""
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    layers, outputs = trace(model, tuple(input_shape))
     meta = {"precision": precision, "T": int(steps), "dt": float(dt), "reset": "zero",
             "weight_bits": weight_bits if precision == "float" else 8, "per_channel": per_channel,
             "input_shape": list(input_shape), **(meta or {})}  # fmt: skip

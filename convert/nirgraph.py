@@ -34,6 +34,9 @@ def _node(layer: Layer) -> nir.NIRNode:
                           bias=p["bias"].astype(np.float32))  # fmt: skip
     if layer.kind == "affine":
         return nir.Affine(weight=p["weight"].astype(np.float32), bias=p["bias"].astype(np.float32))
+    if layer.kind == "lif" and np.isinf(p["tau"]):  # no decay (beta = 1): NIR's IF, gain r * dt = 1
+        return nir.IF(r=np.full(shape, 1.0 / p["dt"], dtype=np.float64),
+                      v_threshold=np.full(shape, p["v_threshold"], dtype=np.float32), v_reset=np.zeros(shape, np.float32))  # fmt: skip
     if layer.kind == "lif":
         tau = float(p["tau"])
         # tau and r in float64: in float32 a reader's dt/tau * r can round to 1 + 1e-7 and turn

@@ -76,6 +76,13 @@ class ConvertConfig:
     )
     parity_samples: int = field(default=256, metadata={"help": "test samples of the parity check"})
     seed: int = field(default=0, metadata={"help": "seed of the parity batch"})
+    data: str | None = field(
+        default=None,
+        metadata={"help": "a .nir graph another tool wrote: the inputs to calibrate and check on (a .npy spike array "
+                  "(T, B, ...), an event file, or a dataset name: its train split calibrates, its test split checks)"},
+    )  # fmt: skip
+    dt: float | None = field(default=None, metadata={"help": "a .nir graph: the time step in s it is simulated with"})
+    bin_us: int | None = field(default=None, metadata={"help": "a .nir graph: µs per time step when binning events"})
 
 
 def _batch(ds, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,9 +90,66 @@ def _batch(ds, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return spike_batch(ds, idx)
 
 
-def _summary(counts: np.ndarray, layer_counts: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-    return {"accuracy": float((counts.argmax(1) == labels).mean()),
+def _summary(counts: np.ndarray, layer_counts: dict[str, np.ndarray], labels: np.ndarray | None) -> dict[str, Any]:
+    return {"accuracy": None if labels is None else float((counts.argmax(1) == labels).mean()),
             "spikes_per_sample": {k: float(v.mean()) for k, v in layer_counts.items()}}  # fmt: skip
+
+
+@dataclass
+class _Source:
+    """What conversion starts from: the built graph, and the float network it must match."""
+
+    graph: Any
+    build_report: Any
+    spikes: np.ndarray  # parity inputs
+    labels: np.ndarray | None
+    float_run: Any  # spikes -> (counts, per-LIF spike counts): the float network itself
+    steps: int
+    dt: float
+    out: Path
+    fields: dict[str, Any]  # what the report says about the source
+    float_label: str
+    cfg: Any = None  # the configuration with the source's defaults filled in
+
+
+def _foreign_source(cfg: ConvertConfig) -> _Source:
+    """A float ``.nir`` graph another tool wrote (see :mod:`convert.foreign`)."""
+    from convert.build import build_layers
+    from convert.foreign import layers_from_plan
+    from inputs.datasets import DATASETS
+    from runtime.data import graph_plan, load_inputs
+
+    path = Path(cfg.checkpoint)
+    if cfg.data is None:
+        raise ConfigError(f"{path} is a graph: name the inputs to calibrate and check it on with --data (a .npy spike "
+                          "array, an event file or a dataset name)")  # fmt: skip
+    plan = graph_plan(str(path), dt=cfg.dt, steps=cfg.steps)
+    named = cfg.data in DATASETS
+    spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split="test" if named else "all",
+                                       samples=cfg.parity_samples, bin_us=cfg.bin_us)  # fmt: skip
+    calibration = None
+    if cfg.precision == "fixed":
+        if not np.array_equal(spikes, np.rint(spikes)):
+            raise ConfigError(f"fixed precision needs spike (integer) inputs; {what} holds analog values")
+        calibration = spikes
+        if named:
+            calibration, _, _ = load_inputs(plan, cfg.data, root=cfg.data_root, split="train",
+                                            samples=cfg.calibration_samples, bin_us=cfg.bin_us)  # fmt: skip
+    layers, outputs = layers_from_plan(plan)
+    dt, steps = float(plan.meta["dt"]), int(spikes.shape[0])
+    meta = {"source": {"graph": path.name, "data": what}}
+    graph, build_report = build_layers(layers, outputs, plan.input_shape, precision=cfg.precision,
+                                       weight_bits=cfg.weight_bits, per_channel=cfg.per_channel, steps=steps, dt=dt,
+                                       meta=meta, calibration=calibration,
+                                       min_bias_exp=NETX_BIAS_SHIFT if cfg.netx else 0)  # fmt: skip
+
+    def float_run(x: np.ndarray):
+        res = reference.run(plan, x)
+        return res.counts, res.layer_counts
+
+    return _Source(graph, build_report, spikes, labels, float_run, steps, dt,
+                   Path(cfg.out) if cfg.out else path.parent, {"graph": str(path), "data": what},
+                   "float graph (reference)")  # fmt: skip
 
 
 def torch_run(model, spikes: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -111,9 +175,26 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> str:
 
 
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
-    ckpt_path = Path(cfg.checkpoint)
     if cfg.netx and cfg.precision != "fixed":
         raise ConfigError("--netx writes lava-dl netx HDF5, a format of Loihi integers: use it with --precision fixed")
+    if Path(cfg.checkpoint).suffix == ".nir":
+        if cfg.weight_bits is None:
+            cfg = replace(cfg, weight_bits=8)
+        cfg = replace(cfg, weight_bits=cfg.weight_bits or None,
+                      per_channel=True if cfg.per_channel is None else cfg.per_channel)  # fmt: skip
+        src = _foreign_source(cfg)
+    else:
+        for flag, value in (("--data", cfg.data), ("--dt", cfg.dt), ("--bin-us", cfg.bin_us)):
+            if value is not None:
+                raise ConfigError(
+                    f"{flag} is for a .nir graph another tool wrote; a checkpoint records its data and dt"
+                )
+        src = _checkpoint_source(cfg)
+    return _write(src.cfg or cfg, src)
+
+
+def _checkpoint_source(cfg: ConvertConfig) -> _Source:
+    ckpt_path = Path(cfg.checkpoint)
     ckpt = load_checkpoint(ckpt_path, kind="student")
     model = model_from_checkpoint(ckpt, source=str(ckpt_path)).eval()
     # Unless told otherwise, write exactly the grid the student was trained on (same quantiser as QAT).
@@ -149,14 +230,34 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
                                     min_bias_exp=min_bias_exp)  # fmt: skip
 
     if cfg.precision == "fixed":
-        # No layer may go silent in integers where the float model spikes.
-        _, float_layers = torch_run(model, calibration)  # LIF modules carry the traced layer names
-        for name, cal in build_report.calibration.items():
-            float_rate = float(float_layers[name].mean()) if name in float_layers else 0.0
-            if cal.get("spikes_per_sample") == 0 and float_rate > 0:  # (an LI readout has no spikes to lose)
-                raise ModelError(f"fixed precision: layer {name} is silent on the calibration data, where the float model "
-                                 f"spikes {float_rate:.1f} times per sample")  # fmt: skip
-    out = Path(cfg.out) if cfg.out else ckpt_path.parent
+        _check_silent(build_report, torch_run(model, calibration)[1])  # LIF modules carry the traced layer names
+    return _Source(graph, build_report, spikes, labels, lambda x: torch_run(model, x), steps, dt,
+                   Path(cfg.out) if cfg.out else ckpt_path.parent, {"checkpoint": str(ckpt_path)},
+                   "float checkpoint (torch)", cfg)  # fmt: skip
+
+
+def _check_silent(build_report, float_layers: dict[str, np.ndarray]) -> None:
+    """No layer may go silent in integers where the float network spikes."""
+    for name, cal in build_report.calibration.items():
+        float_rate = float(float_layers[name].mean()) if name in float_layers else 0.0
+        if cal.get("spikes_per_sample") == 0 and float_rate > 0:  # (an LI readout has no spikes to lose)
+            raise ModelError(f"fixed precision: layer {name} is silent on the calibration data, where the float model "
+                             f"spikes {float_rate:.1f} times per sample")  # fmt: skip
+
+
+def _write(cfg: ConvertConfig, src: _Source) -> dict[str, Any]:
+    """Write the files in a staging folder, read each back and check it, then move them all in."""
+    graph, build_report, spikes, labels, steps, dt = (
+        src.graph,
+        src.build_report,
+        src.spikes,
+        src.labels,
+        src.steps,
+        src.dt,
+    )
+    if cfg.precision == "fixed" and "graph" in src.fields:
+        _check_silent(build_report, src.float_run(spikes)[1])
+    out = src.out
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out))
     files = {"nir": f"{cfg.name}.nir"}
@@ -169,19 +270,24 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         write_graph(staging / files["nir"], graph)
         plan = load_plan(staging / files["nir"])  # run what the file says, not the object in memory
         ref = reference.run(plan, spikes)
-        t_counts, t_layers = torch_run(model, spikes)
+        t_counts, t_layers = src.float_run(spikes)
         report: dict[str, Any] = {
-            "checkpoint": str(ckpt_path), "precision": cfg.precision, "T": steps, "dt": dt,
+            **src.fields, "precision": cfg.precision, "T": steps, "dt": dt,
             "weight_bits": cfg.weight_bits if cfg.precision == "float" else 8, "per_channel": cfg.per_channel,
-            "parity_samples": int(len(labels)), "files": {k: str(out / v) for k, v in files.items()},
-            "output": "scores" if plan.scores else "spike counts",
+            "parity_samples": int(spikes.shape[1]), "files": {k: str(out / v) for k, v in files.items()},
+            "output": "scores" if plan.scores else "spike counts", "float_label": src.float_label,
             "float_checkpoint": _summary(t_counts, t_layers, labels),
             "graph_reference": _summary(ref.counts, ref.layer_counts, labels),
         }  # fmt: skip
+        if labels is None:  # no labels: agreement of the predictions instead
+            report["graph_reference"]["same_prediction_as_float"] = float(
+                (ref.counts.argmax(1) == t_counts.argmax(1)).mean()
+            )
         report["graph_reference"]["identical_output_counts_vs_checkpoint"] = float(
             (ref.counts == t_counts).all(1).mean()
         )
-        report["accuracy_change"] = report["graph_reference"]["accuracy"] - report["float_checkpoint"]["accuracy"]
+        if labels is not None:
+            report["accuracy_change"] = report["graph_reference"]["accuracy"] - report["float_checkpoint"]["accuracy"]
         if cfg.precision == "fixed":
             report["fixed"] = {"choices": build_report.fixed_choices, "calibration": build_report.calibration,
                                "calibration_rounds": build_report.calibration_rounds}  # fmt: skip
@@ -193,7 +299,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             export_step_onnx(plan, staging / files["step_onnx"])
             ort = check_onnx(plan, staging / files["onnx"], spikes)
             same = ort["counts"] == ref.counts
-            report["onnx"] = {"accuracy": float((ort["counts"].argmax(1) == labels).mean()),
+            report["onnx"] = {"accuracy": _summary(ort["counts"], {}, labels)["accuracy"],
                               "identical_output_counts_vs_reference": float(same.all(1).mean()),
                               "provider": ort.get("provider")}  # fmt: skip
             if not same.all():
@@ -217,7 +323,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             same = (twin.counts == ref.counts).all(1)
             report["netx"] = {"layers": [x["type"] for x in written["layers"]],
                               "rounded_biases_max_change": written["rounded_biases"],
-                              "accuracy": float((twin.counts.argmax(1) == labels).mean()),
+                              "accuracy": _summary(twin.counts, {}, labels)["accuracy"],
                               "identical_output_counts_vs_reference": float(same.mean())}  # fmt: skip
         write_json_atomic(staging / files["report"], report)
         for f in files.values():
@@ -230,12 +336,12 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any], build_report) -> None:
     rows = [
-        ("float checkpoint (torch)", report["float_checkpoint"]),
+        (report.get("float_label", "float checkpoint (torch)"), report["float_checkpoint"]),
         (f"{report['precision']} graph (reference)", report["graph_reference"]),
     ]
     if "onnx" in report:
         rows.append(("onnx (onnxruntime)", report["onnx"]))
-    print(f"parity on {report['parity_samples']} test samples, T={report['T']}:")
+    print(f"parity on {report['parity_samples']} samples, T={report['T']}:")
     what = "scores" if report.get("output") == "scores" else "counts"
     base = report["float_checkpoint"]["spikes_per_sample"]
     for label, r in rows:
@@ -244,7 +350,13 @@ def print_report(report: dict[str, Any], build_report) -> None:
         if spikes:
             tot, tot0 = sum(spikes.values()), sum(base.values())
             change = f"  spikes/sample {tot:9.1f} ({100 * (tot - tot0) / max(tot0, 1):+.2f}%)"
-        print(f"  {label:<28} accuracy {100 * r['accuracy']:6.2f}%{change}")
+        acc = "n/a (no labels)" if r["accuracy"] is None else f"{100 * r['accuracy']:6.2f}%"
+        same = (
+            f", same prediction as float on {100 * r['same_prediction_as_float']:.1f}%"
+            if "same_prediction_as_float" in r
+            else ""
+        )
+        print(f"  {label:<28} accuracy {acc}{change}{same}")
     if "onnx" in report:
         print(
             f"  onnx output {what} identical to the reference on {100 * report['onnx']['identical_output_counts_vs_reference']:.1f}% of samples"
@@ -253,7 +365,8 @@ def print_report(report: dict[str, Any], build_report) -> None:
         nx = report["netx"]
         note = (f"biases rounded to netx's grid of 64 in {', '.join(nx['rounded_biases_max_change'])}; "
                 if nx["rounded_biases_max_change"] else "exact; ")  # fmt: skip
-        print(f"  netx file: {note}accuracy {100 * nx['accuracy']:.2f}%, output {what} identical to the .nir on "
+        acc = "n/a" if nx["accuracy"] is None else f"{100 * nx['accuracy']:.2f}%"
+        print(f"  netx file: {note}accuracy {acc}, output {what} identical to the .nir on "
               f"{100 * nx['identical_output_counts_vs_reference']:.1f}% of samples")  # fmt: skip
     if build_report.fixed_choices:
         print("fixed-precision choices per layer:")

@@ -1,0 +1,108 @@
+"""Another tool's float NIR graph as the layers conversion quantises: bring your own graph to Loihi.
+
+``python -m convert.to_nir graph.nir --precision fixed --data INPUTS`` reads a graph any library
+wrote (through :func:`targets.plan.load_plan`, so ``--dt`` and every node it runs apply), turns its
+plan into the traced-layer form of :mod:`convert.trace` and converts it as a checkpoint is
+converted: calibration on the inputs the user names, the integer network of :mod:`core.fixed`, the
+ONNX and netx files, and the same parity check (the float graph as the reference side).
+
+Exact rewrites, so that every neuron is the Loihi LIF ``v = beta v + I + bias`` with one ``beta``
+per layer, threshold 1 and reset to 0: a neuron's input gain ``g`` (``r dt / tau``), threshold
+``theta`` and constant leak are folded into the synapse rows feeding it (``W' = g W / theta``,
+``b' = (g b + leak) / theta``; an LI readout keeps its scale: ``W' = g W``, ``b' = g b + leak``),
+which leaves every spike as it was. What Loihi's LIF cannot be made to compute is refused by name:
+per-neuron decays, a reset other than 0, a gain or threshold that varies inside a convolution
+channel, a neuron fed by anything but Conv2d/Linear layers that feed only it, current-based
+neurons (CubaLIF, CubaLI), integrators and scales used as layers (I, Scale), delays and loops, and
+pooling with padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convert.trace import Layer
+from core.errors import ModelError
+from targets.plan import Plan
+
+REFUSED_ORIGINS = {
+    "CubaLIF": "a current-based neuron (Loihi's current decay du is not mapped from a foreign graph yet)",
+    "CubaLI": "a current-based neuron (Loihi's current decay du is not mapped from a foreign graph yet)",
+    "I": "an integrator read as a value (Loihi's LIF sends spikes only)",
+    "Scale": "an analog scale (Loihi's LIF sends spikes only)",
+}
+
+
+def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
+    """The layers and output nodes of a float ``plan``, rewritten as above; errors name the node."""
+    where = plan.source
+    if plan.precision != "float":
+        raise ModelError(f"{where} is already a {plan.precision}-precision graph; conversion takes a float graph")
+    bad = sorted({f"{n.name.split('.')[0]} ({n.origin}: {REFUSED_ORIGINS[n.origin]})" for n in plan.nodes
+                  if n.origin in REFUSED_ORIGINS})  # fmt: skip
+    bad += sorted(f"{n.name} ({'a loop' if n.origin == 'loop' else 'Delay'})" for n in plan.nodes if n.kind == "delay")
+    if bad:
+        raise ModelError(f"{where}: cannot become a Loihi integer network: {'; '.join(bad)}")
+    dt = float(plan.meta["dt"])
+    consumers: dict[str, list[str]] = {}
+    for n in plan.nodes:
+        for s in n.sources:
+            consumers.setdefault(s, []).append(n.name)
+    layers: dict[str, Layer] = {}
+    order: list[str] = []
+    for n in plan.nodes:
+        p = n.params
+        if n.kind == "conv":
+            params = {"weight": p["weight"].astype(np.float64), "bias": p["bias"].astype(np.float64),
+                      "stride": tuple(p["stride"]), "padding": tuple(p["padding"]), "input_hw": tuple(n.in_shape[1:])}  # fmt: skip
+        elif n.kind == "affine":
+            params = {"weight": p["weight"].astype(np.float64), "bias": p["bias"].astype(np.float64)}
+        elif n.kind in ("sumpool", "avgpool"):
+            if any(p["padding"]):
+                raise ModelError(f"{where}: pool {n.name} pads its input; conversion takes pools without padding")
+            params = {"kernel": tuple(p["kernel"]), "stride": tuple(p["stride"])}
+        elif n.kind == "flatten":
+            params = {}
+        else:  # lif, li
+            params = _neuron(plan, n, layers, consumers, dt)
+        layers[n.name] = Layer(n.name, n.kind, list(n.sources), tuple(n.in_shape), tuple(n.out_shape), params)
+        order.append(n.name)
+    if any(plan.node(o).kind not in ("lif", "li") for o in plan.outputs if o != "input"):
+        raise ModelError(f"{where}: the graph output must read LIF (or LI readout) layers to become a Loihi network")
+    return [layers[k] for k in order], list(plan.outputs)
+
+
+def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[str]], dt: float) -> dict:
+    where, p = plan.source, n.params
+    beta = np.asarray(p["beta"], dtype=np.float64)
+    if np.ptp(beta) != 0:
+        raise ModelError(f"{where}: {n.origin} {n.name} has a decay per neuron; Loihi's LIF takes one per layer")
+    if n.kind == "lif" and np.any(p["v_reset"] != 0):
+        raise ModelError(
+            f"{where}: {n.origin} {n.name} resets to {float(np.max(np.abs(p['v_reset'])))}; Loihi resets to 0"
+        )
+    if n.kind == "lif" and np.any(p["v_threshold"] <= 0):
+        raise ModelError(f"{where}: {n.origin} {n.name} has a threshold <= 0; Loihi's threshold is positive")
+    syns = [layers.get(s) for s in n.sources]
+    if any(s is None or s.kind not in ("conv", "affine") or consumers.get(s.name) != [n.name] for s in syns):
+        raise ModelError(f"{where}: {n.origin} {n.name} must be fed by Conv2d/Linear layers that feed only it (it reads "
+                         f"{', '.join(n.sources)})")  # fmt: skip
+    gain = np.asarray(p["gain"], dtype=np.float64)
+    theta = np.asarray(p["v_threshold"], dtype=np.float64) if n.kind == "lif" else np.ones_like(gain)
+    scale, shift = gain / theta, np.asarray(p["leak"], dtype=np.float64) / theta
+    if len(n.out_shape) == 3:  # a convolution's rows are channels: one factor per channel
+        per_c = scale.reshape(n.out_shape[0], -1)
+        if (
+            np.ptp(per_c, axis=1).max(initial=0) != 0
+            or np.ptp(shift.reshape(n.out_shape[0], -1), axis=1).max(initial=0) != 0
+        ):
+            raise ModelError(f"{where}: {n.origin} {n.name} varies its gain, threshold or leak inside a channel; a "
+                             "convolution's weights are shared across the channel")  # fmt: skip
+        scale, shift = per_c[:, 0], shift.reshape(n.out_shape[0], -1)[:, 0]
+    for i, syn in enumerate(syns):
+        w = syn.params["weight"]
+        syn.params["weight"] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        syn.params["bias"] = syn.params["bias"] * scale + (shift if i == 0 else 0.0)
+    b = float(beta.flat[0])
+    tau = np.inf if b == 1.0 else dt / (1.0 - b)
+    return {"tau": tau, "dt": dt} | ({"v_threshold": 1.0} if n.kind == "lif" else {})
