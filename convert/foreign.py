@@ -77,6 +77,9 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     beta = np.asarray(p["beta"], dtype=np.float64)
     if np.ptp(beta) != 0:
         raise ModelError(f"{where}: {n.origin} {n.name} has a decay per neuron; Loihi's LIF takes one per layer")
+    if n.kind == "lif" and p.get("reset", "value") != "value":
+        raise ModelError(f"{where}: {n.origin} {n.name} resets by the {plan.meta.get('dialect')} dialect's {p['reset']} "
+                         "rule; Loihi resets to 0 in the step of the spike")  # fmt: skip
     if n.kind == "lif" and np.any(p["v_reset"] != 0):
         raise ModelError(
             f"{where}: {n.origin} {n.name} resets to {float(np.max(np.abs(p['v_reset'])))}; Loihi resets to 0"

@@ -307,6 +307,9 @@ class _Lowering:
             "gain": None if gain.shape == () and gain == 1 else g.init(f"{n.name}/gain", gain),
             "leak": None if leak.shape == () and leak == 0 else g.init(f"{n.name}/leak", leak),
         }
+        if n.kind == "lif" and p.get("reset") == "subtract_next" and np.any(p["v_threshold"] < 0):
+            raise ModelError(f"node {n.name}: a delayed subtractive reset with a negative threshold (a neuron that "
+                             "spikes at rest from the first step) is not exported")  # fmt: skip
         if n.kind == "lif":
             out["v_threshold"] = g.init(f"{n.name}/v_threshold", _compact(p["v_threshold"], np.float32))
             out["v_reset"] = g.init(f"{n.name}/v_reset", _compact(p["v_reset"], np.float32))
@@ -498,9 +501,16 @@ class _Lowering:
             spiking = g.op("Greater", [v, p["vth"]], _at(n.name, "spiking", tag))
             reset, dtype = g.const(0.0, np.float64), F64
         else:
+            v_prev = st.state.get(n.name) if st.state is not None else None
+            if n.params.get("reset") == "subtract_next" and v_prev is not None:  # the state: the unreset membrane
+                was = g.op("Greater", [v_prev, p["v_threshold"]], _at(n.name, "was_above", tag))
+                less = g.op("Sub", [v, p["v_threshold"]], _at(n.name, "minus_threshold", tag))
+                v = g.op("Where", [was, less, v], _at(n.name, "v_subtracted", tag))
             spiking = g.op("Greater", [v, p["v_threshold"]], _at(n.name, "spiking", tag))
             reset, dtype = p["v_reset"], F32
-        if st.keep_state:
+        if st.keep_state and n.params.get("reset") == "subtract_next":
+            st.new_state[n.name] = v
+        elif st.keep_state:
             st.new_state[n.name] = g.op("Where", [spiking, reset, v], _at(n.name, "v_next", tag))
         y = g.op("Cast", [spiking], _at(n.name, "spikes", tag), to=dtype)
         axes = g.const(list(range(1, len(n.out_shape) + 1)), np.int64)

@@ -23,15 +23,16 @@ from inputs.readers import read_events
 from targets.plan import Plan, check_spikes, load_plan
 
 
-def graph_plan(graph: str, *, dt: float | None = None, steps: int | None = None) -> Plan:
+def graph_plan(graph: str, *, dt: float | None = None, steps: int | None = None, dialect: str | None = None) -> Plan:
     """The plan of ``graph`` with the time step ``dt`` (s) and ``steps`` per sample when given
-    (they override what the graph states; a foreign graph states neither)."""
+    (they override what the graph states; a foreign graph states neither), run in ``dialect``
+    (:data:`targets.plan.DIALECTS`: as the library that wrote it simulates it)."""
     for name, value in (("--dt", dt), ("--steps", steps)):
         if value is not None and (isinstance(value, bool) or not value > 0):
             raise ConfigError(f"{name} must be positive, got {value!r}")
     if steps is not None and int(steps) != steps:
         raise ConfigError(f"--steps must be an integer, got {steps!r}")
-    plan = load_plan(graph, dt=dt)
+    plan = load_plan(graph, dt=dt, dialect=dialect)
     if steps is not None:
         plan.meta["T"] = int(steps)
     return plan

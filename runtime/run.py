@@ -29,7 +29,7 @@ from runtime.data import graph_plan, load_inputs
 from runtime.latency import run_aligned
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from targets import TARGETS, require_target
-from targets.plan import Plan
+from targets.plan import DIALECTS, Plan
 from targets.reference import RunResult
 
 
@@ -51,6 +51,7 @@ class RunConfig:
     samples: int | None = field(default=None, metadata={"help": "run only the first N samples"})
     dt: float | None = field(default=None, metadata={"help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
     steps: int | None = field(default=None, metadata={"help": "time steps per sample (default: the graph's T)"})
+    dialect: str | None = field(default=None, metadata={"help": "run the graph as the library that wrote it does: " + ", ".join(DIALECTS) + " (default: nir, NIR's own semantics)"})  # fmt: skip
     bin_us: int | None = field(default=None, metadata={"help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
     batch_size: int = field(default=64, metadata={"help": "samples per target call"})
     per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__.strip().splitlines()[0])
         info = require_target(cfg.target)
-        plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps)
+        plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
         if plan.precision not in info.precisions:
             raise ConfigError(
                 f"target {cfg.target!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"

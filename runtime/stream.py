@@ -42,7 +42,7 @@ from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
 from runtime.latency import run_aligned
 from targets import TARGETS, TargetInfo, require_target
-from targets.plan import Plan, load_plan
+from targets.plan import DIALECTS, Plan, load_plan
 
 
 @dataclass
@@ -58,6 +58,8 @@ class StreamConfig:
                                                     "choices": ["auto", "split", "merge", "on", "off"]})  # fmt: skip
     bin_us: int | None = field(default=None, metadata={"help": "µs per step (default: the model's recorded binning, else its dt)"})  # fmt: skip
     window_steps: int | None = field(default=None, metadata={"help": "steps per prediction window (default: the model's T)"})  # fmt: skip
+    dt: float | None = field(default=None, metadata={"help": "time step in s of a graph another tool wrote (default: the graph's, else the dialect's)"})  # fmt: skip
+    dialect: str | None = field(default=None, metadata={"help": "run the graph as the library that wrote it does: " + ", ".join(DIALECTS)})  # fmt: skip
     reset_per_window: bool = field(default=False, metadata={"help": "start every window from rest"})
     t0_us: int | None = field(default=None, metadata={"help": "start of the first window, µs (default: the first event's time rounded down to a window)"})  # fmt: skip
     labels: str | None = field(default=None, metadata={"help": "JSON of labelled time slots (inputs.recording writes one): score the windows"})  # fmt: skip
@@ -205,7 +207,7 @@ def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int
 
 def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
     """Stream ``cfg.file`` through the model; ``emit(record)`` receives every window's record."""
-    plan = load_plan(cfg.model)
+    plan = load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)
     events = open_events(cfg.file, cfg.format, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
     sensor = _sensor(cfg, events.sensor_size)
     if sensor is None:

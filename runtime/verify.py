@@ -51,7 +51,7 @@ from runtime.metrics import TIE_RULE
 from runtime.run import join_results, output_report, predictions, run_batches
 from targets import TARGETS, require_target
 from targets import reference as ref_target
-from targets.plan import Plan, li_exact_steps
+from targets.plan import DIALECTS, Plan, li_exact_steps
 from targets.reference import RunResult
 
 TIE_ULPS = 8  # a membrane within this many float32 ulps of its threshold is a tie
@@ -83,6 +83,7 @@ class VerifyConfig:
     samples: int | None = field(default=128, metadata={"help": "number of samples (None: all)"})
     dt: float | None = field(default=None, metadata={"help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
     steps: int | None = field(default=None, metadata={"help": "time steps per sample (default: the graph's T)"})
+    dialect: str | None = field(default=None, metadata={"help": "run the graph as the library that wrote it does: " + ", ".join(DIALECTS) + " (default: nir, NIR's own semantics)"})  # fmt: skip
     bin_us: int | None = field(default=None, metadata={"help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
     batch_size: int = field(default=64, metadata={"help": "samples per target call"})
     out: str | None = field(
@@ -312,7 +313,7 @@ def markdown(rep: dict[str, Any]) -> str:
 
 
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
-    plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps)
+    plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     skipped: dict[str, str] = {}  # target -> why it did not run here
     spikes, labels, what = load_inputs(
@@ -330,6 +331,9 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
             elif not kinds <= set(i.kinds):
                 missing = sorted({f"{n.origin or n.kind} ({n.kind})" for n in plan.nodes if n.kind not in i.kinds})
                 reason = f"{DECLINES}it has no {', '.join(missing)}"
+            elif not plan.resets <= set(i.resets):
+                reason = (f"{DECLINES}it does not compute the {', '.join(sorted(plan.resets - set(i.resets)))} reset "
+                          f"of the {plan.meta.get('dialect')} dialect")  # fmt: skip
             if reason:
                 skipped[t] = reason
                 print(f"skipping target {t}: {reason}", file=sys.stderr)

@@ -132,6 +132,7 @@ def refusal(plan: Plan, spikes) -> str | None:
     from targets.lava_worker import layers_of
 
     try:
+        plan.require_resets(("value",), "lava")
         layers_of(plan)
     except ModelError as e:
         return str(e)
@@ -164,6 +165,7 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
         raise DataError("the lava target runs a .nir file in its worker process; this plan was not loaded from a file")
     from targets.lava_worker import layers_of  # the graph's shape checks, before any worker starts
 
+    plan.require_resets(("value",), "lava")
     layers_of(plan)
     reason = refusal(plan, spikes)
     if reason:

@@ -223,11 +223,32 @@ def layers_of(plan: Plan) -> list[Layer]:
                 "that never fires and reads its membrane, which Lava's LIF cannot send on: an LI layer must be a "
                 "graph output there"
             )
+    if plan.precision == "float":
+        for layer in layers:
+            _float_neuron_check(plan, layer.lif)
     depth = {"input": 0}
     for layer in layers:
         layer.depth = 1 + max(depth[leaf.name] for leaves in layer.leaves.values() for leaf in leaves)
         depth[layer.lif.name] = layer.depth
     return layers
+
+
+def _float_neuron_check(plan: Plan, n: Node) -> None:
+    """What Lava's float LIF (one ``dv``, ``vth`` per layer, reset to 0, input gain 1) cannot take."""
+    p, li = n.params, n.kind == "li"
+    for key in ("beta", "gain") if li else ("beta", "v_threshold", "gain"):
+        if np.ptp(p[key]) != 0:
+            raise ModelError(f"{plan.source}: {n.kind.upper()} {n.name} has a per-neuron {key}; Lava's LIF "
+                             "takes one value per layer")  # fmt: skip
+    if not li and np.any(p["v_reset"] != 0):
+        raise ModelError(f"{plan.source}: LIF {n.name} resets to {float(p['v_reset'].flat[0])}; Lava resets to 0")
+    if p.get("compare") == ">=":
+        raise ModelError(f"{plan.source}: LIF {n.name} spikes at v >= threshold ({plan.meta.get('dialect')} dialect); "
+                         "Lava's floating_pt spikes at v > threshold and misses the float32 step below it")  # fmt: skip
+    gain = float(p["gain"].flat[0])
+    if gain != 1.0:
+        raise ModelError(f"{plan.source}: LIF {n.name} scales its input by r*dt/tau = {gain:g}; the lava "
+                         "target needs r = tau/dt (input gain 1)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,18 +395,7 @@ class Builder:
             return LIFReset(shape=lshape, du=4095, dv=int(n.fixed["dv"]), vth=vth,
                             bias_mant=lava_layout(mant), bias_exp=lava_layout(exp), **window)  # fmt: skip
         p = n.params
-        for key in ("beta", "gain") if li else ("beta", "v_threshold", "gain"):
-            if np.ptp(p[key]) != 0:
-                raise ModelError(f"{self.plan.source}: {n.kind.upper()} {n.name} has a per-neuron {key}; Lava's LIF "
-                                 "takes one value per layer")  # fmt: skip
-        if not li and np.any(p["v_reset"] != 0):
-            raise ModelError(
-                f"{self.plan.source}: LIF {n.name} resets to {float(p['v_reset'].flat[0])}; Lava resets to 0"
-            )
-        gain = float(p["gain"].flat[0])
-        if gain != 1.0:
-            raise ModelError(f"{self.plan.source}: LIF {n.name} scales its input by r*dt/tau = {gain:g}; the lava "
-                             "target needs r = tau/dt (input gain 1)")  # fmt: skip
+        _float_neuron_check(self.plan, n)
         beta = float(p["beta"].flat[0])
         vth = LI_VTH_FLOAT if li else float(p["v_threshold"].flat[0])
         return LIFReset(shape=lshape, du=1.0, dv=1.0 - beta, vth=vth,

@@ -103,6 +103,8 @@ def refusal(plan, spikes) -> str | None:
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         return "the norse target reads a .nir file; this plan was not loaded from one"
+    if plan.meta.get("dialect", "nir") != "nir":
+        return f"Norse runs NIR's own semantics; this graph runs in the {plan.meta['dialect']} dialect"
     graph = read_graph(src)
     bad = sorted(f"{n} ({type(v).__name__})" for n, v in graph.nodes.items() if type(v).__name__ not in NORSE_NODES)
     if bad:

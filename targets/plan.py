@@ -31,6 +31,37 @@ SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "IF", "LI
              "Threshold", "SumPool2d", "AvgPool2d", "Flatten", "Delay")  # fmt: skip
 DEFAULT_FOREIGN_DT = 1e-3  # s; the dt assumed for graphs that do not state one (Norse's default)
 
+# How a producing library simulates the graphs it writes (tests/fixtures/foreign/README.md has the
+# evidence): the dt its exporter assumed, and what its neurons do that NIR's equations do not say.
+DIALECTS: dict[str, dict[str, Any]] = {
+    "nir": {"dt": DEFAULT_FOREIGN_DT, "about": "NIR's equations, forward Euler: spike where v > threshold, reset to v_reset"},
+    "snntorch": {"dt": 1e-4, "reset": "subtract_next",
+                 "about": "snnTorch 1.0 (Leaky/Synaptic defaults): dt 1e-4 s; the threshold is subtracted at the step "
+                          "after a spike, undecayed"},
+    "snntorch-zero": {"dt": 1e-4, "about": "snnTorch 1.0 with reset_mechanism='zero' (what its import_from_nir "
+                                           "builds): dt 1e-4 s, reset to 0"},
+    "spikingjelly": {"dt": 1e-4, "compare": ">=", "about": "SpikingJelly 2.0: dt 1e-4 s, spike where v >= threshold"},
+}  # fmt: skip
+NOT_REPRODUCED = {
+    "norse": "Norse 1.1.0 integrates v + dt/tau ((v_leak - v) + I) (another rounding than beta v + gain I + leak), "
+             "its exporter writes dt * tau as tau, and its CubaLIF adds the input to the current before the decay",
+    "rockpool": "Rockpool 3.1 emits floor(v / threshold) spikes per step and subtracts them, with exponential decays",
+    "sinabs": "Sinabs 3.1 reads tau in steps with exponential decay, emits several spikes per step and subtracts them",
+}  # fmt: skip
+
+
+def dialect_of(name: str | None) -> tuple[str, dict[str, Any]]:
+    """The dialect ``name`` (default ``nir``) and its settings; one this project does not reproduce
+    yet is refused with what it would take."""
+    name = name or "nir"
+    if name in NOT_REPRODUCED:
+        raise ModelError(f"dialect {name!r} is not reproduced yet: {NOT_REPRODUCED[name]}")
+    if name not in DIALECTS:
+        raise ModelError(
+            f"unknown dialect {name!r}; known: {', '.join(DIALECTS)} (not yet: {', '.join(NOT_REPRODUCED)})"
+        )
+    return name, DIALECTS[name]
+
 
 @dataclass
 class Node:
@@ -72,6 +103,19 @@ class Plan:
     def li_names(self) -> list[str]:
         """The non-spiking leaky-integrator layers (their membrane traces are their output)."""
         return [n.name for n in self.nodes if n.kind == "li"]
+
+    @property
+    def resets(self) -> set[str]:
+        """The reset rules of the plan's LIF layers: ``value`` (to ``v_reset`` in the step of the spike,
+        every target) or ``subtract_next`` (a dialect's: the threshold subtracted at the next step)."""
+        return {n.params.get("reset", "value") for n in self.nodes if n.kind == "lif"}
+
+    def require_resets(self, allowed: tuple[str, ...], target: str) -> None:
+        """Refuse a plan whose LIF reset rule ``target`` does not compute (never a silent wrong answer)."""
+        other = sorted(self.resets - set(allowed))
+        if other:
+            raise ModelError(f"the {target} target does not compute the {', '.join(other)} reset of this graph's "
+                             f"{self.meta.get('dialect')} dialect; reference, torch and onnx do")  # fmt: skip
 
     @property
     def delay_names(self) -> list[str]:
@@ -162,7 +206,9 @@ def _pair(v) -> tuple[int, int]:
     return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
 
 
-def _neuron_params(node: nir.NIRNode, shape: tuple[int, ...], dt: float, name: str) -> list[tuple[str, str, dict]]:
+def _neuron_params(
+    node: nir.NIRNode, shape: tuple[int, ...], dt: float, name: str, rules: dict[str, Any] | None = None
+) -> list[tuple[str, str, dict]]:
     """A neuron node as plan pieces ``(suffix, kind, params)``, each ``v = beta v + gain I + leak``
     per neuron in float32 (a ``lif`` piece also spikes where ``v > v_threshold`` and resets to
     ``v_reset``). Forward Euler with step ``dt`` on NIR's equations, the input held over the step:
@@ -176,7 +222,13 @@ def _neuron_params(node: nir.NIRNode, shape: tuple[int, ...], dt: float, name: s
       ``Synaptic`` and Lava's LIF (``u`` before ``v``);
     - ``Threshold``: ``v = I`` (``beta = 0``, ``gain = 1``), a spike where ``I > threshold``, no state;
     - ``Scale``: ``v = scale I`` (``beta = 0``), non-spiking, no state.
+
+    A dialect's ``compare: ">="`` becomes the float32 threshold one step down (``v >= t`` is exactly
+    ``v > nextafter(t, -inf)`` for float32 ``v``); its ``reset: "subtract_next"`` is kept as the LIF's
+    ``reset`` (the membrane is kept unreset and ``threshold`` is subtracted at the next step where it
+    was above it: snnTorch's delayed subtraction).
     """
+    rules = rules or {}
     kind = type(node).__name__
 
     def full(key, x=None):
@@ -208,9 +260,14 @@ def _neuron_params(node: nir.NIRNode, shape: tuple[int, ...], dt: float, name: s
         p = {"beta": np.broadcast_to(np.asarray(beta), shape).astype(np.float32), "gain": gain.astype(np.float32),
              "leak": np.broadcast_to(np.asarray(leak), shape).astype(np.float32)}  # fmt: skip
         if spikes:
-            v_th = full("threshold") if kind == "Threshold" else full("v_threshold")
+            v_th = (full("threshold") if kind == "Threshold" else full("v_threshold")).astype(np.float32)
             v_reset = np.zeros(shape) if kind == "Threshold" or node.v_reset is None else full("v_reset")
-            p |= {"v_threshold": v_th.astype(np.float32), "v_reset": v_reset.astype(np.float32)}
+            if rules.get("compare") == ">=":
+                v_th = np.nextafter(v_th, np.float32(-np.inf), dtype=np.float32)
+                p["compare"] = ">="  # (recorded: Lava's float64 model does not take the float32 step down)
+            p |= {"v_threshold": v_th, "v_reset": v_reset.astype(np.float32)}
+            if rules.get("reset") == "subtract_next" and kind in ("LIF", "CubaLIF"):
+                p["reset"] = "subtract_next"
         return p
 
     spiking = kind in ("LIF", "IF", "CubaLIF", "Threshold")
@@ -321,8 +378,10 @@ def inline_subgraphs(graph: nir.NIRGraph, source: str) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}), type_check=False)
 
 
-def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> Plan:
-    """Read a ``.nir`` file (or take a graph) and build its plan; errors name the node at fault."""
+def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None, dialect: str | None = None) -> Plan:
+    """Read a ``.nir`` file (or take a graph) and build its plan; errors name the node at fault.
+    ``dialect`` (:data:`DIALECTS`) runs the graph as the library that wrote it simulates it; ``dt``
+    overrides the graph's (and the dialect's) time step."""
     source = str(graph) if not isinstance(graph, nir.NIRGraph) else "<graph>"
     if not isinstance(graph, nir.NIRGraph):
         path = Path(graph)
@@ -339,7 +398,8 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
             meta = json.loads(raw_meta)
         except (TypeError, json.JSONDecodeError) as e:
             raise ModelError(f"{source}: the '{METADATA_KEY}' metadata is not valid JSON: {e}") from None
-    dt = float(dt if dt is not None else meta.get("dt", DEFAULT_FOREIGN_DT))
+    dialect, rules = dialect_of(dialect or meta.get("dialect"))
+    dt = float(dt if dt is not None else meta.get("dt", rules["dt"]))
 
     if any(isinstance(node, nir.NIRGraph) for node in graph.nodes.values()):
         graph = inline_subgraphs(graph, source)
@@ -405,7 +465,7 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
             continue
         if isinstance(node, NEURONS):
             shapes[name] = in_s
-            for suffix, kind, params in _neuron_params(node, in_s, dt, name):
+            for suffix, kind, params in _neuron_params(node, in_s, dt, name, rules):
                 if suffix and name + suffix in graph.nodes:
                     raise ModelError(f"{source}: {type(node).__name__} {name} needs the name {name + suffix} for its "
                                      "synaptic current, which another node has; rename that node")  # fmt: skip
@@ -438,7 +498,7 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None) -> P
                                  f"from {src} (through the loop)")  # fmt: skip
         delays.append(Node(d, "delay", [src], shape, shape, {"steps": np.ones(shape, np.int64)}, origin="loop"))
     out_sources = sources[outputs[0]]
-    plan = Plan(delays + plan_nodes, in_shape, out_sources, meta | {"dt": dt}, source)
+    plan = Plan(delays + plan_nodes, in_shape, out_sources, meta | {"dt": dt, "dialect": dialect}, source)
     if plan.precision == "fixed":
         _attach_fixed(plan, layer_meta)
     return plan

@@ -5,7 +5,8 @@ in plan order from its sources' outputs at the same step:
 
 - float: synapses in float32 (``float64`` accumulation rounded once, which equals float32
   accumulation whenever the weights sit on a power-of-two grid, as converted graphs do);
-  LIF ``v = beta*v + gain*I + leak``, ``s = v > v_threshold``, ``v = v_reset`` where ``s``;
+  LIF ``v = beta*v + gain*I + leak``, ``s = v > v_threshold``, ``v = v_reset`` where ``s`` (a
+  dialect's ``subtract_next`` reset keeps ``v`` and subtracts ``v_threshold`` at the next step instead);
   LI (non-spiking) ``v = beta*v + gain*I + leak``, its output is ``v`` (float32, the same
   operations in the same order: a target that follows them gets the same bits).
 - fixed: integers throughout, exactly :mod:`core.fixed`; an LI layer is the integer LIF without
@@ -179,11 +180,14 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
                 else:
                     p = n.params
                     v = p["beta"] * state[n.name] + p["gain"] * x + p["leak"]
+                    nxt = p.get("reset") == "subtract_next"  # the state is the unreset membrane of the last step
+                    if nxt:
+                        v = np.where(state[n.name] > p["v_threshold"], v - p["v_threshold"], v)
                     s_out = v > p["v_threshold"]
                     if margins:
                         margin[n.name][t] = v.astype(np.float64) - p["v_threshold"]
                     stats[n.name]["max_abs_v"] = max(stats[n.name]["max_abs_v"], float(np.abs(v).max(initial=0)))
-                    state[n.name] = np.where(s_out, p["v_reset"], v).astype(np.float32)
+                    state[n.name] = (v if nxt else np.where(s_out, p["v_reset"], v)).astype(np.float32)
                 y = s_out.astype(np.int64 if integer else np.float32)
                 counts[n.name] += s_out.reshape(B, -1).sum(axis=1)
                 if record:

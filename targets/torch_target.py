@@ -175,8 +175,13 @@ class TorchPlan:
                         y = s.to(torch.int64)
                     else:
                         p = self.tensors[n.name]
-                        s = v > p["v_threshold"]
-                        state[n.name] = torch.where(s, p["v_reset"], v)
+                        if n.params.get("reset") == "subtract_next":  # the state is the unreset membrane
+                            v = torch.where(state[n.name] > p["v_threshold"], v - p["v_threshold"], v)
+                            s = v > p["v_threshold"]
+                            state[n.name] = v
+                        else:
+                            s = v > p["v_threshold"]
+                            state[n.name] = torch.where(s, p["v_reset"], v)
                         y = s.to(torch.float32)
                     counts[n.name] += s.reshape(B, -1).sum(1)
                     if record:

@@ -125,7 +125,11 @@ def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys, monkeypat
     for name in ("report.md", "spike_counts.png", "rasters.png", "agreement.png"):
         assert (out / name).is_file()
     assert "exact" in rep["tolerance"]
-    norse_skip = {} if precision == "float" else {"norse": "declines this graph: it runs float precision only; the graph is fixed"}
+    norse_skip = (
+        {}
+        if precision == "float"
+        else {"norse": "declines this graph: it runs float precision only; the graph is fixed"}
+    )
     assert rep["skipped"] == {"lava": reason} | norse_skip  # every target that did not run says why
     assert f"skipping target lava: {reason}" in captured.err
     assert f"Skipped lava: unavailable on this machine ({reason})" in (out / "report.md").read_text()

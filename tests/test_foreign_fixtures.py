@@ -1,0 +1,96 @@
+"""Graphs other libraries wrote, with the spikes those libraries computed (``tests/fixtures/foreign``,
+made by ``make_fixtures.py`` in scratch environments): replayed in each producer's dialect, every
+target must give the producer's own spikes, bit for bit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import ModelError
+from runtime.latency import run_aligned
+from targets import TARGETS, get_target, unavailable_reason
+from targets import reference as ref
+from targets.plan import NOT_REPRODUCED, load_plan
+
+ROOT = Path(__file__).resolve().parent / "fixtures" / "foreign"
+MANIFEST = json.loads((ROOT / "manifest.json").read_text())["fixtures"]
+MARKS = {"lava": pytest.mark.lava}
+
+
+def dialect(entry: dict) -> str:
+    """The dialect a fixture's library runs it in (snnTorch's reset mechanism is not in the file)."""
+    lib = entry["library"]
+    if lib == "snntorch" and (entry.get("library_config") or {}).get("reset_mechanism") == "zero":
+        return "snntorch-zero"
+    return lib
+
+
+REPRODUCED = sorted(k for k, e in MANIFEST.items() if dialect(e) not in NOT_REPRODUCED)
+PENDING = sorted(k for k, e in MANIFEST.items() if dialect(e) in NOT_REPRODUCED)
+
+
+def _fixture(name: str):
+    e = MANIFEST[name]
+    data = np.load(ROOT / e["files"]["npz"])
+    return e, load_plan(ROOT / e["files"]["nir"], dialect=dialect(e)), data
+
+
+def _producer_rasters(e: dict, data) -> dict[str, np.ndarray]:
+    return {k: data[f"spikes/{k}"] > 0 for k in e["spiking_nodes"]}
+
+
+def test_the_fixtures_cover_every_producer():
+    assert {e["library"] for e in MANIFEST.values()} == {"snntorch", "norse", "spikingjelly", "rockpool", "sinabs"}
+    assert len(REPRODUCED) >= 14 and all(MANIFEST[k]["library"] in ("snntorch", "spikingjelly") for k in REPRODUCED)
+
+
+@pytest.mark.parametrize("name", REPRODUCED)
+def test_reference_gives_the_producers_spikes(name):
+    e, plan, data = _fixture(name)
+    assert plan.meta["dt"] == e["dt"]  # the dialect's dt is the one the exporter assumed
+    got = ref.run(plan, data["input"], record=True)
+    for k, want in _producer_rasters(e, data).items():
+        assert want.any(), f"{k} never spikes: the fixture proves nothing"
+        assert np.array_equal(got.rasters[k].reshape(want.shape), want), k
+
+
+@pytest.mark.parametrize("target", [pytest.param(t, marks=MARKS.get(t, ())) for t in TARGETS if t != "reference"])
+@pytest.mark.parametrize("name", REPRODUCED)
+def test_every_target_gives_the_producers_spikes(name, target):
+    e, plan, data = _fixture(name)
+    info = get_target(target)
+    if unavailable_reason(target):
+        pytest.skip(f"{target} is unavailable: {unavailable_reason(target)}")
+    x = data["input"]
+    kinds = {n.kind for n in plan.nodes}
+    why = None
+    if not kinds <= set(info.kinds):
+        why = f"no {sorted(kinds - set(info.kinds))}"
+    elif not plan.resets <= set(info.resets):
+        why = f"no {sorted(plan.resets - set(info.resets))} reset"
+    else:
+        pad = np.zeros((info.latency * max(plan.depths().values(), default=0), *x.shape[1:]), x.dtype)
+        why = info.refusal(plan, np.concatenate([x, pad]))
+    if why:  # declined by name, never run wrong: the direct call refuses too
+        if target in ("eventsim", "lava") and plan.resets != {"value"}:
+            with pytest.raises(ModelError, match="does not compute the subtract_next reset"):
+                run_aligned(info, plan, x)
+        pytest.skip(f"{target} declines {name}: {why}")
+    got = run_aligned(info, plan, x, record=True)
+    want = _producer_rasters(e, data)
+    if info.rasters:
+        for k, w in want.items():
+            assert np.array_equal(got.rasters[k].reshape(w.shape), w), k
+    for k, w in want.items():
+        assert np.array_equal(got.layer_counts[k], w.reshape(w.shape[0], w.shape[1], -1).sum(axis=(0, 2))), k
+
+
+@pytest.mark.parametrize("name", PENDING)
+def test_dialects_not_reproduced_yet_are_refused_by_name(name):
+    e = MANIFEST[name]
+    with pytest.raises(ModelError, match=f"dialect '{dialect(e)}' is not reproduced yet"):
+        load_plan(ROOT / e["files"]["nir"], dialect=dialect(e))
