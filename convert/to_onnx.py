@@ -302,11 +302,14 @@ class _Lowering:
             }
         p = n.params
         gain, leak = _compact(p["gain"], np.float32), _compact(p["leak"], np.float32)
-        out = {
+        out = {} if "form" in p else {
             "beta": g.init(f"{n.name}/beta", _compact(p["beta"], np.float32)),
             "gain": None if gain.shape == () and gain == 1 else g.init(f"{n.name}/gain", gain),
             "leak": None if leak.shape == () and leak == 0 else g.init(f"{n.name}/leak", leak),
-        }
+        }  # fmt: skip
+        for key in ("a", "v_leak", "b", "v0"):  # a dialect's arithmetic (targets.reference.membrane)
+            if key in p:
+                out[key] = g.init(f"{n.name}/{key}", np.asarray(p[key], np.float32))
         if n.kind == "lif" and p.get("reset") == "subtract_next" and np.any(p["v_threshold"] < 0):
             raise ModelError(f"node {n.name}: a delayed subtractive reset with a negative threshold (a neuron that "
                              "spikes at rest from the first step) is not exported")  # fmt: skip
@@ -432,6 +435,22 @@ class _Lowering:
                 v = g.op("Add", [v, p["bias"]], _at(n.name, "v_plus_bias", tag))
             lim = [g.const(-fixed.V_MAX, np.float64), g.const(fixed.V_MAX, np.float64)]
             return g.op("Clip", [v, *lim], _at(n.name, "v", tag))
+        form = n.params.get("form")
+        if v_prev is None and "v0" in p:  # a dialect's rest state (Norse: v_leak)
+            v_prev = p["v0"]
+        if form is not None:  # a dialect's order of float32 operations (targets.reference.membrane)
+            if v_prev is None:
+                v_prev = g.const(0.0, np.float32)
+            if form == "norse_jump":
+                return g.op("Add", [v_prev, x], _at(n.name, "jump", tag))
+            if form == "norse_box":
+                d = g.op("Add", [x, p["v_leak"]], _at(n.name, "i_plus_leak", tag))
+                d = g.op("Sub", [d, v_prev], _at(n.name, "minus_v", tag))
+            else:
+                d = g.op("Sub", [p["v_leak"], v_prev], _at(n.name, "leak_minus_v", tag))
+                d = g.op("Add", [d, x], _at(n.name, "plus_i", tag))
+            d = g.op("Mul", [p["a"], d], _at(n.name, "dv", tag))
+            return g.op("Add", [v_prev, d], _at(n.name, "v", tag))
         # v = beta*v + gain*I + leak, one rounding per op as the reference (no fused multiply-add)
         v = x if p["gain"] is None else g.op("Mul", [p["gain"], x], _at(n.name, "gain_i", tag))
         if v_prev is not None:  # beta * 0 is 0: the first step starts from gain * I
@@ -490,7 +509,10 @@ class _Lowering:
     def _li(self, n: Node, x: str, st: _Step) -> str:
         """The non-spiking LI: its membrane is its state and its output."""
         v = self._membrane(n, x, st)
-        if st.keep_state:
+        if st.keep_state and n.params.get("form") == "norse_jump":  # the current decays after the step
+            decay = self.g.op("Mul", [self.p[n.name]["b"], v], _at(n.name, "decay", st.tag))
+            st.new_state[n.name] = self.g.op("Add", [v, decay], _at(n.name, "i_next", st.tag))
+        elif st.keep_state:
             st.new_state[n.name] = v
         return v
 
@@ -600,6 +622,18 @@ def export_onnx(plan: Plan, path: str | Path, *, steps: int | None = None) -> No
 def state_names(plan: Plan) -> list[str]:
     """The state the step file carries (``v/<name>``): LIF and LI membranes and delay memories, in plan order."""
     return [n.name for n in plan.nodes if n.kind in ("lif", "li", "delay")]
+
+
+def rest_states(plan: Plan, batch: int) -> dict[str, np.ndarray]:
+    """The step file's state inputs before the first step (``v/<name>``): zeros, or a dialect's rest value."""
+    out = {}
+    for name in state_names(plan):
+        n = plan.node(name)
+        v = np.zeros((batch, *state_shape(plan, name)), np.float32)
+        if "v0" in n.params and plan.precision == "float":
+            v[:] = n.params["v0"]
+        out[f"v/{name}"] = v
+    return out
 
 
 def state_shape(plan: Plan, name: str) -> tuple[int, ...]:

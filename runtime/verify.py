@@ -331,8 +331,8 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
             elif not kinds <= set(i.kinds):
                 missing = sorted({f"{n.origin or n.kind} ({n.kind})" for n in plan.nodes if n.kind not in i.kinds})
                 reason = f"{DECLINES}it has no {', '.join(missing)}"
-            elif not plan.resets <= set(i.resets):
-                reason = (f"{DECLINES}it does not compute the {', '.join(sorted(plan.resets - set(i.resets)))} reset "
+            elif not plan.rules <= set(i.rules):
+                reason = (f"{DECLINES}it does not compute the {', '.join(sorted(plan.rules - set(i.rules)))} rule "
                           f"of the {plan.meta.get('dialect')} dialect")  # fmt: skip
             if reason:
                 skipped[t] = reason

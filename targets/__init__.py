@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from core.errors import ConfigError
 
+DIALECT_RULES = ("subtract_next", "norse_box", "norse_cell", "norse_jump", "v0")
 ALL_KINDS = ("conv", "affine", "lif", "li", "sumpool", "avgpool", "flatten", "delay")
 
 
@@ -34,9 +35,7 @@ class TargetInfo:
     available: str | None = None  # a function in ``module``: () -> why it cannot run here, or None
     streams: bool = False  # ``module`` has ``stream(plan, **options)``: batch 1, state kept between calls
     refuses: str | None = None  # a function in ``module``: (plan, spikes) -> why it would not match this graph, or None
-    resets: tuple[str, ...] = (
-        "value",
-    )  # LIF reset rules it computes (``subtract_next``: a dialect's, see targets.plan)
+    rules: tuple[str, ...] = ()  # neuron rules of producer dialects it computes (Plan.rules)
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run
@@ -88,13 +87,13 @@ def require_target(name: str) -> TargetInfo:
 
 
 register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
-                           "plain numpy, one step at a time: defines the semantics", resets=("value", "subtract_next")))  # fmt: skip
+                           "plain numpy, one step at a time: defines the semantics", rules=DIALECT_RULES))  # fmt: skip
 register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), ALL_KINDS,
                            "PyTorch tensors, CUDA when present", options=("device", "threads"), streams=True,
-                           resets=("value", "subtract_next")))  # fmt: skip
+                           rules=DIALECT_RULES))  # fmt: skip
 register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), ALL_KINDS,
                            "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False,
-                           options=("threads",), streams=True, resets=("value", "subtract_next")))  # fmt: skip
+                           options=("threads",), streams=True, rules=DIALECT_RULES))  # fmt: skip
 register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), ALL_KINDS,
                            "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),

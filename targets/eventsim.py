@@ -899,7 +899,7 @@ class EventSim:
     """A plan compiled once into the flat arrays the kernel runs; reused by every batch."""
 
     def __init__(self, plan: Plan) -> None:
-        plan.require_resets(("value",), "eventsim")
+        plan.require_rules((), "eventsim")
         self.plan = plan
         self.integer = plan.precision == "fixed"
         self.value_dtype = np.int64 if self.integer else np.float32

@@ -132,7 +132,7 @@ def refusal(plan: Plan, spikes) -> str | None:
     from targets.lava_worker import layers_of
 
     try:
-        plan.require_resets(("value",), "lava")
+        plan.require_rules((), "lava")
         layers_of(plan)
     except ModelError as e:
         return str(e)
@@ -165,13 +165,13 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
         raise DataError("the lava target runs a .nir file in its worker process; this plan was not loaded from a file")
     from targets.lava_worker import layers_of  # the graph's shape checks, before any worker starts
 
-    plan.require_resets(("value",), "lava")
+    plan.require_rules((), "lava")
     layers_of(plan)
     reason = refusal(plan, spikes)
     if reason:
         raise ModelError(f"the lava target refuses {src.name}: {reason}")
     rasters, traces, simulation = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()),
-                                           dt=repr(float(plan.meta["dt"])))  # fmt: skip
+                                           dt=repr(float(plan.meta["dt"])), dialect=plan.meta.get("dialect", "nir"))  # fmt: skip
     if set(rasters) != set(plan.lif_names) or set(traces) != set(plan.li_names):
         raise LavaError(f"the Lava worker returned layers {list(rasters) + list(traces)}; the graph has "
                         f"{plan.lif_names + plan.li_names}")  # fmt: skip

@@ -623,12 +623,13 @@ def main(argv: list[str] | None = None) -> int:
             netx = str(req["netx"]) if "netx" in req else None
             req_membrane = str(req["membrane"]) == "1" if "membrane" in req else False
             dt = float(str(req["dt"])) if "dt" in req else None  # the caller's --dt, else the graph's
+            dialect = str(req["dialect"]) if "dialect" in req else None
         if netx:  # a netx file: the output layer's raster (or membrane), under the name "netx"
             membrane = bool(req_membrane)
             got = run_netx(netx, spikes, fixed=True, membrane=membrane)
             rasters, traces, simulation = ({}, {"netx": got}, {}) if membrane else ({"netx": got}, {}, {})
         else:
-            rasters, traces, simulation = run(load_plan(graph, dt=dt), spikes)
+            rasters, traces, simulation = run(load_plan(graph, dt=dt, dialect=dialect), spikes)
         names, trace_names = list(rasters), list(traces)
         np.savez(argv[1], names=np.array(json.dumps(names)), trace_names=np.array(json.dumps(trace_names)),
                  simulation=np.array(json.dumps(simulation)), **{f"r{i}": rasters[k] for i, k in enumerate(names)},

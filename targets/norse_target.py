@@ -103,8 +103,12 @@ def refusal(plan, spikes) -> str | None:
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         return "the norse target reads a .nir file; this plan was not loaded from one"
+    if plan.meta.get("dialect", "nir") == "norse":
+        return ("Norse 1.1.0's from_nir reads tau as 1/tau_inv where its to_nir wrote dt/tau_inv, and builds another "
+                "synapse for CubaLIF: it does not run its own export as it computed it (the reference, torch and onnx "
+                "targets do)")  # fmt: skip
     if plan.meta.get("dialect", "nir") != "nir":
-        return f"Norse runs NIR's own semantics; this graph runs in the {plan.meta['dialect']} dialect"
+        return f"the norse target runs NIR's own semantics; this graph runs in the {plan.meta['dialect']} dialect"
     graph = read_graph(src)
     bad = sorted(f"{n} ({type(v).__name__})" for n, v in graph.nodes.items() if type(v).__name__ not in NORSE_NODES)
     if bad:

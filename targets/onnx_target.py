@@ -61,7 +61,7 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
     missing = sorted({f"spikes/{k}" for k in lifs} - set(names))
     if missing:
         raise DataError(f"{path} was not exported from this graph: it lacks the outputs {', '.join(missing)}")
-    from convert.to_onnx import state_names, state_shape
+    from convert.to_onnx import rest_states, state_names
 
     held = state_names(plan)
     total = "scores" if plan.scores else "counts"
@@ -75,7 +75,7 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
         counts, layers = res[total], {k: res[f"spikes/{k}"] for k in lifs}
     elif "x_t" in inputs:
         B = x.shape[1]
-        feed = {f"v/{k}": np.zeros((B, *state_shape(plan, k)), np.float32) for k in held}
+        feed = rest_states(plan, B)
         counts, layers = 0, dict.fromkeys(lifs, 0)
         for t in range(x.shape[0]):
             res = dict(zip(names, sess.run(None, {"x_t": x[t], **feed})))
@@ -160,9 +160,9 @@ class Stream:
         self.reset()
 
     def reset(self) -> None:
-        from convert.to_onnx import state_shape
+        from convert.to_onnx import rest_states
 
-        self.feed_state = {f"v/{k}": np.zeros((1, *state_shape(self.plan, k)), np.float32) for k in self.held}
+        self.feed_state = rest_states(self.plan, 1)
 
     def feed(self, spikes: np.ndarray) -> np.ndarray:
         """Advance by ``spikes`` shaped ``(t, *input_shape)``; returns the output spike counts (classes,),

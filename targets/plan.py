@@ -41,11 +41,12 @@ DIALECTS: dict[str, dict[str, Any]] = {
     "snntorch-zero": {"dt": 1e-4, "about": "snnTorch 1.0 with reset_mechanism='zero' (what its import_from_nir "
                                            "builds): dt 1e-4 s, reset to 0"},
     "spikingjelly": {"dt": 1e-4, "compare": ">=", "about": "SpikingJelly 2.0: dt 1e-4 s, spike where v >= threshold"},
+    "norse": {"dt": 1e-3, "norse": True,
+              "about": "Norse 1.1: dt 1e-3 s; its exporter writes dt * tau as tau; r and w_in are ignored; LIF "
+                       "v += dt/tau ((I + v_leak) - v), LI and CubaLIF v += dt/tau ((v_leak - v) + I); CubaLIF's "
+                       "current jumps by the input, feeds the membrane, then decays; IF v += I; at rest v = v_leak"},
 }  # fmt: skip
-NOT_REPRODUCED = {
-    "norse": "Norse 1.1.0 integrates v + dt/tau ((v_leak - v) + I) (another rounding than beta v + gain I + leak), "
-             "its exporter writes dt * tau as tau, and its CubaLIF adds the input to the current before the decay",
-    "rockpool": "Rockpool 3.1 emits floor(v / threshold) spikes per step and subtracts them, with exponential decays",
+NOT_REPRODUCED = {    "rockpool": "Rockpool 3.1 emits floor(v / threshold) spikes per step and subtracts them, with exponential decays",
     "sinabs": "Sinabs 3.1 reads tau in steps with exponential decay, emits several spikes per step and subtracts them",
 }  # fmt: skip
 
@@ -105,16 +106,23 @@ class Plan:
         return [n.name for n in self.nodes if n.kind == "li"]
 
     @property
-    def resets(self) -> set[str]:
-        """The reset rules of the plan's LIF layers: ``value`` (to ``v_reset`` in the step of the spike,
-        every target) or ``subtract_next`` (a dialect's: the threshold subtracted at the next step)."""
-        return {n.params.get("reset", "value") for n in self.nodes if n.kind == "lif"}
+    def rules(self) -> set[str]:
+        """The neuron rules beyond NIR's forward Euler with reset to ``v_reset`` that the plan's LIF/LI
+        layers follow (a producer's dialect, :data:`DIALECTS`): ``subtract_next`` (snnTorch's reset),
+        ``norse_box``, ``norse_cell``, ``norse_jump`` (Norse's arithmetic), ``v0`` (a rest state other
+        than 0). Every target computes the plain rule; :attr:`TargetInfo.rules` lists the others."""
+        out = set()
+        for n in self.nodes:
+            if n.kind in ("lif", "li"):
+                out |= {n.params[k] for k in ("reset", "form") if k in n.params}
+                out |= {"v0"} if "v0" in n.params else set()
+        return out
 
-    def require_resets(self, allowed: tuple[str, ...], target: str) -> None:
-        """Refuse a plan whose LIF reset rule ``target`` does not compute (never a silent wrong answer)."""
-        other = sorted(self.resets - set(allowed))
+    def require_rules(self, allowed: tuple[str, ...], target: str) -> None:
+        """Refuse a plan whose neuron rules ``target`` does not compute (never a silent wrong answer)."""
+        other = sorted(self.rules - set(allowed))
         if other:
-            raise ModelError(f"the {target} target does not compute the {', '.join(other)} reset of this graph's "
+            raise ModelError(f"the {target} target does not compute the {', '.join(other)} rule of this graph's "
                              f"{self.meta.get('dialect')} dialect; reference, torch and onnx do")  # fmt: skip
 
     @property
@@ -271,6 +279,8 @@ def _neuron_params(
         return p
 
     spiking = kind in ("LIF", "IF", "CubaLIF", "Threshold")
+    if rules.get("norse") and kind in ("LIF", "LI", "IF", "CubaLIF"):
+        return _norse_pieces(node, kind, full, dt, piece, spiking)
     pieces = []
     if kind in ("CubaLIF", "CubaLI"):
         a = alpha("tau_syn")
@@ -317,6 +327,34 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
             raise ModelError(f"node {name}: only a full Flatten (batch-free start_dim=0, end_dim=-1) is supported")
         return (int(np.prod(in_shape)),)
     return in_shape
+
+
+def _norse_pieces(node, kind: str, full, dt: float, piece, spiking: bool) -> list[tuple[str, str, dict]]:
+    """Norse 1.1's own arithmetic (float32, its order of operations) for the nodes its exporter writes.
+    The exporter writes ``tau = dt / tau_inv``: ``tau_inv`` is recovered as ``dt / tau`` in float32,
+    and a step's factor as ``dt * tau_inv`` in float32, as Norse multiplies them."""
+    f32 = np.float32
+
+    def factor(key, sign=1.0):
+        inv = (f32(dt) / full(key).astype(f32)).astype(f32)
+        return (f32(sign * dt) * inv).astype(f32)
+
+    v_leak = full("v_leak").astype(f32) if kind != "IF" else np.zeros(full("r").shape, f32)
+    if kind == "IF":  # v += I: dt and r unused
+        p = piece(1.0, 1.0, spikes=True)
+        if np.any(p["v_reset"] != 0):
+            p["v0"] = p["v_reset"].copy()  # an IAF cell starts at v_reset
+        return [("", "lif", p)]
+    a = factor("tau_mem" if kind == "CubaLIF" else "tau")
+    p = piece(1.0 - a.astype(np.float64), a, a.astype(np.float64) * v_leak, spikes=spiking)  # (the same, NIR's way)
+    p |= {"form": "norse_box" if kind == "LIF" else "norse_cell", "a": a, "v_leak": v_leak}
+    if np.any(v_leak != 0):
+        p["v0"] = v_leak.copy()
+    if kind != "CubaLIF":
+        return [("", "lif" if spiking else "li", p)]
+    b = factor("tau_syn", -1.0)
+    syn = piece(1.0 + b.astype(np.float64), 1.0) | {"form": "norse_jump", "b": b}
+    return [(".syn", "li", syn), ("", "lif", p)]
 
 
 def _delay_steps(node: nir.Delay, shape: tuple[int, ...], dt: float, name: str) -> np.ndarray:
@@ -705,6 +743,9 @@ def li_exact_steps(plan: Plan, input_max: float | None = 1.0) -> dict[str, int]:
     out: dict[str, int] = {}
     for n in plan.nodes:
         if n.kind != "li":
+            continue
+        if "form" in n.params:  # a dialect's arithmetic: nothing is proven for it
+            out[n.name] = 0
             continue
         parts = [grids[s] for s in n.sources]
         g = None if any(p is None for p in parts) else _sum_grids(parts)

@@ -81,6 +81,29 @@ def output_total(plan: Plan, per_step: dict[str, np.ndarray]) -> np.ndarray:
     return total
 
 
+def rest_state(n: Node, B: int, dtype) -> np.ndarray:
+    """A LIF/LI layer's state before the first step: 0, or a dialect's rest value (Norse: ``v_leak``)."""
+    v = np.zeros((B, *n.out_shape), dtype=dtype)
+    if "v0" in n.params and dtype != np.int64:
+        v[:] = n.params["v0"]
+    return v
+
+
+def membrane(p: dict, v: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A float LIF/LI membrane after this step's input, before any spike decision, in the plan's
+    rule and its order of float32 operations: NIR's ``beta v + gain x + leak``, or Norse's
+    ``v + a ((x + v_leak) - v)`` (LIFBox), ``v + a ((v_leak - v) + x)`` (LIBox, LIFCell's
+    membrane), ``v + x`` (LIFCell's current jump; :func:`run` keeps the decayed current)."""
+    form = p.get("form")
+    if form == "norse_box":
+        return v + p["a"] * ((x + p["v_leak"]) - v)
+    if form == "norse_cell":
+        return v + p["a"] * ((p["v_leak"] - v) + x)
+    if form == "norse_jump":
+        return v + x
+    return p["beta"] * v + p["gain"] * x + p["leak"]
+
+
 class DelayLine:
     """A delay node's memory: what its sources summed at the last ``max(steps)`` steps (zero before
     the first step), each element emitted ``steps`` of its own steps later."""
@@ -146,7 +169,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
     T, B = spikes.shape[:2]
     by_name = {n.name: n for n in plan.nodes}
     vdt = np.int64 if integer else np.float32
-    state = {n.name: np.zeros((B, *n.out_shape), dtype=vdt) for n in plan.nodes if n.kind in ("lif", "li")}
+    state = {n.name: rest_state(n, B, vdt) for n in plan.nodes if n.kind in ("lif", "li")}
     lifs = plan.lif_names
     counts = {name: np.zeros(B, dtype=np.int64) for name in lifs}
     rasters = {name: np.zeros((T, B, *by_name[name].out_shape), dtype=np.uint8) for name in lifs} if record else None
@@ -179,7 +202,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
                     )
                 else:
                     p = n.params
-                    v = p["beta"] * state[n.name] + p["gain"] * x + p["leak"]
+                    v = membrane(p, state[n.name], x)
                     nxt = p.get("reset") == "subtract_next"  # the state is the unreset membrane of the last step
                     if nxt:
                         v = np.where(state[n.name] > p["v_threshold"], v - p["v_threshold"], v)
@@ -201,9 +224,16 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
                     v = np.clip(fixed.decay(state[n.name], n.fixed["dv"]) + u + bias, -fixed.V_MAX, fixed.V_MAX)
                 else:
                     p = n.params
-                    v = (p["beta"] * state[n.name] + p["gain"] * x + p["leak"]).astype(np.float32)
+                    v = membrane(p, state[n.name], x).astype(np.float32)
                 st["max_abs_v"] = max(st["max_abs_v"], float(np.abs(v).max(initial=0)))
-                state[n.name] = y = v
+                y = v
+                # Norse's synaptic current: the output is the current with this step's jump, the state the
+                # current decayed after it
+                state[n.name] = (
+                    (v + n.params["b"] * v).astype(np.float32)
+                    if not integer and n.params.get("form") == "norse_jump"
+                    else v
+                )
                 if record:
                     traces[n.name][t] = v
             elif n.kind in ("sumpool", "avgpool"):

@@ -49,7 +49,7 @@ class TorchPlan:
                     t["weight"] = torch.as_tensor(n.params["weight"], device=device)
                     t["bias"] = torch.as_tensor(n.params["bias"], device=device)
             elif n.kind in ("lif", "li") and not self.integer:
-                for k in ("beta", "gain", "leak", "v_threshold", "v_reset"):
+                for k in ("beta", "gain", "leak", "v_threshold", "v_reset", "a", "v_leak", "b", "v0"):
                     if k in n.params:
                         t[k] = torch.as_tensor(n.params[k], device=device)
             self.tensors[n.name] = t
@@ -74,6 +74,13 @@ class TorchPlan:
             v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x << fixed.ACT_SHIFT)
             return (v + self.tensors[n.sources[0]]["bias"]).clamp(-fixed.V_MAX, fixed.V_MAX)
         p = self.tensors[n.name]
+        form = n.params.get("form")  # a dialect's arithmetic (targets.reference.membrane)
+        if form == "norse_box":
+            return v + p["a"] * ((x + p["v_leak"]) - v)
+        if form == "norse_cell":
+            return v + p["a"] * ((p["v_leak"] - v) + x)
+        if form == "norse_jump":
+            return v + x
         return p["beta"] * v + p["gain"] * x + p["leak"]
 
     def _emit(self, n: Node, buf: torch.Tensor) -> torch.Tensor:
@@ -133,6 +140,8 @@ class TorchPlan:
                 state[n.name] = torch.zeros(
                     (B, *n.out_shape), dtype=torch.int64 if self.integer else torch.float32, device=self.device
                 )
+                if "v0" in n.params and not self.integer:  # a dialect's rest state (Norse: v_leak)
+                    state[n.name][:] = self.tensors[n.name]["v0"]
         counts = {n.name: torch.zeros(B, dtype=torch.int64, device=self.device) for n in lifs}
         rasters = (
             {n.name: torch.zeros((T, B, *n.out_shape), dtype=torch.uint8, device=self.device) for n in lifs}
@@ -187,7 +196,9 @@ class TorchPlan:
                     if record:
                         rasters[n.name][t] = s
                 elif n.kind == "li":
-                    state[n.name] = y = v = self._membrane(n, state[n.name], x)
+                    y = v = self._membrane(n, state[n.name], x)
+                    # Norse's synaptic current: the output has this step's jump, the state decays after it
+                    state[n.name] = v + self.tensors[n.name]["b"] * v if n.params.get("form") == "norse_jump" else v
                     if record:
                         traces[n.name][t] = v
                 elif n.kind in ("sumpool", "avgpool"):

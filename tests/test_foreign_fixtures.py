@@ -45,7 +45,21 @@ def _producer_rasters(e: dict, data) -> dict[str, np.ndarray]:
 
 def test_the_fixtures_cover_every_producer():
     assert {e["library"] for e in MANIFEST.values()} == {"snntorch", "norse", "spikingjelly", "rockpool", "sinabs"}
-    assert len(REPRODUCED) >= 14 and all(MANIFEST[k]["library"] in ("snntorch", "spikingjelly") for k in REPRODUCED)
+    assert len(REPRODUCED) >= 20 and {MANIFEST[k]["library"] for k in REPRODUCED} == {
+        "snntorch",
+        "spikingjelly",
+        "norse",
+    }
+
+
+def test_norse_li_membrane_within_float32_rounding_of_the_sum():
+    """Norse's LI output is its membrane: equal up to the last bits, because torch's Linear sums the
+    weights in another order than the reference's float64 sum rounded once (the spikes are identical)."""
+    e, plan, data = _fixture("norse_li")
+    got = ref.run(plan, data["input"], record=True).traces["3"].reshape(data["mem/3"].shape)
+    ulp = np.spacing(np.abs(data["mem/3"]).astype(np.float32))
+    assert np.abs(got - data["mem/3"]).max() > 0  # not bit-identical: the sum order differs, as said
+    assert (np.abs(got - data["mem/3"]) <= 4 * ulp).all()
 
 
 @pytest.mark.parametrize("name", REPRODUCED)
@@ -70,14 +84,14 @@ def test_every_target_gives_the_producers_spikes(name, target):
     why = None
     if not kinds <= set(info.kinds):
         why = f"no {sorted(kinds - set(info.kinds))}"
-    elif not plan.resets <= set(info.resets):
-        why = f"no {sorted(plan.resets - set(info.resets))} reset"
+    elif not plan.rules <= set(info.rules):
+        why = f"no {sorted(plan.rules - set(info.rules))} rule"
     else:
         pad = np.zeros((info.latency * max(plan.depths().values(), default=0), *x.shape[1:]), x.dtype)
         why = info.refusal(plan, np.concatenate([x, pad]))
     if why:  # declined by name, never run wrong: the direct call refuses too
-        if target in ("eventsim", "lava") and plan.resets != {"value"}:
-            with pytest.raises(ModelError, match="does not compute the subtract_next reset"):
+        if target in ("eventsim", "lava") and plan.rules:
+            with pytest.raises(ModelError, match="does not compute the .* rule"):
                 run_aligned(info, plan, x)
         pytest.skip(f"{target} declines {name}: {why}")
     got = run_aligned(info, plan, x, record=True)
