@@ -315,7 +315,8 @@ class _Lowering:
                              "spikes at rest from the first step) is not exported")  # fmt: skip
         if n.kind == "lif":
             out["v_threshold"] = g.init(f"{n.name}/v_threshold", _compact(p["v_threshold"], np.float32))
-            out["v_reset"] = g.init(f"{n.name}/v_reset", _compact(p["v_reset"], np.float32))
+            if "spike" not in p and p.get("reset") != "subtract_next":  # (those rules never reset to a value)
+                out["v_reset"] = g.init(f"{n.name}/v_reset", _compact(p["v_reset"], np.float32))
         return out
 
     # -- one step -------------------------------------------------------------------------------
@@ -443,6 +444,9 @@ class _Lowering:
                 v_prev = g.const(0.0, np.float32)
             if form == "norse_jump":
                 return g.op("Add", [v_prev, x], _at(n.name, "jump", tag))
+            if form == "rockpool_syn":
+                joined = g.op("Add", [v_prev, x], _at(n.name, "joined", tag))
+                return g.op("Mul", [joined, p["b"]], _at(n.name, "decayed", tag))
             if form == "norse_box":
                 d = g.op("Add", [x, p["v_leak"]], _at(n.name, "i_plus_leak", tag))
                 d = g.op("Sub", [d, v_prev], _at(n.name, "minus_v", tag))
@@ -528,8 +532,10 @@ class _Lowering:
                 was = g.op("Greater", [v_prev, p["v_threshold"]], _at(n.name, "was_above", tag))
                 less = g.op("Sub", [v, p["v_threshold"]], _at(n.name, "minus_threshold", tag))
                 v = g.op("Where", [was, less, v], _at(n.name, "v_subtracted", tag))
+            if "spike" in n.params:  # several spikes per step, each subtracting the threshold
+                return self._multi_spikes(n, v, st)
             spiking = g.op("Greater", [v, p["v_threshold"]], _at(n.name, "spiking", tag))
-            reset, dtype = p["v_reset"], F32
+            reset, dtype = p.get("v_reset"), F32
         if st.keep_state and n.params.get("reset") == "subtract_next":
             st.new_state[n.name] = v
         elif st.keep_state:
@@ -542,6 +548,28 @@ class _Lowering:
         st.counts[n.name] = count
         return y
 
+
+def _multi_spikes(self: _Lowering, n: Node, v: str, st: _Step) -> str:
+    """Spikes per neuron in one step as float32 counts (targets.reference.multi_spikes); the state keeps
+    the membrane less a threshold per spike. Sinabs' ``trunc`` is ``floor`` where it applies (v > 0)."""
+    g, p, tag = self.g, self.p[n.name], st.tag
+    q = g.op("Div", [v, p["v_threshold"]], _at(n.name, "v_over_threshold", tag))
+    q = g.op("Floor", [q], _at(n.name, "whole", tag))
+    if n.params["spike"] == "floor_ge":
+        q = g.op("Min", [q, g.const(2.0**16, np.float32)], _at(n.name, "at_most", tag))
+        cond = g.op("GreaterOrEqual", [v, p["v_threshold"]], _at(n.name, "at_threshold", tag))
+    else:
+        cond = g.op("Greater", [v, g.const(0.0, np.float32)], _at(n.name, "positive", tag))
+    y = g.op("Where", [cond, q, g.const(0.0, np.float32)], _at(n.name, "spikes", tag))
+    if st.keep_state:
+        lost = g.op("Mul", [y, p["v_threshold"]], _at(n.name, "subtracted", tag))
+        st.new_state[n.name] = g.op("Sub", [v, lost], _at(n.name, "v_next", tag))
+    axes = g.const(list(range(1, len(n.out_shape) + 1)), np.int64)
+    st.counts[n.name] = g.op("ReduceSum", [y, axes], _at(n.name, "count", tag), keepdims=0)
+    return y
+
+
+_Lowering._multi_spikes = _multi_spikes
 
 _EMIT = {"conv": _Lowering._synapse, "affine": _Lowering._synapse, "lif": _Lowering._lif, "li": _Lowering._li,
          "sumpool": _Lowering._pool, "avgpool": _Lowering._pool, "flatten": _Lowering._flatten}  # fmt: skip

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 
 from core.errors import ConfigError
 
-DIALECT_RULES = ("subtract_next", "norse_box", "norse_cell", "norse_jump", "v0")
+DIALECT_RULES = (
+    "subtract_next",
+    "norse_box",
+    "norse_cell",
+    "norse_jump",
+    "v0",
+    "rockpool_syn",
+    "floor_ge",
+    "trunc_gt0",
+)
 ALL_KINDS = ("conv", "affine", "lif", "li", "sumpool", "avgpool", "flatten", "delay")
 
 

@@ -45,10 +45,15 @@ DIALECTS: dict[str, dict[str, Any]] = {
               "about": "Norse 1.1: dt 1e-3 s; its exporter writes dt * tau as tau; r and w_in are ignored; LIF "
                        "v += dt/tau ((I + v_leak) - v), LI and CubaLIF v += dt/tau ((v_leak - v) + I); CubaLIF's "
                        "current jumps by the input, feeds the membrane, then decays; IF v += I; at rest v = v_leak"},
+    "rockpool": {"dt": 1e-3, "rockpool": True,
+                 "about": "Rockpool 3.1: dt 1e-3 s, exponential decays exp(-dt/tau), r ignored; CubaLIF: the input "
+                          "joins the current, current and membrane decay, the membrane adds the current; "
+                          "floor(v / threshold) spikes where v >= threshold, each subtracting the threshold"},
+    "sinabs": {"dt": 1e-3, "sinabs": True,
+               "about": "Sinabs 3.1: tau in steps, decay exp(-1/tau), LIF input scaled by 1 - exp(-1/tau), IF v += I; "
+                        "trunc(v / threshold) spikes where v > 0, each subtracting the threshold"},
 }  # fmt: skip
-NOT_REPRODUCED = {    "rockpool": "Rockpool 3.1 emits floor(v / threshold) spikes per step and subtracts them, with exponential decays",
-    "sinabs": "Sinabs 3.1 reads tau in steps with exponential decay, emits several spikes per step and subtracts them",
-}  # fmt: skip
+NOT_REPRODUCED: dict[str, str] = {}  # producers whose simulation is known and not reproduced yet
 
 
 def dialect_of(name: str | None) -> tuple[str, dict[str, Any]]:
@@ -114,7 +119,7 @@ class Plan:
         out = set()
         for n in self.nodes:
             if n.kind in ("lif", "li"):
-                out |= {n.params[k] for k in ("reset", "form") if k in n.params}
+                out |= {n.params[k] for k in ("reset", "form", "spike") if k in n.params}
                 out |= {"v0"} if "v0" in n.params else set()
         return out
 
@@ -281,6 +286,8 @@ def _neuron_params(
     spiking = kind in ("LIF", "IF", "CubaLIF", "Threshold")
     if rules.get("norse") and kind in ("LIF", "LI", "IF", "CubaLIF"):
         return _norse_pieces(node, kind, full, dt, piece, spiking)
+    if (rules.get("rockpool") or rules.get("sinabs")) and kind in ("LIF", "LI", "IF", "CubaLIF"):
+        return _exp_pieces(node, kind, full, dt, piece, spiking, "rockpool" if rules.get("rockpool") else "sinabs")
     pieces = []
     if kind in ("CubaLIF", "CubaLI"):
         a = alpha("tau_syn")
@@ -355,6 +362,38 @@ def _norse_pieces(node, kind: str, full, dt: float, piece, spiking: bool) -> lis
     b = factor("tau_syn", -1.0)
     syn = piece(1.0 + b.astype(np.float64), 1.0) | {"form": "norse_jump", "b": b}
     return [(".syn", "li", syn), ("", "lif", p)]
+
+
+def _exp_pieces(node, kind: str, full, dt: float, piece, spiking: bool, lib: str) -> list[tuple[str, str, dict]]:
+    """Rockpool's and Sinabs' neurons: exact exponential decays (float32, as they compute them), several
+    spikes per step, each subtracting the threshold (``spike``: ``floor_ge``, Rockpool's
+    ``(v >= t) floor(v / t)``; ``trunc_gt0``, Sinabs' ``(v > 0) trunc(v / t)``)."""
+    f32 = np.float32
+
+    def decay(key):  # exp(-dt/tau) (Rockpool) or exp(-1/tau), tau in steps (Sinabs), in float32
+        tau = full(key).astype(f32)
+        q = (f32(-dt) / tau) if lib == "rockpool" else (f32(-1.0) / tau)
+        return np.exp(q.astype(np.float64)).astype(f32)
+
+    rule = {"spike": "floor_ge" if lib == "rockpool" else "trunc_gt0"}
+    if spiking and np.any(full("v_threshold") <= 0):
+        raise ModelError(f"{kind} threshold <= 0: {lib} subtracts multiples of a positive threshold")
+    if kind == "IF":
+        return [("", "lif", piece(1.0, 1.0, spikes=True) | rule)]
+    if kind == "CubaLIF" and lib == "sinabs":
+        raise ModelError("Sinabs writes no CubaLIF (its exporter drops tau_syn)")
+    a = decay("tau_mem" if kind == "CubaLIF" else "tau")
+    if kind == "LI" and lib == "rockpool":  # ExpSyn: (i + I) * exp(-dt/tau)
+        return [("", "li", piece(a.astype(np.float64), 1.0) | {"form": "rockpool_syn", "b": a})]
+    p = piece(a.astype(np.float64), 1.0, spikes=spiking)
+    if lib == "sinabs" and kind == "LIF":  # norm_input: the input scaled by 1 - exp(-1/tau), in float32
+        p["gain"] = (f32(1.0) - a).astype(f32)
+    if spiking:
+        p |= rule
+    if kind != "CubaLIF":
+        return [("", "lif" if spiking else "li", p)]
+    b = decay("tau_syn")
+    return [(".syn", "li", piece(b.astype(np.float64), 1.0) | {"form": "rockpool_syn", "b": b}), ("", "lif", p)]
 
 
 def _delay_steps(node: nir.Delay, shape: tuple[int, ...], dt: float, name: str) -> np.ndarray:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core import fixed
+from core.errors import ModelError
 from targets.plan import Node, Plan, check_spikes
 
 
@@ -101,7 +102,26 @@ def membrane(p: dict, v: np.ndarray, x: np.ndarray) -> np.ndarray:
         return v + p["a"] * ((p["v_leak"] - v) + x)
     if form == "norse_jump":
         return v + x
+    if form == "rockpool_syn":
+        return (v + x) * p["b"]
     return p["beta"] * v + p["gain"] * x + p["leak"]
+
+
+MAX_SPIKES = 255  # several spikes per step: rasters hold counts up to this (uint8)
+
+
+def multi_spikes(p: dict, v: np.ndarray) -> np.ndarray:
+    """Spikes per neuron in one step (float32 counts): Rockpool's ``(v >= t) floor(v / t)`` (at most
+    2**16), Sinabs' ``(v > 0) trunc(v / t)``; more than :data:`MAX_SPIKES` is an error, never a wrap."""
+    th = p["v_threshold"]
+    q = (v / th).astype(np.float32)
+    if p["spike"] == "floor_ge":
+        n = np.where(v >= th, np.minimum(np.floor(q), np.float32(2**16)), np.float32(0))
+    else:
+        n = np.where(v > 0, np.trunc(q), np.float32(0))
+    if n.max(initial=0) > MAX_SPIKES:
+        raise ModelError(f"a neuron emits {int(n.max())} spikes in one step; at most {MAX_SPIKES} are counted")
+    return n.astype(np.float32)
 
 
 class DelayLine:
@@ -206,13 +226,17 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
                     nxt = p.get("reset") == "subtract_next"  # the state is the unreset membrane of the last step
                     if nxt:
                         v = np.where(state[n.name] > p["v_threshold"], v - p["v_threshold"], v)
-                    s_out = v > p["v_threshold"]
                     if margins:
                         margin[n.name][t] = v.astype(np.float64) - p["v_threshold"]
                     stats[n.name]["max_abs_v"] = max(stats[n.name]["max_abs_v"], float(np.abs(v).max(initial=0)))
-                    state[n.name] = (v if nxt else np.where(s_out, p["v_reset"], v)).astype(np.float32)
+                    if "spike" in p:  # several spikes per step, each subtracting the threshold
+                        s_out = multi_spikes(p, v)
+                        state[n.name] = (v - s_out * p["v_threshold"]).astype(np.float32)
+                    else:
+                        s_out = v > p["v_threshold"]
+                        state[n.name] = (v if nxt else np.where(s_out, p["v_reset"], v)).astype(np.float32)
                 y = s_out.astype(np.int64 if integer else np.float32)
-                counts[n.name] += s_out.reshape(B, -1).sum(axis=1)
+                counts[n.name] += s_out.reshape(B, -1).sum(axis=1).astype(np.int64)
                 if record:
                     rasters[n.name][t] = s_out
             elif n.kind == "li":

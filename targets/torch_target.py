@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from core import fixed
-from core.errors import ConfigError
+from core.errors import ConfigError, ModelError
 from targets.plan import Node, Plan, check_spikes, float32_exact_synapses
 from targets.reference import RunResult
 
@@ -81,7 +81,24 @@ class TorchPlan:
             return v + p["a"] * ((p["v_leak"] - v) + x)
         if form == "norse_jump":
             return v + x
+        if form == "rockpool_syn":
+            return (v + x) * p["b"]
         return p["beta"] * v + p["gain"] * x + p["leak"]
+
+    def _multi_spikes(self, n, v: torch.Tensor) -> torch.Tensor:
+        """Spikes per neuron in one step (targets.reference.multi_spikes)."""
+        from targets.reference import MAX_SPIKES
+
+        th = self.tensors[n.name]["v_threshold"]
+        q = v / th
+        zero = torch.zeros((), dtype=v.dtype, device=v.device)
+        if n.params["spike"] == "floor_ge":
+            out = torch.where(v >= th, torch.clamp(torch.floor(q), max=2.0**16), zero)
+        else:
+            out = torch.where(v > 0, torch.trunc(q), zero)
+        if out.numel() and float(out.max()) > MAX_SPIKES:
+            raise ModelError(f"a neuron emits {int(out.max())} spikes in one step; at most {MAX_SPIKES} are counted")
+        return out
 
     def _emit(self, n: Node, buf: torch.Tensor) -> torch.Tensor:
         """What a delay emits now: per element, its sources' sum ``steps`` steps ago (``buf`` holds the
@@ -184,7 +201,10 @@ class TorchPlan:
                         y = s.to(torch.int64)
                     else:
                         p = self.tensors[n.name]
-                        if n.params.get("reset") == "subtract_next":  # the state is the unreset membrane
+                        if "spike" in n.params:  # several spikes per step, each subtracting the threshold
+                            s = self._multi_spikes(n, v)
+                            state[n.name] = v - s * p["v_threshold"]
+                        elif n.params.get("reset") == "subtract_next":  # the state is the unreset membrane
                             v = torch.where(state[n.name] > p["v_threshold"], v - p["v_threshold"], v)
                             s = v > p["v_threshold"]
                             state[n.name] = v
@@ -192,7 +212,7 @@ class TorchPlan:
                             s = v > p["v_threshold"]
                             state[n.name] = torch.where(s, p["v_reset"], v)
                         y = s.to(torch.float32)
-                    counts[n.name] += s.reshape(B, -1).sum(1)
+                    counts[n.name] += s.reshape(B, -1).sum(1).to(torch.int64)
                     if record:
                         rasters[n.name][t] = s
                 elif n.kind == "li":
