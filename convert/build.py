@@ -39,35 +39,10 @@ class BuildReport:
     calibration_rounds: int = 0
 
 
-def build_nir(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    *,
-    precision: str = "float",
-    weight_bits: int | None = 8,
-    per_channel: bool = True,
-    steps: int = 8,
-    dt: float = 1e-3,
-    meta: dict[str, Any] | None = None,
-    calibration: np.ndarray | None = None,
-    max_rounds: int = 12,
-    min_bias_exp: int = 0,
-) -> tuple[nir.NIRGraph, BuildReport]:
-    """Build the deployable NIR graph of ``model``.
-
-    ``calibration`` (spikes ``(T, B, *input_shape)``) is required for fixed precision: the integer
-    network runs on it, and any layer whose synaptic input would overflow Lava's 16-bit messages
-    or whose membrane would saturate at 24 bits gets a smaller exponent or threshold, round after
-    round, until none does. An LI readout's exponent is chosen by a worst-case bound instead (it never
-    saturates whatever the input; :func:`convert.quantise.choose_fixed_li`), which the calibration
-    run then confirms. ``min_bias_exp`` (fixed precision) puts every bias on a grid of
-    ``2**min_bias_exp`` integer units: 6 for a graph that is also written as lava-dl netx, which runs
-    biases with ``bias_exp = 6``. The graph's metadata records it as ``min_bias_exp``.
-    """
+def build_nir(model: nn.Module, input_shape: tuple[int, ...], **options: Any) -> tuple[nir.NIRGraph, BuildReport]:
+    """Build the deployable NIR graph of ``model``: traced, then :func:`build_layers` with ``options``."""
     layers, outputs = trace(model, tuple(input_shape))
-    return build_layers(layers, outputs, input_shape, precision=precision, weight_bits=weight_bits,
-                        per_channel=per_channel, steps=steps, dt=dt, meta=meta, calibration=calibration,
-                        max_rounds=max_rounds, min_bias_exp=min_bias_exp)  # fmt: skip
+    return build_layers(layers, outputs, input_shape, **options)
 
 
 def build_layers(
@@ -85,8 +60,18 @@ def build_layers(
     max_rounds: int = 12,
     min_bias_exp: int = 0,
 ) -> tuple[nir.NIRGraph, BuildReport]:
-    """:func:`build_nir` on layers already traced (from a model, or from another tool's graph:
-    :func:`convert.foreign.layers_from_plan`)."""
+    """The deployable NIR graph of traced ``layers`` (from a model, :func:`build_nir`, or from another
+    tool's graph, :func:`convert.foreign.layers_from_plan`).
+
+    ``calibration`` (spikes ``(T, B, *input_shape)``) is required for fixed precision: the integer
+    network runs on it, and any layer whose synaptic input would overflow Lava's 16-bit messages
+    or whose membrane would saturate at 24 bits gets a smaller exponent or threshold, round after
+    round, until none does. An LI readout's exponent is chosen by a worst-case bound instead (it never
+    saturates whatever the input; :func:`convert.quantise.choose_fixed_li`), which the calibration
+    run then confirms. ``min_bias_exp`` (fixed precision) puts every bias on a grid of
+    ``2**min_bias_exp`` integer units: 6 for a graph that is also written as lava-dl netx, which runs
+    biases with ``bias_exp = 6``. The graph's metadata records it as ``min_bias_exp``.
+    """
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     meta = {"precision": precision, "T": int(steps), "dt": float(dt), "reset": "zero",

@@ -76,6 +76,12 @@ class ConvertConfig:
     )
     parity_samples: int = field(default=256, metadata={"help": "test samples of the parity check"})
     seed: int = field(default=0, metadata={"help": "seed of the parity batch"})
+    peers: str | None = field(
+        default=None,
+        metadata={"flag": "--for", "help": "also write <name>.<library>.nir for each library named (comma-separated: "
+                  "snntorch, spikingjelly, norse; nir as it is), a file that library's own NIR import runs with our "
+                  "spikes (float precision)"},
+    )  # fmt: skip
     data: str | None = field(
         default=None,
         metadata={"help": "a .nir graph another tool wrote: the inputs to calibrate and check on (a .npy spike array "
@@ -265,6 +271,9 @@ def _write(cfg: ConvertConfig, src: _Source) -> dict[str, Any]:
         files |= {"onnx": f"{cfg.name}.onnx", "step_onnx": f"{cfg.name}.step.onnx"}
     if cfg.netx:
         files["netx"] = f"{cfg.name}.netx.h5"
+    peers = [p.strip() for p in (cfg.peers or "").split(",") if p.strip()]
+    for peer in peers:  # ("nir": the graph itself)
+        files[f"for_{peer}"] = files["nir"] if peer == "nir" else f"{cfg.name}.{peer}.nir"
     files["report"] = f"{cfg.name}.conversion.json"
     try:
         write_graph(staging / files["nir"], graph)
@@ -325,13 +334,41 @@ def _write(cfg: ConvertConfig, src: _Source) -> dict[str, Any]:
                               "rounded_biases_max_change": written["rounded_biases"],
                               "accuracy": _summary(twin.counts, {}, labels)["accuracy"],
                               "identical_output_counts_vs_reference": float(same.mean())}  # fmt: skip
+        if peers:
+            report["for"] = _write_peers(graph, plan, peers, staging, files, spikes, ref)
         write_json_atomic(staging / files["report"], report)
-        for f in files.values():
+        for f in set(files.values()):
             os.replace(staging / f, out / f)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print_report(report, build_report)
     return report
+
+
+def _write_peers(graph, plan, peers: list[str], staging: Path, files: dict[str, str], spikes, ref) -> dict[str, Any]:
+    """Each library's file (:mod:`convert.peers`), written and read back: the library's semantics, run
+    by our reference in its dialect (what its import computes), must give the graph's own output counts."""
+    import nir
+
+    from convert.peers import IMPORT_CALLS, READ_AS, graph_for
+    from core.fileio import atomic_path
+
+    out = {}
+    for peer in peers:
+        written = graph_for(graph, peer, dt=float(plan.meta["dt"]), precision=plan.precision)
+        path = staging / files[f"for_{peer}"]
+        if peer != "nir":
+            with atomic_path(path) as tmp:
+                nir.write(tmp, written)
+        dialect, dt = READ_AS.get(peer, ("nir", None))
+        again = reference.run(load_plan(path, dialect=dialect, dt=dt), spikes)
+        same = (again.counts == ref.counts).all(1)
+        if not same.all():
+            raise ModelError(f"{files[f'for_{peer}']}: read as {peer} computes it, the output counts differ from the graph's "
+                             f"on {int((~same).sum())} of {len(same)} samples")  # fmt: skip
+        out[peer] = {"file": files[f"for_{peer}"], "import": IMPORT_CALLS[peer], "read_as": dialect,
+                     "identical_output_counts_vs_graph": float(same.mean())}  # fmt: skip
+    return out
 
 
 def print_report(report: dict[str, Any], build_report) -> None:

@@ -130,7 +130,7 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
         if f.metadata.get("positional"):
             parser.add_argument(f.name, type=tp, help=f.metadata.get("help", ""))
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {
             "dest": f.name,
             "default": argparse.SUPPRESS,

@@ -35,16 +35,20 @@ DEFAULT_FOREIGN_DT = 1e-3  # s; the dt assumed for graphs that do not state one 
 # evidence): the dt its exporter assumed, and what its neurons do that NIR's equations do not say.
 DIALECTS: dict[str, dict[str, Any]] = {
     "nir": {"dt": DEFAULT_FOREIGN_DT, "about": "NIR's equations, forward Euler: spike where v > threshold, reset to v_reset"},
-    "snntorch": {"dt": 1e-4, "reset": "subtract_next",
+    "snntorch": {"dt": 1e-4, "reset": "subtract_next", "flatten": "batched",
                  "about": "snnTorch 1.0 (Leaky/Synaptic defaults): dt 1e-4 s; the threshold is subtracted at the step "
                           "after a spike, undecayed"},
-    "snntorch-zero": {"dt": 1e-4, "about": "snnTorch 1.0 with reset_mechanism='zero' (what its import_from_nir "
-                                           "builds): dt 1e-4 s, reset to 0"},
+    "snntorch-zero": {"dt": 1e-4, "flatten": "batched",
+                      "about": "snnTorch 1.0 with reset_mechanism='zero' (what its import_from_nir builds): dt 1e-4 s, "
+                               "reset to 0"},
     "spikingjelly": {"dt": 1e-4, "compare": ">=", "about": "SpikingJelly 2.0: dt 1e-4 s, spike where v >= threshold"},
     "norse": {"dt": 1e-3, "norse": True,
               "about": "Norse 1.1: dt 1e-3 s; its exporter writes dt * tau as tau; r and w_in are ignored; LIF "
                        "v += dt/tau ((I + v_leak) - v), LI and CubaLIF v += dt/tau ((v_leak - v) + I); CubaLIF's "
                        "current jumps by the input, feeds the membrane, then decays; IF v += I; at rest v = v_leak"},
+    "norse-import": {"dt": 1e-3, "norse": True, "norse_tau": "as written", "flatten": "batched",
+                     "about": "Norse 1.1's from_nir (what it computes for a graph it reads, not one it wrote): tau as "
+                              "written, r ignored, its LIFBox arithmetic, Flatten dims on batched tensors"},
     "rockpool": {"dt": 1e-3, "rockpool": True,
                  "about": "Rockpool 3.1: dt 1e-3 s, exponential decays exp(-dt/tau), r ignored; CubaLIF: the input "
                           "joins the current, current and membrane decay, the membrane adds the current; "
@@ -285,7 +289,7 @@ def _neuron_params(
 
     spiking = kind in ("LIF", "IF", "CubaLIF", "Threshold")
     if rules.get("norse") and kind in ("LIF", "LI", "IF", "CubaLIF"):
-        return _norse_pieces(node, kind, full, dt, piece, spiking)
+        return _norse_pieces(node, kind, full, dt, piece, spiking, rules.get("norse_tau") == "as written")
     if (rules.get("rockpool") or rules.get("sinabs")) and kind in ("LIF", "LI", "IF", "CubaLIF"):
         return _exp_pieces(node, kind, full, dt, piece, spiking, "rockpool" if rules.get("rockpool") else "sinabs")
     pieces = []
@@ -336,14 +340,18 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
     return in_shape
 
 
-def _norse_pieces(node, kind: str, full, dt: float, piece, spiking: bool) -> list[tuple[str, str, dict]]:
+def _norse_pieces(node, kind: str, full, dt: float, piece, spiking: bool, tau_as_written: bool = False):
     """Norse 1.1's own arithmetic (float32, its order of operations) for the nodes its exporter writes.
-    The exporter writes ``tau = dt / tau_inv``: ``tau_inv`` is recovered as ``dt / tau`` in float32,
-    and a step's factor as ``dt * tau_inv`` in float32, as Norse multiplies them."""
+    The exporter writes ``tau = dt / tau_inv``: ``tau_inv`` is recovered as ``dt / tau`` in float32
+    (its import instead reads ``tau_inv = 1 / tau``: ``tau_as_written``), and a step's factor as
+    ``dt * tau_inv`` in float32, as Norse multiplies them."""
     f32 = np.float32
+    if tau_as_written and kind == "CubaLIF":
+        raise ModelError("Norse's from_nir builds another synapse for CubaLIF (a leaky LIBox, not LIFCell's current)")
 
     def factor(key, sign=1.0):
-        inv = (f32(dt) / full(key).astype(f32)).astype(f32)
+        tau = full(key).astype(f32)
+        inv = ((f32(1.0) / tau) if tau_as_written else (f32(dt) / tau)).astype(f32)
         return (f32(sign * dt) * inv).astype(f32)
 
     v_leak = full("v_leak").astype(f32) if kind != "IF" else np.zeros(full("r").shape, f32)
@@ -550,6 +558,10 @@ def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None, dial
                 srcs = [name + suffix]
             continue
         kind = KINDS[type(node)]
+        if kind == "flatten" and rules.get("flatten") == "batched" and node.start_dim >= 1:
+            # snnTorch's import maps Flatten's dims onto batched tensors: start_dim 1 is the whole sample
+            node = nir.Flatten(input_type=node.input_type, start_dim=node.start_dim - 1,
+                               end_dim=node.end_dim - 1 if node.end_dim >= 1 else node.end_dim)  # fmt: skip
         out_s = _shape_of(kind, node, in_s, name)
         shapes[name] = out_s
         params: dict[str, Any] = {}

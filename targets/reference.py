@@ -90,12 +90,14 @@ def rest_state(n: Node, B: int, dtype) -> np.ndarray:
     return v
 
 
-def membrane(p: dict, v: np.ndarray, x: np.ndarray) -> np.ndarray:
+def membrane(p: dict, v, x, form: str | None = None):
     """A float LIF/LI membrane after this step's input, before any spike decision, in the plan's
     rule and its order of float32 operations: NIR's ``beta v + gain x + leak``, or Norse's
     ``v + a ((x + v_leak) - v)`` (LIFBox), ``v + a ((v_leak - v) + x)`` (LIBox, LIFCell's
-    membrane), ``v + x`` (LIFCell's current jump; :func:`run` keeps the decayed current)."""
-    form = p.get("form")
+    membrane), ``v + x`` (LIFCell's current jump; :func:`run` keeps the decayed current), Rockpool's
+    current ``(v + x) b``. ``p`` holds numpy arrays (or torch tensors: the torch target's twin);
+    ``form`` defaults to ``p["form"]``."""
+    form = p.get("form") if form is None else form
     if form == "norse_box":
         return v + p["a"] * ((x + p["v_leak"]) - v)
     if form == "norse_cell":

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from core import fixed
 from core.errors import ConfigError, ModelError
 from targets.plan import Node, Plan, check_spikes, float32_exact_synapses
-from targets.reference import RunResult
+from targets.reference import RunResult, membrane
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -73,17 +73,8 @@ class TorchPlan:
             prod = v * (fixed.DECAY_UNITY - n.fixed["dv"])
             v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x << fixed.ACT_SHIFT)
             return (v + self.tensors[n.sources[0]]["bias"]).clamp(-fixed.V_MAX, fixed.V_MAX)
-        p = self.tensors[n.name]
-        form = n.params.get("form")  # a dialect's arithmetic (targets.reference.membrane)
-        if form == "norse_box":
-            return v + p["a"] * ((x + p["v_leak"]) - v)
-        if form == "norse_cell":
-            return v + p["a"] * ((p["v_leak"] - v) + x)
-        if form == "norse_jump":
-            return v + x
-        if form == "rockpool_syn":
-            return (v + x) * p["b"]
-        return p["beta"] * v + p["gain"] * x + p["leak"]
+        # NIR's beta*v + gain*I + leak, or a dialect's arithmetic, in the reference's float32 operations
+        return membrane(self.tensors[n.name], v, x, n.params.get("form", ""))
 
     def _multi_spikes(self, n, v: torch.Tensor) -> torch.Tensor:
         """Spikes per neuron in one step (targets.reference.multi_spikes)."""

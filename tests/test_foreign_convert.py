@@ -33,7 +33,7 @@ def foreign_digits(trained_digits, tmp_path_factory):
 
 def test_a_foreign_float_graph_becomes_a_loihi_network(foreign_digits, capsys):
     own, foreign = load_plan(foreign_digits / "own.nir"), load_plan(foreign_digits / "foreign.nir")
-    assert foreign.steps is None and foreign.meta == {"dt": 1e-3}
+    assert foreign.steps is None and foreign.meta == {"dt": 1e-3, "dialect": "nir"}
     x = (np.random.default_rng(0).random((4, 16, 1, 8, 8)) < 0.5).astype(np.float32)
     assert np.array_equal(ref.run(own, x).counts, ref.run(foreign, x).counts)  # the doubling changes no spike
     argv = [str(foreign_digits / "foreign.nir"), "--precision", "fixed", "--data", "digits", "--steps", "4",

@@ -35,6 +35,20 @@ def _chain(path, neuron: nir.NIRNode, n_in: int, weight: np.ndarray, bias=None) 
     return load_plan(path)
 
 
+def _assert_same_run(info, plan, x, expected) -> None:
+    """The target's counts, per-layer spike counts, rasters and LI traces equal the reference's."""
+    got = run_aligned(info, plan, x, record=True)
+    assert np.array_equal(got.counts, expected.counts)
+    assert {k: v.tolist() for k, v in got.layer_counts.items()} == {
+        k: v.tolist() for k, v in expected.layer_counts.items()
+    }
+    if info.rasters:
+        for k, r in expected.rasters.items():
+            assert np.array_equal(got.rasters[k], r), k
+        for k, v in (expected.traces or {}).items():
+            assert np.array_equal(got.traces[k], v), k
+
+
 def _spikes(T, B, n, p=0.5, seed=0):
     return (np.random.default_rng(seed).random((T, B, n)) < p).astype(np.float32)
 
@@ -157,16 +171,7 @@ def test_every_target_runs_every_neuron_node(tmp_path, target):
         reason = info.refusal(plan, x)
         assert "CubaLIF node cl" in reason and "Scale node sc" in reason and "I node i" in reason
         return
-    got = run_aligned(info, plan, x, record=True)
-    assert np.array_equal(got.counts, expected.counts)
-    assert {k: v.tolist() for k, v in got.layer_counts.items()} == {
-        k: v.tolist() for k, v in expected.layer_counts.items()
-    }
-    if info.rasters:
-        for k, r in expected.rasters.items():
-            assert np.array_equal(got.rasters[k], r), k
-        for k, v in expected.traces.items():
-            assert np.array_equal(got.traces[k], v), k
+    _assert_same_run(info, plan, x, expected)
     assert np.array_equal(run_aligned(info, plan, x[:7, :1]).counts, ref.run(plan, x[:7, :1]).counts)
 
 
@@ -425,15 +430,7 @@ def test_recurrent_cubalif_with_delay_on_every_target(tmp_path, target):
     if target == "onnx":  # the whole-T file beside the graph, and the step file for other T
         export_onnx(plan, path.with_suffix(".onnx"), steps=24)
         export_step_onnx(plan, path.with_suffix(".step.onnx"))
-    got = run_aligned(info, plan, x, record=True)
-    assert np.array_equal(got.counts, expected.counts)
-    assert {k: v.tolist() for k, v in got.layer_counts.items()} == {
-        k: v.tolist() for k, v in expected.layer_counts.items()
-    }
-    if info.rasters:
-        for k, r in expected.rasters.items():
-            assert np.array_equal(got.rasters[k], r), k
-        assert np.array_equal(got.traces["cl.syn"], expected.traces["cl.syn"])
+    _assert_same_run(info, plan, x, expected)
     assert np.array_equal(run_aligned(info, plan, x[:9, 1:2]).counts, ref.run(plan, x[:9, 1:2]).counts)
     if info.streams:  # the delays' memories are state: three calls give what one run gives
         st = info.streamer()(plan)
