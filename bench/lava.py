@@ -40,7 +40,7 @@ def nmnist_graphs(tmp: Path, samples: int) -> tuple[dict[str, Path], np.ndarray,
 
     from convert.build import build_nir
     from convert.nirgraph import write_graph
-    from runtime.data import load_inputs
+    from inputs.graph_data import load_inputs
     from train.models import build_model
 
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def nmnist_graphs(tmp: Path, samples: int) -> tuple[dict[str, Path], np.ndarray,
 
 
 def digits_graphs(tmp: Path, samples: int) -> tuple[dict[str, Path], np.ndarray, str]:
-    from runtime.data import load_inputs
+    from inputs.graph_data import load_inputs
 
     demo = {"float": ROOT / "runs/demo/model.nir", "fixed": ROOT / "runs/demo/model.fixed.nir"}
     if all(p.is_file() for p in demo.values()):

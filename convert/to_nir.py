@@ -123,13 +123,13 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
     from convert.build import build_layers
     from convert.foreign import layers_from_plan
     from inputs.datasets import DATASETS
-    from runtime.data import graph_plan, load_inputs
+    from inputs.graph_data import load_inputs
 
     path = Path(cfg.checkpoint)
     if cfg.data is None:
         raise ConfigError(f"{path} is a graph: name the inputs to calibrate and check it on with --data (a .npy spike "
                           "array, an event file or a dataset name)")  # fmt: skip
-    plan = graph_plan(str(path), dt=cfg.dt, steps=cfg.steps)
+    plan = load_plan(str(path), dt=cfg.dt, steps=cfg.steps)
     named = cfg.data in DATASETS
     spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split="test" if named else "all",
                                        samples=cfg.parity_samples, bin_us=cfg.bin_us)  # fmt: skip

@@ -25,11 +25,11 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import write_json_atomic
 from inputs.datasets import SPLITS
-from runtime.data import graph_plan, load_inputs
+from inputs.graph_data import load_inputs
 from runtime.latency import run_aligned
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from targets import TARGETS, require_target
-from targets.plan import DIALECTS, Plan
+from targets.plan import DIALECTS, Plan, load_plan
 from targets.reference import RunResult
 
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__.strip().splitlines()[0])
         info = require_target(cfg.target)
-        plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
+        plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
         if plan.precision not in info.precisions:
             raise ConfigError(
                 f"target {cfg.target!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"

@@ -45,13 +45,13 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs.datasets import SPLITS
-from runtime.data import graph_plan, load_inputs
+from inputs.graph_data import load_inputs
 from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE
 from runtime.run import join_results, output_report, predictions, run_batches
 from targets import TARGETS, require_target
 from targets import reference as ref_target
-from targets.plan import DIALECTS, Plan, li_exact_steps
+from targets.plan import DIALECTS, Plan, li_exact_steps, load_plan
 from targets.reference import RunResult
 
 TIE_ULPS = 8  # a membrane within this many float32 ulps of its threshold is a tie
@@ -313,7 +313,7 @@ def markdown(rep: dict[str, Any]) -> str:
 
 
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
-    plan = graph_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
+    plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     skipped: dict[str, str] = {}  # target -> why it did not run here
     spikes, labels, what = load_inputs(

@@ -24,7 +24,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from core.errors import DataError, ModelError
+from core.errors import ConfigError, DataError, ModelError
 
 METADATA_KEY = "snn_deploy"
 SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
@@ -463,10 +463,25 @@ def inline_subgraphs(graph: nir.NIRGraph, source: str) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}), type_check=False)
 
 
-def load_plan(graph: str | Path | nir.NIRGraph, *, dt: float | None = None, dialect: str | None = None) -> Plan:
+def load_plan(
+    graph: str | Path | nir.NIRGraph, *, dt: float | None = None, dialect: str | None = None, steps: int | None = None
+) -> Plan:
     """Read a ``.nir`` file (or take a graph) and build its plan; errors name the node at fault.
     ``dialect`` (:data:`DIALECTS`) runs the graph as the library that wrote it simulates it; ``dt``
-    overrides the graph's (and the dialect's) time step."""
+    (s) and ``steps`` per sample override what the graph (or the dialect) states: a graph another
+    library wrote states neither."""
+    for flag, value in (("dt", dt), ("steps", steps)):
+        if value is not None and (isinstance(value, bool) or not value > 0 or not np.isfinite(value)):
+            raise ConfigError(f"--{flag} must be positive, got {value!r}")
+    if steps is not None and int(steps) != steps:
+        raise ConfigError(f"--steps must be an integer, got {steps!r}")
+    plan = _load_plan(graph, dt, dialect)
+    if steps is not None:
+        plan.meta["T"] = int(steps)
+    return plan
+
+
+def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str | None) -> Plan:
     source = str(graph) if not isinstance(graph, nir.NIRGraph) else "<graph>"
     if not isinstance(graph, nir.NIRGraph):
         path = Path(graph)

@@ -50,9 +50,9 @@ def test_a_foreign_float_graph_becomes_a_loihi_network(foreign_digits, capsys):
     assert rep["onnx"]["identical_output_counts_vs_reference"] == 1.0
     plan = load_plan(foreign_digits / "loihi.nir")
     assert plan.precision == "fixed" and plan.steps == 4 and all(n.fixed for n in plan.nodes if n.kind == "lif")
-    from runtime.data import graph_plan, load_inputs
+    from inputs.graph_data import load_inputs
 
-    float_plan = graph_plan(str(foreign_digits / "foreign.nir"), steps=4)
+    float_plan = load_plan(str(foreign_digits / "foreign.nir"), steps=4)
     spikes, labels, _ = load_inputs(float_plan, "digits")
     same = ref.run(plan, spikes).counts.argmax(1) == ref.run(float_plan, spikes).counts.argmax(1)
     assert same.mean() >= 0.95, same.mean()

@@ -282,9 +282,7 @@ def test_dt_steps_and_bin_us_for_a_foreign_graph(tmp_path, capsys, eventdata):
     vrep = json.loads((vout / "report.json").read_text())
     assert vrep["passed"] and vrep["T"] == 30 and {"torch", "onnx", "eventsim"} <= set(vrep["targets"])
     with pytest.raises(ConfigError, match="--steps must be positive"):
-        from runtime.data import graph_plan
-
-        graph_plan(str(path), steps=0)
+        load_plan(str(path), steps=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def test_residual_graph_with_active_deep_layers(tmp_path, precision):
 @needs_lava
 def test_real_nmnist_fixed_bit_exact_with_torch(eventdata, tmp_path):
     """Real N-MNIST recordings: Lava fixed_pt equals the torch target's fixed precision bit for bit."""
-    from runtime.data import load_inputs
+    from inputs.graph_data import load_inputs
 
     torch.manual_seed(0)
     model = build_model("nmnist_csnn").eval()

@@ -8,9 +8,9 @@ import pytest
 
 from convert import to_nir
 from core.errors import ConfigError
+from inputs.graph_data import load_inputs
 from runtime import run as run_cmd
 from runtime import verify
-from runtime.data import load_inputs
 from targets import TARGETS
 from targets.plan import load_plan
 from targets.reference import RunResult

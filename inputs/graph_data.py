@@ -1,10 +1,14 @@
 """Inputs for a graph: a dataset, an event file or a spike array, through the binning training used.
 
+``graph`` is anything with the plan's ``input_shape``, ``steps``, ``meta`` (the graph's
+``snn_deploy`` metadata) and ``source``: a :class:`targets.plan.Plan` (this package does not
+import the targets).
+
 The graph's ``snn_deploy`` metadata records the dataset description that training wrote into
 the checkpoint; with no ``--data`` the runtime rebuilds exactly that dataset's test split. A
 dataset name loads that dataset with the graph's T; a file path reads one recording; a ``.npy``
 file is the spike tensor itself, ``(T, B, *input_shape)``. A graph another library wrote states
-none of this: :func:`graph_plan` takes its ``--dt`` and ``--steps``, and ``--bin-us`` sets the
+none of this: :func:`targets.plan.load_plan` takes its ``--dt`` and ``--steps``, and ``--bin-us`` sets the
 width of a time bin (the binning window is ``steps * bin_us``).
 """
 
@@ -20,25 +24,9 @@ from core.errors import ConfigError, DataError
 from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch
 from inputs.events import Binning, bin_events
 from inputs.readers import read_events
-from targets.plan import Plan, check_spikes, load_plan
 
 
-def graph_plan(graph: str, *, dt: float | None = None, steps: int | None = None, dialect: str | None = None) -> Plan:
-    """The plan of ``graph`` with the time step ``dt`` (s) and ``steps`` per sample when given
-    (they override what the graph states; a foreign graph states neither), run in ``dialect``
-    (:data:`targets.plan.DIALECTS`: as the library that wrote it simulates it)."""
-    for name, value in (("--dt", dt), ("--steps", steps)):
-        if value is not None and (isinstance(value, bool) or not value > 0):
-            raise ConfigError(f"{name} must be positive, got {value!r}")
-    if steps is not None and int(steps) != steps:
-        raise ConfigError(f"--steps must be an integer, got {steps!r}")
-    plan = load_plan(graph, dt=dt, dialect=dialect)
-    if steps is not None:
-        plan.meta["T"] = int(steps)
-    return plan
-
-
-def load_inputs(plan: Plan, data: str | None = None, *, root: str | None = None, split: str = "test",
+def load_inputs(plan, data: str | None = None, *, root: str | None = None, split: str = "test",
                 samples: int | None = None, bin_us: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
     """``(spikes (T, N, *input_shape) float32, labels (N,) or None, description)``; ``bin_us``: µs per
     time step when binning events (default: the graph's recorded binning)."""
@@ -86,7 +74,7 @@ def load_inputs(plan: Plan, data: str | None = None, *, root: str | None = None,
     return spikes, labels, f"{ds.name}/{split} ({n} samples)"
 
 
-def _array_file(plan: Plan, path: Path, samples: int | None) -> tuple[np.ndarray, None, str]:
+def _array_file(plan, path: Path, samples: int | None) -> tuple[np.ndarray, None, str]:
     """A ``.npy`` spike tensor ``(T, B, *input_shape)``: the input as it is, its own T."""
     if not path.is_file():
         raise DataError(f"spike array {path} does not exist")
@@ -94,7 +82,15 @@ def _array_file(plan: Plan, path: Path, samples: int | None) -> tuple[np.ndarray
         spikes = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path} is not a readable .npy array ({type(e).__name__}: {e})") from None
-    spikes = check_spikes(plan, spikes)
+    if (
+        spikes.dtype.kind not in "biuf"
+        or spikes.ndim != len(plan.input_shape) + 2
+        or tuple(spikes.shape[2:]) != tuple(plan.input_shape)
+    ):
+        raise DataError(f"{path.name}: a spike array must be numbers shaped (T, B, {', '.join(map(str, plan.input_shape))}), "
+                        f"got {spikes.dtype} {tuple(spikes.shape)}")  # fmt: skip
+    if spikes.shape[0] < 1 or not np.isfinite(spikes).all():
+        raise DataError(f"{path.name}: the spike array has no steps or holds NaN or infinite values")
     if plan.steps is not None and spikes.shape[0] != plan.steps:
         print(f"note: {path.name} has T = {spikes.shape[0]} steps; the graph states T = {plan.steps}: running "
               f"{spikes.shape[0]}", file=sys.stderr)  # fmt: skip
@@ -102,7 +98,7 @@ def _array_file(plan: Plan, path: Path, samples: int | None) -> tuple[np.ndarray
     return spikes[:, :n].astype(np.float32), None, f"{path.name} ({n} samples, T = {spikes.shape[0]})"
 
 
-def _event_file(plan: Plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray, None, str]:
+def _event_file(plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray, None, str]:
     """One recording, any format :mod:`inputs.readers` knows, binned as the graph's data was (its
     first window; ``runtime.stream`` maps other sensors and streams long recordings), or in bins
     of ``bin_us`` µs."""
