@@ -245,39 +245,14 @@ def test_dt_steps_and_bin_us_for_a_foreign_graph(tmp_path, capsys, eventdata):
     assert run_cmd.main([str(path), "--dt", "1e-4", *common]) == 2
     assert "pass --steps" in capsys.readouterr().err  # no T, no binning recorded
     out = tmp_path / "r.json"
-    argv = [
-        str(path),
-        "--dt",
-        "1e-4",
-        "--steps",
-        "30",
-        "--bin-us",
-        "1000",
-        "--target",
-        "eventsim",
-        "--out",
-        str(out),
-        *common,
-    ]
+    timing = ["--dt", "1e-4", "--steps", "30", "--bin-us", "1000"]  # the producer's dt; 30 bins of 1 ms
+    argv = [str(path), *timing, "--target", "eventsim", "--out", str(out), *common]
     assert run_cmd.main(argv) == 0, capsys.readouterr()
     rep = json.loads(out.read_text())
     assert rep["T"] == 30 and rep["samples"] == 1 and rep["layers"]["lif"]["total"] > 0
     # the same recording in 30 bins of 1 ms through verify, every float target
     vout = tmp_path / "v"
-    argv = [
-        str(path),
-        "--dt",
-        "1e-4",
-        "--steps",
-        "30",
-        "--bin-us",
-        "1000",
-        "--targets",
-        "all",
-        "--out",
-        str(vout),
-        *common,
-    ]
+    argv = [str(path), *timing, "--targets", "all", "--out", str(vout), *common]
     assert verify.main(argv) == 0, capsys.readouterr()
     vrep = json.loads((vout / "report.json").read_text())
     assert vrep["passed"] and vrep["T"] == 30 and {"torch", "onnx", "eventsim"} <= set(vrep["targets"])
