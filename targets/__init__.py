@@ -104,7 +104,8 @@ register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), AL
                            "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False,
                            options=("threads",), streams=True, rules=DIALECT_RULES))  # fmt: skip
 register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), ALL_KINDS,
-                           "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True))  # fmt: skip
+                           "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True,
+                           rules=("subtract_next",)))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)", refuses="refusal"))  # fmt: skip
 register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS[:-1],

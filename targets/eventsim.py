@@ -153,6 +153,10 @@ def _lif_update_impl(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
     # only consumer (0 otherwise), so that a neuron without input needs no event from the synapse
     def lif_float(v, x, bias, keep, vth, beta, gain, leak, vth_f, v_reset):
         vf = beta * v + gain * (x + bias) + leak  # x + bias: the reference's synapse output
+        if v_reset != v_reset:  # NaN marks snnTorch's delayed subtraction: v is kept unreset, and the
+            if v > vth_f:  # threshold comes off at the step after it was crossed (targets.reference)
+                vf = vf - vth_f
+            return vf, vf > vth_f
         if vf > vth_f:
             return v_reset, True
         return vf, False
@@ -899,7 +903,7 @@ class EventSim:
     """A plan compiled once into the flat arrays the kernel runs; reused by every batch."""
 
     def __init__(self, plan: Plan) -> None:
-        plan.require_rules((), "eventsim")
+        plan.require_rules(("subtract_next",), "eventsim")
         self.plan = plan
         self.integer = plan.precision == "fixed"
         self.value_dtype = np.int64 if self.integer else np.float32
@@ -1063,6 +1067,8 @@ class EventSim:
                 else:
                     for j, key in enumerate(("beta", "gain", "leak", "v_threshold", "v_reset")):
                         lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
+                    if n.params.get("reset") == "subtract_next":  # (the kernel's mark for it: v_reset NaN)
+                        lif[4][-1] = np.full_like(lif[4][-1], np.nan)
                     row[K_POFF] = poff
                     row[K_UNIFORM] = all(np.all(p[-1] == p[-1][0]) for p in lif)  # layer-wide: scalars suffice
                     poff += N
