@@ -88,6 +88,7 @@ class ConvertConfig:
                   "(T, B, ...), an event file, or a dataset name: its train split calibrates, its test split checks)"},
     )  # fmt: skip
     dt: float | None = field(default=None, metadata={"help": "a .nir graph: the time step in s it is simulated with"})
+    dialect: str | None = field(default=None, metadata={"help": "a .nir graph: the library that wrote it, to run it as that library does (see runtime.run --help)"})  # fmt: skip
     bin_us: int | None = field(default=None, metadata={"help": "a .nir graph: µs per time step when binning events"})
 
 
@@ -129,7 +130,7 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
     if cfg.data is None:
         raise ConfigError(f"{path} is a graph: name the inputs to calibrate and check it on with --data (a .npy spike "
                           "array, an event file or a dataset name)")  # fmt: skip
-    plan = load_plan(str(path), dt=cfg.dt, steps=cfg.steps)
+    plan = load_plan(str(path), dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     named = cfg.data in DATASETS
     spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split="test" if named else "all",
                                        samples=cfg.parity_samples, bin_us=cfg.bin_us)  # fmt: skip
@@ -190,7 +191,12 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
                       per_channel=True if cfg.per_channel is None else cfg.per_channel)  # fmt: skip
         src = _foreign_source(cfg)
     else:
-        for flag, value in (("--data", cfg.data), ("--dt", cfg.dt), ("--bin-us", cfg.bin_us)):
+        for flag, value in (
+            ("--data", cfg.data),
+            ("--dt", cfg.dt),
+            ("--bin-us", cfg.bin_us),
+            ("--dialect", cfg.dialect),
+        ):
             if value is not None:
                 raise ConfigError(
                     f"{flag} is for a .nir graph another tool wrote; a checkpoint records its data and dt"

@@ -68,7 +68,8 @@ def dialect_of(name: str | None) -> tuple[str, dict[str, Any]]:
         raise ModelError(f"dialect {name!r} is not reproduced yet: {NOT_REPRODUCED[name]}")
     if name not in DIALECTS:
         raise ModelError(
-            f"unknown dialect {name!r}; known: {', '.join(DIALECTS)} (not yet: {', '.join(NOT_REPRODUCED)})"
+            f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}"
+            + (f" (not yet: {', '.join(NOT_REPRODUCED)})" if NOT_REPRODUCED else "")
         )
     return name, DIALECTS[name]
 
@@ -264,9 +265,9 @@ def _neuron_params(
         tau = full(key)
         if (tau < dt).any():
             raise ModelError(
-                f"node {name}: {kind} {key} {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable): pass "
-                "the dt the producer simulates with (--dt; snnTorch imports at 1e-4 s); note that Norse 1.1.0's to_nir "
-                "writes dt/tau_mem_inv as tau (targets.norse_target.norse_export writes it right)"
+                f"node {name}: {kind} {key} {tau.min():g} s is shorter than dt {dt:g} s (Euler step unstable): name "
+                "the library that wrote the graph (--dialect snntorch, spikingjelly: dt 1e-4 s; norse: its exporter "
+                "writes dt * tau as tau) or the dt it simulates with (--dt)"
             )
         return dt / tau
 

@@ -4,6 +4,7 @@ graph without our metadata (a trained network, its neurons written the way anoth
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nir
 import numpy as np
@@ -110,3 +111,17 @@ def test_a_graph_needs_inputs_and_a_checkpoint_takes_none(tmp_path, capsys, trai
 
         assert to_nir.main(argv) == 0
         layers_from_plan(load_plan(tmp_path / "model.nir"))
+
+
+def test_a_producers_graph_converts_in_its_dialect(tmp_path, capsys):
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "foreign"
+    np.save(tmp_path / "x.npy", np.load(fixtures / "snntorch_linear_reset_zero.npz")["input"])
+    argv = [str(fixtures / "snntorch_linear_reset_zero.nir"), "--dialect", "snntorch-zero", "--precision", "fixed",
+            "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path), "--onnx", "false"]  # fmt: skip
+    assert to_nir.main(argv) == 0, capsys.readouterr()
+    rep = json.loads((tmp_path / "model.conversion.json").read_text())
+    assert rep["dt"] == 1e-4 and rep["graph_reference"]["same_prediction_as_float"] == 1.0  # (4 samples)
+    # snnTorch's default (delayed subtraction) is not Loihi's reset: refused by name
+    argv[2] = "snntorch"
+    assert to_nir.main(argv[:-2] + ["--name", "sub"]) == 2
+    assert "subtract_next rule; Loihi resets to 0" in capsys.readouterr().err
