@@ -64,3 +64,20 @@ def test_verify_reports_it_and_says_what_it_skipped(recordings, eventdata, tmp_p
     assert verify.main(argv) == 0, capsys.readouterr()
     rep = json.loads((out / "report.json").read_text())
     assert rep["passed"] and rep["T"] == 300 and set(rep["targets"]) == {"reference", "torch", "onnx", "eventsim"}
+
+
+@pytest.mark.parametrize("target", ["eventsim", "torch"])
+def test_streaming_a_recording_through_the_snntorch_cnn(recordings, target):
+    """The recording streamed as it arrives (1 ms steps, one 300 ms window from t = 0): the window's
+    output counts are snnTorch's for that recording."""
+    from inputs.datasets import nmnist_files
+    from runtime.stream import StreamConfig, stream
+    from runtime.stream import parse_config as parse
+
+    files, _ = nmnist_files(EVENTDATA / "nmnist" / "train", "test")
+    i = 3
+    argv = [str(files[i]), "--model", str(FIXTURE / "snntorch_nmnist.nir"), "--dialect", "snntorch-zero",
+            "--target", target, "--bin-us", "1000", "--window-steps", "300", "--t0-us", "0",
+            "--reset-per-window", "true", "--sensor-size", "34x34", "--progress", "false"]  # fmt: skip
+    got = stream(parse(StreamConfig, argv, "t", "t"))
+    assert got["windows"][0]["counts"] == SNNTORCH["output_counts"][i]
