@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# torch and torchvision first, pinned to the wheels on this machine's disk, so that the
 	# project's ranges are met without a download.
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,interop]"
 	@touch $(STAMP)
 
 # The Lava environment (issue 6): lava-nc 0.10 and lava-dl 0.6 run on Python 3.10 only, with numpy < 2,

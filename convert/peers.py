@@ -91,8 +91,10 @@ def graph_for(graph: nir.NIRGraph, peer: str, *, dt: float, precision: str = "fl
             nodes[name] = _lif_for(name, node, peer, dt, nodes, edges, scale)
         elif isinstance(node, nir.SumPool2d) and np.any(np.asarray(node.padding) != 0):  # (Norse: LPPool2d(1))
             raise ModelError(f"--for {peer}: pool {name} pads its input, which {peer}'s import ignores")
+        elif isinstance(node, nir.AvgPool2d) and peer == "norse":
+            raise ModelError(f"--for norse: pool {name} is an average pool, which Norse 1.1.0's import drops silently")
         elif not isinstance(
-            node, (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.SumPool2d)
+            node, (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.SumPool2d, nir.AvgPool2d)
         ):
             raise ModelError(f"--for {peer}: node {name} ({type(node).__name__}) is not written for {peer} yet")
     for syn in set(scale) | set(area_of):

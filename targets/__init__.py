@@ -108,6 +108,9 @@ register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), A
                            rules=("subtract_next",)))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)", refuses="refusal"))  # fmt: skip
+register_target(TargetInfo("snntorch", "targets.snntorch_target", ("float",), ("conv", "affine", "lif", "sumpool", "avgpool", "flatten"),
+                           "snnTorch 1.0.0's own import of the graph written for it (convert.peers; the interop extra)",
+                           available="unavailable_reason", refuses="refusal"))  # fmt: skip
 register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS[:-1],
                            "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1,
                            available="unavailable_reason", refuses="refusal"))  # fmt: skip

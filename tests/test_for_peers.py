@@ -102,3 +102,26 @@ def test_fixed_precision_is_not_written_for_float_readers(graphs):
     graph, _ = graphs["digits_csnn"]
     with pytest.raises(ModelError, match="Loihi's integer network"):
         graph_for(graph, "snntorch", dt=1e-3, precision="fixed")
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_snntorch_runs_our_file_live(graphs, name, tmp_path):
+    """The interop extra installs snnTorch: its own import_from_nir on our --for file, in this process."""
+    pytest.importorskip("snntorch", reason="snnTorch is the interop extra (pip install -e '.[interop]')")
+    import contextlib
+    import io
+
+    import torch
+    from snntorch.import_nir import import_from_nir
+
+    graph, x = graphs[name]
+    nir.write(tmp_path / "g.nir", graph_for(graph, "snntorch", dt=1e-3))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        net = import_from_nir(nir.read(tmp_path / "g.nir", type_check=False))  # its documented call
+    state, total = None, 0
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            y, state = net(torch.from_numpy(x[t]), state)
+            total = total + y.numpy()
+    assert np.array_equal(np.asarray(total, dtype=np.int64), ref.run(load_plan(graph), x).counts)
