@@ -25,6 +25,18 @@ sys.path.insert(0, str(FIXTURES))
 from graphs import GRAPHS, PEERS, build, digest  # noqa: E402
 
 
+def _stepped(net, x: np.ndarray) -> np.ndarray:
+    """A library's ``(x_t, state) -> (y_t, state)`` module over ``x`` (T, B, ...): output counts."""
+    import torch
+
+    state, total = None, 0
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            y, state = net(torch.from_numpy(x[t]), state)
+            total = total + y.numpy()
+    return np.asarray(total, dtype=np.int64).reshape(x.shape[1], -1)
+
+
 @pytest.fixture(scope="module")
 def graphs():
     return {name: build(name) for name in GRAPHS}
@@ -53,12 +65,8 @@ def test_norse_runs_our_file_live(graphs, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = norse.from_nir(nir.read(tmp_path / "g.nir", type_check=False), dt=1e-3)  # its documented call
-        state, total = None, 0
-        with torch.no_grad():
-            for t in range(x.shape[0]):
-                y, state = net(torch.from_numpy(x[t]), state)
-                total = total + y.numpy()
-    assert np.array_equal(np.asarray(total, dtype=np.int64), ref.run(load_plan(graph), x).counts)
+        total = _stepped(net, x)
+    assert np.array_equal(total, ref.run(load_plan(graph), x).counts)
     # the file as it is (NIR's semantics: r = tau/dt, Flatten without the batch) is what Norse gets
     # wrong, one sample at a time even: the rewrite is the fix
     with warnings.catch_warnings():
@@ -111,7 +119,6 @@ def test_snntorch_runs_our_file_live(graphs, name, tmp_path):
     import contextlib
     import io
 
-    import torch
     from snntorch.import_nir import import_from_nir
 
     graph, x = graphs[name]
@@ -119,9 +126,4 @@ def test_snntorch_runs_our_file_live(graphs, name, tmp_path):
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         net = import_from_nir(nir.read(tmp_path / "g.nir", type_check=False))  # its documented call
-    state, total = None, 0
-    with torch.no_grad():
-        for t in range(x.shape[0]):
-            y, state = net(torch.from_numpy(x[t]), state)
-            total = total + y.numpy()
-    assert np.array_equal(np.asarray(total, dtype=np.int64), ref.run(load_plan(graph), x).counts)
+    assert np.array_equal(_stepped(net, x), ref.run(load_plan(graph), x).counts)
