@@ -2,7 +2,7 @@
 
 Our ``.nir`` files follow NIR's semantics (forward Euler with the graph's ``dt``, input gain
 ``r dt / tau``, spike at ``v > threshold``, reset to ``v_reset``); each library's own import reads
-the same fields its own way (``tests/fixtures/foreign/README.md`` has each one's arithmetic, read
+the same fields its own way (``tests/data/foreign/README.md`` has each one's arithmetic, read
 from its source). :func:`graph_for` rewrites a graph so that the library, importing the file with
 its own documented call, computes our spikes:
 

@@ -31,7 +31,7 @@ SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "IF", "LI
              "Threshold", "SumPool2d", "AvgPool2d", "Flatten", "Delay")  # fmt: skip
 DEFAULT_FOREIGN_DT = 1e-3  # s; the dt assumed for graphs that do not state one (Norse's default)
 
-# How a producing library simulates the graphs it writes (tests/fixtures/foreign/README.md has the
+# How a producing library simulates the graphs it writes (tests/data/foreign/README.md has the
 # evidence): the dt its exporter assumed, and what its neurons do that NIR's equations do not say.
 DIALECTS: dict[str, dict[str, Any]] = {
     "nir": {"dt": DEFAULT_FOREIGN_DT, "about": "NIR's equations, forward Euler: spike where v > threshold, reset to v_reset"},

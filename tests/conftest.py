@@ -9,6 +9,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTDATA = ROOT.parent / "shared" / "eventdata"
+DATA = ROOT / "tests" / "data"  # committed test data (graphs, recorded outputs) with the scripts that made them
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Our graphs in other libraries: ``convert.to_nir --for LIBRARY`` writes a file that library's own
 NIR import runs with our spikes. snnTorch 1.0.0 and SpikingJelly 2.0.0 ran in scratch environments
-(``tests/fixtures/for_peers/run_peers.py``, outputs recorded with a digest of the graph they read);
+(``tests/data/for_peers/run_peers.py``, outputs recorded with a digest of the graph they read);
 Norse 1.1.0 is installed here and runs live too."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from pathlib import Path
 
 import nir
 import numpy as np
@@ -19,8 +18,9 @@ from convert.peers import graph_for
 from core.errors import ModelError
 from targets import reference as ref
 from targets.plan import load_plan
+from tests.conftest import DATA
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "for_peers"
+FIXTURES = DATA / "for_peers"
 sys.path.insert(0, str(FIXTURES))
 from graphs import GRAPHS, PEERS, build, digest  # noqa: E402
 

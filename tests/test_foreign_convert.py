@@ -4,7 +4,6 @@ graph without our metadata (a trained network, its neurons written the way anoth
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nir
 import numpy as np
@@ -16,6 +15,7 @@ from runtime.latency import run_aligned
 from targets import get_target, unavailable_reason
 from targets import reference as ref
 from targets.plan import load_plan
+from tests.conftest import DATA
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_a_graph_needs_inputs_and_a_checkpoint_takes_none(tmp_path, capsys, trai
 
 
 def test_a_producers_graph_converts_in_its_dialect(tmp_path, capsys):
-    fixtures = Path(__file__).resolve().parent / "fixtures" / "foreign"
+    fixtures = DATA / "foreign"
     np.save(tmp_path / "x.npy", np.load(fixtures / "snntorch_linear_reset_zero.npz")["input"])
     argv = [str(fixtures / "snntorch_linear_reset_zero.nir"), "--dialect", "snntorch-zero", "--precision", "fixed",
             "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path), "--onnx", "false"]  # fmt: skip

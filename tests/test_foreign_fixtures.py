@@ -1,11 +1,10 @@
-"""Graphs other libraries wrote, with the spikes those libraries computed (``tests/fixtures/foreign``,
+"""Graphs other libraries wrote, with the spikes those libraries computed (``tests/data/foreign``,
 made by ``make_fixtures.py`` in scratch environments): replayed in each producer's dialect, every
 target must give the producer's own spikes, bit for bit."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from runtime.latency import run_aligned
 from targets import TARGETS, get_target, unavailable_reason
 from targets import reference as ref
 from targets.plan import NOT_REPRODUCED, load_plan
+from tests.conftest import DATA
 
-ROOT = Path(__file__).resolve().parent / "fixtures" / "foreign"
+ROOT = DATA / "foreign"
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())["fixtures"]
 MARKS = {"lava": pytest.mark.lava}
 

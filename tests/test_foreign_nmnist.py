@@ -1,4 +1,4 @@
-"""A real N-MNIST CNN trained and exported by snnTorch 1.0.0 itself (tests/fixtures/foreign_nmnist),
+"""A real N-MNIST CNN trained and exported by snnTorch 1.0.0 itself (tests/data/foreign_nmnist),
 run at 1 ms steps (T = 300) on the 200 held-out real recordings: snnTorch's own output counts,
 per-layer spike counts and accuracy (90.0%), identically on every target that runs it."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +15,9 @@ from runtime import verify
 from runtime.latency import run_aligned
 from targets import get_target, unavailable_reason
 from targets.plan import load_plan
-from tests.conftest import EVENTDATA
+from tests.conftest import DATA, EVENTDATA
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "foreign_nmnist"
+FIXTURE = DATA / "foreign_nmnist"
 SNNTORCH = json.loads((FIXTURE / "snntorch_nmnist_test.json").read_text())
 
 
