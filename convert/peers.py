@@ -53,9 +53,9 @@ IMPORT_CALLS = {
     "norse": "import nir, norse.torch; net = norse.torch.from_nir(nir.read(path), dt=DT)",
 }
 PEER_DT = {"snntorch": 1e-4, "spikingjelly": 1e-4}
-# How our own loader reads each library's file as the library computes it (dialect, dt): the check
-# that every file is right before it is written.
-READ_AS = {"snntorch": ("snntorch-zero", None), "spikingjelly": ("spikingjelly", None), "norse": ("norse-import", None)}
+# The dialect in which our own loader reads each library's file as the library computes it (written
+# into the file's metadata): the check that every file is right before it is written.
+READ_AS = {"snntorch": "snntorch-zero", "spikingjelly": "spikingjelly", "norse": "norse-import"}
 
 
 def graph_for(graph: nir.NIRGraph, peer: str, *, dt: float, precision: str = "float") -> nir.NIRGraph:
@@ -103,7 +103,7 @@ def graph_for(graph: nir.NIRGraph, peer: str, *, dt: float, precision: str = "fl
     # then runs it as that library does); the per-layer quantisation grids no longer hold
     meta = json.loads((graph.metadata or {}).get(METADATA_KEY, "{}"))
     meta = {k: v for k, v in meta.items() if k != "layers"} | {
-        "for": peer, "dt": PEER_DT.get(peer, dt), "dialect": READ_AS[peer][0]}  # fmt: skip
+        "for": peer, "dt": PEER_DT.get(peer, dt), "dialect": READ_AS[peer]}  # fmt: skip
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={METADATA_KEY: json.dumps(meta)}, type_check=False)
 
 
@@ -140,7 +140,7 @@ def _lif_for(name: str, node: nir.LIF, peer: str, dt: float, nodes: dict, edges:
     t = tau * (PEER_DT[peer] / dt)
     if peer == "spikingjelly":  # it spikes at v >= threshold: one float32 step up is v > threshold
         v_th = np.nextafter(v_th, np.float32(np.inf), dtype=np.float32)
-    return nir.LIF(tau=t, r=r * 0 + t / PEER_DT[peer], v_leak=np.zeros_like(t), v_threshold=v_th, v_reset=v_reset)
+    return nir.LIF(tau=t, r=t / PEER_DT[peer], v_leak=np.zeros_like(t), v_threshold=v_th, v_reset=v_reset)
 
 
 def _scaled(node, factor, area: float = 1.0) -> nir.NIRNode:
@@ -152,7 +152,7 @@ def _scaled(node, factor, area: float = 1.0) -> nir.NIRNode:
     weight = (w * fw * area).astype(np.float32)
     if isinstance(node, nir.Linear):
         return nir.Linear(weight=weight)
-    bias = (np.asarray(node.bias, np.float64) * (f if f.ndim else f)).astype(np.float32)
+    bias = (np.asarray(node.bias, np.float64) * f).astype(np.float32)
     if isinstance(node, nir.Affine):
         return nir.Affine(weight=weight, bias=bias)
     return nir.Conv2d(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,

@@ -127,6 +127,8 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
     from inputs.graph_data import load_inputs
 
     path = Path(cfg.checkpoint)
+    bits = 8 if cfg.weight_bits is None else cfg.weight_bits  # (no QAT recorded: 8 bits, per channel)
+    cfg = replace(cfg, weight_bits=bits or None, per_channel=True if cfg.per_channel is None else cfg.per_channel)
     if cfg.data is None:
         raise ConfigError(f"{path} is a graph: name the inputs to calibrate and check it on with --data (a .npy spike "
                           "array, an event file or a dataset name)")  # fmt: skip
@@ -143,6 +145,8 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
             calibration, _, _ = load_inputs(plan, cfg.data, root=cfg.data_root, split="train",
                                             samples=cfg.calibration_samples, bin_us=cfg.bin_us)  # fmt: skip
     layers, outputs = layers_from_plan(plan)
+    if calibration is not None:  # (before layers are quantised: the float graph's own spikes)
+        float_calibration = reference.run(plan, calibration).layer_counts
     dt, steps = float(plan.meta["dt"]), int(spikes.shape[0])
     meta = {"source": {"graph": path.name, "data": what}}
     graph, build_report = build_layers(layers, outputs, plan.input_shape, precision=cfg.precision,
@@ -150,13 +154,16 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
                                        meta=meta, calibration=calibration,
                                        min_bias_exp=NETX_BIAS_SHIFT if cfg.netx else 0)  # fmt: skip
 
+    if calibration is not None:
+        _check_silent(build_report, float_calibration)
+
     def float_run(x: np.ndarray):
         res = reference.run(plan, x)
         return res.counts, res.layer_counts
 
     return _Source(graph, build_report, spikes, labels, float_run, steps, dt,
                    Path(cfg.out) if cfg.out else path.parent, {"graph": str(path), "data": what},
-                   "float graph (reference)")  # fmt: skip
+                   "float graph (reference)", cfg)  # fmt: skip
 
 
 def torch_run(model, spikes: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -185,10 +192,6 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     if cfg.netx and cfg.precision != "fixed":
         raise ConfigError("--netx writes lava-dl netx HDF5, a format of Loihi integers: use it with --precision fixed")
     if Path(cfg.checkpoint).suffix == ".nir":
-        if cfg.weight_bits is None:
-            cfg = replace(cfg, weight_bits=8)
-        cfg = replace(cfg, weight_bits=cfg.weight_bits or None,
-                      per_channel=True if cfg.per_channel is None else cfg.per_channel)  # fmt: skip
         src = _foreign_source(cfg)
     else:
         for flag, value in (
@@ -267,8 +270,6 @@ def _write(cfg: ConvertConfig, src: _Source) -> dict[str, Any]:
         src.steps,
         src.dt,
     )
-    if cfg.precision == "fixed" and "graph" in src.fields:
-        _check_silent(build_report, src.float_run(spikes)[1])
     out = src.out
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out))
@@ -356,7 +357,7 @@ def _write_peers(graph, plan, peers: list[str], staging: Path, files: dict[str, 
     by our reference in its dialect (what its import computes), must give the graph's own output counts."""
     import nir
 
-    from convert.peers import IMPORT_CALLS, READ_AS, graph_for
+    from convert.peers import IMPORT_CALLS, graph_for
     from core.fileio import atomic_path
 
     out = {}
@@ -366,8 +367,9 @@ def _write_peers(graph, plan, peers: list[str], staging: Path, files: dict[str, 
         if peer != "nir":
             with atomic_path(path) as tmp:
                 nir.write(tmp, written)
-        dialect, dt = READ_AS.get(peer, ("nir", None))
-        again = reference.run(load_plan(path, dialect=dialect, dt=dt), spikes)
+        read = load_plan(path)  # as the library computes it: the file names its dialect and dt
+        dialect = read.meta["dialect"]
+        again = reference.run(read, spikes)
         same = (again.counts == ref.counts).all(1)
         if not same.all():
             raise ModelError(f"{files[f'for_{peer}']}: read as {peer} computes it, the output counts differ from the graph's "

@@ -320,20 +320,12 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
         plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
     )
     if names == ["all"]:
-        kinds = {n.kind for n in plan.nodes}
         names = []
         for t, i in TARGETS.items():
             if t == "reference":
                 continue
-            reason = None
-            if plan.precision not in i.precisions:
-                reason = f"{DECLINES}it runs {' and '.join(i.precisions)} precision only; the graph is {plan.precision}"
-            elif not kinds <= set(i.kinds):
-                missing = sorted({f"{n.origin or n.kind} ({n.kind})" for n in plan.nodes if n.kind not in i.kinds})
-                reason = f"{DECLINES}it has no {', '.join(missing)}"
-            elif not plan.rules <= set(i.rules):
-                reason = (f"{DECLINES}it does not compute the {', '.join(sorted(plan.rules - set(i.rules)))} rule "
-                          f"of the {plan.meta.get('dialect')} dialect")  # fmt: skip
+            reason = i.unsupported(plan)
+            reason = reason and f"{DECLINES}{reason}"
             if reason:
                 skipped[t] = reason
                 print(f"skipping target {t}: {reason}", file=sys.stderr)

@@ -52,6 +52,19 @@ class TargetInfo:
     def streamer(self) -> Callable:
         return importlib.import_module(self.module).stream
 
+    def unsupported(self, plan) -> str | None:
+        """Why this target cannot compute ``plan`` at all (its precision, a node kind, a dialect's neuron
+        rule), or None; :meth:`refusal` adds what the target itself declines."""
+        if plan.precision not in self.precisions:
+            return f"it runs {' and '.join(self.precisions)} precision only; the graph is {plan.precision}"
+        missing = sorted({f"{n.origin or n.kind} ({n.kind})" for n in plan.nodes if n.kind not in self.kinds})
+        if missing:
+            return f"it has no {', '.join(missing)}"
+        rules = sorted(plan.rules - set(self.rules))
+        if rules:
+            return f"it does not compute the {', '.join(rules)} rule of the {plan.meta.get('dialect')} dialect"
+        return None
+
     def refusal(self, plan, spikes) -> str | None:
         """Why this target declines ``plan`` on these (padded) ``spikes``, or None (it runs it)."""
         if self.refuses is None:

@@ -481,7 +481,7 @@ def _simulate(
     table, srcs, outputs, decode, pmap, weights, biases, sticky, beta, gain, leak, vth_f, vreset,  # the compiled network
     acc, gmark, glist, inp, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # scratch, zero between steps
     nmark, v, act, act_n,  # state kept between steps (and calls, when streaming)
-    dl_idx, dl_val, dl_n, dl_head, dsteps,  # delays: stored events per (node, slot), the slot of this step
+    dl_idx, dl_val, dl_n, dl_head, dsteps, delay_rows,  # delays: stored events per (node, slot), this step's slot
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
     counts, out_steps, layer_counts, work, cycles, rasters, traces, record,  # results
 ):  # fmt: skip
@@ -503,10 +503,10 @@ def _simulate(
                             nmark[off + i] = 1
                             n_st += 1
                     act_n[k] = n_st
-                if table[k, K_KIND] == DELAY:  # nothing stored yet: emits zeros (no events)
-                    dl_head[k] = 0
-                    for j in range(table[k, K_DDEPTH]):
-                        dl_n[table[k, K_DSLOT] + j] = 0
+            for k in delay_rows:  # nothing stored yet: a delay emits zeros (no events)
+                dl_head[k] = 0
+                for j in range(table[k, K_DDEPTH]):
+                    dl_n[table[k, K_DSLOT] + j] = 0
         for t in range(T):
             # node 0: the input events of this sample and step
             row = b * T + t
@@ -746,10 +746,8 @@ def _simulate(
                 out_steps[t, b, i] += c
                 outbuf[i] = 0
                 outmark[i] = 0
-            # every delay stores what its source emitted this step
-            for k in range(1, n_nodes):
-                if table[k, K_KIND] != DELAY:
-                    continue
+            # every delay stores what its source emitted this step (no work at all without delays)
+            for k in delay_rows:
                 M, N = table[k, K_DDEPTH], table[k, K_N]
                 s = srcs[table[k, K_SRC]]
                 so, head = table[s, K_OFF], dl_head[k]
@@ -897,13 +895,16 @@ class Compiled:
     dsteps: np.ndarray  # per internal index of a delay node: its delay in steps
     delay_extent: int  # stored events of every delay, every slot
     delay_slots: int
+    delay_rows: np.ndarray  # table rows of the delay nodes
 
 
 class EventSim:
     """A plan compiled once into the flat arrays the kernel runs; reused by every batch."""
 
     def __init__(self, plan: Plan) -> None:
-        plan.require_rules(("subtract_next",), "eventsim")
+        from targets import get_target
+
+        plan.require_rules(get_target("eventsim").rules, "eventsim")
         self.plan = plan
         self.integer = plan.precision == "fixed"
         self.value_dtype = np.int64 if self.integer else np.float32
@@ -1151,6 +1152,7 @@ class EventSim:
             dsteps=dsteps,
             delay_extent=max(doff, 1),
             delay_slots=max(dslot, 1),
+            delay_rows=np.array([k for k, n in enumerate(nodes, start=1) if n.kind == "delay"], dtype=np.int64),
         )
         self._fan_in_abs = fan_in_abs
         self._grid_span = grid_span
@@ -1308,7 +1310,7 @@ class EventSim:
         _simulate(
             table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
             *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val, state.dl_n,
-            state.dl_head, c.dsteps, off, idx, val, T, B, reset,
+            state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
             counts, out_steps, layer_counts, work, cycles, rasters, traces, record,
         )  # fmt: skip
         plan = self.plan

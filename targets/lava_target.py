@@ -129,10 +129,11 @@ def refusal(plan: Plan, spikes) -> str | None:
     padded by ``depth`` steps), or None: a float LI layer whose membrane is not provably exact in
     float32 for the ``T`` compared steps (Lava computes it in float64), or a graph shape that
     Lava's processes cannot express (:func:`targets.lava_worker.layers_of` names it)."""
+    from targets import get_target
     from targets.lava_worker import layers_of
 
     try:
-        plan.require_rules((), "lava")
+        plan.require_rules(get_target("lava").rules, "lava")
         layers_of(plan)
     except ModelError as e:
         return str(e)
@@ -163,11 +164,7 @@ def run(plan: Plan, spikes, *, record: bool = False) -> RunResult:
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         raise DataError("the lava target runs a .nir file in its worker process; this plan was not loaded from a file")
-    from targets.lava_worker import layers_of  # the graph's shape checks, before any worker starts
-
-    plan.require_rules((), "lava")
-    layers_of(plan)
-    reason = refusal(plan, spikes)
+    reason = refusal(plan, spikes)  # its dialect rules and the graph's shape, before any worker starts
     if reason:
         raise ModelError(f"the lava target refuses {src.name}: {reason}")
     rasters, traces, simulation = _request(spikes, plan.precision == "fixed", graph=str(src.resolve()),

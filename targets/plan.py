@@ -430,7 +430,7 @@ def inline_subgraphs(graph: nir.NIRGraph, source: str) -> nir.NIRGraph:
     Input feeds, an edge out of it (``sub`` or ``sub.<its Output>``) leaves from what feeds the inner
     Output. The inner Input and Output nodes are identities and disappear."""
 
-    def flat(g: nir.NIRGraph, prefix: str) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]], dict, dict]:
+    def flat(g: nir.NIRGraph, prefix: str) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
         nodes: dict[str, nir.NIRNode] = {}
         edges: list[tuple[str, str]] = []
         ports_in: dict[str, str] = {}  # subgraph name -> its inner Input (flat name)
@@ -438,7 +438,7 @@ def inline_subgraphs(graph: nir.NIRGraph, source: str) -> nir.NIRGraph:
         for name, node in g.nodes.items():
             full = prefix + name
             if isinstance(node, nir.NIRGraph):
-                sub_nodes, sub_edges, _, _ = flat(node, full + ".")
+                sub_nodes, sub_edges = flat(node, full + ".")
                 ins = [n for n, v in node.nodes.items() if isinstance(v, nir.Input)]
                 outs = [n for n, v in node.nodes.items() if isinstance(v, nir.Output)]
                 if len(ins) != 1 or len(outs) != 1:
@@ -452,9 +452,9 @@ def inline_subgraphs(graph: nir.NIRGraph, source: str) -> nir.NIRGraph:
         for a, b in g.edges:
             a, b = prefix + a, prefix + b
             edges.append((ports_out.get(a, a), ports_in.get(b, b)))
-        return nodes, edges, ports_in, ports_out
+        return nodes, edges
 
-    nodes, edges, _, _ = flat(graph, "")
+    nodes, edges = flat(graph, "")
     inner = [n for n, v in nodes.items() if isinstance(v, (nir.Input, nir.Output)) and "." in n]
     for n in inner:  # an inner port: its sources feed its consumers directly
         preds = [a for a, b in edges if b == n]

@@ -112,18 +112,20 @@ def membrane(p: dict, v, x, form: str | None = None):
 MAX_SPIKES = 255  # several spikes per step: rasters hold counts up to this (uint8)
 
 
-def multi_spikes(p: dict, v: np.ndarray) -> np.ndarray:
-    """Spikes per neuron in one step (float32 counts): Rockpool's ``(v >= t) floor(v / t)`` (at most
-    2**16), Sinabs' ``(v > 0) trunc(v / t)``; more than :data:`MAX_SPIKES` is an error, never a wrap."""
+def multi_spikes(p: dict, v):
+    """Spikes per neuron in one step (float32 counts), as the library computes them: Rockpool's
+    ``(v >= t) floor(v / t)`` (at most 2**16), Sinabs' ``(v > 0) trunc(v / t)`` (a floor there: the
+    threshold is positive). More than :data:`MAX_SPIKES` is an error, never a wrap. ``p`` and ``v``
+    are numpy arrays, or torch tensors (the torch target's twin: the same operations)."""
     th = p["v_threshold"]
-    q = (v / th).astype(np.float32)
+    whole = (v / th) // 1
     if p["spike"] == "floor_ge":
-        n = np.where(v >= th, np.minimum(np.floor(q), np.float32(2**16)), np.float32(0))
+        n = (v >= th) * whole.clip(max=2**16)
     else:
-        n = np.where(v > 0, np.trunc(q), np.float32(0))
-    if n.max(initial=0) > MAX_SPIKES:
+        n = (v > 0) * whole
+    if float(n.max()) > MAX_SPIKES:
         raise ModelError(f"a neuron emits {int(n.max())} spikes in one step; at most {MAX_SPIKES} are counted")
-    return n.astype(np.float32)
+    return n
 
 
 class DelayLine:

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from core import fixed
-from core.errors import ConfigError, ModelError
+from core.errors import ConfigError
 from targets.plan import Node, Plan, check_spikes, float32_exact_synapses
-from targets.reference import RunResult, membrane
+from targets.reference import RunResult, membrane, multi_spikes
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -75,21 +75,6 @@ class TorchPlan:
             return (v + self.tensors[n.sources[0]]["bias"]).clamp(-fixed.V_MAX, fixed.V_MAX)
         # NIR's beta*v + gain*I + leak, or a dialect's arithmetic, in the reference's float32 operations
         return membrane(self.tensors[n.name], v, x, n.params.get("form", ""))
-
-    def _multi_spikes(self, n, v: torch.Tensor) -> torch.Tensor:
-        """Spikes per neuron in one step (targets.reference.multi_spikes)."""
-        from targets.reference import MAX_SPIKES
-
-        th = self.tensors[n.name]["v_threshold"]
-        q = v / th
-        zero = torch.zeros((), dtype=v.dtype, device=v.device)
-        if n.params["spike"] == "floor_ge":
-            out = torch.where(v >= th, torch.clamp(torch.floor(q), max=2.0**16), zero)
-        else:
-            out = torch.where(v > 0, torch.trunc(q), zero)
-        if out.numel() and float(out.max()) > MAX_SPIKES:
-            raise ModelError(f"a neuron emits {int(out.max())} spikes in one step; at most {MAX_SPIKES} are counted")
-        return out
 
     def _emit(self, n: Node, buf: torch.Tensor) -> torch.Tensor:
         """What a delay emits now: per element, its sources' sum ``steps`` steps ago (``buf`` holds the
@@ -193,7 +178,7 @@ class TorchPlan:
                     else:
                         p = self.tensors[n.name]
                         if "spike" in n.params:  # several spikes per step, each subtracting the threshold
-                            s = self._multi_spikes(n, v)
+                            s = multi_spikes({**p, "spike": n.params["spike"]}, v)
                             state[n.name] = v - s * p["v_threshold"]
                         elif n.params.get("reset") == "subtract_next":  # the state is the unreset membrane
                             v = torch.where(state[n.name] > p["v_threshold"], v - p["v_threshold"], v)

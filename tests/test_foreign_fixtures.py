@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from runtime.latency import run_aligned
+from runtime.latency import extra_steps, run_aligned
 from targets import TARGETS, get_target, unavailable_reason
 from targets import reference as ref
 from targets.plan import NOT_REPRODUCED, load_plan
@@ -77,14 +77,9 @@ def test_every_target_gives_the_producers_spikes(name, target):
     if unavailable_reason(target):
         pytest.skip(f"{target} is unavailable: {unavailable_reason(target)}")
     x = data["input"]
-    kinds = {n.kind for n in plan.nodes}
-    why = None
-    if not kinds <= set(info.kinds):
-        why = f"no {sorted(kinds - set(info.kinds))}"
-    elif not plan.rules <= set(info.rules):
-        why = f"no {sorted(plan.rules - set(info.rules))} rule"
-    else:
-        pad = np.zeros((info.latency * max(plan.depths().values(), default=0), *x.shape[1:]), x.dtype)
+    why = info.unsupported(plan)
+    if why is None:
+        pad = np.zeros((extra_steps(plan, info.latency), *x.shape[1:]), x.dtype)
         why = info.refusal(plan, np.concatenate([x, pad]))
     if why:  # declined by name, never run wrong: the direct call refuses too
         if target in ("eventsim", "lava") and plan.rules:
