@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-lava demo test lint clean-demo
+.PHONY: setup setup-lava demo test docs lint clean-demo
 setup: $(STAMP) setup-lava
 
 $(STAMP): pyproject.toml
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# torch and torchvision first, pinned to the wheels on this machine's disk, so that the
 	# project's ranges are met without a download.
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,interop]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,interop,docs]"
 	@touch $(STAMP)
 
 # The Lava environment (issue 6): lava-nc 0.10 and lava-dl 0.6 run on Python 3.10 only, with numpy < 2,
@@ -83,6 +83,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The documentation site (MkDocs, docs/ and mkdocs.yml) into site/. --strict: a broken link, a missing
+# plot or an unresolved cross-reference in a docstring fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

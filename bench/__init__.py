@@ -1,0 +1,14 @@
+"""Benchmarks and experiments, one module each (``python -m bench.NAME``); each writes its numbers to
+files under ``--out`` (default: under ``runs/``), which the documentation's results page quotes; the
+figures it shows are kept in ``bench/results/``.
+
+- ``bench.nmnist_student``: the deployable N-MNIST student, trained, converted and verified end to end.
+- ``bench.bkd_ablation``: distillation modes on real N-MNIST in the low-data regime, paired folds.
+- ``bench.step_time``: training step time of each distillation mode.
+- ``bench.quantisation``: accuracy of float, 8/6/4-bit and fixed-precision graphs, with and without QAT.
+- ``bench.emulator_calibration``: the event-camera emulator against real N-MNIST recordings.
+- ``bench.eventsim``: the event-driven simulator against the torch CPU target and Lava.
+- ``bench.lava``: Lava's CPU simulation as a baseline.
+- ``bench.stream``: streaming speed and memory on every real recording.
+- ``bench.fuzz``: every event-file reader fed mutated files for a time budget; what each does with them.
+"""

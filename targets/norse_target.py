@@ -14,7 +14,7 @@ Two independent readers run a ``.nir`` file step by step on the same input spike
 And the other way round: :func:`norse_export` writes a Norse module as a NIR graph that our
 ``load_plan`` reads, and :func:`run_norse_module` gives Norse's own output to compare with.
 
-Quirks of the pinned versions, each handled here (the README's interop section has the evidence):
+Quirks of the pinned versions, each handled here (``docs/interop.md`` has the evidence):
 
 - Norse's ``from_nir`` ignores the graph's ``dt`` (it takes ``dt=0.001``): we pass the ``dt``
   that the graph's ``snn_deploy`` metadata states. It ignores ``r`` (a warning only): its LIF is
