@@ -13,10 +13,7 @@ appear together or not at all.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,11 +26,12 @@ from convert.netx import NETX_BIAS_SHIFT
 from convert.nirgraph import write_graph
 from core.config import parse_config
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
-from core.fileio import write_json_atomic
+from core.fileio import exclusive, move_into, os_error_line, staging_folder, writable_folder, write_json_atomic
 from inputs.datasets import dataset_from_description, spike_batch
 from targets import reference
 from targets.plan import load_plan
 from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.neuron import LI, LIF
 
 
 @dataclass
@@ -42,7 +40,11 @@ class ConvertConfig:
         default="", metadata={"help": "student checkpoint written by python -m train.bkd", "positional": True}
     )
     out: str | None = field(default=None, metadata={"help": "output folder (default: the checkpoint's folder)"})
-    name: str = field(default="model", metadata={"help": "base name of the files written"})
+    name: str | None = field(
+        default=None,
+        metadata={"help": "base name of the files written (default: model, or model.fixed with --precision fixed)"},
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace graph files of the same name already in --out"})
     precision: str = field(
         default="float",
         metadata={
@@ -52,7 +54,7 @@ class ConvertConfig:
     )
     weight_bits: int | None = field(
         default=None,
-        metadata={"help": "float precision: weight bits (default: the checkpoint's quantisation-aware training, "
+        metadata={"min": 0, "help": "float precision: weight bits (default: the checkpoint's quantisation-aware training, "
                   "else 8); 0 keeps float32 weights"},
     )  # fmt: skip
     per_channel: bool | None = field(
@@ -60,7 +62,9 @@ class ConvertConfig:
         metadata={"help": "float precision: per-output-channel weight scales, else per layer (default: the "
                   "checkpoint's quantisation-aware training, else per channel)"},
     )  # fmt: skip
-    steps: int | None = field(default=None, metadata={"help": "time steps T of the graph (default: the checkpoint's)"})
+    steps: int | None = field(
+        default=None, metadata={"min": 1, "help": "time steps T of the graph (default: the checkpoint's)"}
+    )
     onnx: bool = field(
         default=True, metadata={"help": "also write <name>.onnx (whole network) and <name>.step.onnx (one step)"}
     )
@@ -72,9 +76,9 @@ class ConvertConfig:
         default=None, metadata={"help": "where the checkpoint's dataset lives on this machine (real datasets)"}
     )
     calibration_samples: int = field(
-        default=256, metadata={"help": "training samples the fixed-precision scales are calibrated on"}
+        default=256, metadata={"min": 1, "help": "training samples the fixed-precision scales are calibrated on"}
     )
-    parity_samples: int = field(default=256, metadata={"help": "test samples of the parity check"})
+    parity_samples: int = field(default=256, metadata={"min": 1, "help": "test samples of the parity check"})
     seed: int = field(default=0, metadata={"help": "seed of the parity batch"})
     peers: str | None = field(
         default=None,
@@ -87,9 +91,13 @@ class ConvertConfig:
         metadata={"help": "a .nir graph another tool wrote: the inputs to calibrate and check on (a .npy spike array "
                   "(T, B, ...), an event file, or a dataset name: its train split calibrates, its test split checks)"},
     )  # fmt: skip
-    dt: float | None = field(default=None, metadata={"help": "a .nir graph: the time step in s it is simulated with"})
+    dt: float | None = field(
+        default=None, metadata={"positive": True, "help": "a .nir graph: the time step in s it is simulated with"}
+    )
     dialect: str | None = field(default=None, metadata={"help": "a .nir graph: the library that wrote it, to run it as that library does (see runtime.run --help)"})  # fmt: skip
-    bin_us: int | None = field(default=None, metadata={"help": "a .nir graph: µs per time step when binning events"})
+    bin_us: int | None = field(
+        default=None, metadata={"min": 1, "help": "a .nir graph: µs per time step when binning events"}
+    )
 
 
 def _batch(ds, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +177,6 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
 def torch_run(model, spikes: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The float checkpoint model itself: output counts (an LI readout's scores, float64) and per-LIF
     spike counts."""
-    from train.neuron import LI, LIF
 
     counts: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, name=name: counts.__setitem__(name, o.flatten(2).sum((0, 2))))
@@ -191,6 +198,38 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> str:
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
     if cfg.netx and cfg.precision != "fixed":
         raise ConfigError("--netx writes lava-dl netx HDF5, a format of Loihi integers: use it with --precision fixed")
+    if cfg.name is None:
+        cfg = replace(cfg, name="model.fixed" if cfg.precision == "fixed" else "model")
+    if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
+        raise ConfigError(f"--name must be a plain file name (no folder, not hidden), got {cfg.name!r}")
+    out = writable_folder(cfg.out or Path(cfg.checkpoint).parent, "--out")
+    files = output_files(cfg)
+    with exclusive(f"{out.resolve()}/{cfg.name}", f"{out / cfg.name}.*"):
+        present = sorted(f for f in set(files.values()) if (out / f).exists())
+        if present and not cfg.overwrite:
+            raise ConfigError(f"{out} already holds {', '.join(present)}; pass --overwrite to replace them, or choose "
+                              "another --name or --out")  # fmt: skip
+        return _convert(replace(cfg, out=str(out)), files)
+
+
+def output_files(cfg: ConvertConfig) -> dict[str, str]:
+    """``{role: file name}`` of everything a conversion writes."""
+    files = {"nir": f"{cfg.name}.nir"}
+    if cfg.onnx:
+        files |= {"onnx": f"{cfg.name}.onnx", "step_onnx": f"{cfg.name}.step.onnx"}
+    if cfg.netx:
+        files["netx"] = f"{cfg.name}.netx.h5"
+    for peer in _peers(cfg):  # ("nir": the graph itself)
+        files[f"for_{peer}"] = files["nir"] if peer == "nir" else f"{cfg.name}.{peer}.nir"
+    files["report"] = f"{cfg.name}.conversion.json"
+    return files
+
+
+def _peers(cfg: ConvertConfig) -> list[str]:
+    return [p.strip() for p in (cfg.peers or "").split(",") if p.strip()]
+
+
+def _convert(cfg: ConvertConfig, files: dict[str, str]) -> dict[str, Any]:
     if Path(cfg.checkpoint).suffix == ".nir":
         src = _foreign_source(cfg)
     else:
@@ -205,7 +244,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
                     f"{flag} is for a .nir graph another tool wrote; a checkpoint records its data and dt"
                 )
         src = _checkpoint_source(cfg)
-    return _write(src.cfg or cfg, src)
+    return _write(src.cfg or cfg, src, files)
 
 
 def _checkpoint_source(cfg: ConvertConfig) -> _Source:
@@ -226,7 +265,8 @@ def _checkpoint_source(cfg: ConvertConfig) -> _Source:
         overrides["steps"] = cfg.steps
     test = dataset_from_description(desc, "test", **overrides)
     input_shape = tuple(test.input_shape)
-    dt = float(next(iter(ckpt["neurons"].values()))["dt"]) if ckpt.get("neurons") else 1e-3
+    # (the model's own dt, checked when it was loaded; the file's "neurons" table is a description)
+    dt = next((m.params.dt for m in model.modules() if isinstance(m, (LIF, LI))), 1e-3)
     meta = {"dataset": test.describe(), "num_classes": test.num_classes,
             "source": {"checkpoint": ckpt_path.name, "arch": ckpt["arch"], "arch_args": ckpt["arch_args"]}}  # fmt: skip
     spikes, labels = _batch(test, cfg.parity_samples, cfg.seed)
@@ -260,8 +300,8 @@ def _check_silent(build_report, float_layers: dict[str, np.ndarray]) -> None:
                              f"spikes {float_rate:.1f} times per sample")  # fmt: skip
 
 
-def _write(cfg: ConvertConfig, src: _Source) -> dict[str, Any]:
-    """Write the files in a staging folder, read each back and check it, then move them all in."""
+def _write(cfg: ConvertConfig, src: _Source, files: dict[str, str]) -> dict[str, Any]:
+    """Write the files in a staging folder outside ``--out``, read each back and check it, then move them all in."""
     graph, build_report, spikes, labels, steps, dt = (
         src.graph,
         src.build_report,
@@ -271,18 +311,8 @@ def _write(cfg: ConvertConfig, src: _Source) -> dict[str, Any]:
         src.dt,
     )
     out = src.out
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out))
-    files = {"nir": f"{cfg.name}.nir"}
-    if cfg.onnx:
-        files |= {"onnx": f"{cfg.name}.onnx", "step_onnx": f"{cfg.name}.step.onnx"}
-    if cfg.netx:
-        files["netx"] = f"{cfg.name}.netx.h5"
-    peers = [p.strip() for p in (cfg.peers or "").split(",") if p.strip()]
-    for peer in peers:  # ("nir": the graph itself)
-        files[f"for_{peer}"] = files["nir"] if peer == "nir" else f"{cfg.name}.{peer}.nir"
-    files["report"] = f"{cfg.name}.conversion.json"
-    try:
+    peers = _peers(cfg)
+    with staging_folder() as staging:
         write_graph(staging / files["nir"], graph)
         plan = load_plan(staging / files["nir"])  # run what the file says, not the object in memory
         ref = reference.run(plan, spikes)
@@ -345,9 +375,7 @@ def _write(cfg: ConvertConfig, src: _Source) -> dict[str, Any]:
             report["for"] = _write_peers(graph, plan, peers, staging, files, spikes, ref)
         write_json_atomic(staging / files["report"], report)
         for f in set(files.values()):
-            os.replace(staging / f, out / f)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            move_into(staging / f, out / f)
     print_report(report, build_report)
     return report
 
@@ -426,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         convert(cfg)
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

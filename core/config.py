@@ -2,7 +2,9 @@
 flags override that. Unknown keys and wrong types are errors that name the key.
 
 Each field's help text lives in ``field(metadata={"help": ...})``; ``choices`` may be given there
-too, and ``positional: True`` makes a field a positional argument. Supported field types: bool, int, float, str, and ``X | None`` of those.
+too, ``min`` (the smallest value allowed) and ``positive`` (the value must be above 0) bound a
+number, and ``positional: True`` makes a field a positional argument. Supported field types: bool,
+int, float, str, and ``X | None`` of those. A float is always finite (``nan`` and ``inf`` are refused).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -56,12 +59,25 @@ def _coerce(cls_name: str, key: str, value: Any, tp: type, optional: bool, sourc
     return float(value) if tp is float else value
 
 
-def _check_choices(cls: type, cfg: Any) -> None:
+def _check_values(cls: type, cfg: Any) -> None:
+    """Choices and bounds, named as the flag the user typed (``--batch-size``)."""
     for f in dataclasses.fields(cls):
-        choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"key '{f.name}' = {value!r} is not one of {', '.join(map(str, choices))}")
+        if value is None or isinstance(value, bool):
+            continue
+        name = f.name if f.metadata.get("positional") else f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{name} = {value!r} is not one of {', '.join(map(str, choices))}")
+        if not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        low = f.metadata.get("min")
+        if low is not None and value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value!r}")
+        if f.metadata.get("positive") and not value > 0:
+            raise ConfigError(f"{name} must be above 0, got {value!r}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -95,7 +111,7 @@ def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None, source:
         tp, optional = ftypes[key]
         values[key] = _coerce(cls.__name__, key, value, tp, optional, source)
     cfg = cls(**values)
-    _check_choices(cls, cfg)
+    _check_values(cls, cfg)
     return cfg
 
 

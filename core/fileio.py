@@ -1,14 +1,20 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of one."""
+"""Writing files safely: atomic writes (a reader sees the old file or the whole new one, never half
+of one), output paths checked before any work is done, staging folders that a kill cannot leave
+inside an output folder, and locks that keep two processes from writing the same files."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from core.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -65,3 +71,115 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return str(path)
+
+
+def _probe_folder(folder: Path, what: str) -> None:
+    """Prove that ``folder`` can be made (if missing) and written: its nearest existing ancestor is a
+    folder in which a file can be created. Nothing is left behind, not even the folder."""
+    existing = next(p for p in (folder, *folder.parents, Path(".")) if p.exists() or p == Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {folder} cannot be made: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} {folder} cannot be written ({e.strerror or e})") from None
+
+
+def writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Check, before any work is done, that ``path`` can be written as a file (its folder may be
+    missing: writers create it); a :class:`ConfigError` names the path and the reason otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; name a file")
+    _probe_folder(path.parent if str(path.parent) else Path("."), f"the folder of {what} {path}:")
+    return path
+
+
+def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Check, before any work is done, that ``path`` is (or can be made) a folder files can be written into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file, not a folder")
+    _probe_folder(path, what)
+    return path
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system error a command did not foresee (the file and the reason)."""
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
+
+
+STAGING_ROOT = Path(tempfile.gettempdir()) / "snn-deploy-staging"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_staging(root: Path = STAGING_ROOT) -> None:
+    """Remove staging folders left by processes that no longer run (killed before they finished)."""
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        pid = folder.name.split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(root: Path = STAGING_ROOT) -> Iterator[Path]:
+    """A fresh folder outside every output folder for files that are not finished yet; removed on
+    exit, and by a later call if this process is killed first (its name starts with the pid)."""
+    root.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(root)
+    folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def move_into(src: Path, dst: Path) -> None:
+    """Move a finished file onto ``dst`` atomically (a copy beside it first when they lie on different disks)."""
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+@contextlib.contextmanager
+def exclusive(key: str, what: str, root: Path = STAGING_ROOT) -> Iterator[None]:
+    """Hold a lock named by ``key`` (released when the process ends, even when killed); a second
+    holder is refused with a :class:`ConfigError` that says ``what`` is busy and who holds it."""
+    import fcntl
+    import hashlib
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(f"{what} is being written by {holder} right now; wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

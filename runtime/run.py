@@ -23,7 +23,7 @@ import numpy as np
 
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
-from core.fileio import write_json_atomic
+from core.fileio import os_error_line, writable_file, write_json_atomic
 from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import run_aligned
@@ -48,12 +48,14 @@ class RunConfig:
             "choices": list(SPLITS),
         },
     )
-    samples: int | None = field(default=None, metadata={"help": "run only the first N samples"})
-    dt: float | None = field(default=None, metadata={"help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
-    steps: int | None = field(default=None, metadata={"help": "time steps per sample (default: the graph's T)"})
+    samples: int | None = field(default=None, metadata={"min": 1, "help": "run only the first N samples"})
+    dt: float | None = field(default=None, metadata={"positive": True, "help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
+    steps: int | None = field(
+        default=None, metadata={"min": 1, "help": "time steps per sample (default: the graph's T)"}
+    )
     dialect: str | None = field(default=None, metadata={"help": "run the graph as the library that wrote it does: " + ", ".join(DIALECTS) + " (default: nir, NIR's own semantics)"})  # fmt: skip
-    bin_us: int | None = field(default=None, metadata={"help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
-    batch_size: int = field(default=64, metadata={"help": "samples per target call"})
+    bin_us: int | None = field(default=None, metadata={"min": 1, "help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
+    batch_size: int = field(default=64, metadata={"min": 1, "help": "samples per target call"})
     per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})
     out: str | None = field(default=None, metadata={"help": "JSON report path (default: <graph>.<target>.run.json)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__.strip().splitlines()[0])
         info = require_target(cfg.target)
+        out = writable_file(cfg.out or Path(cfg.graph).with_suffix(f".{cfg.target}.run.json"), "--out")
         plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
         if plan.precision not in info.precisions:
             raise ConfigError(
@@ -151,10 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}", cfg.device
         )
         rep = report_run(plan, cfg.target, spikes, labels, result, wall, cfg.per_step) | {"data": what}
-        out = Path(cfg.out) if cfg.out else Path(cfg.graph).with_suffix(f".{cfg.target}.run.json")
         write_json_atomic(out, rep)
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     acc = f"{100 * rep['accuracy']:.2f}%" if rep["accuracy"] is not None else "n/a (no labels)"
     print(f"{cfg.target} on {what}, {plan.precision} precision, T={rep['T']}: accuracy {acc}")

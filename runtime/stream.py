@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError
-from core.fileio import append_line, save_figure, write_json_atomic
+from core.fileio import append_line, os_error_line, save_figure, writable_file, write_json_atomic
 from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
 from runtime.latency import run_aligned
@@ -53,22 +53,22 @@ class StreamConfig:
     format: str | None = field(default=None, metadata={"help": "event file format (default: detected): " + ", ".join(FORMATS)})  # fmt: skip
     sensor_size: str | None = field(default=None, metadata={"help": "sensor WxH where the file states none (e.g. 128x128)"})  # fmt: skip
     crop: str | None = field(default=None, metadata={"help": "sensor region X0,Y0,W,H fed to the model (default: centred)"})  # fmt: skip
-    downsample: int | None = field(default=None, metadata={"help": "pool factor x factor pixels (default: the largest that fits)"})  # fmt: skip
+    downsample: int | None = field(default=None, metadata={"min": 1, "help": "pool factor x factor pixels (default: the largest that fits)"})  # fmt: skip
     polarity: str = field(default="auto", metadata={"help": "auto (2 channels: OFF/ON; 1 channel: merged), split, merge, on, off",
                                                     "choices": ["auto", "split", "merge", "on", "off"]})  # fmt: skip
-    bin_us: int | None = field(default=None, metadata={"help": "µs per step (default: the model's recorded binning, else its dt)"})  # fmt: skip
-    window_steps: int | None = field(default=None, metadata={"help": "steps per prediction window (default: the model's T)"})  # fmt: skip
-    dt: float | None = field(default=None, metadata={"help": "time step in s of a graph another tool wrote (default: the graph's, else the dialect's)"})  # fmt: skip
+    bin_us: int | None = field(default=None, metadata={"min": 1, "help": "µs per step (default: the model's recorded binning, else its dt)"})  # fmt: skip
+    window_steps: int | None = field(default=None, metadata={"min": 1, "help": "steps per prediction window (default: the model's T)"})  # fmt: skip
+    dt: float | None = field(default=None, metadata={"positive": True, "help": "time step in s of a graph another tool wrote (default: the graph's, else the dialect's)"})  # fmt: skip
     dialect: str | None = field(default=None, metadata={"help": "run the graph as the library that wrote it does: " + ", ".join(DIALECTS)})  # fmt: skip
     reset_per_window: bool = field(default=False, metadata={"help": "start every window from rest"})
-    t0_us: int | None = field(default=None, metadata={"help": "start of the first window, µs (default: the first event's time rounded down to a window)"})  # fmt: skip
+    t0_us: int | None = field(default=None, metadata={"min": 0, "help": "start of the first window, µs (default: the first event's time rounded down to a window)"})  # fmt: skip
     labels: str | None = field(default=None, metadata={"help": "JSON of labelled time slots (inputs.recording writes one): score the windows"})  # fmt: skip
     binary: bool | None = field(default=None, metadata={"help": "clip each step's count to one spike (default: as recorded)"})  # fmt: skip
-    chunk_events: int = field(default=DEFAULT_CHUNK_EVENTS, metadata={"help": "events read per chunk"})
+    chunk_events: int = field(default=DEFAULT_CHUNK_EVENTS, metadata={"min": 1, "help": "events read per chunk"})
     out: str | None = field(default=None, metadata={"help": "JSON-lines file for the windows (default: stdout); its summary goes to <out>.summary.json"})  # fmt: skip
     plot: str | None = field(default=None, metadata={"help": "write a PNG of event rate and predicted class over time"})
     device: str = field(default="auto", metadata={"help": "torch target: auto, cpu or cuda"})
-    threads: int = field(default=1, metadata={"help": "CPU threads of the torch and onnx targets (batch size 1 gains nothing from more)"})  # fmt: skip
+    threads: int = field(default=1, metadata={"min": 1, "help": "CPU threads of the torch and onnx targets (batch size 1 gains nothing from more)"})  # fmt: skip
     progress: bool = field(default=True, metadata={"help": "show a progress bar (with --out)"})
 
 
@@ -397,17 +397,22 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(StreamConfig, argv, "python -m runtime.stream", __doc__.splitlines()[0])
         if not cfg.file or not cfg.model:
             raise ConfigError("give the event file and --model model.nir")
-        out = Path(cfg.out) if cfg.out else None
+        out = writable_file(cfg.out, "--out") if cfg.out else None
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.unlink(missing_ok=True)
+            writable_file(out.with_name(out.name + ".summary.json"), "the summary")
+        if cfg.plot:
+            writable_file(cfg.plot, "--plot")
+        started = []
 
         def emit(rec):
             line = json.dumps(rec)
             if out is None:
                 print(line, flush=True)
-            else:
-                append_line(out, line)
+                return
+            if not started:  # an earlier run's windows are replaced once this run has its first window
+                out.unlink(missing_ok=True)
+                started.append(True)
+            append_line(out, line)
 
         result = stream(cfg, emit)
         summary = result["summary"]
@@ -419,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"summary": summary}), flush=True)
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     s = summary
     print(

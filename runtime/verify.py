@@ -43,7 +43,7 @@ import numpy as np
 
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
-from core.fileio import save_figure, write_json_atomic, write_text_atomic
+from core.fileio import os_error_line, save_figure, writable_folder, write_json_atomic, write_text_atomic
 from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import extra_steps
@@ -80,12 +80,14 @@ class VerifyConfig:
             "choices": list(SPLITS),
         },
     )
-    samples: int | None = field(default=128, metadata={"help": "number of samples (None: all)"})
-    dt: float | None = field(default=None, metadata={"help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
-    steps: int | None = field(default=None, metadata={"help": "time steps per sample (default: the graph's T)"})
+    samples: int | None = field(default=128, metadata={"min": 1, "help": "number of samples (None: all)"})
+    dt: float | None = field(default=None, metadata={"positive": True, "help": "time step in s (default: the graph's; 1e-3 for a graph that states none)"})  # fmt: skip
+    steps: int | None = field(
+        default=None, metadata={"min": 1, "help": "time steps per sample (default: the graph's T)"}
+    )
     dialect: str | None = field(default=None, metadata={"help": "run the graph as the library that wrote it does: " + ", ".join(DIALECTS) + " (default: nir, NIR's own semantics)"})  # fmt: skip
-    bin_us: int | None = field(default=None, metadata={"help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
-    batch_size: int = field(default=64, metadata={"help": "samples per target call"})
+    bin_us: int | None = field(default=None, metadata={"min": 1, "help": "µs per time step when binning events (default: the graph's recorded binning)"})  # fmt: skip
+    batch_size: int = field(default=64, metadata={"min": 1, "help": "samples per target call"})
     out: str | None = field(
         default=None, metadata={"help": "report folder (default: <graph>.verify/ beside the graph)"}
     )
@@ -313,6 +315,7 @@ def markdown(rep: dict[str, Any]) -> str:
 
 
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
+    out = writable_folder(cfg.out or Path(cfg.graph).with_suffix(".verify"), "--out")
     plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     skipped: dict[str, str] = {}  # target -> why it did not run here
@@ -346,7 +349,6 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
             raise ConfigError(
                 f"target {t!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
             )
-    out = Path(cfg.out) if cfg.out else Path(cfg.graph).with_suffix(".verify")
     results: dict[str, RunResult] = {}
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -397,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         rep = verify(cfg)
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     out = Path(rep["plots"][0]).parent
     print((out / "report.md").read_text())

@@ -45,7 +45,7 @@ def test_wrong_type_names_key(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'epochs' must be int, got str 'many'"):
         parse(["--config", str(f)])
     f.write_text(json.dumps({"mode": "z"}))
-    with pytest.raises(ConfigError, match=r"'mode' = 'z' is not one of a, b"):
+    with pytest.raises(ConfigError, match=r"--mode = 'z' is not one of a, b"):
         parse(["--config", str(f)])
 
 

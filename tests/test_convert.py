@@ -63,7 +63,7 @@ def test_fixed_conversion_reports_choices(trained_digits, tmp_path, capsys):
         )
         == 0
     )
-    report = json.loads((out / "model.conversion.json").read_text())
+    report = json.loads((out / "model.fixed.conversion.json").read_text())  # (the default name carries the precision)
     choices = report["fixed"]["choices"]
     assert [c["lif"] for c in choices] == ["features.1", "features.4", "head.3"]
     for c in choices:
@@ -71,7 +71,7 @@ def test_fixed_conversion_reports_choices(trained_digits, tmp_path, capsys):
     for name, cal in report["fixed"]["calibration"].items():
         assert cal["max_abs_input"] <= 2**15 - 1, name
         assert cal["spikes_per_sample"] > 0, f"{name} is silent in fixed precision"
-    plan = load_plan(out / "model.nir")
+    plan = load_plan(out / "model.fixed.nir")
     assert plan.precision == "fixed"
     assert all(np.abs(n.fixed["weight"]).max() <= 254 for n in plan.nodes if n.kind in ("conv", "affine"))
     assert "fixed-precision choices per layer" in capsys.readouterr().out
@@ -184,6 +184,8 @@ def test_onnx_files_agree_with_the_graph(trained_digits, tmp_path, precision):
         str(trained_digits),
         "--out",
         str(out),
+        "--name",
+        "model",
         "--precision",
         precision,
         "--parity-samples",
@@ -278,13 +280,13 @@ def test_li_fixed_conversion_bounds_the_membrane(li_student, tmp_path, capsys):
     argv = [str(li_student), "--out", str(out), "--precision", "fixed", "--parity-samples", "64",
             "--calibration-samples", "64", "--netx", "true"]  # fmt: skip
     assert to_nir.main(argv) == 0
-    report = json.loads((out / "model.conversion.json").read_text())
+    report = json.loads((out / "model.fixed.conversion.json").read_text())
     c = report["fixed"]["choices"][-1]
     assert c["lif"] == "head.3" and c["neuron"] == "li" and c["vth"] == 2**17 - 1 and c["dv"] == 2048
     assert -1 <= c["weight_exp"] <= 0 and 0 < c["v_bound"] <= 2**23 - 64 and c["a_bound"] <= 2**15 - 1
     cal = report["fixed"]["calibration"]["head.3"]
     assert 0 < cal["max_abs_v"] <= c["v_bound"] and cal["v_headroom"] > 1 and "spikes_per_sample" not in cal
-    meta = json.loads(nir.read(out / "model.nir").metadata["snn_deploy"])
+    meta = json.loads(nir.read(out / "model.fixed.nir").metadata["snn_deploy"])
     fx = meta["layers"]["head.3"]["fixed"]
     assert fx["du"] == 4095 and fx["dv"] == 2048 and fx["v_bound"] == c["v_bound"] and fx["vth"] == 2**17 - 1
     assert report["onnx"]["identical_output_counts_vs_reference"] == 1.0
@@ -292,8 +294,8 @@ def test_li_fixed_conversion_bounds_the_membrane(li_student, tmp_path, capsys):
     assert report["netx"]["layers"][-1] == "dense" and report["netx"]["identical_output_counts_vs_reference"] == 1.0
     from convert.netx import read_netx
 
-    assert read_netx(out / "model.netx.h5")[-1]["neuron"]["vThMant"] == 2**17 - 1
-    plan = load_plan(out / "model.nir")
+    assert read_netx(out / "model.fixed.netx.h5")[-1]["neuron"]["vThMant"] == 2**17 - 1
+    plan = load_plan(out / "model.fixed.nir")
     assert plan.node("head.3").fixed == {"dv": 2048}
     ref = reference.run(plan, (np.random.default_rng(0).random((4, 3, 1, 8, 8)) < 0.5).astype(np.float32))
     assert ref.counts.dtype == np.int64

@@ -110,7 +110,7 @@ def test_a_graph_needs_inputs_and_a_checkpoint_takes_none(tmp_path, capsys, trai
         from convert.foreign import layers_from_plan
 
         assert to_nir.main(argv) == 0
-        layers_from_plan(load_plan(tmp_path / "model.nir"))
+        layers_from_plan(load_plan(tmp_path / "model.fixed.nir"))
 
 
 def test_a_producers_graph_converts_in_its_dialect(tmp_path, capsys):
@@ -119,7 +119,7 @@ def test_a_producers_graph_converts_in_its_dialect(tmp_path, capsys):
     argv = [str(fixtures / "snntorch_linear_reset_zero.nir"), "--dialect", "snntorch-zero", "--precision", "fixed",
             "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path), "--onnx", "false"]  # fmt: skip
     assert to_nir.main(argv) == 0, capsys.readouterr()
-    rep = json.loads((tmp_path / "model.conversion.json").read_text())
+    rep = json.loads((tmp_path / "model.fixed.conversion.json").read_text())
     assert rep["dt"] == 1e-4 and rep["graph_reference"]["same_prediction_as_float"] == 1.0  # (4 samples)
     # snnTorch's default (delayed subtraction) is not Loihi's reset: refused by name
     argv[2] = "snntorch"

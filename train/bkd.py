@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 
 from core.config import parse_config, to_dict
 from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError
-from core.fileio import append_line, save_figure, write_json_atomic, write_text_atomic
+from core.fileio import append_line, os_error_line, save_figure, writable_folder, write_json_atomic, write_text_atomic
 from inputs.datasets import DATASETS, load_dataset
 from train.augment import Augment
 from train.checkpoint import load_checkpoint, model_from_checkpoint, neuron_parameters, save_checkpoint
@@ -70,7 +70,7 @@ class TrainConfig:
     dataset_args: str = field(
         default="{}", metadata={"help": "JSON object of extra dataset arguments, e.g. '{\"duration_us\": 300000}'"}
     )
-    steps: int = field(default=8, metadata={"help": "time steps T per sample"})
+    steps: int = field(default=8, metadata={"min": 1, "help": "time steps T per sample"})
     train_split: str = field(default="train", metadata={"help": "split trained on (less the validation carve-out)"})
     test_split: str = field(default="test", metadata={"help": "split evaluated once, after training and selection"})
     val_fraction: float = field(
@@ -94,10 +94,10 @@ class TrainConfig:
         metadata={"help": "unlabelled transfer set for the distillation terms: a JSON dataset object (labels ignored)"},
     )
     transfer_batch_size: int | None = field(
-        default=None, metadata={"help": "transfer samples added to each step's batch (None: --batch-size)"}
+        default=None, metadata={"min": 1, "help": "transfer samples added to each step's batch (None: --batch-size)"}
     )
     # --- augmentation (teacher and student see the same view)
-    aug_shift: int = field(default=0, metadata={"help": "largest random spatial shift, pixels"})
+    aug_shift: int = field(default=0, metadata={"min": 0, "help": "largest random spatial shift, pixels"})
     aug_drop: float = field(default=0.0, metadata={"help": "probability that an input event is dropped"})
     aug_stretch: float = field(default=0.0, metadata={"help": "largest relative random change of the time scale"})
     aug_erase: float = field(default=0.0, metadata={"help": "probability of erasing a random rectangle per sample"})
@@ -116,7 +116,7 @@ class TrainConfig:
     teacher_args: str = field(
         default="{}", metadata={"help": "JSON object of teacher architecture arguments (e.g. a wider 'channels')"}
     )
-    teacher_epochs: int = field(default=15, metadata={"help": "epochs for training the ANN teacher"})
+    teacher_epochs: int = field(default=15, metadata={"min": 0, "help": "epochs for training the ANN teacher"})
     bkd_alpha: float = field(default=2e-3, metadata={"help": "weight alpha of the feature loss (bkd, feature, mixed)"})
     bkd_lambda: float = field(default=0.15, metadata={"help": "probability lambda that BKD masks a (sample, channel)"})
     bkd_generator: str = field(
@@ -124,7 +124,7 @@ class TrainConfig:
         metadata={"help": "BKD generation block: full (teacher width) or bottleneck (--bkd-width)", "choices": list(GENERATORS)},
     )  # fmt: skip
     bkd_width: int | None = field(
-        default=None, metadata={"help": "hidden channels of the bottleneck generator (None: the student's)"}
+        default=None, metadata={"min": 1, "help": "hidden channels of the bottleneck generator (None: the student's)"}
     )
     bkd_order: str = field(
         default="student_first",
@@ -147,13 +147,15 @@ class TrainConfig:
         default=False, metadata={"help": "learn the WSLD logit scale (starts at --logit-scale)"}
     )
     # --- recipe
-    epochs: int = field(default=30, metadata={"help": "epochs for the student (0: train only the teacher)"})
-    batch_size: int = field(default=64, metadata={"help": "batch size (per process when distributed)"})
+    epochs: int = field(default=30, metadata={"min": 0, "help": "epochs for the student (0: train only the teacher)"})
+    batch_size: int = field(default=64, metadata={"min": 1, "help": "batch size (per process when distributed)"})
     optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": list(OPTIMIZERS)})
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (linear warm-up, then cosine to 0)"})
+    lr: float = field(
+        default=3e-3, metadata={"positive": True, "help": "peak learning rate (linear warm-up, then cosine to 0)"}
+    )
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum (Nesterov)"})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay (decoupled for adamw)"})
-    warmup_epochs: int = field(default=0, metadata={"help": "epochs of linear learning-rate warm-up"})
+    warmup_epochs: int = field(default=0, metadata={"min": 0, "help": "epochs of linear learning-rate warm-up"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the cross-entropy"})
     select: str = field(
         default="best",
@@ -161,10 +163,11 @@ class TrainConfig:
                   "choices": ["best", "last"]},
     )  # fmt: skip
     patience: int | None = field(
-        default=None, metadata={"help": "stop after this many epochs without a better validation score (None: never)"}
+        default=None,
+        metadata={"min": 1, "help": "stop after this many epochs without a better validation score (None: never)"},
     )
     weight_bits: int | None = field(
-        default=None, metadata={"help": "quantisation-aware training with this many weight bits (None: off)"}
+        default=None, metadata={"min": 0, "help": "quantisation-aware training with this many weight bits (None: off)"}
     )
     per_channel: bool = field(
         default=True, metadata={"help": "per-output-channel weight scales (else per layer) for QAT"}
@@ -174,11 +177,11 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue the run in --out (completed phases are skipped)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run in --out"})
     limit_train: int | None = field(
-        default=None, metadata={"help": "use only the first N training samples (quick runs)"}
+        default=None, metadata={"min": 1, "help": "use only the first N training samples (quick runs)"}
     )
-    limit_test: int | None = field(default=None, metadata={"help": "use only the first N test samples"})
+    limit_test: int | None = field(default=None, metadata={"min": 1, "help": "use only the first N test samples"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: torch's default)"})
+    threads: int | None = field(default=None, metadata={"min": 1, "help": "torch CPU threads (None: torch's default)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     cache_dir: str | None = field(
         default="runs/cache", metadata={"help": "folder for cached emulated event data (None: no disk cache)"}
@@ -819,6 +822,7 @@ def train(cfg: TrainConfig) -> dict:
     d = setup_distributed(device)
     out = Path(cfg.out)
     if d.main:
+        writable_folder(out, "--out")
         existing = [
             p.name for p in (out / "student.last.pt", out / "teacher.last.pt", out / "student.pt") if p.exists()
         ]
@@ -953,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
         result = train(cfg)
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last finished epoch is saved, continue with --resume", file=sys.stderr)
