@@ -48,8 +48,8 @@ DEMO := runs/demo
 EVENTDATA := ../shared/eventdata
 demo: setup
 	$(PY) -m train.bkd --out $(DEMO) --resume
-	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model
-	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model.fixed --precision fixed
+	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model --overwrite
+	$(PY) -m convert.to_nir $(DEMO)/student.pt --name model.fixed --precision fixed --overwrite
 	$(PY) -m runtime.verify $(DEMO)/model.nir --targets all --samples 128
 	$(PY) -m runtime.verify $(DEMO)/model.fixed.nir --targets all --samples 128
 	# A real-digit event model: nmnist_csnn trained only on the 3,200 training digits of the emulated
@@ -58,7 +58,7 @@ demo: setup
 	# their digits is among the training digits), then a 12 s recording streamed through it.
 	$(PY) -m train.bkd --out $(DEMO)/nmnist --resume --dataset nmnist_emulated --model nmnist_csnn \
 		--distill none --epochs 6 --batch-size 32 --aug-shift 2 --aug-drop 0.1 --readout-aux 0.1 --optimizer adamw
-	$(PY) -m convert.to_nir $(DEMO)/nmnist/student.pt --name model.fixed --precision fixed
+	$(PY) -m convert.to_nir $(DEMO)/nmnist/student.pt --name model.fixed --precision fixed --overwrite
 	@if [ -f $(EVENTDATA)/nmnist/train/labels.csv ]; then \
 	  $(PY) -m runtime.run $(DEMO)/nmnist/model.fixed.nir --target eventsim --data nmnist \
 	    --data-root $(EVENTDATA)/nmnist/train --split all --out $(DEMO)/nmnist/real_nmnist.json; \

@@ -16,6 +16,7 @@ an LI node reports per-class *scores* (the output summed over the T steps) inste
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from typing import Any
 import nir
 import numpy as np
 
-from core.errors import ConfigError, DataError, ModelError
+from core import fixed as fx_limits
+from core.errors import ConfigError, DataError, ModelError, SnnDeployError
 
 METADATA_KEY = "snn_deploy"
 SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
@@ -316,13 +318,24 @@ def _neuron_params(
     return pieces
 
 
+def _window(name: str, what: str, in_shape: tuple[int, ...], kernel, stride, padding) -> tuple[int, int]:
+    """Output rows and columns of a 2-D window (a convolution or pool); absurd parameters are errors."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if min(kh, kw) < 1 or min(sh, sw) < 1 or min(ph, pw) < 0:
+        raise ModelError(f"node {name}: {what} needs kernel and stride >= 1 and padding >= 0, got kernel "
+                         f"{(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}")  # fmt: skip
+    rows, cols = (in_shape[1] + 2 * ph - kh) // sh + 1, (in_shape[2] + 2 * pw - kw) // sw + 1
+    if rows < 1 or cols < 1:
+        raise ModelError(f"node {name}: {what} window {(kh, kw)} does not fit its input of shape {in_shape}")
+    return rows, cols
+
+
 def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str) -> tuple[int, ...]:
     if kind == "conv":
         w = np.asarray(node.weight)
-        if len(in_shape) != 3 or in_shape[0] != w.shape[1]:
-            raise ModelError(f"node {name}: Conv2d expects {w.shape[1]} input channels, gets input of shape {in_shape}")
-        (kh, kw), (sh, sw), (ph, pw) = w.shape[2:], _pair(node.stride), _pair(node.padding)
-        return (w.shape[0], (in_shape[1] + 2 * ph - kh) // sh + 1, (in_shape[2] + 2 * pw - kw) // sw + 1)
+        if w.ndim != 4 or len(in_shape) != 3 or in_shape[0] != w.shape[1]:
+            raise ModelError(f"node {name}: Conv2d weight of shape {w.shape} does not take input of shape {in_shape}")
+        return (w.shape[0], *_window(name, "Conv2d", in_shape, w.shape[2:], _pair(node.stride), _pair(node.padding)))
     if kind == "affine":
         w = np.asarray(node.weight)
         if int(np.prod(in_shape)) != w.shape[1] or len(in_shape) != 1:
@@ -331,8 +344,11 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
             )
         return (w.shape[0],)
     if kind in ("sumpool", "avgpool"):
-        (kh, kw), (sh, sw), (ph, pw) = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-        return (in_shape[0], (in_shape[1] + 2 * ph - kh) // sh + 1, (in_shape[2] + 2 * pw - kw) // sw + 1)
+        if len(in_shape) != 3:
+            raise ModelError(f"node {name}: {type(node).__name__} takes (channels, rows, columns), gets shape {in_shape}")
+        window = _window(name, type(node).__name__, in_shape, _pair(node.kernel_size), _pair(node.stride),
+                         _pair(node.padding))  # fmt: skip
+        return (in_shape[0], *window)
     if kind == "flatten":
         start = node.start_dim
         if start not in (0, -len(in_shape)) or node.end_dim not in (-1, len(in_shape) - 1):
@@ -474,8 +490,8 @@ def load_plan(
     for flag, value in (("dt", dt), ("steps", steps)):
         if value is not None and (isinstance(value, bool) or not value > 0 or not np.isfinite(value)):
             raise ConfigError(f"--{flag} must be positive, got {value!r}")
-    if steps is not None and int(steps) != steps:
-        raise ConfigError(f"--steps must be an integer, got {steps!r}")
+    if steps is not None and (int(steps) != steps or steps > MAX_STEPS):
+        raise ConfigError(f"--steps must be a whole number up to {MAX_STEPS:,}, got {steps!r}")
     plan = _load_plan(graph, dt, dialect)
     if steps is not None:
         plan.meta["T"] = int(steps)
@@ -492,13 +508,47 @@ def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str 
             graph = nir.read(path, type_check=False)
         except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
             raise DataError(f"{path} is not a readable NIR graph ({type(e).__name__}: {e})") from None
-    raw_meta = (graph.metadata or {}).get(METADATA_KEY)
-    meta: dict[str, Any] = {}
-    if raw_meta is not None:
-        try:
-            meta = json.loads(raw_meta)
-        except (TypeError, json.JSONDecodeError) as e:
-            raise ModelError(f"{source}: the '{METADATA_KEY}' metadata is not valid JSON: {e}") from None
+    try:
+        return _build_plan(graph, source, dt, dialect)
+    except SnnDeployError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged graph the checks below did not foresee: still one line
+        raise ModelError(f"{source}: the graph cannot be read as a network ({type(e).__name__}: {e})") from None
+
+
+MAX_STEPS = 1_000_000  # time steps per sample a graph may state (1000 s at 1 ms)
+MAX_NODE_ELEMENTS = 1 << 26  # values per sample in one node (a 4096 x 4096 x 4 tensor)
+
+
+def _graph_meta(graph: nir.NIRGraph, source: str) -> dict[str, Any]:
+    """This project's metadata of a graph (empty for a graph another tool wrote), checked."""
+    raw_meta = (graph.metadata or {}).get(METADATA_KEY) if isinstance(graph.metadata, dict) else None
+    if raw_meta is None:
+        return {}
+    try:
+        meta = json.loads(raw_meta)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{source}: the '{METADATA_KEY}' metadata is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{source}: the '{METADATA_KEY}' metadata must be a JSON object, got {type(meta).__name__}")
+    if "dt" in meta and not _positive_number(meta["dt"]):
+        raise ModelError(f"{source}: metadata dt must be a positive number of seconds, got {meta['dt']!r}")
+    if "T" in meta and meta["T"] is not None:
+        T = meta["T"]
+        if not (isinstance(T, int) and not isinstance(T, bool) and 1 <= T <= MAX_STEPS):
+            raise ModelError(f"{source}: metadata T must be a whole number of steps from 1 to {MAX_STEPS:,}, got {T!r}")
+    for key in ("layers", "dataset", "source"):
+        if key in meta and meta[key] is not None and not isinstance(meta[key], dict):
+            raise ModelError(f"{source}: metadata {key!r} must be a JSON object, got {type(meta[key]).__name__}")
+    return meta
+
+
+def _positive_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str | None) -> Plan:
+    meta = _graph_meta(graph, source)
     dialect, rules = dialect_of(dialect or meta.get("dialect"))
     dt = float(dt if dt is not None else meta.get("dt", rules["dt"]))
 
@@ -518,6 +568,9 @@ def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str 
             f"{source}: a graph needs exactly one Input and one Output node, has {len(inputs)} and {len(outputs)}"
         )
     in_shape = tuple(int(x) for x in np.asarray(next(iter(graph.nodes[inputs[0]].input_type.values()))).reshape(-1))
+    if not in_shape or min(in_shape) < 1 or math.prod(in_shape) > MAX_NODE_ELEMENTS:
+        raise ModelError(f"{source}: input shape {in_shape} must have dimensions >= 1 and at most "
+                         f"{MAX_NODE_ELEMENTS:,} values per sample")  # fmt: skip
     order, back = _order(graph.nodes, list(graph.edges), source)
     if not meta and in_shape and in_shape[0] == 1:
         # Foreign exporters (Norse 1.1.0's to_nir) write the sample's batch dimension of 1 into
@@ -579,6 +632,9 @@ def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str 
             node = nir.Flatten(input_type=node.input_type, start_dim=node.start_dim - 1,
                                end_dim=node.end_dim - 1 if node.end_dim >= 1 else node.end_dim)  # fmt: skip
         out_s = _shape_of(kind, node, in_s, name)
+        if math.prod(out_s) > MAX_NODE_ELEMENTS:
+            raise ModelError(f"{source}: node {name} would hold {math.prod(out_s):,} values per sample (shape {out_s}); "
+                             f"at most {MAX_NODE_ELEMENTS:,} are supported")  # fmt: skip
         shapes[name] = out_s
         params: dict[str, Any] = {}
         if kind in ("conv", "affine"):
@@ -609,23 +665,47 @@ def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str 
     return plan
 
 
+WEIGHT_EXP_RANGE = (-8, 7)  # Loihi 2's weight exponents
+
+
+def _fixed_int(plan: Plan, node: str, fx: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    """One integer parameter of a fixed-precision layer, within the range Loihi 2 holds it in."""
+    v = fx.get(key)
+    if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+        raise ModelError(f"{plan.source}: fixed-precision {key} of {node} must be an integer in {lo}..{hi}, got {v!r}")
+    return v
+
+
 def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
     """Recover the integer network from the graph: mantissas are ``weight / weight_scale``, exactly."""
     for n in plan.nodes:
         fx = layer_meta.get(n.name, {}).get("fixed")
+        if fx is not None and not isinstance(fx, dict):
+            raise ModelError(f"{plan.source}: the fixed-precision parameters of {n.name} must be a JSON object")
         if n.kind in ("conv", "affine"):
             if fx is None:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the integer parameters of {n.name}")
+            if not _positive_number(fx.get("weight_scale")):
+                raise ModelError(f"{plan.source}: weight_scale of {n.name} must be a positive number")
             m = n.params["weight"].astype(np.float64) / fx["weight_scale"]
             mi = np.rint(m)
-            if np.abs(m - mi).max() > 0 or np.abs(mi).max() > 127:
+            if np.abs(m - mi).max() > 0 or np.abs(mi).max() > fx_limits.MANT_MAX:
                 raise ModelError(f"{plan.source}: weights of {n.name} are not 8-bit mantissas times the stated scale")
-            n.fixed = {"weight": (2 * mi).astype(np.int64), "weight_exp": int(fx["weight_exp"]),
-                       "bias": np.asarray(fx["bias_mant"], dtype=np.int64) << int(fx["bias_exp"])}  # fmt: skip
+            weight_exp = _fixed_int(plan, n.name, fx, "weight_exp", *WEIGHT_EXP_RANGE)
+            bias_exp = _fixed_int(plan, n.name, fx, "bias_exp", 0, fx_limits.BIAS_EXP_MAX)
+            mant = fx.get("bias_mant")
+            if not (isinstance(mant, list) and len(mant) == n.out_shape[0]
+                    and all(isinstance(b, int) and not isinstance(b, bool) and abs(b) <= fx_limits.BIAS_MANT_MAX
+                            for b in mant)):  # fmt: skip
+                raise ModelError(f"{plan.source}: bias_mant of {n.name} must be {n.out_shape[0]} integers within "
+                                 f"±{fx_limits.BIAS_MANT_MAX}")  # fmt: skip
+            n.fixed = {"weight": (2 * mi).astype(np.int64), "weight_exp": weight_exp,
+                       "bias": np.asarray(mant, dtype=np.int64) << bias_exp}  # fmt: skip
         elif n.kind == "lif":
             if fx is None:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the threshold and decay of {n.name}")
-            n.fixed = {"vth": int(fx["vth"]), "dv": int(fx["dv"])}
+            n.fixed = {"vth": _fixed_int(plan, n.name, fx, "vth", 0, fx_limits.VTH_MAX),
+                       "dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY)}  # fmt: skip
         elif n.kind == "li":
             if fx is None:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the decay of LI layer {n.name}")
@@ -637,7 +717,7 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             if readers:
                 raise ModelError(f"{plan.source}: fixed-precision LI layer {n.name} feeds {', '.join(readers)}; an LI layer "
                                  "is a readout (Loihi reads its membrane, it sends no messages) and must only feed the output")  # fmt: skip
-            n.fixed = {"dv": int(fx["dv"])}
+            n.fixed = {"dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY)}
         elif n.kind == "avgpool":
             raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold an average pool ({n.name})")
 
