@@ -104,6 +104,9 @@ class SensorMap:
                 raise ConfigError(f"--crop must be X0,Y0,W,H (integers), got {crop!r}") from None
             if cw < 1 or ch < 1:
                 raise ConfigError(f"--crop width and height must be positive, got {crop!r}")
+            if x0 < 0 or y0 < 0 or x0 + cw > sw or y0 + ch > sh:
+                raise ConfigError(f"--crop {crop} reaches outside the {sw}x{sh} sensor (columns 0..{sw - 1}, rows "
+                                  f"0..{sh - 1}): no event there could reach the model")  # fmt: skip
             factor = factor or max(1, min(cw // w, ch // h))
         else:
             factor = factor or max(1, min(sw // w, sh // h))

@@ -65,20 +65,23 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
 
     held = state_names(plan)
     total = "scores" if plan.scores else "counts"
+    for name, lead in (("spikes", x.shape[:2]), ("x_t", x.shape[1:2])):
+        if name in inputs:
+            _check_input_shape(path, name, inputs[name].shape, (*lead, *plan.input_shape))
     if "spikes" in inputs:
         t_file = inputs["spikes"].shape[0]
         if t_file != x.shape[0]:
             raise DataError(f"{path} is unrolled for T={t_file} steps; the spikes have T={x.shape[0]}")
         if total not in names:
             raise DataError(f"{path} was not exported from this graph: it lacks the output {total!r}")
-        res = dict(zip(names, sess.run(None, {"spikes": x})))
+        res = dict(zip(names, _run(sess, path, {"spikes": x})))
         counts, layers = res[total], {k: res[f"spikes/{k}"] for k in lifs}
     elif "x_t" in inputs:
         B = x.shape[1]
         feed = rest_states(plan, B)
         counts, layers = 0, dict.fromkeys(lifs, 0)
         for t in range(x.shape[0]):
-            res = dict(zip(names, sess.run(None, {"x_t": x[t], **feed})))
+            res = dict(zip(names, _run(sess, path, {"x_t": x[t], **feed})))
             counts = counts + res["out_t"].astype(np.float64)  # exact: integers below 2**53, or float32 scores
             layers = {k: layers[k] + res[f"spikes/{k}"] for k in lifs}
             feed = {f"v/{k}": res[f"v_next/{k}"] for k in held}
@@ -90,6 +93,23 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
         counts = np.rint(counts).astype(np.int64)
     return {"counts": counts, "layer_counts": {k: np.rint(v).astype(np.int64) for k, v in layers.items()},
             "provider": sess.get_providers()[0]}  # fmt: skip
+
+
+def _check_input_shape(path: str | Path, name: str, dims: list, want: tuple[int, ...]) -> None:
+    """The file's input ``name`` takes ``want``: same rank, every fixed dimension equal (named ones are free)."""
+    fits = len(dims) == len(want) and all(not isinstance(d, int) or d == w for d, w in zip(dims, want))
+    if not fits:
+        shown = tuple(d if isinstance(d, int) else "?" for d in dims)
+        raise DataError(f"{path} was not exported from this graph: its input {name!r} is shaped {shown}, the graph's "
+                        f"inputs are {want}")  # fmt: skip
+
+
+def _run(sess, path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return sess.run(None, feeds)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise DataError(f"{path}: ONNX Runtime cannot run it on this graph's inputs ({type(e).__name__}: {first})") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,7 +128,10 @@ def cached_session(path: str | Path, threads: int = 0):
 
 def _recorded_dt(path: Path, threads: int) -> float | None:
     meta = cached_session(path, threads).get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return None if meta is None else json.loads(meta).get("dt")
+    try:
+        return None if meta is None else json.loads(meta).get("dt")
+    except (ValueError, AttributeError):
+        raise DataError(f"{path}: its '{METADATA_KEY}' metadata is not a JSON object") from None
 
 
 def onnx_files(plan: Plan, threads: int = 0) -> tuple[Path, Path]:
@@ -152,7 +175,11 @@ class Stream:
 
     def __init__(self, plan: Plan, threads: int = 0) -> None:
         _, step = onnx_files(plan, threads)
-        self.plan, self.sess = plan, cached_session(step, threads)
+        self.plan, self.sess, self.path = plan, cached_session(step, threads), step
+        inputs = {i.name: i.shape for i in self.sess.get_inputs()}
+        if "x_t" not in inputs:
+            raise DataError(f"{step} is not an snn-deploy step file: inputs {sorted(inputs)}, expected x_t")
+        _check_input_shape(step, "x_t", inputs["x_t"], (1, *plan.input_shape))
         self.names = [o.name for o in self.sess.get_outputs()]
         from convert.to_onnx import state_names
 
@@ -170,7 +197,7 @@ class Stream:
         x = np.asarray(spikes, dtype=np.float32)
         counts = np.zeros(1)
         for t in range(x.shape[0]):
-            res = dict(zip(self.names, self.sess.run(None, {"x_t": x[t][None], **self.feed_state})))
+            res = dict(zip(self.names, _run(self.sess, self.path, {"x_t": x[t][None], **self.feed_state})))
             counts = counts + res["out_t"].astype(np.float64)
             self.feed_state = {f"v/{k}": res[f"v_next/{k}"] for k in self.held}
         counts = np.asarray(counts).reshape(-1)
