@@ -13,7 +13,9 @@ jAER counts rows from the bottom (its origin is the lower-left corner); we flip 
 so that row 0 is the top of the image, as in every other format here (checked by rendering the
 real recordings: the walker stands upright).
 
-Reading is chunked (:func:`iter_aedat2`) so memory stays bounded. Documented behaviour on bad
+Reading is chunked (:func:`iter_aedat2`) so memory stays bounded; so is the header (at most
+:data:`~inputs.events.MAX_HEADER_LINES` lines of :data:`~inputs.events.MAX_HEADER_LINE` bytes,
+:data:`~inputs.events.MAX_HEADER_BYTES` in all, else :class:`DataError` naming the byte offset). Documented behaviour on bad
 input: a file whose event section ends in an incomplete 8-byte record (a cut download, or text
 after the header as in some fixtures) loses those bytes, counted in ``skipped["truncated_tail_bytes"]``,
 or raises :class:`DataError` naming the byte offset with ``strict=True``; decoded events outside
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DataError
-from inputs.events import EVENT_DTYPE
+from inputs.events import EVENT_DTYPE, header_lines
 
 RECORD = np.dtype([("address", ">u4"), ("t", ">i4")])
 SENSORS = {"DVS128": (128, 128), "DAVIS240": (240, 180), "DAVIS346": (346, 260)}  # (width, height)
@@ -54,17 +56,13 @@ def read_header(path: str | os.PathLike, strict: bool = False) -> Aedat2Info:
     if not path.is_file():
         raise DataError(f"event file {path} does not exist")
     chip, version, offset = "", "", 0
-    with open(path, "rb") as f:
-        while True:
-            line = f.readline()
-            if not line.startswith(b"#"):
-                break
+    with open(path, "rb") as f:  # bounded reads: a hostile header is refused after at most 4 MiB
+        for offset, line in header_lines(f, b"#", f"{path}: AEDAT 2.0"):  # noqa: B007 (offset: after the last line)
             text = line.decode("latin-1").strip()
             if text.startswith("#!AER-DAT"):
                 version = text[len("#!AER-DAT") :]
             elif text.startswith("# AEChip:"):
                 chip = text.split(":", 1)[1].strip()
-            offset += len(line)
     if not version.startswith("2."):
         raise DataError(f"{path} is not an AEDAT 2.0 file (header version line: {version or 'missing'!r})")
     name = chip.rsplit(".", 1)[-1].upper()

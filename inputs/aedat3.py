@@ -36,12 +36,10 @@ import numpy as np
 
 from core.errors import DataError
 from core.fileio import write_atomic
-from inputs.events import EVENT_DTYPE, as_events, header_lines
+from inputs.events import EVENT_DTYPE, as_events, check_sensor_size, header_lines
 
 MAGIC = b"#!AER-DAT3"
 END_HEADER = b"#!END-HEADER"
-MAX_HEADER_LINE = 1 << 16  # bytes; a longer '#' line is not an AEDAT header
-MAX_HEADER_BYTES = 1 << 22
 PACKET_HEADER = np.dtype(
     [
         ("type", "<i2"),
@@ -88,17 +86,15 @@ def _count(info: Aedat3Info, key: str, n: int) -> None:
 
 
 def read_header(path: str | os.PathLike) -> Aedat3Info:
-    """Parse the ``#`` header lines (bounded reads: a garbage file cannot make it read much)."""
+    """Parse the ``#`` header lines (bounded reads, see :func:`inputs.events.header_lines`: a garbage
+    file cannot make it read much); a ``sizeX``/``sizeY`` outside ``1..65536`` is a :class:`DataError`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"event file {path} does not exist")
     lines: list[bytes] = []
     offset = 0
     with open(path, "rb") as f:
-        for offset, line in header_lines(  # noqa: B007 (offset: just after the last header line)
-            f, b"#", MAX_HEADER_BYTES, MAX_HEADER_LINE,
-            lambda at: f"{path}: AEDAT 3 header line at byte offset {at} is not terminated",
-        ):  # fmt: skip
+        for offset, line in header_lines(f, b"#", f"{path}: AEDAT 3"):  # noqa: B007 (offset: after the last line)
             lines.append(line.strip())
             if line.startswith(END_HEADER):
                 break
@@ -109,8 +105,10 @@ def read_header(path: str | os.PathLike) -> Aedat3Info:
     text = "\n".join(line.decode("latin-1") for line in lines)
     sources = {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^#-?Source (\d+):\s*(.*)$", text, re.M)}
     width = height = None
-    if (w := re.search(r"sizeX\D{0,40}?(\d+)", text)) and (h := re.search(r"sizeY\D{0,40}?(\d+)", text)):
-        width, height = int(w.group(1)), int(h.group(1))
+    if (w := re.search(r"sizeX[^\d-]{0,40}?(-?\d+)", text)) and (h := re.search(r"sizeY[^\d-]{0,40}?(-?\d+)", text)):
+        line = next((raw for raw in lines if b"sizeX" in raw), b"")
+        where = f"{path}: AEDAT 3 header line {line.decode('latin-1')[:200]!r}"
+        width, height = check_sensor_size(int(w.group(1)), int(h.group(1)), where)
     else:
         names = " ".join(sources.values()).upper().replace(" ", "_")
         for name, size in SOURCE_SENSORS.items():

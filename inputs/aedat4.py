@@ -12,23 +12,28 @@ Why the extra checks: ``aedat`` reads the IOHeader flatbuffer without verificati
 whatever size a packet header states, so before handing the file to it we check the IOHeader's
 offsets and every packet's size against the file size ourselves. Bad input (documented, tested):
 a corrupt header or packet raises :class:`DataError` naming the file and the packet's byte offset
-(never a raw ``RuntimeError``/``PanicException`` from the library); a file that ends inside a packet
+(never a raw ``RuntimeError``/``PanicException`` from the library, and no Rust panic text on
+stderr: :func:`_quiet_stderr`); a sensor size outside ``1..65536`` per side is a :class:`DataError`; a file that ends inside a packet
 (a cut download) keeps the complete packets and counts the missing tail in
 ``counters["truncated_bytes"]``, or raises with ``strict=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from core.errors import DataError
-from inputs.events import EVENT_DTYPE
+from inputs.events import EVENT_DTYPE, check_sensor_size
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 MAX_IOHEADER_BYTES = 1 << 24
@@ -91,11 +96,51 @@ def _library_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+@contextlib.contextmanager
+def _quiet_stderr(held: IO[bytes] | None = None) -> Iterator[None]:
+    """Hold back what native code writes to file descriptor 2 while the block runs.
+
+    ``aedat`` is Rust: on a corrupt packet it panics, and Rust's panic hook prints the panic and a
+    backtrace on fd 2 before pyo3 turns it into an exception (which we turn into one DataError line).
+    So the block's fd-2 output goes to ``held`` (a temporary file; pass one to reuse it across many
+    calls): dropped when the block raises (the message is in the exception), written back to stderr
+    when it succeeds. (Another thread writing to fd 2 during the block is held back with it.)
+    """
+    if held is None:
+        with tempfile.TemporaryFile() as own, _quiet_stderr(own):
+            yield
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to hide
+        yield
+        return
+    held.seek(0)
+    held.truncate()
+    os.dup2(held.fileno(), 2)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if ok and held.seek(0, os.SEEK_END):
+            held.seek(0)
+            data = held.read()
+            with contextlib.suppress(OSError):
+                while data:
+                    data = data[os.write(2, data) :]
+
+
 def _decoder(path: Path):
     import aedat
 
     try:
-        return aedat.Decoder(str(path))
+        with _quiet_stderr():
+            return aedat.Decoder(str(path))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # noqa: BLE001 - RuntimeError, or pyo3's PanicException (a BaseException)
@@ -126,8 +171,12 @@ def read_header(path: str | os.PathLike) -> Aedat4Info:
     events = sorted(i for i, s in streams.items() if s.get("type") == "events")
     width = height = None
     if events:
-        width, height = int(streams[events[0]]["width"]), int(streams[events[0]]["height"])
-    return Aedat4Info(path, width or None, height or None, events, data_offset, dtp)
+        width, height = check_sensor_size(
+            int(streams[events[0]]["width"]),
+            int(streams[events[0]]["height"]),
+            f"{path}: the IOHeader's description (byte offset {len(MAGIC) + 4}) of event stream {events[0]}",
+        )
+    return Aedat4Info(path, width, height, events, data_offset, dtp)
 
 
 def iter_aedat4(path: str | os.PathLike, strict: bool = False, info: Aedat4Info | None = None) -> Iterator[np.ndarray]:
@@ -136,7 +185,7 @@ def iter_aedat4(path: str | os.PathLike, strict: bool = False, info: Aedat4Info 
     size = info.path.stat().st_size
     decoder = _decoder(info.path)
     pos = info.data_offset
-    with open(info.path, "rb") as f:
+    with open(info.path, "rb") as f, tempfile.TemporaryFile() as held:
         while True:
             if pos == info.data_table_position or (pos == size and info.data_table_position < 0):
                 return
@@ -151,7 +200,8 @@ def iter_aedat4(path: str | os.PathLike, strict: bool = False, info: Aedat4Info 
                 _count(info, "truncated_bytes", size - pos)
                 return
             try:
-                packet = next(decoder)
+                with _quiet_stderr(held):
+                    packet = next(decoder)
             except StopIteration:
                 return
             except (KeyboardInterrupt, SystemExit):

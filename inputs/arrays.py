@@ -18,7 +18,9 @@ Polarity: any value > 0 (1, True) is ON, anything else (0, -1, False) OFF. Coord
 negative or do not fit uint16 are dropped and counted as ``outside_sensor``. Float times raise
 :class:`DataError` (we never guess a unit). A ``.npy`` file shorter than its header states keeps
 its complete records and counts the missing bytes in ``truncated_bytes`` (or raises with
-``strict=True``); a damaged zip or HDF5 file raises :class:`DataError` naming the file.
+``strict=True``); a damaged zip or HDF5 file raises :class:`DataError` naming the file. ``.npy`` headers
+of versions 1.0, 2.0 and 3.0 are parsed without unpickling; object (pickled) arrays are refused. A
+sensor size outside ``1..65536`` per side is a :class:`DataError`.
 
 Writers (:func:`write_npy`, :func:`write_npz`, :func:`write_hdf5`, and :class:`NpyEventWriter`, which
 appends chunks to a ``.npy`` of any size without holding it in memory) write atomically.
@@ -26,7 +28,9 @@ appends chunks to a ``.npy`` of any size without holding it in memory) write ato
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import io
 import os
 import struct
 import zipfile
@@ -39,7 +43,7 @@ import numpy as np
 
 from core.errors import DataError
 from core.fileio import atomic_path
-from inputs.events import EVENT_DTYPE, as_events
+from inputs.events import EVENT_DTYPE, as_events, check_sensor_size
 
 ALIASES = {
     "t": ("t", "ts", "timestamp", "timestamps", "time", "times"),
@@ -49,6 +53,7 @@ ALIASES = {
 }
 NPY_MAGIC = b"\x93NUMPY"
 _NPY_HEADER_BYTES = 256  # fixed header size of NpyEventWriter files, so the count can be rewritten
+MAX_NPY_HEADER = 1 << 16  # bytes of .npy header text we parse (numpy's own np.load refuses more than 10,000)
 
 
 def match_fields(names: Any) -> dict[str, str] | None:
@@ -111,16 +116,51 @@ def _records_to_events(rec: np.ndarray, info: ArrayInfo) -> np.ndarray:
 
 
 def _read_npy_header(fp: Any, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    fmt = np.lib.format
+    """``(shape, fortran_order, dtype)`` of a ``.npy`` header, versions 1.0, 2.0 and 3.0; ``fp`` is left
+    at the first record. The format is numpy's documented one (NEP 1): magic, version, a little-endian
+    header length (2 bytes in 1.0, 4 in 2.0 and 3.0) and a Python dict literal (latin-1, or UTF-8 in
+    3.0) parsed with :func:`ast.literal_eval`, never unpickled. Object (pickled) arrays are refused."""
+    head = fp.read(8)
+    if len(head) < 8 or not head.startswith(NPY_MAGIC):
+        raise DataError(f"{where}: not a .npy file (it starts with {head!r}, expected {NPY_MAGIC!r})")
+    version = (head[6], head[7])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise DataError(f"{where}: .npy format version {version[0]}.{version[1]} (known: 1.0, 2.0, 3.0)")
+    size_bytes = 2 if version == (1, 0) else 4
+    raw = fp.read(size_bytes)
+    if len(raw) < size_bytes:
+        raise DataError(f"{where}: truncated .npy header at byte offset 8")
+    (length,) = struct.unpack("<H" if size_bytes == 2 else "<I", raw)
+    if length > MAX_NPY_HEADER:
+        raise DataError(
+            f"{where}: .npy header at byte offset {8 + size_bytes} claims {length} bytes (at most {MAX_NPY_HEADER})"
+        )
+    text = fp.read(length)
+    if len(text) < length:
+        raise DataError(f"{where}: truncated .npy header: {length} bytes stated at byte offset 8, {len(text)} present")
     try:
-        version = fmt.read_magic(fp)
-        if version == (1, 0):
-            return fmt.read_array_header_1_0(fp)
-        if version == (2, 0):
-            return fmt.read_array_header_2_0(fp)
-        return fmt._read_array_header(fp, version)  # 3.0: a utf-8 header, no public reader
-    except (ValueError, SyntaxError, TypeError, KeyError, struct.error, EOFError) as e:
+        d = ast.literal_eval(text.decode("utf-8" if version == (3, 0) else "latin-1"))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError) as e:
         raise DataError(f"{where}: not a readable .npy header ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
+        raise DataError(f"{where}: .npy header is not a dict of descr, fortran_order and shape: {str(d)[:200]}")
+    shape, fortran = d["shape"], d["fortran_order"]
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise DataError(f"{where}: .npy header has shape {str(shape)[:200]}, not a tuple of sizes")
+    if not isinstance(fortran, bool):
+        raise DataError(f"{where}: .npy header has fortran_order {fortran!r}, not True or False")
+    try:
+        dtype = np.lib.format.descr_to_dtype(d["descr"])
+    except (ValueError, TypeError, KeyError, IndexError, SyntaxError, RecursionError) as e:
+        raise DataError(f"{where}: .npy header has an unreadable dtype ({type(e).__name__}: {e})") from None
+    if dtype.hasobject:
+        raise DataError(
+            f"{where}: the array holds Python objects (dtype {dtype}), which only unpickling could read; "
+            "refused: event files hold integer fields t, x, y, p"
+        )
+    if dtype.itemsize == 0:
+        raise DataError(f"{where}: .npy dtype {dtype} has no bytes per record")
+    return shape, fortran, dtype
 
 
 def _structured_info(path: Path, source: str, shape: tuple, dtype: np.dtype, where: str) -> ArrayInfo:
@@ -173,7 +213,7 @@ def iter_npy(
 
 
 def _npy_header(count: int) -> bytes:
-    descr = np.lib.format.dtype_to_descr(EVENT_DTYPE)
+    descr = EVENT_DTYPE.descr
     text = repr({"descr": descr, "fortran_order": False, "shape": (count,)}).encode("latin-1")
     pad = _NPY_HEADER_BYTES - len(NPY_MAGIC) - 4 - len(text) - 1
     return NPY_MAGIC + b"\x01\x00" + struct.pack("<H", _NPY_HEADER_BYTES - 10) + text + b" " * pad + b"\n"
@@ -236,7 +276,7 @@ def _small_member(zf: zipfile.ZipFile, name: str) -> np.ndarray | None:
     if zf.getinfo(name).file_size > 4096:
         return None
     with zf.open(name) as fp:
-        return np.lib.format.read_array(fp, allow_pickle=False)
+        return np.load(io.BytesIO(fp.read()), allow_pickle=False)
 
 
 def read_npz_info(path: str | os.PathLike, member: str | None = None) -> ArrayInfo:
@@ -247,12 +287,15 @@ def read_npz_info(path: str | os.PathLike, member: str | None = None) -> ArrayIn
         try:
             names = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
             info = _choose_npz(path, zf, names, member)
-            with contextlib.suppress(DataError, ValueError, KeyError):
+            size = None
+            with contextlib.suppress(DataError, ValueError, KeyError, TypeError, OverflowError):
                 if "sensor_size" in names and (s := _small_member(zf, names["sensor_size"])) is not None:
-                    info.width, info.height = (int(v) for v in np.ravel(s)[:2])
+                    size, what = tuple(int(v) for v in np.ravel(s)[:2]), "member sensor_size"
                 elif "width" in names and "height" in names:
                     w, h = _small_member(zf, names["width"]), _small_member(zf, names["height"])
-                    info.width, info.height = int(w), int(h)
+                    size, what = (int(w), int(h)), "members width and height"
+            if size is not None and len(size) == 2:
+                info.width, info.height = check_sensor_size(*size, f"{path}: {what}")
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
             raise DataError(f"{path}: damaged .npz file ({type(e).__name__}: {e})") from None
     return info
@@ -424,7 +467,9 @@ def _h5_info(path: Path, f: Any, dataset: str | None) -> tuple[ArrayInfo, Any]:
         _check_dtypes({k: c.dtype for k, c in cols.items()}, where)
         info = ArrayInfo(path, "columns", dataset, fields, cols["t"].shape[0], cols["t"].dtype.itemsize * 8)
         parent = obj
-    info.width, info.height = _h5_sensor(obj, parent, f)
+    width, height = _h5_sensor(obj, parent, f)
+    if width is not None:
+        info.width, info.height = check_sensor_size(width, height, f"{where}: sensor size attributes")
     return info, obj
 
 

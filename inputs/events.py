@@ -23,20 +23,60 @@ EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
 DROP_REASONS = ("outside_window", "outside_sensor")
 
 
-def header_lines(f, marker: bytes, max_bytes: int, max_line: int, unterminated) -> Iterator[tuple[int, bytes]]:
-    """The header lines starting with ``marker`` at the start of binary file ``f`` (bounded reads:
-    at most ``max_bytes``, lines of at most ``max_line``), each with the byte offset just after it;
-    stops at the first other line. A line with no end of line within ``max_line`` bytes raises
-    :class:`DataError` with the message ``unterminated(its byte offset)``."""
-    offset = 0
-    while offset < max_bytes:
+# Bounds on the text headers of event files (AEDAT 2/3 '#' lines, Prophesee '%' lines), so a hostile
+# or corrupt file costs little memory and time before it is refused. The largest real headers we
+# know (jAER DAVIS files with the chip's preferences XML) have about 3,500 lines, 300 KB in all and
+# 5 KB in their longest line: the bounds leave more than ten times that.
+MAX_HEADER_LINE = 1 << 16  # bytes in one header line (64 KiB)
+MAX_HEADER_BYTES = 1 << 22  # bytes of header in all (4 MiB)
+MAX_HEADER_LINES = 1 << 16  # header lines (65,536)
+MAX_SENSOR_SIDE = 1 << 16  # largest sensor width or height a header may state (x and y are uint16)
+
+
+def header_lines(
+    f,
+    marker: bytes,
+    where: str,
+    *,
+    max_bytes: int = MAX_HEADER_BYTES,
+    max_line: int = MAX_HEADER_LINE,
+    max_lines: int = MAX_HEADER_LINES,
+) -> Iterator[tuple[int, bytes]]:
+    """The header lines starting with ``marker`` at the start of binary file ``f``, each with the
+    byte offset just after it; stops at the first other line (``f`` is then past it: seek to the
+    last offset). Reads are bounded: a line with no end of line within ``max_line`` bytes, or a
+    header of more than ``max_bytes`` bytes or ``max_lines`` lines, raises :class:`DataError`
+    naming ``where`` (the file and format, e.g. ``"x.aedat: AEDAT 2"``) and the byte offset."""
+    offset = lines = 0
+    while True:
         line = f.readline(max_line)
         if not line.startswith(marker):
             return
         if not line.endswith(b"\n"):
-            raise DataError(unterminated(offset))
+            if len(line) < max_line:
+                raise DataError(
+                    f"{where} header: the line at byte offset {offset} ends the file without an end of line"
+                )
+            raise DataError(
+                f"{where} header: the line at byte offset {offset} has no end of line within {max_line} bytes "
+                f"(a header line is at most {max_line} bytes)"
+            )
+        lines += 1
+        if offset + len(line) > max_bytes or lines > max_lines:
+            raise DataError(
+                f"{where} header: longer than {max_bytes} bytes or {max_lines} lines "
+                f"(line {lines} ends at byte offset {offset + len(line)}); a corrupt or hostile file"
+            )
         offset += len(line)
         yield offset, line
+
+
+def check_sensor_size(width: int, height: int, where: str) -> tuple[int, int]:
+    """``(width, height)`` when each is in ``1..MAX_SENSOR_SIDE``, else :class:`DataError` naming ``where``."""
+    for name, v in (("width", width), ("height", height)):
+        if not 1 <= v <= MAX_SENSOR_SIDE:
+            raise DataError(f"{where}: sensor {name} {v} is not a sensor size (each side must be 1..{MAX_SENSOR_SIDE})")
+    return int(width), int(height)
 
 
 def empty_events(n: int = 0) -> np.ndarray:

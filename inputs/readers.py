@@ -16,6 +16,12 @@ allows it) or something dropped and counted in :attr:`EventStream.counters`, nev
 exception from inside a library:
 
 - missing file, directory, empty file (0 bytes): ``DataError`` at :func:`open_events`.
+- a hostile or corrupt text header (``#``/``%`` lines): read with bounded reads
+  (:func:`~inputs.events.header_lines`: lines of at most 64 KiB, 65,536 lines, 4 MiB in all), else a
+  ``DataError`` naming the byte offset; a sensor size outside ``1..65536`` per side in a header is a
+  ``DataError`` naming the header line.
+- Prophesee files read whatever their name (expelliarmus needs ``.raw``/``.dat``: they are read
+  through a hard link or a temporary copy, and messages name the user's file).
 - wrong format flag: ``DataError("file X does not look like FORMAT: ...")`` at :func:`open_events`.
 - unrecognisable file (no known header, unknown extension): ``DataError`` listing the formats.
 - truncated file (ends inside a record or packet): the complete events are kept and the missing
@@ -41,7 +47,6 @@ exception from inside a library:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +69,6 @@ COUNTERS = (
 )
 _RENAMED = {"truncated_tail_bytes": "truncated_bytes", "aps_imu_special": "skipped_words"}
 _WRAP = 1 << 32
-_HEAD_BYTES = 1 << 20  # most bytes read to sniff a '%' header
-_MAX_LINE = 1 << 12
 Source = Callable[[], tuple[Iterator[np.ndarray], dict[str, int]]]  # a fresh (raw chunks, live counters)
 
 
@@ -112,17 +115,12 @@ def _check_file(path: Path) -> int:
 
 
 def _sniff_percent_header(path: Path) -> tuple[str | None, str]:
-    """Prophesee ``%`` header lines (bounded reads): ``(format or None, what was seen)``."""
+    """Prophesee ``%`` header lines (bounded reads, :func:`~inputs.events.header_lines`): ``(format or None, what was seen)``."""
+    evt = fmt = ""
+    data_file = False
+    offset = 0
     with open(path, "rb") as f:
-        read = 0
-        evt = fmt = ""
-        data_file = False
-        while read < _HEAD_BYTES:
-            line = f.readline(_MAX_LINE)
-            if not line.startswith(b"%"):
-                after = line[:2]
-                break
-            read += len(line)
+        for offset, line in header_lines(f, b"%", f"{path}: Prophesee"):  # noqa: B007 (offset: after the last line)
             text = line[1:].decode("latin-1").strip()
             key, _, value = text.partition(" ")
             key = key.lower()
@@ -133,10 +131,9 @@ def _sniff_percent_header(path: Path) -> tuple[str | None, str]:
             elif text.lower().startswith("data file") or key == "version":
                 data_file = True
             elif text.lower() == "end":
-                after = f.read(2)
                 break
-        else:
-            return None, "a '%' header longer than 1 MiB"
+        f.seek(offset)
+        after = f.read(2)
     if evt.startswith("3") or fmt.startswith("EVT3"):
         return "evt3", f"'% evt {evt or fmt}'"
     if evt in ("2.0", "2") or (fmt.startswith("EVT2") and not fmt.startswith("EVT21")):
@@ -290,20 +287,6 @@ _EVT_WORDS = {
 _RECORD_BYTES = {"evt2": 4, "evt3": 2, "dat": 8}
 
 
-def _percent_header_end(path: Path, encoding: str) -> int:
-    """Byte offset of the data after a Prophesee '%' header (and DAT's 2 event type/size bytes)."""
-    offset = 0
-    with open(path, "rb") as f:  # (expelliarmus loops forever on a header cut inside a line)
-        for offset, line in header_lines(  # noqa: B007 (offset: just after the last header line)
-            f, b"%", _HEAD_BYTES, _MAX_LINE,
-            lambda at: f"{path}: truncated or garbled {encoding} header: the '%' line at byte offset {at} "
-            f"has no end of line within {_MAX_LINE} bytes",
-        ):  # fmt: skip
-            if line[1:].strip().lower() == b"end":
-                break
-    return offset + (2 if encoding == "dat" else 0)
-
-
 def _check_evt_words(path: Path, encoding: str, offset: int, size: int) -> None:
     """Raise DataError at the first word of a type no EVT decoder knows (a bounded-memory scan)."""
     dtype, shift, known = _EVT_WORDS[encoding]
@@ -331,7 +314,7 @@ def _check_evt_words(path: Path, encoding: str, offset: int, size: int) -> None:
 
 def _prophesee_source(path: Path, chunk: int, encoding: str, strict: bool) -> tuple[tuple[int, int] | None, Source]:
     info = prophesee.read_header(path, encoding)
-    offset = _percent_header_end(path, encoding)
+    offset = info.data_offset
     size = path.stat().st_size
     rec = _RECORD_BYTES[encoding]
     tail = max(size - offset, 0) % rec
@@ -339,21 +322,13 @@ def _prophesee_source(path: Path, chunk: int, encoding: str, strict: bool) -> tu
         raise DataError(
             f"{path}: truncated {encoding} file: the {rec}-byte record at byte offset {size - tail} is incomplete"
         )
-    original = path
-    ext = ".dat" if encoding == "dat" else ".raw"
-    keep: list[tempfile.TemporaryDirectory] = []
-    if path.suffix.lower() != ext:  # expelliarmus refuses other extensions: read through a symlink
-        keep.append(tempfile.TemporaryDirectory(prefix="snn-events-"))
-        link = Path(keep[0].name) / f"events{ext}"
-        link.symlink_to(path.resolve())
-        path = link
 
     def start() -> tuple[Iterator[np.ndarray], dict[str, int]]:
         if encoding in _EVT_WORDS:
-            _check_evt_words(original, encoding, offset, size)
+            _check_evt_words(path, encoding, offset, size)
+        # whatever the file's name: expelliarmus reads it through a .raw/.dat alias (prophesee.readable_path)
         return prophesee.iter_prophesee(path, encoding, chunk), {"truncated_bytes": tail}
 
-    start.temporary_folder = keep  # type: ignore[attr-defined]  # lives as long as this source
     return ((info.width, info.height) if info.width else None), start
 
 
