@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
               "test_set": "200 of the hold-out's train split (--fresh-test)" if args.fresh_test
               else "the hold-out's test split", "graphs": {}}  # fmt: skip
     for name, precision in (("model", "float"), ("model.fixed", "fixed")):
-        if to_nir.main([str(ckpt_path), "--name", name, "--precision", precision, "--out", str(ckpt_path.parent),
-                        "--overwrite"]):
+        if to_nir.main(
+            [str(ckpt_path), "--name", name, "--precision", precision, "--out", str(ckpt_path.parent), "--overwrite"]
+        ):
             return 2
         graph = ckpt_path.parent / f"{name}.nir"
         argv = [str(graph), "--targets", args.targets, "--data", "nmnist", "--data-root", data_root,

@@ -374,7 +374,8 @@ def _write(cfg: ConvertConfig, src: _Source, files: dict[str, str]) -> dict[str,
         if peers:
             report["for"] = _write_peers(graph, plan, peers, staging, files, spikes, ref)
         write_json_atomic(staging / files["report"], report)
-        for f in set(files.values()):
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(set(files.values()) - {files["report"]}) + [files["report"]]:  # the report last
             move_into(staging / f, out / f)
     print_report(report, build_report)
     return report

@@ -56,11 +56,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
-    """Append one line and flush it to disk (JSON-lines logs survive a kill)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line.rstrip("\n") + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line and flush it to disk, in one write to a file opened for appending: a kill
+    leaves every line that was written whole (JSON-lines logs survive a kill)."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        view = memoryview(data)
+        while view:  # (a regular file takes it in one write; a short write only continues the same line)
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:

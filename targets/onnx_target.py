@@ -109,7 +109,9 @@ def _run(sess, path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarra
         return sess.run(None, feeds)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise DataError(f"{path}: ONNX Runtime cannot run it on this graph's inputs ({type(e).__name__}: {first})") from None
+        raise DataError(
+            f"{path}: ONNX Runtime cannot run it on this graph's inputs ({type(e).__name__}: {first})"
+        ) from None
 
 
 @functools.lru_cache(maxsize=8)

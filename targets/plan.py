@@ -345,7 +345,9 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
         return (w.shape[0],)
     if kind in ("sumpool", "avgpool"):
         if len(in_shape) != 3:
-            raise ModelError(f"node {name}: {type(node).__name__} takes (channels, rows, columns), gets shape {in_shape}")
+            raise ModelError(
+                f"node {name}: {type(node).__name__} takes (channels, rows, columns), gets shape {in_shape}"
+            )
         window = _window(name, type(node).__name__, in_shape, _pair(node.kernel_size), _pair(node.stride),
                          _pair(node.padding))  # fmt: skip
         return (in_shape[0], *window)

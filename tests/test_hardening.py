@@ -1,0 +1,403 @@
+"""Bad model files, user mistakes and interrupted writes: each a clear one-line error (or a clean
+result), never a traceback, a silent wrong answer or partial output. One test per defect of the
+hardening issue (D7-D15); the readers' defects are in test_hardening_readers.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from convert import to_nir
+from core.errors import CheckpointError, ConfigError, DataError, ModelError, SnnDeployError
+from core.fileio import exclusive
+from runtime import run as run_cmd
+from runtime import stream as stream_cmd
+from runtime import verify
+from targets.plan import load_plan
+from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    """The command printed one error line (no traceback) holding every needle."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def graphs(trained_digits, tmp_path_factory):
+    """The digits student as a float graph (with its ONNX files) and a fixed one, converted once."""
+    out = tmp_path_factory.mktemp("hardening_graphs")
+    assert to_nir.main([str(trained_digits), "--out", str(out), "--parity-samples", "32"]) == 0
+    argv = [str(trained_digits), "--out", str(out), "--precision", "fixed", "--onnx", "false",
+            "--parity-samples", "32", "--calibration-samples", "64"]  # fmt: skip
+    assert to_nir.main(argv) == 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# D7, D8: checkpoints
+
+
+def _resave(src: Path, dst: Path, change) -> Path:
+    ckpt = torch.load(src, weights_only=True)
+    change(ckpt)
+    save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in ("format", "version", "checksum")})
+    return dst
+
+
+def test_a_text_file_named_pt_is_a_clean_error(tmp_path, capsys):
+    path = tmp_path / "notes.pt"
+    path.write_text("hello, this is not a checkpoint\n")
+    assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
+    _one_line_error(capsys, str(path), "corrupt or truncated")
+
+
+def test_a_checkpoint_carries_a_checksum_and_every_damaged_byte_is_caught(trained_digits, tmp_path):
+    raw = trained_digits.read_bytes()
+    ckpt = load_checkpoint(trained_digits)
+    assert ckpt["version"] == 2 and len(ckpt["checksum"]) == 64
+    rng = np.random.default_rng(0)
+    errors = same = 0
+    for i, pos in enumerate(rng.choice(len(raw), size=60, replace=False)):
+        bad = bytearray(raw)
+        bad[pos] ^= 1 << int(rng.integers(8))
+        path = tmp_path / f"flip{i}.pt"
+        path.write_bytes(bytes(bad))
+        try:
+            got = load_checkpoint(path)
+        except CheckpointError:
+            errors += 1
+            continue
+        # a flip the file format ignores (zip header padding, say) must leave the contents as they were
+        assert all(torch.equal(got["state_dict"][k], v) for k, v in ckpt["state_dict"].items()), pos
+        same += 1
+    assert errors >= 40, (errors, same)  # nearly every byte of the file is weights or pickled data
+
+
+def test_legacy_checkpoint_without_checksum_still_loads(trained_digits, tmp_path):
+    ckpt = torch.load(trained_digits, weights_only=True)
+    legacy = {k: v for k, v in ckpt.items() if k != "checksum"} | {"version": 1}
+    torch.save(legacy, tmp_path / "v1.pt")
+    model_from_checkpoint(load_checkpoint(tmp_path / "v1.pt"))
+    torch.save(legacy | {"version": 2}, tmp_path / "v2-unsealed.pt")  # a version 2 file must carry its seal
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_checkpoint(tmp_path / "v2-unsealed.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["arch_args"].__setitem__("channels", (-5, 3)), "cannot be built"),
+        (lambda c: c["arch_args"].__setitem__("input_size", 10**7), "do not fit architecture"),  # 4e15 weights
+        (lambda c: c["arch_args"].__setitem__("channels", "abc"), "cannot be built"),
+        (lambda c: c.__setitem__("state_dict", [1, 2, 3]), "'state_dict' must be a dict"),
+        (lambda c: c["state_dict"].__setitem__("features.0.weight", "text"), "is not a named tensor"),
+        (lambda c: c["state_dict"]["features.1.dt"].fill_(0.0), "layer features.1"),
+        (lambda c: c["state_dict"]["features.1.dt"].fill_(float("nan")), "NaN"),
+    ],
+    ids=["negative-channels", "huge-input", "text-channels", "state-dict-list", "text-tensor", "dt-0", "dt-nan"],
+)
+def test_absurd_checkpoint_contents_are_refused(trained_digits, tmp_path, capsys, change, message):
+    path = _resave(trained_digits, tmp_path / "bad.pt", change)
+    assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
+    _one_line_error(capsys, str(path), message)
+    assert not (tmp_path / "g").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# D8, D9, D10, D11: graph and ONNX files
+
+
+def _mutated(src: Path, dst: Path, change) -> Path:
+    g = nir.read(src)
+    meta = json.loads(g.metadata["snn_deploy"])
+    raw = change(g, meta)
+    g.metadata["snn_deploy"] = raw if isinstance(raw, str) else json.dumps(meta)
+    nir.write(dst, g)
+    return dst
+
+
+def _set_meta(key, value):
+    return lambda g, m: m.__setitem__(key, value)
+
+
+def _fixed(layer, key, value):
+    return lambda g, m: m["layers"][layer]["fixed"].__setitem__(key, value)
+
+
+def _input_shape(shape):
+    return lambda g, m: g.nodes["input"].input_type.__setitem__("input", np.array(shape))
+
+
+GRAPH_CASES = {
+    "pool-stride-0": ("model", lambda g, m: setattr(g.nodes["features.2"], "stride", np.array([0, 0])), "stride >= 1"),
+    "dt-string": ("model", _set_meta("dt", "fast"), "dt must be a positive number"),
+    "dt-0": ("model", _set_meta("dt", 0), "dt must be a positive number"),
+    "dt-nan": ("model", _set_meta("dt", float("nan")), "dt must be a positive number"),
+    "metadata-list": ("model", lambda g, m: json.dumps([1, 2]), "must be a JSON object"),
+    "metadata-text": ("model", lambda g, m: "{not json", "not valid JSON"),
+    "giant-input": ("model", _input_shape([1, 100000, 100000]), "at most"),
+    "zero-input": ("model", _input_shape([1, 0, 8]), "dimensions >= 1"),
+    "huge-T": ("model", _set_meta("T", 10**12), "T must be a whole number"),
+    "huge-weight-exp": ("model.fixed", _fixed("features.0", "weight_exp", 10**6), "weight_exp"),
+    "huge-bias-exp": ("model.fixed", _fixed("features.0", "bias_exp", 10**6), "bias_exp"),
+    "text-vth": ("model.fixed", _fixed("features.1", "vth", "high"), "vth"),
+}
+
+
+@pytest.mark.parametrize("case", list(GRAPH_CASES))
+def test_damaged_graph_is_one_error_in_run_verify_and_stream(graphs, tmp_path, capsys, case):
+    base, change, message = GRAPH_CASES[case]
+    path = _mutated(graphs / f"{base}.nir", tmp_path / f"{case}.nir", change)
+    with pytest.raises(SnnDeployError, match=message):
+        load_plan(path)
+    assert run_cmd.main([str(path), "--target", "reference", "--samples", "4", "--progress", "false"]) == 2
+    _one_line_error(capsys, message)
+    assert verify.main([str(path), "--targets", "eventsim", "--samples", "4", "--progress", "false"]) == 2
+    _one_line_error(capsys, message)
+    events = tmp_path / "ev.npy"
+    np.save(events, np.zeros(4, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]))
+    assert stream_cmd.main([str(events), "--model", str(path), "--sensor-size", "8x8", "--progress", "false"]) == 2
+    _one_line_error(capsys, message)
+
+
+def test_dt_flag_of_zero_or_nan_is_refused(graphs, capsys):
+    for value in ("0", "nan", "-1e-3"):
+        argv = [str(graphs / "model.nir"), "--target", "reference", f"--dt={value}", "--samples", "2"]
+        assert run_cmd.main(argv) == 2
+        _one_line_error(capsys, "--dt")
+
+
+def test_onnx_file_with_huge_input_dimensions_is_named(graphs, tmp_path, capsys):
+    import onnx
+
+    for name in ("model.nir", "model.onnx", "model.step.onnx"):
+        (tmp_path / name).write_bytes((graphs / name).read_bytes())
+    for name in ("model.onnx", "model.step.onnx"):
+        m = onnx.load(tmp_path / name)
+        for d in m.graph.input[0].type.tensor_type.shape.dim[-2:]:
+            d.dim_value = 10**9
+        onnx.save(m, tmp_path / name)
+    argv = [str(tmp_path / "model.nir"), "--target", "onnx", "--samples", "4", "--progress", "false"]
+    assert run_cmd.main(argv) == 2
+    _one_line_error(capsys, "model.onnx", "1000000000", "not exported from this graph")
+
+
+# ---------------------------------------------------------------------------------------------
+# D12, D13, D15: user mistakes
+
+
+def test_bad_output_paths_are_refused_before_any_work(graphs, trained_digits, tmp_path, capsys):
+    graph = str(graphs / "model.nir")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    a_folder = tmp_path / "a-folder"
+    a_folder.mkdir()
+    unwritable = Path("/proc/snn-deploy-out")  # (not writable, even for root)
+    quick = ["--samples", "2", "--progress", "false"]
+    cases = [
+        (run_cmd.main, [graph, "--target", "reference", *quick, "--out", str(a_file / "r.json")], "is a file"),
+        (run_cmd.main, [graph, "--target", "reference", *quick, "--out", str(a_folder)], "is a folder"),
+        (run_cmd.main, [graph, "--target", "reference", *quick, "--out", str(unwritable / "r.json")], "cannot be"),
+        (verify.main, [graph, "--targets", "eventsim", *quick, "--out", str(a_file)], "is a file"),
+        (verify.main, [graph, "--targets", "eventsim", *quick, "--out", str(a_file / "v")], "is a file"),
+        (verify.main, [graph, "--targets", "eventsim", *quick, "--out", str(unwritable)], "cannot be written"),
+        (to_nir.main, [str(trained_digits), "--out", str(a_file)], "is a file"),
+        (to_nir.main, [str(trained_digits), "--out", str(unwritable)], "cannot be written"),
+    ]
+    for main, argv, message in cases:
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, message)
+    events = tmp_path / "ev.npy"
+    np.save(events, np.zeros(4, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]))
+    stream = [str(events), "--model", graph, "--sensor-size", "8x8", "--progress", "false"]
+    for extra, message in (
+        (["--out", str(a_folder)], "is a folder"),
+        (["--out", str(a_file / "w.jsonl")], "is a file"),
+        (["--out", str(tmp_path / "w.jsonl"), "--plot", str(unwritable / "p.png")], "cannot be written"),
+    ):
+        assert stream_cmd.main([*stream, *extra]) == 2, extra
+        _one_line_error(capsys, message)
+    assert not (tmp_path / "w.jsonl").exists()  # refused before a window was written
+
+
+def test_read_only_folder_is_refused(graphs, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("runs as root, who may write into a read-only folder (the /proc case covers unwritable paths)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        argv = [str(graphs / "model.nir"), "--target", "reference", "--samples", "2", "--out", str(ro / "r.json")]
+        assert run_cmd.main(argv) == 2
+        _one_line_error(capsys, "cannot be written")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_counts_of_zero_or_less_are_refused_by_name(graphs, trained_digits, tmp_path, capsys):
+    graph = str(graphs / "model.nir")
+    cases = [
+        (verify.main, [graph, "--samples", "0"], "--samples must be at least 1"),
+        (verify.main, [graph, "--samples", "-3"], "--samples must be at least 1"),
+        (run_cmd.main, [graph, "--batch-size", "0"], "--batch-size must be at least 1"),
+        (run_cmd.main, [graph, "--steps", "0"], "--steps must be at least 1"),
+        (to_nir.main, [str(trained_digits), "--parity-samples", "0"], "--parity-samples must be at least 1"),
+        (to_nir.main, [str(trained_digits), "--calibration-samples", "0"], "--calibration-samples must be at least 1"),
+        (to_nir.main, [str(trained_digits), "--weight-bits", "-1"], "--weight-bits must be at least 0"),
+    ]
+    for main, argv, message in cases:
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, message)
+
+
+def test_crop_outside_the_sensor_and_downsample_zero_are_refused(graphs, tmp_path, capsys):
+    events = tmp_path / "ev.npy"
+    np.save(events, np.zeros(4, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]))
+    base = [str(events), "--model", str(graphs / "model.nir"), "--sensor-size", "64x64", "--progress", "false"]
+    for extra, message in (
+        (["--crop", "100,100,8,8"], "reaches outside the 64x64 sensor"),
+        (["--crop=-4,0,8,8"], "reaches outside"),
+        (["--crop", "60,0,8,8"], "reaches outside"),
+        (["--downsample", "0"], "--downsample must be at least 1"),
+    ):
+        assert stream_cmd.main([*base, *extra]) == 2, extra
+        _one_line_error(capsys, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# D14: names, overwrites, concurrent and interrupted conversions
+
+
+def test_default_names_carry_the_precision_and_replacing_needs_overwrite(graphs, trained_digits, capsys):
+    assert (graphs / "model.nir").is_file() and (graphs / "model.fixed.nir").is_file()
+    before = (graphs / "model.nir").stat().st_mtime_ns
+    assert to_nir.main([str(trained_digits), "--out", str(graphs), "--parity-samples", "8"]) == 2
+    _one_line_error(capsys, "already holds", "model.nir", "--overwrite")
+    assert (graphs / "model.nir").stat().st_mtime_ns == before
+    argv = [str(trained_digits), "--out", str(graphs), "--parity-samples", "8", "--onnx", "false", "--overwrite"]
+    assert to_nir.main(argv) == 0
+    assert (graphs / "model.nir").stat().st_mtime_ns != before
+
+
+def test_a_second_conversion_of_the_same_files_is_refused(trained_digits, tmp_path, capsys):
+    out = tmp_path / "g"
+    with exclusive(f"{out.resolve()}/model", "busy"):
+        assert to_nir.main([str(trained_digits), "--out", str(out), "--parity-samples", "8"]) == 2
+    _one_line_error(capsys, "is being written by process", str(os.getpid()))
+    assert not out.exists()
+    # other names in the same folder are free
+    assert to_nir.main([str(trained_digits), "--out", str(out), "--name", "other", "--parity-samples", "8"]) == 0
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    tmp.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
+
+
+def _complete(path: Path) -> None:
+    """Every file a conversion leaves is whole."""
+    if path.suffix == ".nir":
+        load_plan(path)
+    elif path.suffix == ".onnx":
+        import onnx
+
+        onnx.checker.check_model(onnx.load(path))
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    else:
+        raise AssertionError(f"unexpected file {path}")
+
+
+@pytest.mark.slow
+def test_kill_during_conversion_leaves_nothing_partial(trained_digits, tmp_path):
+    out, tmp = tmp_path / "g", tmp_path / "tmp"
+    argv = [sys.executable, "-m", "convert.to_nir", str(trained_digits), "--out", str(out), "--overwrite"]
+    rng = np.random.default_rng(1)
+    for delay in (*rng.uniform(1.0, 6.0, 3), 30.0):
+        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        for f in out.iterdir() if out.exists() else []:
+            assert not f.name.startswith("."), f"staging or temporary file left in --out: {f}"
+            _complete(f)
+    assert proc.returncode == 0, proc.stderr.read().decode()  # (the last one finishes)
+    assert sorted(f.name for f in out.iterdir()) == ["model.conversion.json", "model.nir", "model.onnx",
+                                                     "model.step.onnx"]  # fmt: skip
+    staging = tmp / "snn-deploy-staging"
+    assert not [p for p in staging.iterdir() if p.is_dir()], "the killed runs' staging was not cleaned up"
+
+
+@pytest.mark.slow
+def test_kill_during_streaming_leaves_only_whole_lines(graphs, tmp_path):
+    from inputs.recording import make_recording
+
+    rec = tmp_path / "digits.h5"
+    make_recording(rec, samples=40)
+    model = tmp_path / "m.nir"  # a graph for 2x34x34 events: the recording's digits
+    from tests.test_stream import TIMING
+
+    torch.manual_seed(0)
+    from convert.build import build_nir
+    from convert.nirgraph import write_graph
+    from train.models import build_model
+
+    net = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(8, 16), num_classes=10).eval()
+    graph, _ = build_nir(net, (2, 34, 34), precision="float", steps=12)
+    write_graph(model, graph)
+    out = tmp_path / "w.jsonl"
+    argv = [sys.executable, "-m", "runtime.stream", str(rec), "--model", str(model), "--target", "torch",
+            "--out", str(out), "--progress", "false", *TIMING]  # fmt: skip
+    killed = 0
+    for wanted in (1, 3, 6):
+        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(tmp_path / "tmp"), stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.read_bytes().count(b"\n") >= wanted:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        killed += proc.wait() == -signal.SIGKILL
+        lines = out.read_bytes().split(b"\n")
+        assert lines[-1] == b"", "a partial last line"
+        windows = [json.loads(line) for line in lines[:-1]]
+        assert len(windows) >= wanted and all("counts" in w for w in windows)
+    assert killed >= 2, "the stream ended before it could be killed"
+
+
+def test_a_failed_stream_keeps_the_earlier_windows(graphs, tmp_path, capsys):
+    out = tmp_path / "w.jsonl"
+    out.write_text('{"earlier": 1}\n')
+    argv = [str(tmp_path / "missing.h5"), "--model", str(graphs / "model.nir"), "--out", str(out)]
+    assert stream_cmd.main(argv) == 2
+    _one_line_error(capsys, "does not exist")
+    assert out.read_text() == '{"earlier": 1}\n'
+
+
+def test_config_errors_are_config_errors():
+    from core.config import from_dict
+    from runtime.run import RunConfig
+
+    with pytest.raises(ConfigError, match="--samples must be at least 1"):
+        from_dict(RunConfig, {"samples": 0})
+    with pytest.raises(ConfigError, match="--dt must be a finite number"):
+        from_dict(RunConfig, {"dt": float("inf")})
+    assert issubclass(DataError, SnnDeployError) and issubclass(ModelError, SnnDeployError)
