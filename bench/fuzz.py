@@ -1,5 +1,7 @@
-"""Fuzz every file reader for a time budget: mutate small valid files (bit flips, cuts, inserted,
-deleted and overwritten bytes, header numbers and lines) and count what each reader does with them.
+"""Fuzz every file reader and every model file for a time budget: mutate small valid files (bit
+flips, cuts, inserted, deleted and overwritten bytes, header numbers and lines) and count what each
+reader does with them. Model files: checkpoints (``.pt``, loaded and rebuilt), graphs (``.nir``,
+loaded and, when small, run by the reference) and step ONNX files (run by ONNX Runtime).
 
     python -m bench.fuzz --seconds 300 --out runs/fuzz
     python -m bench.fuzz --seconds 60 --cases aedat4 evt3
@@ -354,6 +356,99 @@ def _detect_seeds(eventdata: Path | None, work: Path) -> list[bytes]:
 
 
 _register_readers()
+
+
+# --- model files: checkpoints, graphs, ONNX files ----------------------------------------------------
+
+_MODEL_SEEDS: dict[str, list[bytes]] = {}
+RUN_ELEMENTS = 1 << 20  # a mutated graph is run only when its nodes hold at most this many values per sample
+
+
+def _model_seeds(work: Path) -> dict[str, list[bytes]]:
+    """A small digits CSNN (random weights) as files: checkpoints (sealed, and version 1 without a
+    checksum, so that mutations reach the structure checks), float and fixed graphs, a step ONNX file."""
+    if _MODEL_SEEDS:
+        return _MODEL_SEEDS
+    import torch
+
+    from convert.build import build_nir
+    from convert.nirgraph import write_graph
+    from convert.to_onnx import export_step_onnx
+    from targets.plan import load_plan
+    from train.checkpoint import neuron_parameters, save_checkpoint
+    from train.models import build_model
+
+    torch.manual_seed(0)
+    args = {"in_channels": 1, "num_classes": 10, "input_size": 8, "channels": (4, 8)}
+    model = build_model("digits_csnn", **args).eval()
+    payload = {"kind": "student", "arch": "digits_csnn", "arch_args": args, "state_dict": model.state_dict(),
+               "neurons": neuron_parameters(model), "dataset": {"name": "digits", "steps": 4}}  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(work / "seed.pt", payload)
+    torch.save({"format": "snn-deploy-checkpoint", "version": 1, **payload}, work / "seed-v1.pt")
+    x = (np.random.default_rng(0).random((4, 16, 1, 8, 8)) < 0.4).astype(np.float32)
+    graphs = []
+    for precision in ("float", "fixed"):
+        graph, _ = build_nir(model, (1, 8, 8), precision=precision, steps=4, calibration=x)
+        write_graph(work / f"seed-{precision}.nir", graph)
+        graphs.append((work / f"seed-{precision}.nir").read_bytes())
+    export_step_onnx(load_plan(work / "seed-float.nir"), work / "seed.step.onnx")
+    _MODEL_SEEDS.update(
+        checkpoint=[(work / "seed.pt").read_bytes(), (work / "seed-v1.pt").read_bytes()],
+        graph=graphs,
+        onnx=[(work / "seed.step.onnx").read_bytes()],
+        plan_source=[graphs[0]],
+    )
+    return _MODEL_SEEDS
+
+
+def _checked_checkpoint(path: Path) -> dict[str, Any]:
+    from train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(path), source=str(path))
+    return {"parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _checked_graph(path: Path) -> dict[str, Any]:
+    """Load the graph; run a small one on one sample (spike counts must be whole and non-negative)."""
+    from targets import reference
+    from targets.plan import load_plan
+
+    plan = load_plan(path)
+    size = sum(int(np.prod(n.out_shape)) for n in plan.nodes)
+    if size > RUN_ELEMENTS:
+        return {"nodes": len(plan.nodes), "run": False}
+    x = (np.random.default_rng(0).random((plan.steps or 2, 1, *plan.input_shape)) < 0.3).astype(np.float32)
+    res = reference.run(plan, x)
+    for name, c in res.layer_counts.items():
+        if not (np.all(c >= 0) and np.array_equal(c, np.rint(c))):
+            raise InsaneOutput(f"{path}: layer {name} spike counts {c}")
+    return {"nodes": len(plan.nodes), "run": True}
+
+
+def _checked_onnx(path: Path) -> dict[str, Any]:
+    """The mutated step file run against the clean seed graph's plan: our error or sane counts."""
+    from targets.onnx_target import check_onnx
+    from targets.plan import load_plan
+
+    src = path.with_name("plan-source.nir")
+    if not src.is_file():
+        src.write_bytes(_MODEL_SEEDS["plan_source"][0])
+    plan = load_plan(src)
+    x = (np.random.default_rng(0).random((2, 1, *plan.input_shape)) < 0.3).astype(np.float32)
+    res = check_onnx(plan, path, x, threads=1)
+    if not np.all(res["counts"] >= 0):
+        raise InsaneOutput(f"{path}: negative output counts")
+    return {"counts": int(res["counts"].sum())}
+
+
+def _register_models() -> None:
+    for name, suffix, call in (("checkpoint", ".pt", _checked_checkpoint), ("graph", ".nir", _checked_graph),
+                               ("onnx", ".onnx", _checked_onnx)):  # fmt: skip
+        register(FuzzCase(name, suffix, lambda eventdata, work, name=name: _model_seeds(work / "models")[name], call))
+
+
+_register_models()
 
 
 # --- the run: a worker process per stretch of inputs, replaced after a hang or a crash --------------

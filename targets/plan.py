@@ -500,16 +500,59 @@ def load_plan(
     return plan
 
 
+def _read_in_child(path: Path, conn) -> None:
+    try:
+        result: tuple[str, Any] = ("graph", nir.read(path, type_check=False))
+    except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
+        result = ("error", f"{type(e).__name__}: {e}")
+    try:
+        conn.send(result)
+    except Exception as e:  # noqa: BLE001 - a graph that cannot be pickled back
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    conn.close()
+
+
+def read_graph_file(path: Path) -> nir.NIRGraph:
+    """``nir.read`` in a forked child with a deadline: on a damaged file the HDF5 library can loop
+    forever (a corrupt string heap) or crash, and neither may take the command down with it."""
+    import multiprocessing
+
+    deadline = READ_SECONDS + path.stat().st_size / READ_BYTES_PER_SECOND
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_read_in_child, args=(path, child), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(deadline):
+            raise DataError(f"{path} is not a readable NIR graph: the HDF5 library did not finish reading it in "
+                            f"{deadline:.0f} s (a damaged file)")  # fmt: skip
+        try:
+            kind, value = parent.recv()
+        except EOFError:
+            raise DataError(f"{path} is not a readable NIR graph: the HDF5 library crashed reading it "
+                            f"(exit code {proc.join(5) or proc.exitcode})") from None  # fmt: skip
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        parent.close()
+    if kind == "error":
+        raise DataError(f"{path} is not a readable NIR graph ({value})")
+    return value
+
+
+READ_SECONDS = 5.0  # reading a graph file may take this long, plus a second per READ_BYTES_PER_SECOND
+READ_BYTES_PER_SECOND = 20e6
+
+
 def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str | None) -> Plan:
     source = str(graph) if not isinstance(graph, nir.NIRGraph) else "<graph>"
     if not isinstance(graph, nir.NIRGraph):
         path = Path(graph)
         if not path.is_file():
             raise DataError(f"graph file {path} does not exist")
-        try:
-            graph = nir.read(path, type_check=False)
-        except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
-            raise DataError(f"{path} is not a readable NIR graph ({type(e).__name__}: {e})") from None
+        graph = read_graph_file(path)
     try:
         return _build_plan(graph, source, dt, dialect)
     except SnnDeployError:

@@ -401,3 +401,19 @@ def test_config_errors_are_config_errors():
     with pytest.raises(ConfigError, match="--dt must be a finite number"):
         from_dict(RunConfig, {"dt": float("inf")})
     assert issubclass(DataError, SnnDeployError) and issubclass(ModelError, SnnDeployError)
+
+
+def test_a_graph_file_that_hangs_or_crashes_the_hdf5_library_is_an_error(graphs, monkeypatch):
+    """A damaged string heap can make libhdf5 loop forever (found by bench.fuzz); the file is read in a
+    forked child with a deadline, so a hang or a crash there is one DataError here."""
+    import targets.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "READ_SECONDS", 1.0)
+    monkeypatch.setattr(nir, "read", lambda *a, **k: time.sleep(60))
+    start = time.monotonic()
+    with pytest.raises(DataError, match="did not finish reading it in 1 s"):
+        load_plan(graphs / "model.nir")
+    assert time.monotonic() - start < 10
+    monkeypatch.setattr(nir, "read", lambda *a, **k: os.abort())
+    with pytest.raises(DataError, match="crashed reading it"):
+        load_plan(graphs / "model.nir")

@@ -1,6 +1,7 @@
 """Hostile and corrupt event files: one regression test per defect of the readers' hardening issue
 (D1-D6 and absurd sensor sizes), a memory bound on multi-GiB sparse headers, and a fuzz run of every
-case registered in ``bench.fuzz`` (every format ``inputs.readers`` reads)."""
+case registered in ``bench.fuzz`` (every format ``inputs.readers`` reads, and the model files: checkpoints,
+graphs and ONNX files)."""
 
 from __future__ import annotations
 
@@ -357,10 +358,10 @@ def test_the_fuzz_registry_covers_every_format_and_mutation():
 
 
 @pytest.mark.parametrize("name", list(fuzz.CASES))
-def test_fuzz_every_reader_gives_sane_events_or_our_error(tmp_path, name):
+def test_fuzz_every_case_gives_sane_output_or_our_error(tmp_path, name):
     """Mutated valid files (bit flips, cuts, inserted/deleted bytes, header numbers and lines):
-    the reader returns sane events (EVENT_DTYPE, polarity 0/1, inside the sensor, in time order)
-    or raises a SnnDeployError; anything else fails."""
+    a reader returns sane events (EVENT_DTYPE, polarity 0/1, inside the sensor, in time order), a
+    model file loads and runs with sane counts, or a SnnDeployError is raised; anything else fails."""
     case = fuzz.CASES[name]
     seeds = case.seeds(EVENTDATA if EVENTDATA.is_dir() else None, tmp_path)
     if not seeds:
