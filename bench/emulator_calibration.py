@@ -42,7 +42,7 @@ from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs import mnist_pairs
 from inputs.emulator import NMNIST_CALIBRATED, EmulatorConfig, emulate_batch, saccade_starts
 from inputs.event_stats import compare_stats, paired_frame_correlation, recording_stats
-from inputs.nmnist import read_nmnist
+from inputs.formats.nmnist import read_nmnist
 
 ROOT = Path(__file__).resolve().parents[1]
 NMNIST_DIR = ROOT.parent / "shared" / "eventdata" / "nmnist" / "train"

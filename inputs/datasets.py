@@ -40,7 +40,7 @@ from core.fileio import write_atomic
 from inputs.emulator import EmulatorConfig, emulate_batch
 from inputs.encode import Encoder
 from inputs.events import Binning, as_events, bin_events, downsample_events
-from inputs.nmnist import read_nmnist
+from inputs.formats.nmnist import read_nmnist
 
 SPLITS = ("train", "test", "all")
 SPLIT_SEED = 0  # every hold-out split uses this seed, independent of the run's seed

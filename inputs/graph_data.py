@@ -23,7 +23,7 @@ import numpy as np
 from core.errors import ConfigError, DataError
 from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch
 from inputs.events import Binning, bin_events
-from inputs.readers import read_events
+from inputs.formats.readers import read_events
 
 
 def load_inputs(plan, data: str | None = None, *, root: str | None = None, split: str = "test",
@@ -99,7 +99,7 @@ def _array_file(plan, path: Path, samples: int | None) -> tuple[np.ndarray, None
 
 
 def _event_file(plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray, None, str]:
-    """One recording, any format :mod:`inputs.readers` knows, binned as the graph's data was (its
+    """One recording, any format :mod:`inputs.formats.readers` knows, binned as the graph's data was (its
     first window; ``runtime.stream`` maps other sensors and streams long recordings), or in bins
     of ``bin_us`` µs."""
     binning_desc = (plan.meta.get("dataset") or {}).get("binning")

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ConfigError, SnnDeployError
-from core.fileio import write_json_atomic
-from inputs.arrays import write_hdf5, write_npy, write_npz
+from core.fileio import os_error_line, writable_file, write_json_atomic
 from inputs.datasets import SPLITS, event_digits_events, nmnist_emulated_events, nmnist_files
 from inputs.emulator import EmulatorConfig
-from inputs.nmnist import read_nmnist
+from inputs.formats.arrays import write_hdf5, write_npy, write_npz
+from inputs.formats.nmnist import read_nmnist
 
 SOURCES = ("event_digits", "nmnist_emulated", "nmnist")
 SLOT_US = 300_000  # one N-MNIST saccade cycle
@@ -92,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default="runs/cache", help="emulated events kept here between runs")
     args = p.parse_args(argv)
     try:
+        writable_file(args.out, "the recording")
         rec = make_recording(args.out, args.samples, split=args.split, seed=args.seed, cache_dir=args.cache_dir,
                              source=args.source, root=args.root)  # fmt: skip
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     n = len(rec["samples"])
     print(

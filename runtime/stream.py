@@ -1,6 +1,6 @@
 """``python -m runtime.stream FILE --model model.nir --target NAME``: predictions as the events arrive.
 
-The recording is read in chunks (:func:`inputs.readers.open_events`: any supported format, bounded
+The recording is read in chunks (:func:`inputs.formats.readers.open_events`: any supported format, bounded
 memory), each event is mapped from the sensor to the model's input (a crop, a downsampling by
 pooling ``factor x factor`` pixels, polarity channels), and the events are binned into steps of the
 model's input bin (the binning recorded with the graph's dataset, else the graph's ``dt``). Every
@@ -39,7 +39,7 @@ from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError
 from core.fileio import append_line, os_error_line, save_figure, writable_file, write_json_atomic
 from inputs.events import Binning, bin_events_counted, empty_events
-from inputs.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
+from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
 from runtime.latency import run_aligned
 from targets import TARGETS, TargetInfo, require_target
 from targets.plan import DIALECTS, Plan, load_plan

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core.errors import DataError
-from inputs.aedat2 import iter_aedat2, read_aedat2
+from inputs.formats.aedat2 import iter_aedat2, read_aedat2
 
 
 def test_dvs128_walking(eventdata):

@@ -1,6 +1,6 @@
 """Hostile and corrupt event files: one regression test per defect of the readers' hardening issue
 (D1-D6 and absurd sensor sizes), a memory bound on multi-GiB sparse headers, and a fuzz run of every
-case registered in ``bench.fuzz`` (every format ``inputs.readers`` reads, and the model files: checkpoints,
+case registered in ``bench.fuzz`` (every format ``inputs.formats.readers`` reads, and the model files: checkpoints,
 graphs and ONNX files)."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from bench import fuzz
 from core.errors import DataError, SnnDeployError
-from inputs import aedat2, aedat3, arrays, prophesee
 from inputs.events import MAX_HEADER_LINE, MAX_HEADER_LINES
-from inputs.readers import open_events, read_events
+from inputs.formats import aedat2, aedat3, arrays, prophesee
+from inputs.formats.readers import open_events, read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTDATA = ROOT.parent / "shared" / "eventdata"
@@ -45,8 +45,8 @@ def prophesee_file(tmp_path: Path, encoding: str, name: str | None = None, n: in
 _SPARSE_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
-    from inputs import aedat2, prophesee
-    from inputs.readers import open_events
+    from inputs.formats import aedat2, prophesee
+    from inputs.formats.readers import open_events
 
     def vm_size():
         with open("/proc/self/status") as f:
@@ -351,7 +351,7 @@ MUTATIONS = {  # the same mutation tuples as bench.fuzz.random_ops draws, for fu
 
 
 def test_the_fuzz_registry_covers_every_format_and_mutation():
-    from inputs.readers import FORMATS
+    from inputs.formats.readers import FORMATS
 
     assert set(FORMATS) <= set(fuzz.CASES)
     assert set(MUTATIONS) == set(fuzz.OPS)

@@ -17,7 +17,7 @@ from inputs.datasets import DATASETS, dataset_from_description, event_digits_eve
 from inputs.emulator import EmulatorConfig, digit_position, emulate, emulate_batch
 from inputs.encode import Encoder, encode_direct, encode_regular
 from inputs.events import EVENT_DTYPE, Binning, as_events, bin_events, bin_events_counted, downsample_events
-from inputs.nmnist import decode_nmnist, read_nmnist, write_nmnist
+from inputs.formats.nmnist import decode_nmnist, read_nmnist, write_nmnist
 
 EVENTDATA = Path(__file__).resolve().parents[2] / "shared" / "eventdata"
 NMNIST = EVENTDATA / "nmnist"

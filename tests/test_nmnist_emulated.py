@@ -26,7 +26,7 @@ from inputs.emulator import (
 )
 from inputs.event_stats import paired_frame_correlation, recording_stats
 from inputs.events import Binning, bin_events
-from inputs.nmnist import read_nmnist, write_nmnist
+from inputs.formats.nmnist import read_nmnist, write_nmnist
 
 FAST = {"substep_us": 5_000}  # coarse time steps: the dataset tests need not the finest emulation
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core.errors import DataError
-from inputs.prophesee import iter_prophesee, read_prophesee
+from inputs.formats.prophesee import iter_prophesee, read_prophesee
 
 
 @pytest.mark.parametrize("path,encoding,size,events,span_ms", [

@@ -1,4 +1,4 @@
-"""inputs.readers: every format through open_events, on the real recordings in ../shared/eventdata
+"""inputs.formats.readers: every format through open_events, on the real recordings in ../shared/eventdata
 (README table figures), round trips through our writers, and bad input (random and mutated bytes).
 
 Run as a script (``python tests/test_readers.py``) to render an accumulated-events PNG of each real
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from bench import fuzz
 from core.errors import ConfigError, DataError
-from inputs import aedat3, arrays
 from inputs.events import EVENT_DTYPE
-from inputs.readers import FORMATS, detect_format, open_events, read_events
+from inputs.formats import aedat3, arrays
+from inputs.formats.readers import FORMATS, detect_format, open_events, read_events
 
 # path, format, sensor flag (None: from the file), sensor size, events, span in s, tolerance in s
 REAL = [

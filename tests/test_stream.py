@@ -10,8 +10,8 @@ from convert.build import build_nir
 from convert.nirgraph import write_graph
 from convert.to_onnx import export_step_onnx
 from core.errors import ConfigError
-from inputs.arrays import write_npy
 from inputs.events import EVENT_DTYPE
+from inputs.formats.arrays import write_npy
 from inputs.recording import make_recording
 from runtime import stream as stream_cmd
 from runtime.stream import SensorMap, StreamConfig, stream
@@ -235,8 +235,8 @@ def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
     import json
 
     from core.errors import ConfigError
-    from inputs.nmnist import read_nmnist
-    from inputs.readers import read_events
+    from inputs.formats.nmnist import read_nmnist
+    from inputs.formats.readers import read_events
 
     path = tmp_path / "real.h5"
     rec = make_recording(path, samples=3, source="nmnist", root=str(eventdata / "nmnist" / "train"), split="all")

@@ -4,7 +4,7 @@ returns an :class:`EventStream` of :data:`~inputs.events.EVENT_DTYPE` arrays in 
 Formats (:data:`FORMATS`): ``nmnist`` (N-MNIST / N-Caltech101 / DVS128 ``.bs2`` ATIS 5-byte
 records), ``aedat2`` (jAER), ``aedat3`` (cAER 3.1 polarity packets), ``aedat4`` (DV, through
 ``aedat``), ``evt2``/``evt3``/``dat`` (Prophesee, through ``expelliarmus``), ``hdf5``, ``npy`` and
-``npz`` (structured ``(t, x, y, p)`` arrays; see :mod:`inputs.arrays`). The format comes from the
+``npz`` (structured ``(t, x, y, p)`` arrays; see :mod:`inputs.formats.arrays`). The format comes from the
 file's first bytes (``#!AER-DAT2.0``/``3.1``/``4.0``, a ``% evt 2.0``/``3.0`` or
 ``% format EVT3`` header line, DAT's ``%`` header and binary event type/size, ``\\x89HDF``,
 ``\\x93NUMPY``, a zip's ``PK``) and only then from the extension (``.bin``/``.bs2``: nmnist); a
@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ConfigError, DataError
-from inputs import aedat2, aedat3, aedat4, arrays, nmnist, prophesee
 from inputs.events import EVENT_DTYPE, header_lines
+from inputs.formats import aedat2, aedat3, aedat4, arrays, nmnist, prophesee
 
 DEFAULT_CHUNK_EVENTS = 1 << 16
 COUNTERS = (
