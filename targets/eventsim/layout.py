@@ -1,0 +1,406 @@
+"""What :mod:`targets.eventsim` compiles from a plan, once: the node table and the flat arrays.
+
+:func:`compile_plan` turns a :class:`~targets.plan.Plan` into a :class:`Compiled`: one table row
+per node (row 0 the input; the columns ``K_*`` of :mod:`targets.eventsim.kernels`), the sources of
+every node, and every weight, bias and neuron parameter concatenated into one array each, so that
+the kernel runs free of Python objects. Every node owns a region of the per-neuron buffers
+(membranes, accumulators, event lists), 8-aligned so that spike flags can be read a word at a time.
+
+Feature maps are held channel-last (``(y * W + x) * C + c``), so that one event's fan-out is a
+few contiguous runs of ``C_out`` weights; flatten is a relabelling whose permutation is folded
+into the next affine layer's weight rows. ``Compiled.perms`` maps each node's internal order back
+to the plan's (C, H, W) order, in which results come back.
+
+Here too it is decided, per layer, how the kernel works on it: a LIF or LI layer whose neurons
+mostly have a constant input is updated densely, a dense LIF reads its only synapse's accumulators
+itself (fused), a float synapse's bias is folded into its only LIF, and a pool whose windows do
+not overlap looks each input's output neuron up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import ModelError
+from targets.eventsim.kernels import (
+    AFFINE,
+    AVGPOOL,
+    CONV,
+    DELAY,
+    DENSE_FRACTION,
+    FLATTEN,
+    K_BOFF,
+    K_CI,
+    K_CO,
+    K_DDEPTH,
+    K_DENSE,
+    K_DOFF,
+    K_DSLOT,
+    K_DV,
+    K_EXP,
+    K_FUSED,
+    K_GROUPS,
+    K_HI,
+    K_HO,
+    K_KH,
+    K_KIND,
+    K_KW,
+    K_LIF,
+    K_MAP,
+    K_N,
+    K_NSRC,
+    K_OFF,
+    K_PH,
+    K_POFF,
+    K_PW,
+    K_ROFF,
+    K_SH,
+    K_SRC,
+    K_SW,
+    K_TOFF,
+    K_UNIFORM,
+    K_VTH,
+    K_WI,
+    K_WO,
+    K_WOFF,
+    LI,
+    LIF,
+    NCOLS,
+    SUMPOOL,
+)
+from targets.plan import Plan
+
+# a plan node's kind -> its code in the table
+KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGPOOL, "flatten": FLATTEN, "lif": LIF,
+             "li": LI, "delay": DELAY}  # fmt: skip
+
+
+def _pool_cells(in_shape, out_shape, kernel, stride, padding) -> np.ndarray | None:
+    """For a pool whose windows do not overlap: each internal (channel-last) input index's output
+    neuron (internal index), -1 outside every window; None when some input lies in two windows."""
+    c, h, w = in_shape
+    _, ho, wo = out_shape
+    cells = np.full((h, w), -1, dtype=np.int64)
+    for oy in range(ho):
+        for ox in range(wo):
+            y0, x0 = oy * stride[0] - padding[0], ox * stride[1] - padding[1]
+            window = cells[max(y0, 0) : max(y0 + kernel[0], 0), max(x0, 0) : max(x0 + kernel[1], 0)]
+            if np.any(window >= 0):
+                return None
+            window[...] = oy * wo + ox
+    out = cells[:, :, None] * c + np.arange(c)
+    return np.where(cells[:, :, None] >= 0, out, -1).reshape(-1)
+
+
+def _grid_span(w: np.ndarray) -> float:
+    """max over output neurons of ``sum |w| / q``, with ``q`` the largest power of two of which each
+    of the neuron's weights is a multiple (quantised weights: the quantiser's scale; inf when the
+    weights have no such grid). Integer inputs up to ``x`` then keep every partial sum a multiple of
+    ``q`` below ``x * span * q``: exact in float32 while ``x * span < 2**24``."""
+    rows = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
+    mant, exp = np.frexp(rows)
+    whole = np.abs(mant * 2.0**53).astype(np.int64)  # rows == whole * 2**(exp - 53), exactly
+    low = np.where(whole != 0, whole & -whole, 1)  # lowest set bit
+    grid = np.where(whole != 0, exp - 53 + np.log2(low).astype(np.int64), np.iinfo(np.int64).max).min(axis=1)
+    span = np.where(grid < 1024, np.abs(rows).sum(axis=1) / np.exp2(np.minimum(grid, 1023).astype(np.float64)), 0.0)
+    return float(span.max(initial=0.0))
+
+
+def _padded(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+def _sole_lif_consumer(plan: Plan, name: str) -> bool:
+    """Whether ``name`` feeds exactly one node, a LIF or LI with no other input (and not the output)."""
+    users = [n for n in plan.nodes if name in n.sources]
+    return (
+        name not in plan.outputs and len(users) == 1 and users[0].kind in ("lif", "li") and users[0].sources == [name]
+    )
+
+
+def _channel_last(shape: tuple[int, ...]) -> np.ndarray:
+    """For each internal (channel-last) index, the flat index in the plan's (C, H, W) order."""
+    if len(shape) != 3:
+        return np.arange(int(np.prod(shape)), dtype=np.int64)
+    c, h, w = shape
+    return np.arange(c * h * w, dtype=np.int64).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+
+
+@dataclass
+class Compiled:
+    """A plan as the kernel runs it: the node table, the flat arrays, and the way back to the plan."""
+
+    table: np.ndarray
+    srcs: np.ndarray
+    outputs: np.ndarray
+    weights: np.ndarray
+    biases: np.ndarray
+    decode: np.ndarray  # (total, 3): (y, x, c) of every internal index of a (C, H, W) node
+    pool_map: np.ndarray  # per pool without overlapping windows: input index -> its one output neuron, or -1
+    sticky: np.ndarray  # neurons with a constant input (bias, leak): listed even at rest
+    lif_params: tuple[np.ndarray, ...]  # beta, gain, leak, vth, vreset (float32, internal order)
+    perms: dict[str, np.ndarray]  # node -> internal index -> plan index
+    total: int  # summed node extents (every per-neuron buffer)
+    groups: int  # summed group-mark extents
+    lif_names: list[str]
+    out_perm: np.ndarray
+    in_perm: np.ndarray
+    lif_rows: np.ndarray  # table row of each LIF, in lif_names order
+    lif_sizes: list[int]
+    li_names: list[str]  # non-spiking LI layers (their traces are recorded on request)
+    li_rows: np.ndarray
+    li_sizes: list[int]
+    dsteps: np.ndarray  # per internal index of a delay node: its delay in steps
+    delay_extent: int  # stored events of every delay, every slot
+    delay_slots: int
+    delay_rows: np.ndarray  # table rows of the delay nodes
+    fan_in_abs: dict[str, float]  # synaptic node -> largest sum of |weights| into one neuron
+    grid_span: dict[str, float]  # float precision: synaptic node -> _grid_span of its weights
+
+
+def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
+    """``plan`` as the table and arrays the kernel runs; ``integer``: fixed precision, whose event
+    values are ``value_dtype`` (int64; float32 in float precision)."""
+    nodes = plan.nodes
+    index = {"input": 0} | {n.name: k + 1 for k, n in enumerate(nodes)}
+    perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
+    table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
+    table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP, K_TOFF]] = -1
+    pool_maps: list[np.ndarray] = []
+    n_in = int(np.prod(plan.input_shape))
+    table[0, K_N], table[0, K_OFF] = n_in, 0
+    total, groups = _padded(n_in), 0
+    srcs: list[int] = []
+    weights: list[np.ndarray] = []
+    woff = 0
+    biases: list[np.ndarray] = []
+    boff = 0
+    lif: list[list[np.ndarray]] = [[], [], [], [], []]
+    poff = 0
+    bias_at: dict[str, int] = {}
+    bias_of: dict[str, np.ndarray] = {}
+    folded: dict[str, np.ndarray] = {}  # float synapse -> bias its sole LIF consumer adds
+    sticky_parts: list[tuple[int, np.ndarray]] = []
+    fan_in_abs: dict[str, float] = {}
+    grid_span: dict[str, float] = {}
+    dense_node: dict[str, bool] = {"input": False}
+    lif_names = []
+    li_names = []
+    doff = dslot = 0
+    delay_steps: list[tuple[int, np.ndarray]] = []
+    for k, n in enumerate(nodes, start=1):
+        row = table[k]
+        row[K_KIND] = KIND_CODE[n.kind]
+        N = int(np.prod(n.out_shape))
+        row[K_N], row[K_OFF], row[K_SRC], row[K_NSRC] = N, total, len(srcs), len(n.sources)
+        total += _padded(N)  # every node's region starts 8-aligned (spikes are read a word at a time)
+        srcs += [index[s] for s in n.sources]
+        if n.kind == "delay":  # first in the plan; its source (later) must hold the same layout
+            if len(n.sources) != 1:
+                raise ModelError(f"{plan.source}: the eventsim target takes a Delay with one input; {n.name} sums "
+                                 f"{', '.join(n.sources)}")  # fmt: skip
+            perms[n.name] = _channel_last(n.out_shape)
+            steps = n.params["steps"].reshape(-1)
+            row[K_DDEPTH] = int(steps.max())
+            row[K_UNIFORM] = bool((steps == steps.max()).all())
+            row[K_DOFF], row[K_DSLOT] = doff, dslot
+            doff += int(steps.max()) * N
+            dslot += int(steps.max())
+            delay_steps.append((row[K_OFF], steps[perms[n.name]]))
+            dense_node[n.name] = False
+            continue
+        in_perms = [perms[s] for s in n.sources]
+        if any(not np.array_equal(p, in_perms[0]) for p in in_perms[1:]):
+            raise ModelError(f"{plan.source}: node {n.name} sums inputs held in different layouts")
+        in_perm = in_perms[0]
+        if len(n.in_shape) == 3:
+            row[K_CI], row[K_HI], row[K_WI] = n.in_shape
+        if len(n.out_shape) == 3:
+            row[K_CO], row[K_HO], row[K_WO] = n.out_shape
+        if n.kind in ("conv", "sumpool", "avgpool"):
+            if len(n.in_shape) != 3 or not np.array_equal(in_perm, _channel_last(n.in_shape)):
+                raise ModelError(f"{plan.source}: node {n.name} needs a (C, H, W) input")
+            kh, kw = n.params["kernel"] if n.kind != "conv" else n.params["weight"].shape[2:]
+            row[K_KH], row[K_KW] = kh, kw
+            row[K_SH], row[K_SW] = n.params["stride"]
+            row[K_PH], row[K_PW] = n.params["padding"]
+            row[K_GROUPS] = groups
+            # a pool marks neurons, and lists one per input event when its windows do not overlap
+            groups += (
+                max(N, len(n.sources) * int(np.prod(n.in_shape)))
+                if n.kind != "conv"
+                else n.out_shape[1] * n.out_shape[2]
+            )
+            perms[n.name] = _channel_last(n.out_shape)
+            if n.kind != "conv":
+                cells = _pool_cells(n.in_shape, n.out_shape, (kh, kw), n.params["stride"], n.params["padding"])
+                if cells is not None:
+                    row[K_MAP] = sum(len(m) for m in pool_maps)
+                    pool_maps.append(cells)
+        if n.kind in ("conv", "affine"):
+            w = n.fixed["weight"] if integer else n.params["weight"].astype(np.float64)
+            # largest |sum of weights| into one neuron: bounds the accumulator per unit of input
+            fan_in_abs[n.name] = float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max(initial=0))
+            if not integer:
+                grid_span[n.name] = _grid_span(w)
+            if n.kind == "conv":
+                wt = np.ascontiguousarray(w[:, :, :, ::-1].transpose(1, 2, 3, 0))  # (C, kh, kw flipped, O)
+            else:
+                wt = np.ascontiguousarray(w.T[in_perm])  # rows in the input's internal order
+                perms[n.name] = np.arange(N, dtype=np.int64)
+                row[K_GROUPS] = groups
+                groups += 1
+            row[K_WOFF] = woff
+            weights.append(wt.reshape(-1))
+            woff += wt.size
+            per_channel = n.fixed["bias"] if integer else n.params["bias"]
+            b = np.asarray(per_channel)[perms[n.name] // (N // len(per_channel))]
+            row[K_EXP] = n.fixed["weight_exp"] if integer else 0
+            if not integer and _sole_lif_consumer(plan, n.name):
+                folded[n.name], b = b, np.zeros_like(b)  # the LIF adds it: no event needed per step
+            row[K_DENSE] = dense_node[n.name] = (not integer) and bool(np.any(b != 0))
+        elif n.kind in ("sumpool", "avgpool"):
+            b = np.zeros(N)
+            row[K_DENSE] = dense_node[n.name] = any(dense_node[s] for s in n.sources)
+        elif n.kind == "flatten":
+            perms[n.name] = in_perm
+            dense_node[n.name] = any(dense_node[s] for s in n.sources)
+        if n.kind in ("conv", "affine", "sumpool", "avgpool"):  # every accumulating node has a bias region
+            row[K_BOFF], bias_at[n.name], bias_of[n.name] = boff, boff, b
+            biases.append(b)
+            boff += N
+        if n.kind == "li":
+            perms[n.name] = in_perm
+            li_names.append(n.name)
+            dense_node[n.name] = False
+            syn = n.sources[0]
+            if integer:
+                if syn not in bias_at or len(n.sources) != 1:
+                    raise ModelError(f"{plan.source}: fixed-precision LI {n.name} must follow one synaptic layer")
+                row[K_BOFF] = bias_at[syn]
+                row[K_DV] = n.fixed["dv"]
+                constant = bias_of[syn]
+            else:
+                for j, key in enumerate(("beta", "gain", "leak")):
+                    lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
+                lif[3].append(np.zeros(N, np.float32))  # (no threshold, no reset)
+                lif[4].append(np.zeros(N, np.float32))
+                row[K_POFF] = poff
+                poff += N
+                constant = lif[2][-1].copy()
+                if syn in folded:
+                    row[K_BOFF] = boff
+                    biases.append(folded[syn])
+                    boff += N
+                    constant = constant + folded[syn]
+            if row[K_BOFF] < 0:
+                row[K_BOFF] = boff
+                biases.append(np.zeros(N))
+                boff += N
+            restless = constant != 0  # a constant input changes the membrane at every step
+            sticky_parts.append((row[K_OFF], restless))
+            row[K_DENSE] = bool(np.mean(restless) >= DENSE_FRACTION)
+        if n.kind == "lif":
+            perms[n.name] = in_perm
+            row[K_LIF] = len(lif_names)
+            lif_names.append(n.name)
+            dense_node[n.name] = False
+            syn = n.sources[0]
+            if integer:
+                if syn not in bias_at:
+                    raise ModelError(f"{plan.source}: fixed-precision LIF {n.name} must follow a synaptic layer")
+                row[K_BOFF] = bias_at[syn]
+                row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
+                constant = bias_of[syn]
+                at_rest_spikes = np.full(N, n.fixed["vth"] < 0)
+            else:
+                for j, key in enumerate(("beta", "gain", "leak", "v_threshold", "v_reset")):
+                    lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
+                if n.params.get("reset") == "subtract_next":  # (the kernel's mark for it: v_reset NaN)
+                    lif[4][-1] = np.full_like(lif[4][-1], np.nan)
+                row[K_POFF] = poff
+                row[K_UNIFORM] = all(np.all(p[-1] == p[-1][0]) for p in lif)  # layer-wide: scalars suffice
+                poff += N
+                constant = lif[2][-1].copy()
+                at_rest_spikes = lif[3][-1] < 0
+                if syn in folded:
+                    row[K_BOFF] = boff
+                    biases.append(folded[syn])
+                    boff += N
+                    constant = constant + folded[syn]
+            if row[K_BOFF] < 0:  # a region of zeros: the dense update reads a bias for every neuron
+                row[K_BOFF] = boff
+                biases.append(np.zeros(N))
+                boff += N
+            # neurons that change at every step: a constant input, or a threshold below 0 (they
+            # spike at rest); they are always listed
+            restless = (constant != 0) | at_rest_spikes
+            sticky_parts.append((row[K_OFF], restless))
+            # Dense when at least DENSE_FRACTION of the neurons have a constant input: they update
+            # every step anyway, and one branch-free pass over all is cheaper than the lists
+            row[K_DENSE] = bool(np.mean(restless) >= DENSE_FRACTION)
+            # (a float synapse's bias is folded into this LIF by then: _dense_lif reads none)
+            if (
+                row[K_DENSE]
+                and syn in bias_at
+                and _sole_lif_consumer(plan, syn)
+                and (integer or not np.any(bias_of[syn] != 0))
+            ):
+                # fuse: the dense update reads the synapse's accumulators, no event list between
+                row[K_FUSED], table[index[syn], K_FUSED] = index[syn], k
+    for n in nodes:
+        if n.kind == "delay" and not np.array_equal(perms[n.name], perms[n.sources[0]]):
+            raise ModelError(f"{plan.source}: the eventsim target cannot delay {n.sources[0]} ({n.name}): it holds "
+                             "that layer in another layout than the delay's readers")  # fmt: skip
+    dsteps = np.zeros(total, dtype=np.int64)
+    for start, st in delay_steps:
+        dsteps[start : start + len(st)] = st
+    outputs = np.array([index[o] for o in plan.outputs], dtype=np.int64)
+    out_perms = [perms[o] for o in plan.outputs]
+    if any(not np.array_equal(p, out_perms[0]) for p in out_perms[1:]):
+        raise ModelError(f"{plan.source}: the graph output sums nodes held in different layouts")
+    vdt = value_dtype
+    # fixed: 32-bit biases let the dense update run in 32-bit lanes (see _dense_lif)
+    narrow = (
+        integer and max((np.abs(b).max(initial=0) for b in biases), default=0) < 2**29 and (max(table[:, K_EXP]) <= 23)
+    )
+    sticky = np.zeros(total, dtype=np.uint8)
+    for start, mask in sticky_parts:
+        sticky[start : start + len(mask)] = mask
+    decode = np.zeros((total, 3), dtype=np.int64)
+    for k, shape in enumerate([plan.input_shape] + [n.out_shape for n in nodes]):
+        if len(shape) == 3:
+            c, h, w = shape
+            i = np.arange(c * h * w)
+            start = table[k, K_OFF]
+            decode[start : start + len(i)] = np.stack([(i // c) // w, (i // c) % w, i % c], axis=1)
+    return Compiled(
+        decode=decode,
+        pool_map=np.concatenate(pool_maps) if pool_maps else np.zeros(1, dtype=np.int64),
+        sticky=sticky,
+        table=table,
+        srcs=np.array(srcs, dtype=np.int64),
+        outputs=outputs,
+        weights=np.concatenate(weights) if weights else np.zeros(0),
+        biases=(np.concatenate(biases) if biases else np.zeros(0)).astype(np.int32 if narrow else vdt),
+        lif_params=tuple(np.concatenate(p) if p else np.zeros(1, dtype=np.float32) for p in lif),
+        perms=perms,
+        total=total,
+        groups=max(groups, 1),
+        lif_names=lif_names,
+        out_perm=out_perms[0],
+        in_perm=perms["input"],
+        lif_rows=np.array([index[n] for n in lif_names], dtype=np.int64),
+        lif_sizes=[int(np.prod(plan.node(n).out_shape)) for n in lif_names],
+        li_names=li_names,
+        li_rows=np.array([index[n] for n in li_names], dtype=np.int64),
+        li_sizes=[int(np.prod(plan.node(n).out_shape)) for n in li_names],
+        dsteps=dsteps,
+        delay_extent=max(doff, 1),
+        delay_slots=max(dslot, 1),
+        delay_rows=np.array([k for k, n in enumerate(nodes, start=1) if n.kind == "delay"], dtype=np.int64),
+        fan_in_abs=fan_in_abs,
+        grid_span=grid_span,
+    )
