@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -500,43 +502,52 @@ def load_plan(
     return plan
 
 
-def _read_in_child(path: Path, conn) -> None:
-    try:
-        result: tuple[str, Any] = ("graph", nir.read(path, type_check=False))
-    except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
-        result = ("error", f"{type(e).__name__}: {e}")
-    try:
-        conn.send(result)
-    except Exception as e:  # noqa: BLE001 - a graph that cannot be pickled back
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-    conn.close()
-
-
 def read_graph_file(path: Path) -> nir.NIRGraph:
     """``nir.read`` in a forked child with a deadline: on a damaged file the HDF5 library can loop
-    forever (a corrupt string heap) or crash, and neither may take the command down with it."""
-    import multiprocessing
+    forever (a corrupt string heap) or crash, and neither may take the command down with it.
+    (``os.fork`` itself, not multiprocessing: this must work in daemon worker processes too.)"""
+    import pickle
+    import select
+    import signal
 
     deadline = READ_SECONDS + path.stat().st_size / READ_BYTES_PER_SECOND
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_read_in_child, args=(path, child), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(deadline):
-            raise DataError(f"{path} is not a readable NIR graph: the HDF5 library did not finish reading it in "
-                            f"{deadline:.0f} s (a damaged file)")  # fmt: skip
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read, send the graph (or the error) back, and leave without cleanup
         try:
-            kind, value = parent.recv()
-        except EOFError:
-            raise DataError(f"{path} is not a readable NIR graph: the HDF5 library crashed reading it "
-                            f"(exit code {proc.join(5) or proc.exitcode})") from None  # fmt: skip
+            os.close(r)
+            try:
+                result: tuple[str, Any] = ("graph", nir.read(path, type_check=False))
+            except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
+                result = ("error", f"{type(e).__name__}: {e}")
+            try:
+                payload = pickle.dumps(result)
+            except Exception as e:  # noqa: BLE001 - a graph that cannot be pickled back
+                payload = pickle.dumps(("error", f"{type(e).__name__}: {e}"))
+            with os.fdopen(w, "wb") as f:
+                f.write(payload)
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks, end = [], time.monotonic() + deadline
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise DataError(f"{path} is not a readable NIR graph: the HDF5 library did not finish reading it in "
+                                f"{deadline:.0f} s (a damaged file)")  # fmt: skip
+            chunk = os.read(r, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
     finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-        parent.close()
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if not chunks:
+        raise DataError(f"{path} is not a readable NIR graph: the HDF5 library crashed reading it "
+                        f"(wait status {status})")  # fmt: skip
+    kind, value = pickle.loads(b"".join(chunks))  # (our own child's bytes)
     if kind == "error":
         raise DataError(f"{path} is not a readable NIR graph ({value})")
     return value
