@@ -65,13 +65,12 @@ def check_onnx(plan: Plan, path: str | Path, spikes: np.ndarray, *, threads: int
 
     held = state_names(plan)
     total = "scores" if plan.scores else "counts"
+    if "spikes" in inputs and inputs["spikes"].shape[:1] != [x.shape[0]]:
+        raise DataError(f"{path} is unrolled for T={inputs['spikes'].shape[0]} steps; the spikes have T={x.shape[0]}")
     for name, lead in (("spikes", x.shape[:2]), ("x_t", x.shape[1:2])):
         if name in inputs:
             _check_input_shape(path, name, inputs[name].shape, (*lead, *plan.input_shape))
     if "spikes" in inputs:
-        t_file = inputs["spikes"].shape[0]
-        if t_file != x.shape[0]:
-            raise DataError(f"{path} is unrolled for T={t_file} steps; the spikes have T={x.shape[0]}")
         if total not in names:
             raise DataError(f"{path} was not exported from this graph: it lacks the output {total!r}")
         res = dict(zip(names, _run(sess, path, {"spikes": x})))

@@ -151,7 +151,7 @@ class TrainConfig:
     batch_size: int = field(default=64, metadata={"min": 1, "help": "batch size (per process when distributed)"})
     optimizer: str = field(default="adam", metadata={"help": "optimiser", "choices": list(OPTIMIZERS)})
     lr: float = field(
-        default=3e-3, metadata={"positive": True, "help": "peak learning rate (linear warm-up, then cosine to 0)"}
+        default=3e-3, metadata={"min": 0, "help": "peak learning rate (linear warm-up, then cosine to 0)"}
     )
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum (Nesterov)"})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay (decoupled for adamw)"})
