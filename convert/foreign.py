@@ -13,8 +13,8 @@ per layer, threshold 1 and reset to 0: a neuron's input gain ``g`` (``r dt / tau
 which leaves every spike as it was. What Loihi's LIF cannot be made to compute is refused by name:
 per-neuron decays, a reset other than 0, a gain or threshold that varies inside a convolution
 channel, a neuron fed by anything but Conv2d/Linear layers that feed only it, current-based
-neurons (CubaLIF, CubaLI), integrators and scales used as layers (I, Scale), delays and loops, and
-pooling with padding.
+neurons (CubaLIF, CubaLI), integrators and scales used as layers (I, Scale), delays and loops,
+pooling with padding, Conv1d, dilated or grouped Conv2d, and a Flatten of part of the sample.
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
     bad = sorted({f"{n.name.split('.')[0]} ({n.origin}: {REFUSED_ORIGINS[n.origin]})" for n in plan.nodes
                   if n.origin in REFUSED_ORIGINS})  # fmt: skip
     bad += sorted(f"{n.name} ({'a loop' if n.origin == 'loop' else 'Delay'})" for n in plan.nodes if n.kind == "delay")
+    bad += [f"{n.name} (Conv1d: Loihi's integer network, Lava's Conv and netx have 2-D convolutions only)"
+            for n in plan.nodes if n.kind == "conv1d"]  # fmt: skip
+    bad += [f"{n.name} (Conv2d with {' and '.join(f for f, names in plan.conv_features.items() if n.name in names)}: "
+            "Lava's Conv and netx convolve every input channel with undilated kernels)"
+            for n in plan.nodes if n.kind == "conv" and any(n.name in names for names in plan.conv_features.values())]  # fmt: skip
+    bad += [f"{n.name} (a Flatten of part of the sample: the converted graph's Flatten joins the whole sample)"
+            for n in plan.nodes if n.kind == "flatten" and len(n.out_shape) > 1]  # fmt: skip
     if bad:
         raise ModelError(f"{where}: cannot become a Loihi integer network: {'; '.join(bad)}")
     dt = float(plan.meta["dt"])

@@ -38,8 +38,9 @@ which wraps silently above 255): ``shift`` is a multiply by
 infinity); the decay is ``Sign(p) * Floor(Abs(p) / 4096)`` with ``p = v * (4096 - dv)`` (exact,
 since 4096 is a power of two); the membrane is clipped to :math:`\pm(2^{23}-1)` and spikes when
 ``v > vth * 64``. ONNX Runtime's CPU provider has no float64 ``Conv`` (nor ``AveragePool``), so a
-float64 convolution is written as ``k*k`` strided ``Slice`` views of the padded input, stacked and
-contracted with the weights by one ``Einsum``; pools are sums of the same views. ``Einsum``,
+float64 convolution (``Conv1d`` or ``Conv2d``, dilated or grouped) is written as one strided
+``Slice`` view of the padded input per kernel tap, stacked and contracted with the weights by one
+``Einsum`` (split per group); pools are sums of the same views. A partial ``Flatten`` is a ``Reshape``. ``Einsum``,
 ``Gemm`` and every elementwise op used here are implemented for float64.
 
 Every ONNX node is named ``<NIR node>/<what>@t<step>`` (no ``@`` in the step file) so that an
@@ -61,7 +62,7 @@ from onnx import TensorProto, helper, numpy_helper
 from core import fixed
 from core.errors import ModelError
 from core.fileio import atomic_path
-from targets.plan import METADATA_KEY, Node, Plan
+from targets.plan import METADATA_KEY, SYNAPSE_KINDS, Node, Plan
 
 OPSET = 21  # DequantizeLinear on int16 weights (bits > 8) needs opset 21
 IR_VERSION = 10  # the IR version that goes with opset 21
@@ -143,7 +144,7 @@ def _grid(n: Node, src: _Grid | None) -> _Grid | None:
     """The grid of ``n``'s output given the grid of its input (``None``: arbitrary float values)."""
     if n.kind == "lif":
         return _Grid(1, 0)  # spikes are 0 or 1
-    if src is None or n.kind in ("conv", "affine", "li"):  # (an LI membrane gains a bit per step)
+    if src is None or n.kind in (*SYNAPSE_KINDS, "li"):  # (an LI membrane gains a bit per step)
         return None
     if n.kind == "flatten":
         return src
@@ -206,7 +207,7 @@ class _Lowering:
                 continue
             src = _sum_grid([grids[s] for s in n.sources])
             grids[n.name] = _grid(n, src)
-            if n.kind in ("conv", "affine"):
+            if n.kind in SYNAPSE_KINDS:
                 self.p[n.name] = self._prepare_fixed_synapse(n) if self.fixed else self._prepare_float_synapse(n, src)
             elif n.kind in ("lif", "li"):
                 self.p[n.name] = self._prepare_lif(n)
@@ -268,8 +269,7 @@ class _Lowering:
         # float64 accumulation, rounded once to float32, then the float32 bias: the reference's rule
         self.float64_layers.append(n.name)
         p["weight64"] = self._weight64(n, w)
-        shape = (-1, 1, 1) if n.kind == "conv" else (-1,)
-        p["bias"] = g.init(f"{n.name}/bias", bias.reshape(shape))
+        p["bias"] = g.init(f"{n.name}/bias", bias.reshape((-1,) + (1,) * (len(n.out_shape) - 1)))
         return p
 
     def _prepare_fixed_synapse(self, n: Node) -> dict[str, Any]:
@@ -279,11 +279,14 @@ class _Lowering:
         return {"weight64": self._weight64(n, w), "exp": int(n.fixed["weight_exp"])}
 
     def _weight64(self, n: Node, w: str) -> str:
-        """The weights in float64: ``(O, C, kh*kw)`` for a convolution's Einsum, ``(O, K)`` for Gemm."""
+        """The weights in float64: ``(O, C/groups, taps)`` for a convolution's Einsum (``(groups, O/groups,
+        C/groups, taps)`` when it has groups), ``(O, K)`` for Gemm."""
         w64 = self.g.op("Cast", [w], f"{n.name}/weight_f64", to=F64)
-        if n.kind == "conv":
-            o, c, kh, kw = n.params["weight"].shape
-            w64 = self.g.op("Reshape", [w64, self.g.const([o, c, kh * kw], np.int64)], f"{n.name}/weight_f64_ock")
+        if n.kind in ("conv", "conv1d"):
+            o, c, *kernel = n.params["weight"].shape
+            groups, taps = n.params["groups"], int(np.prod(kernel))
+            shape = [o, c, taps] if groups == 1 else [groups, o // groups, c, taps]
+            w64 = self.g.op("Reshape", [w64, self.g.const(shape, np.int64)], f"{n.name}/weight_f64_ock")
         return w64
 
     def _prepare_lif(self, n: Node) -> dict[str, Any]:
@@ -367,19 +370,16 @@ class _Lowering:
         if not self.fixed and p["exact32"]:
             if n.kind == "affine":
                 return g.op("Gemm", [x, p["weight"], p["bias"]], _at(n.name, "gemm", tag), transB=1)
-            (ph, pw), kernel = n.params["padding"], list(n.params["weight"].shape[2:])
-            return g.op("Conv", [x, p["weight"], p["bias"]], _at(n.name, "conv", tag), kernel_shape=kernel,
-                        strides=list(n.params["stride"]), pads=[ph, pw, ph, pw])  # fmt: skip
+            q = n.params
+            return g.op("Conv", [x, p["weight"], p["bias"]], _at(n.name, "conv", tag),
+                        kernel_shape=list(q["weight"].shape[2:]), strides=list(q["stride"]),
+                        pads=[*q["padding"], *q["padding"]], dilations=list(q["dilation"]), group=q["groups"])  # fmt: skip
         if not self.fixed:
             x = g.op("Cast", [x], _at(n.name, "input_f64", tag), to=F64)
         if n.kind == "affine":
             acc = g.op("Gemm", [x, p["weight64"]], _at(n.name, "gemm_f64", tag), transB=1)
         else:
-            views = self._windows(n, x, tuple(n.params["weight"].shape[2:]), tag)
-            axis = g.const([2], np.int64)
-            cols = [g.op("Unsqueeze", [v, axis], _at(n.name, f"col{i}", tag)) for i, v in enumerate(views)]
-            stack = cols[0] if len(cols) == 1 else g.op("Concat", cols, _at(n.name, "im2col", tag), axis=2)
-            acc = g.op("Einsum", [stack, p["weight64"]], _at(n.name, "conv_f64", tag), equation="bckhw,ock->bohw")
+            acc = self._conv64(n, x, p["weight64"], tag)
         if self.fixed:
             e = p["exp"]
             y = g.op("Mul", [acc, g.const(2.0**e, np.float64)], _at(n.name, "shift", tag))
@@ -387,19 +387,45 @@ class _Lowering:
         y = g.op("Cast", [acc], _at(n.name, "round_f32", tag), to=F32)
         return g.op("Add", [y, p["bias"]], _at(n.name, "bias", tag))
 
-    def _windows(self, n: Node, x: str, kernel: tuple[int, int], tag: str) -> list[str]:
-        """The ``kh*kw`` strided views ``x_pad[:, :, i::sh, j::sw]`` of shape ``(B, C, oh, ow)``."""
+    def _conv64(self, n: Node, x: str, w64: str, tag: str) -> str:
+        """A float64 convolution (ONNX Runtime's CPU provider has no float64 ``Conv``): the kernel's taps
+        as strided views stacked into ``(B, C, taps, *out)``, contracted with the weights by one
+        ``Einsum``; with groups, channels and weights split as ``(B, groups, C/groups, taps, *out)`` and
+        ``(groups, O/groups, C/groups, taps)``."""
         g = self.g
-        (ph, pw), (sh, sw) = n.params["padding"], n.params["stride"]
-        oh, ow = n.out_shape[1:]
-        if ph or pw:
-            x = g.op("Pad", [x, g.const([0, 0, ph, pw, 0, 0, ph, pw], np.int64)], _at(n.name, "pad", tag))
+        out = list(n.out_shape[1:])
+        sp = "hw"[-len(out) :]  # the spatial letters of the Einsum: "hw" (Conv2d), "w" (Conv1d)
+        views = self._windows(n, x, tuple(n.params["weight"].shape[2:]), tag)
+        axis = g.const([2], np.int64)
+        cols = [g.op("Unsqueeze", [v, axis], _at(n.name, f"col{i}", tag)) for i, v in enumerate(views)]
+        stack = cols[0] if len(cols) == 1 else g.op("Concat", cols, _at(n.name, "im2col", tag), axis=2)
+        groups = n.params["groups"]
+        if groups == 1:
+            return g.op("Einsum", [stack, w64], _at(n.name, "conv_f64", tag), equation=f"bck{sp},ock->bo{sp}")
+        c_in, taps = n.in_shape[0], len(views)
+        split = g.const([0, groups, c_in // groups, taps, *out], np.int64)  # (0: the batch, as it is)
+        stack = g.op("Reshape", [stack, split], _at(n.name, "by_group", tag))
+        acc = g.op("Einsum", [stack, w64], _at(n.name, "conv_f64", tag), equation=f"bgck{sp},gock->bgo{sp}")
+        return g.op("Reshape", [acc, g.const([0, *n.out_shape], np.int64)], _at(n.name, "channels", tag))
+
+    def _windows(self, n: Node, x: str, kernel: tuple[int, ...], tag: str) -> list[str]:
+        """One strided view of the padded input per kernel tap, ``x_pad[:, :, i*dh::sh, j*dw::sw]`` of shape
+        ``(B, C, oh, ow)`` (``(B, C, ow)`` for a 1-D convolution; taps ``dilation`` apart), taps in the
+        weights' row-major order."""
+        g = self.g
+        nd = len(kernel)
+        pad, stride = n.params["padding"], n.params["stride"]
+        dil = n.params.get("dilation", (1,) * nd)
+        out = n.out_shape[1:]
+        if any(pad):
+            x = g.op("Pad", [x, g.const([0, 0, *pad, 0, 0, *pad], np.int64)], _at(n.name, "pad", tag))
+        axes, steps = g.const(list(range(2, 2 + nd)), np.int64), g.const(list(stride), np.int64)
         views = []
-        for i in range(kernel[0]):
-            for j in range(kernel[1]):
-                bounds = [g.const(v, np.int64) for v in ([i, j], [i + sh * (oh - 1) + 1, j + sw * (ow - 1) + 1])]
-                views.append(g.op("Slice", [x, *bounds, g.const([2, 3], np.int64), g.const([sh, sw], np.int64)],
-                                  _at(n.name, f"window{i}_{j}", tag)))  # fmt: skip
+        for tap in np.ndindex(*kernel):
+            start = [i * d for i, d in zip(tap, dil)]
+            end = [a + s * (o - 1) + 1 for a, s, o in zip(start, stride, out)]
+            bounds = [g.const(start, np.int64), g.const(end, np.int64)]
+            views.append(g.op("Slice", [x, *bounds, axes, steps], _at(n.name, f"window{'_'.join(map(str, tap))}", tag)))
         return views
 
     def _pool(self, n: Node, x: str, st: _Step) -> str:
@@ -416,7 +442,10 @@ class _Lowering:
         return y
 
     def _flatten(self, n: Node, x: str, st: _Step) -> str:
-        return self.g.op("Flatten", [x], _at(n.name, "flatten", st.tag), axis=1)
+        if len(n.out_shape) == 1:
+            return self.g.op("Flatten", [x], _at(n.name, "flatten", st.tag), axis=1)
+        # a partial Flatten (NIR's batch-free dims): the batch, then the node's shape
+        return self.g.op("Reshape", [x, self.g.const([0, *n.out_shape], np.int64)], _at(n.name, "flatten", st.tag))
 
     def _membrane(self, n: Node, x: str, st: _Step) -> str:
         """A LIF's or LI's membrane after this step's input, before any spike decision."""
@@ -571,7 +600,7 @@ def _multi_spikes(self: _Lowering, n: Node, v: str, st: _Step) -> str:
 
 _Lowering._multi_spikes = _multi_spikes
 
-_EMIT = {"conv": _Lowering._synapse, "affine": _Lowering._synapse, "lif": _Lowering._lif, "li": _Lowering._li,
+_EMIT = {"conv": _Lowering._synapse, "conv1d": _Lowering._synapse, "affine": _Lowering._synapse, "lif": _Lowering._lif, "li": _Lowering._li,
          "sumpool": _Lowering._pool, "avgpool": _Lowering._pool, "flatten": _Lowering._flatten}  # fmt: skip
 
 

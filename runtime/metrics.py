@@ -19,23 +19,38 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import ConfigError
-from targets.plan import Node, Plan
+from targets.plan import SYNAPSE_KINDS, Node, Plan
 
 TIE_RULE = "argmax: a tied maximum goes to the lowest class index among the tied classes"
 
 
 def fanout(n: Node) -> np.ndarray:
-    """Outgoing connections of each input element of a synaptic node (batch-free input shape)."""
+    """Outgoing connections of each input element of a synaptic node (batch-free input shape): for a
+    convolution, the output positions and channels (of its group) whose window covers it, with stride,
+    padding, dilation and groups (a 1-D convolution counted as a 2-D one of height 1)."""
     if n.kind == "affine":
         return np.full(n.in_shape, n.out_shape[0], dtype=np.int64)
-    o, c, kh, kw = n.params["weight"].shape
-    ones_out = torch.ones((1, o, *n.out_shape[1:]), dtype=torch.float64)
-    full = F.conv_transpose2d(ones_out, torch.ones((o, c, kh, kw), dtype=torch.float64), stride=n.params["stride"])
-    ph, pw = n.params["padding"]
-    full = full[:, :, ph : ph + n.in_shape[1], pw : pw + n.in_shape[2]]
-    out = np.zeros(n.in_shape, dtype=np.int64)
-    out[:, : full.shape[2], : full.shape[3]] = np.rint(full[0].numpy()).astype(np.int64)
-    return out
+    w = n.params["weight"]
+    one_d = n.kind == "conv1d"
+    o, c_group, *kernel = w.shape
+    kernel = [1, *kernel] if one_d else kernel
+    in_shape = (n.in_shape[0], 1, n.in_shape[1]) if one_d else n.in_shape
+    out_hw = (1, n.out_shape[1]) if one_d else n.out_shape[1:]
+
+    def pair(v) -> tuple[int, int]:
+        v = tuple(v)
+        return (1, *v) if one_d else v
+
+    stride, padding = pair(n.params["stride"]), (0, *n.params["padding"]) if one_d else tuple(n.params["padding"])
+    dilation, groups = pair(n.params.get("dilation", (1,) * len(n.params["stride"]))), n.params.get("groups", 1)
+    ones_out = torch.ones((1, o, *out_hw), dtype=torch.float64)
+    full = F.conv_transpose2d(ones_out, torch.ones((o, c_group, *kernel), dtype=torch.float64), stride=stride,
+                              dilation=dilation, groups=groups)[0]  # fmt: skip
+    (ph, pw), (h, wd) = padding, in_shape[1:]
+    full = full[:, ph : ph + h, pw : pw + wd]
+    out = np.zeros(in_shape, dtype=np.int64)
+    out[:, : full.shape[1], : full.shape[2]] = np.rint(full.numpy()).astype(np.int64)
+    return out.reshape(n.in_shape)
 
 
 def synaptic_operations(
@@ -44,18 +59,26 @@ def synaptic_operations(
     """Effective accumulates per synaptic layer and sample, ``{layer: (B,) int64}``; ``traces`` are
     the LI membranes (needed where a synaptic layer reads an LI layer)."""
     T, B = spikes.shape[:2]
+    # Known in advance (a loop's delay may read one of them before its turn): a spiking layer's values
+    # are its raster; a synaptic layer's output only feeds the neuron after it, so it counts as zeros.
     values: dict[str, np.ndarray] = {"input": spikes}
+    for n in plan.nodes:
+        if n.kind == "lif":
+            values[n.name] = rasters[n.name]
+        elif n.kind in SYNAPSE_KINDS:
+            values[n.name] = np.zeros((T, B, *n.out_shape), dtype=np.int8)
     ops: dict[str, np.ndarray] = {}
     for n in plan.nodes:
+        missing = [s for s in n.sources if s not in values]
+        if missing:
+            raise ConfigError(f"synaptic operations: node {n.name} reads {', '.join(missing)} through a loop before "
+                              "their values are known; they cannot be counted from rasters")  # fmt: skip
         x = values[n.sources[0]]
         for s in n.sources[1:]:
             x = x + values[s]
-        if n.kind in ("conv", "affine"):
+        if n.kind in SYNAPSE_KINDS:
             nz = (x.reshape(T, B, *n.in_shape) != 0).astype(np.int64)
             ops[n.name] = (nz * fanout(n)).reshape(T, B, -1).sum(axis=(0, 2))
-            values[n.name] = np.zeros((T, B, *n.out_shape), dtype=np.int8)  # only the LIF after it matters
-        elif n.kind == "lif":
-            values[n.name] = rasters[n.name]
         elif n.kind == "li":
             if traces is None or n.name not in traces:
                 readers = [m.name for m in plan.nodes if n.name in m.sources]
@@ -72,7 +95,14 @@ def synaptic_operations(
             y = F.avg_pool2d(t, k, st, pd, divisor_override=1).numpy()
             values[n.name] = y.reshape(T, B, *n.out_shape)
         elif n.kind == "flatten":
-            values[n.name] = x.reshape(T, B, -1)
+            values[n.name] = x.reshape(T, B, *n.out_shape)
+        elif n.kind == "delay":  # each element's value from its own number of steps before
+            steps = np.broadcast_to(n.params["steps"], n.out_shape)
+            y = np.zeros((T, B, *n.out_shape), dtype=x.dtype)
+            for d in np.unique(steps):
+                mask = steps == d
+                y[d:][:, :, mask] = x[: T - d][:, :, mask] if d < T else 0
+            values[n.name] = y
     return ops
 
 

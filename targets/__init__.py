@@ -22,7 +22,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.errors import ConfigError
+from core.errors import ConfigError, ModelError
 
 DIALECT_RULES = (
     "subtract_next",
@@ -34,7 +34,8 @@ DIALECT_RULES = (
     "floor_ge",
     "trunc_gt0",
 )
-ALL_KINDS = ("conv", "affine", "lif", "li", "sumpool", "avgpool", "flatten", "delay")
+ALL_KINDS = ("conv", "conv1d", "affine", "lif", "li", "sumpool", "avgpool", "flatten", "delay")
+CONV_FEATURES = ("dilation", "groups")  # what a convolution may do beyond a plain 2-D correlation (Plan.conv_features)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class TargetInfo:
     streams: bool = False  # ``module`` has ``stream(plan, **options)``: batch 1, state kept between calls
     refuses: str | None = None  # a function in ``module``: (plan, spikes) -> why it would not match this graph, or None
     rules: tuple[str, ...] = ()  # neuron rules of producer dialects it computes (Plan.rules)
+    conv_features: tuple[str, ...] = ()  # convolution features it computes (CONV_FEATURES; Plan.conv_features)
 
     def runner(self) -> Callable:
         return importlib.import_module(self.module).run
@@ -65,11 +67,22 @@ class TargetInfo:
             return f"it runs {' and '.join(self.precisions)} precision only; the graph is {plan.precision}"
         missing = sorted({f"{n.origin or n.kind} ({n.kind})" for n in plan.nodes if n.kind not in self.kinds})
         if missing:
-            return f"it has no {', '.join(missing)}"
+            nodes = [n.name for n in plan.nodes if n.kind not in self.kinds]
+            return f"it has no {', '.join(missing)}: node(s) {', '.join(nodes)}"
         rules = sorted(plan.rules - set(self.rules))
         if rules:
             return f"it does not compute the {', '.join(rules)} rule of the {plan.meta.get('dialect')} dialect"
+        feats = {f: names for f, names in sorted(plan.conv_features.items()) if f not in self.conv_features}
+        if feats:
+            return "it has no convolution " + "; ".join(f"{f} ({', '.join(names)})" for f, names in feats.items())
         return None
+
+    def require(self, plan) -> None:
+        """Refuse, by name, a plan :meth:`unsupported` says this target cannot compute (a direct call
+        never gets a silent wrong answer)."""
+        reason = self.unsupported(plan)
+        if reason:
+            raise ModelError(f"the {self.name} target cannot run {plan.source}: {reason}")
 
     def refusal(self, plan, spikes) -> str | None:
         """Why this target declines ``plan`` on these (padded) ``spikes``, or None (it runs it)."""
@@ -114,22 +127,25 @@ def require_target(name: str) -> TargetInfo:
     return info
 
 
+NO_LOIHI_KINDS = ("conv1d", "delay")  # Lava's processes have no 1-D convolution; lava_worker maps no loops or delays
 register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
-                           "plain numpy, one step at a time: defines the semantics", rules=DIALECT_RULES))  # fmt: skip
+                           "plain numpy, one step at a time: defines the semantics", rules=DIALECT_RULES,
+                           conv_features=CONV_FEATURES))  # fmt: skip
 register_target(TargetInfo("torch", "targets.torch_target", ("float", "fixed"), ALL_KINDS,
                            "PyTorch tensors, CUDA when present", options=("device", "threads"), streams=True,
-                           rules=DIALECT_RULES))  # fmt: skip
+                           rules=DIALECT_RULES, conv_features=CONV_FEATURES))  # fmt: skip
 register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), ALL_KINDS,
                            "ONNX Runtime on the .onnx file beside the .nir (CUDA provider when present)", rasters=False,
-                           options=("threads",), streams=True, rules=DIALECT_RULES))  # fmt: skip
-register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), ALL_KINDS,
+                           options=("threads",), streams=True, rules=DIALECT_RULES, conv_features=CONV_FEATURES))  # fmt: skip
+register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), tuple(k for k in ALL_KINDS if k != "conv1d"),
                            "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True,
                            rules=("subtract_next",)))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
-                           "Norse 1.1.0 reading the .nir file (independent check of the file format)", refuses="refusal"))  # fmt: skip
+                           "Norse 1.1.0 reading the .nir file (independent check of the file format)", refuses="refusal",
+                           conv_features=CONV_FEATURES))  # fmt: skip
 register_target(TargetInfo("snntorch", "targets.snntorch_target", ("float",), ("conv", "affine", "lif", "sumpool", "avgpool", "flatten"),
                            "snnTorch 1.0.0's own import of the graph written for it (convert.peers; the interop extra)",
-                           available="unavailable_reason", refuses="refusal"))  # fmt: skip
-register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS[:-1],
+                           available="unavailable_reason", refuses="refusal", conv_features=CONV_FEATURES))  # fmt: skip
+register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), tuple(k for k in ALL_KINDS if k not in NO_LOIHI_KINDS),
                            "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1,
                            available="unavailable_reason", refuses="refusal"))  # fmt: skip

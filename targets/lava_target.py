@@ -127,11 +127,14 @@ def run_netx(path: str | Path, spikes, *, membrane: bool = False) -> np.ndarray:
 def refusal(plan: Plan, spikes) -> str | None:
     """Why Lava would not reproduce ``plan`` bit for bit on ``spikes`` (as ``run`` receives them,
     padded by ``depth`` steps), or None: a float LI layer whose membrane is not provably exact in
-    float32 for the ``T`` compared steps (Lava computes it in float64), or a graph shape that
-    Lava's processes cannot express (:func:`targets.lava_worker.layers_of` names it)."""
+    float32 for the ``T`` compared steps (Lava computes it in float64), a Conv1d or a dilated or grouped
+    Conv2d (Lava's ``Conv`` has neither; the registry's :meth:`TargetInfo.unsupported` names them), or a
+    graph shape that Lava's processes cannot express (:func:`targets.lava_worker.layers_of` names it)."""
     from targets import get_target
     from targets.lava_worker import layers_of
 
+    if plan.conv_features or any(n.kind == "conv1d" for n in plan.nodes):  # named here: lava_worker would drop them
+        return get_target("lava").unsupported(plan)
     try:
         plan.require_rules(get_target("lava").rules, "lava")
         layers_of(plan)

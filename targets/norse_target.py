@@ -115,7 +115,27 @@ def refusal(plan, spikes) -> str | None:
         return f"Norse 1.1.0 cannot map node(s) {', '.join(bad)}; its importer maps {', '.join(NORSE_NODES)}"
     kinds = {type(v).__name__ for v in graph.nodes.values()}
     named = [f"{k}: {why}" for k, why in NORSE_TARGET_REFUSES.items() if k in kinds]
+    uneven = conv_groups_torch_refuses(graph)
+    if uneven:
+        named.append(f"Conv2d {', '.join(uneven)}: {GROUPS_WHY.format(library='Norse 1.1.0')}")
     return "; ".join(named) or None
+
+
+GROUPS_WHY = ("{library}'s import builds torch.nn.Conv2d(in_channels=weight.shape[1], groups=groups), which torch "
+              "refuses unless the channels per group (weight.shape[1]) divide by groups")  # fmt: skip
+
+
+def conv_groups_torch_refuses(graph: nir.NIRGraph) -> list[str]:
+    """The grouped Conv2d nodes that Norse's and snnTorch's imports cannot build: both pass the weight's
+    channels per group as ``in_channels`` (where the layer has ``groups`` times as many), which torch
+    accepts only when they divide by ``groups`` (and then computes correctly: the weight is replaced)."""
+    out = []
+    for name, v in graph.nodes.items():
+        if isinstance(v, nir.Conv2d):
+            groups = int(np.asarray(v.groups).reshape(-1)[0])
+            if groups != 1 and np.asarray(v.weight).shape[1] % groups:
+                out.append(f"{name} ({groups} groups of {np.asarray(v.weight).shape[1]} channels)")
+    return sorted(out)
 
 
 def _check_nodes(graph: nir.NIRGraph, supported: tuple[str, ...], reader: str) -> None:

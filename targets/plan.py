@@ -31,7 +31,7 @@ from core import fixed as fx_limits
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
 
 METADATA_KEY = "snn_deploy"
-SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
+SUPPORTED = ("Input", "Output", "Conv1d", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
              "Threshold", "SumPool2d", "AvgPool2d", "Flatten", "Delay")  # fmt: skip
 DEFAULT_FOREIGN_DT = 1e-3  # s; the dt assumed for graphs that do not state one (Norse's default)
 
@@ -81,7 +81,7 @@ def dialect_of(name: str | None) -> tuple[str, dict[str, Any]]:
 @dataclass
 class Node:
     name: str
-    kind: str  # conv, affine, lif, li, sumpool, avgpool, flatten, delay
+    kind: str  # conv (Conv2d), conv1d, affine, lif, li, sumpool, avgpool, flatten, delay
     sources: list[str]
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
@@ -140,6 +140,19 @@ class Plan:
                              f"{self.meta.get('dialect')} dialect; reference, torch and onnx do")  # fmt: skip
 
     @property
+    def conv_features(self) -> dict[str, list[str]]:
+        """The convolutions that dilate their kernel or split their channels into groups, by feature
+        (``dilation``, ``groups``): not every target computes them (:attr:`TargetInfo.conv_features`)."""
+        out: dict[str, list[str]] = {}
+        for n in self.nodes:
+            if n.kind in ("conv", "conv1d"):
+                if any(d != 1 for d in n.params["dilation"]):
+                    out.setdefault("dilation", []).append(n.name)
+                if n.params["groups"] != 1:
+                    out.setdefault("groups", []).append(n.name)
+        return out
+
+    @property
     def delay_names(self) -> list[str]:
         """Delays (NIR ``Delay`` nodes and the one-step delay on each loop's closing edge): they come
         first in the plan, emit what their sources summed ``steps`` steps ago, and store their
@@ -159,9 +172,7 @@ class Plan:
         """Synaptic layers between the input and each LIF/LI layer (the longest path)."""
         depth: dict[str, int] = {"input": 0}
         for n in self.nodes:  # a delay emits what it stored at earlier steps: no synaptic layer before it
-            depth[n.name] = (
-                0 if n.kind == "delay" else max(depth[s] for s in n.sources) + (n.kind in ("conv", "affine"))
-            )
+            depth[n.name] = 0 if n.kind == "delay" else max(depth[s] for s in n.sources) + (n.kind in SYNAPSE_KINDS)
         return {n.name: depth[n.name] for n in self.nodes if n.kind in ("lif", "li")}
 
 
@@ -320,24 +331,78 @@ def _neuron_params(
     return pieces
 
 
-def _window(name: str, what: str, in_shape: tuple[int, ...], kernel, stride, padding) -> tuple[int, int]:
-    """Output rows and columns of a 2-D window (a convolution or pool); absurd parameters are errors."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    if min(kh, kw) < 1 or min(sh, sw) < 1 or min(ph, pw) < 0:
-        raise ModelError(f"node {name}: {what} needs kernel and stride >= 1 and padding >= 0, got kernel "
-                         f"{(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}")  # fmt: skip
-    rows, cols = (in_shape[1] + 2 * ph - kh) // sh + 1, (in_shape[2] + 2 * pw - kw) // sw + 1
-    if rows < 1 or cols < 1:
-        raise ModelError(f"node {name}: {what} window {(kh, kw)} does not fit its input of shape {in_shape}")
-    return rows, cols
+def _window(name: str, what: str, in_shape: tuple[int, ...], kernel, stride, padding, dilation=None) -> tuple[int, ...]:
+    """Output extent per spatial dimension of a window (a convolution or pool) over ``in_shape`` ``(C,
+    *spatial)``; a dilated kernel spans ``dilation (k - 1) + 1``. Absurd parameters are errors."""
+    dilation = (1,) * len(kernel) if dilation is None else dilation
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0 or min(dilation) < 1:
+        raise ModelError(f"node {name}: {what} needs kernel, stride and dilation >= 1 and padding >= 0, got kernel "
+                         f"{tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)}, dilation {tuple(dilation)}")  # fmt: skip
+    out = tuple((i + 2 * p - d * (k - 1) - 1) // s + 1
+                for i, k, s, p, d in zip(in_shape[1:], kernel, stride, padding, dilation))  # fmt: skip
+    if min(out) < 1:
+        raise ModelError(f"node {name}: {what} window {tuple(kernel)} (dilation {tuple(dilation)}) does not fit its "
+                         f"input of shape {in_shape}")  # fmt: skip
+    return out
+
+
+def _ints(v, n: int, name: str, what: str) -> tuple[int, ...]:
+    """An int or a sequence of ``n`` ints (NIR writes either) as ``n`` ints."""
+    a = np.atleast_1d(np.asarray(v)).reshape(-1)
+    if a.size not in (1, n) or a.dtype.kind not in "iuf" or not np.array_equal(a, np.rint(a)):
+        raise ModelError(f"node {name}: {what} must be an integer or {n} integers, got {v!r}")
+    return tuple(int(x) for x in np.broadcast_to(a.astype(np.int64), (n,)))
+
+
+def _conv_geometry(node, name: str, in_shape: tuple[int, ...]) -> dict[str, Any]:
+    """A ``Conv1d``'s or ``Conv2d``'s stride, padding, dilation and groups as the plan holds them (one int
+    per spatial dimension; ``groups`` an int), checked against the weight and the input shape.
+
+    NIR 1.0.8's padding is an int, one int per dimension, or ``"valid"`` (none) or ``"same"`` (PyTorch's:
+    stride 1, ``dilation (k - 1)`` zeros in all, the odd one after the data). ``"same"`` is taken where
+    it pads evenly; uneven ``"same"`` and ``"same"`` with a stride are refused by name."""
+    kind = type(node).__name__
+    nd = 1 if isinstance(node, nir.Conv1d) else 2
+    w = np.asarray(node.weight)
+    if w.ndim != nd + 2 or len(in_shape) != nd + 1:
+        raise ModelError(f"node {name}: {kind} weight of shape {w.shape} does not take input of shape {in_shape}")
+    stride, dilation = _ints(node.stride, nd, name, "stride"), _ints(node.dilation, nd, name, "dilation")
+    groups = np.asarray(node.groups).reshape(-1)
+    if groups.size != 1 or groups.dtype.kind not in "iu" or int(groups[0]) < 1:
+        raise ModelError(f"node {name}: {kind} groups must be a positive integer, got {node.groups!r}")
+    groups = int(groups[0])
+    if in_shape[0] != w.shape[1] * groups or w.shape[0] % groups:
+        raise ModelError(f"node {name}: {kind} with {groups} group(s) and weight of shape {w.shape} needs "
+                         f"{w.shape[1] * groups} input channels and output channels divisible by {groups}; "
+                         f"its input has shape {in_shape}")  # fmt: skip
+    padding = node.padding.decode() if isinstance(node.padding, bytes) else node.padding
+    kernel = w.shape[2:]
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0,) * nd
+        elif padding == "same":
+            total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+            if any(s != 1 for s in stride):
+                raise ModelError(f"node {name}: {kind} padding 'same' with stride {stride} is not supported (PyTorch, "
+                                 "whose meaning NIR takes, allows 'same' at stride 1 only)")  # fmt: skip
+            if any(t % 2 for t in total):
+                raise ModelError(f"node {name}: {kind} padding 'same' with kernel {tuple(kernel)} and dilation "
+                                 f"{dilation} pads unevenly (one more zero after the data); give the padding as "
+                                 "integers, or a kernel whose dilated extent is odd")  # fmt: skip
+            padding = tuple(t // 2 for t in total)
+        else:
+            raise ModelError(f"node {name}: {kind} padding must be integers, 'same' or 'valid', got {padding!r}")
+    else:
+        padding = _ints(padding, nd, name, "padding")
+    return {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
 
 
 def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str) -> tuple[int, ...]:
-    if kind == "conv":
+    if kind in ("conv", "conv1d"):
+        g = _conv_geometry(node, name, in_shape)
         w = np.asarray(node.weight)
-        if w.ndim != 4 or len(in_shape) != 3 or in_shape[0] != w.shape[1]:
-            raise ModelError(f"node {name}: Conv2d weight of shape {w.shape} does not take input of shape {in_shape}")
-        return (w.shape[0], *_window(name, "Conv2d", in_shape, w.shape[2:], _pair(node.stride), _pair(node.padding)))
+        window = _window(name, type(node).__name__, in_shape, w.shape[2:], g["stride"], g["padding"], g["dilation"])
+        return (w.shape[0], *window)
     if kind == "affine":
         w = np.asarray(node.weight)
         if int(np.prod(in_shape)) != w.shape[1] or len(in_shape) != 1:
@@ -354,11 +419,20 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
                          _pair(node.padding))  # fmt: skip
         return (in_shape[0], *window)
     if kind == "flatten":
-        start = node.start_dim
-        if start not in (0, -len(in_shape)) or node.end_dim not in (-1, len(in_shape) - 1):
-            raise ModelError(f"node {name}: only a full Flatten (batch-free start_dim=0, end_dim=-1) is supported")
-        return (int(np.prod(in_shape)),)
+        return flatten_shape(in_shape, node.start_dim, node.end_dim, name)
     return in_shape
+
+
+def flatten_shape(in_shape: tuple[int, ...], start_dim, end_dim, name: str = "?") -> tuple[int, ...]:
+    """NIR's ``Flatten`` on a batch-free shape: dims ``start_dim..end_dim`` (inclusive; negative ones
+    count from the end; dim 0 is the sample's first) become one."""
+    nd = len(in_shape)
+    start, end = int(start_dim), int(end_dim)
+    if not (-nd <= start < nd and -nd <= end < nd) or start % nd > end % nd:
+        raise ModelError(f"node {name}: Flatten dims {start_dim}..{end_dim} do not fit its input of shape {in_shape} "
+                         "(NIR's dims are batch-free: dim 0 is the sample's first)")  # fmt: skip
+    start, end = start % nd, end % nd
+    return (*in_shape[:start], math.prod(in_shape[start : end + 1]), *in_shape[end + 1 :])
 
 
 def _norse_pieces(node, kind: str, full, dt: float, piece, spiking: bool, tau_as_written: bool = False):
@@ -439,8 +513,9 @@ def _delay_steps(node: nir.Delay, shape: tuple[int, ...], dt: float, name: str) 
     return steps.astype(np.int64)
 
 
-KINDS = {nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.SumPool2d: "sumpool",
+KINDS = {nir.Conv1d: "conv1d", nir.Conv2d: "conv", nir.Affine: "affine", nir.Linear: "affine", nir.SumPool2d: "sumpool",
          nir.AvgPool2d: "avgpool", nir.Flatten: "flatten"}  # fmt: skip
+SYNAPSE_KINDS = ("conv", "conv1d", "affine")  # the plan kinds with weights
 NEURONS = (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.CubaLI, nir.Threshold, nir.Scale)
 
 
@@ -632,8 +707,10 @@ def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str
         # Foreign exporters (Norse 1.1.0's to_nir) write the sample's batch dimension of 1 into
         # the input type; drop it where the first consumer clearly wants a batch-free shape.
         first = [graph.nodes[b] for a, b in graph.edges if a == inputs[0]]
-        if (len(in_shape) == 2 and all(isinstance(n, (nir.Affine, nir.Linear)) for n in first)) or (
-            len(in_shape) == 4 and all(isinstance(n, (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)) for n in first)
+        if (
+            (len(in_shape) == 2 and all(isinstance(n, (nir.Affine, nir.Linear)) for n in first))
+            or (len(in_shape) == 4 and all(isinstance(n, (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)) for n in first))
+            or (len(in_shape) == 3 and all(isinstance(n, nir.Conv1d) for n in first))
         ):
             in_shape = in_shape[1:]
     # targets know the graph input as "input", whatever a foreign graph calls its Input node
@@ -693,16 +770,14 @@ def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str
                              f"at most {MAX_NODE_ELEMENTS:,} are supported")  # fmt: skip
         shapes[name] = out_s
         params: dict[str, Any] = {}
-        if kind in ("conv", "affine"):
+        if kind in SYNAPSE_KINDS:
             w = np.asarray(node.weight, dtype=np.float32)
             b = np.asarray(getattr(node, "bias", np.zeros(w.shape[0])), dtype=np.float32).reshape(-1)
             if not np.isfinite(w).all() or not np.isfinite(b).all():
                 raise ModelError(f"node {name}: weights or bias hold NaN or infinite values")
             params = {"weight": w, "bias": b}
-            if kind == "conv":
-                params |= {"stride": _pair(node.stride), "padding": _pair(node.padding)}
-                if _pair(node.dilation) != (1, 1) or node.groups != 1:
-                    raise ModelError(f"node {name}: Conv2d with dilation or groups is not supported")
+            if kind in ("conv", "conv1d"):
+                params |= _conv_geometry(node, name, in_s)
         elif kind in ("sumpool", "avgpool"):
             params = {"kernel": _pair(node.kernel_size), "stride": _pair(node.stride), "padding": _pair(node.padding)}
         plan_nodes.append(Node(name, kind, srcs, in_s, out_s, params, origin=type(node).__name__))
@@ -735,6 +810,10 @@ def _fixed_int(plan: Plan, node: str, fx: dict[str, Any], key: str, lo: int, hi:
 def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
     """Recover the integer network from the graph: mantissas are ``weight / weight_scale``, exactly."""
     for n in plan.nodes:
+        if n.kind == "conv1d" or (n.kind == "conv" and (n.params["dilation"] != (1, 1) or n.params["groups"] != 1)):
+            raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold {n.origin} {n.name} with its dilation "
+                             f"{n.params['dilation']} and groups {n.params['groups']} (Loihi's integer network has "
+                             "2-D convolutions without either)")  # fmt: skip
         fx = layer_meta.get(n.name, {}).get("fixed")
         if fx is not None and not isinstance(fx, dict):
             raise ModelError(f"{plan.source}: the fixed-precision parameters of {n.name} must be a JSON object")
@@ -766,7 +845,7 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             if fx is None:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the decay of LI layer {n.name}")
             syn = next((m for m in plan.nodes if m.name == n.sources[0]), None)
-            if len(n.sources) != 1 or syn is None or syn.kind not in ("conv", "affine"):
+            if len(n.sources) != 1 or syn is None or syn.kind not in SYNAPSE_KINDS:
                 raise ModelError(f"{plan.source}: fixed-precision LI layer {n.name} must be fed by exactly one Conv2d or "
                                  f"Linear (its bias enters the membrane), not by {n.sources}")  # fmt: skip
             readers = [m.name for m in plan.nodes if n.name in m.sources]
@@ -895,13 +974,16 @@ def _synapse_grid(n: Node, g: _Grid) -> _Grid | None:
     rows = w.reshape(w.shape[0], -1)
     ew = _quanta_exp(rows).max(axis=1)  # per output row: the coarsest grid holding all its weights
     q = rows * 2.0 ** ew[:, None]
-    if n.kind == "conv":  # bounds per input channel, padding zeros included
-        c = n.in_shape[0]
+    if n.kind in ("conv", "conv1d"):  # bounds per input channel, padding zeros included
+        c, groups = n.in_shape[0], n.params["groups"]
         e_in = int(g.exp.max())
         lo_c = np.minimum((g.lo * 2.0 ** (e_in - g.exp)).reshape(c, -1).min(axis=1), 0)
         hi_c = np.maximum((g.hi * 2.0 ** (e_in - g.exp)).reshape(c, -1).max(axis=1), 0)
-        lo_in = np.repeat(lo_c, w.shape[2] * w.shape[3])
-        hi_in = np.repeat(hi_c, w.shape[2] * w.shape[3])
+        # output row o reads the input channels of its group, each through the kernel's taps
+        group = np.arange(w.shape[0]) // (w.shape[0] // groups)
+        taps = int(np.prod(w.shape[2:]))
+        lo_in = np.repeat(lo_c.reshape(groups, -1), taps, axis=1)[group]
+        hi_in = np.repeat(hi_c.reshape(groups, -1), taps, axis=1)[group]
     else:
         e_in = int(g.exp.max())
         lo_in, hi_in = g.lo * 2.0 ** (e_in - g.exp), g.hi * 2.0 ** (e_in - g.exp)
@@ -917,7 +999,7 @@ def _synapse_grid(n: Node, g: _Grid) -> _Grid | None:
     bound = np.maximum(partial, np.maximum(np.abs(lo), np.abs(hi)))
     if (bound >= EXACT32).any() or (np.abs(b) >= EXACT32).any():
         return None  # float32 would round the sum or the bias add
-    size = int(np.prod(n.out_shape[1:])) if n.kind == "conv" else 1
+    size = int(np.prod(n.out_shape[1:])) if n.kind in ("conv", "conv1d") else 1
     return _Grid(np.repeat(exp, size), np.repeat(lo, size), np.repeat(hi, size))
 
 
@@ -926,7 +1008,7 @@ def float32_exact_synapses(plan: Plan, input_max: float | None) -> set[str]:
     inputs up to ``input_max`` (None: analog input): a target may accumulate those in float32; the
     others must accumulate in float64 and round once, as the reference does."""
     grids = _float_grids(plan, input_max)
-    return {n.name for n in plan.nodes if n.kind in ("conv", "affine") and grids[n.name] is not None}
+    return {n.name for n in plan.nodes if n.kind in SYNAPSE_KINDS and grids[n.name] is not None}
 
 
 def li_exact_steps(plan: Plan, input_max: float | None = 1.0) -> dict[str, int]:

@@ -3,8 +3,9 @@
 It defines the semantics every target is tested against. Per step ``t`` every node is evaluated
 in plan order from its sources' outputs at the same step:
 
-- float: synapses in float32 (``float64`` accumulation rounded once, which equals float32
-  accumulation whenever the weights sit on a power-of-two grid, as converted graphs do);
+- float: synapses (Affine/Linear, Conv1d, Conv2d, with NIR's dilation and groups) in float32
+  (``float64`` accumulation rounded once, which equals float32 accumulation whenever the weights
+  sit on a power-of-two grid, as converted graphs do);
   LIF ``v = beta*v + gain*I + leak``, ``s = v > v_threshold``, ``v = v_reset`` where ``s`` (a
   dialect's ``subtract_next`` reset keeps ``v`` and subtracts ``v_threshold`` at the next step instead);
   LI (non-spiking) ``v = beta*v + gain*I + leak``, its output is ``v`` (float32, the same
@@ -153,12 +154,34 @@ class DelayLine:
         self.buf[t % self.depth] = np.asarray(x).reshape(self.buf.shape[1], -1)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
-    """``(B, C, H, W) * (O, C, kh, kw) -> (B, O, oh, ow)`` by explicit windows (no bias)."""
+def conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+) -> np.ndarray:
+    """``(B, C, H, W) * (O, C / groups, kh, kw) -> (B, O, oh, ow)`` by explicit windows (no bias): output
+    channel ``o`` of group ``g = o // (O / groups)`` correlates input channels ``g C/groups .. (g+1) C/groups``
+    with its kernel, whose taps lie ``dilation`` apart."""
     ph, pw = padding
+    (dh, dw), (kh, kw) = dilation, w.shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, w.shape[2:], axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
-    return np.einsum("bchwij,ocij->bohw", win, w, optimize=True)
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)  # the dilated kernel's extent; every dilation-th tap is used
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))[:, :, :: stride[0], :: stride[1], ::dh, ::dw]
+    ci, co = w.shape[1], w.shape[0] // groups
+    return np.concatenate(
+        [np.einsum("bchwij,ocij->bohw", win[:, g * ci : (g + 1) * ci], w[g * co : (g + 1) * co], optimize=True)
+         for g in range(groups)],
+        axis=1,
+    )  # fmt: skip
+
+
+def conv1d(x: np.ndarray, w: np.ndarray, stride: tuple[int], padding: tuple[int], dilation=(1,), groups: int = 1):
+    """``(B, C, L) * (O, C / groups, k) -> (B, O, ol)``: :func:`conv2d` on rows of height 1."""
+    y = conv2d(x[:, :, None, :], w[:, :, None, :], (1, stride[0]), (0, padding[0]), (1, dilation[0]), groups)
+    return y[:, :, 0, :]
 
 
 def pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
@@ -168,17 +191,19 @@ def pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padd
     return win.sum(axis=(-1, -2))
 
 
+def _accumulate(n: Node, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A synapse's weighted sum, without the bias, in the dtype of ``x`` and ``w``."""
+    if n.kind == "affine":
+        return x @ w.T
+    conv = conv2d if n.kind == "conv" else conv1d
+    p = n.params
+    return conv(x, w, p["stride"], p["padding"], p["dilation"], p["groups"])
+
+
 def _synapse(n: Node, x: np.ndarray, integer: bool) -> np.ndarray:
     if integer:
-        w = n.fixed["weight"]
-        acc = conv2d(x, w, n.params["stride"], n.params["padding"]) if n.kind == "conv" else x @ w.T
-        return fixed.shift(acc, n.fixed["weight_exp"])
-    w = n.params["weight"].astype(np.float64)
-    acc = (
-        conv2d(x.astype(np.float64), w, n.params["stride"], n.params["padding"])
-        if n.kind == "conv"
-        else x.astype(np.float64) @ w.T
-    )
+        return fixed.shift(_accumulate(n, x, n.fixed["weight"]), n.fixed["weight_exp"])
+    acc = _accumulate(n, x.astype(np.float64), n.params["weight"].astype(np.float64))
     b = n.params["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
     return acc.astype(np.float32) + b
 
@@ -211,7 +236,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
             x = values[n.sources[0]]
             for s in n.sources[1:]:
                 x = x + values[s]
-            if n.kind in ("conv", "affine"):
+            if n.kind in ("conv", "conv1d", "affine"):
                 y = _synapse(n, x, integer)
             elif n.kind == "lif":
                 syn = by_name.get(n.sources[0])
@@ -268,8 +293,8 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
                 y = pool2d(x, n.params["kernel"], n.params["stride"], n.params["padding"])
                 if n.kind == "avgpool":
                     y = (y / np.float32(n.params["kernel"][0] * n.params["kernel"][1])).astype(np.float32)
-            elif n.kind == "flatten":
-                y = x.reshape(B, -1)
+            elif n.kind == "flatten":  # (a partial Flatten keeps the dims around the ones it joins)
+                y = x.reshape(B, *n.out_shape)
             values[n.name] = y
         for line in delays.values():
             line.store(t, values)

@@ -33,6 +33,7 @@ def unavailable_reason() -> str | None:
 def refusal(plan: Plan, spikes) -> str | None:
     """Why snnTorch would not compute this graph as the reference does, or None."""
     from convert.peers import graph_for
+    from targets.norse_target import GROUPS_WHY, conv_groups_torch_refuses
 
     if plan.precision != "float":
         return "snnTorch runs float precision only"
@@ -41,10 +42,18 @@ def refusal(plan: Plan, spikes) -> str | None:
     src = Path(plan.source)
     if src.suffix != ".nir" or not src.is_file():
         return "the snntorch target reads a .nir file; this plan was not loaded from one"
+    partial = [n.name for n in plan.nodes if n.kind == "flatten" and len(n.out_shape) > 1]
+    if partial:
+        return (f"Flatten {', '.join(partial)} joins only some dims; the graph written for snnTorch (convert.peers) "
+                "flattens the whole sample (start_dim 1 on batched tensors)")  # fmt: skip
+    graph = nir.read(src, type_check=False)
     try:
-        graph_for(nir.read(src, type_check=False), "snntorch", dt=float(plan.meta["dt"]))
+        graph_for(graph, "snntorch", dt=float(plan.meta["dt"]))
     except ModelError as e:
         return str(e)
+    uneven = conv_groups_torch_refuses(graph)
+    if uneven:
+        return f"Conv2d {', '.join(uneven)}: {GROUPS_WHY.format(library='snnTorch 1.0.0')}"
     if any(n.kind in ("lif", "li") and np.ptp(n.params.get("v_threshold", np.zeros(1))) != 0 for n in plan.nodes):
         return "snnTorch's import takes one threshold per layer"
     joins = [n.name for n in plan.nodes if len(n.sources) > 1]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from core import fixed
 from core.errors import ConfigError
-from targets.plan import Node, Plan, check_spikes, float32_exact_synapses
+from targets.plan import SYNAPSE_KINDS, Node, Plan, check_spikes, float32_exact_synapses
 from targets.reference import RunResult, membrane, multi_spikes
 
 
@@ -40,7 +40,7 @@ class TorchPlan:
         self.tensors: dict[str, dict[str, torch.Tensor]] = {}
         for n in plan.nodes:
             t: dict[str, torch.Tensor] = {}
-            if n.kind in ("conv", "affine"):
+            if n.kind in SYNAPSE_KINDS:
                 if self.integer:
                     t["weight"] = torch.as_tensor(n.fixed["weight"], dtype=torch.float64, device=device)
                     shape = (-1,) + (1,) * (len(n.out_shape) - 1)
@@ -53,7 +53,7 @@ class TorchPlan:
                     if k in n.params:
                         t[k] = torch.as_tensor(n.params[k], device=device)
             self.tensors[n.name] = t
-        self.synapses = {n.name for n in plan.nodes if n.kind in ("conv", "affine")}
+        self.synapses = {n.name for n in plan.nodes if n.kind in SYNAPSE_KINDS}
         self.delay_rows: dict[str, torch.Tensor] = {}
         self._float64: dict[float | None, set[str]] = {}  # by input range: synapses that sum in float64
         self.float64_synapses: set[str] = set()
@@ -86,30 +86,28 @@ class TorchPlan:
         y = buf[rows, :, torch.arange(rows.numel(), device=self.device)].T  # (B, N)
         return y.reshape(B, *n.out_shape)
 
+    def _accumulate(self, n: Node, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """A synapse's weighted sum without the bias (``F.conv1d``/``F.conv2d`` with the plan's stride,
+        padding, dilation and groups, or a matrix product), in the dtype of ``x`` and ``w``."""
+        if n.kind == "affine":
+            return x @ w.T
+        p = n.params
+        conv = F.conv2d if n.kind == "conv" else F.conv1d
+        return conv(x, w, stride=p["stride"], padding=p["padding"], dilation=p["dilation"], groups=p["groups"])
+
     def _synapse(self, n: Node, x: torch.Tensor) -> torch.Tensor:
         t = self.tensors[n.name]
         if self.integer:
-            xf = x.to(torch.float64)
-            if n.kind == "conv":
-                acc = F.conv2d(xf, t["weight"], stride=n.params["stride"], padding=n.params["padding"])
-            else:
-                acc = xf @ t["weight"].T
-            acc = torch.round(acc).to(torch.int64)
+            acc = torch.round(self._accumulate(n, x.to(torch.float64), t["weight"])).to(torch.int64)
             e = n.fixed["weight_exp"]
             return acc << e if e >= 0 else acc >> -e
-        if n.name in self.float64_synapses:
-            w = t["weight"].to(torch.float64)
-            xd = x.to(torch.float64)
-            if n.kind == "conv":
-                acc = F.conv2d(xd, w, stride=n.params["stride"], padding=n.params["padding"]).to(torch.float32)
-                return acc + t["bias"].view(-1, 1, 1)
-            return (xd @ w.T).to(torch.float32) + t["bias"]
-        if n.kind == "conv":
-            # Accumulate without the bias, then add it, as the reference does; on the power-of-two
-            # grid of converted graphs the float32 sum is exact in any order.
-            acc = F.conv2d(x, t["weight"], stride=n.params["stride"], padding=n.params["padding"])
-            return acc + t["bias"].view(-1, 1, 1)
-        return x @ t["weight"].T + t["bias"]
+        bias = t["bias"].view((-1,) + (1,) * (len(n.out_shape) - 1))
+        if n.name in self.float64_synapses:  # float64 accumulation rounded once, then the bias: the reference's rule
+            acc = self._accumulate(n, x.to(torch.float64), t["weight"].to(torch.float64))
+            return acc.to(torch.float32) + bias
+        # Accumulate without the bias, then add it, as the reference does; on the power-of-two
+        # grid of converted graphs the float32 sum is exact in any order.
+        return self._accumulate(n, x, t["weight"]) + bias
 
     @torch.no_grad()
     def run(
@@ -167,7 +165,7 @@ class TorchPlan:
                 x = values[n.sources[0]]
                 for s in n.sources[1:]:
                     x = x + values[s]
-                if n.kind in ("conv", "affine"):
+                if n.kind in SYNAPSE_KINDS:
                     y = self._synapse(n, x)
                 elif n.kind == "lif":
                     v = self._membrane(n, state[n.name], x)
@@ -206,7 +204,7 @@ class TorchPlan:
                     if self.integer:
                         y = torch.round(y).to(torch.int64)
                 elif n.kind == "flatten":
-                    y = x.reshape(B, -1)
+                    y = x.reshape(B, *n.out_shape)
                 values[n.name] = y
             for n in plan.nodes:
                 if n.kind == "delay":

@@ -429,3 +429,278 @@ def test_verify_all_on_a_recurrent_cubalif_graph(tmp_path, capsys):
     assert rep["passed"] and {"torch", "onnx", "eventsim"} <= set(rep["targets"])
     assert "loop (delay)" in rep["skipped"]["lava"] and "Delay (delay)" in rep["skipped"]["norse"]
     assert "Skipped lava: declines this graph" in (out / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Conv1d, dilated and grouped Conv2d, and a Flatten of part of the sample
+
+
+def _lif(shape, th=0.3):
+    return nir.LIF(
+        tau=np.full(shape, 2e-3), r=np.full(shape, 2.0), v_leak=np.zeros(shape), v_threshold=np.full(shape, th)
+    )
+
+
+def _weights(rng, grid: bool):
+    """Float32 weights: general floats, or multiples of 1/8 (every float32 sum exact in any order)."""
+
+    def w(*shape, s=0.5):
+        a = rng.normal(0, s, shape)
+        return (np.rint(a * 8) / 8 if grid else a).astype(np.float32)
+
+    return w
+
+
+def _write(path, nodes, chain):
+    # NIR 1.0.8's type check takes weight.shape[1] as a Conv's input channels, groups aside: not checked
+    nir.write(path, nir.NIRGraph(nodes, list(zip(chain, chain[1:])), type_check=False))
+    return load_plan(path)
+
+
+def _conv1d_graph(path, grid: bool = False):
+    """(4, 6, 8) -> Conv2d -> LIF -> partial Flatten (6, 64) -> Conv1d (stride, padding, dilation, groups) -> LIF
+    -> Conv1d ('same') -> LIF -> Flatten -> Affine -> LIF."""
+    w = _weights(np.random.default_rng(21), grid)
+    nodes = {"x": nir.Input(np.array([4, 8, 8])),
+             "c2": nir.Conv2d(input_shape=(8, 8), weight=w(6, 4, 3, 3), stride=1, padding=1, dilation=1, groups=1,
+                              bias=w(6, s=0.1)),
+             "l1": _lif((6, 8, 8)),
+             "rows": nir.Flatten(input_type={"input": np.array([6, 8, 8])}, start_dim=1, end_dim=-1),
+             "c1": nir.Conv1d(input_shape=64, weight=w(4, 3, 3), stride=2, padding=2, dilation=3, groups=2,
+                              bias=w(4, s=0.1)),
+             "l2": _lif((4, 31)),
+             "c1s": nir.Conv1d(input_shape=31, weight=w(4, 4, 5), stride=1, padding="same", dilation=1, groups=1,
+                               bias=w(4, s=0.1)),
+             "l3": _lif((4, 31)),
+             "flat": nir.Flatten(input_type={"input": np.array([4, 31])}, start_dim=0, end_dim=-1),
+             "fc": nir.Affine(w(5, 124, s=0.3), w(5, s=0.1)), "l4": _lif((5,)), "y": nir.Output(np.array([5]))}  # fmt: skip
+    return _write(path, nodes, ["x", "c2", "l1", "rows", "c1", "l2", "c1s", "l3", "flat", "fc", "l4", "y"])
+
+
+def _dilated_grouped_graph(path, grid: bool, groups: int = 2):
+    """(4, 8, 8) -> Conv2d (dilation 2, groups) -> LIF -> Conv2d (dilation (1, 2), stride 2) -> LIF -> Flatten -> Affine -> LIF."""
+    w = _weights(np.random.default_rng(22), grid)
+    nodes = {"x": nir.Input(np.array([4, 8, 8])),
+             "dg": nir.Conv2d(input_shape=(8, 8), weight=w(8, 4 // groups, 3, 3), stride=1, padding=2, dilation=2,
+                              groups=groups, bias=w(8, s=0.1)),
+             "l1": _lif((8, 8, 8)),
+             "d2": nir.Conv2d(input_shape=(8, 8), weight=w(4, 8, 3, 3, s=0.3), stride=2, padding=(1, 2),
+                              dilation=(1, 2), groups=1, bias=w(4, s=0.1)),
+             "l2": _lif((4, 4, 4)),
+             "flat": nir.Flatten(input_type={"input": np.array([4, 4, 4])}, start_dim=0, end_dim=-1),
+             "fc": nir.Affine(w(5, 64, s=0.4), w(5, s=0.1)), "l3": _lif((5,)), "y": nir.Output(np.array([5]))}  # fmt: skip
+    return _write(path, nodes, ["x", "dg", "l1", "d2", "l2", "flat", "fc", "l3", "y"])
+
+
+def _partial_flatten_graph(path):
+    """(2, 6, 6) -> Conv2d -> LIF -> Flatten dims 1..2 (3, 36) -> Flatten -> Affine -> LIF."""
+    w = _weights(np.random.default_rng(23), True)
+    nodes = {"x": nir.Input(np.array([2, 6, 6])),
+             "c": nir.Conv2d(input_shape=(6, 6), weight=w(3, 2, 3, 3), stride=1, padding=1, dilation=1, groups=1,
+                             bias=w(3, s=0.1)),
+             "l1": _lif((3, 6, 6)),
+             "rows": nir.Flatten(input_type={"input": np.array([3, 6, 6])}, start_dim=1, end_dim=2),
+             "flat": nir.Flatten(input_type={"input": np.array([3, 36])}, start_dim=0, end_dim=-1),
+             "fc": nir.Affine(w(4, 108, s=0.3), w(4, s=0.1)), "l2": _lif((4,)), "y": nir.Output(np.array([4]))}  # fmt: skip
+    return _write(path, nodes, ["x", "c", "l1", "rows", "flat", "fc", "l2", "y"])
+
+
+def test_reference_convolutions_are_torch_functional_ones(tmp_path):
+    """The reference's synapse (float64 sum rounded once to float32, then the bias) against
+    ``torch.nn.functional.conv1d``/``conv2d`` in float64 on the same weights and spikes: the same bits."""
+    import torch
+    import torch.nn.functional as F
+
+    from targets.reference import _synapse
+
+    checked = 0
+    for plan in (_conv1d_graph(tmp_path / "c1.nir"), _dilated_grouped_graph(tmp_path / "dg.nir", grid=False)):
+        for n in plan.nodes:
+            if n.kind not in ("conv", "conv1d"):
+                continue
+            p = n.params
+            x = (np.random.default_rng(checked).random((3, *n.in_shape)) < 0.5).astype(np.float32)
+            conv = F.conv2d if n.kind == "conv" else F.conv1d
+            want = conv(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(p["weight"].astype(np.float64)),
+                        stride=p["stride"], padding=p["padding"], dilation=p["dilation"], groups=p["groups"])  # fmt: skip
+            want = want.numpy().astype(np.float32) + p["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+            got = _synapse(n, x, integer=False)
+            assert got.dtype == np.float32 and got.shape == (3, *n.out_shape) and np.array_equal(got, want), n.name
+            checked += 1
+    assert checked == 5
+    plan = _conv1d_graph(tmp_path / "c1.nir")
+    assert [(n.name, n.kind, n.out_shape) for n in plan.nodes if n.kind in ("conv1d", "flatten")] == [
+        ("rows", "flatten", (6, 64)), ("c1", "conv1d", (4, 31)), ("c1s", "conv1d", (4, 31)), ("flat", "flatten", (124,))]  # fmt: skip
+    assert plan.node("c1s").params["padding"] == (2,)  # 'same' at stride 1: (k - 1) / 2 zeros each side
+    assert plan.conv_features == {"dilation": ["c1"], "groups": ["c1"]}
+
+
+def _check_target(tmp_path, target, plan, path, x, *, declines: dict[str, str]):
+    """``target`` equals the reference on ``plan`` (rasters, counts; the onnx target also from the whole-T and
+    step files beside the graph, torch and onnx also streaming), or declines it with ``declines[target]``."""
+    from convert.to_onnx import export_onnx, export_step_onnx
+
+    expected = ref.run(plan, x, record=True)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values()), "every spiking layer must spike"
+    if unavailable_reason(target):
+        pytest.skip(f"{target} is unavailable: {unavailable_reason(target)}")
+    info = get_target(target)
+    why = info.unsupported(plan) or info.refusal(plan, np.concatenate([x, np.zeros((4, *x.shape[1:]), x.dtype)]))
+    if target in declines:
+        assert why and declines[target] in why, why
+        return
+    assert why is None, why
+    if target == "onnx":
+        export_onnx(plan, path.with_suffix(".onnx"), steps=x.shape[0])
+        export_step_onnx(plan, path.with_suffix(".step.onnx"))
+    _assert_same_run(info, plan, x, expected)
+    assert np.array_equal(run_aligned(info, plan, x[:5, 1:2]).counts, ref.run(plan, x[:5, 1:2]).counts)
+    if target in ("torch", "onnx"):
+        st = info.streamer()(plan)
+        parts = [st.feed(x[a:b, 0]) for a, b in ((0, 4), (4, x.shape[0]))]
+        assert np.array_equal(np.sum(parts, axis=0), expected.counts[0])
+
+
+TARGET_PARAMS = [pytest.param(t, marks=MARKS.get(t, ())) for t in TARGETS if t != "reference"]
+NO_CONV1D = "Conv1d (conv1d): node(s) c1, c1s"
+
+
+@pytest.mark.parametrize("target", TARGET_PARAMS)
+def test_conv1d_after_a_partial_flatten_on_every_target(tmp_path, target):
+    plan = _conv1d_graph(tmp_path / "c1.nir")  # general float weights: the float64 sums, rounded once
+    x = (np.random.default_rng(24).random((14, 4, 4, 8, 8)) < 0.4).astype(np.float32)
+    declines = dict.fromkeys(("eventsim", "norse", "snntorch", "lava"), NO_CONV1D)
+    _check_target(tmp_path, target, plan, tmp_path / "c1.nir", x, declines=declines)
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["float", "grid"])
+@pytest.mark.parametrize("target", TARGET_PARAMS)
+def test_dilated_and_grouped_conv2d_on_every_target(tmp_path, target, grid):
+    path = tmp_path / "dg.nir"
+    plan = _dilated_grouped_graph(path, grid)
+    x = (np.random.default_rng(25).random((14, 4, 4, 8, 8)) < 0.4).astype(np.float32)
+    declines = dict.fromkeys(("eventsim", "lava"), "it has no convolution dilation (dg, d2); groups (dg)")
+    if not grid and target in ("norse", "snntorch"):  # they sum in float32: the reference's bits only where exact
+        pytest.skip("float32 sums of general float weights depend on their order")
+    _check_target(tmp_path, target, plan, path, x, declines=declines)
+    if target == "torch" and grid:  # weights on a grid: its float32 convolutions (dilated, grouped) ran
+        from targets.torch_target import prepare
+
+        assert prepare(plan).float64_synapses == set()
+
+
+@pytest.mark.parametrize("target", TARGET_PARAMS)
+def test_partial_flatten_on_every_target(tmp_path, target):
+    path = tmp_path / "pf.nir"
+    plan = _partial_flatten_graph(path)
+    assert plan.node("rows").out_shape == (3, 36)
+    x = (np.random.default_rng(26).random((14, 4, 2, 6, 6)) < 0.4).astype(np.float32)
+    _check_target(tmp_path, target, plan, path, x, declines={"snntorch": "Flatten rows joins only some dims"})
+
+
+def test_declining_targets_name_the_node_and_why(tmp_path, capsys):
+    import targets.eventsim as eventsim
+    from convert.foreign import layers_from_plan
+
+    path = tmp_path / "depthwise.nir"
+    plan = _dilated_grouped_graph(path, grid=True, groups=4)  # one channel per group
+    x = (np.random.default_rng(27).random((6, 2, 4, 8, 8)) < 0.4).astype(np.float32)
+    for target in ("norse", "snntorch"):  # their imports build a Conv2d torch refuses
+        if not unavailable_reason(target):
+            assert "Conv2d dg (4 groups of 1 channels)" in get_target(target).refusal(plan, x)
+    with pytest.raises(ModelError, match=r"the eventsim target cannot run .*no convolution dilation \(dg, d2\)"):
+        eventsim.run(plan, x)  # a direct call refuses too: never a silent wrong answer
+    assert "no convolution dilation (dg, d2); groups (dg)" in get_target("lava").refusal(plan, x)
+    with pytest.raises(ModelError, match=r"dg \(Conv2d with dilation and groups: .*d2 \(Conv2d with dilation"):
+        layers_from_plan(plan)  # conversion to Loihi's integer network
+    c1 = _conv1d_graph(tmp_path / "c1.nir")
+    with pytest.raises(ModelError, match=r"c1 \(Conv1d: .*rows \(a Flatten of part of the sample"):
+        layers_from_plan(c1)
+    np.save(tmp_path / "x.npy", (np.random.default_rng(28).random((10, 3, 4, 8, 8)) < 0.4).astype(np.float32))
+    out = tmp_path / "v"
+    argv = [str(tmp_path / "c1.nir"), "--targets", "all", "--data", str(tmp_path / "x.npy"), "--progress", "false",
+            "--out", str(out)]  # fmt: skip
+    assert verify.main(argv) == 0, capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["passed"] and {"torch", "onnx"} <= set(rep["targets"])
+    for target in ("eventsim", "norse", "lava") + (() if unavailable_reason("snntorch") else ("snntorch",)):
+        assert NO_CONV1D in rep["skipped"][target], target
+
+
+def test_conv_and_flatten_errors(tmp_path):
+    w = np.ones((2, 2, 3), np.float32)
+
+    def conv1d_plan(**kw):
+        args = {"input_shape": 8, "weight": w, "stride": 1, "padding": 0, "dilation": 1, "groups": 1,
+                "bias": np.zeros(2, np.float32)} | kw  # fmt: skip
+        nodes = {"x": nir.Input(np.array([2, 8])), "c": nir.Conv1d(**args), "y": nir.Output(np.array([2, 8]))}
+        return load_plan(nir.NIRGraph(nodes, [("x", "c"), ("c", "y")], type_check=False))
+
+    assert conv1d_plan(padding="valid").node("c").out_shape == (2, 6)
+    with pytest.raises(ModelError, match="padding 'same' with stride"):
+        conv1d_plan(padding="same", stride=2)
+    with pytest.raises(ModelError, match="pads unevenly"):
+        conv1d_plan(padding="same", weight=np.ones((2, 2, 4), np.float32))
+    with pytest.raises(ModelError, match=r"node c: Conv1d with 2 group\(s\) .* needs 4 input channels"):
+        conv1d_plan(groups=2)
+    with pytest.raises(ModelError, match="does not fit its input"):
+        conv1d_plan(dilation=5)
+    nodes = {"x": nir.Input(np.array([2, 3, 4])), "f": nir.Flatten(input_type={"input": np.array([2, 3, 4])},
+             start_dim=2, end_dim=1), "y": nir.Output(np.array([24]))}  # fmt: skip
+    with pytest.raises(ModelError, match=r"node f: Flatten dims 2\.\.1 do not fit"):
+        load_plan(nir.NIRGraph(nodes, [("x", "f"), ("f", "y")], type_check=False))
+
+
+@pytest.mark.parametrize(
+    ("one_d", "stride", "padding", "dilation", "groups"),
+    [(False, 1, 1, 1, 1), (False, 2, 1, 2, 1), (False, 1, 2, 2, 2), (True, 1, 0, 1, 1), (True, 2, 3, 2, 2)],
+)
+def test_synaptic_operation_fanout_counts_every_connection(one_d, stride, padding, dilation, groups):
+    """Each input element's fanout (runtime.metrics) is the number of outputs a one-hot input reaches
+    through all-ones weights, counted independently by torch's own convolution."""
+    import torch
+    import torch.nn.functional as F
+
+    from runtime.metrics import fanout
+    from targets.plan import Node
+
+    c, o, k = 4, 6, 3
+    in_shape = (c, 11) if one_d else (c, 9, 8)
+    conv = F.conv1d if one_d else F.conv2d
+    w = torch.ones((o, c // groups, *([k] if one_d else [k, k])), dtype=torch.float64)
+    nd = 1 if one_d else 2
+    args = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    out_shape = tuple(conv(torch.zeros((1, *in_shape), dtype=torch.float64), w, **args).shape[1:])
+    node = Node("c", "conv1d" if one_d else "conv", ["input"], in_shape, out_shape,
+                {"weight": w.numpy().astype(np.float32), "stride": (stride,) * nd, "padding": (padding,) * nd,
+                 "dilation": (dilation,) * nd, "groups": groups})  # fmt: skip
+    want = np.zeros(in_shape, dtype=np.int64)
+    for idx in np.ndindex(*in_shape):
+        x = torch.zeros((1, *in_shape), dtype=torch.float64)
+        x[(0, *idx)] = 1.0
+        want[idx] = int((conv(x, w, **args) != 0).sum())
+    np.testing.assert_array_equal(fanout(node), want)
+
+
+def test_run_counts_synaptic_operations_through_a_loop(tmp_path):
+    """runtime.run's synaptic operations on snnTorch's recurrent fixture, whose loop delays the recurrent
+    synapse's output by a step (the delay is read before its turn): the recurrent synapse's accumulates
+    are its fanout times its layer's spikes."""
+    from runtime.metrics import fanout
+    from tests.conftest import DATA
+
+    fixtures = DATA / "foreign"
+    x = np.load(fixtures / "snntorch_recurrent.npz")["input"]
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "r.json"
+    argv = [str(fixtures / "snntorch_recurrent.nir"), "--target", "torch", "--dialect", "snntorch",
+            "--data", str(tmp_path / "x.npy"), "--progress", "false", "--out", str(out)]  # fmt: skip
+    assert run_cmd.main(argv) == 0
+    ops = json.loads(out.read_text())["synaptic_operations"]
+    plan = load_plan(fixtures / "snntorch_recurrent.nir", dialect="snntorch")
+    assert any(n.origin == "loop" for n in plan.nodes)
+    res = ref.run(plan, x, record=True)
+    rec = plan.node("rlif.w_rec")
+    want = ((res.rasters["rlif.lif"] != 0) * fanout(rec)).reshape(len(x), x.shape[1], -1).sum(axis=(0, 2))
+    assert want.sum() > 0
+    assert ops["per_layer_per_sample"]["rlif.w_rec"] == pytest.approx(float(want.mean()))

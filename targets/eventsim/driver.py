@@ -29,6 +29,7 @@ class EventSim:
         from targets import get_target
 
         plan.require_rules(get_target("eventsim").rules, "eventsim")
+        get_target("eventsim").require(plan)  # no Conv1d, no dilated or grouped Conv2d: refused by name
         self.plan = plan
         self.integer = plan.precision == "fixed"
         self.value_dtype = np.int64 if self.integer else np.float32
