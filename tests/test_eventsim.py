@@ -18,6 +18,7 @@ from runtime.metrics import synaptic_operations
 from runtime.verify import compare
 from targets import eventsim, torch_target
 from targets import reference as ref
+from targets.eventsim import kernels
 from targets.plan import load_plan
 from train.models import build_model
 
@@ -224,9 +225,9 @@ def test_foreign_graph_pools_and_per_neuron_parameters():
     sim = eventsim.prepare(plan)
     table = sim.compiled.table
     rows = {n.name: k for k, n in enumerate(plan.nodes, start=1)}
-    assert table[rows["p1"], eventsim.K_MAP] < 0 and table[rows["p2"], eventsim.K_MAP] >= 0  # both pool paths
-    assert table[rows["l1"], eventsim.K_DENSE] and not table[rows["l1"], eventsim.K_UNIFORM]
-    assert table[rows["l3"], eventsim.K_FUSED] == rows["p2"]  # the dense LIF reads the average pool itself
+    assert table[rows["p1"], kernels.K_MAP] < 0 and table[rows["p2"], kernels.K_MAP] >= 0  # both pool paths
+    assert table[rows["l1"], kernels.K_DENSE] and not table[rows["l1"], kernels.K_UNIFORM]
+    assert table[rows["l3"], kernels.K_FUSED] == rows["p2"]  # the dense LIF reads the average pool itself
     x = (rng.random((12, 3, 2, 9, 9)) < 0.3).astype(np.float32) * rng.integers(1, 3, (12, 3, 2, 9, 9))
     expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
     _same(expected, got)
@@ -253,7 +254,7 @@ def test_crowded_lists_and_neurons_that_spike_at_rest():
                          metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
     plan = load_plan(graph)
     sim = eventsim.prepare(plan)
-    assert not sim.compiled.table[2, eventsim.K_DENSE]  # l1 is a listed layer (4 of 40 restless)
+    assert not sim.compiled.table[2, kernels.K_DENSE]  # l1 is a listed layer (4 of 40 restless)
     for density in (0.02, 0.9):
         x = (rng.random((10, 3, 12)) < density).astype(np.float32)
         expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
@@ -308,8 +309,8 @@ def test_li_readout_work_follows_events(tmp_path, precision, bias):
     plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), precision, x, bias=bias, readout="li")
     sim = eventsim.prepare(plan)
     row = [k for k, n in enumerate(plan.nodes, start=1) if n.kind == "li"][0]
-    assert sim.compiled.table[row, eventsim.K_KIND] == eventsim.LI
-    assert bool(sim.compiled.table[row, eventsim.K_DENSE]) == (bias > 0)
+    assert sim.compiled.table[row, kernels.K_KIND] == kernels.LI
+    assert bool(sim.compiled.table[row, kernels.K_DENSE]) == (bias > 0)
     expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
     _same(expected, got)
     assert np.array_equal(got.traces["head.3"], expected.traces["head.3"])

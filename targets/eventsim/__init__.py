@@ -34,64 +34,11 @@ Modules, each importing only the ones after it:
 - :mod:`targets.eventsim.kernels`: the numba-compiled functions (the simulation, the per-node
   loops, the input scan) and the table's vocabulary (node kinds, columns ``K_*``).
 
-Every public name of the three modules is importable from here.
+The driver's and the layout's public names are importable from here; the table's column names and
+node kinds are in :mod:`targets.eventsim.kernels`.
 """
 
 # ruff: noqa: F401
 
 from targets.eventsim.driver import Events, EventSim, Outputs, State, Stream, prepare, run, stream
-from targets.eventsim.kernels import (
-    ACT_SHIFT,
-    AFFINE,
-    AVGPOOL,
-    CONV,
-    DECAY_SHIFT,
-    DECAY_UNITY,
-    DELAY,
-    DENSE_FRACTION,
-    FLATTEN,
-    INPUT,
-    K_BOFF,
-    K_CI,
-    K_CO,
-    K_DDEPTH,
-    K_DENSE,
-    K_DOFF,
-    K_DSLOT,
-    K_DV,
-    K_EXP,
-    K_FUSED,
-    K_GROUPS,
-    K_HI,
-    K_HO,
-    K_KH,
-    K_KIND,
-    K_KW,
-    K_LIF,
-    K_MAP,
-    K_N,
-    K_NSRC,
-    K_OFF,
-    K_PH,
-    K_POFF,
-    K_PW,
-    K_ROFF,
-    K_SH,
-    K_SRC,
-    K_SW,
-    K_TOFF,
-    K_UNIFORM,
-    K_VTH,
-    K_WI,
-    K_WO,
-    K_WOFF,
-    LI,
-    LIF,
-    NCOLS,
-    SCAN,
-    SUMPOOL,
-    V_MAX,
-    VTH_SHIFT,
-    X_CLAMP,
-)
 from targets.eventsim.layout import KIND_CODE, Compiled, compile_plan
