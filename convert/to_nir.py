@@ -26,7 +26,15 @@ from convert.netx import NETX_BIAS_SHIFT
 from convert.nirgraph import write_graph
 from core.config import parse_config
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
-from core.fileio import exclusive, move_into, os_error_line, staging_folder, writable_folder, write_json_atomic
+from core.fileio import (
+    exclusive,
+    memory_error_line,
+    move_into,
+    os_error_line,
+    staging_folder,
+    writable_folder,
+    write_json_atomic,
+)
 from inputs.datasets import dataset_from_description, spike_batch
 from targets import reference
 from targets.plan import load_plan
@@ -458,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -189,3 +189,11 @@ def exclusive(key: str, what: str, root: Path = STAGING_ROOT) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def memory_error_line(e: MemoryError) -> str:
+    """One line for running out of memory (numpy names the array it could not allocate)."""
+    what = str(e).strip() or "an allocation failed"
+    return (
+        f"out of memory: {what}; fewer samples at a time (--samples, --batch-size) or fewer steps (--steps) need less"
+    )

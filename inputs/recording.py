@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ConfigError, SnnDeployError
-from core.fileio import os_error_line, writable_file, write_json_atomic
+from core.fileio import memory_error_line, os_error_line, writable_file, write_json_atomic
 from inputs.datasets import SPLITS, event_digits_events, nmnist_emulated_events, nmnist_files
 from inputs.emulator import EmulatorConfig
 from inputs.formats.arrays import write_hdf5, write_npy, write_npz
@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
     n = len(rec["samples"])
     print(

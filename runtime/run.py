@@ -23,7 +23,7 @@ import numpy as np
 
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
-from core.fileio import os_error_line, writable_file, write_json_atomic
+from core.fileio import memory_error_line, os_error_line, writable_file, write_json_atomic
 from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import run_aligned
@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
     acc = f"{100 * rep['accuracy']:.2f}%" if rep["accuracy"] is not None else "n/a (no labels)"
     print(f"{cfg.target} on {what}, {plan.precision} precision, T={rep['T']}: accuracy {acc}")

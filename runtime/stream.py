@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError
-from core.fileio import append_line, os_error_line, save_figure, writable_file, write_json_atomic
+from core.fileio import append_line, memory_error_line, os_error_line, save_figure, writable_file, write_json_atomic
 from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
 from runtime.latency import run_aligned
@@ -430,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
     s = summary
     print(

@@ -43,7 +43,14 @@ import numpy as np
 
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError
-from core.fileio import os_error_line, save_figure, writable_folder, write_json_atomic, write_text_atomic
+from core.fileio import (
+    memory_error_line,
+    os_error_line,
+    save_figure,
+    writable_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import extra_steps
@@ -402,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
     out = Path(rep["plots"][0]).parent
     print((out / "report.md").read_text())

@@ -417,3 +417,16 @@ def test_a_graph_file_that_hangs_or_crashes_the_hdf5_library_is_an_error(graphs,
     monkeypatch.setattr(nir, "read", lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
     with pytest.raises(DataError, match="crashed reading it"):
         load_plan(graphs / "model.nir")
+
+
+def test_running_out_of_memory_is_one_line(graphs, monkeypatch, capsys):
+    """A run too big for the machine (a graph's long T times many samples) ends with one line that says
+    what could not be allocated and how to ask for less."""
+    import runtime.run as run_module
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 92.0 GiB for an array with shape (1000000, 360, 1, 8, 8)")
+
+    monkeypatch.setattr(run_module, "load_inputs", too_big)
+    assert run_cmd.main([str(graphs / "model.nir"), "--target", "reference", "--progress", "false"]) == 2
+    _one_line_error(capsys, "out of memory: Unable to allocate 92.0 GiB", "--samples")

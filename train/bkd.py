@@ -30,7 +30,15 @@ from torch.utils.data import Subset
 
 from core.config import parse_config, to_dict
 from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError
-from core.fileio import append_line, os_error_line, save_figure, writable_folder, write_json_atomic, write_text_atomic
+from core.fileio import (
+    append_line,
+    memory_error_line,
+    os_error_line,
+    save_figure,
+    writable_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from inputs.datasets import DATASETS, load_dataset
 from train.augment import Augment
 from train.checkpoint import load_checkpoint, model_from_checkpoint, neuron_parameters, save_checkpoint
@@ -960,6 +968,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last finished epoch is saved, continue with --resume", file=sys.stderr)
