@@ -145,7 +145,11 @@ def _input_shape(shape):
 
 
 GRAPH_CASES = {
-    "pool-stride-0": ("model", lambda g, m: setattr(g.nodes["features.2"], "stride", np.array([0, 0])), "stride >= 1"),
+    "pool-stride-0": (
+        "model",
+        lambda g, m: setattr(g.nodes["features.2"], "stride", np.array([0, 0])),
+        "stride and dilation >= 1",
+    ),
     "dt-string": ("model", _set_meta("dt", "fast"), "dt must be a positive number"),
     "dt-0": ("model", _set_meta("dt", 0), "dt must be a positive number"),
     "dt-nan": ("model", _set_meta("dt", float("nan")), "dt must be a positive number"),
