@@ -10,5 +10,5 @@ figures it shows are kept in ``bench/results/``.
 - ``bench.eventsim``: the event-driven simulator against the torch CPU target and Lava.
 - ``bench.lava``: Lava's CPU simulation as a baseline.
 - ``bench.stream``: streaming speed and memory on every real recording.
-- ``bench.fuzz``: every event-file reader fed mutated files for a time budget; what each does with them.
+- ``bench.fuzz``: every file reader and model file fed mutated inputs for a time budget (counts per case).
 """

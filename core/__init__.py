@@ -2,7 +2,8 @@
 
 - :mod:`core.errors`: the one error hierarchy, rooted in :class:`core.errors.SnnDeployError`.
 - :mod:`core.config`: command configuration (dataclass defaults, a config file, flags).
-- :mod:`core.fileio`: atomic file writes.
+- :mod:`core.fileio`: safe writes: atomic files, output paths checked before work, staging folders
+  outside output folders, locks, and one-line messages for OS and memory errors.
 - :mod:`core.fixed`: Loihi 2 fixed-point arithmetic, as Lava's bit-accurate ``fixed_pt`` models compute
   it, shared by conversion's calibration and every integer target.
 """

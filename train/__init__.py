@@ -7,7 +7,8 @@
 - :mod:`train.quant`: the weight quantiser shared by quantisation-aware training and conversion.
 - :mod:`train.augment`: event augmentation applied to teacher and student alike.
 - :mod:`train.data`: in-memory datasets, validation carve-outs, extra and transfer sets.
-- :mod:`train.checkpoint`: checkpoints as plain data (``torch.load(weights_only=True)``).
+- :mod:`train.checkpoint`: checkpoints as plain data (``torch.load(weights_only=True)``), sealed with a
+  SHA-256 of their contents.
 
 It imports :mod:`core` and :mod:`inputs`, never ``convert``, ``runtime`` or ``targets``.
 """
