@@ -28,6 +28,7 @@ from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import run_aligned
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
+from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
 from targets import TARGETS, require_target
 from targets.plan import DIALECTS, Plan, load_plan
 from targets.reference import RunResult
@@ -60,23 +61,49 @@ class RunConfig:
     out: str | None = field(default=None, metadata={"help": "JSON report path (default: <graph>.<target>.run.json)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
+    workers: int | None = field(default=None, metadata={"min": 1, "help": "worker processes the batches are spread over (" + WORKERS_RULE + ")"})  # fmt: skip
+    cluster: str = field(default="local", metadata={"help": "local (this machine's cores), ray (RAY_ADDRESS, else a local Ray instance) or ray://host:port"})  # fmt: skip
 
 
 def run_batches(
-    info, plan: Plan, spikes: np.ndarray, batch_size: int, record: bool, progress: bool, desc: str, device: str = "auto"
-) -> tuple[RunResult, float]:
+    info, plan: Plan, spikes: np.ndarray, batch_size: int, record: bool, progress: bool, desc: str, device: str = "auto",
+    pool=None, load: dict[str, Any] | None = None, margins: bool = False,
+) -> tuple[RunResult, float]:  # fmt: skip
     """Run ``spikes`` through a target in batches, aligned to model steps when the target has a
-    per-layer latency; returns the joined result and the wall time."""
+    per-layer latency; returns the joined result and the wall time. With a ``pool``
+    (:func:`runtime.parallel.open_pool`) the same batches run in its workers, which load the plan
+    from ``plan.source`` with ``load`` (dt, steps, dialect); results are joined in sample order.
+    ``margins``: the reference with its threshold margins (``info`` is then the reference)."""
     from tqdm import tqdm
 
+    from runtime.parallel import BatchJob, batch_name, map_ordered, run_batch
+
     options = {"device": device} if "device" in info.options else {}
-    parts: list[RunResult] = []
     n = spikes.shape[1]
+    starts = list(range(0, n, batch_size))
+    names = [batch_name(s, min(s + batch_size, n), info.name) for s in starts]
     t0 = time.perf_counter()
     with tqdm(total=n, desc=desc, unit="sample", disable=not progress, file=sys.stderr, leave=False) as bar:
-        for start in range(0, n, batch_size):
-            parts.append(run_aligned(info, plan, spikes[:, start : start + batch_size], record=record, **options))
-            bar.update(min(batch_size, n - start))
+        done = lambda i: bar.update(min(batch_size, n - starts[i]))  # noqa: E731
+        if pool is None:
+            from targets import reference as ref_target
+
+            def one(s):
+                if margins:
+                    return ref_target.run(plan, spikes[:, s : s + batch_size], record=True, margins=True)
+                return run_aligned(info, plan, spikes[:, s : s + batch_size], record=record, **options)
+
+            parts = map_ordered(None, one, [(s,) for s in starts], names, done)
+        else:
+            job = BatchJob(
+                str(Path(plan.source).resolve()),
+                info.name,
+                record=record,
+                margins=margins,
+                options=options,
+                **(load or {}),
+            )
+            parts = map_ordered(pool, run_batch, [(job, spikes[:, s : s + batch_size]) for s in starts], names, done)
     return join_results(parts), time.perf_counter() - t0
 
 
@@ -150,10 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
         )
         record = info.rasters
-        result, wall = run_batches(
-            info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}", cfg.device
-        )
-        rep = report_run(plan, cfg.target, spikes, labels, result, wall, cfg.per_step) | {"data": what}
+        workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)
+        load = {"dt": cfg.dt, "steps": cfg.steps, "dialect": cfg.dialect}
+        with open_pool(workers, cfg.cluster, [info.module]) as pool:
+            workers = pool.workers if pool is not None else 1
+            result, wall = run_batches(info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}",
+                                       cfg.device, pool=pool, load=load)  # fmt: skip
+        rep = report_run(plan, cfg.target, spikes, labels, result, wall, cfg.per_step) | {
+            "data": what, "workers": workers, "cluster": cfg.cluster}  # fmt: skip
         write_json_atomic(out, rep)
     except SnnDeployError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -164,20 +195,25 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as e:
         print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the workers were stopped and no report was written", file=sys.stderr)
+        return 130
     acc = f"{100 * rep['accuracy']:.2f}%" if rep["accuracy"] is not None else "n/a (no labels)"
     print(f"{cfg.target} on {what}, {plan.precision} precision, T={rep['T']}: accuracy {acc}")
     for k, v in rep["layers"].items():
         print(f"  {k:<24} {v['per_sample']:12.1f} spikes/sample  rate {v['rate']:.4f}")
-    out, st = rep["output"], rep["output"]["predictions"]
+    outp, st = rep["output"], rep["output"]["predictions"]
     silent = f", {st['silent_samples']} without any output spike" if "silent_samples" in st else ""
-    print(f"  output: {out['kind']} ({out['what']}); {st['tied_samples']} of {rep['samples']} samples with a tied "
+    print(f"  output: {outp['kind']} ({outp['what']}); {st['tied_samples']} of {rep['samples']} samples with a tied "
           f"maximum{silent} ({TIE_RULE})")  # fmt: skip
-    if out["warning"]:
-        print(out["warning"])
+    if outp["warning"]:
+        print(outp["warning"])
     if rep["synaptic_operations"]:
         print(f"  synaptic operations      {rep['synaptic_operations']['per_sample']:12.0f} per sample")
     print(f"  activation sparsity      {rep['activation_sparsity']:.4f}")
-    print(f"  wall {rep['wall_s']:.3f} s, {rep['samples_per_s']:.1f} samples/s")
+    print(
+        f"  wall {rep['wall_s']:.3f} s, {rep['samples_per_s']:.1f} samples/s, {rep['workers']} worker(s) ({rep['cluster']})"
+    )
     print(f"report: {out}")
     return 0
 

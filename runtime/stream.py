@@ -25,10 +25,12 @@ any other registered target (``lava``, ``norse``, ...) runs each window from res
 
 from __future__ import annotations
 
+import csv
+import glob
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,16 @@ from tqdm import tqdm
 
 from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError
-from core.fileio import append_line, memory_error_line, os_error_line, save_figure, writable_file, write_json_atomic
+from core.fileio import (
+    append_line,
+    memory_error_line,
+    os_error_line,
+    save_figure,
+    writable_file,
+    writable_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
 from runtime.latency import run_aligned
@@ -47,7 +58,7 @@ from targets.plan import DIALECTS, Plan, load_plan
 
 @dataclass
 class StreamConfig:
-    file: str = field(default="", metadata={"help": "event file (format detected from its header)", "positional": True})
+    file: str = field(default="", metadata={"help": "event file (format detected from its header), or a folder or a quoted glob of many: each streamed on its own, in parallel", "positional": True})  # fmt: skip
     model: str = field(default="", metadata={"help": "the .nir graph to run"})
     target: str = field(default="eventsim", metadata={"help": "target: " + ", ".join(TARGETS)})
     format: str | None = field(default=None, metadata={"help": "event file format (default: detected): " + ", ".join(FORMATS)})  # fmt: skip
@@ -70,6 +81,9 @@ class StreamConfig:
     device: str = field(default="auto", metadata={"help": "torch target: auto, cpu or cuda"})
     threads: int = field(default=1, metadata={"min": 1, "help": "CPU threads of the torch and onnx targets (batch size 1 gains nothing from more)"})  # fmt: skip
     progress: bool = field(default=True, metadata={"help": "show a progress bar (with --out)"})
+    file_labels: str | None = field(default=None, metadata={"help": "many files: CSV of file,label (default: labels.csv in the folder, if any); each recording's majority class is scored"})  # fmt: skip
+    workers: int | None = field(default=None, metadata={"min": 1, "help": "many files: worker processes (default: one per core, at most one per file)"})  # fmt: skip
+    cluster: str = field(default="local", metadata={"help": "many files: local, ray (RAY_ADDRESS, else a local Ray instance) or ray://host:port"})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,9 +222,10 @@ def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int
     return (w, h)
 
 
-def stream(cfg: StreamConfig, emit=None) -> dict[str, Any]:
-    """Stream ``cfg.file`` through the model; ``emit(record)`` receives every window's record."""
-    plan = load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)
+def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, Any]:
+    """Stream ``cfg.file`` through the model; ``emit(record)`` receives every window's record.
+    ``plan``: ``cfg.model`` already loaded (many recordings in one worker load it once)."""
+    plan = plan or load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)
     events = open_events(cfg.file, cfg.format, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
     sensor = _sensor(cfg, events.sensor_size)
     if sensor is None:
@@ -395,11 +410,145 @@ def plot(result: dict[str, Any], path: str | Path, class_names: list[str] | None
     return save_figure(fig, path)
 
 
+# ---------------------------------------------------------------------------------------------
+# Many recordings
+
+
+def is_many(spec: str) -> bool:
+    """Whether ``FILE`` names many recordings: a folder or a glob pattern."""
+    return Path(spec).is_dir() or any(c in spec for c in "*?[")
+
+
+def recordings(spec: str) -> list[Path]:
+    """The recordings a folder (files with a known event extension) or a glob names, sorted by name."""
+    if Path(spec).is_dir():
+        exts = {e for f in FORMATS.values() for e in f.extensions}
+        files = sorted(p for p in Path(spec).iterdir() if p.is_file() and p.suffix.lower() in exts)
+        what = f"folder {spec} holds no event file (extensions {', '.join(sorted(exts))})"
+    else:
+        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        what = f"the pattern {spec!r} matches no file"
+    if not files:
+        raise DataError(what)
+    names = [p.name for p in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{spec}: recordings with the same file name in different folders ({', '.join(twice[:5])}): "
+                          "their outputs would collide; name one folder at a time")  # fmt: skip
+    return files
+
+
+def read_file_labels(path: str | Path) -> dict[str, int]:
+    """``file,label`` rows (a header row is allowed) -> {file name: label}."""
+    labels: dict[str, int] = {}
+    try:
+        rows = list(csv.reader(Path(path).read_text().splitlines()))
+    except OSError as e:
+        raise DataError(f"labels file {path}: {os_error_line(e)}") from None
+    for i, row in enumerate(rows, 1):
+        if not row or not "".join(row).strip() or (i == 1 and row[-1].strip().lower() == "label"):
+            continue
+        if len(row) != 2:
+            raise DataError(f"labels file {path}, line {i}: expected file,label, got {row}")
+        try:
+            labels[Path(row[0].strip()).name] = int(row[1])
+        except ValueError:
+            raise DataError(f"labels file {path}, line {i}: label {row[1]!r} is not an integer") from None
+    return labels
+
+
+def stream_one(cfg: StreamConfig, file: str) -> dict[str, Any]:
+    """One recording of many, in a worker: :func:`stream` with ``file`` (no progress bar of its own)."""
+    from runtime.parallel import _one_thread, _plan
+
+    _one_thread()
+    plan = _plan(str(Path(cfg.model).resolve()), cfg.dt, None, cfg.dialect)
+    return stream(replace(cfg, file=file, progress=False), plan=plan)
+
+
+def majority(windows: list[dict[str, Any]]) -> int | None:
+    """The class most windows predict (ties: the lowest index); None when no window predicts one."""
+    hist = {int(k): v for k, v in _class_histogram(windows).items() if k != "none"}
+    return min(hist, key=lambda k: (-hist[k], k)) if hist else None
+
+
+def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
+    """Every recording ``cfg.file`` names, over ``--workers`` processes (or a Ray cluster): per
+    recording ``<out>/<name>.jsonl`` and its ``.summary.json`` (what a single-file run with that
+    ``--out`` writes), each written whole once the recording is done; then ``<out>/summary.json``."""
+    from runtime.parallel import map_ordered, open_pool, resolve_workers
+
+    files = recordings(cfg.file)
+    labels_path = cfg.file_labels or (Path(cfg.file) / "labels.csv" if Path(cfg.file).is_dir() else None)
+    labels = read_file_labels(labels_path) if labels_path and (cfg.file_labels or Path(labels_path).is_file()) else None
+    plan = load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)  # errors in the graph before any worker starts
+    stepper(cfg.target, plan, cfg.reset_per_window)  # the target and its options, likewise
+    workers = resolve_workers(cfg.workers, len(files), 1, cfg.cluster, min_per_worker=1)
+    t0 = time.perf_counter()
+    with tqdm(total=len(files), desc="recordings", unit="file", file=sys.stderr, leave=False,
+              disable=not cfg.progress) as bar, open_pool(workers, cfg.cluster, [require_target(cfg.target).module, "runtime.stream"]) as pool:  # fmt: skip
+        workers = pool.workers if pool is not None else 1
+        absolute = replace(cfg, model=str(Path(cfg.model).resolve()))  # workers may start elsewhere
+        results = map_ordered(pool, stream_one, [(absolute, str(f.resolve())) for f in files], [str(f) for f in files],
+                              lambda i: bar.update(1))  # fmt: skip
+    wall = time.perf_counter() - t0
+    per_file = []
+    for f, res in zip(files, results):
+        res["summary"] |= {"file": str(f), "model": str(cfg.model)}  # as named here, not the workers' absolute paths
+        lines = out / f"{f.name}.jsonl"
+        write_text_atomic(lines, "".join(json.dumps(w) + "\n" for w in res["windows"]))
+        write_json_atomic(lines.with_name(lines.name + ".summary.json"), res["summary"])
+        s = res["summary"]
+        entry = {"file": str(f), "windows": s["windows"], "events_read": s["events_read"], "wall_s": s["wall_s"],
+                 "real_time_factor": s["real_time_factor"], "class": majority(res["windows"]), "lines": str(lines)}  # fmt: skip
+        if labels is not None:
+            entry["label"] = labels.get(f.name)
+        per_file.append(entry)
+    scored = [e for e in per_file if e.get("label") is not None]
+    summary = {
+        "files": len(files), "model": str(cfg.model), "target": cfg.target, "workers": workers, "cluster": cfg.cluster,
+        "wall_s": wall, "windows": sum(e["windows"] for e in per_file),
+        "events_read": sum(e["events_read"] for e in per_file),
+        "recording_s": sum(r["summary"]["recording_s"] for r in results),
+        "class_rule": "a recording's class is the class most of its windows predict (a tie: the lowest index)",
+        "recordings": per_file,
+    }  # fmt: skip
+    summary["events_per_s"] = summary["events_read"] / wall if wall else None
+    if labels is not None:
+        hits = sum(e["class"] == e["label"] for e in scored)
+        summary["scored"] = {"labels": str(labels_path), "recordings": len(scored), "correct": hits,
+                             "accuracy": hits / len(scored) if scored else None,
+                             "unlabelled": [e["file"] for e in per_file if e.get("label") is None][:20]}  # fmt: skip
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def main_many(cfg: StreamConfig) -> int:
+    if not cfg.out:
+        raise ConfigError("many recordings need --out FOLDER: one JSON-lines file per recording and summary.json")
+    if cfg.plot:
+        raise ConfigError("--plot draws one recording: stream that file on its own")
+    if cfg.labels:
+        raise ConfigError("--labels holds the time slots of one recording; many recordings take --file-labels (file,label CSV)")  # fmt: skip
+    out = writable_folder(cfg.out, "--out")
+    s = stream_many(cfg, out)
+    print(f"{s['files']} recordings, {s['windows']} windows, {s['events_read']:,} events in {s['wall_s']:.2f} s on "
+          f"{s['workers']} worker(s) ({s['cluster']}): {s['events_per_s']:,.0f} events/s", file=sys.stderr)  # fmt: skip
+    if "scored" in s:
+        sc = s["scored"]
+        print(f"against {sc['labels']}: {sc['correct']}/{sc['recordings']} recordings correct "
+              f"({100 * (sc['accuracy'] or 0):.1f}%)", file=sys.stderr)  # fmt: skip
+    print(f"windows: {out}/<file>.jsonl; summary: {out / 'summary.json'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(StreamConfig, argv, "python -m runtime.stream", __doc__.splitlines()[0])
         if not cfg.file or not cfg.model:
             raise ConfigError("give the event file and --model model.nir")
+        if is_many(cfg.file):
+            return main_many(cfg)
         out = writable_file(cfg.out, "--out") if cfg.out else None
         if out is not None:
             writable_file(out.with_name(out.name + ".summary.json"), "the summary")
@@ -434,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as e:
         print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the workers were stopped; no summary was written", file=sys.stderr)
+        return 130
     s = summary
     print(
         f"{s['windows']} windows, {s['events_read']:,} events read, {s['events_used']:,} used, dropped: "

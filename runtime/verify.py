@@ -34,7 +34,6 @@ raster of one sample per target; agreement per layer and target) into ``--out``.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,9 +54,9 @@ from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE
-from runtime.run import join_results, output_report, predictions, run_batches
+from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
+from runtime.run import output_report, predictions, run_batches
 from targets import TARGETS, require_target
-from targets import reference as ref_target
 from targets.plan import DIALECTS, Plan, li_exact_steps, load_plan
 from targets.reference import RunResult
 
@@ -100,6 +99,8 @@ class VerifyConfig:
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
+    workers: int | None = field(default=None, metadata={"min": 1, "help": "worker processes each target's batches are spread over (" + WORKERS_RULE + ")"})  # fmt: skip
+    cluster: str = field(default="local", metadata={"help": "local (this machine's cores), ray (RAY_ADDRESS, else a local Ray instance) or ray://host:port"})  # fmt: skip
 
 
 def first_divergence(plan: Plan, ref: RunResult, got: RunResult, sample: int) -> dict[str, Any] | None:
@@ -279,6 +280,7 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Verification of `{rep['graph']}`", "",
              f"{rep['precision']} precision, T={rep['T']}, {rep['samples']} samples of {rep['data']}.", "",
              f"Tolerance: {rep['tolerance']}", "",
+             f"Ran on {rep['workers']} worker process(es) ({rep['cluster']}); batches and results do not depend on it.", "",
              f"| target | accuracy | identical predictions | identical output {'scores' if rep['output'] == 'scores' else 'counts'} | identical rasters | tie samples | failed samples | samples/s | result |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for t, r in rep["targets"].items():
@@ -358,11 +360,17 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
             )
     results: dict[str, RunResult] = {}
     timing: dict[str, float] = {}
-    t0 = time.perf_counter()
-    ref = join_results([ref_target.run(plan, spikes[:, s : s + cfg.batch_size], record=True, margins=True)
-                        for s in range(0, spikes.shape[1], cfg.batch_size)])  # fmt: skip
-    timing["reference"] = time.perf_counter() - t0  # with margins and rasters kept: slower than a plain run
-    results["reference"] = ref
+    workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)
+    load = {"dt": cfg.dt, "steps": cfg.steps, "dialect": cfg.dialect}
+    with open_pool(workers, cfg.cluster, [i.module for i in infos.values()]) as pool:
+        workers = pool.workers if pool is not None else 1
+        # the reference with margins and rasters kept: slower than a plain run
+        ref, timing["reference"] = run_batches(TARGETS["reference"], plan, spikes, cfg.batch_size, True, cfg.progress,
+                                               "reference", pool=pool, load=load, margins=True)  # fmt: skip
+        for t, info in infos.items():
+            results[t], timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t,
+                                                cfg.device, pool=pool, load=load)  # fmt: skip
+    results = {"reference": ref} | results
     li_note = ""
     if plan.li_names:
         li_note = ("; LI readout scores and membrane traces exact too" + (
@@ -375,13 +383,9 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
         "tie_rule": TIE_RULE,
         "tolerance": ("exact: every output count, layer count and raster equal to the reference" if plan.precision == "fixed" else
                       f"exact, except samples whose first divergence is a threshold tie (reference membrane within {TIE_ULPS} float32 ulps of the threshold), which are counted and listed") + li_note,
-        "targets": {}, "skipped": skipped,
+        "targets": {}, "skipped": skipped, "workers": workers, "cluster": cfg.cluster,
     }  # fmt: skip
-    comparisons = {}
-    for t, info in infos.items():
-        got, timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t, cfg.device)
-        results[t] = got
-        comparisons[t] = compare(plan, ref, got, labels)
+    comparisons = {t: compare(plan, ref, results[t], labels) for t in infos}
     sample = int(np.argmax(sum(v for v in ref.layer_counts.values())))  # the busiest sample shows most
     for t, r in results.items():
         outp = output_report(plan, r.counts)
@@ -413,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as e:
         print(f"error: {memory_error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the workers were stopped and no report was written", file=sys.stderr)
+        return 130
     out = Path(rep["plots"][0]).parent
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'} (and report.json); plots: {', '.join(rep['plots'])}")
