@@ -25,12 +25,10 @@ from convert.build import PRECISIONS, build_nir, choice_table
 from convert.netx import NETX_BIAS_SHIFT
 from convert.nirgraph import write_graph
 from core.config import parse_config
-from core.errors import ConfigError, DataError, ModelError, SnnDeployError
+from core.errors import ConfigError, DataError, ModelError, SnnDeployError, error_line
 from core.fileio import (
     exclusive,
-    memory_error_line,
     move_into,
-    os_error_line,
     staging_folder,
     writable_folder,
     write_json_atomic,
@@ -461,14 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(ConvertConfig, argv, "python -m convert.to_nir", __doc__.strip().splitlines()[0])
         convert(cfg)
-    except SnnDeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except MemoryError as e:
-        print(f"error: {memory_error_line(e)}", file=sys.stderr)
+    except (SnnDeployError, OSError, MemoryError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

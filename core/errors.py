@@ -1,5 +1,6 @@
 """One small error hierarchy: every error this project raises on purpose derives from
-:class:`SnnDeployError`, so each command can turn it into one clear line instead of a traceback."""
+:class:`SnnDeployError`, so each command can turn it into one clear line instead of a traceback
+(:func:`error_line`, which also words the operating system's errors and running out of memory)."""
 
 
 class SnnDeployError(Exception):
@@ -24,3 +25,17 @@ class ModelError(SnnDeployError):
 
 class TrainingError(SnnDeployError):
     """Training cannot go on (a NaN loss, a distributed setup that does not fit)."""
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a command prints for an error (its own, the operating system's naming the file,
+    or running out of memory), after ``error:``."""
+    if isinstance(e, OSError) and not isinstance(e, SnnDeployError):
+        return f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
+    if isinstance(e, MemoryError):
+        what = str(e).strip() or "an allocation failed"
+        return (
+            f"out of memory: {what}; fewer samples at a time (--samples, --batch-size) or fewer steps "
+            "(--steps) need less"
+        )
+    return str(e)

@@ -112,12 +112,6 @@ def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Pat
     return path
 
 
-def os_error_line(e: OSError) -> str:
-    """One line for an operating-system error a command did not foresee (the file and the reason)."""
-    where = f"{e.filename}: " if e.filename else ""
-    return f"{where}{e.strerror or e}"
-
-
 STAGING_ROOT = Path(tempfile.gettempdir()) / "snn-deploy-staging"
 
 
@@ -189,11 +183,3 @@ def exclusive(key: str, what: str, root: Path = STAGING_ROOT) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def memory_error_line(e: MemoryError) -> str:
-    """One line for running out of memory (numpy names the array it could not allocate)."""
-    what = str(e).strip() or "an allocation failed"
-    return (
-        f"out of memory: {what}; fewer samples at a time (--samples, --batch-size) or fewer steps (--steps) need less"
-    )

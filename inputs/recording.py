@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ConfigError, SnnDeployError
-from core.fileio import memory_error_line, os_error_line, writable_file, write_json_atomic
+from core.errors import ConfigError, SnnDeployError, error_line
+from core.fileio import writable_file, write_json_atomic
 from inputs.datasets import SPLITS, event_digits_events, nmnist_emulated_events, nmnist_files
 from inputs.emulator import EmulatorConfig
 from inputs.formats.arrays import write_hdf5, write_npy, write_npz
@@ -95,14 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         writable_file(args.out, "the recording")
         rec = make_recording(args.out, args.samples, split=args.split, seed=args.seed, cache_dir=args.cache_dir,
                              source=args.source, root=args.root)  # fmt: skip
-    except SnnDeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except MemoryError as e:
-        print(f"error: {memory_error_line(e)}", file=sys.stderr)
+    except (SnnDeployError, OSError, MemoryError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     n = len(rec["samples"])
     print(

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from core.config import parse_config
-from core.errors import ConfigError, SnnDeployError
-from core.fileio import memory_error_line, os_error_line, writable_file, write_json_atomic
+from core.errors import ConfigError, SnnDeployError, error_line
+from core.fileio import writable_file, write_json_atomic
 from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import run_aligned
@@ -186,14 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         rep = report_run(plan, cfg.target, spikes, labels, result, wall, cfg.per_step) | {
             "data": what, "workers": workers, "cluster": cfg.cluster}  # fmt: skip
         write_json_atomic(out, rep)
-    except SnnDeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except MemoryError as e:
-        print(f"error: {memory_error_line(e)}", file=sys.stderr)
+    except (SnnDeployError, OSError, MemoryError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the workers were stopped and no report was written", file=sys.stderr)

@@ -38,11 +38,9 @@ import numpy as np
 from tqdm import tqdm
 
 from core.config import parse_config
-from core.errors import ConfigError, DataError, SnnDeployError
+from core.errors import ConfigError, DataError, SnnDeployError, error_line
 from core.fileio import (
     append_line,
-    memory_error_line,
-    os_error_line,
     save_figure,
     writable_file,
     writable_folder,
@@ -444,7 +442,7 @@ def read_file_labels(path: str | Path) -> dict[str, int]:
     try:
         rows = list(csv.reader(Path(path).read_text().splitlines()))
     except OSError as e:
-        raise DataError(f"labels file {path}: {os_error_line(e)}") from None
+        raise DataError(f"labels file {path}: {e.strerror or e}") from None
     for i, row in enumerate(rows, 1):
         if not row or not "".join(row).strip() or (i == 1 and row[-1].strip().lower() == "label"):
             continue
@@ -574,14 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomic(out.with_name(out.name + ".summary.json"), summary)
         else:
             print(json.dumps({"summary": summary}), flush=True)
-    except SnnDeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except MemoryError as e:
-        print(f"error: {memory_error_line(e)}", file=sys.stderr)
+    except (SnnDeployError, OSError, MemoryError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the workers were stopped; no summary was written", file=sys.stderr)

@@ -41,10 +41,8 @@ from typing import Any
 import numpy as np
 
 from core.config import parse_config
-from core.errors import ConfigError, SnnDeployError
+from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import (
-    memory_error_line,
-    os_error_line,
     save_figure,
     writable_folder,
     write_json_atomic,
@@ -408,14 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(VerifyConfig, argv, "python -m runtime.verify", __doc__.strip().splitlines()[0])
         rep = verify(cfg)
-    except SnnDeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except MemoryError as e:
-        print(f"error: {memory_error_line(e)}", file=sys.stderr)
+    except (SnnDeployError, OSError, MemoryError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the workers were stopped and no report was written", file=sys.stderr)

@@ -48,3 +48,52 @@ def trained_digits(tmp_path_factory) -> Path:
             "--limit-test", "200"]  # fmt: skip
     assert bkd.main(argv) == 0
     return out / "student.pt"
+
+
+@pytest.fixture(scope="session")
+def digits_graphs(trained_digits, tmp_path_factory) -> Path:
+    """The trained digits student as ``float.nir`` and ``fixed.nir`` (with their ONNX files), converted once."""
+    from convert import to_nir
+
+    out = tmp_path_factory.mktemp("digits_graphs")
+    for precision in ("float", "fixed"):
+        argv = [str(trained_digits), "--out", str(out), "--name", precision, "--precision", precision,
+                "--parity-samples", "32", "--calibration-samples", "64"]  # fmt: skip
+        assert to_nir.main(argv) == 0
+    return out
+
+
+def build_event_model(out: Path, readout: str = "spikes") -> dict[str, Path]:
+    """An untrained 2x34x34 event CSNN in both precisions, with its step ONNX; a spike readout is
+    scaled so that it answers."""
+    import numpy as np
+    import torch
+
+    from convert.build import build_nir
+    from convert.nirgraph import write_graph
+    from convert.to_onnx import export_step_onnx
+    from targets.plan import load_plan
+    from train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(8, 16), num_classes=10, readout=readout)
+    if readout == "spikes":
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.weight.mul_(8)
+    x = (np.random.default_rng(0).random((12, 8, 2, 34, 34)) < 0.05).astype(np.float32)
+    paths = {}
+    for precision in ("float", "fixed"):
+        graph, _ = build_nir(model.eval(), (2, 34, 34), precision=precision, steps=12, calibration=x)
+        path = out / f"{precision}.nir"
+        write_graph(path, graph)
+        export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
+        paths[precision] = path
+    return paths
+
+
+@pytest.fixture(scope="session")
+def event_model(tmp_path_factory) -> dict[str, Path]:
+    """The event CSNN with a spike readout (:func:`build_event_model`)."""
+    return build_event_model(tmp_path_factory.mktemp("event_model"))

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert import to_nir
 from core.errors import ConfigError, DataError
 from inputs.recording import make_recording
 from runtime import parallel, verify
@@ -33,16 +32,6 @@ needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="Ray is not installed (the optional extra: pip install '.[ray]')"
 )
 TIMING = ("wall_s", "samples_per_s")
-
-
-@pytest.fixture(scope="module")
-def graphs(trained_digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("graphs")
-    for precision in ("float", "fixed"):
-        argv = [str(trained_digits), "--out", str(out), "--name", precision, "--precision", precision,
-                "--parity-samples", "32", "--calibration-samples", "64"]  # fmt: skip
-        assert to_nir.main(argv) == 0
-    return out
 
 
 def _without_timing(rep: dict) -> dict:
@@ -62,19 +51,19 @@ def _verify(graph, out, targets: str, *extra: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float", "fixed"])
-def test_verify_with_workers_is_identical(graphs, tmp_path, precision):
+def test_verify_with_workers_is_identical(digits_graphs, tmp_path, precision):
     """Every target (reference, torch, onnx, eventsim, and norse in float) over 2 workers: the report
     equals the one-process report bit for bit, apart from wall times and the stated worker count."""
     targets = "torch,onnx,eventsim" + (",norse" if precision == "float" else "")
-    one = _verify(graphs / f"{precision}.nir", tmp_path / "one", targets, "--workers", "1")
-    two = _verify(graphs / f"{precision}.nir", tmp_path / "two", targets, "--workers", "2")
+    one = _verify(digits_graphs / f"{precision}.nir", tmp_path / "one", targets, "--workers", "1")
+    two = _verify(digits_graphs / f"{precision}.nir", tmp_path / "two", targets, "--workers", "2")
     assert one["workers"] == 1 and two["workers"] == 2 and two["cluster"] == "local"
     assert _without_timing(one) == _without_timing(two)
     assert "Ran on 2 worker process(es)" in (tmp_path / "two" / "report.md").read_text()
 
 
-def test_run_with_workers_is_identical(graphs, tmp_path, capsys):
-    common = [str(graphs / "fixed.nir"), "--target", "eventsim", "--samples", "48", "--batch-size", "16",
+def test_run_with_workers_is_identical(digits_graphs, tmp_path, capsys):
+    common = [str(digits_graphs / "fixed.nir"), "--target", "eventsim", "--samples", "48", "--batch-size", "16",
               "--progress", "false", "--per-step"]  # fmt: skip
     assert run_cmd.main([*common, "--workers", "1", "--out", str(tmp_path / "one.json")]) == 0
     assert run_cmd.main([*common, "--workers", "2", "--out", str(tmp_path / "two.json")]) == 0
@@ -85,11 +74,11 @@ def test_run_with_workers_is_identical(graphs, tmp_path, capsys):
 
 @pytest.mark.lava
 @needs_lava
-def test_lava_with_workers_is_identical(graphs, tmp_path):
+def test_lava_with_workers_is_identical(digits_graphs, tmp_path):
     """Lava's worker processes, two at a time: the same rasters as one after the other."""
     argv = ["--samples", "8", "--batch-size", "4"]
-    one = _verify(graphs / "fixed.nir", tmp_path / "one", "lava", *argv, "--workers", "1")
-    two = _verify(graphs / "fixed.nir", tmp_path / "two", "lava", *argv, "--workers", "2")
+    one = _verify(digits_graphs / "fixed.nir", tmp_path / "one", "lava", *argv, "--workers", "1")
+    two = _verify(digits_graphs / "fixed.nir", tmp_path / "two", "lava", *argv, "--workers", "2")
     assert two["workers"] == 2 and two["passed"] and _without_timing(one) == _without_timing(two)
 
 
@@ -165,22 +154,30 @@ def test_interrupt_ends_the_workers():
     assert all(not p.is_alive() for p in procs) and all(f.done() for f in futures)
 
 
-def test_interrupt_writes_no_report(graphs, tmp_path, monkeypatch, capsys):
+def test_interrupt_writes_no_report(digits_graphs, tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run_cmd, "run_batches", interrupted)
     monkeypatch.setattr(verify, "run_batches", interrupted)
     out = tmp_path / "r.json"
-    assert run_cmd.main([str(graphs / "float.nir"), "--progress", "false", "--out", str(out)]) == 130
+    assert run_cmd.main([str(digits_graphs / "float.nir"), "--progress", "false", "--out", str(out)]) == 130
     assert not out.exists() and "no report was written" in capsys.readouterr().err
-    assert verify.main([str(graphs / "float.nir"), "--progress", "false", "--out", str(tmp_path / "v")]) == 130
+    assert verify.main([str(digits_graphs / "float.nir"), "--progress", "false", "--out", str(tmp_path / "v")]) == 130
     assert not (tmp_path / "v" / "report.json").exists()
 
 
-def test_cluster_ray_without_ray_says_how_to_install(graphs, tmp_path, monkeypatch, capsys):
+def test_cluster_ray_without_ray_says_how_to_install(digits_graphs, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    argv = [str(graphs / "float.nir"), "--cluster", "ray", "--progress", "false", "--out", str(tmp_path / "r.json")]
+    argv = [
+        str(digits_graphs / "float.nir"),
+        "--cluster",
+        "ray",
+        "--progress",
+        "false",
+        "--out",
+        str(tmp_path / "r.json"),
+    ]
     assert run_cmd.main(argv) == 2
     assert "pip install 'snn-deploy[ray]'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--cluster must be local, ray or ray://host:port"), open_pool(2, "dask"):
@@ -189,12 +186,12 @@ def test_cluster_ray_without_ray_says_how_to_install(graphs, tmp_path, monkeypat
 
 @needs_ray
 @pytest.mark.slow
-def test_ray_local_instance_is_identical(graphs, tmp_path, monkeypatch):
+def test_ray_local_instance_is_identical(digits_graphs, tmp_path, monkeypatch):
     """A local Ray instance (RAY_ADDRESS unset): batches as Ray tasks, the same report."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     targets = "torch,onnx,eventsim"
-    one = _verify(graphs / "fixed.nir", tmp_path / "one", targets, "--workers", "1")
-    ray = _verify(graphs / "fixed.nir", tmp_path / "ray", targets, "--workers", "2", "--cluster", "ray")
+    one = _verify(digits_graphs / "fixed.nir", tmp_path / "one", targets, "--workers", "1")
+    ray = _verify(digits_graphs / "fixed.nir", tmp_path / "ray", targets, "--workers", "2", "--cluster", "ray")
     assert ray["cluster"] == "ray" and ray["workers"] >= 1
     assert _without_timing(one) == _without_timing(ray)
 
@@ -224,37 +221,11 @@ def _lines(path):
     return [{k: v for k, v in json.loads(x).items() if k != "latency_ms"} for x in path.read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def stream_model(tmp_path_factory) -> str:
-    """An untrained 2x34x34 event CSNN (readout scaled so that it answers), fixed precision, with its step ONNX
-    (as tests/test_stream.py builds it)."""
-    import torch
-
-    from convert.build import build_nir
-    from convert.nirgraph import write_graph
-    from convert.to_onnx import export_step_onnx
-    from targets.plan import load_plan
-    from train.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(8, 16), num_classes=10)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.weight.mul_(8)
-    x = (np.random.default_rng(0).random((12, 8, 2, 34, 34)) < 0.05).astype(np.float32)
-    graph, _ = build_nir(model.eval(), (2, 34, 34), precision="fixed", steps=12, calibration=x)
-    path = tmp_path_factory.mktemp("stream_model") / "fixed.nir"
-    write_graph(path, graph)
-    export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
-    return str(path)
-
-
 STREAM_TIMING = ["--bin-us", "25000", "--window-steps", "12"]  # 300 ms windows, as the emulated digits
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_many_recordings_equal_single_runs(stream_model, tmp_path, workers, capsys):
+def test_many_recordings_equal_single_runs(event_model, tmp_path, workers, capsys):
     """A folder of recordings over 1 or 2 workers: per recording the same lines and summary as its own
     single-file run (less timing), plus a summary across them scored against labels.csv."""
     folder = tmp_path / "recs"
@@ -262,7 +233,7 @@ def test_many_recordings_equal_single_runs(stream_model, tmp_path, workers, caps
     for i, n in enumerate((3, 4, 2)):
         make_recording(folder / f"r{i}.h5", samples=n, seed=i)
     (folder / "labels.csv").write_text("file,label\nr0.h5,1\nr1.h5,7\n")
-    model = stream_model
+    model = str(event_model["fixed"])
     out = tmp_path / "out"
     argv = [
         str(folder),
@@ -293,8 +264,8 @@ def test_many_recordings_equal_single_runs(stream_model, tmp_path, workers, caps
     assert "3 recordings" in capsys.readouterr().err
 
 
-def test_many_recordings_errors(stream_model, tmp_path, capsys):
-    model = stream_model
+def test_many_recordings_errors(event_model, tmp_path, capsys):
+    model = str(event_model["fixed"])
     assert stream_cmd.main([str(tmp_path / "*.h5"), "--model", model, "--out", str(tmp_path / "o")]) == 2
     assert "matches no file" in capsys.readouterr().err
     make_recording(tmp_path / "a.h5", samples=2)

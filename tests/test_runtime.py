@@ -16,21 +16,11 @@ from targets.plan import load_plan
 from targets.reference import RunResult
 
 
-@pytest.fixture(scope="module")
-def graphs(trained_digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("graphs")
-    for precision in ("float", "fixed"):
-        argv = [str(trained_digits), "--out", str(out), "--name", precision, "--precision", precision,
-                "--parity-samples", "32", "--calibration-samples", "64"]  # fmt: skip
-        assert to_nir.main(argv) == 0
-    return out
-
-
 @pytest.mark.parametrize("target", ["reference", "torch", "onnx", "norse"])
-def test_run_reports(graphs, target, capsys):
-    out = graphs / f"float.{target}.json"
+def test_run_reports(digits_graphs, target, capsys):
+    out = digits_graphs / f"float.{target}.json"
     argv = [
-        str(graphs / "float.nir"),
+        str(digits_graphs / "float.nir"),
         "--target",
         target,
         "--samples",
@@ -55,13 +45,13 @@ def test_run_reports(graphs, target, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
-def test_synaptic_operations_by_hand(graphs):
+def test_synaptic_operations_by_hand(digits_graphs):
     """Effective accumulates of the first conv: every input spike times its fan-out (32 channels x
     the 3x3 kernel positions that stay inside the 8x8 map)."""
     from runtime.metrics import fanout, synaptic_operations
     from targets import reference
 
-    plan = load_plan(graphs / "float.nir")
+    plan = load_plan(digits_graphs / "float.nir")
     conv = plan.node("features.0")
     f = fanout(conv)
     assert f[0, 0, 0] == 32 * 4 and f[0, 0, 3] == 32 * 6 and f[0, 4, 4] == 32 * 9
@@ -71,14 +61,14 @@ def test_synaptic_operations_by_hand(graphs):
     assert synaptic_operations(plan, x, res.rasters)["features.0"].tolist() == [32 * 4 + 32 * 9]
 
 
-def test_run_errors(graphs, tmp_path, capsys):
-    assert run_cmd.main([str(graphs / "float.nir"), "--target", "loihi3"]) == 2
+def test_run_errors(digits_graphs, tmp_path, capsys):
+    assert run_cmd.main([str(digits_graphs / "float.nir"), "--target", "loihi3"]) == 2
     assert "unknown target 'loihi3'; known targets: " + ", ".join(TARGETS) in capsys.readouterr().err
     assert run_cmd.main([str(tmp_path / "none.nir")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert run_cmd.main([str(graphs / "fixed.nir"), "--target", "norse"]) == 2
+    assert run_cmd.main([str(digits_graphs / "fixed.nir"), "--target", "norse"]) == 2
     assert "runs float precision; " in capsys.readouterr().err
-    assert run_cmd.main([str(graphs / "float.nir"), "--data", "event_digits", "--samples", "2"]) == 2
+    assert run_cmd.main([str(digits_graphs / "float.nir"), "--data", "event_digits", "--samples", "2"]) == 2
     assert "gives inputs (2, 34, 34), the graph takes (1, 8, 8)" in capsys.readouterr().err
     bad = tmp_path / "bad.nir"
     bad.write_bytes(b"not hdf5 at all")
@@ -95,13 +85,13 @@ def _simulate_unavailable_lava(monkeypatch, reason="simulated: no Lava on this m
 
 
 @pytest.mark.parametrize("precision", ["float", "fixed"])
-def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys, monkeypatch):
+def test_verify_all_targets_agree(digits_graphs, tmp_path, precision, capsys, monkeypatch):
     """Every target that supports the graph agrees; an unavailable one (lava, simulated so that the
     test stays fast) is skipped with its reason in the output and the report."""
     reason = _simulate_unavailable_lava(monkeypatch)
     out = tmp_path / "v"
     argv = [
-        str(graphs / f"{precision}.nir"),
+        str(digits_graphs / f"{precision}.nir"),
         "--targets",
         "all",
         "--samples",
@@ -114,7 +104,7 @@ def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys, monkeypat
     assert verify.main(argv) == 0, capsys.readouterr()
     captured = capsys.readouterr()
     rep = json.loads((out / "report.json").read_text())
-    kinds = {n.kind for n in load_plan(graphs / f"{precision}.nir").nodes}
+    kinds = {n.kind for n in load_plan(digits_graphs / f"{precision}.nir").nodes}
     supported = {t for t, i in TARGETS.items() if precision in i.precisions and kinds <= set(i.kinds)}
     expected = supported - {"lava"}
     assert {"reference", "torch", "onnx"} <= expected and ("norse" in expected) == (precision == "float")
@@ -136,9 +126,9 @@ def test_verify_all_targets_agree(graphs, tmp_path, precision, capsys, monkeypat
     assert f"Skipped lava: unavailable on this machine ({reason})" in (out / "report.md").read_text()
 
 
-def test_unavailable_target_named_explicitly_is_an_error(graphs, tmp_path, capsys, monkeypatch):
+def test_unavailable_target_named_explicitly_is_an_error(digits_graphs, tmp_path, capsys, monkeypatch):
     reason = _simulate_unavailable_lava(monkeypatch)
-    graph, common = str(graphs / "fixed.nir"), ["--samples", "4", "--progress", "false"]
+    graph, common = str(digits_graphs / "fixed.nir"), ["--samples", "4", "--progress", "false"]
     assert verify.main([graph, "--targets", "torch,lava", *common, "--out", str(tmp_path / "v")]) == 2
     assert f"error: target 'lava' is unavailable on this machine: {reason}" in capsys.readouterr().err
     assert run_cmd.main([graph, "--target", "lava", *common, "--out", str(tmp_path / "r.json")]) == 2
@@ -147,7 +137,7 @@ def test_unavailable_target_named_explicitly_is_an_error(graphs, tmp_path, capsy
 
 
 @pytest.mark.lava
-def test_run_lava_gives_the_reference_counts(graphs, tmp_path):
+def test_run_lava_gives_the_reference_counts(digits_graphs, tmp_path):
     """``runtime.run --target lava`` runs T + depth steps and aligns them: per-layer totals, per-step
     counts and predictions equal the reference's (with only T steps the deepest layers would miss
     their last steps)."""
@@ -158,7 +148,7 @@ def test_run_lava_gives_the_reference_counts(graphs, tmp_path):
     reps = {}
     for target in ("reference", "lava"):
         out = tmp_path / f"{target}.json"
-        argv = [str(graphs / "fixed.nir"), "--target", target, "--samples", "6", "--progress", "false",
+        argv = [str(digits_graphs / "fixed.nir"), "--target", target, "--samples", "6", "--progress", "false",
                 "--per-step", "--out", str(out)]  # fmt: skip
         assert run_cmd.main(argv) == 0
         reps[target] = json.loads(out.read_text())
@@ -172,14 +162,14 @@ def test_run_lava_gives_the_reference_counts(graphs, tmp_path):
     assert lava["synaptic_operations"] == ref["synaptic_operations"]
 
 
-def test_verify_catches_a_perturbed_graph(graphs, tmp_path, capsys):
+def test_verify_catches_a_perturbed_graph(digits_graphs, tmp_path, capsys):
     """One int8 weight changed in model.onnx: the onnx target must fail, naming layer and sample."""
     import shutil
 
     work = tmp_path / "p"
     work.mkdir()
     for suffix in (".nir", ".onnx", ".step.onnx"):
-        shutil.copy(graphs / f"float{suffix}", work / f"float{suffix}")
+        shutil.copy(digits_graphs / f"float{suffix}", work / f"float{suffix}")
     model = onnx.load(work / "float.onnx")
     init = next(i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and "features.0" in i.name)
     arr = onnx.numpy_helper.to_array(init).copy()
@@ -193,8 +183,8 @@ def test_verify_catches_a_perturbed_graph(graphs, tmp_path, capsys):
     assert "FAIL: target onnx disagrees with the reference" in err and "layer features.1" in err
 
 
-def test_tie_tracing_counts_ties_and_fails_the_rest(graphs):
-    plan = load_plan(graphs / "float.nir")
+def test_tie_tracing_counts_ties_and_fails_the_rest(digits_graphs):
+    plan = load_plan(digits_graphs / "float.nir")
     spikes, labels, _ = load_inputs(plan, samples=3)
     from targets import reference
 
@@ -256,7 +246,7 @@ def _delayed_run(plan, spikes, *, record=False):
 
 
 @pytest.mark.parametrize("declared,passes", [(1, True), (0, False)])
-def test_verify_aligns_per_layer_latency(graphs, tmp_path, monkeypatch, declared, passes):
+def test_verify_aligns_per_layer_latency(digits_graphs, tmp_path, monkeypatch, declared, passes):
     import sys
     import types
 
@@ -278,7 +268,7 @@ def test_verify_aligns_per_layer_latency(graphs, tmp_path, monkeypatch, declared
         ),
     )
     argv = [
-        str(graphs / "fixed.nir"),
+        str(digits_graphs / "fixed.nir"),
         "--targets",
         "delayed",
         "--samples",
@@ -330,12 +320,12 @@ def test_real_nmnist_through_the_runtime(eventdata, tmp_path, precision):
 # Prediction ties and dead outputs; the LI readout through runtime.run and runtime.verify
 
 
-def test_silenced_class_is_reported(graphs, tmp_path, capsys):
+def test_silenced_class_is_reported(digits_graphs, tmp_path, capsys):
     """Class 2's readout neuron silenced (its weights and bias made negative): runtime.run names class 2
     as never firing and never winning in one warning line, and counts ties and silent samples."""
     import nir
 
-    graph = nir.read(graphs / "float.nir")
+    graph = nir.read(digits_graphs / "float.nir")
     fc = graph.nodes["head.2"]
     w, b = np.array(fc.weight), np.array(fc.bias)
     w[2], b[2] = -np.abs(w[2]), -np.abs(b).max() - 1

@@ -4,42 +4,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from convert.build import build_nir
-from convert.nirgraph import write_graph
-from convert.to_onnx import export_step_onnx
 from core.errors import ConfigError
 from inputs.events import EVENT_DTYPE
 from inputs.formats.arrays import write_npy
 from inputs.recording import make_recording
 from runtime import stream as stream_cmd
 from runtime.stream import SensorMap, StreamConfig, stream
-from targets.plan import load_plan
-from train.models import build_model
+from tests.conftest import build_event_model
 
 TIMING = ["--bin-us", "25000", "--window-steps", "12"]  # 300 ms windows, as the emulated digits
-
-
-@pytest.fixture(scope="module")
-def event_model(tmp_path_factory):
-    """An untrained 2x34x34 event CSNN (readout scaled so that it answers), both precisions, with its step ONNX."""
-    torch.manual_seed(0)
-    model = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(8, 16), num_classes=10)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.weight.mul_(8)
-    x = (np.random.default_rng(0).random((12, 8, 2, 34, 34)) < 0.05).astype(np.float32)
-    out = tmp_path_factory.mktemp("event_model")
-    paths = {}
-    for precision in ("float", "fixed"):
-        graph, _ = build_nir(model.eval(), (2, 34, 34), precision=precision, steps=12, calibration=x)
-        path = out / f"{precision}.nir"
-        write_graph(path, graph)
-        export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
-        paths[precision] = path
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -198,18 +172,7 @@ def test_lava_streams_windows_from_rest_like_eventsim(event_model, tmp_path):
 @pytest.fixture(scope="module")
 def event_model_li(tmp_path_factory):
     """The same event CSNN with an LI readout: each window's per-class scores are its LI membrane summed."""
-    torch.manual_seed(0)
-    model = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(8, 16), num_classes=10, readout="li")
-    x = (np.random.default_rng(0).random((12, 8, 2, 34, 34)) < 0.05).astype(np.float32)
-    out = tmp_path_factory.mktemp("event_model_li")
-    paths = {}
-    for precision in ("float", "fixed"):
-        graph, _ = build_nir(model.eval(), (2, 34, 34), precision=precision, steps=12, calibration=x)
-        path = out / f"{precision}.nir"
-        write_graph(path, graph)
-        export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
-        paths[precision] = path
-    return paths
+    return build_event_model(tmp_path_factory.mktemp("event_model_li"), readout="li")
 
 
 @pytest.mark.parametrize("precision", ["float", "fixed"])

@@ -29,11 +29,9 @@ from torch import nn
 from torch.utils.data import Subset
 
 from core.config import parse_config, to_dict
-from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError
+from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError, error_line
 from core.fileio import (
     append_line,
-    memory_error_line,
-    os_error_line,
     save_figure,
     writable_folder,
     write_json_atomic,
@@ -963,14 +961,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(TrainConfig, argv, "python -m train.bkd", __doc__.strip().splitlines()[0])
         result = train(cfg)
-    except SnnDeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except MemoryError as e:
-        print(f"error: {memory_error_line(e)}", file=sys.stderr)
+    except (SnnDeployError, OSError, MemoryError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last finished epoch is saved, continue with --resume", file=sys.stderr)
