@@ -125,6 +125,11 @@ def run_batch(job: BatchJob, spikes) -> Any:
 
 def _one_thread() -> None:
     os.environ.update(ONE_THREAD)
+    # numpy's BLAS was loaded (by the forkserver) before the variables were set: limit its pool too,
+    # or two workers run four BLAS threads on two cores
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     if "torch" in sys.modules:
         import torch
 
