@@ -22,6 +22,7 @@ say) is fuzzed in CI the day it is registered.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import random
@@ -426,15 +427,22 @@ def _checked_graph(path: Path) -> dict[str, Any]:
     return {"nodes": len(plan.nodes), "run": True}
 
 
+@functools.lru_cache(maxsize=1)
+def _seed_plan(path: str):
+    """The clean seed graph's plan, read once (each read forks a child: not once per input)."""
+    from targets.plan import load_plan
+
+    return load_plan(path)
+
+
 def _checked_onnx(path: Path) -> dict[str, Any]:
     """The mutated step file run against the clean seed graph's plan: our error or sane counts."""
     from targets.onnx_target import check_onnx
-    from targets.plan import load_plan
 
     src = path.with_name("plan-source.nir")
     if not src.is_file():
         src.write_bytes(_MODEL_SEEDS["plan_source"][0])
-    plan = load_plan(src)
+    plan = _seed_plan(str(src))
     x = (np.random.default_rng(0).random((2, 1, *plan.input_shape)) < 0.3).astype(np.float32)
     res = check_onnx(plan, path, x, threads=1)
     if not np.all(res["counts"] >= 0):

@@ -102,25 +102,32 @@ def _plan(graph: str, dt: float | None, steps: int | None, dialect: str | None):
     return load_plan(graph, dt=dt, steps=steps, dialect=dialect)
 
 
-def run_batch(job: BatchJob, spikes) -> Any:
-    """One batch in a worker (or a Ray task): the same call the one-process loop makes."""
+def run_one(info, plan, spikes, *, record: bool, margins: bool, options: dict[str, Any]) -> Any:
+    """One batch on one target, as the one-process loop and every worker run it."""
     from runtime.latency import run_aligned
-    from targets import get_target
     from targets import reference as ref_target
+
+    if margins:
+        return ref_target.run(plan, spikes, record=True, margins=True)
+    return run_aligned(info, plan, spikes, record=record, **options)
+
+
+def run_batch(job: BatchJob, spikes) -> Any:
+    """One batch in a worker (or a Ray task): the plan loaded here, one thread, then :func:`run_one`."""
+    from targets import get_target
 
     _one_thread()
     plan = _plan(job.graph, job.dt, job.steps, job.dialect)
-    if job.margins:
-        return ref_target.run(plan, spikes, record=True, margins=True)
     info = get_target(job.target)
-    reason = info.unavailable_reason()
-    if reason:  # on a cluster node that lacks the target's environment
-        raise ConfigError(f"target {job.target!r} is unavailable on node {socket.gethostname()}: {reason}")
+    if not job.margins:
+        reason = info.unavailable_reason()
+        if reason:  # on a cluster node that lacks the target's environment
+            raise ConfigError(f"target {job.target!r} is unavailable on node {socket.gethostname()}: {reason}")
     options = dict(job.options)
     if "threads" in inspect.signature(info.runner()).parameters:  # onnx: one ONNX Runtime thread per worker
         options["threads"] = 1
     _one_thread()  # torch: the target's module is imported by now
-    return run_aligned(info, plan, spikes, record=job.record, **options)
+    return run_one(info, plan, spikes, record=job.record, margins=job.margins, options=options)
 
 
 def _one_thread() -> None:

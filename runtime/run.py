@@ -26,7 +26,6 @@ from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import writable_file, write_json_atomic
 from inputs.datasets import SPLITS
 from inputs.graph_data import load_inputs
-from runtime.latency import run_aligned
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
 from targets import TARGETS, require_target
@@ -67,16 +66,16 @@ class RunConfig:
 
 def run_batches(
     info, plan: Plan, spikes: np.ndarray, batch_size: int, record: bool, progress: bool, desc: str, device: str = "auto",
-    pool=None, load: dict[str, Any] | None = None, margins: bool = False,
+    pool=None, margins: bool = False,
 ) -> tuple[RunResult, float]:  # fmt: skip
     """Run ``spikes`` through a target in batches, aligned to model steps when the target has a
     per-layer latency; returns the joined result and the wall time. With a ``pool``
     (:func:`runtime.parallel.open_pool`) the same batches run in its workers, which load the plan
-    from ``plan.source`` with ``load`` (dt, steps, dialect); results are joined in sample order.
-    ``margins``: the reference with its threshold margins (``info`` is then the reference)."""
+    from ``plan.source`` with the plan's own dt, steps and dialect; results are joined in sample
+    order. ``margins``: the reference with its threshold margins (``info`` is then the reference)."""
     from tqdm import tqdm
 
-    from runtime.parallel import BatchJob, batch_name, map_ordered, run_batch
+    from runtime.parallel import BatchJob, batch_name, map_ordered, run_batch, run_one
 
     options = {"device": device} if "device" in info.options else {}
     n = spikes.shape[1]
@@ -86,23 +85,12 @@ def run_batches(
     with tqdm(total=n, desc=desc, unit="sample", disable=not progress, file=sys.stderr, leave=False) as bar:
         done = lambda i: bar.update(min(batch_size, n - starts[i]))  # noqa: E731
         if pool is None:
-            from targets import reference as ref_target
-
-            def one(s):
-                if margins:
-                    return ref_target.run(plan, spikes[:, s : s + batch_size], record=True, margins=True)
-                return run_aligned(info, plan, spikes[:, s : s + batch_size], record=record, **options)
-
+            one = lambda s: run_one(info, plan, spikes[:, s : s + batch_size], record=record, margins=margins,  # noqa: E731
+                                    options=options)  # fmt: skip
             parts = map_ordered(None, one, [(s,) for s in starts], names, done)
         else:
-            job = BatchJob(
-                str(Path(plan.source).resolve()),
-                info.name,
-                record=record,
-                margins=margins,
-                options=options,
-                **(load or {}),
-            )
+            job = BatchJob(str(Path(plan.source).resolve()), info.name, dt=plan.meta["dt"], steps=plan.meta.get("T"),
+                           dialect=plan.meta.get("dialect"), record=record, margins=margins, options=options)  # fmt: skip
             parts = map_ordered(pool, run_batch, [(job, spikes[:, s : s + batch_size]) for s in starts], names, done)
     return join_results(parts), time.perf_counter() - t0
 
@@ -178,11 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         record = info.rasters
         workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)
-        load = {"dt": cfg.dt, "steps": cfg.steps, "dialect": cfg.dialect}
         with open_pool(workers, cfg.cluster, [info.module]) as pool:
             workers = pool.workers if pool is not None else 1
             result, wall = run_batches(info, plan, spikes, cfg.batch_size, record, cfg.progress, f"{cfg.target}",
-                                       cfg.device, pool=pool, load=load)  # fmt: skip
+                                       cfg.device, pool=pool)  # fmt: skip
         rep = report_run(plan, cfg.target, spikes, labels, result, wall, cfg.per_step) | {
             "data": what, "workers": workers, "cluster": cfg.cluster}  # fmt: skip
         write_json_atomic(out, rep)

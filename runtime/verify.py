@@ -359,15 +359,14 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
     results: dict[str, RunResult] = {}
     timing: dict[str, float] = {}
     workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)
-    load = {"dt": cfg.dt, "steps": cfg.steps, "dialect": cfg.dialect}
     with open_pool(workers, cfg.cluster, [i.module for i in infos.values()]) as pool:
         workers = pool.workers if pool is not None else 1
         # the reference with margins and rasters kept: slower than a plain run
         ref, timing["reference"] = run_batches(TARGETS["reference"], plan, spikes, cfg.batch_size, True, cfg.progress,
-                                               "reference", pool=pool, load=load, margins=True)  # fmt: skip
+                                               "reference", pool=pool, margins=True)  # fmt: skip
         for t, info in infos.items():
             results[t], timing[t] = run_batches(info, plan, spikes, cfg.batch_size, info.rasters, cfg.progress, t,
-                                                cfg.device, pool=pool, load=load)  # fmt: skip
+                                                cfg.device, pool=pool)  # fmt: skip
     results = {"reference": ref} | results
     li_note = ""
     if plan.li_names:
