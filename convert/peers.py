@@ -23,8 +23,18 @@ its own documented call, computes our spikes:
 Refused, with the reason: ``nirtorch`` (no LIF mapping of its own: it needs the caller's node map,
 :func:`targets.norse_target.nirtorch_node_map`), ``sinabs`` (3.1.3 pins nir <= 1.0.4, which cannot
 read ``v_reset``, and simulates tau in steps with several spikes per step and a subtractive reset),
-``rockpool`` (3.1.0 imports no ``Conv2d`` or pooling, and its import recovers dt only approximately).
-Fixed-precision graphs are Loihi's integer network, which no float reader computes: refused.
+``rockpool`` (3.1.0 imports no ``Conv2d`` or pooling, fails on every ``LIF``: its import reads
+``tau_mem``, which ``nir.LIF`` does not have; and it resets by subtraction).
+A fixed-precision graph is Loihi's integer network, which no float reader computes exactly
+(its decays truncate, its right shifts floor): :func:`integer_units` writes the float network
+nearest to it, in the integer network's own units, and the rewrite above makes that file. In
+mantissa units every weight is its 8-bit integer mantissa (times a pool's power-of-two area), the
+bias ``b << bias_exp`` becomes ``b 2**(bias_exp - 7 - e)``, the threshold ``vth 2**(-1 - e)`` and
+the decay ``1 - dv / 4096``: every synaptic sum of spikes is an exact float32 integer in any order,
+so the library's spikes are our reference's on the same file, bit for bit; how far that float
+network is from the integers is measured by ``convert.to_nir`` and reported. The file's metadata
+keeps the integer parameters under ``fixed_source``, with each synapse's ``weight_scale`` following
+the rewrite (``mantissa = weight / weight_scale``, exactly).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import json
 import nir
 import numpy as np
 
+from core import fixed
 from core.errors import ModelError
 from targets.plan import METADATA_KEY
 
@@ -43,7 +54,8 @@ REFUSED = {
     "targets.norse_target.nirtorch_node_map)",
     "sinabs": "Sinabs 3.1.3 pins nir <= 1.0.4, which cannot read v_reset, and simulates tau in steps with several "
     "spikes per step and a subtractive reset: no NIR file makes it compute our spikes",
-    "rockpool": "Rockpool 3.1.0 imports no Conv2d or pooling and recovers dt from r only approximately",
+    "rockpool": "Rockpool 3.1.0 imports no Conv2d or pooling, fails on every LIF (its import reads tau_mem, which "
+    "nir.LIF does not have) and resets by subtraction, which no NIR field turns off",
 }
 IMPORT_CALLS = {
     "nir": "nir.read(path)",
@@ -66,9 +78,11 @@ def graph_for(graph: nir.NIRGraph, peer: str, *, dt: float, precision: str = "fl
         raise ModelError(f"--for {peer}: {REFUSED[peer]}")
     if peer == "nir":
         return graph
-    if precision != "float":
-        raise ModelError(f"--for {peer}: a fixed-precision graph is Loihi's integer network, which {peer} does not "
-                         "compute; write the float graph for it")  # fmt: skip
+    fixed_source = None
+    if precision == "fixed":
+        graph, fixed_source = integer_units(graph, dt)
+    elif precision != "float":
+        raise ModelError(f"--for {peer}: unknown precision {precision!r}")
     nodes = dict(graph.nodes)
     edges = [tuple(e) for e in graph.edges]
     consumers = {a: [b for x, b in edges if x == a] for a in nodes}
@@ -104,6 +118,14 @@ def graph_for(graph: nir.NIRGraph, peer: str, *, dt: float, precision: str = "fl
     meta = json.loads((graph.metadata or {}).get(METADATA_KEY, "{}"))
     meta = {k: v for k, v in meta.items() if k != "layers"} | {
         "for": peer, "dt": PEER_DT.get(peer, dt), "dialect": READ_AS[peer]}  # fmt: skip
+    if fixed_source is not None:  # the integer parameters, with the scales the rewrite gave the weights
+        for syn in set(scale) | set(area_of):  # (per output row where the rows were scaled apart)
+            f = np.asarray(scale.get(syn, 1.0), np.float64) * area_of.get(syn, 1.0)
+            fixed_source[syn]["weight_scale"] = float(f.flat[0]) if np.ptp(f) == 0 else f.tolist()
+        meta = {k: v for k, v in meta.items() if k != "min_bias_exp"} | {
+            "precision": "float",
+            "fixed_source": fixed_source,
+        }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={METADATA_KEY: json.dumps(meta)}, type_check=False)
 
 
@@ -125,7 +147,12 @@ def _lif_for(name: str, node: nir.LIF, peer: str, dt: float, nodes: dict, edges:
     v_reset = np.zeros_like(v_th) if node.v_reset is None else np.asarray(node.v_reset, np.float32)
     if np.any(np.asarray(node.v_leak) != 0) or np.any(v_reset != 0):
         raise ModelError(f"--for {peer}: LIF {name} has a leak or a reset other than 0, which {peer} does not import")
-    if peer == "norse":  # r ignored by Norse: into the synapse rows, written as 1
+    if peer == "norse" and not np.all(_power_of_two(r)):
+        # r ignored by Norse and not a power of two: the membrane in units of r instead (v / r, the
+        # threshold / r), which leaves the weights on their grid; exact in the reals like the fold
+        return nir.LIF(tau=tau, r=np.ones_like(r), v_leak=np.zeros_like(tau),
+                       v_threshold=(v_th / r).astype(np.float32), v_reset=(v_reset / r).astype(np.float32))  # fmt: skip
+    if peer == "norse":  # r ignored by Norse: into the synapse rows (exactly: r is a power of two), written as 1
         for src in [a for a, b in edges if b == name]:
             if not isinstance(nodes[src], (nir.Conv2d, nir.Affine, nir.Linear)):
                 raise ModelError(f"--for norse: LIF {name} is fed by {src}; r must fold into a Conv2d/Linear")
@@ -150,9 +177,60 @@ def _scaled(node, factor, area: float = 1.0) -> nir.NIRNode:
     f = np.asarray(factor, np.float64)
     fw = f.reshape((-1,) + (1,) * (w.ndim - 1)) if f.ndim else f
     weight = (w * fw * area).astype(np.float32)
+    bias = None if isinstance(node, nir.Linear) else (np.asarray(node.bias, np.float64) * f).astype(np.float32)
+    return _with(node, weight, bias)
+
+
+def _power_of_two(x) -> np.ndarray:
+    m, _ = np.frexp(np.asarray(x, np.float64))
+    return m == 0.5
+
+
+def integer_units(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, dict[str, dict]]:
+    """A fixed-precision graph as the float network nearest its integers, in mantissa units (NIR's
+    semantics, time step ``dt``), and its integer parameters per layer (``fixed_source``)."""
+    meta = json.loads((graph.metadata or {}).get(METADATA_KEY, "{}"))
+    layers = meta.get("layers", {})
+    fixed_of = {n: (layers.get(n) or {}).get("fixed") for n in graph.nodes}
+    nodes = dict(graph.nodes)
+    source: dict[str, dict] = {}
+    exp_into: dict[str, int] = {}  # LIF -> weight exponent of the synapse feeding it
+    for name, node in graph.nodes.items():
+        fx = fixed_of[name]
+        if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
+            if not fx:
+                raise ModelError(f"--for: fixed-precision graph lacks the integer parameters of {name}")
+            m = np.rint(np.asarray(node.weight, np.float64) / fx["weight_scale"]).astype(np.float32)
+            e = int(fx["weight_exp"])
+            bias = (np.asarray(fx["bias_mant"], np.float64) * 2.0 ** (int(fx["bias_exp"]) - 7 - e)).astype(np.float32)
+            nodes[name] = _with(node, m, bias)
+            source[name] = {k: fx[k] for k in ("weight_exp", "bias_mant", "bias_exp")} | {"weight_scale": 1.0}
+            for a, b in graph.edges:
+                if a == name:
+                    exp_into[b] = e
+        elif isinstance(node, (nir.LI, nir.CubaLIF, nir.CubaLI, nir.IF)):
+            raise ModelError(f"--for: fixed-precision {type(node).__name__} {name} is not written for float readers")
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.LIF):
+            fx = fixed_of[name]
+            if not fx or name not in exp_into:
+                raise ModelError(f"--for: fixed-precision LIF {name} lacks its threshold and decay, or a synapse")
+            shape = np.shape(node.tau)
+            tau = np.full(shape, dt * fixed.DECAY_UNITY / fx["dv"])
+            vth = np.full(shape, fx["vth"] * 2.0 ** (-1 - exp_into[name]), np.float32)
+            nodes[name] = nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(shape), v_threshold=vth,
+                                  v_reset=np.zeros(shape, np.float32))  # fmt: skip
+            source[name] = {"vth": fx["vth"], "dv": fx["dv"]}
+    meta = {k: v for k, v in meta.items() if k != "layers"} | {"precision": "float"}
+    out = nir.NIRGraph(nodes=nodes, edges=[tuple(e) for e in graph.edges], metadata={METADATA_KEY: json.dumps(meta)},
+                       type_check=False)  # fmt: skip
+    return out, source
+
+
+def _with(node, weight: np.ndarray, bias: np.ndarray | None) -> nir.NIRNode:
+    """The synapse ``node`` with other weights and bias (a Linear keeps none)."""
     if isinstance(node, nir.Linear):
         return nir.Linear(weight=weight)
-    bias = (np.asarray(node.bias, np.float64) * f).astype(np.float32)
     if isinstance(node, nir.Affine):
         return nir.Affine(weight=weight, bias=bias)
     return nir.Conv2d(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,

@@ -90,7 +90,7 @@ class ConvertConfig:
         default=None,
         metadata={"flag": "--for", "help": "also write <name>.<library>.nir for each library named (comma-separated: "
                   "snntorch, spikingjelly, norse; nir as it is), a file that library's own NIR import runs with our "
-                  "spikes (float precision)"},
+                  "spikes (a fixed graph's: the float network nearest its integers)"},
     )  # fmt: skip
     data: str | None = field(
         default=None,
@@ -389,15 +389,23 @@ def _write(cfg: ConvertConfig, src: _Source, files: dict[str, str]) -> dict[str,
 
 def _write_peers(graph, plan, peers: list[str], staging: Path, files: dict[str, str], spikes, ref) -> dict[str, Any]:
     """Each library's file (:mod:`convert.peers`), written and read back: the library's semantics, run
-    by our reference in its dialect (what its import computes), must give the graph's own output counts."""
+    by our reference in its dialect (what its import computes), must give the graph's own output counts.
+    A fixed-precision graph's files are the float network nearest its integers
+    (:func:`convert.peers.integer_units`): they must give that network's counts, and how far they are
+    from the integer network is measured and reported."""
     import nir
 
-    from convert.peers import IMPORT_CALLS, graph_for
+    from convert.peers import IMPORT_CALLS, graph_for, integer_units
     from core.fileio import atomic_path
 
+    dt = float(plan.meta["dt"])
+    target, against = ref, "graph"
+    if plan.precision == "fixed":
+        units, _ = integer_units(graph, dt)
+        target, against = reference.run(load_plan(units), spikes), "float network in integer units"
     out = {}
     for peer in peers:
-        written = graph_for(graph, peer, dt=float(plan.meta["dt"]), precision=plan.precision)
+        written = graph_for(graph, peer, dt=dt, precision=plan.precision)
         path = staging / files[f"for_{peer}"]
         if peer != "nir":
             with atomic_path(path) as tmp:
@@ -405,12 +413,20 @@ def _write_peers(graph, plan, peers: list[str], staging: Path, files: dict[str, 
         read = load_plan(path)  # as the library computes it: the file names its dialect and dt
         dialect = read.meta["dialect"]
         again = reference.run(read, spikes)
-        same = (again.counts == ref.counts).all(1)
-        if not same.all():
-            raise ModelError(f"{files[f'for_{peer}']}: read as {peer} computes it, the output counts differ from the graph's "
-                             f"on {int((~same).sum())} of {len(same)} samples")  # fmt: skip
+        same = (again.counts == target.counts).all(1)
+        for k, v in target.layer_counts.items():  # every layer's spike count, sample by sample
+            same &= again.layer_counts[k] == v
+        if peer != "nir" and not same.all():
+            raise ModelError(f"{files[f'for_{peer}']}: read as {peer} computes it, the output or layer spike counts "
+                             f"differ from the {against}'s on {int((~same).sum())} of {len(same)} samples")  # fmt: skip
         out[peer] = {"file": files[f"for_{peer}"], "import": IMPORT_CALLS[peer], "read_as": dialect,
-                     "identical_output_counts_vs_graph": float(same.mean())}  # fmt: skip
+                     "identical_output_counts_vs_graph": float((again.counts == ref.counts).all(1).mean())}  # fmt: skip
+        if plan.precision == "fixed" and peer != "nir":  # the float file against Loihi's integers: measured
+            out[peer] |= {"precision": "float (nearest to the fixed graph)",
+                          "identical_output_counts_vs_float_units": float(same.mean()),
+                          "layer_spikes_differing_vs_graph": {
+                              k: int(np.abs(again.layer_counts[k] - v).sum()) for k, v in ref.layer_counts.items()},
+                          "layer_spikes_of_graph": {k: int(v.sum()) for k, v in ref.layer_counts.items()}}  # fmt: skip
     return out
 
 

@@ -14,27 +14,33 @@ import numpy as np
 import pytest
 
 from convert import to_nir
-from convert.peers import graph_for
-from core.errors import ModelError
+from convert.peers import graph_for, integer_units
 from targets import reference as ref
-from targets.plan import load_plan
+from targets.plan import METADATA_KEY, load_plan
 from tests.conftest import DATA
 
 FIXTURES = DATA / "for_peers"
 sys.path.insert(0, str(FIXTURES))
-from graphs import GRAPHS, PEERS, build, digest  # noqa: E402
+from graphs import GRAPHS, PEERS, PRECISIONS, build, digest, raster_digest  # noqa: E402
 
 
 def _stepped(net, x: np.ndarray) -> np.ndarray:
-    """A library's ``(x_t, state) -> (y_t, state)`` module over ``x`` (T, B, ...): output counts."""
+    """A library's ``(x_t, state) -> (y_t, state)`` module over ``x`` (T, B, ...): its output raster (T, B, N)."""
     import torch
 
-    state, total = None, 0
+    state, out = None, []
     with torch.no_grad():
         for t in range(x.shape[0]):
             y, state = net(torch.from_numpy(x[t]), state)
-            total = total + y.numpy()
-    return np.asarray(total, dtype=np.int64).reshape(x.shape[1], -1)
+            out.append(y.numpy().reshape(x.shape[1], -1))
+    return np.asarray(np.stack(out), dtype=np.int64)
+
+
+def _same_output(raster: np.ndarray, graph: nir.NIRGraph, ours) -> bool:
+    """A library's output raster against our reference's run (recorded): counts and every step."""
+    (last,) = [a for a, b in graph.edges if isinstance(graph.nodes[b], nir.Output)]
+    mine = ours.rasters[last].reshape(raster.shape)
+    return np.array_equal(raster.sum(0), ours.counts) and np.array_equal(raster, mine)
 
 
 @pytest.fixture(scope="module")
@@ -42,31 +48,49 @@ def graphs():
     return {name: build(name) for name in GRAPHS}
 
 
+@pytest.fixture(scope="module")
+def fixed_graphs():
+    return {name: build(name, "fixed") for name in GRAPHS}
+
+
+def _expected(graph: nir.NIRGraph, precision: str, x: np.ndarray):
+    """Our reference's run of what a --for file computes: the graph itself (float), or the float network
+    nearest the fixed graph's integers, in integer units."""
+    return ref.run(load_plan(graph if precision == "float" else integer_units(graph, 1e-3)[0]), x, record=True)
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("peer", PEERS)
 @pytest.mark.parametrize("name", list(GRAPHS))
-def test_each_library_runs_our_file_with_our_spikes(graphs, name, peer):
-    graph, x = graphs[name]
-    recorded = np.load(FIXTURES / f"{name}.{peer}.npz")
-    written = graph_for(graph, peer, dt=1e-3)
+def test_each_library_runs_our_file_with_our_spikes(graphs, fixed_graphs, name, peer, precision):
+    graph, x = (graphs if precision == "float" else fixed_graphs)[name]
+    recorded = np.load(FIXTURES / f"{name}{PRECISIONS[precision]}.{peer}.npz")
+    written = graph_for(graph, peer, dt=1e-3, precision=precision)
     assert str(recorded["digest"]) == digest(written), "the writer changed: re-record with run_peers.py"
-    ours = ref.run(load_plan(graph), x)
+    ours = _expected(graph, precision, x)
     assert ours.counts.sum() > 0 and all(c.sum() > 0 for c in ours.layer_counts.values())
     assert np.array_equal(recorded["counts"], ours.counts)  # the library's own output, batch of 8
     for layer, c in ours.layer_counts.items():
         assert np.array_equal(recorded[f"spikes/{layer}"], c), layer
+        assert str(recorded[f"raster/{layer}"]) == raster_digest(ours.rasters[layer]), layer  # not one spike moved
+    # and our own loader, reading the file in the dialect it names, computes the same
+    assert np.array_equal(ref.run(load_plan(written), x).counts, ours.counts)
 
 
-def test_norse_runs_our_file_live(graphs, tmp_path):
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+def test_norse_runs_our_file_live(graphs, fixed_graphs, tmp_path, precision):
     norse = pytest.importorskip("norse.torch")
     import torch
 
-    graph, x = graphs["digits_csnn"]
-    nir.write(tmp_path / "g.nir", graph_for(graph, "norse", dt=1e-3))
+    graph, x = (graphs if precision == "float" else fixed_graphs)["digits_csnn"]
+    nir.write(tmp_path / "g.nir", graph_for(graph, "norse", dt=1e-3, precision=precision))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = norse.from_nir(nir.read(tmp_path / "g.nir", type_check=False), dt=1e-3)  # its documented call
-        total = _stepped(net, x)
-    assert np.array_equal(total, ref.run(load_plan(graph), x).counts)
+        raster = _stepped(net, x)
+    assert _same_output(raster, graph, _expected(graph, precision, x))
+    if precision == "fixed":
+        return
     # the file as it is (NIR's semantics: r = tau/dt, Flatten without the batch) is what Norse gets
     # wrong, one sample at a time even: the rewrite is the fix
     with warnings.catch_warnings():
@@ -95,6 +119,26 @@ def test_to_nir_for_writes_checks_and_reports(trained_digits, tmp_path, capsys):
     assert plan.meta["for"] == "snntorch" and plan.meta["dialect"] == "snntorch-zero" and plan.meta["dt"] == 1e-4
 
 
+def test_to_nir_for_writes_the_fixed_graphs_nearest_float_files(trained_digits, tmp_path, capsys):
+    """``--precision fixed --for``: each library's file is the float network nearest the integers,
+    checked against that network and measured against the integer graph (trained, with biases)."""
+    argv = [str(trained_digits), "--out", str(tmp_path), "--precision", "fixed", "--for", "snntorch,norse,nir",
+            "--parity-samples", "64", "--onnx", "false"]  # fmt: skip
+    assert to_nir.main(argv) == 0, capsys.readouterr()
+    rep = json.loads((tmp_path / "model.fixed.conversion.json").read_text())
+    assert rep["for"]["nir"]["file"] == "model.fixed.nir"
+    for peer in ("snntorch", "norse"):
+        r = rep["for"][peer]
+        assert r["identical_output_counts_vs_float_units"] == 1.0 and r["file"] == f"model.fixed.{peer}.nir"
+        assert set(r["layer_spikes_differing_vs_graph"]) == set(r["layer_spikes_of_graph"])
+        assert 0.5 <= r["identical_output_counts_vs_graph"] <= 1.0  # nearest, not equal: measured and reported
+        plan = load_plan(tmp_path / r["file"])
+        assert plan.precision == "float" and plan.meta["fixed_source"]
+    plan = load_plan(tmp_path / "model.fixed.nir")
+    biased = [n for n in plan.nodes if n.kind in ("conv", "affine") and np.any(n.fixed["bias"] != 0)]
+    assert biased  # the trained model's biases are in the integer units too
+
+
 @pytest.mark.parametrize("peer,message", [("nirtorch", "maps no LIF"), ("sinabs", "pins nir <= 1.0.4"),
                                           ("rockpool", "imports no Conv2d"), ("brian2", "unknown library")])  # fmt: skip
 def test_libraries_that_cannot_run_the_graph_are_refused_with_the_reason(
@@ -106,14 +150,36 @@ def test_libraries_that_cannot_run_the_graph_are_refused_with_the_reason(
     assert not list(tmp_path.glob("*.nir"))  # nothing written
 
 
-def test_fixed_precision_is_not_written_for_float_readers(graphs):
-    graph, _ = graphs["digits_csnn"]
-    with pytest.raises(ModelError, match="Loihi's integer network"):
-        graph_for(graph, "snntorch", dt=1e-3, precision="fixed")
+@pytest.mark.parametrize("peer", PEERS)
+def test_fixed_graph_files_keep_the_integers(fixed_graphs, peer):
+    """A fixed graph's --for file holds the integer network: every mantissa is ``weight / weight_scale``
+    exactly (the scales follow the pool areas moved into the weights), thresholds and decays as in the graph."""
+    graph, _ = fixed_graphs["nmnist_csnn"]
+    plan = load_plan(graph)
+    written = graph_for(graph, peer, dt=1e-3, precision="fixed")
+    meta = json.loads(written.metadata[METADATA_KEY])
+    assert meta["precision"] == "float" and "layers" not in meta
+    src = meta["fixed_source"]
+    for n in plan.nodes:
+        if n.kind in ("conv", "affine"):
+            w = np.asarray(written.nodes[n.name].weight, np.float64)
+            scale = np.asarray(src[n.name]["weight_scale"], np.float64)  # (one, or one per output row)
+            mant = w / scale.reshape((-1,) + (1,) * (w.ndim - 1)) if scale.ndim else w / scale
+            assert np.array_equal(mant, n.fixed["weight"] / 2), n.name  # (the plan stores them doubled)
+            assert src[n.name]["weight_exp"] == n.fixed["weight_exp"]
+            assert np.array_equal(np.asarray(src[n.name]["bias_mant"]) << src[n.name]["bias_exp"], n.fixed["bias"])
+        elif n.kind == "lif":
+            assert (src[n.name]["vth"], src[n.name]["dv"]) == (n.fixed["vth"], n.fixed["dv"])
+    scales = [s["weight_scale"] for s in src.values() if "weight_scale" in s]
+    if peer in ("snntorch", "spikingjelly"):  # the sum pools became average pools: their areas went into the weights
+        assert 4.0 in scales
+    else:  # Norse ignores r (here 2, a power of two): it went into the weight rows
+        assert 2.0 in scales
 
 
+@pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name", list(GRAPHS))
-def test_snntorch_runs_our_file_live(graphs, name, tmp_path):
+def test_snntorch_runs_our_file_live(graphs, fixed_graphs, name, tmp_path, precision):
     """The interop extra installs snnTorch: its own import_from_nir on our --for file, in this process."""
     pytest.importorskip("snntorch", reason="snnTorch is the interop extra (pip install -e '.[interop]')")
     import contextlib
@@ -121,9 +187,9 @@ def test_snntorch_runs_our_file_live(graphs, name, tmp_path):
 
     from snntorch.import_nir import import_from_nir
 
-    graph, x = graphs[name]
-    nir.write(tmp_path / "g.nir", graph_for(graph, "snntorch", dt=1e-3))
+    graph, x = (graphs if precision == "float" else fixed_graphs)[name]
+    nir.write(tmp_path / "g.nir", graph_for(graph, "snntorch", dt=1e-3, precision=precision))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         net = import_from_nir(nir.read(tmp_path / "g.nir", type_check=False))  # its documented call
-    assert np.array_equal(_stepped(net, x), ref.run(load_plan(graph), x).counts)
+    assert _same_output(_stepped(net, x), graph, _expected(graph, precision, x))
