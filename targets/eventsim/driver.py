@@ -17,7 +17,7 @@ import numpy as np
 from core.errors import DataError
 from core.fixed import V_MAX
 from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, SCAN, _input_events, _simulate
-from targets.eventsim.layout import Compiled, compile_plan
+from targets.eventsim.layout import Compiled, compile_plan, lower_convolutions
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes
 from targets.reference import RunResult
 
@@ -29,11 +29,12 @@ class EventSim:
         from targets import get_target
 
         plan.require_rules(get_target("eventsim").rules, "eventsim")
-        get_target("eventsim").require(plan)  # no Conv1d, no dilated or grouped Conv2d: refused by name
-        self.plan = plan
+        get_target("eventsim").require(plan)
+        self.plan = plan  # shapes and checks as the user's graph states them
+        self.lowered = lower_convolutions(plan)  # what the kernel runs: plain 2-D convolutions only
         self.integer = plan.precision == "fixed"
         self.value_dtype = np.int64 if self.integer else np.float32
-        self.compiled: Compiled = compile_plan(plan, self.integer, self.value_dtype)
+        self.compiled: Compiled = compile_plan(self.lowered, self.integer, self.value_dtype)
         self._weights_as: dict[type, np.ndarray] = {}
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
         self._acc_dtypes: dict[tuple[float, bool], type] = {}
@@ -74,7 +75,7 @@ class EventSim:
         whole: dict[str, bool] = {"input": integral}
         worst = 0.0
         exact32 = True
-        for n in self.plan.nodes:
+        for n in self.lowered.nodes:
             if n.kind == "delay":
                 bound[n.name], whole[n.name] = delayed[n.name]
                 continue
@@ -118,7 +119,7 @@ class EventSim:
         if spikes.dtype == np.bool_:
             spikes = spikes.view(np.uint8)
         T, B = spikes.shape[:2]
-        shape = self.plan.input_shape
+        shape = self.lowered.input_shape
         channels, pixels = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (1, int(np.prod(shape)))
         flat = np.ascontiguousarray(spikes).reshape(-1)
         off = np.empty(B * T + 1, dtype=np.int64)
