@@ -139,7 +139,7 @@ register_target(TargetInfo("onnx", "targets.onnx_target", ("float", "fixed"), AL
                            options=("threads",), streams=True, rules=DIALECT_RULES, conv_features=CONV_FEATURES))  # fmt: skip
 register_target(TargetInfo("eventsim", "targets.eventsim", ("float", "fixed"), ALL_KINDS,
                            "the project's event-driven CPU simulator (numba): work per spike, not per neuron", streams=True,
-                           rules=("subtract_next",), conv_features=CONV_FEATURES))  # fmt: skip
+                           rules=DIALECT_RULES, conv_features=CONV_FEATURES))  # fmt: skip
 register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv", "affine", "lif", "sumpool", "flatten"),
                            "Norse 1.1.0 reading the .nir file (independent check of the file format)", refuses="refusal",
                            conv_features=CONV_FEATURES))  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 
 from convert.build import build_nir
 from convert.nirgraph import write_graph
-from core.errors import DataError
+from core.errors import DataError, ModelError
 from inputs.datasets import load_dataset, spike_batch
 from runtime.metrics import synaptic_operations
 from runtime.verify import compare
@@ -330,3 +330,36 @@ def test_li_readout_work_follows_events(tmp_path, precision, bias):
     per_step = np.concatenate([p.per_step[:, 0] for p in parts])
     assert np.array_equal(per_step.sum(0), whole) if precision == "fixed" else np.allclose(per_step.sum(0), whole)
     assert np.array_equal(per_step, expected.traces["head.3"][:, 0].astype(per_step.dtype))
+
+
+def _dialect_plan(dialect: str, tau: float, v_leak: float, threshold: float, seed: int = 0):
+    """Linear (40 -> 30) -> LIF, read in a producer's dialect (targets.plan.DIALECTS)."""
+    n = 30
+    w = np.random.default_rng(seed).normal(0, 3.0, (n, 40)).astype(np.float32)
+    lif = nir.LIF(tau=np.full(n, tau), r=np.ones(n), v_leak=np.full(n, v_leak), v_threshold=np.full(n, threshold),
+                  v_reset=np.zeros(n))  # fmt: skip
+    g = nir.NIRGraph(nodes={"x": nir.Input(np.array([40])), "fc": nir.Linear(w), "l": lif, "y": nir.Output(np.array([n]))},
+                     edges=[("x", "fc"), ("fc", "l"), ("l", "y")])  # fmt: skip
+    return load_plan(g, dialect=dialect)
+
+
+@pytest.mark.parametrize(
+    "dialect,tau,v_leak,rules",
+    [("norse", 1e-5, 0.3, {"norse_box", "v0"}), ("rockpool", 1e-2, 0.0, {"floor_ge"}), ("sinabs", 5.0, 0.0, {"trunc_gt0"})],
+)  # fmt: skip
+def test_producer_rules_exactly_and_only_where_events_arrive(dialect, tau, v_leak, rules):
+    """Norse's arithmetic from its rest at v_leak, Rockpool's and Sinabs' several spikes per step
+    (events carrying the count): the reference's rasters; no input, no neuron updated (the rest
+    state is a fixed point); more than 255 spikes in a step is the reference's error, not a wrap."""
+    plan = _dialect_plan(dialect, tau, v_leak, 0.3)
+    assert plan.rules == rules
+    x = (np.random.default_rng(1).random((50, 3, 40)) < 0.02).astype(np.float32) * 3
+    want, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
+    assert want.counts.sum() > 0 and np.array_equal(got.rasters["l"], want.rasters["l"])
+    assert np.array_equal(got.counts, want.counts) and np.array_equal(got.layer_counts["l"], want.layer_counts["l"])
+    if dialect != "norse":
+        assert want.rasters["l"].max() > 1  # several spikes in one step, counted
+    assert eventsim.run(plan, np.zeros_like(x)).stats["l"]["neuron_updates"] == 0
+    if dialect != "norse":
+        with pytest.raises(ModelError, match="spikes in one step; at most 255"):
+            eventsim.run(plan, x * 1000)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import DataError
+from core.errors import DataError, ModelError
 from core.fixed import V_MAX
-from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, SCAN, _input_events, _simulate
+from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN, _input_events, _simulate
 from targets.eventsim.layout import Compiled, compile_plan, lower_convolutions
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes
 from targets.reference import RunResult
@@ -98,7 +98,8 @@ class EventSim:
                 bound[n.name], whole[n.name] = (float(V_MAX), True) if self.integer else (np.inf, False)
             else:
                 acc = 0.0
-                bound[n.name] = 1.0 if n.kind == "lif" else x
+                several = n.kind == "lif" and "spike" in n.params  # several spikes per step: counts
+                bound[n.name] = (float(MAX_SPIKES) if several else 1.0) if n.kind == "lif" else x
                 whole[n.name] = n.kind == "lif" or ints
             worst = max(worst, acc)
         if self.integer:
@@ -187,12 +188,15 @@ class EventSim:
         layer_counts = np.zeros((len(sizes), B), dtype=np.int64)
         work = np.zeros((len(table), B), dtype=np.int64)  # synaptic events, or LIF neuron updates
         cycles = np.zeros(len(table), dtype=np.int64)
+        excess = np.zeros(1, dtype=np.int64)  # the most spikes one neuron emitted in one step (several per step)
         _simulate(
             table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
-            *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val, state.dl_n,
-            state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
-            counts, out_steps, layer_counts, work, cycles, rasters, traces, record,
+            c.vrest, *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
+            state.dl_n, state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
+            counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,
         )  # fmt: skip
+        if excess[0] > MAX_SPIKES:
+            raise ModelError(f"a neuron emits {int(excess[0])} spikes in one step; at most {MAX_SPIKES} are counted")
         plan = self.plan
         lif_rasters = li_traces = None
         if record:

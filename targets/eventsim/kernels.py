@@ -33,9 +33,15 @@ INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF, LI, DELAY = range(9)
 # columns of the node table
 (K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
  K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_UNIFORM,
- K_MAP, K_TOFF, K_DOFF, K_DSLOT, K_DDEPTH) = range(34)  # fmt: skip
-NCOLS = 34
+ K_MAP, K_TOFF, K_DOFF, K_DSLOT, K_DDEPTH, K_FORM, K_SPIKE) = range(36)  # fmt: skip
+NCOLS = 36
 DENSE_FRACTION = 0.25
+# a float LIF/LI layer's rule beyond NIR's (a producer's dialect, targets.reference.membrane): the
+# membrane's form (K_FORM; the plan's parameters in the beta and leak slots, see layout) and the
+# spikes per step (K_SPIKE). Layers with a rule run in _rule_lif / _rule_li, never densely fused.
+FORM_NIR, FORM_NORSE_BOX, FORM_NORSE_CELL, FORM_NORSE_JUMP, FORM_ROCKPOOL_SYN, FORM_NIR_REST = range(6)
+SPIKE_ONE, SPIKE_FLOOR_GE, SPIKE_TRUNC_GT0 = range(3)
+MAX_SPIKES = 255  # several spikes per step: rasters hold counts up to this (targets.reference)
 
 
 @intrinsic
@@ -328,6 +334,93 @@ def _listed_lif(listed, inp, v, bias, sticky, marks, keep, vth, beta, gain, leak
     return w, ne
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rule_membrane(form, v, x, beta, gain, leak):
+    """A float membrane after input ``x`` (the synapse's output) in a dialect's form and float32
+    order of operations (:func:`targets.reference.membrane`): ``beta`` holds Norse's ``a`` or the
+    current decay ``b``, ``leak`` Norse's ``v_leak``."""
+    if form == FORM_NORSE_BOX:
+        return v + beta * ((x + leak) - v)
+    if form == FORM_NORSE_CELL:
+        return v + beta * ((leak - v) + x)
+    if form == FORM_NORSE_JUMP:
+        return v + x
+    if form == FORM_ROCKPOOL_SYN:
+        return (v + x) * beta
+    return beta * v + gain * x + leak  # (FORM_NIR_REST: NIR's, from a rest value other than 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _rule_lif(listed, inp, v, bias, sticky, marks, rest, form, spike, beta, gain, leak, vth_f, v_reset, out_idx,
+              out_val):  # fmt: skip
+    """One step of the ``listed`` neurons of a float LIF layer with a dialect's rule (membrane form,
+    several spikes per step each subtracting the threshold), as :func:`targets.reference.run`
+    computes it; spikes become events whose value is the count. A neuron stays listed while its
+    membrane is off its rest value ``rest`` (checked at build to be a fixed point without input) or
+    it has a constant input. Returns ``(listed now, events, spikes, largest count)``."""
+    w = 0
+    ne = 0
+    total = 0
+    top = 0
+    for j in range(listed.shape[0]):
+        i = listed[j]
+        x = inp[i] + bias[i]  # the synapse's output
+        inp[i] = 0
+        vf = _rule_membrane(form, v[i], x, beta[i], gain[i], leak[i])
+        th = vth_f[i]
+        if spike == SPIKE_ONE:
+            n = np.float32(1.0) if vf > th else np.float32(0.0)
+            vn = v_reset[i] if vf > th else vf
+        else:
+            whole = np.floor(vf / th)
+            if spike == SPIKE_FLOOR_GE:
+                n = min(whole, np.float32(2**16)) if vf >= th else np.float32(0.0)
+            else:
+                n = whole if vf > 0 else np.float32(0.0)
+            vn = vf - n * th
+        v[i] = vn
+        c = np.int64(n)
+        out_idx[ne] = i
+        out_val[ne] = n
+        ne += c > 0
+        total += c
+        top = max(top, c)
+        stays = vn != rest[i] or sticky[i] != 0
+        marks[i] = stays
+        listed[w] = i  # in-place compaction (w <= j)
+        w += stays
+    return w, ne, total, top
+
+
+@numba.njit(cache=True, nogil=True)
+def _rule_li(listed, dense, inp, v, bias, sticky, marks, rest, form, beta, gain, leak, out_idx, out_val, trace):
+    """One step of a float LI layer with a dialect's form (:func:`_li_layer` otherwise): its output is
+    the membrane after this step's input; Norse's current (``FORM_NORSE_JUMP``) keeps that value
+    decayed (``v + b v``) as its state. Every non-zero output becomes an event. Returns
+    ``(listed now, events, neurons updated)``."""
+    n = v.shape[0] if dense else listed.shape[0]
+    w = 0
+    ne = 0
+    for j in range(n):
+        i = j if dense else listed[j]
+        x = inp[i] + bias[i]
+        inp[i] = 0
+        out = _rule_membrane(form, v[i], x, beta[i], gain[i], leak[i])
+        vn = out + beta[i] * out if form == FORM_NORSE_JUMP else out
+        v[i] = vn
+        out_idx[ne] = i
+        out_val[ne] = out
+        ne += out != 0
+        if trace.shape[0]:
+            trace[i] = out
+        if not dense:
+            stays = vn != rest[i] or sticky[i] != 0
+            marks[i] = stays
+            listed[w] = i
+            w += stays
+    return w, ne, n
+
+
 def _li_update(v, x, bias, keep, beta, gain, leak):
     """One LI neuron's step (the LIF's update without the spike): the new membrane."""
 
@@ -450,12 +543,12 @@ def _pass_on(listed, G, kind, acc, bias, exp, area, out_idx, out_val):
 
 @numba.njit(cache=True, nogil=True)
 def _simulate(
-    table, srcs, outputs, decode, pmap, weights, biases, sticky, beta, gain, leak, vth_f, vreset,  # the compiled network
+    table, srcs, outputs, decode, pmap, weights, biases, sticky, beta, gain, leak, vth_f, vreset, vrest,  # the network
     acc, gmark, glist, inp, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # scratch, zero between steps
     nmark, v, act, act_n,  # state kept between steps (and calls, when streaming)
     dl_idx, dl_val, dl_n, dl_head, dsteps, delay_rows,  # delays: stored events per (node, slot), this step's slot
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
-    counts, out_steps, layer_counts, work, cycles, rasters, traces, record,  # results
+    counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,  # results
 ):  # fmt: skip
     n_nodes = table.shape[0]
     for b in range(B):
@@ -464,7 +557,7 @@ def _simulate(
                 if table[k, K_KIND] == LIF or table[k, K_KIND] == LI:
                     off = table[k, K_OFF]
                     for i in range(table[k, K_N]):
-                        v[off + i] = 0
+                        v[off + i] = vrest[off + i]  # 0, or a dialect's rest value
                     for j in range(act_n[k]):
                         nmark[off + act[off + j]] = 0
                     # at rest only the neurons with a constant input are listed (a dense layer keeps no list)
@@ -536,7 +629,12 @@ def _simulate(
                     tr = traces[t0 : t0 + N] if record else traces[:0]
                     lv = (act[off : off + na], dense, inp[off : off + N], v[off : off + N], biases[boff : boff + N],
                           sticky[off : off + N], nmark[off : off + N], DECAY_UNITY - table[k, K_DV])  # fmt: skip
-                    if q >= 0:  # float: per-neuron parameters
+                    if table[k, K_FORM] != FORM_NIR:  # a dialect's form (float)
+                        w, ne, upd = _rule_li(act[off : off + na], dense, inp[off : off + N], v[off : off + N],
+                                              biases[boff : boff + N], sticky[off : off + N], nmark[off : off + N],
+                                              vrest[off : off + N], table[k, K_FORM], beta[q0 : q0 + N],
+                                              gain[q0 : q0 + N], leak[q0 : q0 + N], ev_idx[evo:], ev_val[evo:], tr)  # fmt: skip
+                    elif q >= 0:  # float: per-neuron parameters
                         w, ne, upd = _li_layer(*lv, beta[q0 : q0 + N], gain[q0 : q0 + N], leak[q0 : q0 + N],
                                                ev_idx[evo:], ev_val[evo:], tr)  # fmt: skip
                     else:  # fixed: unused
@@ -563,6 +661,23 @@ def _simulate(
                     # a listed layer with most neurons listed this step is updated densely too (the
                     # neurons at rest stay at rest), and its list rebuilt from the membranes
                     crowded = not dense and na >= N * DENSE_FRACTION
+                    if table[k, K_FORM] != FORM_NIR or table[k, K_SPIKE] != SPIKE_ONE:  # a dialect's rule (listed)
+                        w, ne, spk, top = _rule_lif(act[off : off + na], inp[off : off + N], v[off : off + N],
+                                                    biases[boff : boff + N], sticky[off : off + N], nmark[off : off + N],
+                                                    vrest[off : off + N], table[k, K_FORM], table[k, K_SPIKE],
+                                                    beta[poff : poff + N], gain[poff : poff + N], leak[poff : poff + N],
+                                                    vth_f[poff : poff + N], vreset[poff : poff + N], ev_idx[evo:],
+                                                    ev_val[evo:])  # fmt: skip
+                        excess[0] = max(excess[0], top)
+                        if record:
+                            r0 = table[k, K_ROFF] + (t * B + b) * N
+                            for j in range(ne):
+                                rasters[r0 + ev_idx[evo + j]] = min(np.int64(ev_val[evo + j]), MAX_SPIKES)
+                        act_n[k] = w
+                        work[k, b] += na
+                        layer_counts[li, b] += spk
+                        ev_n[k] = ne
+                        continue
                     if dense or crowded:
                         # every neuron, in one branch-free pass (vectorised; nmark takes the
                         # spikes), then the spikes are read back a word at a time

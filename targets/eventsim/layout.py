@@ -31,6 +31,12 @@ from targets.eventsim.kernels import (
     DELAY,
     DENSE_FRACTION,
     FLATTEN,
+    FORM_NIR,
+    FORM_NIR_REST,
+    FORM_NORSE_BOX,
+    FORM_NORSE_CELL,
+    FORM_NORSE_JUMP,
+    FORM_ROCKPOOL_SYN,
     K_BOFF,
     K_CI,
     K_CO,
@@ -40,6 +46,7 @@ from targets.eventsim.kernels import (
     K_DSLOT,
     K_DV,
     K_EXP,
+    K_FORM,
     K_FUSED,
     K_GROUPS,
     K_HI,
@@ -57,6 +64,7 @@ from targets.eventsim.kernels import (
     K_PW,
     K_ROFF,
     K_SH,
+    K_SPIKE,
     K_SRC,
     K_SW,
     K_TOFF,
@@ -68,9 +76,58 @@ from targets.eventsim.kernels import (
     LI,
     LIF,
     NCOLS,
+    SPIKE_FLOOR_GE,
+    SPIKE_ONE,
+    SPIKE_TRUNC_GT0,
     SUMPOOL,
 )
 from targets.plan import Plan
+
+FORMS = {None: FORM_NIR, "norse_box": FORM_NORSE_BOX, "norse_cell": FORM_NORSE_CELL, "norse_jump": FORM_NORSE_JUMP,
+         "rockpool_syn": FORM_ROCKPOOL_SYN}  # fmt: skip
+SPIKES = {None: SPIKE_ONE, "floor_ge": SPIKE_FLOOR_GE, "trunc_gt0": SPIKE_TRUNC_GT0}
+
+
+def _rule(n) -> tuple[int, int, np.ndarray | None]:
+    """A float LIF/LI layer's dialect rule: its form and spike codes, and its rest state (None: 0). A
+    layer at rest elsewhere than 0 follows NIR's form from there (FORM_NIR_REST)."""
+    p = n.params
+    form, spike = FORMS[p.get("form")], SPIKES[p.get("spike")]
+    rest = np.asarray(p["v0"], np.float32).reshape(-1) if "v0" in p else None
+    if form == FORM_NIR and rest is not None:
+        form = FORM_NIR_REST
+    if (form != FORM_NIR or spike != SPIKE_ONE) and p.get("reset") == "subtract_next":
+        raise ModelError(f"layer {n.name}: the eventsim target takes snnTorch's delayed reset with NIR's own form only")
+    return form, spike, rest
+
+
+def _slots(p: dict, form: int) -> tuple[str, str, str]:
+    """The plan's parameters in the kernel's beta, gain and leak slots for a form."""
+    if form in (FORM_NORSE_BOX, FORM_NORSE_CELL):
+        return "a", "gain", "v_leak"
+    if form in (FORM_NORSE_JUMP, FORM_ROCKPOOL_SYN):
+        return "b", "gain", "leak"
+    return "beta", "gain", "leak"
+
+
+def _at_rest(form: int, slots: list[np.ndarray], rest: np.ndarray) -> np.ndarray:
+    """Whether each neuron's membrane stays at ``rest`` without input (float32, the kernel's order):
+    those that do not are never unlisted."""
+    beta, gain, leak = slots
+    x = np.zeros_like(rest)
+    if form == FORM_NORSE_BOX:
+        v = rest + beta * ((x + leak) - rest)
+    elif form == FORM_NORSE_CELL:
+        v = rest + beta * ((leak - rest) + x)
+    elif form == FORM_NORSE_JUMP:
+        v = rest + x
+        v = v + beta * v
+    elif form == FORM_ROCKPOOL_SYN:
+        v = (rest + x) * beta
+    else:
+        v = beta * rest + gain * x + leak
+    return v.astype(np.float32) == rest
+
 
 # a plan node's kind -> its code in the table
 KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGPOOL, "flatten": FLATTEN, "lif": LIF,
@@ -177,6 +234,7 @@ class Compiled:
     decode: np.ndarray  # (total, 3): (y, x, c) of every internal index of a (C, H, W) node
     pool_map: np.ndarray  # per pool without overlapping windows: input index -> its one output neuron, or -1
     sticky: np.ndarray  # neurons with a constant input (bias, leak): listed even at rest
+    vrest: np.ndarray  # every neuron's state at rest: 0, or a dialect's rest value (Norse: v_leak)
     lif_params: tuple[np.ndarray, ...]  # beta, gain, leak, vth, vreset (float32, internal order)
     perms: dict[str, np.ndarray]  # node -> internal index -> plan index
     total: int  # summed node extents (every per-neuron buffer)
@@ -227,6 +285,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     li_names = []
     doff = dslot = 0
     delay_steps: list[tuple[int, np.ndarray]] = []
+    rests: list[tuple[int, np.ndarray]] = []  # (node offset, rest values) of layers at rest off 0
     for k, n in enumerate(nodes, start=1):
         row = table[k]
         row[K_KIND] = KIND_CODE[n.kind]
@@ -320,13 +379,21 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
                 row[K_DV] = n.fixed["dv"]
                 constant = bias_of[syn]
             else:
-                for j, key in enumerate(("beta", "gain", "leak")):
+                form, _, rest = _rule(n)
+                row[K_FORM] = form
+                for j, key in enumerate(_slots(n.params, form)):
                     lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
                 lif[3].append(np.zeros(N, np.float32))  # (no threshold, no reset)
                 lif[4].append(np.zeros(N, np.float32))
                 row[K_POFF] = poff
                 poff += N
-                constant = lif[2][-1].copy()
+                # a constant input: NIR's leak, or (a dialect's form) a rest that is no fixed point or
+                # not 0 (an LI's output is its membrane)
+                constant = lif[2][-1].copy() if form == FORM_NIR else np.zeros(N, np.float32)
+                if form != FORM_NIR:
+                    r = np.zeros(N, np.float32) if rest is None else rest[in_perm]
+                    rests.append((row[K_OFF], r))
+                    constant = constant + ((r != 0) | ~_at_rest(form, [q[-1] for q in lif[:3]], r))
                 if syn in folded:
                     row[K_BOFF] = boff
                     biases.append(folded[syn])
@@ -353,15 +420,23 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
                 constant = bias_of[syn]
                 at_rest_spikes = np.full(N, n.fixed["vth"] < 0)
             else:
-                for j, key in enumerate(("beta", "gain", "leak", "v_threshold", "v_reset")):
+                form, spike, rest = _rule(n)
+                row[K_FORM], row[K_SPIKE] = form, spike
+                for j, key in enumerate((*_slots(n.params, form), "v_threshold", "v_reset")):
                     lif[j].append(np.asarray(n.params[key], dtype=np.float32).reshape(-1)[in_perm])
                 if n.params.get("reset") == "subtract_next":  # (the kernel's mark for it: v_reset NaN)
                     lif[4][-1] = np.full_like(lif[4][-1], np.nan)
                 row[K_POFF] = poff
                 row[K_UNIFORM] = all(np.all(p[-1] == p[-1][0]) for p in lif)  # layer-wide: scalars suffice
                 poff += N
-                constant = lif[2][-1].copy()
+                constant = lif[2][-1].copy() if form == FORM_NIR else np.zeros(N, np.float32)
                 at_rest_spikes = lif[3][-1] < 0
+                if form != FORM_NIR or spike != SPIKE_ONE:  # listed only: rest, spikes at rest, no fixed point
+                    r = np.zeros(N, np.float32) if rest is None else rest[in_perm]
+                    rests.append((row[K_OFF], r))
+                    at_rest_spikes = ~_at_rest(form, [q[-1] for q in lif[:3]], r) | (r > lif[3][-1])
+                    if spike != SPIKE_ONE:
+                        at_rest_spikes |= r >= lif[3][-1]
                 if syn in folded:
                     row[K_BOFF] = boff
                     biases.append(folded[syn])
@@ -377,7 +452,8 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             sticky_parts.append((row[K_OFF], restless))
             # Dense when at least DENSE_FRACTION of the neurons have a constant input: they update
             # every step anyway, and one branch-free pass over all is cheaper than the lists
-            row[K_DENSE] = bool(np.mean(restless) >= DENSE_FRACTION)
+            # (a layer with a dialect's rule is updated in its list: _rule_lif)
+            row[K_DENSE] = bool(np.mean(restless) >= DENSE_FRACTION) and row[K_FORM] == row[K_SPIKE] == 0
             # (a float synapse's bias is folded into this LIF by then: _dense_lif reads none)
             if (
                 row[K_DENSE]
@@ -403,6 +479,9 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     narrow = (
         integer and max((np.abs(b).max(initial=0) for b in biases), default=0) < 2**29 and (max(table[:, K_EXP]) <= 23)
     )
+    vrest = np.zeros(total, dtype=np.int32 if integer else np.float32)
+    for start, r in rests:
+        vrest[start : start + len(r)] = r
     sticky = np.zeros(total, dtype=np.uint8)
     for start, mask in sticky_parts:
         sticky[start : start + len(mask)] = mask
@@ -417,6 +496,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
         decode=decode,
         pool_map=np.concatenate(pool_maps) if pool_maps else np.zeros(1, dtype=np.int64),
         sticky=sticky,
+        vrest=vrest,
         table=table,
         srcs=np.array(srcs, dtype=np.int64),
         outputs=outputs,
