@@ -127,7 +127,7 @@ def require_target(name: str) -> TargetInfo:
     return info
 
 
-NO_LOIHI_KINDS = ("conv1d", "delay")  # Lava's processes have no 1-D convolution; lava_worker maps no loops or delays
+NO_LOIHI_KINDS = ("conv1d",)  # Lava's processes have no 1-D convolution
 register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
                            "plain numpy, one step at a time: defines the semantics", rules=DIALECT_RULES,
                            conv_features=CONV_FEATURES))  # fmt: skip

@@ -145,6 +145,7 @@ def reversed_perm(shape: tuple[int, ...]) -> np.ndarray:
 class Leaf:
     name: str  # "input" or a LIF
     ops: tuple[str, ...]  # the pool/flatten nodes from the leaf to the synapse, leaf first
+    delay: int = 0  # steps of Delay nodes (a loop's closing edge included) between the leaf and the synapse
 
 
 @dataclass
@@ -153,6 +154,16 @@ class Layer:
     synapses: list[Node]
     leaves: dict[str, list[Leaf]] = field(default_factory=dict)  # synapse -> leaves
     depth: int = 0
+    delays: dict[str, int] = field(default_factory=dict)  # synapse -> steps of a Delay between it and the LIF
+
+
+def _delay_steps(plan: Plan, n: Node) -> int:
+    """A Delay node's steps, which the lava target relays for whole layers: one value for all elements."""
+    steps = np.asarray(n.params["steps"]).reshape(-1)
+    if np.ptp(steps) != 0:
+        raise ModelError(f"{plan.source}: Delay {n.name} delays its elements by {int(steps.min())} to "
+                         f"{int(steps.max())} steps; the lava target delays whole layers by one number of steps")  # fmt: skip
+    return int(steps[0])
 
 
 def _leaves(plan: Plan, name: str, ops: tuple[str, ...], where: str) -> list[Leaf]:
@@ -161,6 +172,9 @@ def _leaves(plan: Plan, name: str, ops: tuple[str, ...], where: str) -> list[Lea
     n = plan.node(name)
     if n.kind == "lif":
         return [Leaf(name, ops)]
+    if n.kind == "delay":  # delays and the linear chain commute: the leaf's spikes, later
+        k = _delay_steps(plan, n)
+        return [Leaf(leaf.name, leaf.ops, leaf.delay + k) for leaf in _leaves(plan, n.sources[0], ops, where)]
     if n.kind == "li":
         raise ModelError(
             f"{plan.source}: LI layer {name} feeds {where}; the lava target runs an LI as a LIF that never fires "
@@ -191,22 +205,36 @@ def layers_of(plan: Plan) -> list[Layer]:
     layers = []
     for n in plan.nodes:
         if n.kind in NEURONS:
-            syns = [plan.node(s) for s in n.sources]
-            bad = (
-                [s.name for s in syns if s.kind not in SYNAPSES] if all(s != "input" for s in n.sources) else ["input"]
-            )
+            # a synapse may reach the LIF through a Delay (a loop closes there: Lava's Dense back-connection)
+            delays, via = {}, {}
+            syns = []
+            for src in n.sources:
+                m = plan.node(src) if src != "input" else None
+                if m is not None and m.kind == "delay" and m.sources[0] != "input":
+                    via[m.sources[0]] = src
+                    delays[m.sources[0]] = _delay_steps(plan, m)
+                    m = plan.node(m.sources[0])
+                syns.append(m)
+            bad = [s.name if s is not None else "input" for s in syns if s is None or s.kind not in SYNAPSES]
             if bad:
                 raise ModelError(
                     f"{plan.source}: {n.kind.upper()} {n.name} is fed by {', '.join(bad)}; the lava target needs every "
                     "LIF/LI to be fed by Conv2d/Linear layers (Lava's LIF takes synaptic current only)"
                 )
-            layer = Layer(n, syns)
+            layer = Layer(n, syns, delays={k: v for k, v in delays.items() if v})
             for s in syns:
-                if consumers.get(s.name) != [n.name]:
+                if consumers.get(s.name) != [via.get(s.name, n.name)] or consumers.get(via.get(s.name), [n.name]) != [
+                    n.name
+                ]:
                     raise ModelError(
                         f"{plan.source}: synaptic layer {s.name} feeds {consumers.get(s.name)}; the lava target "
                         "needs it to feed exactly one LIF/LI layer"
                     )
+                if s.name in layer.delays and (
+                    np.any(s.params["bias"] != 0) or (s.fixed and np.any(s.fixed["bias"] != 0))
+                ):
+                    raise ModelError(f"{plan.source}: {s.name} has a bias and reaches {n.name} through a Delay, which "
+                                     "holds no bias before its first step; Lava adds a LIF's bias from the first step")  # fmt: skip
                 layer.leaves[s.name] = [leaf for src in s.sources for leaf in _leaves(plan, src, (), s.name)]
             layers.append(layer)
     bad_out = [o for o in plan.outputs if plan.node(o).kind not in NEURONS]
@@ -226,11 +254,27 @@ def layers_of(plan: Plan) -> list[Layer]:
     if plan.precision == "float":
         for layer in layers:
             _float_neuron_check(plan, layer.lif)
-    depth = {"input": 0}
+    # depths as the alignment counts them (a delay restarts the count); every leaf's spikes must then
+    # reach the LIF no earlier than Lava's Dense/Conv (one step) can bring them: relays add the rest
+    depth = {"input": 0} | plan.depths()
     for layer in layers:
-        layer.depth = 1 + max(depth[leaf.name] for leaves in layer.leaves.values() for leaf in leaves)
-        depth[layer.lif.name] = layer.depth
+        layer.depth = depth[layer.lif.name]
+        for s, leaves in layer.leaves.items():
+            for leaf in leaves:
+                if relay_steps(layer, s, leaf, depth) < 0:
+                    raise ModelError(
+                        f"{plan.source}: {leaf.name} reaches {layer.lif.name} through {s} {leaf.delay + layer.delays.get(s, 0)} "
+                        f"step(s) later, but it is {depth[leaf.name]} synaptic layer(s) deep and {layer.lif.name} "
+                        f"{layer.depth}: Lava delays every synaptic layer by one step, so the loop cannot close in time"
+                    )  # fmt: skip
     return layers
+
+
+def relay_steps(layer: Layer, synapse: str, leaf: Leaf, depth: dict[str, int]) -> int:
+    """Steps of relay between ``leaf`` and ``synapse`` of ``layer``: the leaf shows model step ``t`` at
+    Lava step ``t + depth``; the LIF must get it ``delays`` model steps later, at its own depth, and
+    the synapse adds one step."""
+    return layer.depth - 1 + leaf.delay + layer.delays.get(synapse, 0) - depth[leaf.name]
 
 
 def _float_neuron_check(plan: Plan, n: Node) -> None:
@@ -371,9 +415,8 @@ class Builder:
                 proc = Sparse(weights=m, num_message_bits=bits, **kw)
             lava_in = proc.s_in
         flat = proc.s_in.shape != tuple(reversed(in_shape))
-        want = layer.depth - 1
         for leaf in leaves:
-            port = self.port(leaf.name, want - self.depth[leaf.name])
+            port = self.port(leaf.name, relay_steps(layer, s.name, leaf, self.depth))
             (port.flatten() if flat and len(in_shape) > 1 else port).connect(lava_in)
         return proc
 
@@ -408,9 +451,10 @@ class Builder:
         from lava.proc.monitor.process import Monitor
 
         extractors, monitors = {}, {}
+        for layer in self.layers:  # every LIF first: a loop reads a layer's spikes before its own layer is wired
+            self.lifs[layer.lif.name] = self.lif(layer)
         for layer in self.layers:
-            lif = self.lif(layer)
-            self.lifs[layer.lif.name] = lif
+            lif = self.lifs[layer.lif.name]
             for s in layer.synapses:
                 out = self.synapse(layer, s).a_out
                 (out.reshape(lif.a_in.shape) if out.shape != lif.a_in.shape else out).connect(lif.a_in)
@@ -562,7 +606,19 @@ def _steps_first(data: np.ndarray) -> np.ndarray:
 def run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
     """``spikes (T, B, ...)`` through Lava: per LIF, the raster ``(T, B, *shape)`` in Lava steps; per LI,
     the membrane trace ``(T, B, *shape)`` (int64 fixed, float64 float); and Lava's own stepping time
-    (``seconds`` for ``steps`` steps: compile and start-up excluded)."""
+    (``seconds`` for ``steps`` steps: compile and start-up excluded). A graph with delays or loops
+    runs one Lava run per sample: spikes in flight on a loop or a relay would otherwise cross into
+    the next sample's window, which a LIF's reset does not stop."""
+    if not plan.delay_names:
+        return _run(plan, spikes)
+    parts = [_run(plan, spikes[:, b : b + 1]) for b in range(spikes.shape[1])]
+    rasters = {k: np.concatenate([p[0][k] for p in parts], axis=1) for k in parts[0][0]}
+    traces = {k: np.concatenate([p[1][k] for p in parts], axis=1) for k in parts[0][1]}
+    seconds = sum(p[2].get("seconds", 0.0) for p in parts)
+    return rasters, traces, {"seconds": seconds, "steps": sum(p[2].get("steps", 0) for p in parts), "runs": len(parts)}
+
+
+def _run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel

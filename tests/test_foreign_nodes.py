@@ -365,6 +365,41 @@ def test_loop_closing_edge_carries_the_previous_step(tmp_path):
     assert got.sum() > 0
 
 
+@pytest.mark.lava
+def test_lava_closes_loops_with_a_dense_back_connection_and_relays_delays(tmp_path):
+    """A LIF layer's recurrence is a Dense from its spikes back into it (Lava's one-step synaptic
+    delay is the loop's step); a Delay of k steps on a feed-forward path is k relays; samples run
+    one Lava run each, so nothing in flight crosses into the next sample. Identical rasters."""
+    if unavailable_reason("lava"):
+        pytest.skip(f"lava is unavailable: {unavailable_reason('lava')}")
+    info = get_target("lava")
+    rng = np.random.default_rng(31)
+    w_in, w_rec = rng.normal(0, 0.8, (3, 2)), rng.normal(0, 0.6, (3, 3))
+    plan = _recurrent_graph(tmp_path / "r.nir", np.rint(w_in * 8) / 8, np.rint(w_rec * 8) / 8, np.full(3, 0.125),
+                            np.zeros(3))  # fmt: skip
+    x = _spikes(20, 3, 2, seed=32)
+    expected = ref.run(plan, x, record=True)
+    assert expected.counts.sum() > 0 and info.refusal(plan, x) is None
+    _assert_same_run(info, plan, x, expected)
+    # a Delay of 2 steps between two LIF layers, beside a direct path: relays of whole layers
+    nodes = {"x": nir.Input(np.array([4])), "fc": nir.Affine((rng.normal(0.4, 0.8, (6, 4)) * 8).round().astype(np.float32) / 8, f(6, 0.0)),
+             "l1": _lif((6,)), "late": nir.Delay(f(6, 2e-3)),
+             "fc2": nir.Affine((rng.normal(0, 0.8, (3, 6)) * 8).round().astype(np.float32) / 8, f(3, 0.0)),
+             "fc3": nir.Affine((rng.normal(0, 0.8, (3, 6)) * 8).round().astype(np.float32) / 8, f(3, 0.0)),
+             "l2": _lif((3,)), "y": nir.Output(np.array([3]))}  # fmt: skip
+    edges = [("x", "fc"), ("fc", "l1"), ("l1", "late"), ("late", "fc2"), ("fc2", "l2"), ("l1", "fc3"), ("fc3", "l2"),
+             ("l2", "y")]  # fmt: skip
+    nir.write(tmp_path / "d.nir", nir.NIRGraph(nodes, edges, type_check=False))
+    plan = load_plan(tmp_path / "d.nir")
+    x = _spikes(16, 2, 4, p=0.4, seed=33)
+    expected = ref.run(plan, x, record=True)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values())
+    _assert_same_run(info, plan, x, expected)
+    # a loop whose synapse has a bias: the Delay holds none before its first step, Lava's LIF would
+    plan = _recurrent_graph(tmp_path / "b.nir", w_in, w_rec, np.zeros(3), np.full(3, 0.25))
+    assert "has a bias and reaches lif through a Delay" in info.refusal(plan, x[:, :, :2])
+
+
 def _recurrent_cubalif_graph(path):
     rng = np.random.default_rng(11)
 
@@ -404,8 +439,10 @@ def test_recurrent_cubalif_with_delay_on_every_target(tmp_path, target):
     if unavailable_reason(target):
         pytest.skip(f"{target} is unavailable: {unavailable_reason(target)}")
     info = get_target(target)
-    if "delay" not in info.kinds:  # declined by name (verify --targets all reports it)
-        assert target in ("lava", "norse", "snntorch")
+    why = info.unsupported(plan) or info.refusal(plan, x)
+    if why:  # declined by name (verify --targets all reports it)
+        assert target in ("lava", "norse", "snntorch"), why
+        assert "CubaLIF" in why if target == "lava" else "Delay (delay)" in why
         return
     if target == "onnx":  # the whole-T file beside the graph, and the step file for other T
         export_onnx(plan, path.with_suffix(".onnx"), steps=24)
@@ -427,7 +464,7 @@ def test_verify_all_on_a_recurrent_cubalif_graph(tmp_path, capsys):
     assert verify.main(argv) == 0, capsys.readouterr()
     rep = json.loads((out / "report.json").read_text())
     assert rep["passed"] and {"torch", "onnx", "eventsim"} <= set(rep["targets"])
-    assert "loop (delay)" in rep["skipped"]["lava"] and "Delay (delay)" in rep["skipped"]["norse"]
+    assert "does not map CubaLIF node cl" in rep["skipped"]["lava"] and "Delay (delay)" in rep["skipped"]["norse"]
     assert "Skipped lava: declines this graph" in (out / "report.md").read_text()
 
 
