@@ -155,6 +155,8 @@ class Layer:
     leaves: dict[str, list[Leaf]] = field(default_factory=dict)  # synapse -> leaves
     depth: int = 0
     delays: dict[str, int] = field(default_factory=dict)  # synapse -> steps of a Delay between it and the LIF
+    current: Node | None = None  # a CubaLIF's current (``<name>.syn``): Lava's LIF holds it in u
+    scale: float = 1.0  # a CubaLIF's input gains, folded into its synapses' weights (a power of two)
 
 
 def _delay_steps(plan: Plan, n: Node) -> int:
@@ -194,21 +196,24 @@ def layers_of(plan: Plan) -> list[Layer]:
     for n in plan.nodes:
         for s in n.sources:
             consumers.setdefault(s, []).append(n.name)
-    unmapped = {"CubaLIF": "Lava's LIF holds the current in u, but an Affine/Conv bias enters Lava's v directly, "
-                "not the decaying current, and its floating_pt rounds the two decays in float64",
-                "CubaLI": "the same as CubaLIF, and its membrane would have to be sent on",
+    unmapped = {"CubaLI": "a current-based readout: Lava's LIF reads its membrane, not a second state, and cannot "
+                "send either on",
                 "Scale": "Lava's LIF cannot send an analog value on", "I": "Lava's LIF cannot send its membrane on"}  # fmt: skip
     found = sorted({(n.origin, n.name.split(".")[0]) for n in plan.nodes if n.origin in unmapped})
     if found:
         raise ModelError(f"{plan.source}: the lava target does not map "
                          + "; ".join(f"{origin} node {name} ({unmapped[origin]})" for origin, name in found))  # fmt: skip
+    currents = {n.name: _current(plan, n) for n in plan.nodes if n.kind == "lif" and n.origin == "CubaLIF"}
+    current_names = {c.name for c in currents.values()}
     layers = []
     for n in plan.nodes:
-        if n.kind in NEURONS:
+        if n.kind in NEURONS and n.name not in current_names:
+            current = currents.get(n.name)
+            feed = current or n  # a CubaLIF's synapses feed its current
             # a synapse may reach the LIF through a Delay (a loop closes there: Lava's Dense back-connection)
             delays, via = {}, {}
             syns = []
-            for src in n.sources:
+            for src in feed.sources:
                 m = plan.node(src) if src != "input" else None
                 if m is not None and m.kind == "delay" and m.sources[0] != "input":
                     via[m.sources[0]] = src
@@ -221,11 +226,12 @@ def layers_of(plan: Plan) -> list[Layer]:
                     f"{plan.source}: {n.kind.upper()} {n.name} is fed by {', '.join(bad)}; the lava target needs every "
                     "LIF/LI to be fed by Conv2d/Linear layers (Lava's LIF takes synaptic current only)"
                 )
-            layer = Layer(n, syns, delays={k: v for k, v in delays.items() if v})
+            layer = Layer(n, syns, delays={k: v for k, v in delays.items() if v}, current=current)
+            if current is not None:
+                layer.scale = _cuba_scale(plan, n, current, syns)
             for s in syns:
-                if consumers.get(s.name) != [via.get(s.name, n.name)] or consumers.get(via.get(s.name), [n.name]) != [
-                    n.name
-                ]:
+                into = via.get(s.name, feed.name)  # what the synapse feeds: the LIF, its current, or a Delay to them
+                if consumers.get(s.name) != [into] or (into != feed.name and consumers.get(into) != [feed.name]):
                     raise ModelError(
                         f"{plan.source}: synaptic layer {s.name} feeds {consumers.get(s.name)}; the lava target "
                         "needs it to feed exactly one LIF/LI layer"
@@ -233,7 +239,7 @@ def layers_of(plan: Plan) -> list[Layer]:
                 if s.name in layer.delays and (
                     np.any(s.params["bias"] != 0) or (s.fixed and np.any(s.fixed["bias"] != 0))
                 ):
-                    raise ModelError(f"{plan.source}: {s.name} has a bias and reaches {n.name} through a Delay, which "
+                    raise ModelError(f"{plan.source}: {s.name} has a bias and reaches {feed.name} through a Delay, which "
                                      "holds no bias before its first step; Lava adds a LIF's bias from the first step")  # fmt: skip
                 layer.leaves[s.name] = [leaf for src in s.sources for leaf in _leaves(plan, src, (), s.name)]
             layers.append(layer)
@@ -245,7 +251,7 @@ def layers_of(plan: Plan) -> list[Layer]:
         )
     for n in plan.nodes:
         readers = [m.name for m in plan.nodes if n.name in m.sources]
-        if n.kind == "li" and readers:
+        if n.kind == "li" and readers and n.name not in current_names:
             raise ModelError(
                 f"{plan.source}: LI layer {n.name} feeds {', '.join(readers)}; the lava target runs an LI as a LIF "
                 "that never fires and reads its membrane, which Lava's LIF cannot send on: an LI layer must be a "
@@ -253,7 +259,7 @@ def layers_of(plan: Plan) -> list[Layer]:
             )
     if plan.precision == "float":
         for layer in layers:
-            _float_neuron_check(plan, layer.lif)
+            _float_neuron_check(plan, layer.lif, cuba=layer.current is not None)
     # depths as the alignment counts them (a delay restarts the count); every leaf's spikes must then
     # reach the LIF no earlier than Lava's Dense/Conv (one step) can bring them: relays add the rest
     depth = {"input": 0} | plan.depths()
@@ -277,8 +283,47 @@ def relay_steps(layer: Layer, synapse: str, leaf: Leaf, depth: dict[str, int]) -
     return layer.depth - 1 + leaf.delay + layer.delays.get(synapse, 0) - depth[leaf.name]
 
 
-def _float_neuron_check(plan: Plan, n: Node) -> None:
-    """What Lava's float LIF (one ``dv``, ``vth`` per layer, reset to 0, input gain 1) cannot take."""
+def _current(plan: Plan, n: Node) -> Node:
+    """The current of CubaLIF ``n`` (the plan's ``<name>.syn`` LI, read by ``n`` alone)."""
+    cur = plan.node(n.sources[0]) if len(n.sources) == 1 and n.sources[0] != "input" else None
+    if cur is None or cur.kind != "li" or cur.name != n.name + ".syn":
+        raise ModelError(f"{plan.source}: CubaLIF {n.name} is not fed by its own current")
+    readers = [m.name for m in plan.nodes if cur.name in m.sources]
+    if readers != [n.name] or cur.name in plan.outputs:
+        raise ModelError(
+            f"{plan.source}: the current of CubaLIF {n.name} is read by {readers}; Lava's LIF keeps it in u"
+        )
+    return cur
+
+
+def _cuba_scale(plan: Plan, n: Node, cur: Node, syns: list[Node]) -> float:
+    """What Lava's LIF, ``u = (1 - du) u + a; v = (1 - dv) v + u + bias``, needs of a CubaLIF
+    (``i = beta_s i + g_s I; v = beta v + g i + leak``): ``u = g i``, so the synapses carry ``g g_s``
+    in their weights, exact only for a power of two; no leak in the current, and no synaptic bias,
+    which would enter the current here and Lava's ``v`` there. Returns ``g g_s``."""
+    if plan.precision != "float":
+        raise ModelError(f"{plan.source}: CubaLIF {n.name} in fixed precision: the integer current is not built yet")
+    p, q = cur.params, n.params
+    for key, arr in (("current decay", p["beta"]), ("current gain", p["gain"]), ("input gain", q["gain"])):
+        if np.ptp(arr) != 0:
+            raise ModelError(f"{plan.source}: CubaLIF {n.name} has a per-neuron {key}; Lava's LIF takes one per layer")
+    if np.any(p["leak"] != 0):
+        raise ModelError(f"{plan.source}: CubaLIF {n.name}'s current has a leak; Lava's u decays to 0")
+    biased = [s.name for s in syns if np.any(s.params["bias"] != 0)]
+    if biased:
+        raise ModelError(f"{plan.source}: {', '.join(biased)} add a bias to CubaLIF {n.name}'s current; Lava adds a "
+                         "LIF's bias to v, not to the decaying current")  # fmt: skip
+    g = float(np.float64(p["gain"].flat[0]) * np.float64(q["gain"].flat[0]))
+    mant, _ = np.frexp(g)
+    if abs(mant) != 0.5:
+        raise ModelError(f"{plan.source}: CubaLIF {n.name}'s input gains multiply to {g:g}, not a power of two: "
+                         "folded into Lava's weights they would round")  # fmt: skip
+    return g
+
+
+def _float_neuron_check(plan: Plan, n: Node, cuba: bool = False) -> None:
+    """What Lava's float LIF (one ``dv``, ``vth`` per layer, reset to 0, input gain 1) cannot take
+    (a CubaLIF's gains are folded into its weights: :func:`_cuba_scale`)."""
     p, li = n.params, n.kind == "li"
     for key in ("beta", "gain") if li else ("beta", "v_threshold", "gain"):
         if np.ptp(p[key]) != 0:
@@ -290,7 +335,7 @@ def _float_neuron_check(plan: Plan, n: Node) -> None:
         raise ModelError(f"{plan.source}: LIF {n.name} spikes at v >= threshold ({plan.meta.get('dialect')} dialect); "
                          "Lava's floating_pt spikes at v > threshold and misses the float32 step below it")  # fmt: skip
     gain = float(p["gain"].flat[0])
-    if gain != 1.0:
+    if gain != 1.0 and not cuba:
         raise ModelError(f"{plan.source}: LIF {n.name} scales its input by r*dt/tau = {gain:g}; the lava "
                          "target needs r = tau/dt (input gain 1)")  # fmt: skip
 
@@ -313,6 +358,7 @@ class Builder:
         self.sources: list[Any] = []
         self.RingBuffer = RingBuffer
         self.lifs: dict[str, Any] = {}
+        self.probes: dict[str, tuple[str, str, float, int]] = {}  # LI -> (Lava process, Var, scale, depth)
         self.relays = 0
 
     # -- spike sources, delayed on request ------------------------------------------------------
@@ -370,7 +416,7 @@ class Builder:
         in_shape = self.shapes[leaves[0].name]
         graded = len(leaves) > 1 or any(leaf.name == "input" for leaf in leaves)
         bits = GRADED_BITS if graded else 0
-        w = s.fixed["weight"].astype(np.int64) if self.fixed else s.params["weight"].astype(np.float64)
+        w = s.fixed["weight"].astype(np.int64) if self.fixed else s.params["weight"].astype(np.float64) * layer.scale
         e = s.fixed["weight_exp"] if self.fixed else 0
         proc, lava_in = None, None
         if s.kind == "conv":
@@ -438,10 +484,11 @@ class Builder:
             return LIFReset(shape=lshape, du=4095, dv=int(n.fixed["dv"]), vth=vth,
                             bias_mant=lava_layout(mant), bias_exp=lava_layout(exp), **window)  # fmt: skip
         p = n.params
-        _float_neuron_check(self.plan, n)
+        _float_neuron_check(self.plan, n, cuba=layer.current is not None)
         beta = float(p["beta"].flat[0])
         vth = LI_VTH_FLOAT if li else float(p["v_threshold"].flat[0])
-        return LIFReset(shape=lshape, du=1.0, dv=1.0 - beta, vth=vth,
+        du = 1.0 if layer.current is None else 1.0 - float(layer.current.params["beta"].flat[0])
+        return LIFReset(shape=lshape, du=du, dv=1.0 - beta, vth=vth,
                         bias_mant=lava_layout(bias + p["leak"].astype(np.float64)), bias_exp=0, **window)  # fmt: skip
 
     def build(self, steps: int):
@@ -461,9 +508,13 @@ class Builder:
             ex = Extractor(shape=lif.s_out.shape, buffer_size=64)
             lif.s_out.connect(ex.in_port)
             extractors[layer.lif.name] = ex
-            if layer.lif.kind == "li":
-                monitors[layer.lif.name] = Monitor()
-                monitors[layer.lif.name].probe(lif.v, steps)
+            probes = [(layer.lif.name, "v", 1.0)] if layer.lif.kind == "li" else []
+            if layer.current is not None:  # a CubaLIF's current, the plan's LI: Lava's u / g, exactly
+                probes.append((layer.current.name, "u", float(layer.lif.params["gain"].flat[0])))
+            for name, var, scale in probes:
+                monitors[name] = Monitor()
+                monitors[name].probe(getattr(lif, var), steps)
+                self.probes[name] = (lif.name, var, scale, layer.depth)
         return extractors, monitors
 
 
@@ -645,11 +696,16 @@ def _run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[st
                 t_first = time.perf_counter()
         root.wait()
         simulation = {"seconds": time.perf_counter() - t_first, "steps": B * T - 1}
-        membranes = {k: _steps_first(np.asarray(m.get_data()[builder.lifs[k].name]["v"])) for k, m in monitors.items()}
+        membranes = {}
+        for k, m in monitors.items():
+            proc, var, scale, _ = builder.probes[k]
+            membranes[k] = _steps_first(np.asarray(m.get_data()[proc][var])) / scale
     finally:
         root.stop()
     for k in monitors:
-        if rasters[k].any():  # the LIF that runs an LI crossed its threshold: its membrane bound was wrong
+        if (
+            k in rasters and rasters[k].any()
+        ):  # the LIF that runs an LI crossed its threshold: its membrane bound was wrong
             step = int(np.argwhere(rasters[k].reshape(B * T, -1))[0][0])
             raise ModelError(
                 f"{plan.source}: LI layer {k} fired in Lava at step {step}: its membrane crossed the threshold the "
@@ -664,7 +720,7 @@ def _run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[st
         out[k] = np.ascontiguousarray(r)
     for k, v in membranes.items():
         v = v.reshape(B, T, *v.shape[1:]).swapaxes(0, 1).copy()
-        v[: min(layers[k].depth, T)] = 0  # before the layer's window starts (pipeline fill)
+        v[: min(builder.probes[k][3], T)] = 0  # before the layer's window starts (pipeline fill)
         traces[k] = np.ascontiguousarray(v.astype(np.int64) if builder.fixed else v.astype(np.float64))
     return out, traces, simulation
 

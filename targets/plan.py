@@ -914,6 +914,29 @@ def _float_grids(plan: Plan, input_max: float | None) -> dict[str, _Grid | None]
     """Per node, the grid its float values provably stay on while the reference computes them
     exactly (every float32 operation without rounding); None where that is not provable. The input
     is integer counts up to ``input_max`` (None: analog input, no grid)."""
+    # a delay emits what its source computed earlier (zero before): its source's grid, with 0 in
+    # range; found by passes until nothing changes (a loop through a LIF settles at once: spikes are 0/1)
+    delayed: dict[str, _Grid | None] = dict.fromkeys(plan.delay_names)
+    for _ in range(len(delayed) + 2):
+        grids = _grids_pass(plan, input_max, delayed)
+        again = {d: _with_zero(grids[plan.node(d).sources[0]]) for d in delayed}
+        if all(_same_grid(again[d], delayed[d]) for d in delayed):
+            return grids
+        delayed = again
+    return _grids_pass(plan, input_max, dict.fromkeys(plan.delay_names))
+
+
+def _with_zero(g: _Grid | None) -> _Grid | None:
+    return None if g is None else _Grid(g.exp, np.minimum(g.lo, 0), np.maximum(g.hi, 0))
+
+
+def _same_grid(a: _Grid | None, b: _Grid | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(x, y) for x, y in ((a.exp, b.exp), (a.lo, b.lo), (a.hi, b.hi)))
+
+
+def _grids_pass(plan: Plan, input_max: float | None, delayed: dict[str, _Grid | None]) -> dict[str, _Grid | None]:
     n_in = int(np.prod(plan.input_shape))
     grids: dict[str, _Grid | None] = {
         "input": None
@@ -921,8 +944,8 @@ def _float_grids(plan: Plan, input_max: float | None) -> dict[str, _Grid | None]
         else _Grid(np.zeros(n_in, np.int64), np.zeros(n_in), np.full(n_in, float(np.ceil(input_max))))
     }
     for n in plan.nodes:
-        if n.kind == "delay":  # its values come from earlier steps: nothing is promised
-            grids[n.name] = None
+        if n.kind == "delay":  # its values come from earlier steps: its source's grid, as far as known
+            grids[n.name] = delayed[n.name]
             continue
         parts = [grids[s] for s in n.sources]
         g = None if any(p is None for p in parts) else _sum_grids(parts)

@@ -169,7 +169,7 @@ def test_every_target_runs_every_neuron_node(tmp_path, target):
         return
     if target == "lava":
         reason = info.refusal(plan, x)
-        assert "CubaLIF node cl" in reason and "Scale node sc" in reason and "I node i" in reason
+        assert "CubaLI node cli" in reason and "Scale node sc" in reason and "I node i" in reason
         return
     if target == "snntorch":  # its import maps no CubaLIF as NIR means it (nor Scale, I, ...): declined by name
         assert "node cl (CubaLIF)" in info.refusal(plan, x)
@@ -400,6 +400,39 @@ def test_lava_closes_loops_with_a_dense_back_connection_and_relays_delays(tmp_pa
     assert "has a bias and reaches lif through a Delay" in info.refusal(plan, x[:, :, :2])
 
 
+@pytest.mark.lava
+@pytest.mark.parametrize("w_in", [2.0, 4.0], ids=["gain1", "gain2"])
+def test_lava_runs_a_recurrent_cubalif_with_its_current_in_u(tmp_path, w_in):
+    """CubaLIF on Lava: the current is Lava's ``u`` (``du`` its decay), the input gains folded into the
+    weights (a power of two: exact), the loop a Dense into the current; the current's trace is Lava's
+    ``u``, compared bit for bit where the reference's float32 current is provably exact."""
+    if unavailable_reason("lava"):
+        pytest.skip(f"lava is unavailable: {unavailable_reason('lava')}")
+    rng = np.random.default_rng(41)
+
+    def grid(*shape, s=0.8):
+        return (np.rint(rng.normal(0, s, shape) * 8) / 8).astype(np.float32)
+
+    nodes = {"x": nir.Input(np.array([5])), "fc": nir.Linear(grid(6, 5)),
+             "cl": nir.CubaLIF(tau_syn=f(6, 2e-3), tau_mem=f(6, 4e-3), r=f(6, 4.0), v_leak=f(6, 0.0),
+                               v_threshold=f(6, 1.0), w_in=f(6, w_in)),
+             "rec": nir.Linear(grid(6, 6, s=0.5)), "fc2": nir.Linear(grid(3, 6)), "out": _lif((3,), th=0.5),
+             "y": nir.Output(np.array([3]))}  # fmt: skip
+    edges = [("x", "fc"), ("fc", "cl"), ("cl", "rec"), ("rec", "cl"), ("cl", "fc2"), ("fc2", "out"), ("out", "y")]
+    nir.write(tmp_path / "c.nir", nir.NIRGraph(nodes, edges, type_check=False))
+    plan = load_plan(tmp_path / "c.nir")
+    x = _spikes(8, 3, 5, p=0.5, seed=42)
+    expected = ref.run(plan, x, record=True)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values()) and "cl.syn" in expected.traces
+    info = get_target("lava")
+    assert info.refusal(plan, np.concatenate([x, np.zeros((2, *x.shape[1:]), x.dtype)])) is None
+    _assert_same_run(info, plan, x, expected)
+    # what Lava's LIF cannot hold is refused by name: a bias into the current
+    nodes["fc"] = nir.Affine(grid(6, 5), np.full(6, 0.25, np.float32))
+    nir.write(tmp_path / "b.nir", nir.NIRGraph(nodes, edges, type_check=False))
+    assert "add a bias to CubaLIF cl's current" in info.refusal(load_plan(tmp_path / "b.nir"), x)
+
+
 def _recurrent_cubalif_graph(path):
     rng = np.random.default_rng(11)
 
@@ -442,7 +475,7 @@ def test_recurrent_cubalif_with_delay_on_every_target(tmp_path, target):
     why = info.unsupported(plan) or info.refusal(plan, x)
     if why:  # declined by name (verify --targets all reports it)
         assert target in ("lava", "norse", "snntorch"), why
-        assert "CubaLIF" in why if target == "lava" else "Delay (delay)" in why
+        assert "bias to CubaLIF cl's current" in why if target == "lava" else "Delay (delay)" in why
         return
     if target == "onnx":  # the whole-T file beside the graph, and the step file for other T
         export_onnx(plan, path.with_suffix(".onnx"), steps=24)
@@ -464,7 +497,7 @@ def test_verify_all_on_a_recurrent_cubalif_graph(tmp_path, capsys):
     assert verify.main(argv) == 0, capsys.readouterr()
     rep = json.loads((out / "report.json").read_text())
     assert rep["passed"] and {"torch", "onnx", "eventsim"} <= set(rep["targets"])
-    assert "does not map CubaLIF node cl" in rep["skipped"]["lava"] and "Delay (delay)" in rep["skipped"]["norse"]
+    assert "add a bias to CubaLIF cl's current" in rep["skipped"]["lava"] and "Delay (delay)" in rep["skipped"]["norse"]
     assert "Skipped lava: declines this graph" in (out / "report.md").read_text()
 
 
