@@ -156,7 +156,7 @@ class Layer:
     depth: int = 0
     delays: dict[str, int] = field(default_factory=dict)  # synapse -> steps of a Delay between it and the LIF
     current: Node | None = None  # a CubaLIF's current (``<name>.syn``): Lava's LIF holds it in u
-    scale: float = 1.0  # a CubaLIF's input gains, folded into its synapses' weights (a power of two)
+    scale: float = 1.0  # the input gain(s), a power of two, folded into the synapses' weights (float precision)
 
 
 def _delay_steps(plan: Plan, n: Node) -> int:
@@ -260,6 +260,8 @@ def layers_of(plan: Plan) -> list[Layer]:
     if plan.precision == "float":
         for layer in layers:
             _float_neuron_check(plan, layer.lif, cuba=layer.current is not None)
+            if layer.current is None:  # the input gain (a power of two) into the weights and bias: exact
+                layer.scale = float(layer.lif.params["gain"].flat[0])
     # depths as the alignment counts them (a delay restarts the count); every leaf's spikes must then
     # reach the LIF no earlier than Lava's Dense/Conv (one step) can bring them: relays add the rest
     depth = {"input": 0} | plan.depths()
@@ -335,9 +337,10 @@ def _float_neuron_check(plan: Plan, n: Node, cuba: bool = False) -> None:
         raise ModelError(f"{plan.source}: LIF {n.name} spikes at v >= threshold ({plan.meta.get('dialect')} dialect); "
                          "Lava's floating_pt spikes at v > threshold and misses the float32 step below it")  # fmt: skip
     gain = float(p["gain"].flat[0])
-    if gain != 1.0 and not cuba:
-        raise ModelError(f"{plan.source}: LIF {n.name} scales its input by r*dt/tau = {gain:g}; the lava "
-                         "target needs r = tau/dt (input gain 1)")  # fmt: skip
+    if abs(np.frexp(gain)[0]) != 0.5 and not cuba:
+        raise ModelError(f"{plan.source}: {n.kind.upper()} {n.name} scales its input by r*dt/tau = {gain:g}, not a "
+                         "power of two: folded into Lava's weights and bias (Lava's LIF has input gain 1) it would "
+                         "round")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,7 +478,7 @@ class Builder:
         window = dict(reset_interval=self.T, reset_offset=(1 + layer.depth) % self.T)
         bias = np.zeros(n.out_shape)
         for s in layer.synapses:
-            b = s.fixed["bias"] if self.fixed else s.params["bias"].astype(np.float64)
+            b = s.fixed["bias"] if self.fixed else s.params["bias"].astype(np.float64) * layer.scale
             bias = bias + np.asarray(b).reshape((-1,) + (1,) * (len(n.out_shape) - 1))
         li = n.kind == "li"
         if self.fixed:

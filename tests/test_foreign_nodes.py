@@ -401,6 +401,32 @@ def test_lava_closes_loops_with_a_dense_back_connection_and_relays_delays(tmp_pa
 
 
 @pytest.mark.lava
+def test_lava_folds_a_power_of_two_input_gain_into_weights_and_bias(tmp_path):
+    """NIR's LIF with ``r = 1`` scales its input by ``dt / tau``; Lava's LIF has gain 1: a power-of-two
+    gain goes into the weights and bias exactly (identical rasters), any other is refused by name."""
+    if unavailable_reason("lava"):
+        pytest.skip(f"lava is unavailable: {unavailable_reason('lava')}")
+    rng = np.random.default_rng(51)
+
+    def graph(path, tau):
+        w = (np.rint(rng.normal(0.3, 1.0, (6, 5)) * 8) / 8).astype(np.float32)
+        nodes = {"x": nir.Input(np.array([5])), "fc": nir.Affine(w, f(6, 0.25)),
+                 "l": nir.LIF(tau=f(6, tau), r=f(6, 1.0), v_leak=f(6, 0.0), v_threshold=f(6, 0.5)),
+                 "y": nir.Output(np.array([6]))}  # fmt: skip
+        nir.write(path, nir.NIRGraph(nodes, [("x", "fc"), ("fc", "l"), ("l", "y")]))
+        return load_plan(path)
+
+    info = get_target("lava")
+    plan = graph(tmp_path / "g.nir", 4e-3)  # gain 1/4, beta 3/4
+    assert float(plan.node("l").params["gain"][0]) == 0.25
+    x = _spikes(12, 3, 5, p=0.5, seed=52)
+    expected = ref.run(plan, x, record=True)
+    assert expected.counts.sum() > 0
+    _assert_same_run(info, plan, x, expected)
+    assert "not a power of two" in info.refusal(graph(tmp_path / "h.nir", 3e-3), x)
+
+
+@pytest.mark.lava
 @pytest.mark.parametrize("w_in", [2.0, 4.0], ids=["gain1", "gain2"])
 def test_lava_runs_a_recurrent_cubalif_with_its_current_in_u(tmp_path, w_in):
     """CubaLIF on Lava: the current is Lava's ``u`` (``du`` its decay), the input gains folded into the
