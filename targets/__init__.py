@@ -127,7 +127,6 @@ def require_target(name: str) -> TargetInfo:
     return info
 
 
-NO_LOIHI_KINDS = ("conv1d",)  # Lava's processes have no 1-D convolution
 register_target(TargetInfo("reference", "targets.reference", ("float", "fixed"), ALL_KINDS,
                            "plain numpy, one step at a time: defines the semantics", rules=DIALECT_RULES,
                            conv_features=CONV_FEATURES))  # fmt: skip
@@ -146,6 +145,6 @@ register_target(TargetInfo("norse", "targets.norse_target", ("float",), ("conv",
 register_target(TargetInfo("snntorch", "targets.snntorch_target", ("float",), ("conv", "affine", "lif", "sumpool", "avgpool", "flatten"),
                            "snnTorch 1.0.0's own import of the graph written for it (convert.peers; the interop extra)",
                            available="unavailable_reason", refuses="refusal", conv_features=CONV_FEATURES))  # fmt: skip
-register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), tuple(k for k in ALL_KINDS if k not in NO_LOIHI_KINDS),
+register_target(TargetInfo("lava", "targets.lava_target", ("float", "fixed"), ALL_KINDS,
                            "Lava 0.10's CPU simulation of Loihi 2 (fixed_pt bit-accurate, floating_pt), worker in .venv-lava", latency=1,
-                           available="unavailable_reason", refuses="refusal"))  # fmt: skip
+                           available="unavailable_reason", refuses="refusal", conv_features=CONV_FEATURES))  # fmt: skip

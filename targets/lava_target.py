@@ -19,8 +19,10 @@ declines a float graph whose LI membranes are not provably exact for the steps a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -29,7 +31,7 @@ import numpy as np
 
 from core import errors
 from core.errors import DataError, ModelError, SnnDeployError
-from targets.plan import Plan, check_spikes, li_exact_steps
+from targets.plan import Plan, check_spikes, li_exact_steps, lower_convolutions
 from targets.reference import RunResult, output_total
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,18 +64,33 @@ def run_worker(args: list[str], *, timeout: float = TIMEOUT_S) -> subprocess.Com
         raise LavaError(f"the lava target is unavailable: {reason}")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(ROOT)
-    try:
-        proc = subprocess.run([str(LAVA_PYTHON), "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)  # fmt: skip
-    except subprocess.TimeoutExpired as e:
-        tail = (e.stderr or b"")[-2000:]
-        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
-        raise LavaError(
-            f"the Lava worker ({' '.join(args[:1])}) ran past its timeout of {timeout:g} s; stderr: {tail.strip()}"
-        ) from None
-    if proc.returncode != 0:
-        raise worker_error(proc.returncode, proc.stderr)
-    return proc
+    # output into files, not pipes: Lava's own processes inherit them and may outlive a failed worker,
+    # which would hold a pipe open to the timeout; the worker's session is ended with it
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        worker = subprocess.Popen([str(LAVA_PYTHON), "-m", *args], cwd=ROOT, env=env, stdout=out, stderr=err,
+                                  start_new_session=True)  # fmt: skip
+        try:
+            code = worker.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            _end_session(worker)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = (f.read().decode(errors="replace") for f in (out, err))
+    if code is None:
+        raise LavaError(f"the Lava worker ({' '.join(args[:1])}) ran past its timeout of {timeout:g} s; stderr: "
+                        f"{stderr[-2000:].strip()}")  # fmt: skip
+    if code != 0:
+        raise worker_error(code, stderr)
+    return subprocess.CompletedProcess(worker.args, code, stdout, stderr)
+
+
+def _end_session(worker: subprocess.Popen) -> None:
+    """Kill whatever of the worker's session is left (the worker, Lava's processes)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
 
 
 def worker_error(code: int, stderr: str) -> SnnDeployError:
@@ -127,17 +144,15 @@ def run_netx(path: str | Path, spikes, *, membrane: bool = False) -> np.ndarray:
 def refusal(plan: Plan, spikes) -> str | None:
     """Why Lava would not reproduce ``plan`` bit for bit on ``spikes`` (as ``run`` receives them,
     padded by ``depth`` steps), or None: a float LI layer whose membrane is not provably exact in
-    float32 for the ``T`` compared steps (Lava computes it in float64), a Conv1d or a dilated or grouped
-    Conv2d (Lava's ``Conv`` has neither; the registry's :meth:`TargetInfo.unsupported` names them), or a
-    graph shape that Lava's processes cannot express (:func:`targets.lava_worker.layers_of` names it)."""
+    float32 for the ``T`` compared steps (Lava computes it in float64), or a graph shape that Lava's
+    processes cannot express (:func:`targets.lava_worker.layers_of` names it; a Conv1d or a dilated or
+    grouped Conv2d is built as a plain 2-D one, :func:`targets.plan.lower_convolutions`)."""
     from targets import get_target
     from targets.lava_worker import layers_of
 
-    if plan.conv_features or any(n.kind == "conv1d" for n in plan.nodes):  # named here: lava_worker would drop them
-        return get_target("lava").unsupported(plan)
     try:
         plan.require_rules(get_target("lava").rules, "lava")
-        layers_of(plan)
+        layers_of(lower_convolutions(plan))  # (as the worker builds it: plain 2-D convolutions)
     except ModelError as e:
         return str(e)
     if plan.precision != "float" or not plan.li_names:

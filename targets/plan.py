@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1032,6 +1032,46 @@ def float32_exact_synapses(plan: Plan, input_max: float | None) -> set[str]:
     others must accumulate in float64 and round once, as the reference does."""
     grids = _float_grids(plan, input_max)
     return {n.name for n in plan.nodes if n.kind in SYNAPSE_KINDS and grids[n.name] is not None}
+
+
+def lower_convolutions(plan: Plan) -> Plan:
+    """``plan`` with every convolution a plain 2-D one, which is all eventsim's kernel scatters and
+    Lava's ``Conv`` computes: a ``Conv1d`` over ``(C, L)`` is a ``Conv2d`` over ``(C, 1, L)`` (every
+    2-D shape becomes ``(C, 1, L)``, the same flat order), and a dilated or grouped kernel is written
+    out in full, zeros between its taps and across the groups. Adding a zero weight leaves every sum
+    as it was, so the results are exact; the work per input event grows with ``groups``. Returns
+    ``plan`` itself when there is nothing to lower."""
+    if not any(n.kind == "conv1d" or (n.kind == "conv" and (n.params["groups"] != 1 or n.params["dilation"] != (1, 1)))
+               for n in plan.nodes):  # fmt: skip
+        return plan
+
+    def flat3(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0], 1, shape[1]) if len(shape) == 2 else shape
+
+    nodes = []
+    for n in plan.nodes:
+        params = n.params
+        if n.kind in ("conv", "conv1d"):
+            if n.kind == "conv":
+                w, stride, padding, dilation = params["weight"], params["stride"], params["padding"], params["dilation"]
+            else:  # one row: kernel (1, k), stride (1, s), no padding across rows
+                w, stride = params["weight"][:, :, None, :], (1, *params["stride"])
+                padding, dilation = (0, *params["padding"]), (1, *params["dilation"])
+            g = params["groups"]
+            out_c, per_group, kh, kw = w.shape
+            dh, dw = dilation
+            full = np.zeros((out_c, per_group * g, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=w.dtype)
+            for o in range(out_c):  # output channel o reads input channels of its group only
+                c0 = (o // (out_c // g)) * per_group
+                full[o, c0 : c0 + per_group, ::dh, ::dw] = w[o]
+            params = params | {"weight": full, "stride": tuple(stride), "padding": tuple(padding), "dilation": (1, 1),
+                               "groups": 1}  # fmt: skip
+        elif len(n.out_shape) == 2:  # per-neuron parameters (a LIF's, an LI's) in the new shape
+            params = {k: v.reshape(flat3(n.out_shape)) if isinstance(v, np.ndarray) and v.shape == n.out_shape else v
+                      for k, v in params.items()}  # fmt: skip
+        nodes.append(replace(n, kind="conv" if n.kind == "conv1d" else n.kind, params=params,
+                             in_shape=flat3(n.in_shape), out_shape=flat3(n.out_shape)))  # fmt: skip
+    return replace(plan, nodes=nodes, input_shape=flat3(plan.input_shape), prepared={})
 
 
 def li_exact_steps(plan: Plan, input_max: float | None = 1.0) -> dict[str, int]:

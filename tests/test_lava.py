@@ -5,6 +5,8 @@ the others check the main-process side (errors, refusals) without Lava. The regi
 target tests (tests/test_targets.py) run the lava target on every test network and precision too.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -267,3 +269,22 @@ def test_netx_li_file_runs_in_lava_dl_like_our_graph(tmp_path):
     assert np.abs(net).sum() > 0 and np.array_equal(net, ours)
     expected = ref.run(plan, x, record=True).traces["head.3"]
     assert np.array_equal(net[depth : depth + 6], expected)
+
+
+def test_a_failed_worker_returns_at_once_and_leaves_no_process(monkeypatch):
+    """Lava's own processes may outlive a worker that failed, holding its output open: the error comes
+    back when the worker exits, and its session (what it started) is ended with it. (The worker here
+    runs in the project's interpreter: .venv-lava holds another package named ``tests``.)"""
+    import subprocess
+    import sys
+    import time
+
+    from targets.lava_target import run_worker
+
+    monkeypatch.setattr(lava_target, "LAVA_PYTHON", Path(sys.executable))
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError, match="failed on purpose"):
+        run_worker(["tests.lava_orphan"], timeout=50)
+    assert time.perf_counter() - t0 < 20
+    left = subprocess.run(["pgrep", "-f", "time.sleep\\(60\\)"], capture_output=True, text=True).stdout.split()
+    assert not left

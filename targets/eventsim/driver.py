@@ -17,8 +17,8 @@ import numpy as np
 from core.errors import DataError, ModelError
 from core.fixed import V_MAX
 from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN, _input_events, _simulate
-from targets.eventsim.layout import Compiled, compile_plan, lower_convolutions
-from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes
+from targets.eventsim.layout import Compiled, compile_plan
+from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes, lower_convolutions
 from targets.reference import RunResult
 
 
