@@ -4,9 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NUMBA_WARM := targets/eventsim/__pycache__/warm.stamp
 
 .PHONY: setup setup-lava demo test docs lint clean-demo
-setup: $(STAMP) setup-lava
+setup: $(STAMP) $(NUMBA_WARM) setup-lava
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +17,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,interop,docs]"
 	@touch $(STAMP)
+
+# eventsim's numba kernels compile on first use (10 s and more) and are cached beside their source, in
+# targets/eventsim/__pycache__ (not in git: a fresh clone has none). Compiled here, once, in every version
+# the commands use, so that a user's first run loads them instead (python -m runtime.warm). The stamp
+# sits in that cache folder: deleting the folder warms again, and so does an edit of the simulator.
+$(NUMBA_WARM): $(STAMP) $(wildcard targets/eventsim/*.py)
+	@echo "compiling eventsim's numba kernels into their cache (first time: a minute or two)"
+	$(PY) -m runtime.warm
+	@mkdir -p $(@D) && touch $@
 
 # The Lava environment (issue 6): lava-nc 0.10 and lava-dl 0.6 run on Python 3.10 only, with numpy < 2,
 # so they live in .venv-lava, which the `lava` target runs as a worker process. Python 3.10 is taken

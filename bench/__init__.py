@@ -11,4 +11,6 @@ figures it shows are kept in ``bench/results/``.
 - ``bench.lava``: Lava's CPU simulation as a baseline.
 - ``bench.stream``: streaming speed and memory on every real recording.
 - ``bench.fuzz``: every file reader and model file fed mutated inputs for a time budget (counts per case).
+- ``bench.scale``: verification and multi-file streaming over local worker processes and Ray, against one process.
+- ``bench.startup``: ``runtime.stream`` start-up (imports, graph, first window) in fresh processes, cold and warm.
 """

@@ -18,30 +18,33 @@
 This package imports neither ``train``, ``convert``, ``runtime`` nor ``targets``.
 """
 
-from inputs.datasets import DATASETS, SpikeDataset, dataset_from_description, load_dataset, register_dataset
-from inputs.emulator import EmulatorConfig, emulate, emulate_batch
-from inputs.encode import ENCODERS, Encoder, encode_direct, encode_regular
-from inputs.events import EVENT_DTYPE, Binning, as_events, bin_events, bin_events_counted
-from inputs.formats.nmnist import read_nmnist, write_nmnist
+import importlib
 
-__all__ = [
-    "DATASETS",
-    "ENCODERS",
-    "EVENT_DTYPE",
-    "Binning",
-    "EmulatorConfig",
-    "Encoder",
-    "SpikeDataset",
-    "as_events",
-    "bin_events",
-    "bin_events_counted",
-    "dataset_from_description",
-    "emulate",
-    "emulate_batch",
-    "encode_direct",
-    "encode_regular",
-    "load_dataset",
-    "read_nmnist",
-    "register_dataset",
-    "write_nmnist",
-]
+# Every dataset's splits (inputs.datasets checks them): here, so that a command lists them without torch.
+SPLITS = ("train", "test", "all")
+
+# Where each name of the package lives. They load on first use (PEP 562), so that a command that only
+# reads event files (runtime.stream on eventsim, onnx or the reference) never imports torch, on which
+# the datasets and encoders are built.
+_EXPORTS = {
+    "inputs.datasets": ("DATASETS", "SpikeDataset", "dataset_from_description", "load_dataset", "register_dataset"),
+    "inputs.emulator": ("EmulatorConfig", "emulate", "emulate_batch"),
+    "inputs.encode": ("ENCODERS", "Encoder", "encode_direct", "encode_regular"),
+    "inputs.events": ("EVENT_DTYPE", "Binning", "as_events", "bin_events", "bin_events_counted"),
+    "inputs.formats.nmnist": ("read_nmnist", "write_nmnist"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_HOME, "SPLITS"])
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'inputs' has no attribute {name!r}; it exports {', '.join(sorted(_HOME))}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})

@@ -37,12 +37,12 @@ import torch
 
 from core.errors import ConfigError, DataError
 from core.fileio import write_atomic
+from inputs import SPLITS
 from inputs.emulator import EmulatorConfig, emulate_batch
 from inputs.encode import Encoder
 from inputs.events import Binning, as_events, bin_events, downsample_events
 from inputs.formats.nmnist import read_nmnist
 
-SPLITS = ("train", "test", "all")
 SPLIT_SEED = 0  # every hold-out split uses this seed, independent of the run's seed
 TEST_FRACTION = 0.2
 DESCRIPTION_FORMAT = "snn-deploy.dataset/1"
@@ -200,7 +200,7 @@ def dataset_from_description(desc: dict[str, Any], split: str, **overrides: Any)
 
 
 def check_split(split: Any, where: str = "") -> None:
-    """Raise :class:`ConfigError` unless ``split`` is one of :data:`SPLITS` (``where`` adds context)."""
+    """Raise :class:`ConfigError` unless ``split`` is one of ``SPLITS`` (train, test, all); ``where`` adds context."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}{where}; known: {', '.join(SPLITS)}")
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ConfigError, DataError
-from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch
 from inputs.events import Binning, bin_events
 from inputs.formats.readers import read_events
 
@@ -36,6 +35,8 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
         return _array_file(plan, Path(data), samples)
     if data is not None and Path(data).is_file():
         return _event_file(plan, Path(data), bin_us)
+    from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch  # torch: datasets only
+
     if data is None:
         desc = plan.meta.get("dataset")
         if not desc:

@@ -5,6 +5,8 @@
 - :mod:`runtime.stream`: ``python -m runtime.stream``, an event file through a model as it is read.
 - :mod:`runtime.latency`: runs a target that delivers spikes late (Lava) and aligns it to the reference.
 - :mod:`runtime.metrics`: synaptic operations, sparsity, predictions, ties and dead outputs.
+- :mod:`runtime.warm`: ``python -m runtime.warm`` (``make setup`` runs it), eventsim's numba kernels
+  compiled into their cache once, so that a first run does not compile.
 
 The targets themselves live in :mod:`targets`; the inputs come from :mod:`inputs`.
 """

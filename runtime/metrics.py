@@ -15,11 +15,10 @@ all (spike readouts: every class 0, so class 0 "wins"), and which classes never 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from core.errors import ConfigError
 from targets.plan import SYNAPSE_KINDS, Node, Plan
+from targets.reference import pool2d
 
 TIE_RULE = "argmax: a tied maximum goes to the lowest class index among the tied classes"
 
@@ -32,7 +31,7 @@ def fanout(n: Node) -> np.ndarray:
         return np.full(n.in_shape, n.out_shape[0], dtype=np.int64)
     w = n.params["weight"]
     one_d = n.kind == "conv1d"
-    o, c_group, *kernel = w.shape
+    o, _, *kernel = w.shape
     kernel = [1, *kernel] if one_d else kernel
     in_shape = (n.in_shape[0], 1, n.in_shape[1]) if one_d else n.in_shape
     out_hw = (1, n.out_shape[1]) if one_d else n.out_shape[1:]
@@ -43,13 +42,17 @@ def fanout(n: Node) -> np.ndarray:
 
     stride, padding = pair(n.params["stride"]), (0, *n.params["padding"]) if one_d else tuple(n.params["padding"])
     dilation, groups = pair(n.params.get("dilation", (1,) * len(n.params["stride"]))), n.params.get("groups", 1)
-    ones_out = torch.ones((1, o, *out_hw), dtype=torch.float64)
-    full = F.conv_transpose2d(ones_out, torch.ones((o, c_group, *kernel), dtype=torch.float64), stride=stride,
-                              dilation=dilation, groups=groups)[0]  # fmt: skip
+    # each output position reads kernel taps at ``position * stride + tap * dilation`` of the padded input:
+    # count the reads per padded position (a transposed convolution of ones), for every output channel of the group
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
+    full = np.zeros(((ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            full[i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw] += 1
     (ph, pw), (h, wd) = padding, in_shape[1:]
-    full = full[:, ph : ph + h, pw : pw + wd]
+    full = full[ph : ph + h, pw : pw + wd] * (o // groups)
     out = np.zeros(in_shape, dtype=np.int64)
-    out[:, : full.shape[1], : full.shape[2]] = np.rint(full.numpy()).astype(np.int64)
+    out[:, : full.shape[0], : full.shape[1]] = full
     return out.reshape(n.in_shape)
 
 
@@ -91,8 +94,7 @@ def synaptic_operations(
                 values[n.name] = traces[n.name]
         elif n.kind in ("sumpool", "avgpool"):
             k, st, pd = n.params["kernel"], n.params["stride"], n.params["padding"]
-            t = torch.from_numpy(np.ascontiguousarray(x.reshape(T * B, *n.in_shape), dtype=np.float64))
-            y = F.avg_pool2d(t, k, st, pd, divisor_override=1).numpy()
+            y = pool2d(x.reshape(T * B, *n.in_shape).astype(np.float64), k, st, pd)
             values[n.name] = y.reshape(T, B, *n.out_shape)
         elif n.kind == "flatten":
             values[n.name] = x.reshape(T, B, *n.out_shape)

@@ -24,7 +24,7 @@ import numpy as np
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import writable_file, write_json_atomic
-from inputs.datasets import SPLITS
+from inputs import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers

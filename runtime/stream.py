@@ -11,7 +11,8 @@ from rest, which is how the model was trained on fixed-length samples).
 Output: one JSON line per window (start and end time in µs, events, predicted class, per-class
 output spike counts, latency) on stdout or into ``--out``, then a summary (events read, events
 dropped and why, windows, wall time, events per second, real-time factor = recording time /
-processing time, latency per window); ``--plot`` draws the event rate with the predicted class.
+processing time, latency per window; ``startup``: process start to the first window's output, stage
+by stage, see :func:`process_age_s`); ``--plot`` draws the event rate with the predicted class.
 
 The predicted class is the ``argmax`` of the window's class scores, a tied maximum going to the
 lowest class index (the window record says ``"tied": true``). With a spike readout a window without
@@ -28,6 +29,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -35,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError, error_line
@@ -205,6 +206,48 @@ def stepper(target: str, plan: Plan, reset_per_window: bool, device: str = "auto
 
 
 # ---------------------------------------------------------------------------------------------
+# Start-up
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started, by the kernel's clock: Linux's ``/proc/self/stat`` start time
+    (clock ticks since boot, 10 ms resolution) against ``CLOCK_BOOTTIME``; else psutil's creation time
+    where psutil is installed; else None. The start is the fork that made the process (for a command,
+    microseconds before the interpreter starts), so the age includes the interpreter's own start."""
+    try:
+        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # fields 3, 4, ... of proc(5)
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - int(after_name[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+    except Exception:  # not installed, or no process table to read
+        return None
+
+
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def progress_bar(shown: bool, **options):
+    """tqdm's bar on stderr, imported only when it is shown (its import is a twentieth of a warm start)."""
+    if not shown:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, leave=False, **options)
+
+
+# ---------------------------------------------------------------------------------------------
 # The stream
 
 
@@ -223,7 +266,9 @@ def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int
 def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, Any]:
     """Stream ``cfg.file`` through the model; ``emit(record)`` receives every window's record.
     ``plan``: ``cfg.model`` already loaded (many recordings in one worker load it once)."""
+    t_enter = time.perf_counter()
     plan = plan or load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)
+    t_graph = time.perf_counter()
     events = open_events(cfg.file, cfg.format, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
     sensor = _sensor(cfg, events.sensor_size)
     if sensor is None:
@@ -231,22 +276,24 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     mapper = SensorMap.default(sensor, plan.input_shape, cfg.crop, cfg.downsample, cfg.polarity)
     bin_us, steps, binary = timing(plan, cfg)
     window_us = bin_us * steps
-    run = stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)
     slots = load_slots(cfg.labels) if cfg.labels else None
-    warm = time.perf_counter()  # compile / load before the clock starts: latencies are steady-state
+    t_open = time.perf_counter()
+    run = stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)
+    t_target = time.perf_counter()
+    # the first call loads (or compiles) the target's code before the clock starts: latencies are steady-state
     run.feed(np.zeros((steps, *plan.input_shape), np.float32))
     run.reset()
-    startup_s = time.perf_counter() - warm
+    startup_s = time.perf_counter() - t_target
     h, w = plan.input_shape[1:]
     dropped = {"outside_crop": 0, "unused_polarity": 0}
     windows: list[dict[str, Any]] = []
     pending: list[np.ndarray] = []
-    t_start = t_first = t_last = None
+    t_start = t_first = t_last = first_output = None
     used = 0
     start_wall = time.perf_counter()
 
     def close_window(final: bool = False) -> None:
-        nonlocal pending, t_start, used
+        nonlocal pending, t_start, used, first_output
         t0 = time.perf_counter()
         evs = np.concatenate(pending) if pending else empty_events()
         pending = []
@@ -269,10 +316,11 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
         windows.append(rec)
         if emit is not None:
             emit(rec)
+        if first_output is None:
+            first_output = time.perf_counter()
         t_start += window_us
 
-    with tqdm(desc="streaming", unit="ev", unit_scale=True, file=sys.stderr, leave=False,
-              disable=not (cfg.progress and cfg.out)) as bar:  # fmt: skip
+    with progress_bar(bool(cfg.progress and cfg.out), desc="streaming", unit="ev", unit_scale=True) as bar:
         for chunk in events.chunks():
             if len(chunk) == 0:
                 continue
@@ -310,7 +358,11 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
         "reset_per_window": cfg.reset_per_window,
         "events_read": int(counters.get("events", 0)), "events_used": used,
         "dropped": {**{k: int(v) for k, v in counters.items() if k != "events" and v}, **{k: v for k, v in dropped.items() if v}},
-        "windows": len(windows), "startup_s": startup_s, "wall_s": wall, "events_per_s": counters.get("events", 0) / wall if wall else None,
+        "windows": len(windows), "startup_s": startup_s,
+        "startup": {"graph_s": t_graph - t_enter, "open_s": t_open - t_graph, "target_s": t_target - t_open,
+                    "first_call_s": startup_s, "first_window_s": first_output - start_wall,
+                    "steady_window_ms": float(np.median(lat[1:])) if len(lat) > 1 else None},
+        "wall_s": wall, "events_per_s": counters.get("events", 0) / wall if wall else None,
         "recording_s": span_s, "real_time_factor": span_s / wall if wall else None,
         "latency_ms": {"mean": float(lat.mean()), "p50": float(np.median(lat)), "p95": float(np.percentile(lat, 95)),
                        "max": float(lat.max())},
@@ -483,8 +535,8 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
     stepper(cfg.target, plan, cfg.reset_per_window)  # the target and its options, likewise
     workers = resolve_workers(cfg.workers, len(files), 1, cfg.cluster, min_per_worker=1)
     t0 = time.perf_counter()
-    with tqdm(total=len(files), desc="recordings", unit="file", file=sys.stderr, leave=False,
-              disable=not cfg.progress) as bar, open_pool(workers, cfg.cluster, [require_target(cfg.target).module, "runtime.stream"]) as pool:  # fmt: skip
+    bar = progress_bar(cfg.progress, total=len(files), desc="recordings", unit="file")
+    with bar, open_pool(workers, cfg.cluster, [require_target(cfg.target).module, "runtime.stream"]) as pool:
         workers = pool.workers if pool is not None else 1
         absolute = replace(cfg, model=str(Path(cfg.model).resolve()))  # workers may start elsewhere
         results = map_ordered(pool, stream_one, [(absolute, str(f.resolve())) for f in files], [str(f) for f in files],
@@ -552,20 +604,22 @@ def main(argv: list[str] | None = None) -> int:
             writable_file(out.with_name(out.name + ".summary.json"), "the summary")
         if cfg.plot:
             writable_file(cfg.plot, "--plot")
-        started = []
+        started: list[float | None] = []  # the process's age when its first window was written
 
         def emit(rec):
             line = json.dumps(rec)
             if out is None:
                 print(line, flush=True)
-                return
-            if not started:  # an earlier run's windows are replaced once this run has its first window
-                out.unlink(missing_ok=True)
-                started.append(True)
-            append_line(out, line)
+            else:
+                if not started:  # an earlier run's windows are replaced once this run has its first window
+                    out.unlink(missing_ok=True)
+                append_line(out, line)
+            if not started:
+                started.append(process_age_s())
 
         result = stream(cfg, emit)
         summary = result["summary"]
+        summary["startup"] |= {"process_to_imports_s": IMPORTED_S, "process_to_first_output_s": started[0]}
         if cfg.plot:
             summary["plot"] = plot(result, cfg.plot, summary["class_names"])
         if out is not None:
@@ -586,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['latency_ms']['p50']:.2f} ms median, {s['latency_ms']['max']:.2f} ms max",
         file=sys.stderr,
     )
+    st = s["startup"]
+    print(f"start-up: first window out {_s(st['process_to_first_output_s'])} after the process started (imports "
+          f"{_s(st['process_to_imports_s'])}, graph {_s(st['graph_s'])}, target {_s(st['target_s'])}, first call "
+          f"{_s(st['first_call_s'])}, first window {_s(st['first_window_s'])}); then {st['steady_window_ms'] or 0:.2f} ms "
+          "per window", file=sys.stderr)  # fmt: skip
     silent = s["classes"].get("none", 0)
     if s["tied_windows"] or silent:
         print(f"{s['tied_windows']} window(s) with a tied maximum (the lowest class index wins), {silent} without any "
@@ -600,6 +659,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot: {summary['plot']}", file=sys.stderr)
     return 0
 
+
+def _s(seconds: float | None) -> str:
+    return "unknown" if seconds is None else f"{seconds:.2f} s"
+
+
+# Process start to this module imported: under ``python -m runtime.stream``, the interpreter's start and every
+# import this command needs before it reads its flags (the target's own imports come later, in ``target_s``).
+IMPORTED_S = process_age_s()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -48,7 +48,7 @@ from core.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from inputs.datasets import SPLITS
+from inputs import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE

@@ -259,7 +259,7 @@ def test_many_recordings_equal_single_runs(event_model, tmp_path, workers, capsy
         one = [str(folder / f"r{i}.h5"), "--model", model, "--out", str(single), *STREAM_TIMING, "--progress", "false"]
         assert stream_cmd.main(one) == 0
         assert _lines(out / f"r{i}.h5.jsonl") == _lines(single)
-        timing = ("startup_s", "wall_s", "events_per_s", "real_time_factor", "latency_ms")
+        timing = ("startup_s", "startup", "wall_s", "events_per_s", "real_time_factor", "latency_ms")
         a, b = (
             json.loads(p.read_text()) for p in (out / f"r{i}.h5.jsonl.summary.json", Path(f"{single}.summary.json"))
         )

@@ -1,0 +1,109 @@
+"""``python -m runtime.warm``: compile, once at set-up, the code a first run would otherwise compile.
+
+The ``eventsim`` target's kernels are numba functions, compiled on their first call and cached
+(``cache=True``) beside their source, in ``targets/eventsim/__pycache__`` (``NUMBA_CACHE_DIR``
+moves it). Numba compiles one machine-code version per combination of argument types, and the
+types follow the graph (float or fixed precision, a spike or an LI readout) and the input (the
+accumulator widens for large spike counts). This runs the simulator on tiny generated graphs in
+every such combination, as a batch (``runtime.run``, ``runtime.verify``) and as a stream at batch 1
+(``runtime.stream``), so that the first real run loads machine code (a fraction of a second)
+instead of compiling it (10 s and more on a small CPU). ``make setup`` runs it after installing;
+run again, it only loads what is cached. Prints how many versions it compiled and loaded.
+
+Numba checks a cached version against its source file's time stamp and size, and its CPU: an
+edited ``kernels.py`` or another machine compiles again (``make setup`` then warms again).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import parse_config
+
+PRECISIONS = ("float", "fixed")
+READOUTS = ("spikes", "li")
+# binary spikes (the narrow accumulators), then spike counts large enough for the wide ones
+INPUT_VALUES = (1.0, float(2**20))
+
+
+def tiny_graphs(folder: Path) -> list[Path]:
+    """A small event CSNN (sum pooling, convolution, affine, LIF; an LI readout too) in both precisions."""
+    import torch
+
+    from convert.build import build_nir
+    from convert.nirgraph import write_graph
+    from train.models import build_model
+
+    paths = []
+    x = (np.random.default_rng(0).random((4, 2, 2, 8, 8)) < 0.2).astype(np.float32)
+    for readout in READOUTS:
+        torch.manual_seed(0)
+        model = build_model("dvs_csnn", input_size=8, input_pool=2, channels=(2,), num_classes=3, readout=readout)
+        for precision in PRECISIONS:
+            graph, _ = build_nir(model.eval(), (2, 8, 8), precision=precision, steps=4, calibration=x)
+            paths.append(folder / f"{readout}.{precision}.nir")
+            write_graph(paths[-1], graph)
+    return paths
+
+
+def kernels() -> dict[str, Any]:
+    """eventsim's numba functions by name (every one the kernels module defines)."""
+    from numba.core.registry import CPUDispatcher
+
+    from targets.eventsim import kernels as module
+
+    return {name: f for name, f in vars(module).items() if isinstance(f, CPUDispatcher)}
+
+
+def kernel_stats() -> tuple[int, int]:
+    """``(compiled, loaded)``: machine-code versions of eventsim's numba functions compiled and loaded
+    from the cache in this process so far."""
+    found = kernels().values()
+    return sum(sum(f.stats.cache_misses.values()) for f in found), sum(sum(f.stats.cache_hits.values()) for f in found)
+
+
+def kernel_signatures() -> set[str]:
+    """Every version of eventsim's numba functions this process holds, as ``name(argument types)``."""
+    return {f"{name}{sig}" for name, f in kernels().items() for sig in f.signatures}
+
+
+def warm_eventsim() -> dict[str, float | int]:
+    """Run every graph of :func:`tiny_graphs` on eventsim, batched and streamed, with every input of
+    ``INPUT_VALUES``; returns the versions compiled and loaded and the seconds it took."""
+    from targets import eventsim
+    from targets.plan import load_plan
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="snn-warm-") as tmp:
+        for path in tiny_graphs(Path(tmp)):
+            plan = load_plan(path)
+            spikes = (np.random.default_rng(1).random((plan.steps, 2, *plan.input_shape)) < 0.2).astype(np.float32)
+            for value in INPUT_VALUES:
+                eventsim.run(plan, spikes * np.float32(value), record=True)
+                eventsim.stream(plan).feed(spikes[:, 0] * np.float32(value))
+    compiled, loaded = kernel_stats()
+    return {"compiled": compiled, "loaded": loaded, "seconds": time.perf_counter() - t0}
+
+
+@dataclass
+class WarmConfig:
+    """No options: what it compiles follows from the targets."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_config(WarmConfig, argv, "python -m runtime.warm", __doc__.splitlines()[0])
+    done = warm_eventsim()
+    print(f"eventsim's numba kernels: {done['compiled']} version(s) compiled, {done['loaded']} loaded from the cache "
+          f"in {done['seconds']:.1f} s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
