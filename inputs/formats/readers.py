@@ -314,6 +314,8 @@ def _check_evt_words(path: Path, encoding: str, offset: int, size: int) -> None:
 
 def _prophesee_source(path: Path, chunk: int, encoding: str, strict: bool) -> tuple[tuple[int, int] | None, Source]:
     info = prophesee.read_header(path, encoding)
+    import expelliarmus  # noqa: F401 - its C decoder loads (0.3 s) when the file opens, not inside the first read
+
     offset = info.data_offset
     size = path.stat().st_size
     rec = _RECORD_BYTES[encoding]
