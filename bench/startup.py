@@ -41,8 +41,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from core.fileio import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,22 +55,9 @@ SENSOR_SIZES = {".bin": ["--sensor-size", "128x128"], ".dat": ["--sensor-size", 
 def model_path(out: Path) -> tuple[Path, str]:
     if DEMO_MODEL.is_file():
         return DEMO_MODEL, f"the demo's event model ({DEMO_MODEL.relative_to(ROOT)}, fixed precision)"
-    import torch
+    from bench.stream import untrained_event_model
 
-    from convert.build import build_nir
-    from convert.nirgraph import write_graph
-    from train.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("dvs_csnn", input_size=34, input_pool=2, channels=(16, 32), num_classes=10)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.weight.mul_(8)
-    x = (np.random.default_rng(0).random((8, 8, 2, 34, 34)) < 0.05).astype(np.float32)
-    graph, _ = build_nir(model.eval(), (2, 34, 34), precision="fixed", steps=8, calibration=x)
-    path = out / "untrained_event_model.nir"
-    write_graph(path, graph)
+    path = untrained_event_model(out, 8)
     return path, "an untrained event CSNN (no runs/demo/nmnist/model.fixed.nir: make demo trains one)"
 
 

@@ -45,16 +45,13 @@ RECORDINGS = {  # file: extra flags (sensor size where the file states none)
 GOAL_RTF = 10.0
 
 
-def model_path(out: Path) -> tuple[Path, str]:
-    demo = ROOT / "runs" / "demo" / "event" / "model.fixed.nir"
-    if demo.is_file():
-        return demo, f"trained event student ({demo.relative_to(ROOT)}, fixed precision)"
+def untrained_event_model(out: Path, steps: int) -> Path:
+    """A seeded, untrained event CSNN (2x34x34 input, readout scaled so that it spikes) as a fixed
+    graph of ``steps`` steps in ``out``: what the streaming benchmarks run without a trained model."""
     import torch
 
     from convert.build import build_nir
     from convert.nirgraph import write_graph
-    from convert.to_onnx import export_step_onnx
-    from targets.plan import load_plan
     from train.models import build_model
 
     torch.manual_seed(0)
@@ -63,10 +60,21 @@ def model_path(out: Path) -> tuple[Path, str]:
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
                 m.weight.mul_(8)
-    x = (np.random.default_rng(0).random((12, 8, 2, 34, 34)) < 0.05).astype(np.float32)
-    graph, _ = build_nir(model.eval(), (2, 34, 34), precision="fixed", steps=12, calibration=x)
+    x = (np.random.default_rng(0).random((steps, 8, 2, 34, 34)) < 0.05).astype(np.float32)
+    graph, _ = build_nir(model.eval(), (2, 34, 34), precision="fixed", steps=steps, calibration=x)
     path = out / "untrained_event_model.nir"
     write_graph(path, graph)
+    return path
+
+
+def model_path(out: Path) -> tuple[Path, str]:
+    demo = ROOT / "runs" / "demo" / "event" / "model.fixed.nir"
+    if demo.is_file():
+        return demo, f"trained event student ({demo.relative_to(ROOT)}, fixed precision)"
+    from convert.to_onnx import export_step_onnx
+    from targets.plan import load_plan
+
+    path = untrained_event_model(out, 12)
     export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
     return path, "untrained event CSNN (no runs/demo/event/model.fixed.nir: run make demo for the trained one)"
 
