@@ -121,6 +121,18 @@ def _per_sample(run, plan, x: np.ndarray, batch: int) -> None:
         run(plan, x[:, start : start + batch])
 
 
+def threads_ratio(plan, x: np.ndarray, repeats: int, threads: int = 2) -> dict:
+    """Batches of 64 on one thread against the same batches split over ``threads`` threads (results
+    checked identical), interleaved, median of ``repeats``."""
+    one = lambda: _per_sample(lambda p, xb: eventsim.run(p, xb), plan, x, 64)  # noqa: E731
+    many = lambda: _per_sample(lambda p, xb: eventsim.run(p, xb, threads=threads), plan, x, 64)  # noqa: E731
+    a, b = eventsim.run(plan, x[:, :64], record=True), eventsim.run(plan, x[:, :64], record=True, threads=threads)
+    same = np.array_equal(a.counts, b.counts) and all(np.array_equal(a.rasters[k], b.rasters[k]) for k in a.rasters)
+    t1, tn = _median_times([one, many], repeats)
+    return {"threads": threads, "ms_per_sample_1": 1e3 * t1 / x.shape[1], "ms_per_sample_n": 1e3 * tn / x.shape[1],
+            "speedup": t1 / tn, "identical": bool(same)}  # fmt: skip
+
+
 def measure(w: dict, precision: str, args) -> dict:
     x = w["x"]
     graph, _ = build_nir(w["model"], w["shape"], precision=precision, steps=x.shape[0], calibration=x)
@@ -138,6 +150,7 @@ def measure(w: dict, precision: str, args) -> dict:
         t_es, t_tr = (t / n for t in _median_times([lambda b=batch: _per_sample(es, plan, x, b),
                                                      lambda b=batch: _per_sample(tr, plan, x, b)], args.repeats))  # fmt: skip
         rec[f"batch{batch}"] = {"eventsim_ms": 1e3 * t_es, "torch_ms": 1e3 * t_tr, "speedup": t_tr / t_es}
+    rec["batch64_threads"] = threads_ratio(plan, x, args.repeats)
     result = es(plan, x)
     syn = sum(s["synaptic_events"] for s in result.stats.values() if "synaptic_events" in s) / n
     upd = sum(s["neuron_updates"] for s in result.stats.values() if "neuron_updates" in s) / n

@@ -30,7 +30,7 @@ from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, pre
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
 from targets import TARGETS, require_target
 from targets.plan import DIALECTS, Plan, load_plan
-from targets.reference import RunResult
+from targets.reference import RunResult, join_results
 
 
 @dataclass
@@ -93,21 +93,6 @@ def run_batches(
                            dialect=plan.meta.get("dialect"), record=record, margins=margins, options=options)  # fmt: skip
             parts = map_ordered(pool, run_batch, [(job, spikes[:, s : s + batch_size]) for s in starts], names, done)
     return join_results(parts), time.perf_counter() - t0
-
-
-def join_results(parts: list[RunResult]) -> RunResult:
-    """Batch results joined along the sample axis (axis 1 of the time-first rasters)."""
-
-    def cat(field: str, axis: int):
-        first = getattr(parts[0], field)
-        return (
-            None
-            if first is None
-            else {k: np.concatenate([getattr(p, field)[k] for p in parts], axis=axis) for k in first}
-        )
-
-    return RunResult(np.concatenate([p.counts for p in parts]), cat("layer_counts", 0), cat("rasters", 1),
-                     margins=cat("margins", 1), traces=cat("traces", 1))  # fmt: skip
 
 
 def predictions(counts: np.ndarray) -> np.ndarray:

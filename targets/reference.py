@@ -48,6 +48,27 @@ class RunResult:
     traces: dict[str, np.ndarray] | None = None  # LI name -> (T, B, ...) membrane (float32; int64 fixed), on record
 
 
+def join_results(parts: list[RunResult], stats: bool = False) -> RunResult:
+    """Batch results joined along the sample axis (axis 1 of the time-first rasters); ``stats``:
+    their per-node statistics summed too (totals over the samples, as eventsim's work counts)."""
+
+    def cat(field: str, axis: int):
+        first = getattr(parts[0], field)
+        return (
+            None
+            if first is None
+            else {k: np.concatenate([getattr(p, field)[k] for p in parts], axis=axis) for k in first}
+        )
+
+    summed = {}
+    if stats:
+        summed = {
+            node: {k: float(sum(p.stats[node][k] for p in parts)) for k in v} for node, v in parts[0].stats.items()
+        }
+    return RunResult(np.concatenate([p.counts for p in parts]), cat("layer_counts", 0), cat("rasters", 1), summed,
+                     margins=cat("margins", 1), traces=cat("traces", 1))  # fmt: skip
+
+
 def output_step(plan: Plan, values: dict[str, np.ndarray], B: int) -> np.ndarray:
     """The graph output at one step, ``(B, classes)``: the output nodes' values summed in order."""
     out = values[plan.outputs[0]]

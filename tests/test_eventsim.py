@@ -72,6 +72,10 @@ def test_real_nmnist_matches_reference_and_torch(tmp_path, nmnist_spikes, precis
     else:  # identical too: float32 accumulators only where every sum is exact (see below)
         cmp = compare(plan, expected, got, None)
         assert cmp["passed"] and cmp["identical_rasters"] == 1.0, cmp
+    # the batch over three threads (each with its own buffers): the same rasters, counts and work
+    split = eventsim.run(plan, x, record=True, threads=3)
+    _same(got, split)
+    assert split.stats == got.stats
 
 
 @pytest.mark.parametrize("precision", ["fixed", "float"])
@@ -232,6 +236,7 @@ def test_foreign_graph_pools_and_per_neuron_parameters():
     expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
     _same(expected, got)
     assert all(c.sum() > 0 for c in expected.layer_counts.values()), expected.layer_counts
+    _same(expected, eventsim.run(plan, x, record=True, threads=2))  # the batch split over two threads
 
 
 def test_crowded_lists_and_neurons_that_spike_at_rest():

@@ -10,6 +10,7 @@ the accumulator width chosen per input range, scratch buffers, and the results o
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from core.fixed import V_MAX
 from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN, _input_events, _simulate
 from targets.eventsim.layout import Compiled, compile_plan
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes, lower_convolutions
-from targets.reference import RunResult
+from targets.reference import RunResult, join_results
 
 
 class EventSim:
@@ -44,6 +45,7 @@ class EventSim:
             k for k in range(1, len(self.compiled.table)) if self.compiled.table[k, K_KIND] in (CONV, AFFINE)
         ]
         self._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
+        self._twins: list[EventSim] = []  # simulators for the other threads of a batch (twins)
 
     # ------------------------------------------------------------------------------ accumulators
     def acc_dtype(self, input_max: float, integral: bool = True) -> type:
@@ -238,6 +240,16 @@ class EventSim:
     def stream(self) -> Stream:
         return Stream(self)
 
+    def twins(self, n: int) -> list[EventSim]:
+        """``n`` simulators of this compiled network (this one first), each with buffers and state of
+        its own, so that they run in parallel threads; the compiled arrays are shared (read only)."""
+        while len(self._twins) < n - 1:
+            twin = copy.copy(self)
+            twin._scratch, twin._run_state, twin._twins = {}, None, []
+            twin._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
+            self._twins.append(twin)
+        return [self, *self._twins[: n - 1]]
+
 
 @dataclass
 class Events:
@@ -307,8 +319,22 @@ def prepare(plan: Plan) -> EventSim:
     return plan.prepared["eventsim"]
 
 
-def run(plan: Plan, spikes: np.ndarray, *, record: bool = False) -> RunResult:
-    return prepare(plan).run(spikes, record=record)
+def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 1) -> RunResult:
+    """``spikes (T, B, ...)`` through the simulator; ``threads`` > 1 splits the batch over that many
+    threads (the kernel releases the GIL), each with its own buffers and state: the same results."""
+    sim = prepare(plan)
+    B = np.shape(spikes)[1] if np.ndim(spikes) > 1 else 0
+    threads = max(1, min(int(threads), B))
+    if threads == 1:
+        return sim.run(spikes, record=record)
+    from concurrent.futures import ThreadPoolExecutor
+
+    spikes = check_spikes(plan, spikes, values=False)
+    twins = sim.twins(threads)
+    parts = np.array_split(np.arange(B), threads)
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda tw, idx: tw.run(spikes[:, idx[0] : idx[-1] + 1], record=record), twins, parts))
+    return join_results(results, stats=True)
 
 
 def stream(plan: Plan) -> Stream:
