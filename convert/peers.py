@@ -46,7 +46,7 @@ import numpy as np
 
 from core import fixed
 from core.errors import ModelError
-from targets.plan import METADATA_KEY
+from targets.plan import METADATA_KEY, load_plan, power_of_two
 
 PEERS = ("nir", "snntorch", "spikingjelly", "norse", "nirtorch", "sinabs", "rockpool")
 REFUSED = {
@@ -147,7 +147,7 @@ def _lif_for(name: str, node: nir.LIF, peer: str, dt: float, nodes: dict, edges:
     v_reset = np.zeros_like(v_th) if node.v_reset is None else np.asarray(node.v_reset, np.float32)
     if np.any(np.asarray(node.v_leak) != 0) or np.any(v_reset != 0):
         raise ModelError(f"--for {peer}: LIF {name} has a leak or a reset other than 0, which {peer} does not import")
-    if peer == "norse" and not np.all(_power_of_two(r)):
+    if peer == "norse" and not power_of_two(r).all():
         # r ignored by Norse and not a power of two: the membrane in units of r instead (v / r, the
         # threshold / r), which leaves the weights on their grid; exact in the reals like the fold
         return nir.LIF(tau=tau, r=np.ones_like(r), v_leak=np.zeros_like(tau),
@@ -181,46 +181,33 @@ def _scaled(node, factor, area: float = 1.0) -> nir.NIRNode:
     return _with(node, weight, bias)
 
 
-def _power_of_two(x) -> np.ndarray:
-    m, _ = np.frexp(np.asarray(x, np.float64))
-    return m == 0.5
-
-
 def integer_units(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, dict[str, dict]]:
     """A fixed-precision graph as the float network nearest its integers, in mantissa units (NIR's
-    semantics, time step ``dt``), and its integer parameters per layer (``fixed_source``)."""
+    semantics, time step ``dt``), and its integer parameters per layer (``fixed_source``). The
+    integers are the loader's (:func:`targets.plan.load_plan` recovers and checks them)."""
+    plan = load_plan(graph)
     meta = json.loads((graph.metadata or {}).get(METADATA_KEY, "{}"))
     layers = meta.get("layers", {})
-    fixed_of = {n: (layers.get(n) or {}).get("fixed") for n in graph.nodes}
     nodes = dict(graph.nodes)
     source: dict[str, dict] = {}
-    exp_into: dict[str, int] = {}  # LIF -> weight exponent of the synapse feeding it
-    for name, node in graph.nodes.items():
-        fx = fixed_of[name]
-        if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
-            if not fx:
-                raise ModelError(f"--for: fixed-precision graph lacks the integer parameters of {name}")
-            m = np.rint(np.asarray(node.weight, np.float64) / fx["weight_scale"]).astype(np.float32)
-            e = int(fx["weight_exp"])
-            bias = (np.asarray(fx["bias_mant"], np.float64) * 2.0 ** (int(fx["bias_exp"]) - 7 - e)).astype(np.float32)
-            nodes[name] = _with(node, m, bias)
-            source[name] = {k: fx[k] for k in ("weight_exp", "bias_mant", "bias_exp")} | {"weight_scale": 1.0}
-            for a, b in graph.edges:
-                if a == name:
-                    exp_into[b] = e
-        elif isinstance(node, (nir.LI, nir.CubaLIF, nir.CubaLI, nir.IF)):
-            raise ModelError(f"--for: fixed-precision {type(node).__name__} {name} is not written for float readers")
-    for name, node in graph.nodes.items():
-        if isinstance(node, nir.LIF):
-            fx = fixed_of[name]
-            if not fx or name not in exp_into:
-                raise ModelError(f"--for: fixed-precision LIF {name} lacks its threshold and decay, or a synapse")
+    for n in plan.nodes:
+        node = graph.nodes.get(n.name)
+        if isinstance(node, (nir.LI, nir.CubaLIF, nir.CubaLI, nir.IF)) or n.kind == "li":
+            raise ModelError(f"--for: fixed-precision {type(node).__name__} {n.name} is not written for float readers")
+        if n.kind in ("conv", "affine"):  # mantissas (stored doubled), the bias in units of 2**(7 + e)
+            e = n.fixed["weight_exp"]
+            bias = (n.fixed["bias"] * 2.0 ** (-7 - e)).astype(np.float32)
+            nodes[n.name] = _with(node, (n.fixed["weight"] // 2).astype(np.float32), bias)
+            fx = layers[n.name]["fixed"]
+            source[n.name] = {k: fx[k] for k in ("weight_exp", "bias_mant", "bias_exp")} | {"weight_scale": 1.0}
+        elif n.kind == "lif":
+            syn = plan.node(n.sources[0])
             shape = np.shape(node.tau)
-            tau = np.full(shape, dt * fixed.DECAY_UNITY / fx["dv"])
-            vth = np.full(shape, fx["vth"] * 2.0 ** (-1 - exp_into[name]), np.float32)
-            nodes[name] = nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(shape), v_threshold=vth,
-                                  v_reset=np.zeros(shape, np.float32))  # fmt: skip
-            source[name] = {"vth": fx["vth"], "dv": fx["dv"]}
+            tau = np.full(shape, dt * fixed.DECAY_UNITY / n.fixed["dv"])
+            vth = np.full(shape, n.fixed["vth"] * 2.0 ** (-1 - syn.fixed["weight_exp"]), np.float32)
+            nodes[n.name] = nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(shape), v_threshold=vth,
+                                    v_reset=np.zeros(shape, np.float32))  # fmt: skip
+            source[n.name] = {"vth": n.fixed["vth"], "dv": n.fixed["dv"]}
     meta = {k: v for k, v in meta.items() if k != "layers"} | {"precision": "float"}
     out = nir.NIRGraph(nodes=nodes, edges=[tuple(e) for e in graph.edges], metadata={METADATA_KEY: json.dumps(meta)},
                        type_check=False)  # fmt: skip

@@ -62,7 +62,7 @@ from onnx import TensorProto, helper, numpy_helper
 from core import fixed
 from core.errors import ModelError
 from core.fileio import atomic_path
-from targets.plan import METADATA_KEY, SYNAPSE_KINDS, Node, Plan
+from targets.plan import METADATA_KEY, SYNAPSE_KINDS, Node, Plan, power_of_two
 
 OPSET = 21  # DequantizeLinear on int16 weights (bits > 8) needs opset 21
 IR_VERSION = 10  # the IR version that goes with opset 21
@@ -168,7 +168,7 @@ def _exact_in_float32(q: np.ndarray, scale: np.ndarray, bias: np.ndarray, grid: 
     magnitude (per output channel) float32 holds it exactly, whatever the order of the adds."""
     scale = scale.reshape(-1).astype(np.float64)
     bias_units = bias.astype(np.float64) / scale
-    if grid is None or not (np.frexp(scale)[0] == 0.5).all() or not np.array_equal(bias_units, np.rint(bias_units)):
+    if grid is None or not power_of_two(scale).all() or not np.array_equal(bias_units, np.rint(bias_units)):
         return False
     per_out = np.abs(q.reshape(q.shape[0], -1)).sum(axis=1) * grid.bound + np.abs(bias_units) * 2**grid.exp
     return bool((per_out < 2**EXACT_BITS).all())

@@ -63,7 +63,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.errors import DataError, ModelError, SnnDeployError
-from targets.plan import Node, Plan, load_plan, lower_convolutions
+from targets.plan import Node, Plan, load_plan, lower_convolutions, power_of_two
 
 SYNAPSES = ("conv", "affine")
 LINEAR = ("sumpool", "avgpool", "flatten")
@@ -317,8 +317,7 @@ def _cuba_scale(plan: Plan, n: Node, cur: Node, syns: list[Node]) -> float:
         raise ModelError(f"{plan.source}: {', '.join(biased)} add a bias to CubaLIF {n.name}'s current; Lava adds a "
                          "LIF's bias to v, not to the decaying current")  # fmt: skip
     g = float(np.float64(p["gain"].flat[0]) * np.float64(q["gain"].flat[0]))
-    mant, _ = np.frexp(g)
-    if abs(mant) != 0.5:
+    if not power_of_two(g):
         raise ModelError(f"{plan.source}: CubaLIF {n.name}'s input gains multiply to {g:g}, not a power of two: "
                          "folded into Lava's weights they would round")  # fmt: skip
     return g
@@ -338,7 +337,7 @@ def _float_neuron_check(plan: Plan, n: Node, cuba: bool = False) -> None:
         raise ModelError(f"{plan.source}: LIF {n.name} spikes at v >= threshold ({plan.meta.get('dialect')} dialect); "
                          "Lava's floating_pt spikes at v > threshold and misses the float32 step below it")  # fmt: skip
     gain = float(p["gain"].flat[0])
-    if abs(np.frexp(gain)[0]) != 0.5 and not cuba:
+    if not power_of_two(gain) and not cuba:
         raise ModelError(f"{plan.source}: {n.kind.upper()} {n.name} scales its input by r*dt/tau = {gain:g}, not a "
                          "power of two: folded into Lava's weights and bias (Lava's LIF has input gain 1) it would "
                          "round")  # fmt: skip
@@ -489,8 +488,7 @@ class Builder:
             vth = LI_VTH_FIXED if li else int(n.fixed["vth"])
             return LIFReset(shape=lshape, du=4095, dv=int(n.fixed["dv"]), vth=vth,
                             bias_mant=lava_layout(mant), bias_exp=lava_layout(exp), **window)  # fmt: skip
-        p = n.params
-        _float_neuron_check(self.plan, n, cuba=layer.current is not None)
+        p = n.params  # (checked by layers_of: _float_neuron_check)
         beta = float(p["beta"].flat[0])
         vth = LI_VTH_FLOAT if li else float(p["v_threshold"].flat[0])
         du = 1.0 if layer.current is None else 1.0 - float(layer.current.params["beta"].flat[0])
@@ -714,10 +712,8 @@ def _run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[st
             membranes[k] = _steps_first(np.asarray(m.get_data()[proc][var])) / scale
     finally:
         root.stop()
-    for k in monitors:
-        if (
-            k in rasters and rasters[k].any()
-        ):  # the LIF that runs an LI crossed its threshold: its membrane bound was wrong
+    for k in [k for k in monitors if k in rasters]:  # (a CubaLIF's current has no spikes of its own)
+        if rasters[k].any():  # the LIF that runs an LI crossed its threshold: its membrane bound was wrong
             step = int(np.argwhere(rasters[k].reshape(B * T, -1))[0][0])
             raise ModelError(
                 f"{plan.source}: LI layer {k} fired in Lava at step {step}: its membrane crossed the threshold the "

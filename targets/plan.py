@@ -901,6 +901,11 @@ class _Grid:
     hi: np.ndarray
 
 
+def power_of_two(x) -> np.ndarray:
+    """Per element, whether ``x`` is a power of two (or minus one): scaling by it is exact in float."""
+    return np.abs(np.frexp(np.asarray(x, dtype=np.float64))[0]) == 0.5
+
+
 def _quanta_exp(x: np.ndarray) -> np.ndarray:
     """Per element, the smallest ``e`` with ``x * 2**e`` an integer (0 for zeros)."""
     x = np.asarray(x, dtype=np.float64)
@@ -1105,8 +1110,7 @@ def _li_steps(n: Node, g: _Grid) -> int:
     """Steps for which ``v = beta v + gain I + leak`` stays exact in float32, per the bounds of ``g``."""
     p = n.params
     beta, gain, leak = (np.asarray(p[k], dtype=np.float64).reshape(-1) for k in ("beta", "gain", "leak"))
-    mant, _ = np.frexp(gain)
-    if not (np.abs(mant[gain != 0]) == 0.5).all():
+    if not power_of_two(gain[gain != 0]).all():
         return 0  # gain not a power of two: gain * I rounds
     e_u = np.maximum(g.exp + np.where(gain != 0, _quanta_exp(gain), 0), _quanta_exp(leak))  # quanta of u
     xs = np.stack([g.lo, g.hi]) * 2.0 ** (e_u - g.exp) * gain  # gain * I in quanta of 2**-e_u

@@ -29,8 +29,7 @@ class EventSim:
     def __init__(self, plan: Plan) -> None:
         from targets import get_target
 
-        plan.require_rules(get_target("eventsim").rules, "eventsim")
-        get_target("eventsim").require(plan)
+        get_target("eventsim").require(plan)  # (its node kinds, rules and convolutions: all; a precision)
         self.plan = plan  # shapes and checks as the user's graph states them
         self.lowered = lower_convolutions(plan)  # what the kernel runs: plain 2-D convolutions only
         self.integer = plan.precision == "fixed"
@@ -329,7 +328,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 
         return sim.run(spikes, record=record)
     from concurrent.futures import ThreadPoolExecutor
 
-    spikes = check_spikes(plan, spikes, values=False)
+    spikes = np.asarray(spikes)  # (each thread's run checks its part)
     twins = sim.twins(threads)
     parts = np.array_split(np.arange(B), threads)
     with ThreadPoolExecutor(threads) as pool:

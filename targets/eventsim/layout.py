@@ -82,6 +82,7 @@ from targets.eventsim.kernels import (
     SUMPOOL,
 )
 from targets.plan import Plan
+from targets.reference import membrane
 
 FORMS = {None: FORM_NIR, "norse_box": FORM_NORSE_BOX, "norse_cell": FORM_NORSE_CELL, "norse_jump": FORM_NORSE_JUMP,
          "rockpool_syn": FORM_ROCKPOOL_SYN}  # fmt: skip
@@ -110,23 +111,18 @@ def _slots(p: dict, form: int) -> tuple[str, str, str]:
     return "beta", "gain", "leak"
 
 
-def _at_rest(form: int, slots: list[np.ndarray], rest: np.ndarray) -> np.ndarray:
-    """Whether each neuron's membrane stays at ``rest`` without input (float32, the kernel's order):
-    those that do not are never unlisted."""
-    beta, gain, leak = slots
-    x = np.zeros_like(rest)
-    if form == FORM_NORSE_BOX:
-        v = rest + beta * ((x + leak) - rest)
-    elif form == FORM_NORSE_CELL:
-        v = rest + beta * ((leak - rest) + x)
-    elif form == FORM_NORSE_JUMP:
-        v = rest + x
-        v = v + beta * v
-    elif form == FORM_ROCKPOOL_SYN:
-        v = (rest + x) * beta
-    else:
-        v = beta * rest + gain * x + leak
-    return v.astype(np.float32) == rest
+def _at_rest(n, rest: np.ndarray | None) -> np.ndarray:
+    """Whether each neuron's state stays at its rest value without input, by the reference's own
+    float32 arithmetic (:func:`targets.reference.membrane`; Norse's current decays after its jump),
+    in the plan's order: those that do not are never unlisted."""
+    size = int(np.prod(n.out_shape))
+    p = {k: np.broadcast_to(np.asarray(v), n.out_shape).reshape(-1) if isinstance(v, np.ndarray) else v
+         for k, v in n.params.items()}  # fmt: skip
+    r = np.zeros(size, np.float32) if rest is None else rest
+    v = membrane(p, r, np.zeros(size, np.float32))
+    if p.get("form") == "norse_jump":
+        v = v + p["b"] * v
+    return np.asarray(v, np.float32) == r
 
 
 # a plan node's kind -> its code in the table
@@ -356,7 +352,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
                 if form != FORM_NIR:
                     r = np.zeros(N, np.float32) if rest is None else rest[in_perm]
                     rests.append((row[K_OFF], r))
-                    constant = constant + ((r != 0) | ~_at_rest(form, [q[-1] for q in lif[:3]], r))
+                    constant = constant + ((r != 0) | ~_at_rest(n, rest)[in_perm])
                 if syn in folded:
                     row[K_BOFF] = boff
                     biases.append(folded[syn])
@@ -397,7 +393,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
                 if form != FORM_NIR or spike != SPIKE_ONE:  # listed only: rest, spikes at rest, no fixed point
                     r = np.zeros(N, np.float32) if rest is None else rest[in_perm]
                     rests.append((row[K_OFF], r))
-                    at_rest_spikes = ~_at_rest(form, [q[-1] for q in lif[:3]], r) | (r > lif[3][-1])
+                    at_rest_spikes = ~_at_rest(n, rest)[in_perm] | (r > lif[3][-1])
                     if spike != SPIKE_ONE:
                         at_rest_spikes |= r >= lif[3][-1]
                 if syn in folded:
