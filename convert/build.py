@@ -105,15 +105,18 @@ def build_layers(
             apply_fixed(by_name[syn.name], by_name[lif.name], choices[lif.name], min_bias_exp)
         graph = build_graph(trial, outputs, tuple(input_shape), meta)
         result = reference.run(load_plan(graph), calibration)
-        over = [name for name, st in result.stats.items()
-                if st["max_abs_input"] > fixed.A_MAX or st["max_abs_v"] >= fixed.V_MAX]  # fmt: skip
+        stats = _layer_stats(result.stats)
+        over = [name for name, st in stats.items()
+                if st["max_abs_input"] > fixed.A_MAX or st["max_abs_v"] >= fixed.V_MAX
+                or st.get("max_abs_current", 0) >= fixed.V_MAX]  # fmt: skip
         report.calibration_rounds = round_
         report.calibration = {
             name: {"max_abs_input": st["max_abs_input"], "input_headroom": fixed.A_MAX / max(st["max_abs_input"], 1),
                    "max_abs_v": st["max_abs_v"]} | (
+                {"max_abs_current": st["max_abs_current"]} if "max_abs_current" in st else {}) | (
                 {"spikes_per_sample": float(result.layer_counts[name].mean())} if name in result.layer_counts else
                 {"v_headroom": LI_V_LIMIT / max(st["max_abs_v"], 1), "v_bound": choices[name].v_bound})
-            for name, st in result.stats.items()
+            for name, st in stats.items()
         }  # fmt: skip
         if set(over) & li_names:  # the bound of choose_fixed_li makes this impossible: a bug, never a silent pass
             raise ModelError(f"fixed precision: LI readout(s) {', '.join(sorted(set(over) & li_names))} saturate on the "
@@ -135,11 +138,23 @@ def build_layers(
     )
 
 
+def _layer_stats(stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The reference's statistics per converted neuron layer: a CubaLIF's current (its ``.syn``
+    node) reports the synaptic input and, as ``max_abs_current``, the current, which must stay
+    below Lava's 24-bit wrap-around; the membrane's input is that current, not a message."""
+    out = {name: dict(st) for name, st in stats.items() if not name.endswith(".syn")}
+    for name, st in stats.items():
+        if name.endswith(".syn"):
+            owner = name[: -len(".syn")]
+            out[owner] |= {"max_abs_input": st["max_abs_input"], "max_abs_current": st["max_abs_v"]}
+    return out
+
+
 def choice_table(choices: list[FixedChoice | dict]) -> str:
-    rows = ["layer        synapse      exp   vth     scale        dv    bias_exp  max|m|"]
+    rows = ["layer        synapse      exp   vth     scale        dv    du    bias_exp  max|m|"]
     for c in choices:
         c = c if isinstance(c, dict) else asdict(c)
         note = f"  LI readout: |v| <= {c['v_bound']} (never reaches vth << 6)" if c.get("neuron") == "li" else ""
         rows.append(f"{c['lif']:<12} {c['synapse']:<12} {c['weight_exp']:>3} {c['vth']:>6} {c['weight_scale']:>12.6g} "
-                    f"{c['dv']:>5} {c['bias_exp']:>9} {c['max_mantissa']:>7}{note}")  # fmt: skip
+                    f"{c['dv']:>5} {c.get('du', fixed.DU_FULL):>5} {c['bias_exp']:>9} {c['max_mantissa']:>7}{note}")  # fmt: skip
     return "\n".join(rows)

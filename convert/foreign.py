@@ -10,14 +10,19 @@ Exact rewrites, so that every neuron is the Loihi LIF ``v = beta v + I + bias`` 
 per layer, threshold 1 and reset to 0: a neuron's input gain ``g`` (``r dt / tau``), threshold
 ``theta`` and constant leak are folded into the synapse rows feeding it (``W' = g W / theta``,
 ``b' = (g b + leak) / theta``; an LI readout keeps its scale: ``W' = g W``, ``b' = g b + leak``),
-which leaves every spike as it was. What Loihi's LIF cannot be made to compute is refused by name:
+which leaves every spike as it was. A ``CubaLIF`` is Loihi's LIF with its current: the current's
+gain joins the rows (``W' = g_syn g W / theta``: the current is then in threshold units, and its
+decay ``beta_syn`` becomes Loihi's ``du``), and the leak stays a constant added to the membrane
+(``v_bias = leak / theta`` per step). What Loihi's LIF cannot be made to compute is refused by name:
 per-neuron decays, a reset other than 0, a gain or threshold that varies inside a convolution
 channel, a neuron fed by anything but Conv2d/Linear layers that feed only it, current-based
-neurons (CubaLIF, CubaLI), integrators and scales used as layers (I, Scale), delays and loops,
+readouts (CubaLI), integrators and scales used as layers (I, Scale), delays and loops,
 pooling with padding, Conv1d, dilated or grouped Conv2d, and a Flatten of part of the sample.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -26,8 +31,7 @@ from core.errors import ModelError
 from targets.plan import Plan
 
 REFUSED_ORIGINS = {
-    "CubaLIF": "a current-based neuron (Loihi's current decay du is not mapped from a foreign graph yet)",
-    "CubaLI": "a current-based neuron (Loihi's current decay du is not mapped from a foreign graph yet)",
+    "CubaLI": "a current-based readout (Loihi's LI readout has no current decay here yet)",
     "I": "an integrator read as a value (Loihi's LIF sends spikes only)",
     "Scale": "an analog scale (Loihi's LIF sends spikes only)",
 }
@@ -57,8 +61,14 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
             consumers.setdefault(s, []).append(n.name)
     layers: dict[str, Layer] = {}
     order: list[str] = []
+    currents: dict[str, object] = {}  # a CubaLIF's current (its ``.syn`` node), taken into its LIF layer
     for n in plan.nodes:
         p = n.params
+        if n.origin == "CubaLIF" and n.kind == "li":
+            currents[n.name[: -len(".syn")]] = n
+            continue
+        if n.name in currents:
+            n = replace(n, sources=list(currents[n.name].sources))
         if n.kind == "conv":
             params = {"weight": p["weight"].astype(np.float64), "bias": p["bias"].astype(np.float64),
                       "stride": tuple(p["stride"]), "padding": tuple(p["padding"]), "input_hw": tuple(n.in_shape[1:])}  # fmt: skip
@@ -71,7 +81,7 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
         elif n.kind == "flatten":
             params = {}
         else:  # lif, li
-            params = _neuron(plan, n, layers, consumers, dt)
+            params = _neuron(plan, n, layers, consumers, dt, currents.get(n.name))
         layers[n.name] = Layer(n.name, n.kind, list(n.sources), tuple(n.in_shape), tuple(n.out_shape), params)
         order.append(n.name)
     if any(plan.node(o).kind not in ("lif", "li") for o in plan.outputs if o != "input"):
@@ -79,8 +89,16 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
     return [layers[k] for k in order], list(plan.outputs)
 
 
-def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[str]], dt: float) -> dict:
+def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[str]], dt: float, current=None) -> dict:
+    """The layer parameters of neuron ``n`` (with ``current``: a CubaLIF's ``.syn`` node), its input
+    gains, threshold and leak folded into the synapse rows feeding it."""
     where, p = plan.source, n.params
+    if current is not None:
+        if p.get("form") or current.params.get("form"):
+            raise ModelError(f"{where}: {n.origin} {n.name} follows the {plan.meta.get('dialect')} dialect's "
+                             f"{p.get('form') or current.params.get('form')} arithmetic; Loihi's current and "
+                             "membrane follow NIR's equations")  # fmt: skip
+        consumers = {**consumers, **{s: [n.name] for s in current.sources if consumers.get(s) == [current.name]}}
     beta = np.asarray(p["beta"], dtype=np.float64)
     if np.ptp(beta) != 0:
         raise ModelError(f"{where}: {n.origin} {n.name} has a decay per neuron; Loihi's LIF takes one per layer")
@@ -100,6 +118,13 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     gain = np.asarray(p["gain"], dtype=np.float64)
     theta = np.asarray(p["v_threshold"], dtype=np.float64) if n.kind == "lif" else np.ones_like(gain)
     scale, shift = gain / theta, np.asarray(p["leak"], dtype=np.float64) / theta
+    if current is not None:
+        beta_syn = np.asarray(current.params["beta"], dtype=np.float64)
+        if np.ptp(beta_syn) != 0:
+            raise ModelError(f"{where}: CubaLIF {n.name} has a current decay per neuron; Loihi's takes one per layer")
+        # the current in the membrane's threshold units: W' = g_syn g W / theta; the leak stays a
+        # constant added to the membrane (Loihi's bias), apart from the synapse's bias into the current
+        scale = scale * np.asarray(current.params["gain"], dtype=np.float64)
     if len(n.out_shape) == 3:  # a convolution's rows are channels: one factor per channel
         per_c = scale.reshape(n.out_shape[0], -1)
         if (
@@ -112,7 +137,17 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     for i, syn in enumerate(syns):
         w = syn.params["weight"]
         syn.params["weight"] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-        syn.params["bias"] = syn.params["bias"] * scale + (shift if i == 0 else 0.0)
+        syn.params["bias"] = syn.params["bias"] * scale + (shift if i == 0 and current is None else 0.0)
     b = float(beta.flat[0])
     tau = np.inf if b == 1.0 else dt / (1.0 - b)
-    return {"tau": tau, "dt": dt} | ({"v_threshold": 1.0} if n.kind == "lif" else {})
+    out = {"tau": tau, "dt": dt} | ({"v_threshold": 1.0} if n.kind == "lif" else {})
+    if current is not None:
+        if np.isinf(tau):
+            raise ModelError(f"{where}: CubaLIF {n.name}'s membrane does not decay; NIR's CubaLIF needs a finite tau_mem "
+                             "to be written back")  # fmt: skip
+        b_syn = float(np.asarray(current.params["beta"]).flat[0])
+        if not 0.0 <= b_syn < 1.0:
+            raise ModelError(f"{where}: CubaLIF {n.name}'s current decays by {b_syn:g} per step; Loihi's current decays "
+                             "(0 <= beta < 1)")  # fmt: skip
+        out |= {"tau_syn": dt / (1.0 - b_syn), "v_bias": np.asarray(shift, dtype=np.float64)}
+    return out

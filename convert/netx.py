@@ -10,7 +10,8 @@ one group per layer, ``"0"``, ``"1"``, ... in execution order, each holding
   as ``(y, x)`` and ``groups`` for ``conv``;
 - ``bias``: per channel (conv) or per neuron (dense); netx runs it as ``bias_mant`` with
   ``bias_exp = 6``, so the stored value is our integer bias divided by 64;
-- ``neuron``: ``type = CUBA``, ``iDecay = du + 1`` (4096: the current decays fully), ``vDecay``
+- ``neuron``: ``type = CUBA``, ``iDecay = du + 1`` (4096: the current decays fully; a CubaLIF's
+  current keeps its own ``du``, and its bias is the neuron's), ``vDecay``
   (our ``dv``), ``vThMant`` (our ``vth``), ``refDelay = 1``, ``gradedSpike = False``.
 
 An LI readout (non-spiking) is written as netx can express it: the same CUBA neuron with
@@ -82,6 +83,7 @@ def _sequence(plan: Plan) -> list[tuple[Node, list[Node], Node]]:
         if len(cons) > 1:
             raise ModelError(f"{plan.source}: {src} feeds {', '.join(cons)}; netx networks are sequential")
     layers, linear, syn = [], [], None
+    currents: dict[str, Node] = {}
     for n in plan.nodes:
         if n.kind in ("sumpool", "flatten"):
             if syn is not None:
@@ -93,9 +95,15 @@ def _sequence(plan: Plan) -> list[tuple[Node, list[Node], Node]]:
                     f"{plan.source}: synaptic layers {syn.name} and {n.name} follow each other without a LIF"
                 )
             syn = n
-        elif n.kind in ("lif", "li"):
+        elif n.kind == "li" and "du" in n.fixed:  # a CubaLIF's current: netx's CUBA neuron keeps it (iDecay)
             if syn is None:
+                raise ModelError(f"{plan.source}: the current {n.name} is not fed by a Conv2d/Linear")
+            currents[n.name[: -len(".syn")]] = n
+        elif n.kind in ("lif", "li"):
+            if syn is None and n.name not in currents:
                 raise ModelError(f"{plan.source}: {n.kind.upper()} {n.name} is not fed by a Conv2d/Linear")
+            if n.name not in currents and n.fixed.get("current"):
+                raise ModelError(f"{plan.source}: {n.kind.upper()} {n.name} reads a current that is not its own")
             layers.append((syn, linear, n))
             linear, syn = [], None
         else:
@@ -169,22 +177,23 @@ def netx_layers(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, float]]:
             if len(in_shape) > 1:
                 out.append({"type": "flatten"})
             layer = {"type": "dense", "shape": [int(np.prod(syn.out_shape))], "weight": m}
-        bias = syn.fixed["bias"].astype(np.int64)
+        bias = lif.fixed["bias"].astype(np.int64)  # the membrane's (its synapse's, or a CubaLIF's own)
         stored = np.rint(bias / 2**NETX_BIAS_SHIFT).astype(np.int64)
         err = np.abs(stored * 2**NETX_BIAS_SHIFT - bias)
         if err.max(initial=0) > 0:
             if built_for_netx(plan):
                 raise ModelError(
-                    f"{plan.source}: the bias of {syn.name} is not a multiple of {2**NETX_BIAS_SHIFT} (off by up to "
+                    f"{plan.source}: the bias of {lif.name} is not a multiple of {2**NETX_BIAS_SHIFT} (off by up to "
                     f"{int(err.max())} units) although the graph was built for netx (min_bias_exp "
                     f"{plan.meta.get('min_bias_exp')}); its metadata does not match the quantiser"
                 )
             rounded[syn.name] = float(err.max())
         if np.abs(stored).max(initial=0) > 4095:
-            raise ModelError(f"{plan.source}: the bias of {syn.name} exceeds netx's 13-bit bias mantissa")
+            raise ModelError(f"{plan.source}: the bias of {lif.name} exceeds netx's 13-bit bias mantissa")
         layer["bias"] = stored
         vth = fixed.VTH_MAX if lif.kind == "li" else int(lif.fixed["vth"])  # an LI: a threshold it never reaches
-        layer["neuron"] = {"type": "CUBA", "iDecay": 4096, "vDecay": int(lif.fixed["dv"]),
+        i_decay = fixed.DECAY_UNITY if not lif.fixed.get("current") else int(plan.node(lif.sources[0]).fixed["du"]) + 1
+        layer["neuron"] = {"type": "CUBA", "iDecay": i_decay, "vDecay": int(lif.fixed["dv"]),
                            "vThMant": vth, "refDelay": 1, "gradedSpike": False}  # fmt: skip
         out.append(layer)
     return out, rounded

@@ -193,7 +193,8 @@ def integer_units(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, dict[st
     for n in plan.nodes:
         node = graph.nodes.get(n.name)
         if isinstance(node, (nir.LI, nir.CubaLIF, nir.CubaLI, nir.IF)) or n.kind == "li":
-            raise ModelError(f"--for: fixed-precision {type(node).__name__} {n.name} is not written for float readers")
+            raise ModelError(f"--for: fixed-precision {n.origin} {n.name.removesuffix('.syn')} is not written for "
+                             "float readers (their LI or current does not follow Loihi's integer one)")  # fmt: skip
         if n.kind in ("conv", "affine"):  # mantissas (stored doubled), the bias in units of 2**(7 + e)
             e = n.fixed["weight_exp"]
             bias = (n.fixed["bias"] * 2.0 ** (-7 - e)).astype(np.float32)

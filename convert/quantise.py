@@ -54,6 +54,7 @@ class FixedChoice:
     bias_exp: int
     max_mantissa: int
     neuron: str = "lif"  # "lif" or "li"
+    du: int = fixed.DU_FULL  # the current's decay (Lava's du; 4095: none kept), a CubaLIF's own
     v_bound: int = 0  # LI: proven bound on |v| (integer membrane units), at every step
     a_bound: int = 0  # LI: proven bound on the synaptic input |a|
 
@@ -261,6 +262,13 @@ def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -
     theta_eq = c.vth * c.weight_scale / 2 ** (c.weight_exp + 1)
     lif.params["v_threshold"] = theta_eq
     lif.params["fixed"] = {"vth": c.vth, "dv": c.dv, "du": fixed.DU_FULL}
+    if "tau_syn" in lif.params:  # Loihi's bias belongs to the membrane: the neuron states it, the synapse adds none
+        du = c.du = current_decay(lif)
+        lif.params["fixed"] |= {"du": du, "bias_mant": syn.params["fixed"]["bias_mant"], "bias_exp": bias_exp}
+        lif.params["v_bias"] = syn.params["bias"].astype(np.float64)
+        lif.params["tau_syn"] = lif.params["dt"] * fixed.DECAY_UNITY / (du + 1)  # the float graph's: Loihi's decay
+        syn.params["fixed"]["bias_mant"] = [0] * len(syn.params["fixed"]["bias_mant"])
+        syn.params["bias"] = np.zeros_like(syn.params["bias"])
 
 
 def value_bounds(layers: list[Layer], input_lo: float, input_hi: float) -> dict[str, tuple[float, float]]:
@@ -285,6 +293,23 @@ def value_bounds(layers: list[Layer], input_lo: float, input_hi: float) -> dict[
 
 
 def prepare_fixed(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
-    """Fold average pools and return the (synapse, LIF/LI) pairs that fixed precision quantises."""
+    """Fold average pools and return the (synapse, LIF/LI) pairs that fixed precision quantises.
+
+    A current-based LIF (``tau_syn``) adds its bias to the membrane on Loihi, not to the current: the
+    synapse's bias ``b`` into the current becomes the constant the current settles to,
+    ``b / (1 - beta_syn)``, added to the membrane with the layer's own ``v_bias``. That is exact once
+    the current has settled (a few ``tau_syn``); in the first steps the integer membrane gets the
+    bias's full value where the float one gets its rising part (the parity check measures it)."""
     _fold_average_pools(layers)
-    return _synapse_lif_pairs(layers)
+    pairs = _synapse_lif_pairs(layers)
+    for syn, lif in pairs:
+        if "tau_syn" in lif.params:
+            beta_syn = 1.0 - lif.params["dt"] / lif.params["tau_syn"]
+            syn.params["bias"] = syn.params["bias"] / (1.0 - beta_syn) + lif.params.pop("v_bias", 0.0)
+    return pairs
+
+
+def current_decay(lif: Layer) -> int:
+    """Lava's 12-bit ``du`` of a current-based LIF: its decay constant ``du + 1`` is
+    ``round(4096 (1 - beta_syn))``, at least 1 (a current Loihi decays by at least 1/4096 per step)."""
+    return max(fixed.decay_from_beta(1.0 - lif.params["dt"] / lif.params["tau_syn"]) - 1, 0)

@@ -291,17 +291,18 @@ class _Lowering:
 
     def _prepare_lif(self, n: Node) -> dict[str, Any]:
         g = self.g
-        if self.fixed:
-            syn = self.by_name.get(n.sources[0])
-            if len(n.sources) != 1 or syn is None or syn.kind not in ("conv", "affine") or syn.fixed is None:
-                raise ModelError(
-                    f"node {n.name}: a fixed-precision {n.kind.upper()} must be fed by one Conv2d/Affine, not {n.sources}"
-                )
-            bias = syn.fixed["bias"].astype(np.float64).reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+        if self.fixed:  # (targets.plan checked the integer parameters: the membrane's bias, or a current's du)
+            f = n.fixed
+            if "du" in f:  # a CubaLIF's current: decay constant du + 1, no bias, Lava's wrap-around
+                return {"decay": g.const(fixed.DECAY_UNITY - (f["du"] + 1), np.float64), "vth": None, "bias": None,
+                        "current": True, "shift": True}  # fmt: skip
+            bias = f["bias"].astype(np.float64).reshape((-1,) + (1,) * (len(n.out_shape) - 1))
             return {
-                "decay": g.const(fixed.DECAY_UNITY - n.fixed["dv"], np.float64),
-                "vth": g.const(n.fixed["vth"] << fixed.VTH_SHIFT, np.float64) if n.kind == "lif" else None,
+                "decay": g.const(fixed.DECAY_UNITY - f["dv"], np.float64),
+                "vth": g.const(f["vth"] << fixed.VTH_SHIFT, np.float64) if n.kind == "lif" else None,
                 "bias": g.init(f"{n.name}/bias", bias) if bias.any() else None,
+                "current": False,
+                "shift": not f["current"],  # (behind a current, its input is already u)
             }
         p = n.params
         gain, leak = _compact(p["gain"], np.float32), _compact(p["leak"], np.float32)
@@ -452,7 +453,7 @@ class _Lowering:
         g, p, tag = self.g, self.p[n.name], st.tag
         v_prev = st.state.get(n.name) if st.state is not None else None
         if self.fixed:
-            v = g.op("Mul", [x, g.const(2.0**fixed.ACT_SHIFT, np.float64)], _at(n.name, "u", tag))
+            v = g.op("Mul", [x, g.const(2.0**fixed.ACT_SHIFT, np.float64)], _at(n.name, "u", tag)) if p["shift"] else x
             if v_prev is not None:  # decay(0) is 0: the first step has no decay term
                 prod = g.op("Mul", [v_prev, p["decay"]], _at(n.name, "decay_product", tag))
                 mag = g.op("Abs", [prod], _at(n.name, "decay_abs", tag))
@@ -461,6 +462,13 @@ class _Lowering:
                 sign = g.op("Sign", [prod], _at(n.name, "decay_sign", tag))
                 decayed = g.op("Mul", [sign, mag], _at(n.name, "decay", tag))
                 v = g.op("Add", [decayed, v], _at(n.name, "v_plus_u", tag))
+            if p["current"]:  # Lava's wrap-around: above 2**23 lose 2**24, at or below -2**23 gain it
+                wrap = g.const(2.0 * fixed.U_WRAP, np.float64)
+                hi = g.op("Greater", [v, g.const(fixed.U_WRAP, np.float64)], _at(n.name, "u_above", tag))
+                lo = g.op("LessOrEqual", [v, g.const(-fixed.U_WRAP, np.float64)], _at(n.name, "u_below", tag))
+                shift = g.op("Sub", [g.op("Cast", [lo], _at(n.name, "u_below_f64", tag), to=F64),
+                                     g.op("Cast", [hi], _at(n.name, "u_above_f64", tag), to=F64)], _at(n.name, "u_turns", tag))  # fmt: skip
+                return g.op("Add", [v, g.op("Mul", [shift, wrap], _at(n.name, "u_wrap", tag))], _at(n.name, "v", tag))
             if p["bias"] is not None:
                 v = g.op("Add", [v, p["bias"]], _at(n.name, "v_plus_bias", tag))
             lim = [g.const(-fixed.V_MAX, np.float64), g.const(fixed.V_MAX, np.float64)]

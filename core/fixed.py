@@ -12,8 +12,19 @@ keeps only even 9-bit weights), weight exponent ``e`` and integer input counts `
 
 with ``shift`` a left shift for ``e >= 0`` and an arithmetic right shift (toward minus infinity)
 otherwise, ``trunc`` rounding toward zero, ``v`` saturating at :math:`\pm(2^{23}-1)` and the bias
-``b = bias_mant << bias_exp``. These functions are the one implementation every integer target
-and the converter's calibration share.
+``b = bias_mant << bias_exp``.
+
+A current-based neuron (NIR's ``CubaLIF``) keeps its current: with Lava's 12-bit ``du`` (its decay
+constant is ``du + 1``: ``du = 4095`` is the full decay above),
+
+.. math::
+    u = \mathrm{wrap}\big(\mathrm{trunc}(u\,(4095 - du) / 4096) + (a \ll 6)\big), \qquad
+    v = \mathrm{trunc}\big(v\,(4096 - dv) / 4096\big) + u + b
+
+where ``wrap`` is Lava's 24-bit wrap-around of the current (a sum above :math:`2^{23}` loses
+:math:`2^{24}`, one at or below :math:`-2^{23}` gains it). The bias enters the membrane, never the
+current. These functions are the one implementation every integer target and the converter's
+calibration share.
 """
 
 from __future__ import annotations
@@ -28,12 +39,13 @@ ACT_SHIFT = 6  # synaptic input is MSB-aligned by 6 bits before it enters u
 VTH_SHIFT = 6  # so is the threshold
 STATE_BITS = 24
 V_MAX = 2 ** (STATE_BITS - 1) - 1
+U_WRAP = 2 ** (STATE_BITS - 1)  # a current wraps around beyond it (Lava's max_uv_val)
 A_MAX = 2**15 - 1  # Dense/Conv a_out is a 16-bit message
 MANT_MAX = 127  # weight mantissa magnitude (8-bit signed, symmetric)
 VTH_MAX = 2**17 - 1  # 17-bit unsigned threshold
 BIAS_MANT_MAX = 4095  # 13-bit signed bias mantissa
 BIAS_EXP_MAX = 7
-DU_FULL = 4095
+DU_FULL = 4095  # the current decays fully (decay constant du + 1 = 4096)
 
 
 def shift(a: np.ndarray, e: int) -> np.ndarray:
@@ -48,11 +60,26 @@ def decay(v: np.ndarray, d: int) -> np.ndarray:
     return np.sign(prod) * np.right_shift(np.abs(prod), DECAY_SHIFT)
 
 
+def wrap_current(u: np.ndarray) -> np.ndarray:
+    """Lava's 24-bit wrap-around of a current ``u`` (int64): above ``2**23`` it loses ``2**24``, at
+    or below ``-2**23`` it gains it (once: its sum of a decayed current and one input cannot go
+    further)."""
+    u = np.asarray(u, dtype=np.int64)
+    return np.where(u > U_WRAP, u - 2 * U_WRAP, np.where(u <= -U_WRAP, u + 2 * U_WRAP, u))
+
+
+def current_step(u: np.ndarray, a: np.ndarray, du: int) -> np.ndarray:
+    """One step of a current-based neuron's current: ``wrap(trunc(u (4095 - du) / 4096) + (a << 6))``."""
+    return wrap_current(decay(u, du + 1) + np.left_shift(np.asarray(a, dtype=np.int64), ACT_SHIFT))
+
+
 def lif_fixed_step(
-    v: np.ndarray, a: np.ndarray, dv: int, vth: int, bias: np.ndarray | int = 0
+    v: np.ndarray, a: np.ndarray, dv: int, vth: int, bias: np.ndarray | int = 0, current: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One step of the integer LIF (current decay 4095): returns ``(spikes bool, new v int64)``."""
-    u = np.left_shift(np.asarray(a, dtype=np.int64), ACT_SHIFT)
+    """One step of the integer LIF: returns ``(spikes bool, new v int64)``. ``a`` is the synaptic
+    input (the current decays fully: ``u = a << 6``), or with ``current`` the neuron's current ``u``
+    itself (:func:`current_step`)."""
+    u = np.asarray(a, dtype=np.int64) if current else np.left_shift(np.asarray(a, dtype=np.int64), ACT_SHIFT)
     v = np.clip(decay(v, dv) + u + bias, -V_MAX, V_MAX)
     s = v > (vth << VTH_SHIFT)
     return s, np.where(s, 0, v)

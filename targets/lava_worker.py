@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from core import fixed
 from core.errors import DataError, ModelError, SnnDeployError
 from targets.plan import Node, Plan, load_plan, lower_convolutions, power_of_two
 
@@ -304,8 +305,8 @@ def _cuba_scale(plan: Plan, n: Node, cur: Node, syns: list[Node]) -> float:
     (``i = beta_s i + g_s I; v = beta v + g i + leak``): ``u = g i``, so the synapses carry ``g g_s``
     in their weights, exact only for a power of two; no leak in the current, and no synaptic bias,
     which would enter the current here and Lava's ``v`` there. Returns ``g g_s``."""
-    if plan.precision != "float":
-        raise ModelError(f"{plan.source}: CubaLIF {n.name} in fixed precision: the integer current is not built yet")
+    if plan.precision == "fixed":  # the integer current is Lava's u as it is (the plan checked: no bias into it)
+        return 1.0
     p, q = cur.params, n.params
     for key, arr in (("current decay", p["beta"]), ("current gain", p["gain"]), ("input gain", q["gain"])):
         if np.ptp(arr) != 0:
@@ -478,16 +479,18 @@ class Builder:
         n = layer.lif
         lshape = tuple(reversed(n.out_shape))
         window = dict(reset_interval=self.T, reset_offset=(1 + layer.depth) % self.T)
-        bias = np.zeros(n.out_shape)
-        for s in layer.synapses:
-            b = s.fixed["bias"] if self.fixed else s.params["bias"].astype(np.float64) * layer.scale
-            bias = bias + np.asarray(b).reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+        shape = (-1,) + (1,) * (len(n.out_shape) - 1)
         li = n.kind == "li"
-        if self.fixed:
+        if self.fixed:  # the membrane's bias (the plan's: its synapse's, or a CubaLIF's own) and current decay
+            bias = np.broadcast_to(n.fixed["bias"].reshape(shape), n.out_shape)
             mant, exp = _bias_mant_exp(bias.astype(np.int64), n.name)
             vth = LI_VTH_FIXED if li else int(n.fixed["vth"])
-            return LIFReset(shape=lshape, du=4095, dv=int(n.fixed["dv"]), vth=vth,
+            du = fixed.DU_FULL if layer.current is None else int(layer.current.fixed["du"])
+            return LIFReset(shape=lshape, du=du, dv=int(n.fixed["dv"]), vth=vth,
                             bias_mant=lava_layout(mant), bias_exp=lava_layout(exp), **window)  # fmt: skip
+        bias = np.zeros(n.out_shape)
+        for s in layer.synapses:
+            bias = bias + np.asarray(s.params["bias"].astype(np.float64) * layer.scale).reshape(shape)
         p = n.params  # (checked by layers_of: _float_neuron_check)
         beta = float(p["beta"].flat[0])
         vth = LI_VTH_FLOAT if li else float(p["v_threshold"].flat[0])
@@ -514,7 +517,7 @@ class Builder:
             extractors[layer.lif.name] = ex
             probes = [(layer.lif.name, "v", 1.0)] if layer.lif.kind == "li" else []
             if layer.current is not None:  # a CubaLIF's current, the plan's LI: Lava's u / g, exactly
-                probes.append((layer.current.name, "u", float(layer.lif.params["gain"].flat[0])))
+                probes.append((layer.current.name, "u", 1.0 if self.fixed else float(layer.lif.params["gain"].flat[0])))
             for name, var, scale in probes:
                 monitors[name] = Monitor()
                 monitors[name].probe(getattr(lif, var), steps)

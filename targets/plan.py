@@ -807,16 +807,51 @@ def _fixed_int(plan: Plan, node: str, fx: dict[str, Any], key: str, lo: int, hi:
     return v
 
 
+def _bias_ints(plan: Plan, name: str, fx: dict[str, Any], size: int) -> np.ndarray:
+    """``bias_mant << bias_exp`` of a layer's integer parameters, checked (``size`` mantissas)."""
+    bias_exp = _fixed_int(plan, name, fx, "bias_exp", 0, fx_limits.BIAS_EXP_MAX)
+    mant = fx.get("bias_mant")
+    if not (isinstance(mant, list) and len(mant) == size
+            and all(isinstance(b, int) and not isinstance(b, bool) and abs(b) <= fx_limits.BIAS_MANT_MAX
+                    for b in mant)):  # fmt: skip
+        raise ModelError(
+            f"{plan.source}: bias_mant of {name} must be {size} integers within ±{fx_limits.BIAS_MANT_MAX}"
+        )
+    return np.asarray(mant, dtype=np.int64) << bias_exp
+
+
 def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
-    """Recover the integer network from the graph: mantissas are ``weight / weight_scale``, exactly."""
+    """Recover the integer network from the graph: mantissas are ``weight / weight_scale``, exactly.
+
+    Every LIF/LI layer gets its membrane bias as ``fixed["bias"]`` (per channel): its synapse's, or,
+    behind a current (``CubaLIF``/``CubaLI``: the ``.syn`` node, ``fixed = {"du": ...}``, fed by one
+    synapse), the neuron's own (Loihi adds biases to the membrane only), and ``fixed["current"]``
+    says that its input is that current (:func:`core.fixed.lif_fixed_step`)."""
+    by_name = {n.name: n for n in plan.nodes}
+    readers: dict[str, list[str]] = {}
+    for n in plan.nodes:
+        for s in n.sources:
+            readers.setdefault(s, []).append(n.name)
+
+    def one_synapse(n: Node, what: str, alone: bool = False) -> Node:
+        syn = by_name.get(n.sources[0])
+        if (len(n.sources) != 1 or syn is None or syn.kind not in SYNAPSE_KINDS
+                or (alone and readers.get(syn.name) != [n.name])):  # fmt: skip
+            raise ModelError(f"{plan.source}: fixed-precision {what} {n.name} must be fed by exactly one Conv2d or "
+                             f"Linear{' that feeds only it' if alone else ''} (its bias enters the membrane), not by "
+                             f"{n.sources}")  # fmt: skip
+        return syn
+
     for n in plan.nodes:
         if n.kind == "conv1d" or (n.kind == "conv" and (n.params["dilation"] != (1, 1) or n.params["groups"] != 1)):
             raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold {n.origin} {n.name} with its dilation "
                              f"{n.params['dilation']} and groups {n.params['groups']} (Loihi's integer network has "
                              "2-D convolutions without either)")  # fmt: skip
-        fx = layer_meta.get(n.name, {}).get("fixed")
+        is_current = n.kind == "li" and n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn")
+        owner = n.name[: -len(".syn")] if is_current else n.name  # a current's parameters are its neuron's
+        fx = layer_meta.get(owner, {}).get("fixed")
         if fx is not None and not isinstance(fx, dict):
-            raise ModelError(f"{plan.source}: the fixed-precision parameters of {n.name} must be a JSON object")
+            raise ModelError(f"{plan.source}: the fixed-precision parameters of {owner} must be a JSON object")
         if n.kind in ("conv", "affine"):
             if fx is None:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the integer parameters of {n.name}")
@@ -827,32 +862,36 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             if np.abs(m - mi).max() > 0 or np.abs(mi).max() > fx_limits.MANT_MAX:
                 raise ModelError(f"{plan.source}: weights of {n.name} are not 8-bit mantissas times the stated scale")
             weight_exp = _fixed_int(plan, n.name, fx, "weight_exp", *WEIGHT_EXP_RANGE)
-            bias_exp = _fixed_int(plan, n.name, fx, "bias_exp", 0, fx_limits.BIAS_EXP_MAX)
-            mant = fx.get("bias_mant")
-            if not (isinstance(mant, list) and len(mant) == n.out_shape[0]
-                    and all(isinstance(b, int) and not isinstance(b, bool) and abs(b) <= fx_limits.BIAS_MANT_MAX
-                            for b in mant)):  # fmt: skip
-                raise ModelError(f"{plan.source}: bias_mant of {n.name} must be {n.out_shape[0]} integers within "
-                                 f"±{fx_limits.BIAS_MANT_MAX}")  # fmt: skip
             n.fixed = {"weight": (2 * mi).astype(np.int64), "weight_exp": weight_exp,
-                       "bias": np.asarray(mant, dtype=np.int64) << bias_exp}  # fmt: skip
-        elif n.kind == "lif":
+                       "bias": _bias_ints(plan, n.name, fx, n.out_shape[0])}  # fmt: skip
+        elif is_current:
+            if fx is None or "du" not in fx:
+                raise ModelError(f"{plan.source}: fixed-precision graph lacks the current decay du of {owner} "
+                                 f"({n.origin})")  # fmt: skip
+            syn = one_synapse(n, f"{n.origin} current of", alone=True)
+            if syn.fixed["bias"].any():
+                raise ModelError(f"{plan.source}: {syn.name} adds a bias to {n.origin} {owner}'s current; Loihi adds "
+                                 f"biases to the membrane only (state it as {owner}'s bias_mant)")  # fmt: skip
+            n.fixed = {"du": _fixed_int(plan, owner, fx, "du", 0, fx_limits.DU_FULL)}
+        elif n.kind in ("lif", "li"):
+            what = "LIF layer" if n.kind == "lif" else "LI layer"
             if fx is None:
-                raise ModelError(f"{plan.source}: fixed-precision graph lacks the threshold and decay of {n.name}")
-            n.fixed = {"vth": _fixed_int(plan, n.name, fx, "vth", 0, fx_limits.VTH_MAX),
-                       "dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY)}  # fmt: skip
-        elif n.kind == "li":
-            if fx is None:
-                raise ModelError(f"{plan.source}: fixed-precision graph lacks the decay of LI layer {n.name}")
-            syn = next((m for m in plan.nodes if m.name == n.sources[0]), None)
-            if len(n.sources) != 1 or syn is None or syn.kind not in SYNAPSE_KINDS:
-                raise ModelError(f"{plan.source}: fixed-precision LI layer {n.name} must be fed by exactly one Conv2d or "
-                                 f"Linear (its bias enters the membrane), not by {n.sources}")  # fmt: skip
-            readers = [m.name for m in plan.nodes if n.name in m.sources]
-            if readers:
-                raise ModelError(f"{plan.source}: fixed-precision LI layer {n.name} feeds {', '.join(readers)}; an LI layer "
-                                 "is a readout (Loihi reads its membrane, it sends no messages) and must only feed the output")  # fmt: skip
-            n.fixed = {"dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY)}
+                raise ModelError(f"{plan.source}: fixed-precision graph lacks the "
+                                 f"{'threshold and decay' if n.kind == 'lif' else 'decay'} of {what} {n.name}")  # fmt: skip
+            src = by_name.get(n.sources[0])
+            current = src is not None and src.fixed is not None and "du" in src.fixed
+            if current:
+                bias = _bias_ints(plan, n.name, fx, n.out_shape[0])
+            else:
+                bias = one_synapse(n, what).fixed["bias"]
+            n.fixed = {"dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY), "bias": bias,
+                       "current": current}  # fmt: skip
+            if n.kind == "lif":
+                n.fixed["vth"] = _fixed_int(plan, n.name, fx, "vth", 0, fx_limits.VTH_MAX)
+            elif readers.get(n.name):
+                raise ModelError(f"{plan.source}: fixed-precision LI layer {n.name} feeds {', '.join(readers[n.name])}; "
+                                 "an LI layer is a readout (Loihi reads its membrane, it sends no messages) and must "
+                                 "only feed the output")  # fmt: skip
         elif n.kind == "avgpool":
             raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold an average pool ({n.name})")
 

@@ -11,7 +11,9 @@ in plan order from its sources' outputs at the same step:
   LI (non-spiking) ``v = beta*v + gain*I + leak``, its output is ``v`` (float32, the same
   operations in the same order: a target that follows them gets the same bits).
 - fixed: integers throughout, exactly :mod:`core.fixed`; an LI layer is the integer LIF without
-  the spike: ``v = clip(trunc(v (4096 - dv) / 4096) + (a << 6) + b)``, its output ``v``.
+  the spike: ``v = clip(trunc(v (4096 - dv) / 4096) + (a << 6) + b)``, its output ``v``; a CubaLIF's
+  current (its ``.syn`` node) is :func:`core.fixed.current_step`, its output ``u``, which its LIF
+  adds to the membrane unshifted.
 
 The graph output is the sum of the output nodes' values at each step. Summed over the T steps it
 is the per-class spike count (LIF outputs; any other non-LI output is truncated to an integer per
@@ -260,11 +262,11 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
             if n.kind in ("conv", "conv1d", "affine"):
                 y = _synapse(n, x, integer)
             elif n.kind == "lif":
-                syn = by_name.get(n.sources[0])
                 stats[n.name]["max_abs_input"] = max(stats[n.name]["max_abs_input"], float(np.abs(x).max(initial=0)))
                 if integer:
-                    bias = syn.fixed["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
-                    s_out, state[n.name] = fixed.lif_fixed_step(state[n.name], x, n.fixed["dv"], n.fixed["vth"], bias)
+                    bias = n.fixed["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+                    s_out, state[n.name] = fixed.lif_fixed_step(state[n.name], x, n.fixed["dv"], n.fixed["vth"], bias,
+                                                                n.fixed["current"])  # fmt: skip
                     if margins:  # integer runs have no ties to trace; keep the array shape
                         margin[n.name][t] = np.where(s_out, 1.0, -1.0)
                     stats[n.name]["max_abs_v"] = max(
@@ -292,9 +294,11 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
             elif n.kind == "li":
                 st = stats[n.name]
                 st["max_abs_input"] = max(st["max_abs_input"], float(np.abs(x).max(initial=0)))
-                if integer:
-                    bias = by_name[n.sources[0]].fixed["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
-                    u = np.left_shift(x.astype(np.int64), fixed.ACT_SHIFT)
+                if integer and "du" in n.fixed:  # a CubaLIF's current
+                    v = fixed.current_step(state[n.name], x, n.fixed["du"])
+                elif integer:
+                    bias = n.fixed["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
+                    u = x if n.fixed["current"] else np.left_shift(x.astype(np.int64), fixed.ACT_SHIFT)
                     v = np.clip(fixed.decay(state[n.name], n.fixed["dv"]) + u + bias, -fixed.V_MAX, fixed.V_MAX)
                 else:
                     p = n.params

@@ -48,6 +48,9 @@ class TorchPlan:
                 else:
                     t["weight"] = torch.as_tensor(n.params["weight"], device=device)
                     t["bias"] = torch.as_tensor(n.params["bias"], device=device)
+            elif n.kind in ("lif", "li") and self.integer and "bias" in n.fixed:
+                shape = (-1,) + (1,) * (len(n.out_shape) - 1)
+                t["bias"] = torch.as_tensor(n.fixed["bias"], dtype=torch.int64, device=device).view(shape)
             elif n.kind in ("lif", "li") and not self.integer:
                 for k in ("beta", "gain", "leak", "v_threshold", "v_reset", "a", "v_leak", "b", "v0"):
                     if k in n.params:
@@ -67,12 +70,17 @@ class TorchPlan:
 
     def _membrane(self, n, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The membrane of a LIF or LI layer after this step's input, before any spike and reset:
-        Loihi's truncating decay, the input and bias in fixed precision, saturating at 24 bits;
+        Loihi's truncating decay, the input and bias in fixed precision, saturating at 24 bits (a
+        CubaLIF's current: :func:`core.fixed.current_step`);
         ``beta v + gain x + leak`` in float."""
         if self.integer:
-            prod = v * (fixed.DECAY_UNITY - n.fixed["dv"])
-            v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x << fixed.ACT_SHIFT)
-            return (v + self.tensors[n.sources[0]]["bias"]).clamp(-fixed.V_MAX, fixed.V_MAX)
+            f = n.fixed
+            prod = v * (fixed.DECAY_UNITY - (f["du"] + 1 if "du" in f else f["dv"]))
+            v = torch.sign(prod) * (prod.abs() >> fixed.DECAY_SHIFT) + (x if f.get("current") else x << fixed.ACT_SHIFT)
+            if "du" in f:  # a CubaLIF's current: no bias, Lava's 24-bit wrap-around
+                w = 2 * fixed.U_WRAP
+                return torch.where(v > fixed.U_WRAP, v - w, torch.where(v <= -fixed.U_WRAP, v + w, v))
+            return (v + self.tensors[n.name]["bias"]).clamp(-fixed.V_MAX, fixed.V_MAX)
         # NIR's beta*v + gain*I + leak, or a dialect's arithmetic, in the reference's float32 operations
         return membrane(self.tensors[n.name], v, x, n.params.get("form", ""))
 

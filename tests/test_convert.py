@@ -298,7 +298,8 @@ def test_li_fixed_conversion_bounds_the_membrane(li_student, tmp_path, capsys):
 
     assert read_netx(out / "model.fixed.netx.h5")[-1]["neuron"]["vThMant"] == 2**17 - 1
     plan = load_plan(out / "model.fixed.nir")
-    assert plan.node("head.3").fixed == {"dv": 2048}
+    assert plan.node("head.3").fixed["dv"] == 2048 and not plan.node("head.3").fixed["current"]
+    assert plan.node("head.3").fixed["bias"] is plan.node("head.2").fixed["bias"]  # its synapse's bias, in the membrane
     ref = reference.run(plan, (np.random.default_rng(0).random((4, 3, 1, 8, 8)) < 0.5).astype(np.float32))
     assert ref.counts.dtype == np.int64
     assert "LI readout: |v| <= " in capsys.readouterr().out

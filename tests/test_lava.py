@@ -128,8 +128,10 @@ def test_netx_biases_exact_only_when_built_for_netx(tmp_path):
             assert not (n.fixed["bias"] % 64).any(), n.name
     assert netx_layers(plan)[1] == {}
     syn = next(n for n in plan.nodes if n.kind == "conv")
-    syn.fixed["bias"] = syn.fixed["bias"] + 5
-    with pytest.raises(ModelError, match=rf"bias of {syn.name} is not a multiple of 64 .* built for netx"):
+    lif = next(n for n in plan.nodes if n.sources == [syn.name])
+    syn.fixed["bias"] += 5  # (in place: the membrane's bias is its synapse's, one array)
+    assert lif.fixed["bias"] is syn.fixed["bias"]
+    with pytest.raises(ModelError, match=rf"bias of {lif.name} is not a multiple of 64 .* built for netx"):
         netx_layers(plan)
     plan.meta["min_bias_exp"] = 0  # as a graph converted without --netx
     assert netx_layers(plan)[1] == {syn.name: 5.0}

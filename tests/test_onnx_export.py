@@ -222,7 +222,7 @@ def _neuron_plan(precision: str, exp: int, k: int = 64) -> Plan:
         w = np.diag(sign * 2 * rng.integers(1, 128, k)).astype(np.int64)  # doubled 8-bit mantissas
         syn.params = {"weight": w.astype(np.float32), "bias": np.zeros(k, np.float32)}
         syn.fixed = {"weight": w, "weight_exp": exp, "bias": rng.integers(-(2**14), 2**14, k)}
-        lif.fixed = {"vth": 3000, "dv": 1234}
+        lif.fixed = {"vth": 3000, "dv": 1234, "bias": syn.fixed["bias"], "current": False}  # (as targets.plan attaches)
     else:
         syn.params = {"weight": np.diag(rng.normal(0, 1, k)).astype(np.float32),
                       "bias": rng.normal(0, 0.1, k).astype(np.float32)}  # fmt: skip

@@ -25,8 +25,8 @@ from numba.extending import intrinsic, overload
 
 from core import fixed
 
-DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX = (fixed.DECAY_UNITY, fixed.DECAY_SHIFT, fixed.ACT_SHIFT,
-                                                     fixed.VTH_SHIFT, fixed.V_MAX)  # fmt: skip
+DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX, U_WRAP = (fixed.DECAY_UNITY, fixed.DECAY_SHIFT, fixed.ACT_SHIFT,
+                                                             fixed.VTH_SHIFT, fixed.V_MAX, fixed.U_WRAP)  # fmt: skip
 
 # node kinds in the compiled table
 INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF, LI, DELAY = range(9)
@@ -40,6 +40,9 @@ DENSE_FRACTION = 0.25
 # membrane's form (K_FORM; the plan's parameters in the beta and leak slots, see layout) and the
 # spikes per step (K_SPIKE). Layers with a rule run in _rule_lif / _rule_li, never densely fused.
 FORM_NIR, FORM_NORSE_BOX, FORM_NORSE_CELL, FORM_NORSE_JUMP, FORM_ROCKPOOL_SYN, FORM_NIR_REST = range(6)
+# fixed precision, a current-based neuron (core.fixed.current_step): its current, and the LIF/LI
+# behind it, whose input is that current (unshifted); both run listed in _fixed_current_layer
+FORM_FIXED_CURRENT, FORM_FIXED_MEMBRANE = 6, 7
 SPIKE_ONE, SPIKE_FLOOR_GE, SPIKE_TRUNC_GT0 = range(3)
 MAX_SPIKES = 255  # several spikes per step: rasters hold counts up to this (targets.reference)
 
@@ -421,6 +424,50 @@ def _rule_li(listed, dense, inp, v, bias, sticky, marks, rest, form, beta, gain,
     return w, ne, n
 
 
+@numba.njit(cache=True, nogil=True)
+def _fixed_current_layer(listed, dense, inp, v, bias, sticky, marks, keep, form, spiking, vth, out_idx, out_val, trace):
+    """One step of a fixed-precision current-based neuron's layer, :mod:`core.fixed` exactly: its
+    current (``FORM_FIXED_CURRENT``: ``u = wrap(trunc(u keep / 4096) + (x << 6))``, no bias, output
+    ``u``), or the LIF/LI behind it (``FORM_FIXED_MEMBRANE``: ``v = clip(trunc(v keep / 4096) + x +
+    bias)``, ``x`` the current; a LIF (``spiking``) emits 1 where ``v > vth`` and resets to 0, an LI
+    emits ``v``). Lists and events as :func:`_li_layer`. Returns ``(listed now, events, neurons updated)``."""
+    n = v.shape[0] if dense else listed.shape[0]
+    w = 0
+    ne = 0
+    for j in range(n):
+        i = j if dense else listed[j]
+        x = np.int64(inp[i])
+        inp[i] = 0
+        prod = np.int64(v[i]) * keep
+        dec = (abs(prod) >> DECAY_SHIFT) if prod >= 0 else -(abs(prod) >> DECAY_SHIFT)
+        if form == FORM_FIXED_CURRENT:
+            vn = dec + (x << ACT_SHIFT)
+            if vn > U_WRAP:  # Lava's 24-bit wrap-around of the current
+                vn -= 2 * U_WRAP
+            elif vn <= -U_WRAP:
+                vn += 2 * U_WRAP
+            out = vn
+        else:
+            vn = min(max(dec + x + np.int64(bias[i]), -V_MAX), V_MAX)
+            out = vn
+            if spiking:
+                out = np.int64(vn > vth)
+                if out:
+                    vn = 0
+        v[i] = vn
+        out_idx[ne] = i
+        out_val[ne] = out
+        ne += out != 0
+        if trace.shape[0]:
+            trace[i] = vn
+        if not dense:
+            stays = vn != 0 or sticky[i] != 0
+            marks[i] = stays
+            listed[w] = i
+            w += stays
+    return w, ne, n
+
+
 def _li_update(v, x, bias, keep, beta, gain, leak):
     """One LI neuron's step (the LIF's update without the spike): the new membrane."""
 
@@ -629,7 +676,12 @@ def _simulate(
                     tr = traces[t0 : t0 + N] if record else traces[:0]
                     lv = (act[off : off + na], dense, inp[off : off + N], v[off : off + N], biases[boff : boff + N],
                           sticky[off : off + N], nmark[off : off + N], DECAY_UNITY - table[k, K_DV])  # fmt: skip
-                    if table[k, K_FORM] != FORM_NIR:  # a dialect's form (float)
+                    if table[k, K_FORM] >= FORM_FIXED_CURRENT:  # fixed: a current, or the LI behind one
+                        w, ne, upd = _fixed_current_layer(act[off : off + na], dense, inp[off : off + N], v[off : off + N],
+                                                          biases[boff : boff + N], sticky[off : off + N],
+                                                          nmark[off : off + N], DECAY_UNITY - table[k, K_DV],
+                                                          table[k, K_FORM], False, 0, ev_idx[evo:], ev_val[evo:], tr)  # fmt: skip
+                    elif table[k, K_FORM] != FORM_NIR:  # a dialect's form (float)
                         w, ne, upd = _rule_li(act[off : off + na], dense, inp[off : off + N], v[off : off + N],
                                               biases[boff : boff + N], sticky[off : off + N], nmark[off : off + N],
                                               vrest[off : off + N], table[k, K_FORM], beta[q0 : q0 + N],
@@ -661,6 +713,20 @@ def _simulate(
                     # a listed layer with most neurons listed this step is updated densely too (the
                     # neurons at rest stay at rest), and its list rebuilt from the membranes
                     crowded = not dense and na >= N * DENSE_FRACTION
+                    if table[k, K_FORM] == FORM_FIXED_MEMBRANE:  # fixed, behind a current (listed)
+                        w, ne, upd = _fixed_current_layer(act[off : off + na], False, inp[off : off + N], v[off : off + N],
+                                                          biases[boff : boff + N], sticky[off : off + N],
+                                                          nmark[off : off + N], keep, FORM_FIXED_MEMBRANE, True, vth,
+                                                          ev_idx[evo:], ev_val[evo:], traces[:0])  # fmt: skip
+                        if record:
+                            r0 = table[k, K_ROFF] + (t * B + b) * N
+                            for j in range(ne):
+                                rasters[r0 + ev_idx[evo + j]] = 1
+                        act_n[k] = w
+                        work[k, b] += upd
+                        layer_counts[li, b] += ne
+                        ev_n[k] = ne
+                        continue
                     if table[k, K_FORM] != FORM_NIR or table[k, K_SPIKE] != SPIKE_ONE:  # a dialect's rule (listed)
                         w, ne, spk, top = _rule_lif(act[off : off + na], inp[off : off + N], v[off : off + N],
                                                     biases[boff : boff + N], sticky[off : off + N], nmark[off : off + N],

@@ -31,6 +31,8 @@ from targets.eventsim.kernels import (
     DELAY,
     DENSE_FRACTION,
     FLATTEN,
+    FORM_FIXED_CURRENT,
+    FORM_FIXED_MEMBRANE,
     FORM_NIR,
     FORM_NIR_REST,
     FORM_NORSE_BOX,
@@ -87,6 +89,12 @@ from targets.reference import membrane
 FORMS = {None: FORM_NIR, "norse_box": FORM_NORSE_BOX, "norse_cell": FORM_NORSE_CELL, "norse_jump": FORM_NORSE_JUMP,
          "rockpool_syn": FORM_ROCKPOOL_SYN}  # fmt: skip
 SPIKES = {None: SPIKE_ONE, "floor_ge": SPIKE_FLOOR_GE, "trunc_gt0": SPIKE_TRUNC_GT0}
+
+
+def _own_bias(n, perm: np.ndarray, N: int) -> np.ndarray:
+    """A fixed-precision neuron's own per-channel bias (behind a current) per neuron, in ``perm``'s order."""
+    b = np.asarray(n.fixed["bias"])
+    return b[perm // (N // len(b))]
 
 
 def _rule(n) -> tuple[int, int, np.ndarray | None]:
@@ -331,7 +339,16 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             li_names.append(n.name)
             dense_node[n.name] = False
             syn = n.sources[0]
-            if integer:
+            if integer and "du" in n.fixed:  # a CubaLIF's current (no bias: the plan checked its synapse's)
+                row[K_FORM], row[K_DV] = FORM_FIXED_CURRENT, n.fixed["du"] + 1
+                constant = np.zeros(N)
+            elif integer and n.fixed["current"]:  # an LI behind a current: its own bias
+                row[K_FORM], row[K_DV] = FORM_FIXED_MEMBRANE, n.fixed["dv"]
+                constant = _own_bias(n, in_perm, N)
+                row[K_BOFF] = boff
+                biases.append(constant)
+                boff += N
+            elif integer:
                 if syn not in bias_at or len(n.sources) != 1:
                     raise ModelError(f"{plan.source}: fixed-precision LI {n.name} must follow one synaptic layer")
                 row[K_BOFF] = bias_at[syn]
@@ -371,7 +388,15 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             lif_names.append(n.name)
             dense_node[n.name] = False
             syn = n.sources[0]
-            if integer:
+            if integer and n.fixed["current"]:  # behind a CubaLIF's current: its own bias, listed
+                row[K_FORM] = FORM_FIXED_MEMBRANE
+                row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
+                constant = _own_bias(n, in_perm, N)
+                row[K_BOFF] = boff
+                biases.append(constant)
+                boff += N
+                at_rest_spikes = np.zeros(N, dtype=bool)
+            elif integer:
                 if syn not in bias_at:
                     raise ModelError(f"{plan.source}: fixed-precision LIF {n.name} must follow a synaptic layer")
                 row[K_BOFF] = bias_at[syn]
