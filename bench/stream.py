@@ -8,8 +8,20 @@ else an untrained event CSNN of the same shape (the report says which); both tak
 
     python -m bench.stream
     python -m bench.stream --sizes-gb 0.1 0.5 2
+    python -m bench.stream --only evt2 --model runs/demo/nmnist/model.fixed.nir
 
 Goal: at least 10x real time on one core for the DVS128/DAVIS recordings with ``eventsim``.
+
+EVT 2.0 (``--only evt2`` runs this part alone): the Gen3 recording's events per second, stage by
+stage, on the generic path (the expelliarmus reader with its checks, ``SensorMap``, then
+``SensorMap.frames``) and on :mod:`inputs.formats.evt2`'s numba decoder and fused pass (decode,
+map and bin in one loop), each the median of ``--repeats`` runs interleaved in this process, with
+the ratio to the generic path; then the recording streamed end to end (``runtime.stream.stream``
+in this process, ``--fused`` true and false alternately), real-time factor and ratio. Goal: at
+least 20 M events/s per core for decode + map + bin, at least 1x real time end to end. Every
+figure carries the 1-minute load average (``os.getloadavg``) measured beside it: on a busy machine
+the ratios hold better than the absolute figures.
+
 Writes ``stream.json``, ``stream.md`` and ``stream.png`` under ``--out``.
 """
 
@@ -29,6 +41,7 @@ import numpy as np
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs.events import EVENT_DTYPE
 from inputs.formats.arrays import NpyEventWriter
+from inputs.formats.readers import DEFAULT_CHUNK_EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTDATA = ROOT.parent / "shared" / "eventdata"
@@ -122,13 +135,159 @@ def big_file(path: Path, gigabytes: float, rate_hz: float = 2e6, seed: int = 0) 
     return n_total
 
 
+EVT2_FILE = "evt2/gen3_sample.raw"
+EVT2_GOAL_EVENTS_PER_S = 20e6
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _timed(fn, repeats: int, setup=None) -> list[tuple[float, float]]:
+    """``(seconds, load average)`` of each of ``repeats`` calls of ``fn(setup())`` (setup not timed)."""
+    times = []
+    for _ in range(repeats):
+        arg = setup() if setup else None
+        t0 = time.perf_counter()
+        fn(arg) if setup else fn()
+        times.append((time.perf_counter() - t0, _load()))
+    return times
+
+
+def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
+    """The median run's ``(seconds, load average)``."""
+    return sorted(times)[len(times) // 2]
+
+
+def evt2_bench(model: Path, repeats: int) -> dict:
+    """Events per second of each EVT 2.0 stage, generic path against the numba decoder and the fused
+    pass, and the real-time factor of streaming the Gen3 recording end to end both ways."""
+    from inputs.events import Binning
+    from inputs.formats import evt2
+    from inputs.formats.readers import open_events
+    from runtime.stream import SensorMap, StreamConfig, parse_config, stream
+    from targets.plan import load_plan
+
+    path = EVENTDATA / EVT2_FILE
+    plan = load_plan(model)
+    bin_us, steps = int(TIMING[1]), int(TIMING[3])
+    window_us = bin_us * steps
+    reader = open_events(path)
+    mapper = SensorMap.default(reader.sensor_size, plan.input_shape, None, None, "auto")
+    h, w = plan.input_shape[1:]
+    f = evt2.open_evt2(path)
+    chunks = list(reader.chunks())
+    n = sum(len(c) for c in chunks)
+    mapped = [mapper(c)[0] for c in chunks]
+
+    def generic_bin(parts: list[np.ndarray]) -> list[np.ndarray]:
+        """What runtime.stream does per window: join the window's mapped events, then bin them."""
+        ev = np.concatenate(parts)
+        start = int(ev["t"][0]) - int(ev["t"][0]) % window_us
+        frames = []
+        while start <= ev["t"][-1]:
+            sel = ev[(ev["t"] >= start) & (ev["t"] < start + window_us)]
+            frames.append(mapper.frames(sel, Binning(steps, window_us, h, w, binary=True, t0_us=start)))
+            start += window_us
+        return frames
+
+    def generic_all() -> None:
+        generic_bin([mapper(c)[0] for c in open_events(path).chunks()])
+
+    def binner() -> evt2.WindowBinner:
+        return evt2.WindowBinner(reader.sensor_size, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
+                                 mapper.channels, mapper.polarity, steps, window_us, True)  # fmt: skip
+
+    stages = {  # name: (path, function)
+        "decode (expelliarmus reader)": ("generic", lambda: list(open_events(path).chunks())),
+        "map (SensorMap)": ("generic", lambda: [mapper(c) for c in chunks]),
+        "bin (join + SensorMap.frames)": ("generic", lambda: generic_bin(mapped)),
+        "decode + map + bin (generic)": ("generic", generic_all),
+        "decode (numba)": ("evt2", lambda: evt2.read_evt2(path)),
+        "decode + map + bin (fused)": ("evt2", lambda: list(evt2.iter_windows(f, binner(), DEFAULT_CHUNK_EVENTS))),
+    }
+    for _, fn in stages.values():  # load (or compile) everything once
+        fn()
+    times: dict[str, list] = {name: [] for name in stages}
+    for _ in range(repeats):  # interleaved: a change of load hits every stage alike
+        for name, (_, fn) in stages.items():
+            times[name] += _timed(fn, 1)
+    base = _median(times["decode + map + bin (generic)"])[0]
+    rows = []
+    for name, (kind, _) in stages.items():
+        seconds, load = _median(times[name])
+        rows.append({"stage": name, "path": kind, "seconds": seconds, "events_per_s": n / seconds,
+                     "vs_generic_total": base / seconds, "load_avg_1min": load})  # fmt: skip
+
+    def one(fused: bool) -> dict:
+        argv = [
+            str(path),
+            "--model",
+            str(model),
+            "--target",
+            "eventsim",
+            "--progress",
+            "false",
+            "--fused",
+            str(fused).lower(),
+        ]
+        return stream(parse_config(StreamConfig, argv, "bench", "bench"))["summary"]
+
+    one(True), one(False)  # the target's kernels and the decoder loaded once
+    ends: dict[bool, list] = {True: [], False: []}
+    for _ in range(repeats):
+        for fused in (True, False):
+            ends[fused].append((one(fused), _load()))
+    end_to_end = {}
+    for fused, runs in ends.items():
+        runs.sort(key=lambda r: r[0]["wall_s"])
+        s, load = runs[len(runs) // 2]
+        end_to_end["fused" if fused else "generic"] = {"wall_s": s["wall_s"], "recording_s": s["recording_s"],
+            "real_time_factor": s["real_time_factor"], "events_per_s": s["events_per_s"], "windows": s["windows"],
+            "load_avg_1min": load}  # fmt: skip
+    end_to_end["ratio"] = end_to_end["fused"]["real_time_factor"] / end_to_end["generic"]["real_time_factor"]
+    return {"file": EVT2_FILE, "events": n, "model": str(model), "bin_us": bin_us, "window_steps": steps,
+            "repeats": repeats, "goal_events_per_s": EVT2_GOAL_EVENTS_PER_S, "stages": rows,
+            "end_to_end": end_to_end, "cpus": os.cpu_count()}  # fmt: skip
+
+
+def evt2_table(r: dict) -> str:
+    lines = [f"EVT 2.0: {r['file']} ({r['events']:,} events), median of {r['repeats']} interleaved runs; "
+             f"goal {r['goal_events_per_s'] / 1e6:.0f} M events/s for decode + map + bin, 1x real time end to end", "",
+             "| stage | path | ms | M events/s | x generic decode + map + bin | load avg (1 min) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for s in r["stages"]:
+        lines.append(f"| {s['stage']} | {s['path']} | {1e3 * s['seconds']:.2f} | {s['events_per_s'] / 1e6:.1f} | "
+                     f"{s['vs_generic_total']:.1f}x | {s['load_avg_1min']:.2f} |")  # fmt: skip
+    e = r["end_to_end"]
+    lines += [
+        "",
+        f"| end to end ({r['model']}, eventsim) | wall ms | real-time factor | load avg (1 min) |",
+        "|---|---|---|---|",
+    ]
+    for kind in ("generic", "fused"):
+        lines.append(f"| {kind} | {1e3 * e[kind]['wall_s']:.2f} | {e[kind]['real_time_factor']:.2f}x | "
+                     f"{e[kind]['load_avg_1min']:.2f} |")  # fmt: skip
+    lines.append(f"| fused / generic | | {e['ratio']:.1f}x | |")
+    return "\n".join(lines) + "\n"
+
+
 def run(args) -> dict:
     from tqdm import tqdm
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, weights = model_path(out)
+    model, weights = (Path(args.model), f"--model {args.model}") if args.model else model_path(out)
+    if args.only == "evt2":
+        if not (EVENTDATA / EVT2_FILE).is_file():
+            raise SystemExit(f"{EVENTDATA / EVT2_FILE} not found: the EVT 2.0 benchmark needs it")
+        results = {"model": str(model), "weights": weights, "evt2": evt2_bench(model, args.repeats)}
+        write_json_atomic(out / "stream_evt2.json", results)
+        return results
     results: dict = {"model": str(model), "weights": weights, "goal_rtf": GOAL_RTF, "recordings": [], "sizes": []}
+    if (EVENTDATA / EVT2_FILE).is_file():
+        results["evt2"] = evt2_bench(model, args.repeats)
+        write_json_atomic(out / "stream.json", results)
     jobs = [(f, t) for f in RECORDINGS for t in args.targets] if EVENTDATA.is_dir() else []
     if not jobs:
         print(f"note: {EVENTDATA} not found; real recordings skipped", file=sys.stderr)
@@ -202,10 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes-gb", nargs="*", type=float, default=[0.1, 0.5, 2.0])
     p.add_argument("--tmp", default=None, help="folder for the generated files (default: the system's)")
     p.add_argument("--out", default="runs/bench/stream")
+    p.add_argument("--model", default=None, help="the 2x34x34 event graph to stream (default: see the docstring)")
+    p.add_argument(
+        "--only", choices=["all", "evt2"], default="all", help="evt2: the EVT 2.0 stages and end to end only"
+    )
+    p.add_argument("--repeats", type=int, default=7, help="EVT 2.0: interleaved runs per figure (the median is kept)")
     args = p.parse_args(argv)
     results = run(args)
     out = Path(args.out)
-    md = table(results)
+    if args.only == "evt2":
+        md = evt2_table(results["evt2"])
+        write_text_atomic(out / "stream_evt2.md", md)
+        print(md)
+        print(f"written: {out / 'stream_evt2.json'}, {out / 'stream_evt2.md'}")
+        return 0
+    md = table(results) + ("\n" + evt2_table(results["evt2"]) if "evt2" in results else "")
     write_text_atomic(out / "stream.md", md)
     plot(results, out / "stream.png")
     print(md)

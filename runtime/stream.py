@@ -8,6 +8,14 @@ window of ``--window-steps`` steps (default: the graph's T) runs on the target o
 other, the neuron state kept from window to window (``--reset-per-window`` starts each window
 from rest, which is how the model was trained on fixed-length samples).
 
+EVT 2.0 files (Prophesee Gen3 and later, up to tens of millions of events per second) take a fused
+path (``--fused``, on by default): :class:`inputs.formats.evt2.WindowBinner` decodes the words,
+maps and bins each event straight into the window's frames in one compiled loop, with the same
+windows, frames, drops and counts as the generic path (reader, then :class:`SensorMap`, then
+:meth:`SensorMap.frames`; tested equal), at about 200 M events/s on one core instead of about 9 M.
+A word of no EVT 2.0 type is an error naming its byte offset when the pass reaches it (the
+generic path scans the whole file first).
+
 Output: one JSON line per window (start and end time in µs, events, predicted class, per-class
 output spike counts, latency) on stdout or into ``--out``, then a summary (events read, events
 dropped and why, windows, wall time, events per second, real-time factor = recording time /
@@ -74,7 +82,8 @@ class StreamConfig:
     t0_us: int | None = field(default=None, metadata={"min": 0, "help": "start of the first window, µs (default: the first event's time rounded down to a window)"})  # fmt: skip
     labels: str | None = field(default=None, metadata={"help": "JSON of labelled time slots (inputs.recording writes one): score the windows"})  # fmt: skip
     binary: bool | None = field(default=None, metadata={"help": "clip each step's count to one spike (default: as recorded)"})  # fmt: skip
-    chunk_events: int = field(default=DEFAULT_CHUNK_EVENTS, metadata={"min": 1, "help": "events read per chunk"})
+    chunk_events: int = field(default=DEFAULT_CHUNK_EVENTS, metadata={"min": 1, "help": "events read per chunk (EVT 2.0 with --fused: words)"})  # fmt: skip
+    fused: bool = field(default=True, metadata={"help": "EVT 2.0 files: decode, map and bin in one compiled pass over the words (false: the generic reader, then the map, then the binning; the same output, slower)"})  # fmt: skip
     out: str | None = field(default=None, metadata={"help": "JSON-lines file for the windows (default: stdout); its summary goes to <out>.summary.json"})  # fmt: skip
     plot: str | None = field(default=None, metadata={"help": "write a PNG of event rate and predicted class over time"})
     device: str = field(default="auto", metadata={"help": "torch target: auto, cpu or cuda"})
@@ -267,6 +276,20 @@ def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int
     return (w, h)
 
 
+def _fused_evt2(cfg: StreamConfig, fmt: str, sensor: tuple[int, int], mapper: SensorMap, steps: int, window_us: int,
+                binary: bool):  # fmt: skip
+    """``(WindowBinner, Evt2File)`` of :mod:`inputs.formats.evt2` for an EVT 2.0 file with ``--fused``
+    (its kernel loaded or compiled now, before the clock starts), else ``(None, None)``."""
+    if fmt != "evt2" or not cfg.fused:
+        return None, None
+    from inputs.formats import evt2
+
+    binner = evt2.WindowBinner(sensor, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
+                               mapper.channels, mapper.polarity, steps, window_us, binary)  # fmt: skip
+    binner.warm()
+    return binner, evt2.open_evt2(cfg.file)
+
+
 def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, Any]:
     """Stream ``cfg.file`` through the model; ``emit(record)`` receives every window's record.
     ``plan``: ``cfg.model`` already loaded (many recordings in one worker load it once)."""
@@ -280,6 +303,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     mapper = SensorMap.default(sensor, plan.input_shape, cfg.crop, cfg.downsample, cfg.polarity)
     bin_us, steps, binary = timing(plan, cfg)
     window_us = bin_us * steps
+    fused, evt2_file = _fused_evt2(cfg, events.format, sensor, mapper, steps, window_us, binary)
     slots = load_slots(cfg.labels) if cfg.labels else None
     t_open = time.perf_counter()
     run = stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)
@@ -296,21 +320,28 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     used = 0
     start_wall = time.perf_counter()
 
-    def close_window(final: bool = False) -> None:
-        nonlocal pending, t_start, used, first_output
-        t0 = time.perf_counter()
+    def take_pending() -> tuple[np.ndarray, int]:
+        """The window's frames and events, from the mapped events gathered for it."""
+        nonlocal pending
         evs = np.concatenate(pending) if pending else empty_events()
         pending = []
-        binning = Binning(steps, window_us, h, w, binary=binary, t0_us=int(t_start))
+        return mapper.frames(evs, Binning(steps, window_us, h, w, binary=binary, t0_us=int(t_start))), len(evs)
+
+    take = fused.take if fused is not None else take_pending  # the fused pass binned them as it read them
+
+    def close_window(final: bool = False) -> None:
+        nonlocal t_start, used, first_output
+        t0 = time.perf_counter()
+        frames, n_events = take()
         if cfg.reset_per_window:
             run.reset()
-        counts = np.asarray(run.feed(mapper.frames(evs, binning)))
+        counts = np.asarray(run.feed(frames))
         if not (plan.scores and plan.precision == "float"):
             counts = counts.astype(np.int64)
-        used += len(evs)
+        used += n_events
         decided = plan.scores or counts.any()  # a spike readout without any output spike predicts nothing
         rec = {"window": len(windows), "start_us": int(t_start), "end_us": int(t_start + window_us),
-               "events": int(len(evs)), "class": int(counts.argmax()) if decided else None,
+               "events": n_events, "class": int(counts.argmax()) if decided else None,
                "tied": bool(decided and (counts == counts.max()).sum() > 1),
                "counts": counts.tolist(), "latency_ms": 1e3 * (time.perf_counter() - t0)}  # fmt: skip
         if slots is not None:
@@ -324,15 +355,39 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
             first_output = time.perf_counter()
         t_start += window_us
 
+    def first_window(t: int) -> int:
+        """The first window's start for the first event's time ``t``."""
+        start = cfg.t0_us if cfg.t0_us is not None else t - t % window_us
+        if start > t:
+            raise ConfigError(f"--t0-us {start} is after the first event ({t} µs)")
+        return start
+
     with progress_bar(bool(cfg.progress and cfg.out), desc="streaming", unit="ev", unit_scale=True) as bar:
-        for chunk in events.chunks():
+        for first, words in evt2_file.chunks(cfg.chunk_events) if evt2_file is not None else ():
+            i = 0
+            while True:  # the pass stops at every event beyond its window (and at the first event)
+                i, stop = fused.run(words, i)
+                if stop == fused.DONE:
+                    break
+                if stop == fused.BAD_WORD:
+                    raise evt2_file.bad_word(first + i, int(words[i]))
+                t = fused.next_t
+                if t_start is None:
+                    t_first = t
+                    t_start = first_window(t)
+                    fused.start(t_start)
+                _check_gap(cfg.file, t_start, t, window_us)
+                while t >= t_start + window_us:
+                    close_window()
+            bar.update(len(words))
+        if fused is not None and t_start is not None:
+            t_last = fused.last_t
+        for chunk in events.chunks() if fused is None else ():
             if len(chunk) == 0:
                 continue
             if t_start is None:
                 t_first = int(chunk["t"][0])
-                t_start = cfg.t0_us if cfg.t0_us is not None else t_first - t_first % window_us
-                if t_start > t_first:
-                    raise ConfigError(f"--t0-us {t_start} is after the first event ({t_first} µs)")
+                t_start = first_window(t_first)
             t_last = int(chunk["t"][-1])
             _check_gap(cfg.file, t_start, t_last, window_us)
             mapped, outside, unused = mapper(chunk)
@@ -350,7 +405,9 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
                 close_window()
             close_window(final=True)  # the window holding the last events, cut short by the recording's end
     wall = time.perf_counter() - start_wall
-    counters = events.counters
+    counters = events.counters if evt2_file is None else {**fused.counters, "truncated_bytes": evt2_file.tail_bytes}
+    if fused is not None:
+        dropped = {k: dropped[k] + v for k, v in fused.dropped.items()}
     if t_first is None:
         raise DataError(f"{cfg.file}: the file holds no events" + _dropped_note(counters))
     span_s = (t_last - t_first) / 1e6

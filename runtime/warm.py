@@ -92,6 +92,19 @@ def warm_eventsim() -> dict[str, float | int]:
     return {"compiled": compiled, "loaded": loaded, "seconds": time.perf_counter() - t0}
 
 
+def warm_evt2() -> float:
+    """Load or compile the EVT 2.0 decoder and fused pass (``runtime.stream``'s path for Prophesee
+    Gen3/Gen4 files, :mod:`inputs.formats.evt2`); returns the seconds it took."""
+    from inputs.events import EVENT_DTYPE
+    from inputs.formats import evt2
+
+    t0 = time.perf_counter()
+    evt2.WindowBinner((8, 8), 0, 0, 1, 8, 8, 2, "split", 4, 1000, False).warm()
+    ev = np.empty(0, EVENT_DTYPE)
+    evt2.decode_words(np.zeros(0, np.uint32), np.int64(0), 8, 8, ev["t"], ev["x"], ev["y"], ev["p"])
+    return time.perf_counter() - t0
+
+
 @dataclass
 class WarmConfig:
     """No options: what it compiles follows from the targets."""
@@ -102,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     done = warm_eventsim()
     print(f"eventsim's numba kernels: {done['compiled']} version(s) compiled, {done['loaded']} loaded from the cache "
           f"in {done['seconds']:.1f} s")  # fmt: skip
+    print(f"EVT 2.0 decoder and fused pass: ready in {warm_evt2():.1f} s")
     return 0
 
 

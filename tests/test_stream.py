@@ -211,3 +211,119 @@ def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
     assert json.loads((tmp_path / "real.h5.labels.json").read_text())["source"] == "nmnist"
     with pytest.raises(ConfigError, match="--root"):
         make_recording(tmp_path / "x.h5", source="nmnist")
+
+
+# --- EVT 2.0: decode, map and bin in one pass (inputs.formats.evt2.WindowBinner) -------------------
+
+
+def _fused_windows(path, mapping: SensorMap, steps: int, window_us: int, binary: bool, chunk_words: int):
+    """Every window's (start, frames, events) from the fused pass over the file's words, and the binner."""
+    from inputs.formats.evt2 import WindowBinner, iter_windows, open_evt2
+
+    f = open_evt2(path)
+    b = WindowBinner((f.width, f.height), mapping.x0, mapping.y0, mapping.factor, mapping.width, mapping.height,
+                     mapping.channels, mapping.polarity, steps, window_us, binary)  # fmt: skip
+    return list(iter_windows(f, b, chunk_words)), b
+
+
+def _reference_windows(path, mapping: SensorMap, steps: int, window_us: int, binary: bool):
+    """The same from the generic reader (its drops), the sensor map, then the binning, one window at a time."""
+    from inputs.events import Binning
+    from inputs.formats.readers import open_events
+
+    reader = open_events(path)
+    assert reader.format == "evt2"
+    events = reader.read_all()
+    mapped, outside, unused = mapping(events)
+    start = int(events["t"][0]) - int(events["t"][0]) % window_us
+    out = []
+    while start <= events["t"][-1]:
+        sel = mapped[(mapped["t"] >= start) & (mapped["t"] < start + window_us)]
+        binning = Binning(steps, window_us, mapping.height, mapping.width, binary=binary, t0_us=start)
+        out.append((start, mapping.frames(sel, binning), len(sel)))
+        start += window_us
+    return out, reader.counters, {"outside_crop": outside, "unused_polarity": unused}
+
+
+MAPPINGS = [  # model input shape, crop, downsample, polarity, steps, window µs, binary, words per chunk
+    ((2, 34, 34), None, None, "auto", 8, 300_000, True, 1 << 16),
+    ((2, 34, 34), None, None, "split", 4, 4_000, False, 777),
+    ((1, 34, 34), "100,50,300,200", None, "merge", 3, 5_000, True, 1000),
+    ((1, 20, 30), None, None, "on", 7, 3_001, False, 5000),
+    ((1, 64, 64), "0,0,640,480", 3, "off", 5, 2_500, True, 333),
+]
+
+
+@pytest.mark.parametrize("shape,crop,factor,polarity,steps,window_us,binary,chunk", MAPPINGS)
+def test_fused_evt2_pass_equals_decode_map_bin(tmp_path, eventdata_or_none, shape, crop, factor, polarity, steps,
+                                               window_us, binary, chunk):  # fmt: skip
+    """Frames, events per window and every count of the fused pass are those of the generic reader, then
+    ``SensorMap``, then ``SensorMap.frames``: on the Gen3 recording (when present) and on a synthetic file
+    with events before the first EVT_TIME_HIGH, skipped words, time going backwards and events outside
+    the sensor; chunk boundaries fall inside windows."""
+    from tests.test_prophesee import evt2_words, write_evt2
+
+    files = [write_evt2(tmp_path / "synthetic.raw", evt2_words(seed=2))]
+    if eventdata_or_none is not None:
+        files.append(str(eventdata_or_none / "evt2" / "gen3_sample.raw"))
+    for path in files:
+        mapping = SensorMap.default((640, 480), shape, crop, factor, polarity)
+        got, binner = _fused_windows(path, mapping, steps, window_us, binary, chunk)
+        want, counters, dropped = _reference_windows(path, mapping, steps, window_us, binary)
+        assert [(s, n) for s, _, n in got] == [(s, n) for s, _, n in want], path
+        for (s, a, _), (_, b, _) in zip(got, want):
+            assert a.dtype == b.dtype and np.array_equal(a, b), (path, s)
+        assert binner.counters == {k: counters[k] for k in binner.counters}, path
+        assert binner.dropped == dropped, path
+        assert sum(n for *_, n in got) > 0
+
+
+@pytest.fixture
+def eventdata_or_none():
+    from tests.conftest import EVENTDATA
+
+    return EVENTDATA if EVENTDATA.is_dir() else None
+
+
+def _same_stream(a, b):
+    strip = [{k: v for k, v in w.items() if k != "latency_ms"} for w in a["windows"]]
+    assert strip == [{k: v for k, v in w.items() if k != "latency_ms"} for w in b["windows"]]
+    for key in ("events_read", "events_used", "dropped", "windows", "recording_s", "classes", "tied_windows"):
+        assert a["summary"][key] == b["summary"][key], key
+
+
+@pytest.mark.parametrize("extra", [
+    [*TIMING],
+    ["--bin-us", "500", "--window-steps", "8", "--chunk-events", "777"],
+    ["--bin-us", "1000", "--window-steps", "4", "--crop", "100,100,340,340", "--reset-per-window", "true"],
+    ["--bin-us", "20000", "--window-steps", "4", "--t0-us", "1000000", "--sensor-size", "600x400"],
+])  # fmt: skip
+def test_evt2_streams_identically_with_and_without_the_fused_pass(eventdata, event_model, extra):
+    path = eventdata / "evt2" / "gen3_sample.raw"
+    fused = _windows(path, event_model["fixed"], "eventsim", *extra)
+    generic = _windows(path, event_model["fixed"], "eventsim", "--fused", "false", *extra)
+    _same_stream(fused, generic)
+    assert fused["summary"]["events_used"] > 0 and any(w["counts"] != [0] * 10 for w in fused["windows"])
+
+
+def test_corrupt_evt2_streams_identically_with_and_without_the_fused_pass(event_model, tmp_path, capsys):
+    """Events outside the sensor, time going backwards, a truncated last word: dropped and counted the
+    same way on both paths; a word of an unknown type is an error naming its byte offset on both."""
+    from tests.test_prophesee import EVT2_HEADER, evt2_words, write_evt2
+
+    path = write_evt2(tmp_path / "odd.raw", evt2_words(seed=3), tail=b"\x07\x07")
+    timing = ["--bin-us", "1000", "--window-steps", "4"]
+    fused = _windows(path, event_model["fixed"], "eventsim", *timing, "--chunk-events", "1000")
+    generic = _windows(path, event_model["fixed"], "eventsim", *timing, "--fused", "false")
+    _same_stream(fused, generic)
+    dropped = fused["summary"]["dropped"]
+    assert dropped["outside_sensor"] > 0 and dropped["time_backwards"] > 0 and dropped["truncated_bytes"] == 2
+    bad = evt2_words(seed=3, extras=False)
+    bad[len(bad) // 2] = 0x3 << 28
+    offset = len(EVT2_HEADER) + 4 * (len(bad) // 2)
+    path = write_evt2(tmp_path / "bad.raw", bad)
+    for fused_flag in ("true", "false"):
+        argv = [path, "--model", str(event_model["fixed"]), "--progress", "false", "--fused", fused_flag, *timing]
+        assert stream_cmd.main([*argv, "--out", str(tmp_path / "w.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert "bad.raw" in err and f"byte offset {offset}" in err and "word type 0x3" in err, err

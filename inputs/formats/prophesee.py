@@ -11,6 +11,10 @@ size outside ``1..65536`` per side, or a polarity other than 0/1 (DAT stores 4 b
 :class:`DataError` naming the file and the header line or the event. expelliarmus reads only files
 whose resolved name ends in ``.raw``/``.dat``: any other name is read through a hard link or a
 temporary copy (:func:`readable_path`), and messages name the user's file.
+
+EVT 2.0 also has a numba decoder of our own, :mod:`inputs.formats.evt2` (the same events as
+expelliarmus, tested; errors name the byte offset), with the fused decode, map and bin pass that
+``python -m runtime.stream`` uses for EVT 2.0 files.
 """
 
 from __future__ import annotations
