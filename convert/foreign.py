@@ -10,7 +10,7 @@ Exact rewrites, so that every neuron is the Loihi LIF ``v = beta v + I + bias`` 
 per layer, threshold 1 and reset to 0: a neuron's input gain ``g`` (``r dt / tau``), threshold
 ``theta`` and constant leak are folded into the synapse rows feeding it (``W' = g W / theta``,
 ``b' = (g b + leak) / theta``; an LI readout keeps its scale: ``W' = g W``, ``b' = g b + leak``),
-which leaves every spike as it was. A ``CubaLIF`` is Loihi's LIF with its current: the current's
+which leaves every spike as it was. A ``CubaLIF`` (``CubaLI``: the readout) is Loihi's LIF with its current: the current's
 gain joins the rows (``W' = g_syn g W / theta``: the current is then in threshold units, and its
 decay ``beta_syn`` becomes Loihi's ``du``), and the leak stays a constant added to the membrane
 (``v_bias = leak / theta`` per step). What Loihi's LIF cannot be made to compute is refused by name:
@@ -31,7 +31,6 @@ from core.errors import ModelError
 from targets.plan import Plan
 
 REFUSED_ORIGINS = {
-    "CubaLI": "a current-based readout (Loihi's LI readout has no current decay here yet)",
     "I": "an integrator read as a value (Loihi's LIF sends spikes only)",
     "Scale": "an analog scale (Loihi's LIF sends spikes only)",
 }
@@ -61,10 +60,10 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
             consumers.setdefault(s, []).append(n.name)
     layers: dict[str, Layer] = {}
     order: list[str] = []
-    currents: dict[str, object] = {}  # a CubaLIF's current (its ``.syn`` node), taken into its LIF layer
+    currents: dict[str, object] = {}  # a CubaLIF's (CubaLI's) current, its ``.syn`` node: taken into its layer
     for n in plan.nodes:
         p = n.params
-        if n.origin == "CubaLIF" and n.kind == "li":
+        if n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn"):
             currents[n.name[: -len(".syn")]] = n
             continue
         if n.name in currents:
@@ -90,7 +89,7 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
 
 
 def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[str]], dt: float, current=None) -> dict:
-    """The layer parameters of neuron ``n`` (with ``current``: a CubaLIF's ``.syn`` node), its input
+    """The layer parameters of neuron ``n`` (with ``current``: a CubaLIF's or CubaLI's ``.syn`` node), its input
     gains, threshold and leak folded into the synapse rows feeding it."""
     where, p = plan.source, n.params
     if current is not None:
@@ -121,7 +120,9 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     if current is not None:
         beta_syn = np.asarray(current.params["beta"], dtype=np.float64)
         if np.ptp(beta_syn) != 0:
-            raise ModelError(f"{where}: CubaLIF {n.name} has a current decay per neuron; Loihi's takes one per layer")
+            raise ModelError(
+                f"{where}: {n.origin} {n.name} has a current decay per neuron; Loihi's takes one per layer"
+            )
         # the current in the membrane's threshold units: W' = g_syn g W / theta; the leak stays a
         # constant added to the membrane (Loihi's bias), apart from the synapse's bias into the current
         scale = scale * np.asarray(current.params["gain"], dtype=np.float64)
@@ -143,11 +144,11 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     out = {"tau": tau, "dt": dt} | ({"v_threshold": 1.0} if n.kind == "lif" else {})
     if current is not None:
         if np.isinf(tau):
-            raise ModelError(f"{where}: CubaLIF {n.name}'s membrane does not decay; NIR's CubaLIF needs a finite tau_mem "
+            raise ModelError(f"{where}: {n.origin} {n.name}'s membrane does not decay; NIR's {n.origin} needs a finite tau_mem "
                              "to be written back")  # fmt: skip
         b_syn = float(np.asarray(current.params["beta"]).flat[0])
         if not 0.0 <= b_syn < 1.0:
-            raise ModelError(f"{where}: CubaLIF {n.name}'s current decays by {b_syn:g} per step; Loihi's current decays "
+            raise ModelError(f"{where}: {n.origin} {n.name}'s current decays by {b_syn:g} per step; Loihi's current decays "
                              "(0 <= beta < 1)")  # fmt: skip
         out |= {"tau_syn": dt / (1.0 - b_syn), "v_bias": np.asarray(shift, dtype=np.float64)}
     return out

@@ -5,7 +5,8 @@
   the non-spiking readout likewise as ``LI(tau = dt/(1-beta), r = tau/dt, v_leak = 0)``; a
   current-based LIF (a foreign graph's, converted) as ``CubaLIF(tau_syn, tau_mem, r = tau_mem/dt,
   w_in = tau_syn/dt, v_leak = v_bias tau_mem/dt)``: both gains 1, and ``v_leak`` the constant its
-  membrane adds per step (in fixed precision the integer bias, which Loihi adds to the membrane).
+  membrane adds per step (in fixed precision the integer bias, which Loihi adds to the membrane);
+  a current-based readout likewise as ``CubaLI``.
 - ``Conv2d`` always carries ``input_shape``; ``Flatten`` uses batch-free dims (``start_dim=0``);
   biases are explicit arrays.
 - Everything else a target needs (T, dt, precision, reset mode, scales, exponents, thresholds,
@@ -37,14 +38,16 @@ def _node(layer: Layer) -> nir.NIRNode:
                           bias=p["bias"].astype(np.float32))  # fmt: skip
     if layer.kind == "affine":
         return nir.Affine(weight=p["weight"].astype(np.float32), bias=p["bias"].astype(np.float32))
-    if layer.kind == "lif" and "tau_syn" in p:  # a current-based LIF: both gains 1, the bias a leak of the membrane
+    if "tau_syn" in p:  # a current-based LIF or LI: both gains 1, the bias a leak of the membrane
         tau, tau_syn, dt = float(p["tau"]), float(p["tau_syn"]), p["dt"]
         v_bias = np.asarray(p.get("v_bias", 0.0), dtype=np.float64)
         v_bias = v_bias.reshape((-1,) + (1,) * (len(shape) - 1)) if v_bias.ndim else v_bias
-        return nir.CubaLIF(tau_syn=np.full(shape, tau_syn, dtype=np.float64), tau_mem=np.full(shape, tau, dtype=np.float64),
-                           r=np.full(shape, tau / dt, dtype=np.float64), w_in=np.full(shape, tau_syn / dt, dtype=np.float64),
-                           v_leak=np.broadcast_to(v_bias * (tau / dt), shape).astype(np.float64),
-                           v_threshold=np.full(shape, p["v_threshold"], dtype=np.float32),
+        common = {"tau_syn": np.full(shape, tau_syn, dtype=np.float64), "tau_mem": np.full(shape, tau, dtype=np.float64),
+                  "r": np.full(shape, tau / dt, dtype=np.float64), "w_in": np.full(shape, tau_syn / dt, dtype=np.float64),
+                  "v_leak": np.broadcast_to(v_bias * (tau / dt), shape).astype(np.float64)}  # fmt: skip
+        if layer.kind == "li":
+            return nir.CubaLI(**common)
+        return nir.CubaLIF(**common, v_threshold=np.full(shape, p["v_threshold"], dtype=np.float32),
                            v_reset=np.zeros(shape, np.float32))  # fmt: skip
     if layer.kind == "lif" and np.isinf(p["tau"]):  # no decay (beta = 1): NIR's IF, gain r * dt = 1
         return nir.IF(r=np.full(shape, 1.0 / p["dt"], dtype=np.float64),

@@ -21,7 +21,9 @@ bits (``S = max|W| / 127``); its weight exponent is the largest ``e <= 0`` for w
 bound, over every input the layers below can produce (spikes are 0 or 1, sum pools add at most
 their area, the graph input is bounded by the calibration data), keeps the synaptic input within
 Lava's 16-bit messages and the membrane at or below ``vth_max << 6 = 2**23 - 64`` at every step,
-however long it runs (``|v| <= max|u| * 4096 / dv``): then it never saturates and Loihi's largest
+however long it runs (``|v| <= max|u| * 4096 / dv``; behind a CubaLI's current ``|u|`` is at most
+``|a << 6| * 4096 / (du + 1)`` plus the bias, and that current must stay below its wrap-around at
+``2**23``): then it never saturates and Loihi's largest
 threshold ``vth = 2**17 - 1`` is never crossed, so the LIF never spikes. Exponents up to ``-1`` lose
 nothing (the weights are stored doubled); when no exponent down to ``-8`` fits, conversion refuses
 and names the layer.
@@ -54,7 +56,7 @@ class FixedChoice:
     bias_exp: int
     max_mantissa: int
     neuron: str = "lif"  # "lif" or "li"
-    du: int = fixed.DU_FULL  # the current's decay (Lava's du; 4095: none kept), a CubaLIF's own
+    du: int = fixed.DU_FULL  # the current's decay (Lava's du; 4095: none kept), a CubaLIF's or CubaLI's own
     v_bound: int = 0  # LI: proven bound on |v| (integer membrane units), at every step
     a_bound: int = 0  # LI: proven bound on the synaptic input |a|
 
@@ -208,6 +210,7 @@ def choose_fixed_li(syn: Layer, li: Layer, in_lo: float, in_hi: float, min_bias_
         raise ModelError(f"layer {syn.name}: all weights are zero; the LI readout {li.name} would read a constant")
     beta = 1.0 - li.params["dt"] / li.params["tau"]
     dv = fixed.decay_from_beta(beta)
+    du = current_decay(li) if "tau_syn" in li.params else fixed.DU_FULL  # a CubaLI's current
     if dv == 0:
         raise ModelError(f"LI layer {li.name}: beta {beta:g} rounds to no decay (dv = 0) in 12 bits; its membrane "
                          "would grow without bound on Loihi. Use a shorter tau")  # fmt: skip
@@ -218,14 +221,21 @@ def choose_fixed_li(syn: Layer, li: Layer, in_lo: float, in_hi: float, min_bias_
         m = np.clip(np.rint(syn.params["weight"] / scale), -fixed.MANT_MAX, fixed.MANT_MAX)
     tried = []
     for e in LI_EXP_RANGE:
-        c = FixedChoice(syn.name, li.name, e, fixed.VTH_MAX, scale, dv, 0, int(np.abs(m).max()), neuron="li")
+        c = FixedChoice(syn.name, li.name, e, fixed.VTH_MAX, scale, dv, 0, int(np.abs(m).max()), neuron="li", du=du)
         a_lo, a_hi = li_input_bounds(syn, in_lo, in_hi, m, e)
         mant, bias_exp = _bias_integers(syn, c, min_bias_exp)
         b = (mant.astype(np.int64) << bias_exp).reshape(-1)
         per_ch = len(b)
         a_lo, a_hi = a_lo.reshape(per_ch, -1), a_hi.reshape(per_ch, -1)
-        u_hi = (a_hi << fixed.ACT_SHIFT) + b[:, None]
-        u_lo = (a_lo << fixed.ACT_SHIFT) + b[:, None]
+        if du != fixed.DU_FULL:  # the current sums its inputs, decayed: |u| <= |a << 6| * 4096 / (du + 1)
+            cur = -(-(np.maximum(np.abs(a_lo), np.abs(a_hi)) << fixed.ACT_SHIFT) * fixed.DECAY_UNITY // (du + 1))
+            if cur.max(initial=0) >= fixed.U_WRAP:
+                tried.append(f"e={e}: |current| <= {int(cur.max())}, which wraps around at 2**23")
+                continue
+            u_hi, u_lo = cur + b[:, None], -cur + b[:, None]
+        else:
+            u_hi = (a_hi << fixed.ACT_SHIFT) + b[:, None]
+            u_lo = (a_lo << fixed.ACT_SHIFT) + b[:, None]
         u_max = int(max(np.maximum(u_hi, 0).max(), np.maximum(-u_lo, 0).max()))
         v_bound = -(-u_max * fixed.DECAY_UNITY // dv)  # |v| <= |u|max * (1 + keep/4096 + ...) <= |u|max * 4096/dv
         a_bound = int(max(np.abs(a_lo).max(), np.abs(a_hi).max()))
@@ -258,10 +268,10 @@ def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -
     if c.neuron == "li":  # no threshold in the graph: the LIF that runs it on Loihi has one it never reaches
         lif.params["fixed"] = {"dv": c.dv, "du": fixed.DU_FULL, "vth": c.vth, "v_bound": c.v_bound,
                                "a_bound": c.a_bound, "v_unit": unit}  # fmt: skip
-        return
-    theta_eq = c.vth * c.weight_scale / 2 ** (c.weight_exp + 1)
-    lif.params["v_threshold"] = theta_eq
-    lif.params["fixed"] = {"vth": c.vth, "dv": c.dv, "du": fixed.DU_FULL}
+    else:
+        theta_eq = c.vth * c.weight_scale / 2 ** (c.weight_exp + 1)
+        lif.params["v_threshold"] = theta_eq
+        lif.params["fixed"] = {"vth": c.vth, "dv": c.dv, "du": fixed.DU_FULL}
     if "tau_syn" in lif.params:  # Loihi's bias belongs to the membrane: the neuron states it, the synapse adds none
         du = c.du = current_decay(lif)
         lif.params["fixed"] |= {"du": du, "bias_mant": syn.params["fixed"]["bias_mant"], "bias_exp": bias_exp}

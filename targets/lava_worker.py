@@ -31,6 +31,9 @@ The mapping (Lava keeps tensors in ``(W, H, C)`` order, ours are ``(C, H, W)``: 
   shifted in time.
 - Spikes are read through one ``Extractor`` per LIF layer (whole arrays per step; ``Var.get``
   sends one element per message and is far too slow for rasters).
+- CubaLIF -> ``LIFReset`` with its current in ``u``: ``du`` from the current's decay (fixed: the
+  integer ``du`` as it is, the neuron's own bias), the input gains folded into the weights (float).
+- I, Scale and CubaLI run as readouts, like LI (an analog node that feeds another is refused).
 - LI (non-spiking readout) -> the same ``LIFReset`` with the current decaying fully (``du`` = 4095
   fixed / 1.0 float), ``dv`` from its ``beta``, and a threshold no membrane reaches: fixed
   ``vth = 2**17 - 1`` (the converter proved ``|v| <= 2**23 - 64``), float the largest float64. Its
@@ -198,14 +201,10 @@ def layers_of(plan: Plan) -> list[Layer]:
     for n in plan.nodes:
         for s in n.sources:
             consumers.setdefault(s, []).append(n.name)
-    unmapped = {"CubaLI": "a current-based readout: Lava's LIF reads its membrane, not a second state, and cannot "
-                "send either on",
-                "Scale": "Lava's LIF cannot send an analog value on", "I": "Lava's LIF cannot send its membrane on"}  # fmt: skip
-    found = sorted({(n.origin, n.name.split(".")[0]) for n in plan.nodes if n.origin in unmapped})
-    if found:
-        raise ModelError(f"{plan.source}: the lava target does not map "
-                         + "; ".join(f"{origin} node {name} ({unmapped[origin]})" for origin, name in found))  # fmt: skip
-    currents = {n.name: _current(plan, n) for n in plan.nodes if n.kind == "lif" and n.origin == "CubaLIF"}
+    # (the non-spiking nodes, LI, CubaLI, I and Scale, run as readouts: a LIF that never fires, its
+    # membrane probed; one that feeds another node is refused below)
+    currents = {n.name: _current(plan, n) for n in plan.nodes
+                if n.origin in ("CubaLIF", "CubaLI") and n.kind in NEURONS and not n.name.endswith(".syn")}  # fmt: skip
     current_names = {c.name for c in currents.values()}
     layers = []
     for n in plan.nodes:
@@ -288,14 +287,14 @@ def relay_steps(layer: Layer, synapse: str, leaf: Leaf, depth: dict[str, int]) -
 
 
 def _current(plan: Plan, n: Node) -> Node:
-    """The current of CubaLIF ``n`` (the plan's ``<name>.syn`` LI, read by ``n`` alone)."""
+    """The current of CubaLIF (or CubaLI) ``n`` (the plan's ``<name>.syn`` LI, read by ``n`` alone)."""
     cur = plan.node(n.sources[0]) if len(n.sources) == 1 and n.sources[0] != "input" else None
     if cur is None or cur.kind != "li" or cur.name != n.name + ".syn":
-        raise ModelError(f"{plan.source}: CubaLIF {n.name} is not fed by its own current")
+        raise ModelError(f"{plan.source}: {n.origin} {n.name} is not fed by its own current")
     readers = [m.name for m in plan.nodes if cur.name in m.sources]
     if readers != [n.name] or cur.name in plan.outputs:
         raise ModelError(
-            f"{plan.source}: the current of CubaLIF {n.name} is read by {readers}; Lava's LIF keeps it in u"
+            f"{plan.source}: the current of {n.origin} {n.name} is read by {readers}; Lava's LIF keeps it in u"
         )
     return cur
 
@@ -310,16 +309,18 @@ def _cuba_scale(plan: Plan, n: Node, cur: Node, syns: list[Node]) -> float:
     p, q = cur.params, n.params
     for key, arr in (("current decay", p["beta"]), ("current gain", p["gain"]), ("input gain", q["gain"])):
         if np.ptp(arr) != 0:
-            raise ModelError(f"{plan.source}: CubaLIF {n.name} has a per-neuron {key}; Lava's LIF takes one per layer")
+            raise ModelError(
+                f"{plan.source}: {n.origin} {n.name} has a per-neuron {key}; Lava's LIF takes one per layer"
+            )
     if np.any(p["leak"] != 0):
-        raise ModelError(f"{plan.source}: CubaLIF {n.name}'s current has a leak; Lava's u decays to 0")
+        raise ModelError(f"{plan.source}: {n.origin} {n.name}'s current has a leak; Lava's u decays to 0")
     biased = [s.name for s in syns if np.any(s.params["bias"] != 0)]
     if biased:
-        raise ModelError(f"{plan.source}: {', '.join(biased)} add a bias to CubaLIF {n.name}'s current; Lava adds a "
+        raise ModelError(f"{plan.source}: {', '.join(biased)} add a bias to {n.origin} {n.name}'s current; Lava adds a "
                          "LIF's bias to v, not to the decaying current")  # fmt: skip
     g = float(np.float64(p["gain"].flat[0]) * np.float64(q["gain"].flat[0]))
     if not power_of_two(g):
-        raise ModelError(f"{plan.source}: CubaLIF {n.name}'s input gains multiply to {g:g}, not a power of two: "
+        raise ModelError(f"{plan.source}: {n.origin} {n.name}'s input gains multiply to {g:g}, not a power of two: "
                          "folded into Lava's weights they would round")  # fmt: skip
     return g
 

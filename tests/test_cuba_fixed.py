@@ -201,3 +201,41 @@ def test_the_converted_cubalif_network_and_its_netx_file_run_on_lava(cuba_digits
     assert np.array_equal(got.counts, expected.counts)
     for k, r in expected.rasters.items():
         assert np.array_equal(got.rasters[k], r), k
+
+
+@pytest.mark.parametrize("target", INTEGER_TARGETS)
+def test_a_foreign_cubali_readout_becomes_a_bounded_loihi_readout(tmp_path, target):
+    """A CubaLIF layer and a CubaLI readout (float, another tool's) converted to integers: the readout's
+    bound covers its current (never wrapping) and its membrane (never reaching Loihi's largest
+    threshold), and every integer target gives the reference's scores, currents and membranes."""
+    if unavailable_reason(target):
+        pytest.skip(f"{target} is unavailable: {unavailable_reason(target)}")
+    rng = np.random.default_rng(0)
+    f = np.full
+    nodes = {"x": nir.Input(np.array([12])),
+             "fc1": nir.Affine(rng.normal(0, 0.6, (16, 12)).astype(np.float32), rng.normal(0, 0.05, 16).astype(np.float32)),
+             "c1": nir.CubaLIF(tau_syn=f(16, 4e-3), tau_mem=f(16, 8e-3), r=f(16, 2.0), v_leak=f(16, 0.0),
+                               v_threshold=f(16, 1.0), w_in=f(16, 1.5)),
+             "fc2": nir.Affine(rng.normal(0, 0.5, (4, 16)).astype(np.float32), rng.normal(0, 0.05, 4).astype(np.float32)),
+             "ro": nir.CubaLI(tau_syn=f(4, 3e-3), tau_mem=f(4, 6e-3), r=f(4, 1.0), v_leak=f(4, 0.1), w_in=f(4, 1.0)),
+             "y": nir.Output(np.array([4]))}  # fmt: skip
+    edges = [("x", "fc1"), ("fc1", "c1"), ("c1", "fc2"), ("fc2", "ro"), ("ro", "y")]
+    nir.write(tmp_path / "g.nir", nir.NIRGraph(nodes, edges))
+    np.save(tmp_path / "x.npy", _spikes(40, 32, 12, p=0.3))
+    argv = [str(tmp_path / "g.nir"), "--precision", "fixed", "--data", str(tmp_path / "x.npy"), "--steps", "40",
+            "--out", str(tmp_path), "--onnx", "false"]  # fmt: skip
+    assert to_nir.main(argv) == 0
+    rep = json.loads((tmp_path / "model.fixed.conversion.json").read_text())
+    ro = next(c for c in rep["fixed"]["choices"] if c["lif"] == "ro")
+    assert ro["neuron"] == "li" and ro["du"] < fixed.DU_FULL and 0 < ro["v_bound"] <= fixed.VTH_MAX << 6
+    assert rep["graph_reference"]["same_prediction_as_float"] >= 0.9
+    plan = load_plan(tmp_path / "model.fixed.nir")
+    assert plan.scores and plan.node("ro").fixed["current"]
+    x = _spikes(40, 6, 12, p=0.3, seed=5)
+    expected = ref.run(plan, x, record=True)
+    assert np.abs(expected.traces["ro"]).max() <= ro["v_bound"] and expected.layer_counts["c1"].sum() > 0
+    got = run_aligned(get_target(target), plan, x, record=True)
+    assert np.array_equal(got.counts, expected.counts)
+    if get_target(target).rasters:
+        for k in ("ro", "ro.syn", "c1.syn"):
+            assert np.array_equal(np.asarray(got.traces[k]).astype(np.int64), expected.traces[k]), k

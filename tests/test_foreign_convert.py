@@ -83,8 +83,7 @@ def _one_layer(path, neuron):
 @pytest.mark.parametrize(
     "neuron,message",
     [
-        (nir.CubaLI(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2), v_leak=np.zeros(2)),
-         "n \\(CubaLI: a current-based readout"),
+        (nir.I(r=np.full(2, 1e3)), "n \\(I: an integrator read as a value"),
         (nir.CubaLIF(tau_syn=np.array([2e-3, 3e-3]), tau_mem=np.full(2, 4e-3), r=np.ones(2), v_leak=np.zeros(2),
                      v_threshold=np.ones(2)), "CubaLIF n has a current decay per neuron"),
         (nir.LIF(tau=np.array([2e-3, 4e-3]), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2)),
@@ -92,7 +91,7 @@ def _one_layer(path, neuron):
         (nir.LIF(tau=np.full(2, 2e-3), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.full(2, 0.5)),
          "resets to 0.5"),
     ],
-    ids=["cubali", "cubalif-per-neuron-tau-syn", "per-neuron-tau", "reset"],
+    ids=["integrator", "cubalif-per-neuron-tau-syn", "per-neuron-tau", "reset"],
 )  # fmt: skip
 def test_what_loihi_cannot_compute_is_refused_by_name(tmp_path, capsys, neuron, message):
     assert to_nir.main(_one_layer(tmp_path / "g.nir", neuron)) == 2

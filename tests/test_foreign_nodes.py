@@ -168,8 +168,8 @@ def test_every_target_runs_every_neuron_node(tmp_path, target):
             info.runner()(plan, x)
         return
     if target == "lava":
-        reason = info.refusal(plan, x)
-        assert "CubaLI node cli" in reason and "Scale node sc" in reason and "I node i" in reason
+        # (its readouts, I, Scale and CubaLI: test_lava_runs_integrator_and_scale_readouts_...)
+        assert "add a bias to CubaLIF cl's current" in info.refusal(plan, x)
         return
     if target == "snntorch":  # its import maps no CubaLIF as NIR means it (nor Scale, I, ...): declined by name
         assert "node cl (CubaLIF)" in info.refusal(plan, x)
@@ -801,3 +801,41 @@ def test_run_counts_synaptic_operations_through_a_loop(tmp_path):
     want = ((res.rasters["rlif.lif"] != 0) * fanout(rec)).reshape(len(x), x.shape[1], -1).sum(axis=(0, 2))
     assert want.sum() > 0
     assert ops["per_layer_per_sample"]["rlif.w_rec"] == pytest.approx(float(want.mean()))
+
+
+@pytest.mark.lava
+def test_lava_runs_integrator_and_scale_readouts_and_says_why_not_a_float_cubali(tmp_path):
+    """NIR's non-spiking nodes as a graph's readout on Lava: I (no decay) and Scale (no state) are its LIF
+    that never fires, the membrane probed, bit for bit; a float CubaLI readout is refused with the
+    reason (its membrane is not provably exact in float32; fixed precision runs it:
+    tests/test_cuba_fixed.py); fed into another node, any of them is refused by name."""
+    if unavailable_reason("lava"):
+        pytest.skip(f"lava is unavailable: {unavailable_reason('lava')}")
+    rng = np.random.default_rng(3)
+
+    def grid(*shape, s=0.8):
+        return (np.rint(rng.normal(0, s, shape) * 8) / 8).astype(np.float32)
+
+    readouts = {"i": nir.I(r=f(3, 1000.0)), "scale": nir.Scale(scale=f(3, 0.5)),
+                "cubali": nir.CubaLI(tau_syn=f(3, 2e-3), tau_mem=f(3, 4e-3), r=f(3, 4.0), v_leak=f(3, 0.0),
+                                     w_in=f(3, 2.0))}  # fmt: skip
+    info = get_target("lava")
+    for name, node in readouts.items():
+        nodes = {"x": nir.Input(np.array([5])), "fc": nir.Linear(grid(6, 5)), "h": _lif((6,), th=0.5),
+                 "fc2": nir.Linear(grid(3, 6)), "ro": node, "y": nir.Output(np.array([3]))}  # fmt: skip
+        edges = [("x", "fc"), ("fc", "h"), ("h", "fc2"), ("fc2", "ro"), ("ro", "y")]
+        nir.write(tmp_path / f"{name}.nir", nir.NIRGraph(nodes, edges, type_check=False))
+        plan = load_plan(tmp_path / f"{name}.nir")
+        x = _spikes(8, 3, 5, p=0.5, seed=4)
+        why = info.refusal(plan, np.concatenate([x, np.zeros((2, *x.shape[1:]), x.dtype)]))
+        if name == "cubali":
+            assert "LI layer(s) ro (exact for 0 steps) are not provably exact in float32" in why
+            continue
+        assert why is None, why
+        expected = ref.run(plan, x, record=True)
+        assert np.abs(expected.traces["ro"]).max() > 0
+        _assert_same_run(info, plan, x, expected)
+        nodes["fc3"], nodes["out"] = nir.Linear(grid(3, 3)), _lif((3,))  # the readout feeding on: refused by name
+        edges = edges[:-1] + [("ro", "fc3"), ("fc3", "out"), ("out", "y")]
+        nir.write(tmp_path / f"{name}_on.nir", nir.NIRGraph(nodes, edges, type_check=False))
+        assert "LI layer ro feeds fc3" in info.refusal(load_plan(tmp_path / f"{name}_on.nir"), x)
