@@ -91,18 +91,18 @@ def build_layers(
     pairs = prepare_fixed(original)
     bounds = value_bounds(original, min(float(np.min(calibration)), 0.0), float(np.max(calibration)))
     choices = {}
-    for syn, lif in pairs:
+    for syns, lif in pairs:
         if lif.kind == "li":
-            lo, hi = (sum(bounds[s][i] for s in syn.sources) for i in (0, 1))
-            choices[lif.name] = choose_fixed_li(syn, lif, lo, hi, min_bias_exp)
+            lo, hi = (sum(bounds[s][i] for s in syns[0].sources) for i in (0, 1))
+            choices[lif.name] = choose_fixed_li(syns[0], lif, lo, hi, min_bias_exp)
         else:
-            choices[lif.name] = choose_fixed(syn, lif)
+            choices[lif.name] = choose_fixed(syns, lif)
     li_names = {lif.name for _, lif in pairs if lif.kind == "li"}
     for round_ in range(1, max_rounds + 1):
         trial = copy.deepcopy(original)
         by_name = {layer.name: layer for layer in trial}
-        for syn, lif in pairs:
-            apply_fixed(by_name[syn.name], by_name[lif.name], choices[lif.name], min_bias_exp)
+        for syns, lif in pairs:
+            apply_fixed([by_name[s.name] for s in syns], by_name[lif.name], choices[lif.name], min_bias_exp)
         graph = build_graph(trial, outputs, tuple(input_shape), meta)
         result = reference.run(load_plan(graph), calibration)
         stats = _layer_stats(result.stats)
@@ -126,8 +126,7 @@ def build_layers(
             return graph, report
         for name in over:
             c = choices[name]
-            syn = next(s for s, lif in pairs if lif.name == name)
-            lif = next(lif for _, lif in pairs if lif.name == name)
+            syn, lif = next((syns, lif) for syns, lif in pairs if lif.name == name)
             if c.weight_exp > 0:
                 choices[name] = choose_fixed(syn, lif, weight_exp=c.weight_exp - 1)
             else:

@@ -10,14 +10,17 @@ Exact rewrites, so that every neuron is the Loihi LIF ``v = beta v + I + bias`` 
 per layer, threshold 1 and reset to 0: a neuron's input gain ``g`` (``r dt / tau``), threshold
 ``theta`` and constant leak are folded into the synapse rows feeding it (``W' = g W / theta``,
 ``b' = (g b + leak) / theta``; an LI readout keeps its scale: ``W' = g W``, ``b' = g b + leak``),
-which leaves every spike as it was. A ``CubaLIF`` (``CubaLI``: the readout) is Loihi's LIF with its current: the current's
-gain joins the rows (``W' = g_syn g W / theta``: the current is then in threshold units, and its
-decay ``beta_syn`` becomes Loihi's ``du``), and the leak stays a constant added to the membrane
-(``v_bias = leak / theta`` per step). What Loihi's LIF cannot be made to compute is refused by name:
-per-neuron decays, a reset other than 0, a gain or threshold that varies inside a convolution
-channel, a neuron fed by anything but Conv2d/Linear layers that feed only it, current-based
-readouts (CubaLI), integrators and scales used as layers (I, Scale), delays and loops,
-pooling with padding, Conv1d, dilated or grouped Conv2d, and a Flatten of part of the sample.
+which leaves every spike as it was. A ``CubaLIF`` (``CubaLI``: the readout) is Loihi's LIF with its
+current: the current's gain joins the rows (``W' = g_syn g W / theta``: the current is then in
+threshold units, and its decay ``beta_syn`` becomes Loihi's ``du``), and the leak stays a constant
+added to the membrane (``v_bias = leak / theta`` per step). A loop from a Conv2d/Linear back into a
+neuron (the plan's one-step delay on the edge that closes it) is Loihi's recurrent connection: its
+rows are folded like the others, and the graph written states it as the same edge. What Loihi's
+LIF cannot be made to compute is refused by name: per-neuron decays, a reset other than 0, a gain
+or threshold that varies inside a convolution channel, a neuron fed by anything but Conv2d/Linear
+layers that feed only it, integrators and scales used as layers (I, Scale), Delay nodes and loops
+of another shape, pooling with padding, Conv1d, dilated or grouped Conv2d, and a Flatten of part of
+the sample.
 """
 
 from __future__ import annotations
@@ -43,7 +46,15 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
         raise ModelError(f"{where} is already a {plan.precision}-precision graph; conversion takes a float graph")
     bad = sorted({f"{n.name.split('.')[0]} ({n.origin}: {REFUSED_ORIGINS[n.origin]})" for n in plan.nodes
                   if n.origin in REFUSED_ORIGINS})  # fmt: skip
-    bad += sorted(f"{n.name} ({'a loop' if n.origin == 'loop' else 'Delay'})" for n in plan.nodes if n.kind == "delay")
+    # a loop closing into a neuron from its synapse (the plan's one-step delay ``<synapse>-><neuron>``)
+    # is Loihi's recurrent connection; any other delay is not
+    loops = {n.name: n.sources[0] for n in plan.nodes if n.kind == "delay" and n.origin == "loop"}
+    for d, src in loops.items():
+        readers = [m for m in plan.nodes if d in m.sources]
+        if plan.node(src).kind not in ("conv", "affine") or any(m.kind not in ("lif", "li") for m in readers):
+            bad.append(f"{d} (a loop from {src} into {', '.join(m.name for m in readers)}: Loihi's recurrent "
+                       "connections run from a Conv2d/Linear into a neuron)")  # fmt: skip
+    bad += sorted(f"{n.name} (Delay)" for n in plan.nodes if n.kind == "delay" and n.origin != "loop")
     bad += [f"{n.name} (Conv1d: Loihi's integer network, Lava's Conv and netx have 2-D convolutions only)"
             for n in plan.nodes if n.kind == "conv1d"]  # fmt: skip
     bad += [f"{n.name} (Conv2d with {' and '.join(f for f, names in plan.conv_features.items() if n.name in names)}: "
@@ -54,20 +65,24 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
     if bad:
         raise ModelError(f"{where}: cannot become a Loihi integer network: {'; '.join(bad)}")
     dt = float(plan.meta["dt"])
-    consumers: dict[str, list[str]] = {}
+    # every node read through its loops' sources (a loop's synapse last), a current's sources given
+    # to its neuron, the delays and currents left out (the graph written states the loop as an edge)
+    currents = {n.name.removesuffix(".syn"): n for n in plan.nodes
+                if n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn")}  # fmt: skip
+    nodes = []
     for n in plan.nodes:
+        if n.kind == "delay" or n.name.removesuffix(".syn") in currents and n.name.endswith(".syn"):
+            continue
+        srcs = currents[n.name].sources if n.name in currents else n.sources
+        srcs = [s for s in srcs if s not in loops] + [loops[s] for s in srcs if s in loops]
+        nodes.append(replace(n, sources=srcs))
+    consumers: dict[str, list[str]] = {}
+    for n in nodes:
         for s in n.sources:
             consumers.setdefault(s, []).append(n.name)
     layers: dict[str, Layer] = {}
-    order: list[str] = []
-    currents: dict[str, object] = {}  # a CubaLIF's (CubaLI's) current, its ``.syn`` node: taken into its layer
-    for n in plan.nodes:
+    for n in sorted(nodes, key=lambda n: n.kind in ("lif", "li")):  # synapses first: a neuron folds into its rows
         p = n.params
-        if n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn"):
-            currents[n.name[: -len(".syn")]] = n
-            continue
-        if n.name in currents:
-            n = replace(n, sources=list(currents[n.name].sources))
         if n.kind == "conv":
             params = {"weight": p["weight"].astype(np.float64), "bias": p["bias"].astype(np.float64),
                       "stride": tuple(p["stride"]), "padding": tuple(p["padding"]), "input_hw": tuple(n.in_shape[1:])}  # fmt: skip
@@ -82,22 +97,19 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
         else:  # lif, li
             params = _neuron(plan, n, layers, consumers, dt, currents.get(n.name))
         layers[n.name] = Layer(n.name, n.kind, list(n.sources), tuple(n.in_shape), tuple(n.out_shape), params)
-        order.append(n.name)
     if any(plan.node(o).kind not in ("lif", "li") for o in plan.outputs if o != "input"):
         raise ModelError(f"{where}: the graph output must read LIF (or LI readout) layers to become a Loihi network")
-    return [layers[k] for k in order], list(plan.outputs)
+    return [layers[n.name] for n in nodes], list(plan.outputs)
 
 
 def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[str]], dt: float, current=None) -> dict:
     """The layer parameters of neuron ``n`` (with ``current``: a CubaLIF's or CubaLI's ``.syn`` node), its input
     gains, threshold and leak folded into the synapse rows feeding it."""
     where, p = plan.source, n.params
-    if current is not None:
-        if p.get("form") or current.params.get("form"):
-            raise ModelError(f"{where}: {n.origin} {n.name} follows the {plan.meta.get('dialect')} dialect's "
-                             f"{p.get('form') or current.params.get('form')} arithmetic; Loihi's current and "
-                             "membrane follow NIR's equations")  # fmt: skip
-        consumers = {**consumers, **{s: [n.name] for s in current.sources if consumers.get(s) == [current.name]}}
+    if current is not None and (p.get("form") or current.params.get("form")):
+        raise ModelError(f"{where}: {n.origin} {n.name} follows the {plan.meta.get('dialect')} dialect's "
+                         f"{p.get('form') or current.params.get('form')} arithmetic; Loihi's current and "
+                         "membrane follow NIR's equations")  # fmt: skip
     beta = np.asarray(p["beta"], dtype=np.float64)
     if np.ptp(beta) != 0:
         raise ModelError(f"{where}: {n.origin} {n.name} has a decay per neuron; Loihi's LIF takes one per layer")

@@ -108,21 +108,25 @@ def quantise_float(layers: list[Layer], bits: int | None, per_channel: bool) -> 
         layer.params["bias"] = layer.params["bias"].astype(np.float32)
 
 
-def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
+def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[list[Layer], Layer]]:
+    """Each LIF/LI layer with the Conv2d/Linear layers that feed it (an LI readout: exactly one; a LIF
+    may also read a loop's synapse, listed last)."""
     by_name = {layer.name: layer for layer in layers}
     pairs = []
     for layer in layers:
         if layer.kind not in ("lif", "li"):
             continue
+        syns = [by_name.get(s) for s in layer.sources]
         if (
-            len(layer.sources) != 1
-            or by_name.get(layer.sources[0]) is None
-            or by_name[layer.sources[0]].kind not in ("conv", "affine")
+            not syns
+            or any(s is None or s.kind not in ("conv", "affine") for s in syns)
+            or (layer.kind == "li" and len(syns) != 1)
         ):
             raise ModelError(
-                f"fixed precision needs every LIF/LI layer to be fed by exactly one Conv2d or Linear; {layer.name} is fed by {layer.sources}"
+                f"fixed precision needs every LIF layer to be fed by Conv2d or Linear layers and every LI layer by "
+                f"exactly one; {layer.name} is fed by {layer.sources}"
             )
-        pairs.append((by_name[layer.sources[0]], layer))
+        pairs.append((syns, layer))
     return pairs
 
 
@@ -148,14 +152,21 @@ def _fold_average_pools(layers: list[Layer]) -> None:
         layer.kind = "sumpool"
 
 
-def choose_fixed(syn: Layer, lif: Layer, weight_exp: int | None = None, vth_cap: int = fixed.VTH_MAX) -> FixedChoice:
-    """Exponent, threshold and scale for one pair: the largest integer threshold that keeps every
-    mantissa within 8 bits, starting from the smallest exponent that gives ``vth >= 256``."""
-    _check_finite(syn)
+def choose_fixed(
+    syn: Layer | list[Layer], lif: Layer, weight_exp: int | None = None, vth_cap: int = fixed.VTH_MAX
+) -> FixedChoice:
+    """Exponent, threshold and scale for one LIF and its synapses (one unit for all of them: their
+    sums add in the membrane): the largest integer threshold that keeps every mantissa within 8
+    bits, starting from the smallest exponent that gives ``vth >= 256``."""
+    syns = syn if isinstance(syn, list) else [syn]
+    for s in syns:
+        _check_finite(s)
+    syn = syns[0]
+    names = "+".join(s.name for s in syns)
     theta = float(lif.params["v_threshold"])
-    ratio = float(np.abs(syn.params["weight"]).max()) / theta
+    ratio = max(float(np.abs(s.params["weight"]).max()) for s in syns) / theta
     if ratio == 0:
-        raise ModelError(f"layer {syn.name}: all weights are zero; the LIF layer {lif.name} can never fire")
+        raise ModelError(f"layer {names}: all weights are zero; the LIF layer {lif.name} can never fire")
     e = weight_exp
     if e is None:
         e = 0
@@ -168,12 +179,12 @@ def choose_fixed(syn: Layer, lif: Layer, weight_exp: int | None = None, vth_cap:
             f"with 8-bit mantissas (needs an integer threshold below 1)"
         )
     scale = fixed.round_mantissa(theta * 2 ** (e + 1) / vth)
-    m = np.rint(syn.params["weight"] / scale)
-    if np.abs(m).max() > fixed.MANT_MAX:  # scale rounding can push one mantissa to 128
+    m_max = max(np.abs(np.rint(s.params["weight"] / scale)).max() for s in syns)
+    if m_max > fixed.MANT_MAX:  # scale rounding can push one mantissa to 128
         scale = fixed.round_mantissa(scale * (1 + 2**-15))
-        m = np.clip(np.rint(syn.params["weight"] / scale), -fixed.MANT_MAX, fixed.MANT_MAX)
+        m_max = min(max(np.abs(np.rint(s.params["weight"] / scale)).max() for s in syns), fixed.MANT_MAX)
     beta = 1.0 - lif.params["dt"] / lif.params["tau"]
-    return FixedChoice(syn.name, lif.name, e, vth, scale, fixed.decay_from_beta(beta), 0, int(np.abs(m).max()))
+    return FixedChoice(names, lif.name, e, vth, scale, fixed.decay_from_beta(beta), 0, int(m_max))
 
 
 LI_EXP_RANGE = range(0, -9, -1)  # weight exponents tried for an LI readout, largest first
@@ -251,20 +262,24 @@ def choose_fixed_li(syn: Layer, li: Layer, in_lo: float, in_hi: float, min_bias_
     )
 
 
-def apply_fixed(syn: Layer, lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -> None:
-    """Write the integer parameters of ``c`` into the pair (and their float equivalents); the bias
-    gets the smallest exponent from ``min_bias_exp`` up that holds it in a 13-bit mantissa."""
+def apply_fixed(syn: Layer | list[Layer], lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -> None:
+    """Write the integer parameters of ``c`` into the LIF and its synapses (and their float
+    equivalents); the bias (the first synapse's: :func:`prepare_fixed` gathered it there) gets the
+    smallest exponent from ``min_bias_exp`` up that holds it in a 13-bit mantissa."""
     if not 0 <= min_bias_exp <= fixed.BIAS_EXP_MAX:
         raise ModelError(f"min_bias_exp must be in 0..{fixed.BIAS_EXP_MAX}, got {min_bias_exp}")
+    syns = syn if isinstance(syn, list) else [syn]
     unit = c.weight_scale / (2 ** (c.weight_exp + 1) * 2**fixed.ACT_SHIFT)  # float value of one membrane unit
-    m = np.clip(np.rint(syn.params["weight"] / c.weight_scale), -fixed.MANT_MAX, fixed.MANT_MAX)
-    check_range(syn.name, syn.params["weight"], m, 8)
-    bias_mant, bias_exp = _bias_integers(syn, c, min_bias_exp)
-    c.bias_exp = bias_exp
-    syn.params["weight"] = (m.astype(np.float32) * np.float32(c.weight_scale)).astype(np.float32)
-    syn.params["bias"] = (bias_mant * 2**bias_exp * unit).astype(np.float32)
-    syn.params["fixed"] = {"weight_exp": c.weight_exp, "weight_scale": c.weight_scale,
-                           "bias_mant": bias_mant.astype(int).tolist(), "bias_exp": bias_exp}  # fmt: skip
+    for i, s in enumerate(syns):
+        m = np.clip(np.rint(s.params["weight"] / c.weight_scale), -fixed.MANT_MAX, fixed.MANT_MAX)
+        check_range(s.name, s.params["weight"], m, 8)
+        bias_mant, bias_exp = _bias_integers(s, c, min_bias_exp) if i == 0 else (np.zeros(len(s.params["bias"])), 0)
+        s.params["weight"] = (m.astype(np.float32) * np.float32(c.weight_scale)).astype(np.float32)
+        s.params["bias"] = (bias_mant * 2**bias_exp * unit).astype(np.float32)
+        s.params["fixed"] = {"weight_exp": c.weight_exp, "weight_scale": c.weight_scale,
+                             "bias_mant": bias_mant.astype(int).tolist(), "bias_exp": bias_exp}  # fmt: skip
+    syn = syns[0]
+    bias_exp = c.bias_exp = syn.params["fixed"]["bias_exp"]
     if c.neuron == "li":  # no threshold in the graph: the LIF that runs it on Loihi has one it never reaches
         lif.params["fixed"] = {"dv": c.dv, "du": fixed.DU_FULL, "vth": c.vth, "v_bound": c.v_bound,
                                "a_bound": c.a_bound, "v_unit": unit}  # fmt: skip
@@ -302,8 +317,12 @@ def value_bounds(layers: list[Layer], input_lo: float, input_hi: float) -> dict[
     return bounds
 
 
-def prepare_fixed(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
-    """Fold average pools and return the (synapse, LIF/LI) pairs that fixed precision quantises.
+def prepare_fixed(layers: list[Layer]) -> list[tuple[list[Layer], Layer]]:
+    """Fold average pools and return the (synapses, LIF/LI) pairs that fixed precision quantises.
+
+    A LIF read by a loop (a recurrent synapse, listed last) takes that synapse's bias into the first
+    synapse's: Loihi adds it from the first step, where the float graph's loop delivers nothing yet
+    (the parity check measures that step).
 
     A current-based LIF (``tau_syn``) adds its bias to the membrane on Loihi, not to the current: the
     synapse's bias ``b`` into the current becomes the constant the current settles to,
@@ -312,10 +331,18 @@ def prepare_fixed(layers: list[Layer]) -> list[tuple[Layer, Layer]]:
     bias's full value where the float one gets its rising part (the parity check measures it)."""
     _fold_average_pools(layers)
     pairs = _synapse_lif_pairs(layers)
-    for syn, lif in pairs:
+    for syns, lif in pairs:
+        for s in syns[1:]:  # Loihi adds one bias per neuron, from the first step: a loop's bias (absent at
+            # the first step in the float graph) joins the first synapse's
+            if np.any(s.params["bias"]):
+                if s.params["bias"].shape != syns[0].params["bias"].shape:
+                    raise ModelError(f"fixed precision: {s.name} and {syns[0].name} both add a bias to {lif.name}, per "
+                                     "channel and per neuron: Loihi adds one bias per neuron")  # fmt: skip
+                syns[0].params["bias"] = syns[0].params["bias"] + s.params["bias"]
+                s.params["bias"] = np.zeros_like(s.params["bias"])
         if "tau_syn" in lif.params:
             beta_syn = 1.0 - lif.params["dt"] / lif.params["tau_syn"]
-            syn.params["bias"] = syn.params["bias"] / (1.0 - beta_syn) + lif.params.pop("v_bias", 0.0)
+            syns[0].params["bias"] = syns[0].params["bias"] / (1.0 - beta_syn) + lif.params.pop("v_bias", 0.0)
     return pairs
 
 

@@ -823,8 +823,9 @@ def _bias_ints(plan: Plan, name: str, fx: dict[str, Any], size: int) -> np.ndarr
 def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
     """Recover the integer network from the graph: mantissas are ``weight / weight_scale``, exactly.
 
-    Every LIF/LI layer gets its membrane bias as ``fixed["bias"]`` (per channel): its synapse's, or,
-    behind a current (``CubaLIF``/``CubaLI``: the ``.syn`` node, ``fixed = {"du": ...}``, fed by one
+    Every LIF/LI layer gets its membrane bias as ``fixed["bias"]`` (per channel): its synapses' (a
+    loop's synapse, through the loop's one-step delay, must add none: Loihi adds a bias from the first
+    step, where the loop delivers nothing yet), or, behind a current (``CubaLIF``/``CubaLI``: the ``.syn`` node, ``fixed = {"du": ...}``, fed by one
     synapse), the neuron's own (Loihi adds biases to the membrane only), and ``fixed["current"]``
     says that its input is that current (:func:`core.fixed.lif_fixed_step`)."""
     by_name = {n.name: n for n in plan.nodes}
@@ -842,7 +843,40 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
                              f"{n.sources}")  # fmt: skip
         return syn
 
-    for n in plan.nodes:
+    def synapses(n: Node, what: str) -> tuple[list[Node], list[Node]]:
+        """``(direct, looped)``: the Conv2d/Linear layers feeding ``n``, directly or through the one-step
+        delay of a loop (Loihi's recurrent connection: the synapse feeds that delay alone, the delay ``n``)."""
+        direct, looped = [], []
+        for s in n.sources:
+            m = by_name.get(s)
+            syn = by_name.get(m.sources[0]) if m is not None and m.kind == "delay" and m.origin == "loop" else None
+            if (
+                syn is not None
+                and syn.kind in SYNAPSE_KINDS
+                and readers.get(syn.name) == [s]
+                and readers.get(s) == [n.name]
+            ):
+                looped.append(syn)
+            elif m is not None and m.kind in SYNAPSE_KINDS:
+                direct.append(m)
+            else:
+                raise ModelError(f"{plan.source}: fixed-precision {what} {n.name} must be fed by Conv2d or Linear layers "
+                                 f"(directly, or through a loop's one-step delay), not by {s}")  # fmt: skip
+        if not direct:
+            raise ModelError(
+                f"{plan.source}: fixed-precision {what} {n.name} has no Conv2d or Linear input outside loops"
+            )
+        biased = [m.name for m in looped if m.fixed["bias"].any()]
+        if biased:
+            raise ModelError(f"{plan.source}: the loop through {', '.join(biased)} adds a bias to {n.name}; Loihi adds a "
+                             "neuron's bias from the first step, where the loop delivers nothing yet (state it in the "
+                             "bias of a direct synapse)")  # fmt: skip
+        if len({len(m.fixed["bias"]) for m in direct}) != 1:
+            raise ModelError(f"{plan.source}: {', '.join(m.name for m in direct)} add biases of different shapes "
+                             f"to {n.name}")  # fmt: skip
+        return direct, looped
+
+    for n in sorted(plan.nodes, key=lambda n: n.kind not in SYNAPSE_KINDS):  # synapses first: a loop's comes late
         if n.kind == "conv1d" or (n.kind == "conv" and (n.params["dilation"] != (1, 1) or n.params["groups"] != 1)):
             raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold {n.origin} {n.name} with its dilation "
                              f"{n.params['dilation']} and groups {n.params['groups']} (Loihi's integer network has "
@@ -868,10 +902,15 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             if fx is None or "du" not in fx:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the current decay du of {owner} "
                                  f"({n.origin})")  # fmt: skip
-            syn = one_synapse(n, f"{n.origin} current of", alone=True)
-            if syn.fixed["bias"].any():
-                raise ModelError(f"{plan.source}: {syn.name} adds a bias to {n.origin} {owner}'s current; Loihi adds "
-                                 f"biases to the membrane only (state it as {owner}'s bias_mant)")  # fmt: skip
+            direct, _ = synapses(n, f"{n.origin} current of")
+            for syn in direct:
+                if readers.get(syn.name) != [n.name]:
+                    raise ModelError(f"{plan.source}: {syn.name} feeds {n.origin} {owner}'s current and "
+                                     f"{', '.join(r for r in readers[syn.name] if r != n.name)}; Loihi's synapse "
+                                     "feeds one neuron's current")  # fmt: skip
+                if syn.fixed["bias"].any():
+                    raise ModelError(f"{plan.source}: {syn.name} adds a bias to {n.origin} {owner}'s current; Loihi "
+                                     f"adds biases to the membrane only (state it as {owner}'s bias_mant)")  # fmt: skip
             n.fixed = {"du": _fixed_int(plan, owner, fx, "du", 0, fx_limits.DU_FULL)}
         elif n.kind in ("lif", "li"):
             what = "LIF layer" if n.kind == "lif" else "LI layer"
@@ -882,8 +921,11 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             current = src is not None and src.fixed is not None and "du" in src.fixed
             if current:
                 bias = _bias_ints(plan, n.name, fx, n.out_shape[0])
-            else:
+            elif n.kind == "li":
                 bias = one_synapse(n, what).fixed["bias"]
+            else:  # its synapses' biases (one array where there is one synapse: the membrane's is the synapse's)
+                direct, _ = synapses(n, what)
+                bias = direct[0].fixed["bias"] if len(direct) == 1 else sum(m.fixed["bias"] for m in direct)
             n.fixed = {"dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY), "bias": bias,
                        "current": current}  # fmt: skip
             if n.kind == "lif":

@@ -126,3 +126,89 @@ def test_a_producers_graph_converts_in_its_dialect(tmp_path, capsys):
     argv[2] = "snntorch"
     assert to_nir.main(argv[:-2] + ["--name", "sub"]) == 2
     assert "subtract_next rule; Loihi resets to 0" in capsys.readouterr().err
+
+
+def _recurrent_graph(path):
+    """Input -> Linear -> LIF with a loop through its own Affine (bias included), -> CubaLIF with a loop
+    into its current, -> LIF readout: a float graph another tool might write (every layer spikes)."""
+    rng = np.random.default_rng(2)
+
+    def f(n, v):
+        return np.full(n, v)
+
+    def aff(o, i, s, b=0.05):
+        return nir.Affine(rng.normal(0, s, (o, i)).astype(np.float32), rng.normal(0, b, o).astype(np.float32))
+
+    nodes = {"x": nir.Input(np.array([12])), "fc1": aff(16, 12, 0.6),
+             "h": nir.LIF(tau=f(16, 5e-3), r=f(16, 1.0), v_leak=f(16, 0.0), v_threshold=f(16, 0.3)),
+             "rec": aff(16, 16, 0.3), "fc2": aff(8, 16, 1.0, 0.1),
+             "c": nir.CubaLIF(tau_syn=f(8, 3e-3), tau_mem=f(8, 6e-3), r=f(8, 1.0), v_leak=f(8, 0.0), v_threshold=f(8, 0.2)),
+             "crec": nir.Linear(rng.normal(0, 0.3, (8, 8)).astype(np.float32)), "fc3": aff(4, 8, 1.0, 0.1),
+             "o": nir.LIF(tau=f(4, 4e-3), r=f(4, 1.0), v_leak=f(4, 0.0), v_threshold=f(4, 0.2)),
+             "y": nir.Output(np.array([4]))}  # fmt: skip
+    edges = [("x", "fc1"), ("fc1", "h"), ("h", "rec"), ("rec", "h"), ("h", "fc2"), ("fc2", "c"), ("c", "crec"),
+             ("crec", "c"), ("c", "fc3"), ("fc3", "o"), ("o", "y")]  # fmt: skip
+    nir.write(path, nir.NIRGraph(nodes, edges))
+    np.save(path.with_suffix(".npy"), (rng.random((30, 64, 12)) < 0.3).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def recurrent_fixed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recurrent")
+    _recurrent_graph(out / "rec.nir")
+    argv = [str(out / "rec.nir"), "--precision", "fixed", "--data", str(out / "rec.npy"), "--steps", "30",
+            "--out", str(out), "--name", "loihi"]  # fmt: skip
+    assert to_nir.main(argv) == 0
+    return out
+
+
+def test_a_recurrent_graph_becomes_loihi_recurrent_connections(recurrent_fixed):
+    """Loops from a synapse back into a LIF (and into a CubaLIF's current) are Loihi's recurrent
+    connections: one weight exponent and unit with the layer's other synapse, the loop's bias moved
+    to the direct synapse (Loihi adds it from the first step); the same spikes as the float graph on
+    nearly every sample, and the file states the loops as edges again."""
+    rep = json.loads((recurrent_fixed / "loihi.conversion.json").read_text())
+    assert [c["synapse"] for c in rep["fixed"]["choices"]] == ["fc1+rec", "fc2+crec", "fc3"]
+    assert rep["graph_reference"]["same_prediction_as_float"] >= 0.9
+    assert rep["onnx"]["identical_output_counts_vs_reference"] == 1.0
+    plan = load_plan(recurrent_fixed / "loihi.nir")
+    assert [(n.name, n.sources) for n in plan.nodes if n.kind == "delay"] == [
+        ("rec->h", ["rec"]),
+        ("crec->c", ["crec"]),
+    ]
+    assert not plan.node("rec").fixed["bias"].any() and plan.node("h").fixed["bias"] is plan.node("fc1").fixed["bias"]
+    x = np.load(recurrent_fixed / "rec.npy")[:, :8]
+    expected = ref.run(plan, x, record=True)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values())
+    for target in ("torch", "onnx", "eventsim"):
+        info = get_target(target)
+        got = run_aligned(info, plan, x, record=True)
+        assert np.array_equal(got.counts, expected.counts), target
+        assert all(np.array_equal(got.layer_counts[k], c) for k, c in expected.layer_counts.items()), target
+        for k, r in expected.rasters.items() if info.rasters else ():
+            assert np.array_equal(got.rasters[k], r), (target, k)
+
+
+@pytest.mark.lava
+def test_the_recurrent_integer_graph_is_bit_exact_on_lava(recurrent_fixed):
+    if unavailable_reason("lava"):
+        pytest.skip(f"lava is unavailable: {unavailable_reason('lava')}")
+    plan = load_plan(recurrent_fixed / "loihi.nir")
+    x = np.load(recurrent_fixed / "rec.npy")[:, 8:11]
+    expected = ref.run(plan, x, record=True)
+    got = run_aligned(get_target("lava"), plan, x, record=True)
+    assert np.array_equal(got.counts, expected.counts)
+    for k, r in expected.rasters.items():
+        assert np.array_equal(got.rasters[k], r), k
+
+
+def test_a_fixed_loop_with_a_bias_is_refused_by_name(recurrent_fixed, tmp_path):
+    g = nir.read(recurrent_fixed / "loihi.nir")
+    meta = json.loads(g.metadata["snn_deploy"])
+    meta["layers"]["rec"]["fixed"]["bias_mant"] = [1] * 16
+    nodes = dict(g.nodes) | {"rec": nir.Affine(g.nodes["rec"].weight, np.full(16, 1e-3, np.float32))}
+    nir.write(tmp_path / "b.nir", nir.NIRGraph(nodes, g.edges, metadata={"snn_deploy": json.dumps(meta)}))
+    with pytest.raises(
+        ModelError, match="the loop through rec adds a bias to h; Loihi adds a neuron's bias from the first"
+    ):
+        load_plan(tmp_path / "b.nir")

@@ -396,6 +396,13 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
                 biases.append(constant)
                 boff += N
                 at_rest_spikes = np.zeros(N, dtype=bool)
+            elif integer and len(n.sources) > 1:  # several synapses (a loop's among them): the plan's sum of biases
+                row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
+                constant = _own_bias(n, in_perm, N)
+                row[K_BOFF] = boff
+                biases.append(constant)
+                boff += N
+                at_rest_spikes = np.zeros(N, dtype=bool)
             elif integer:
                 if syn not in bias_at:
                     raise ModelError(f"{plan.source}: fixed-precision LIF {n.name} must follow a synaptic layer")
