@@ -18,9 +18,12 @@ neuron (the plan's one-step delay on the edge that closes it) is Loihi's recurre
 rows are folded like the others, and the graph written states it as the same edge. What Loihi's
 LIF cannot be made to compute is refused by name: per-neuron decays, a reset other than 0, a gain
 or threshold that varies inside a convolution channel, a neuron fed by anything but Conv2d/Linear
-layers that feed only it, integrators and scales used as layers (I, Scale), Delay nodes and loops
+layers that feed only it, several spikes per step with subtractive reset (Rockpool's and Sinabs'
+dialects), a rest state other than 0 (Norse's ``v_leak``), integrators and scales used as layers (I,
+Scale), Delay nodes and loops
 of another shape, pooling with padding, Conv1d, dilated or grouped Conv2d, and a Flatten of part of
-the sample.
+the sample. A producer dialect's arithmetic (Norse's order of float32 operations, Rockpool's
+``(v + I) b``) converts as the NIR update it equals algebraically; the parity check measures the rest.
 """
 
 from __future__ import annotations
@@ -106,10 +109,13 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     """The layer parameters of neuron ``n`` (with ``current``: a CubaLIF's or CubaLI's ``.syn`` node), its input
     gains, threshold and leak folded into the synapse rows feeding it."""
     where, p = plan.source, n.params
-    if current is not None and (p.get("form") or current.params.get("form")):
-        raise ModelError(f"{where}: {n.origin} {n.name} follows the {plan.meta.get('dialect')} dialect's "
-                         f"{p.get('form') or current.params.get('form')} arithmetic; Loihi's current and "
-                         "membrane follow NIR's equations")  # fmt: skip
+    dialect = plan.meta.get("dialect")
+    if "spike" in p:
+        raise ModelError(f"{where}: {n.origin} {n.name} emits several spikes per step, each subtracting its threshold "
+                         f"(the {dialect} dialect); Loihi's LIF emits one and resets to 0")  # fmt: skip
+    if np.any(p.get("v0", 0.0) != 0):
+        raise ModelError(f"{where}: {n.origin} {n.name} starts from its rest value v_leak (the {dialect} dialect); "
+                         "Loihi's membrane starts at 0")  # fmt: skip
     beta = np.asarray(p["beta"], dtype=np.float64)
     if np.ptp(beta) != 0:
         raise ModelError(f"{where}: {n.origin} {n.name} has a decay per neuron; Loihi's LIF takes one per layer")
@@ -126,7 +132,7 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     if any(s is None or s.kind not in ("conv", "affine") or consumers.get(s.name) != [n.name] for s in syns):
         raise ModelError(f"{where}: {n.origin} {n.name} must be fed by Conv2d/Linear layers that feed only it (it reads "
                          f"{', '.join(n.sources)})")  # fmt: skip
-    gain = np.asarray(p["gain"], dtype=np.float64)
+    gain = _gain(p)
     theta = np.asarray(p["v_threshold"], dtype=np.float64) if n.kind == "lif" else np.ones_like(gain)
     scale, shift = gain / theta, np.asarray(p["leak"], dtype=np.float64) / theta
     if current is not None:
@@ -137,7 +143,7 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
             )
         # the current in the membrane's threshold units: W' = g_syn g W / theta; the leak stays a
         # constant added to the membrane (Loihi's bias), apart from the synapse's bias into the current
-        scale = scale * np.asarray(current.params["gain"], dtype=np.float64)
+        scale = scale * _gain(current.params)
     if len(n.out_shape) == 3:  # a convolution's rows are channels: one factor per channel
         per_c = scale.reshape(n.out_shape[0], -1)
         if (
@@ -164,3 +170,10 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
                              "(0 <= beta < 1)")  # fmt: skip
         out |= {"tau_syn": dt / (1.0 - b_syn), "v_bias": np.asarray(shift, dtype=np.float64)}
     return out
+
+
+def _gain(p: dict) -> np.ndarray:
+    """A neuron piece's input gain as NIR's ``v = beta v + gain I + leak`` states it; a dialect's
+    arithmetic is the same update in another order of float32 operations (Norse's: the plan's
+    ``beta``, ``gain`` and ``leak`` say it already), except Rockpool's ``(v + I) b``: gain ``b``."""
+    return np.asarray(p["b"] if p.get("form") == "rockpool_syn" else p["gain"], dtype=np.float64)

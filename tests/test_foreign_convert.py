@@ -212,3 +212,39 @@ def test_a_fixed_loop_with_a_bias_is_refused_by_name(recurrent_fixed, tmp_path):
         ModelError, match="the loop through rec adds a bias to h; Loihi adds a neuron's bias from the first"
     ):
         load_plan(tmp_path / "b.nir")
+
+
+FIXTURES = DATA / "foreign"
+_MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
+
+
+@pytest.mark.parametrize("name", sorted(_MANIFEST))
+def test_every_producer_fixture_converts_to_loihi_or_is_refused_by_name(tmp_path, capsys, name):
+    """Each producer's fixture, in its own dialect, to fixed precision: what Loihi's LIF computes
+    converts (a dialect's arithmetic as the NIR update it equals: Norse's order of operations, its
+    current that jumps then decays) and runs identically on the integer targets; several spikes per
+    step with a subtractive reset (Rockpool, Sinabs) and snnTorch's delayed subtraction are refused
+    by name, nothing written."""
+    info = _MANIFEST[name]
+    dialect = "snntorch-zero" if name == "snntorch_linear_reset_zero" else info["library"]
+    x = np.load(FIXTURES / info["files"]["npz"])["input"]
+    np.save(tmp_path / "x.npy", x)
+    argv = [str(FIXTURES / info["files"]["nir"]), "--dialect", dialect, "--precision", "fixed", "--data",
+            str(tmp_path / "x.npy"), "--out", str(tmp_path), "--onnx", "false"]  # fmt: skip
+    rc = to_nir.main(argv)
+    err = capsys.readouterr().err
+    if info["library"] in ("rockpool", "sinabs"):
+        assert rc == 2 and "emits several spikes per step, each subtracting its threshold" in err, err
+    elif info["library"] == "snntorch" and dialect == "snntorch":
+        assert rc == 2 and "subtract_next rule; Loihi resets to 0" in err, err
+    else:
+        assert rc == 0, err
+        rep = json.loads((tmp_path / "model.fixed.conversion.json").read_text())
+        assert rep["graph_reference"]["same_prediction_as_float"] >= 0.75  # (4 samples each)
+        plan = load_plan(tmp_path / "model.fixed.nir")
+        expected = ref.run(plan, x, record=True)
+        got = get_target("eventsim").runner()(plan, x, record=True)
+        assert np.array_equal(got.counts, expected.counts)
+        assert all(np.array_equal(got.rasters[k], r) for k, r in expected.rasters.items())
+        return
+    assert not list(tmp_path.glob("model*"))
