@@ -21,8 +21,8 @@ or threshold that varies inside a convolution channel, a neuron fed by anything 
 layers that feed only it, several spikes per step with subtractive reset (Rockpool's and Sinabs'
 dialects), a rest state other than 0 (Norse's ``v_leak``), integrators and scales used as layers (I,
 Scale), Delay nodes and loops
-of another shape, pooling with padding, Conv1d, dilated or grouped Conv2d, and a Flatten of part of
-the sample. A producer dialect's arithmetic (Norse's order of float32 operations, Rockpool's
+of another shape, pooling with padding and a Flatten of part of the sample. (Conv1d, dilated and
+grouped convolutions are kept: the integer targets write them out as plain 2-D convolutions.) A producer dialect's arithmetic (Norse's order of float32 operations, Rockpool's
 ``(v + I) b``) converts as the NIR update it equals algebraically; the parity check measures the rest.
 """
 
@@ -54,15 +54,10 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
     loops = {n.name: n.sources[0] for n in plan.nodes if n.kind == "delay" and n.origin == "loop"}
     for d, src in loops.items():
         readers = [m for m in plan.nodes if d in m.sources]
-        if plan.node(src).kind not in ("conv", "affine") or any(m.kind not in ("lif", "li") for m in readers):
+        if plan.node(src).kind not in ("conv", "conv1d", "affine") or any(m.kind not in ("lif", "li") for m in readers):
             bad.append(f"{d} (a loop from {src} into {', '.join(m.name for m in readers)}: Loihi's recurrent "
                        "connections run from a Conv2d/Linear into a neuron)")  # fmt: skip
     bad += sorted(f"{n.name} (Delay)" for n in plan.nodes if n.kind == "delay" and n.origin != "loop")
-    bad += [f"{n.name} (Conv1d: Loihi's integer network, Lava's Conv and netx have 2-D convolutions only)"
-            for n in plan.nodes if n.kind == "conv1d"]  # fmt: skip
-    bad += [f"{n.name} (Conv2d with {' and '.join(f for f, names in plan.conv_features.items() if n.name in names)}: "
-            "Lava's Conv and netx convolve every input channel with undilated kernels)"
-            for n in plan.nodes if n.kind == "conv" and any(n.name in names for names in plan.conv_features.values())]  # fmt: skip
     bad += [f"{n.name} (a Flatten of part of the sample: the converted graph's Flatten joins the whole sample)"
             for n in plan.nodes if n.kind == "flatten" and len(n.out_shape) > 1]  # fmt: skip
     if bad:
@@ -86,9 +81,10 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
     layers: dict[str, Layer] = {}
     for n in sorted(nodes, key=lambda n: n.kind in ("lif", "li")):  # synapses first: a neuron folds into its rows
         p = n.params
-        if n.kind == "conv":
+        if n.kind in ("conv", "conv1d"):  # (Conv1d, dilation and groups: Loihi's 2-D convolution, written out)
             params = {"weight": p["weight"].astype(np.float64), "bias": p["bias"].astype(np.float64),
-                      "stride": tuple(p["stride"]), "padding": tuple(p["padding"]), "input_hw": tuple(n.in_shape[1:])}  # fmt: skip
+                      "stride": tuple(p["stride"]), "padding": tuple(p["padding"]), "input_hw": tuple(n.in_shape[1:]),
+                      "dilation": tuple(p["dilation"]), "groups": int(p["groups"])}  # fmt: skip
         elif n.kind == "affine":
             params = {"weight": p["weight"].astype(np.float64), "bias": p["bias"].astype(np.float64)}
         elif n.kind in ("sumpool", "avgpool"):
@@ -129,7 +125,7 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
     if n.kind == "lif" and np.any(p["v_threshold"] <= 0):
         raise ModelError(f"{where}: {n.origin} {n.name} has a threshold <= 0; Loihi's threshold is positive")
     syns = [layers.get(s) for s in n.sources]
-    if any(s is None or s.kind not in ("conv", "affine") or consumers.get(s.name) != [n.name] for s in syns):
+    if any(s is None or s.kind not in ("conv", "conv1d", "affine") or consumers.get(s.name) != [n.name] for s in syns):
         raise ModelError(f"{where}: {n.origin} {n.name} must be fed by Conv2d/Linear layers that feed only it (it reads "
                          f"{', '.join(n.sources)})")  # fmt: skip
     gain = _gain(p)
@@ -144,7 +140,7 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
         # the current in the membrane's threshold units: W' = g_syn g W / theta; the leak stays a
         # constant added to the membrane (Loihi's bias), apart from the synapse's bias into the current
         scale = scale * _gain(current.params)
-    if len(n.out_shape) == 3:  # a convolution's rows are channels: one factor per channel
+    if len(n.out_shape) > 1:  # a convolution's rows are channels (Conv1d's too): one factor per channel
         per_c = scale.reshape(n.out_shape[0], -1)
         if (
             np.ptp(per_c, axis=1).max(initial=0) != 0

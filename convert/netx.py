@@ -89,6 +89,9 @@ def _sequence(plan: Plan) -> list[tuple[Node, list[Node], Node]]:
             if syn is not None:
                 raise ModelError(f"{plan.source}: {n.kind} {n.name} follows synaptic layer {syn.name} without a LIF")
             linear.append(n)
+        elif n.kind == "conv1d" or (n.kind == "conv" and (n.params["dilation"] != (1, 1) or n.params["groups"] != 1)):
+            raise ModelError(f"{plan.source}: netx export cannot hold {n.origin} {n.name} (a 1-D, dilated or grouped "
+                             "convolution): Lava's Conv runs netx's 2-D convolutions only")  # fmt: skip
         elif n.kind in ("conv", "affine"):
             if syn is not None:
                 raise ModelError(

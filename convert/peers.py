@@ -195,7 +195,7 @@ def integer_units(graph: nir.NIRGraph, dt: float) -> tuple[nir.NIRGraph, dict[st
         if isinstance(node, (nir.LI, nir.CubaLIF, nir.CubaLI, nir.IF)) or n.kind == "li":
             raise ModelError(f"--for: fixed-precision {n.origin} {n.name.removesuffix('.syn')} is not written for "
                              "float readers (their LI or current does not follow Loihi's integer one)")  # fmt: skip
-        if n.kind in ("conv", "affine"):  # mantissas (stored doubled), the bias in units of 2**(7 + e)
+        if n.kind in ("conv", "conv1d", "affine"):  # mantissas (stored doubled), the bias in units of 2**(7 + e)
             e = n.fixed["weight_exp"]
             bias = (n.fixed["bias"] * 2.0 ** (-7 - e)).astype(np.float32)
             nodes[n.name] = _with(node, (n.fixed["weight"] // 2).astype(np.float32), bias)
@@ -221,5 +221,6 @@ def _with(node, weight: np.ndarray, bias: np.ndarray | None) -> nir.NIRNode:
         return nir.Linear(weight=weight)
     if isinstance(node, nir.Affine):
         return nir.Affine(weight=weight, bias=bias)
-    return nir.Conv2d(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,
+    cls = nir.Conv1d if isinstance(node, nir.Conv1d) else nir.Conv2d
+    return cls(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,
                       dilation=node.dilation, groups=node.groups, bias=bias)  # fmt: skip

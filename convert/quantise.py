@@ -86,7 +86,7 @@ def check_range(name: str, w: np.ndarray, wq: np.ndarray, bits: int) -> None:
 def quantise_float(layers: list[Layer], bits: int | None, per_channel: bool) -> None:
     """Round every synaptic layer's weights in place (``bits=None``: keep float32 weights)."""
     for layer in layers:
-        if layer.kind not in ("conv", "affine"):
+        if layer.kind not in ("conv", "conv1d", "affine"):
             continue
         _check_finite(layer)
         w = layer.params["weight"]
@@ -119,7 +119,7 @@ def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[list[Layer], Layer]]:
         syns = [by_name.get(s) for s in layer.sources]
         if (
             not syns
-            or any(s is None or s.kind not in ("conv", "affine") for s in syns)
+            or any(s is None or s.kind not in ("conv", "conv1d", "affine") for s in syns)
             or (layer.kind == "li" and len(syns) != 1)
         ):
             raise ModelError(
@@ -206,7 +206,7 @@ def li_input_bounds(syn: Layer, in_lo: float, in_hi: float, m: np.ndarray, e: in
     """Per output neuron, the least and greatest synaptic input ``a = shift(sum 2m x, e)`` over every
     input with each element in ``[in_lo, in_hi]`` (padding zeros included for a convolution)."""
     w = 2 * m.reshape(m.shape[0], -1).astype(np.int64)  # stored doubled, as Lava's mixed-sign synapses
-    lo, hi = (min(in_lo, 0.0), max(in_hi, 0.0)) if syn.kind == "conv" else (in_lo, in_hi)
+    lo, hi = (min(in_lo, 0.0), max(in_hi, 0.0)) if syn.kind in ("conv", "conv1d") else (in_lo, in_hi)
     a_hi = np.maximum(w * lo, w * hi).sum(axis=1)
     a_lo = np.minimum(w * lo, w * hi).sum(axis=1)
     return fixed.shift(np.floor(a_lo).astype(np.int64), e), fixed.shift(np.ceil(a_hi).astype(np.int64), e)

@@ -877,16 +877,12 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
         return direct, looped
 
     for n in sorted(plan.nodes, key=lambda n: n.kind not in SYNAPSE_KINDS):  # synapses first: a loop's comes late
-        if n.kind == "conv1d" or (n.kind == "conv" and (n.params["dilation"] != (1, 1) or n.params["groups"] != 1)):
-            raise ModelError(f"{plan.source}: a fixed-precision graph cannot hold {n.origin} {n.name} with its dilation "
-                             f"{n.params['dilation']} and groups {n.params['groups']} (Loihi's integer network has "
-                             "2-D convolutions without either)")  # fmt: skip
         is_current = n.kind == "li" and n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn")
         owner = n.name[: -len(".syn")] if is_current else n.name  # a current's parameters are its neuron's
         fx = layer_meta.get(owner, {}).get("fixed")
         if fx is not None and not isinstance(fx, dict):
             raise ModelError(f"{plan.source}: the fixed-precision parameters of {owner} must be a JSON object")
-        if n.kind in ("conv", "affine"):
+        if n.kind in SYNAPSE_KINDS:
             if fx is None:
                 raise ModelError(f"{plan.source}: fixed-precision graph lacks the integer parameters of {n.name}")
             if not _positive_number(fx.get("weight_scale")):
@@ -1144,20 +1140,29 @@ def lower_convolutions(plan: Plan) -> Plan:
                 w, stride = params["weight"][:, :, None, :], (1, *params["stride"])
                 padding, dilation = (0, *params["padding"]), (1, *params["dilation"])
             g = params["groups"]
-            out_c, per_group, kh, kw = w.shape
-            dh, dw = dilation
-            full = np.zeros((out_c, per_group * g, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=w.dtype)
-            for o in range(out_c):  # output channel o reads input channels of its group only
-                c0 = (o // (out_c // g)) * per_group
-                full[o, c0 : c0 + per_group, ::dh, ::dw] = w[o]
-            params = params | {"weight": full, "stride": tuple(stride), "padding": tuple(padding), "dilation": (1, 1),
-                               "groups": 1}  # fmt: skip
+            params = params | {"weight": _written_out(w, dilation, g), "stride": tuple(stride),
+                               "padding": tuple(padding), "dilation": (1, 1), "groups": 1}  # fmt: skip
+            if n.fixed is not None:  # the integer mantissas, written out alike
+                wi = n.fixed["weight"] if n.kind == "conv" else n.fixed["weight"][:, :, None, :]
+                n = replace(n, fixed=n.fixed | {"weight": _written_out(wi, dilation, g)})
         elif len(n.out_shape) == 2:  # per-neuron parameters (a LIF's, an LI's) in the new shape
             params = {k: v.reshape(flat3(n.out_shape)) if isinstance(v, np.ndarray) and v.shape == n.out_shape else v
                       for k, v in params.items()}  # fmt: skip
         nodes.append(replace(n, kind="conv" if n.kind == "conv1d" else n.kind, params=params,
                              in_shape=flat3(n.in_shape), out_shape=flat3(n.out_shape)))  # fmt: skip
     return replace(plan, nodes=nodes, input_shape=flat3(plan.input_shape), prepared={})
+
+
+def _written_out(w: np.ndarray, dilation: tuple[int, int], groups: int) -> np.ndarray:
+    """A dilated or grouped 2-D kernel ``(O, C / groups, kh, kw)`` as a plain one ``(O, C, ...)``: zeros
+    between its taps and across the groups (output channel ``o`` reads its group's channels only)."""
+    out_c, per_group, kh, kw = w.shape
+    dh, dw = dilation
+    full = np.zeros((out_c, per_group * groups, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=w.dtype)
+    for o in range(out_c):
+        c0 = (o // (out_c // groups)) * per_group
+        full[o, c0 : c0 + per_group, ::dh, ::dw] = w[o]
+    return full
 
 
 def li_exact_steps(plan: Plan, input_max: float | None = 1.0) -> dict[str, int]:

@@ -248,3 +248,60 @@ def test_every_producer_fixture_converts_to_loihi_or_is_refused_by_name(tmp_path
         assert all(np.array_equal(got.rasters[k], r) for k, r in expected.rasters.items())
         return
     assert not list(tmp_path.glob("model*"))
+
+
+def _conv_graph(path, one_d: bool):
+    """A float graph with a dilated, grouped convolution (1-D or 2-D), a LIF, a Flatten, a Linear and a
+    LIF readout: Loihi's integer targets write such kernels out as plain 2-D convolutions."""
+    rng = np.random.default_rng(7)
+
+    def lif(shape, th):
+        return nir.LIF(
+            tau=np.full(shape, 4e-3), r=np.ones(shape), v_leak=np.zeros(shape), v_threshold=np.full(shape, th)
+        )
+
+    if one_d:
+        conv = nir.Conv1d(input_shape=20, weight=rng.normal(0, 1.0, (8, 2, 3)).astype(np.float32), stride=1,
+                          padding=2, dilation=2, groups=2, bias=rng.normal(0.1, 0.05, 8).astype(np.float32))  # fmt: skip
+        shape, hidden = (4, 20), (8, 20)
+    else:
+        conv = nir.Conv2d(input_shape=(9, 9), weight=rng.normal(0, 0.8, (8, 1, 3, 3)).astype(np.float32), stride=1,
+                          padding=2, dilation=2, groups=4, bias=rng.normal(0, 0.05, 8).astype(np.float32))  # fmt: skip
+        shape, hidden = (4, 9, 9), (8, 9, 9)
+    n = int(np.prod(hidden))
+    nodes = {"x": nir.Input(np.array(shape)), "conv": conv, "h": lif(hidden, 0.4),
+             "flat": nir.Flatten(input_type={"input": np.array(hidden)}, start_dim=0, end_dim=-1),
+             "fc": nir.Affine(rng.normal(0.02, 0.3, (3, n)).astype(np.float32), np.zeros(3, np.float32)),
+             "o": lif((3,), 0.3), "y": nir.Output(np.array([3]))}  # fmt: skip
+    edges = [("x", "conv"), ("conv", "h"), ("h", "flat"), ("flat", "fc"), ("fc", "o"), ("o", "y")]
+    nir.write(path, nir.NIRGraph(nodes, edges, type_check=False))
+    np.save(path.with_suffix(".npy"), (rng.random((12, 32, *shape)) < 0.3).astype(np.float32))
+
+
+@pytest.mark.parametrize("one_d", [True, False], ids=["conv1d", "conv2d"])
+def test_dilated_grouped_convolutions_become_loihi_integers(tmp_path, one_d):
+    _conv_graph(tmp_path / "c.nir", one_d)
+    argv = [str(tmp_path / "c.nir"), "--precision", "fixed", "--data", str(tmp_path / "c.npy"), "--steps", "12",
+            "--out", str(tmp_path), "--name", "loihi"]  # fmt: skip
+    assert to_nir.main(argv) == 0
+    rep = json.loads((tmp_path / "loihi.conversion.json").read_text())
+    assert rep["graph_reference"]["same_prediction_as_float"] >= 0.9
+    assert rep["onnx"]["identical_output_counts_vs_reference"] == 1.0
+    plan = load_plan(tmp_path / "loihi.nir")
+    conv = plan.node("conv")
+    assert conv.kind == ("conv1d" if one_d else "conv") and conv.params["groups"] > 1 and conv.fixed is not None
+    x = np.load(tmp_path / "c.npy")[:, :6]
+    expected = ref.run(plan, x, record=True)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values())
+    targets = ["torch", "onnx", "eventsim"] + ([] if unavailable_reason("lava") else ["lava"])
+    for target in targets:
+        info = get_target(target)
+        got = run_aligned(info, plan, x, record=True)
+        assert np.array_equal(got.counts, expected.counts), target
+        assert all(np.array_equal(got.layer_counts[k], c) for k, c in expected.layer_counts.items()), target
+        for k, r in expected.rasters.items() if info.rasters else ():
+            assert np.array_equal(got.rasters[k], r), (target, k)
+    with pytest.raises(ModelError, match="netx export cannot hold Conv"):
+        from convert.netx import netx_layers
+
+        netx_layers(plan)

@@ -707,10 +707,12 @@ def test_declining_targets_name_the_node_and_why(tmp_path, capsys):
     expected = ref.run(plan, x, record=True)
     _assert_same_run(get_target("eventsim"), plan, x, expected)
 
-    with pytest.raises(ModelError, match=r"dg \(Conv2d with dilation and groups: .*d2 \(Conv2d with dilation"):
-        layers_from_plan(plan)  # conversion to Loihi's integer network
+    # conversion to Loihi's integer network keeps them (the integer targets write them out alike:
+    # tests/test_foreign_convert.py); a Flatten of part of the sample it cannot keep
+    layers = {layer.name: layer for layer in layers_from_plan(plan)[0]}
+    assert layers["dg"].params["groups"] == 4 and layers["dg"].params["dilation"] == (2, 2)
     c1 = _conv1d_graph(tmp_path / "c1.nir")
-    with pytest.raises(ModelError, match=r"c1 \(Conv1d: .*rows \(a Flatten of part of the sample"):
+    with pytest.raises(ModelError, match=r"rows \(a Flatten of part of the sample"):
         layers_from_plan(c1)
     np.save(tmp_path / "x.npy", (np.random.default_rng(28).random((10, 3, 4, 8, 8)) < 0.4).astype(np.float32))
     out = tmp_path / "v"
