@@ -190,16 +190,21 @@ def test_a_recurrent_graph_becomes_loihi_recurrent_connections(recurrent_fixed):
 
 
 @pytest.mark.lava
-def test_the_recurrent_integer_graph_is_bit_exact_on_lava(recurrent_fixed):
+def test_verify_all_passes_on_the_recurrent_integer_graph_and_says_what_it_skipped(recurrent_fixed, capsys):
+    """``runtime.verify --targets all`` on the recurrent CubaLIF graph in Loihi's integers: every target
+    that runs fixed precision (Lava too: its loops are Dense back-connections) agrees spike for spike,
+    and the report names each target it skipped with the reason."""
+    from runtime import verify
+
     if unavailable_reason("lava"):
         pytest.skip(f"lava is unavailable: {unavailable_reason('lava')}")
-    plan = load_plan(recurrent_fixed / "loihi.nir")
-    x = np.load(recurrent_fixed / "rec.npy")[:, 8:11]
-    expected = ref.run(plan, x, record=True)
-    got = run_aligned(get_target("lava"), plan, x, record=True)
-    assert np.array_equal(got.counts, expected.counts)
-    for k, r in expected.rasters.items():
-        assert np.array_equal(got.rasters[k], r), k
+    out = recurrent_fixed / "verify"
+    argv = [str(recurrent_fixed / "loihi.nir"), "--targets", "all", "--data", str(recurrent_fixed / "rec.npy"),
+            "--samples", "4", "--progress", "false", "--out", str(out)]  # fmt: skip
+    assert verify.main(argv) == 0, capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["passed"] and {"reference", "torch", "onnx", "eventsim", "lava"} <= set(rep["targets"])
+    assert "runs float precision only; the graph is fixed" in rep["skipped"]["norse"]
 
 
 def test_a_fixed_loop_with_a_bias_is_refused_by_name(recurrent_fixed, tmp_path):
