@@ -97,3 +97,24 @@ def build_event_model(out: Path, readout: str = "spikes") -> dict[str, Path]:
 def event_model(tmp_path_factory) -> dict[str, Path]:
     """The event CSNN with a spike readout (:func:`build_event_model`)."""
     return build_event_model(tmp_path_factory.mktemp("event_model"))
+
+
+def assert_targets_agree(plan, x, targets, expected=None):
+    """Each of ``targets`` (names) runs ``plan`` on ``x`` (aligned to the reference's steps) with the
+    reference's output counts, per-layer spike counts and, where the target records them, rasters;
+    returns the reference's result."""
+    import numpy as np
+
+    from runtime.latency import run_aligned
+    from targets import get_target
+    from targets import reference as ref
+
+    expected = ref.run(plan, x, record=True) if expected is None else expected
+    for target in targets:
+        info = get_target(target)
+        got = run_aligned(info, plan, x, record=True)
+        assert np.array_equal(got.counts, expected.counts), target
+        assert all(np.array_equal(got.layer_counts[k], c) for k, c in expected.layer_counts.items()), target
+        for k, r in expected.rasters.items() if info.rasters else ():
+            assert np.array_equal(got.rasters[k], r), (target, k)
+    return expected

@@ -21,6 +21,7 @@ from targets import get_target, unavailable_reason
 from targets import reference as ref
 from targets.onnx_target import check_onnx
 from targets.plan import METADATA_KEY, load_plan
+from tests.conftest import assert_targets_agree
 
 INTEGER_TARGETS = ["torch", "onnx", "eventsim", pytest.param("lava", marks=pytest.mark.lava)]
 
@@ -177,15 +178,7 @@ def test_a_foreign_cubalif_network_becomes_loihi_integers_within_half_a_point(cu
     g = nir.read(cuba_digits / "loihi.nir")
     assert all(not np.any(g.nodes[n.sources[0]].bias) for n in currents)
     assert any(np.any(g.nodes[n.name.removesuffix(".syn")].v_leak) for n in currents)
-    x = _spikes(4, 16, 64, p=0.5).reshape(4, 16, 1, 8, 8)
-    expected = ref.run(plan, x, record=True)
-    for target in ("torch", "eventsim", "onnx"):
-        info = get_target(target)
-        got = run_aligned(info, plan, x, record=True)
-        assert np.array_equal(got.counts, expected.counts), target
-        assert all(np.array_equal(got.layer_counts[k], c) for k, c in expected.layer_counts.items()), target
-        for k, r in expected.rasters.items() if info.rasters else ():
-            assert np.array_equal(got.rasters[k], r), (target, k)
+    assert_targets_agree(plan, _spikes(4, 16, 64, p=0.5).reshape(4, 16, 1, 8, 8), ("torch", "eventsim", "onnx"))
 
 
 @pytest.mark.lava
@@ -195,12 +188,7 @@ def test_the_converted_cubalif_network_and_its_netx_file_run_on_lava(cuba_digits
     rep = json.loads((cuba_digits / "loihi.conversion.json").read_text())
     assert rep["netx"]["identical_output_counts_vs_reference"] == 1.0, rep["netx"]
     plan = load_plan(cuba_digits / "loihi.nir")
-    x = _spikes(4, 6, 64, p=0.5, seed=3).reshape(4, 6, 1, 8, 8)
-    expected = ref.run(plan, x, record=True)
-    got = run_aligned(get_target("lava"), plan, x, record=True)
-    assert np.array_equal(got.counts, expected.counts)
-    for k, r in expected.rasters.items():
-        assert np.array_equal(got.rasters[k], r), k
+    assert_targets_agree(plan, _spikes(4, 6, 64, p=0.5, seed=3).reshape(4, 6, 1, 8, 8), ("lava",))
 
 
 @pytest.mark.parametrize("target", INTEGER_TARGETS)

@@ -15,7 +15,7 @@ from runtime.latency import run_aligned
 from targets import get_target, unavailable_reason
 from targets import reference as ref
 from targets.plan import load_plan
-from tests.conftest import DATA
+from tests.conftest import DATA, assert_targets_agree
 
 
 @pytest.fixture(scope="module")
@@ -177,16 +177,8 @@ def test_a_recurrent_graph_becomes_loihi_recurrent_connections(recurrent_fixed):
         ("crec->c", ["crec"]),
     ]
     assert not plan.node("rec").fixed["bias"].any() and plan.node("h").fixed["bias"] is plan.node("fc1").fixed["bias"]
-    x = np.load(recurrent_fixed / "rec.npy")[:, :8]
-    expected = ref.run(plan, x, record=True)
+    expected = assert_targets_agree(plan, np.load(recurrent_fixed / "rec.npy")[:, :8], ("torch", "onnx", "eventsim"))
     assert all(c.sum() > 0 for c in expected.layer_counts.values())
-    for target in ("torch", "onnx", "eventsim"):
-        info = get_target(target)
-        got = run_aligned(info, plan, x, record=True)
-        assert np.array_equal(got.counts, expected.counts), target
-        assert all(np.array_equal(got.layer_counts[k], c) for k, c in expected.layer_counts.items()), target
-        for k, r in expected.rasters.items() if info.rasters else ():
-            assert np.array_equal(got.rasters[k], r), (target, k)
 
 
 @pytest.mark.lava
@@ -295,17 +287,9 @@ def test_dilated_grouped_convolutions_become_loihi_integers(tmp_path, one_d):
     plan = load_plan(tmp_path / "loihi.nir")
     conv = plan.node("conv")
     assert conv.kind == ("conv1d" if one_d else "conv") and conv.params["groups"] > 1 and conv.fixed is not None
-    x = np.load(tmp_path / "c.npy")[:, :6]
-    expected = ref.run(plan, x, record=True)
-    assert all(c.sum() > 0 for c in expected.layer_counts.values())
     targets = ["torch", "onnx", "eventsim"] + ([] if unavailable_reason("lava") else ["lava"])
-    for target in targets:
-        info = get_target(target)
-        got = run_aligned(info, plan, x, record=True)
-        assert np.array_equal(got.counts, expected.counts), target
-        assert all(np.array_equal(got.layer_counts[k], c) for k, c in expected.layer_counts.items()), target
-        for k, r in expected.rasters.items() if info.rasters else ():
-            assert np.array_equal(got.rasters[k], r), (target, k)
+    expected = assert_targets_agree(plan, np.load(tmp_path / "c.npy")[:, :6], targets)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values())
     with pytest.raises(ModelError, match="netx export cannot hold Conv"):
         from convert.netx import netx_layers
 

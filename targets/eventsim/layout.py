@@ -388,15 +388,11 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             lif_names.append(n.name)
             dense_node[n.name] = False
             syn = n.sources[0]
-            if integer and n.fixed["current"]:  # behind a CubaLIF's current: its own bias, listed
-                row[K_FORM] = FORM_FIXED_MEMBRANE
-                row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
-                constant = _own_bias(n, in_perm, N)
-                row[K_BOFF] = boff
-                biases.append(constant)
-                boff += N
-                at_rest_spikes = np.zeros(N, dtype=bool)
-            elif integer and len(n.sources) > 1:  # several synapses (a loop's among them): the plan's sum of biases
+            if integer and (n.fixed["current"] or len(n.sources) > 1):
+                # behind a CubaLIF's current (listed: FORM_FIXED_MEMBRANE), or fed by several synapses (a
+                # loop's among them): the plan's bias for the membrane, in a region of its own
+                if n.fixed["current"]:
+                    row[K_FORM] = FORM_FIXED_MEMBRANE
                 row[K_VTH], row[K_DV] = n.fixed["vth"], n.fixed["dv"]
                 constant = _own_bias(n, in_perm, N)
                 row[K_BOFF] = boff
