@@ -12,6 +12,7 @@ import torch
 
 from convert.build import build_nir
 from convert.nirgraph import write_graph
+from core import fixed
 from core.errors import DataError, ModelError
 from inputs.datasets import load_dataset, spike_batch
 from runtime.metrics import synaptic_operations
@@ -368,3 +369,37 @@ def test_producer_rules_exactly_and_only_where_events_arrive(dialect, tau, v_lea
     if dialect != "norse":
         with pytest.raises(ModelError, match="spikes in one step; at most 255"):
             eventsim.run(plan, x * 1000)
+
+
+@pytest.mark.parametrize("src_dtype", [np.int32, np.int64])
+def test_the_dense_fixed_lif_update_is_core_fixed_at_every_edge(src_dtype):
+    """eventsim's vectorised fixed-precision LIF update (32-bit lanes, its input clamped once before the
+    weight exponent's shift) against :mod:`core.fixed` on random and edge values: every exponent from
+    -31 to 23, decays from none to full, thresholds beyond the membrane's range, inputs up to int32's
+    (int64's: the gathered input) ends."""
+    from targets.eventsim import kernels as K
+
+    rng = np.random.default_rng(1)
+    n, f32 = 1031, np.zeros(1, np.float32)
+    for exp in (-31, -9, -1, 0, 1, 6, 23):
+        for keep in (0, 7, 2048, 4095, 4096):
+            for vth in (-(2**40), -1, 0, 1000, fixed.V_MAX, 2**40):
+                if src_dtype == np.int32:
+                    src = rng.integers(-(2**31), 2**31, n, dtype=np.int64).astype(np.int32)
+                    src[:5] = [-(2**31), 2**31 - 1, 0, 1, -1]
+                else:
+                    lim = 2**50 >> max(exp, 0)  # (the build's bounds keep acc << exp within int64)
+                    src = rng.integers(-lim, lim, n, dtype=np.int64)
+                    src[:4] = [-lim, lim, -(2**31), 2**31]
+                v = rng.integers(-fixed.V_MAX, fixed.V_MAX + 1, n).astype(np.int32)
+                v[:4] = [-fixed.V_MAX, fixed.V_MAX, 0, -1]
+                bias = rng.integers(-(2**29) + 1, 2**29, n).astype(np.int32)
+                a = fixed.shift(src, exp)
+                want = np.clip(fixed.decay(v, fixed.DECAY_UNITY - keep) + (a << fixed.ACT_SHIFT) + bias,
+                               -fixed.V_MAX, fixed.V_MAX)  # fmt: skip
+                spikes = want > vth
+                got_v, got_s = v.copy(), np.zeros(n, np.uint8)
+                K._dense_layer(src.copy(), exp, False, np.float32(1), got_v, bias, got_s, keep, vth, f32, f32, f32, f32,
+                               f32, True)  # fmt: skip
+                assert np.array_equal(got_s.astype(bool), spikes), (exp, keep, vth)
+                assert np.array_equal(got_v, np.where(spikes, 0, want)), (exp, keep, vth)

@@ -40,11 +40,33 @@ class EventSim:
         self._acc_dtypes: dict[tuple[float, bool], type] = {}
         self._run_state: State | None = None
         self._names = ["input"] + [n.name for n in self.plan.nodes]  # by table row
-        self._synapse_rows = [
-            k for k in range(1, len(self.compiled.table)) if self.compiled.table[k, K_KIND] in (CONV, AFFINE)
-        ]
+        c = self.compiled
+        self._synapse_rows = [k for k in range(1, len(c.table)) if c.table[k, K_KIND] in (CONV, AFFINE)]
+        # what every call needs, worked out once (a call at batch 1 is short: its Python counts)
+        self._update_rows = [int(k) for k in c.lif_rows] + [int(k) for k in c.li_rows]  # (Python ints)
+        shape = self.lowered.input_shape
+        self._channels_pixels = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (1, int(np.prod(shape)))
+        # scores of an LI readout: float64 totals of the float32 outputs (fixed: integers, as counts)
+        self._count_dtype = np.float64 if self.plan.scores and not self.integer else np.int64
+        # the outputs' plan order from the kernel's (None: the same order, nothing to permute)
+        in_order = np.array_equal(c.out_perm, np.arange(len(c.out_perm)))
+        self._out_order = None if in_order else np.argsort(c.out_perm)
+        self._new_buffers()
+
+    def _new_buffers(self) -> None:
+        """The buffers a call reuses (each simulator its own: see :meth:`twins`)."""
         self._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
+        self._offsets = np.empty(0, dtype=np.int64)
+        self._record_layout: tuple = ()  # a recording call's ((T, B), node table, raster and trace offsets)
+        self._no_record = (np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=self.value_dtype))
+        self._excess = np.zeros(1, dtype=np.int64)
+        self._cycles = np.zeros(len(self.compiled.table), dtype=np.int64)
         self._twins: list[EventSim] = []  # simulators for the other threads of a batch (twins)
+
+    @property
+    def cycles(self) -> dict[str, int]:
+        """The last call's CPU cycles per node (the kernel's per-node profile), as a new dict."""
+        return dict(zip(self._names, self._cycles.tolist(), strict=True))
 
     # ------------------------------------------------------------------------------ accumulators
     def acc_dtype(self, input_max: float, integral: bool = True) -> type:
@@ -115,16 +137,17 @@ class EventSim:
     # ------------------------------------------------------------------------------ run
     def input_events(self, spikes: np.ndarray) -> Events:
         """Dense ``(T, B, *input_shape)`` input as events: CSR offsets over (sample, step), internal
-        neuron indices and values (checked as they are read). Valid until the next call: the index
-        and value arrays are views of buffers reused by every call."""
+        neuron indices and values (checked as they are read). Valid until the next call: the arrays
+        are views of buffers reused by every call."""
         spikes = check_spikes(self.plan, spikes, values=False)
         if spikes.dtype == np.bool_:
             spikes = spikes.view(np.uint8)
         T, B = spikes.shape[:2]
-        shape = self.lowered.input_shape
-        channels, pixels = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (1, int(np.prod(shape)))
+        channels, pixels = self._channels_pixels
         flat = np.ascontiguousarray(spikes).reshape(-1)
-        off = np.empty(B * T + 1, dtype=np.int64)
+        if len(self._offsets) < B * T + 1:
+            self._offsets = np.empty(B * T + 1, dtype=np.int64)
+        off = self._offsets[: B * T + 1]
         while True:  # the event buffers are reused from call to call, grown when an input needs more
             idx, val = self._event_buffers
             problem, n, integral, top = _input_events(flat, flat.view(f"u{flat.itemsize}"), T, B, channels, pixels,
@@ -167,29 +190,30 @@ class EventSim:
 
     def execute(self, events, state: State, *, reset: bool, record: bool) -> Outputs:
         """Run input events (from :meth:`input_events`) from ``state``, or from rest with ``reset``."""
+        counts, out_steps, layers, work, lif_rasters, li_traces = self._execute(events, state, reset, record)
+        if self._out_order is not None:  # back into the plan's order
+            out_steps = out_steps.take(self._out_order, axis=2)
+        names = self._names
+        syn = {names[k]: work[k] for k in self._synapse_rows}
+        updates = {names[k]: work[k] for k in self._update_rows}
+        return Outputs(counts, out_steps, layers, syn, updates, lif_rasters, work, li_traces)
+
+    def _execute(self, events, state: State, reset: bool, record: bool) -> tuple:
+        """:meth:`execute`'s kernel call: ``(counts, output per step in the kernel's order, layer counts,
+        work, rasters, traces)``, what :meth:`run` needs without the rest of :class:`Outputs`."""
         off, idx, val, T, B = events.offsets, events.index, events.value, events.steps, events.batch
         c = self.compiled
         adt = self.acc_dtype(events.largest, events.integral)
-        n_out = len(c.out_perm)
-        sizes = c.lif_sizes
-        table = c.table
-        li_sizes = c.li_sizes
-        if record:
-            r_off = np.concatenate([[0], np.cumsum([T * B * n for n in sizes])]).astype(np.int64)
-            t_off = np.concatenate([[0], np.cumsum([T * B * n for n in li_sizes])]).astype(np.int64)
-            table = table.copy()
-            table[c.lif_rows, K_ROFF] = r_off[:-1]
-            table[c.li_rows, K_TOFF] = t_off[:-1]
-        rasters = np.zeros(int(r_off[-1]) if record else 0, dtype=np.uint8)
-        traces = np.zeros(int(t_off[-1]) if record else 0, dtype=self.value_dtype)
-        # scores of an LI readout: float64 totals of the float32 outputs (fixed: integers, as counts)
-        cdt = np.float64 if self.plan.scores and not self.integer else np.int64
+        n_out, cdt = len(c.out_perm), self._count_dtype
+        table, rasters, traces = self._record_buffers(T, B) if record else (c.table, *self._no_record)
+        # what is returned is allocated per call (a caller may keep it); the rest is reused
         counts = np.zeros((B, n_out), dtype=cdt)
         out_steps = np.zeros((T, B, n_out), dtype=cdt)
-        layer_counts = np.zeros((len(sizes), B), dtype=np.int64)
+        layer_counts = np.zeros((len(c.lif_sizes), B), dtype=np.int64)
         work = np.zeros((len(table), B), dtype=np.int64)  # synaptic events, or LIF neuron updates
-        cycles = np.zeros(len(table), dtype=np.int64)
-        excess = np.zeros(1, dtype=np.int64)  # the most spikes one neuron emitted in one step (several per step)
+        cycles, excess = self._cycles, self._excess  # (cycles: the kernel adds to them)
+        cycles[:] = 0
+        excess[0] = 0  # the most spikes one neuron emitted in one step (several per step)
         _simulate(
             table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
             c.vrest, *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
@@ -198,43 +222,58 @@ class EventSim:
         )  # fmt: skip
         if excess[0] > MAX_SPIKES:
             raise ModelError(f"a neuron emits {int(excess[0])} spikes in one step; at most {MAX_SPIKES} are counted")
-        plan = self.plan
         lif_rasters = li_traces = None
         if record:
-            lif_rasters = {}
-            for i, name in enumerate(c.lif_names):
-                r = rasters[r_off[i] : r_off[i + 1]].reshape(T, B, sizes[i])
-                out = np.empty_like(r)
-                out[:, :, c.perms[name]] = r
-                lif_rasters[name] = out.reshape(T, B, *plan.node(name).out_shape)
-            li_traces = {}
-            for i, name in enumerate(c.li_names):
-                r = traces[t_off[i] : t_off[i + 1]].reshape(T, B, li_sizes[i])
-                out = np.empty_like(r)
-                out[:, :, c.perms[name]] = r
-                li_traces[name] = out.reshape(T, B, *plan.node(name).out_shape).astype(
-                    np.int64 if self.integer else np.float32
-                )
-        logical = np.empty_like(counts)
-        logical[:, c.out_perm] = counts
-        steps = np.empty_like(out_steps)
-        steps[:, :, c.out_perm] = out_steps
-        names = self._names
-        syn = {names[k]: work[k] for k in self._synapse_rows}
-        updates = {names[k]: work[k] for k in c.lif_rows} | {names[k]: work[k] for k in c.li_rows}
-        layers = dict(zip(c.lif_names, layer_counts, strict=True))
-        self.cycles = dict(zip(names, cycles.tolist(), strict=True))
-        return Outputs(logical, steps, layers, syn, updates, lif_rasters, work, li_traces)
+            lif_rasters, li_traces = self._recorded(rasters, traces, T, B)
+        if self._out_order is not None:  # back into the plan's order
+            counts = counts.take(self._out_order, axis=1)
+        layers = {name: layer_counts[i] for i, name in enumerate(c.lif_names)}
+        return counts, out_steps, layers, work, lif_rasters, li_traces
+
+    def _record_buffers(self, T: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a recording call: the node table with the offsets of every LIF's raster and every LI's
+        trace (kept for the next call of the same ``T, B``), and zeroed rasters and traces."""
+        c = self.compiled
+        if not self._record_layout or self._record_layout[0] != (T, B):
+            r_off = np.concatenate([[0], np.cumsum([T * B * n for n in c.lif_sizes])]).astype(np.int64)
+            t_off = np.concatenate([[0], np.cumsum([T * B * n for n in c.li_sizes])]).astype(np.int64)
+            table = c.table.copy()
+            table[c.lif_rows, K_ROFF] = r_off[:-1]
+            table[c.li_rows, K_TOFF] = t_off[:-1]
+            self._record_layout = ((T, B), table, r_off, t_off)
+        _, table, r_off, t_off = self._record_layout
+        return table, np.zeros(int(r_off[-1]), dtype=np.uint8), np.zeros(int(t_off[-1]), dtype=self.value_dtype)
+
+    def _recorded(self, rasters: np.ndarray, traces: np.ndarray, T: int, B: int) -> tuple[dict, dict]:
+        """The recorded rasters (LIF) and traces (LI) per layer, in the plan's order and shapes."""
+        c, plan = self.compiled, self.plan
+        _, _, r_off, t_off = self._record_layout
+        lif_rasters = {}
+        for i, name in enumerate(c.lif_names):
+            r = rasters[r_off[i] : r_off[i + 1]].reshape(T, B, c.lif_sizes[i])
+            out = np.empty_like(r)
+            out[:, :, c.perms[name]] = r
+            lif_rasters[name] = out.reshape(T, B, *plan.node(name).out_shape)
+        li_traces = {}
+        for i, name in enumerate(c.li_names):
+            r = traces[t_off[i] : t_off[i + 1]].reshape(T, B, c.li_sizes[i])
+            out = np.empty_like(r)
+            out[:, :, c.perms[name]] = r
+            li_traces[name] = out.reshape(T, B, *plan.node(name).out_shape).astype(
+                np.int64 if self.integer else np.float32
+            )
+        return lif_rasters, li_traces
 
     def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
         if self._run_state is None:  # a run starts from rest: the state of the previous run is reused
             self._run_state = self.new_state()
-        out = self.execute(self.input_events(spikes), self._run_state, reset=True, record=record)
-        total = out.work.sum(axis=1).tolist()
-        stats = {self._names[k]: {"synaptic_events": float(total[k])} for k in self._synapse_rows}
-        rows = list(self.compiled.lif_rows) + list(self.compiled.li_rows)
-        stats |= {self._names[k]: {"neuron_updates": float(total[k])} for k in rows}
-        return RunResult(out.counts, out.layer_counts, out.rasters, stats, traces=out.traces)
+        events = self.input_events(spikes)
+        counts, _, layers, work, rasters, traces = self._execute(events, self._run_state, True, record)
+        total = (work[:, 0] if work.shape[1] == 1 else work.sum(axis=1)).tolist()  # (per node, over the batch)
+        names = self._names
+        stats = {names[k]: {"synaptic_events": float(total[k])} for k in self._synapse_rows}
+        stats |= {names[k]: {"neuron_updates": float(total[k])} for k in self._update_rows}
+        return RunResult(counts, layers, rasters, stats, traces=traces)
 
     def stream(self) -> Stream:
         return Stream(self)
@@ -244,8 +283,8 @@ class EventSim:
         its own, so that they run in parallel threads; the compiled arrays are shared (read only)."""
         while len(self._twins) < n - 1:
             twin = copy.copy(self)
-            twin._scratch, twin._run_state, twin._twins = {}, None, []
-            twin._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
+            twin._scratch, twin._run_state = {}, None
+            twin._new_buffers()
             self._twins.append(twin)
         return [self, *self._twins[: n - 1]]
 
