@@ -57,7 +57,7 @@ import numpy as np
 
 from core.errors import ModelError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
-from targets.eventsim.kernels import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WOFF, _add_run, _cycles
+from targets.eventsim.kernels import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WOFF, _add_run, _cycles, window_start
 
 ROOT = Path(__file__).resolve().parents[1]
 NMNIST = ROOT.parent / "shared" / "eventdata" / "nmnist" / "train"
@@ -93,15 +93,7 @@ def _conv_runs(idx, val, decode, off, woff, Co, Ho, Wo, KH, KW, SH, SW, PH, PW, 
     for e in range(idx.shape[0]):
         i = idx[e]
         y, xx, c = decode[i, 0], decode[i, 1], decode[i, 2]
-        ry, rx0 = y + PH, xx + PW
-        ky, oy = (0, ry) if SH == 1 else (ry % SH, ry // SH)
-        kx0, ox0 = (0, rx0) if SW == 1 else (rx0 % SW, rx0 // SW)
-        while oy >= Ho and ky < KH:
-            ky += SH
-            oy -= 1
-        while ox0 >= Wo and kx0 < KW:
-            kx0 += SW
-            ox0 -= 1
+        ky, oy, kx0, ox0 = window_start(y, xx, Ho, Wo, KH, KW, SH, SW, PH, PW)
         n = min(KW - kx0, ox0 + 1)
         while ky < KH and oy >= 0:
             if SW == 1:
@@ -156,15 +148,7 @@ def _overlap_pool_events(idx, val, decode, Co, Ho, Wo, KH, KW, SH, SW, PH, PW, a
     for e in range(idx.shape[0]):
         i = idx[e]
         y, xx, c = decode[i, 0], decode[i, 1], decode[i, 2]
-        ry, rx0 = y + PH, xx + PW
-        ky, oy = (0, ry) if SH == 1 else (ry % SH, ry // SH)
-        kx0, ox0 = (0, rx0) if SW == 1 else (rx0 % SW, rx0 // SW)
-        while oy >= Ho and ky < KH:
-            ky += SH
-            oy -= 1
-        while ox0 >= Wo and kx0 < KW:
-            kx0 += SW
-            ox0 -= 1
+        ky, oy, kx0, ox0 = window_start(y, xx, Ho, Wo, KH, KW, SH, SW, PH, PW)
         while ky < KH and oy >= 0:
             kx, ox = kx0, ox0
             while kx < KW and ox >= 0:

@@ -272,6 +272,23 @@ def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain,
     return wide
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def window_start(y, xx, Ho, Wo, KH, KW, SH, SW, PH, PW):
+    """``(ky, oy, kx0, ox0)``: the first kernel tap and output pixel, per axis, whose window holds input
+    pixel ``(y, xx)``; the others follow with the tap ``SH`` (``SW``) further and the pixel one
+    less, while both are in range. No division where the stride is 1."""
+    ry, rx0 = y + PH, xx + PW
+    ky, oy = (0, ry) if SH == 1 else (ry % SH, ry // SH)
+    kx0, ox0 = (0, rx0) if SW == 1 else (rx0 % SW, rx0 // SW)
+    while oy >= Ho and ky < KH:
+        ky += SH
+        oy -= 1
+    while ox0 >= Wo and kx0 < KW:
+        kx0 += SW
+        ox0 -= 1
+    return ky, oy, kx0, ox0
+
+
 @numba.njit(cache=True, nogil=True)
 def _conv_rows(idx, val, decode, acc, weights, Co, Ho, Wo, KH, KW, SH, PH, PW, marks, listed, ng, track):
     """Events ``(idx, val)`` into a convolution of column stride 1. Kernel columns are stored
@@ -429,6 +446,23 @@ def _rule_lif(listed, inp, v, bias, sticky, marks, rest, form, spike, beta, gain
     return w, ne, total, top
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _emit(i, out, traced, stays, dense, out_idx, out_val, ne, trace, marks, listed, w):
+    """A non-spiking (or listed) neuron ``i`` done for this step: a non-zero ``out`` becomes an event,
+    ``traced`` its trace (when recording), and a listed layer keeps it listed while it ``stays``.
+    Returns ``(events, listed)`` so far."""
+    out_idx[ne] = i
+    out_val[ne] = out
+    ne += out != 0
+    if trace.shape[0]:
+        trace[i] = traced
+    if not dense:
+        marks[i] = stays
+        listed[w] = i
+        w += stays
+    return ne, w
+
+
 @numba.njit(cache=True, nogil=True)
 def _rule_li(listed, dense, inp, v, bias, sticky, marks, rest, form, beta, gain, leak, out_idx, out_val, trace):
     """One step of a float LI layer with a dialect's form (:func:`_li_layer` otherwise): its output is
@@ -445,16 +479,9 @@ def _rule_li(listed, dense, inp, v, bias, sticky, marks, rest, form, beta, gain,
         out = _rule_membrane(form, v[i], x, beta[i], gain[i], leak[i])
         vn = out + beta[i] * out if form == FORM_NORSE_JUMP else out
         v[i] = vn
-        out_idx[ne] = i
-        out_val[ne] = out
-        ne += out != 0
-        if trace.shape[0]:
-            trace[i] = out
-        if not dense:
-            stays = vn != rest[i] or sticky[i] != 0
-            marks[i] = stays
-            listed[w] = i
-            w += stays
+        ne, w = _emit(
+            i, out, out, vn != rest[i] or sticky[i] != 0, dense, out_idx, out_val, ne, trace, marks, listed, w
+        )
     return w, ne, n
 
 
@@ -489,16 +516,7 @@ def _fixed_current_layer(listed, dense, inp, v, bias, sticky, marks, keep, form,
                 if out:
                     vn = 0
         v[i] = vn
-        out_idx[ne] = i
-        out_val[ne] = out
-        ne += out != 0
-        if trace.shape[0]:
-            trace[i] = vn
-        if not dense:
-            stays = vn != 0 or sticky[i] != 0
-            marks[i] = stays
-            listed[w] = i
-            w += stays
+        ne, w = _emit(i, out, vn, vn != 0 or sticky[i] != 0, dense, out_idx, out_val, ne, trace, marks, listed, w)
     return w, ne, n
 
 
@@ -538,16 +556,7 @@ def _li_layer(listed, dense, inp, v, bias, sticky, marks, keep, beta, gain, leak
         inp[i] = 0
         vn = _li_update(v[i], x, bias[i], keep, _at(beta, i), _at(gain, i), _at(leak, i))
         v[i] = vn
-        out_idx[ne] = i
-        out_val[ne] = vn
-        ne += vn != 0
-        if trace.shape[0]:
-            trace[i] = vn
-        if not dense:
-            stays = vn != 0 or sticky[i] != 0
-            marks[i] = stays
-            listed[w] = i
-            w += stays
+        ne, w = _emit(i, vn, vn, vn != 0 or sticky[i] != 0, dense, out_idx, out_val, ne, trace, marks, listed, w)
     return w, ne, n
 
 
@@ -860,16 +869,7 @@ def _simulate(
                             continue
                         d = so + i
                         y, xx, c = decode[d, 0], decode[d, 1], decode[d, 2]
-                        # the output pixels whose window holds (y, xx): no division when the stride is 1
-                        ry, rx0 = y + PH, xx + PW
-                        ky, oy = (0, ry) if SH == 1 else (ry % SH, ry // SH)
-                        kx0, ox0 = (0, rx0) if SW == 1 else (rx0 % SW, rx0 // SW)
-                        while oy >= Ho and ky < KH:
-                            ky += SH
-                            oy -= 1
-                        while ox0 >= Wo and kx0 < KW:
-                            kx0 += SW
-                            ox0 -= 1
+                        ky, oy, kx0, ox0 = window_start(y, xx, Ho, Wo, KH, KW, SH, SW, PH, PW)
                         while ky < KH and oy >= 0:
                             kx, ox = kx0, ox0
                             while kx < KW and ox >= 0:
