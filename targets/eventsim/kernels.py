@@ -756,21 +756,10 @@ def _simulate(
                     # a listed layer with most neurons listed this step is updated densely too (the
                     # neurons at rest stay at rest), and its list rebuilt from the membranes
                     crowded = not dense and na >= N * DENSE_FRACTION
-                    if table[k, K_FORM] == FORM_FIXED_MEMBRANE:  # fixed, behind a current (listed)
-                        w, ne, upd = _fixed_current_layer(act[off : off + na], False, inp[off : off + N], v[off : off + N],
-                                                          biases[boff : boff + N], sticky[off : off + N],
-                                                          nmark[off : off + N], keep, FORM_FIXED_MEMBRANE, True, vth,
-                                                          ev_idx[evo:], ev_val[evo:], traces[:0])  # fmt: skip
-                        if record:
-                            r0 = table[k, K_ROFF] + (t * B + b) * N
-                            for j in range(ne):
-                                rasters[r0 + ev_idx[evo + j]] = 1
-                        act_n[k] = w
-                        work[k, b] += upd
-                        layer_counts[li, b] += ne
-                        ev_n[k] = ne
-                        continue
-                    if table[k, K_FORM] != FORM_NIR or table[k, K_SPIKE] != SPIKE_ONE:  # a dialect's rule (listed)
+                    r0 = table[k, K_ROFF] + (t * B + b) * N  # (this step's raster row, when recording)
+                    fixed_membrane = table[k, K_FORM] == FORM_FIXED_MEMBRANE  # fixed, behind a current (listed)
+                    if not fixed_membrane and (table[k, K_FORM] != FORM_NIR or table[k, K_SPIKE] != SPIKE_ONE):
+                        # a dialect's rule (listed)
                         w, ne, spk, top = _rule_lif(act[off : off + na], inp[off : off + N], v[off : off + N],
                                                     biases[boff : boff + N], sticky[off : off + N], nmark[off : off + N],
                                                     vrest[off : off + N], table[k, K_FORM], table[k, K_SPIKE],
@@ -779,7 +768,6 @@ def _simulate(
                                                     ev_val[evo:])  # fmt: skip
                         excess[0] = max(excess[0], top)
                         if record:
-                            r0 = table[k, K_ROFF] + (t * B + b) * N
                             for j in range(ne):
                                 rasters[r0 + ev_idx[evo + j]] = min(np.int64(ev_val[evo + j]), MAX_SPIKES)
                         act_n[k] = w
@@ -787,7 +775,14 @@ def _simulate(
                         layer_counts[li, b] += spk
                         ev_n[k] = ne
                         continue
-                    if dense or crowded:
+                    if fixed_membrane:
+                        w, ne, upd = _fixed_current_layer(act[off : off + na], False, inp[off : off + N], v[off : off + N],
+                                                          biases[boff : boff + N], sticky[off : off + N],
+                                                          nmark[off : off + N], keep, FORM_FIXED_MEMBRANE, True, vth,
+                                                          ev_idx[evo:], ev_val[evo:], traces[:0])  # fmt: skip
+                        act_n[k] = w
+                        work[k, b] += upd
+                    elif dense or crowded:
                         # every neuron, in one branch-free pass (vectorised; nmark takes the
                         # spikes), then the spikes are read back a word at a time
                         q = max(poff, 0)  # float parameters: per neuron, or layer-wide (fixed: unused)
@@ -803,10 +798,6 @@ def _simulate(
                         # node offsets are 8-aligned: the spike flags are read 8 at a time
                         ne = _spike_events(nmark[off : off + ((N + 7) // 8) * 8].view(np.uint64), ev_idx[evo:],
                                            ev_val[evo:])  # fmt: skip
-                        if record:
-                            r0 = table[k, K_ROFF] + (t * B + b) * N
-                            for j in range(ne):
-                                rasters[r0 + ev_idx[evo + j]] = 1
                         if crowded:
                             act_n[k] = _relist(v[off : off + N], sticky[off : off + N], nmark[off : off + N],
                                                act[off : off + N])  # fmt: skip
@@ -821,12 +812,11 @@ def _simulate(
                         else:
                             w, ne = _listed_lif(*lv, beta[0], gain[0], leak[0], vth_f[0], vreset[0], ev_idx[evo:],
                                                 ev_val[evo:])  # fmt: skip
-                        if record:
-                            r0 = table[k, K_ROFF] + (t * B + b) * N
-                            for j in range(ne):
-                                rasters[r0 + ev_idx[evo + j]] = 1
                         act_n[k] = w
                         work[k, b] += na
+                    if record:  # one spike each
+                        for j in range(ne):
+                            rasters[r0 + ev_idx[evo + j]] = 1
                     layer_counts[li, b] += ne
                     ev_n[k] = ne
                     continue
