@@ -15,15 +15,17 @@ current: the current's gain joins the rows (``W' = g_syn g W / theta``: the curr
 threshold units, and its decay ``beta_syn`` becomes Loihi's ``du``), and the leak stays a constant
 added to the membrane (``v_bias = leak / theta`` per step). A loop from a Conv2d/Linear back into a
 neuron (the plan's one-step delay on the edge that closes it) is Loihi's recurrent connection: its
-rows are folded like the others, and the graph written states it as the same edge. What Loihi's
-LIF cannot be made to compute is refused by name: per-neuron decays, a reset other than 0, a gain
-or threshold that varies inside a convolution channel, a neuron fed by anything but Conv2d/Linear
-layers that feed only it, several spikes per step with subtractive reset (Rockpool's and Sinabs'
-dialects), a rest state other than 0 (Norse's ``v_leak``), integrators and scales used as layers (I,
-Scale), Delay nodes and loops
-of another shape, pooling with padding and a Flatten of part of the sample. (Conv1d, dilated and
-grouped convolutions are kept: the integer targets write them out as plain 2-D convolutions.) A producer dialect's arithmetic (Norse's order of float32 operations, Rockpool's
-``(v + I) b``) converts as the NIR update it equals algebraically; the parity check measures the rest.
+rows are folded like the others, and the graph written states it as the same edge. A ``Delay``
+node on spikes into a synapse, or on a synapse's output into a neuron, is kept as it is. What
+Loihi's LIF cannot be made to compute is refused by name: per-neuron decays, a reset other than 0,
+a gain or threshold that varies inside a convolution channel, a neuron fed by anything but
+Conv2d/Linear layers that feed only it (directly or through a Delay), several spikes per step with
+subtractive reset (Rockpool's and Sinabs' dialects), a rest state other than 0 (Norse's
+``v_leak``), integrators and scales used as layers (I, Scale), delays and loops of another shape,
+pooling with padding and a Flatten of part of the sample. (Conv1d, dilated and grouped
+convolutions are kept: the integer targets write them out as plain 2-D convolutions.) A producer
+dialect's arithmetic (Norse's order of float32 operations, Rockpool's ``(v + I) b``) converts as
+the NIR update it equals algebraically; the parity check measures the rest.
 """
 
 from __future__ import annotations
@@ -57,7 +59,20 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
         if plan.node(src).kind not in ("conv", "conv1d", "affine") or any(m.kind not in ("lif", "li") for m in readers):
             bad.append(f"{d} (a loop from {src} into {', '.join(m.name for m in readers)}: Loihi's recurrent "
                        "connections run from a Conv2d/Linear into a neuron)")  # fmt: skip
-    bad += sorted(f"{n.name} (Delay)" for n in plan.nodes if n.kind == "delay" and n.origin != "loop")
+    for n in plan.nodes:  # a Delay node delays spikes into a synapse, or a synapse's output into a neuron
+        if n.kind == "delay" and n.origin != "loop":
+            src, readers = (
+                plan.node(n.sources[0]) if n.sources[0] != "input" else None,
+                [m for m in plan.nodes if n.name in m.sources],
+            )
+            into_neuron = (
+                src is not None
+                and src.kind in ("conv", "conv1d", "affine")
+                and all(m.kind in ("lif", "li") for m in readers)
+            )
+            if not into_neuron and not all(m.kind in ("conv", "conv1d", "affine") for m in readers):
+                bad.append(f"{n.name} (a Delay from {n.sources[0]} into {', '.join(m.name for m in readers)}: Loihi "
+                           "delays spikes into a synapse or a synapse's output into a neuron)")  # fmt: skip
     bad += [f"{n.name} (a Flatten of part of the sample: the converted graph's Flatten joins the whole sample)"
             for n in plan.nodes if n.kind == "flatten" and len(n.out_shape) > 1]  # fmt: skip
     if bad:
@@ -69,7 +84,7 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
                 if n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn")}  # fmt: skip
     nodes = []
     for n in plan.nodes:
-        if n.kind == "delay" or n.name.removesuffix(".syn") in currents and n.name.endswith(".syn"):
+        if n.name in loops or n.name.removesuffix(".syn") in currents and n.name.endswith(".syn"):
             continue
         srcs = currents[n.name].sources if n.name in currents else n.sources
         srcs = [s for s in srcs if s not in loops] + [loops[s] for s in srcs if s in loops]
@@ -79,6 +94,7 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
         for s in n.sources:
             consumers.setdefault(s, []).append(n.name)
     layers: dict[str, Layer] = {}
+    delays = {n.name: n.sources[0] for n in nodes if n.kind == "delay"}
     for n in sorted(nodes, key=lambda n: n.kind in ("lif", "li")):  # synapses first: a neuron folds into its rows
         p = n.params
         if n.kind in ("conv", "conv1d"):  # (Conv1d, dilation and groups: Loihi's 2-D convolution, written out)
@@ -93,15 +109,21 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
             params = {"kernel": tuple(p["kernel"]), "stride": tuple(p["stride"])}
         elif n.kind == "flatten":
             params = {}
+        elif n.kind == "delay":
+            params = {"steps": np.asarray(p["steps"], dtype=np.int64), "dt": dt}
         else:  # lif, li
-            params = _neuron(plan, n, layers, consumers, dt, currents.get(n.name))
+            params = _neuron(plan, n, layers, consumers, dt, currents.get(n.name), delays)
         layers[n.name] = Layer(n.name, n.kind, list(n.sources), tuple(n.in_shape), tuple(n.out_shape), params)
     if any(plan.node(o).kind not in ("lif", "li") for o in plan.outputs if o != "input"):
         raise ModelError(f"{where}: the graph output must read LIF (or LI readout) layers to become a Loihi network")
-    return [layers[n.name] for n in nodes], list(plan.outputs)
+    order = [n.name for n in nodes if n.kind != "delay"]  # a Delay right after its source (the plan has it first)
+    for d, src in delays.items():
+        order.insert(order.index(src) + 1 if src in order else 0, d)
+    return [layers[name] for name in order], list(plan.outputs)
 
 
-def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[str]], dt: float, current=None) -> dict:
+def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[str]], dt: float, current=None,
+            delays: dict[str, str] | None = None) -> dict:  # fmt: skip
     """The layer parameters of neuron ``n`` (with ``current``: a CubaLIF's or CubaLI's ``.syn`` node), its input
     gains, threshold and leak folded into the synapse rows feeding it."""
     where, p = plan.source, n.params
@@ -124,8 +146,12 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
         )
     if n.kind == "lif" and np.any(p["v_threshold"] <= 0):
         raise ModelError(f"{where}: {n.origin} {n.name} has a threshold <= 0; Loihi's threshold is positive")
-    syns = [layers.get(s) for s in n.sources]
-    if any(s is None or s.kind not in ("conv", "conv1d", "affine") or consumers.get(s.name) != [n.name] for s in syns):
+    delays = delays or {}
+    # a synapse reaching the neuron through a Delay node (feeding that delay alone, which feeds the neuron)
+    syns = [layers.get(delays[s]) if s in delays and consumers.get(s) == [n.name] else layers.get(s) for s in n.sources]
+    feeds = [s if s in delays else n.name for s in n.sources]  # what each synapse must feed alone
+    if any(s is None or s.kind not in ("conv", "conv1d", "affine") or consumers.get(s.name) != [f]
+           for s, f in zip(syns, feeds, strict=True)):  # fmt: skip
         raise ModelError(f"{where}: {n.origin} {n.name} must be fed by Conv2d/Linear layers that feed only it (it reads "
                          f"{', '.join(n.sources)})")  # fmt: skip
     gain = _gain(p)
@@ -149,10 +175,17 @@ def _neuron(plan: Plan, n, layers: dict[str, Layer], consumers: dict[str, list[s
             raise ModelError(f"{where}: {n.origin} {n.name} varies its gain, threshold or leak inside a channel; a "
                              "convolution's weights are shared across the channel")  # fmt: skip
         scale, shift = per_c[:, 0], shift.reshape(n.out_shape[0], -1)[:, 0]
+    # the leak joins the bias of the first synapse that reaches the neuron without a delay (from the first step)
+    direct = [i for i, f in enumerate(feeds) if f == n.name]
+    if current is None and np.any(shift) and not direct:
+        raise ModelError(f"{where}: {n.origin} {n.name} has a leak but every synapse reaches it through a Delay; the "
+                         "converted graph adds a leak with a synapse's bias, which would arrive late")  # fmt: skip
     for i, syn in enumerate(syns):
         w = syn.params["weight"]
         syn.params["weight"] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-        syn.params["bias"] = syn.params["bias"] * scale + (shift if i == 0 and current is None else 0.0)
+        syn.params["bias"] = syn.params["bias"] * scale + (
+            shift if direct and i == direct[0] and current is None else 0.0
+        )
     b = float(beta.flat[0])
     tau = np.inf if b == 1.0 else dt / (1.0 - b)
     out = {"tau": tau, "dt": dt} | ({"v_threshold": 1.0} if n.kind == "lif" else {})

@@ -69,6 +69,8 @@ def _node(layer: Layer) -> nir.NIRNode:
     if layer.kind in ("sumpool", "avgpool"):
         cls = nir.SumPool2d if layer.kind == "sumpool" else nir.AvgPool2d
         return cls(kernel_size=np.array(p["kernel"]), stride=np.array(p["stride"]), padding=np.array([0, 0]))
+    if layer.kind == "delay":  # whole steps of dt, per element
+        return nir.Delay(delay=(np.broadcast_to(p["steps"], shape) * p["dt"]).astype(np.float64))
     if layer.kind == "flatten":
         return nir.Flatten(input_type={"input": np.array(layer.in_shape)}, start_dim=0, end_dim=-1)
     raise ModelError(f"no NIR node for layer kind {layer.kind!r} ({layer.name})")

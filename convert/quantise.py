@@ -116,7 +116,10 @@ def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[list[Layer], Layer]]:
     for layer in layers:
         if layer.kind not in ("lif", "li"):
             continue
-        syns = [by_name.get(s) for s in layer.sources]
+        # (a synapse may reach it through a Delay: the delayed ones come after the direct ones)
+        srcs = [s for s in layer.sources if _kind(by_name, s) != "delay"]
+        srcs += [by_name[s].sources[0] for s in layer.sources if _kind(by_name, s) == "delay"]
+        syns = [by_name.get(s) for s in srcs]
         if (
             not syns
             or any(s is None or s.kind not in ("conv", "conv1d", "affine") for s in syns)
@@ -128,6 +131,10 @@ def _synapse_lif_pairs(layers: list[Layer]) -> list[tuple[list[Layer], Layer]]:
             )
         pairs.append((syns, layer))
     return pairs
+
+
+def _kind(by_name: dict[str, Layer], name: str) -> str | None:
+    return by_name[name].kind if name in by_name else None
 
 
 def _fold_average_pools(layers: list[Layer]) -> None:
@@ -307,6 +314,8 @@ def value_bounds(layers: list[Layer], input_lo: float, input_hi: float) -> dict[
         lo, hi = sum(b[0] for b in srcs), sum(b[1] for b in srcs)
         if layer.kind == "lif":
             bounds[layer.name] = (0.0, 1.0)
+        elif layer.kind == "delay":  # what its source passed on earlier, zero before
+            bounds[layer.name] = (min(lo, 0.0), max(hi, 0.0))
         elif layer.kind in ("sumpool", "avgpool"):
             k = layer.params["kernel"][0] * layer.params["kernel"][1]
             bounds[layer.name] = (min(lo, 0.0) * k, max(hi, 0.0) * k)  # (padding adds zeros)
@@ -331,9 +340,14 @@ def prepare_fixed(layers: list[Layer]) -> list[tuple[list[Layer], Layer]]:
     bias's full value where the float one gets its rising part (the parity check measures it)."""
     _fold_average_pools(layers)
     pairs = _synapse_lif_pairs(layers)
+    by_name = {layer.name: layer for layer in layers}
     for syns, lif in pairs:
-        for s in syns[1:]:  # Loihi adds one bias per neuron, from the first step: a loop's bias (absent at
-            # the first step in the float graph) joins the first synapse's
+        delayed = {by_name[s].sources[0] for s in lif.sources if _kind(by_name, s) == "delay"}
+        if syns[0].name in delayed and any(np.any(s.params["bias"]) for s in syns):
+            raise ModelError(f"fixed precision: {syns[0].name} adds a bias to {lif.name} through a Delay, and no synapse "
+                             "reaches it directly; Loihi adds a neuron's bias from the first step")  # fmt: skip
+        for s in syns[1:]:  # Loihi adds one bias per neuron, from the first step: a loop's or a delayed
+            # synapse's bias (absent at the first steps in the float graph) joins the first synapse's
             if np.any(s.params["bias"]):
                 if s.params["bias"].shape != syns[0].params["bias"].shape:
                     raise ModelError(f"fixed precision: {s.name} and {syns[0].name} both add a bias to {lif.name}, per "

@@ -23,8 +23,8 @@ from train.neuron import LI, LIF
 
 @dataclass
 class Layer:
-    """One deployable node. ``kind`` is one of conv, conv1d (a foreign graph's), affine, lif, li, sumpool, avgpool,
-    flatten."""
+    """One deployable node. ``kind`` is one of conv, affine, lif, li, sumpool, avgpool, flatten (and, from
+    a foreign graph, conv1d and delay)."""
 
     name: str
     kind: str

@@ -823,9 +823,9 @@ def _bias_ints(plan: Plan, name: str, fx: dict[str, Any], size: int) -> np.ndarr
 def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
     """Recover the integer network from the graph: mantissas are ``weight / weight_scale``, exactly.
 
-    Every LIF/LI layer gets its membrane bias as ``fixed["bias"]`` (per channel): its synapses' (a
-    loop's synapse, through the loop's one-step delay, must add none: Loihi adds a bias from the first
-    step, where the loop delivers nothing yet), or, behind a current (``CubaLIF``/``CubaLI``: the ``.syn`` node, ``fixed = {"du": ...}``, fed by one
+    Every LIF/LI layer gets its membrane bias as ``fixed["bias"]`` (per channel): its synapses' (one
+    that reaches it through a delay, a loop's or a ``Delay`` node's, must add none: Loihi adds a bias
+    from the first step, where the delay delivers nothing yet), or, behind a current (``CubaLIF``/``CubaLI``: the ``.syn`` node, ``fixed = {"du": ...}``, fed by one
     synapse), the neuron's own (Loihi adds biases to the membrane only), and ``fixed["current"]``
     says that its input is that current (:func:`core.fixed.lif_fixed_step`)."""
     by_name = {n.name: n for n in plan.nodes}
@@ -844,37 +844,35 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
         return syn
 
     def synapses(n: Node, what: str) -> tuple[list[Node], list[Node]]:
-        """``(direct, looped)``: the Conv2d/Linear layers feeding ``n``, directly or through the one-step
-        delay of a loop (Loihi's recurrent connection: the synapse feeds that delay alone, the delay ``n``)."""
-        direct, looped = [], []
+        """``(direct, delayed)``: the Conv2d/Linear layers feeding ``n``, directly or through a delay (a
+        loop's one-step delay, Loihi's recurrent connection, or a ``Delay`` node: the synapse feeds that
+        delay alone, the delay ``n``). A delayed synapse adds no bias: Loihi adds a neuron's bias from
+        the first step, where the delay delivers nothing yet."""
+        direct, delayed = [], []
         for s in n.sources:
             m = by_name.get(s)
-            syn = by_name.get(m.sources[0]) if m is not None and m.kind == "delay" and m.origin == "loop" else None
+            syn = by_name.get(m.sources[0]) if m is not None and m.kind == "delay" else None
             if (
                 syn is not None
                 and syn.kind in SYNAPSE_KINDS
                 and readers.get(syn.name) == [s]
                 and readers.get(s) == [n.name]
             ):
-                looped.append(syn)
+                delayed.append(syn)
             elif m is not None and m.kind in SYNAPSE_KINDS:
                 direct.append(m)
             else:
                 raise ModelError(f"{plan.source}: fixed-precision {what} {n.name} must be fed by Conv2d or Linear layers "
-                                 f"(directly, or through a loop's one-step delay), not by {s}")  # fmt: skip
-        if not direct:
-            raise ModelError(
-                f"{plan.source}: fixed-precision {what} {n.name} has no Conv2d or Linear input outside loops"
-            )
-        biased = [m.name for m in looped if m.fixed["bias"].any()]
+                                 f"(directly, or through a delay or a loop's one-step delay), not by {s}")  # fmt: skip
+        biased = [m.name for m in delayed if m.fixed["bias"].any()]
         if biased:
-            raise ModelError(f"{plan.source}: the loop through {', '.join(biased)} adds a bias to {n.name}; Loihi adds a "
-                             "neuron's bias from the first step, where the loop delivers nothing yet (state it in the "
-                             "bias of a direct synapse)")  # fmt: skip
-        if len({len(m.fixed["bias"]) for m in direct}) != 1:
-            raise ModelError(f"{plan.source}: {', '.join(m.name for m in direct)} add biases of different shapes "
-                             f"to {n.name}")  # fmt: skip
-        return direct, looped
+            raise ModelError(f"{plan.source}: {', '.join(biased)} adds a bias to {n.name} through a delay (a loop's or a "
+                             "Delay node's); Loihi adds a neuron's bias from the first step, where the delay delivers "
+                             "nothing yet (state it in the bias of a direct synapse)")  # fmt: skip
+        if len({len(m.fixed["bias"]) for m in direct + delayed}) != 1:
+            raise ModelError(f"{plan.source}: {', '.join(m.name for m in direct + delayed)} add biases of different "
+                             f"shapes to {n.name}")  # fmt: skip
+        return direct, delayed
 
     for n in sorted(plan.nodes, key=lambda n: n.kind not in SYNAPSE_KINDS):  # synapses first: a loop's comes late
         is_current = n.kind == "li" and n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn")
@@ -920,8 +918,8 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
             elif n.kind == "li":
                 bias = one_synapse(n, what).fixed["bias"]
             else:  # its synapses' biases (one array where there is one synapse: the membrane's is the synapse's)
-                direct, _ = synapses(n, what)
-                bias = direct[0].fixed["bias"] if len(direct) == 1 else sum(m.fixed["bias"] for m in direct)
+                direct, delayed = synapses(n, what)
+                bias = (direct + delayed)[0].fixed["bias"] if len(direct) <= 1 else sum(m.fixed["bias"] for m in direct)
             n.fixed = {"dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY), "bias": bias,
                        "current": current}  # fmt: skip
             if n.kind == "lif":

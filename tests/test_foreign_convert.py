@@ -206,7 +206,8 @@ def test_a_fixed_loop_with_a_bias_is_refused_by_name(recurrent_fixed, tmp_path):
     nodes = dict(g.nodes) | {"rec": nir.Affine(g.nodes["rec"].weight, np.full(16, 1e-3, np.float32))}
     nir.write(tmp_path / "b.nir", nir.NIRGraph(nodes, g.edges, metadata={"snn_deploy": json.dumps(meta)}))
     with pytest.raises(
-        ModelError, match="the loop through rec adds a bias to h; Loihi adds a neuron's bias from the first"
+        ModelError,
+        match="rec adds a bias to h through a delay .a loop's or a Delay node's.; Loihi adds a neuron's bias",
     ):
         load_plan(tmp_path / "b.nir")
 
@@ -294,3 +295,43 @@ def test_dilated_grouped_convolutions_become_loihi_integers(tmp_path, one_d):
         from convert.netx import netx_layers
 
         netx_layers(plan)
+
+
+def _delay_graph(path):
+    """NIR ``Delay`` nodes both ways Loihi delays: spikes into a synapse (2 steps), and a synapse's output
+    into a LIF (3 steps) beside a direct synapse that carries the bias."""
+    rng = np.random.default_rng(4)
+
+    def aff(o, i, s, b=0.05):
+        return nir.Affine(rng.normal(0, s, (o, i)).astype(np.float32), rng.normal(0, b, o).astype(np.float32))
+
+    def lif(n, th):
+        return nir.LIF(tau=np.full(n, 5e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, th))
+
+    nodes = {"x": nir.Input(np.array([12])), "fc1": aff(16, 12, 0.6), "h": lif(16, 0.3),
+             "dspk": nir.Delay(delay=np.full(16, 2e-3)), "fc2": aff(8, 16, 0.8, 0.1), "h2": lif(8, 0.3),
+             "fc3": nir.Linear(rng.normal(0.05, 0.6, (4, 8)).astype(np.float32)), "dsyn": nir.Delay(delay=np.full(4, 3e-3)),
+             "fc4": aff(4, 16, 0.5, 0.1), "o": lif(4, 0.3), "y": nir.Output(np.array([4]))}  # fmt: skip
+    edges = [("x", "fc1"), ("fc1", "h"), ("h", "dspk"), ("dspk", "fc2"), ("fc2", "h2"), ("h2", "fc3"), ("fc3", "dsyn"),
+             ("dsyn", "o"), ("h", "fc4"), ("fc4", "o"), ("o", "y")]  # fmt: skip
+    nir.write(path, nir.NIRGraph(nodes, edges))
+    np.save(path.with_suffix(".npy"), (rng.random((30, 64, 12)) < 0.3).astype(np.float32))
+
+
+def test_delay_nodes_become_loihi_delays(tmp_path):
+    """A Delay on spikes into a synapse and one on a synapse's output into a LIF convert to integers
+    (the delayed synapse shares its LIF's unit; the file keeps both Delay nodes) and run identically
+    on every integer target, Lava's relays included."""
+    _delay_graph(tmp_path / "d.nir")
+    argv = [str(tmp_path / "d.nir"), "--precision", "fixed", "--data", str(tmp_path / "d.npy"), "--steps", "30",
+            "--out", str(tmp_path), "--name", "loihi"]  # fmt: skip
+    assert to_nir.main(argv) == 0
+    rep = json.loads((tmp_path / "loihi.conversion.json").read_text())
+    assert [c["synapse"] for c in rep["fixed"]["choices"]] == ["fc1", "fc2", "fc4+fc3"]
+    assert rep["graph_reference"]["same_prediction_as_float"] >= 0.9
+    plan = load_plan(tmp_path / "loihi.nir")
+    assert sorted((n.name, int(n.params["steps"].max())) for n in plan.nodes if n.kind == "delay") == [
+        ("dspk", 2), ("dsyn", 3)]  # fmt: skip
+    targets = ["torch", "onnx", "eventsim"] + ([] if unavailable_reason("lava") else ["lava"])
+    expected = assert_targets_agree(plan, np.load(tmp_path / "d.npy")[:, :4], targets)
+    assert all(c.sum() > 0 for c in expected.layer_counts.values())
