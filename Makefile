@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 # targets/eventsim/__pycache__ (not in git: a fresh clone has none). Compiled here, once, in every version
 # the commands use, so that a user's first run loads them instead (python -m runtime.warm). The stamp
 # sits in that cache folder: deleting the folder warms again, and so does an edit of the simulator or
-# of the EVT 2.0 decoder (inputs/formats/evt2.py, warmed too).
-$(NUMBA_WARM): $(STAMP) $(wildcard targets/eventsim/*.py) inputs/formats/evt2.py
+# of the Prophesee decoders (inputs/formats/evt2.py, evt3.py, warmed too).
+$(NUMBA_WARM): $(STAMP) $(wildcard targets/eventsim/*.py) inputs/formats/evt2.py inputs/formats/evt3.py
 	@echo "compiling eventsim's numba kernels into their cache (first time: a minute or two)"
 	$(PY) -m runtime.warm
 	@mkdir -p $(@D) && touch $@

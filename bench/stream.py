@@ -12,7 +12,8 @@ else an untrained event CSNN of the same shape (the report says which); both tak
 
 Goal: at least 10x real time on one core for the DVS128/DAVIS recordings with ``eventsim``.
 
-EVT 2.0 (``--only evt2`` runs this part alone): the Gen3 recording's events per second, stage by
+EVT 2.0 (``--only evt2`` runs this part alone) and EVT 3.0 (``--only evt3``, the Gen4.1 recording,
+:mod:`inputs.formats.evt3`; the same tables): the Gen3 recording's events per second, stage by
 stage, on the generic path (the expelliarmus reader with its checks, ``SensorMap``, then
 ``SensorMap.frames``) and on :mod:`inputs.formats.evt2`'s numba decoder and fused pass (decode,
 map and bin in one loop), each the median of ``--repeats`` runs interleaved in this process, with
@@ -137,6 +138,8 @@ def big_file(path: Path, gigabytes: float, rate_hz: float = 2e6, seed: int = 0) 
 
 EVT2_FILE = "evt2/gen3_sample.raw"
 EVT2_GOAL_EVENTS_PER_S = 20e6
+EVT_FILES = {"evt2": EVT2_FILE, "evt3": "evt3/gen41_sample.raw"}  # format: the recording timed
+EVT_NAMES = {"evt2": "EVT 2.0", "evt3": "EVT 3.0"}
 
 
 def _load() -> float:
@@ -159,23 +162,27 @@ def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
     return sorted(times)[len(times) // 2]
 
 
-def evt2_bench(model: Path, repeats: int) -> dict:
-    """Events per second of each EVT 2.0 stage, generic path against the numba decoder and the fused
-    pass, and the real-time factor of streaming the Gen3 recording end to end both ways."""
+def evt2_bench(model: Path, repeats: int, fmt: str = "evt2") -> dict:
+    """Events per second of each EVT 2.0 (``fmt="evt3"``: EVT 3.0) stage, generic path against the
+    numba decoder and the fused pass, and the real-time factor of streaming the Gen3 (Gen4.1)
+    recording end to end both ways."""
+    import importlib
+
     from inputs.events import Binning
-    from inputs.formats import evt2
+    from inputs.formats.evt2 import iter_windows
     from inputs.formats.readers import open_events
     from runtime.stream import SensorMap, StreamConfig, parse_config, stream
     from targets.plan import load_plan
 
-    path = EVENTDATA / EVT2_FILE
+    evt = importlib.import_module(f"inputs.formats.{fmt}")
+    path = EVENTDATA / EVT_FILES[fmt]
     plan = load_plan(model)
     bin_us, steps = int(TIMING[1]), int(TIMING[3])
     window_us = bin_us * steps
     reader = open_events(path)
     mapper = SensorMap.default(reader.sensor_size, plan.input_shape, None, None, "auto")
     h, w = plan.input_shape[1:]
-    f = evt2.open_evt2(path)
+    f = getattr(evt, f"open_{fmt}")(path)
     chunks = list(reader.chunks())
     n = sum(len(c) for c in chunks)
     mapped = [mapper(c)[0] for c in chunks]
@@ -194,8 +201,8 @@ def evt2_bench(model: Path, repeats: int) -> dict:
     def generic_all() -> None:
         generic_bin([mapper(c)[0] for c in open_events(path).chunks()])
 
-    def binner() -> evt2.WindowBinner:
-        return evt2.WindowBinner(reader.sensor_size, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
+    def binner():
+        return evt.WindowBinner(reader.sensor_size, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
                                  mapper.channels, mapper.polarity, steps, window_us, True)  # fmt: skip
 
     stages = {  # name: (path, function)
@@ -203,8 +210,8 @@ def evt2_bench(model: Path, repeats: int) -> dict:
         "map (SensorMap)": ("generic", lambda: [mapper(c) for c in chunks]),
         "bin (join + SensorMap.frames)": ("generic", lambda: generic_bin(mapped)),
         "decode + map + bin (generic)": ("generic", generic_all),
-        "decode (numba)": ("evt2", lambda: evt2.read_evt2(path)),
-        "decode + map + bin (fused)": ("evt2", lambda: list(evt2.iter_windows(f, binner(), DEFAULT_CHUNK_EVENTS))),
+        "decode (numba)": (fmt, lambda: getattr(evt, f"read_{fmt}")(path)),
+        "decode + map + bin (fused)": (fmt, lambda: list(iter_windows(f, binner(), DEFAULT_CHUNK_EVENTS))),
     }
     for _, fn in stages.values():  # load (or compile) everything once
         fn()
@@ -246,13 +253,13 @@ def evt2_bench(model: Path, repeats: int) -> dict:
             "real_time_factor": s["real_time_factor"], "events_per_s": s["events_per_s"], "windows": s["windows"],
             "load_avg_1min": load}  # fmt: skip
     end_to_end["ratio"] = end_to_end["fused"]["real_time_factor"] / end_to_end["generic"]["real_time_factor"]
-    return {"file": EVT2_FILE, "events": n, "model": str(model), "bin_us": bin_us, "window_steps": steps,
+    return {"format": fmt, "file": EVT_FILES[fmt], "events": n, "model": str(model), "bin_us": bin_us, "window_steps": steps,
             "repeats": repeats, "goal_events_per_s": EVT2_GOAL_EVENTS_PER_S, "stages": rows,
             "end_to_end": end_to_end, "cpus": os.cpu_count()}  # fmt: skip
 
 
 def evt2_table(r: dict) -> str:
-    lines = [f"EVT 2.0: {r['file']} ({r['events']:,} events), median of {r['repeats']} interleaved runs; "
+    lines = [f"{EVT_NAMES[r.get('format', 'evt2')]}: {r['file']} ({r['events']:,} events), median of {r['repeats']} interleaved runs; "
              f"goal {r['goal_events_per_s'] / 1e6:.0f} M events/s for decode + map + bin, 1x real time end to end", "",
              "| stage | path | ms | M events/s | x generic decode + map + bin | load avg (1 min) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
@@ -278,16 +285,18 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, weights = (Path(args.model), f"--model {args.model}") if args.model else model_path(out)
-    if args.only == "evt2":
-        if not (EVENTDATA / EVT2_FILE).is_file():
-            raise SystemExit(f"{EVENTDATA / EVT2_FILE} not found: the EVT 2.0 benchmark needs it")
-        results = {"model": str(model), "weights": weights, "evt2": evt2_bench(model, args.repeats)}
-        write_json_atomic(out / "stream_evt2.json", results)
+    if args.only in EVT_FILES:
+        fmt = args.only
+        if not (EVENTDATA / EVT_FILES[fmt]).is_file():
+            raise SystemExit(f"{EVENTDATA / EVT_FILES[fmt]} not found: the {EVT_NAMES[fmt]} benchmark needs it")
+        results = {"model": str(model), "weights": weights, fmt: evt2_bench(model, args.repeats, fmt)}
+        write_json_atomic(out / f"stream_{fmt}.json", results)
         return results
     results: dict = {"model": str(model), "weights": weights, "goal_rtf": GOAL_RTF, "recordings": [], "sizes": []}
-    if (EVENTDATA / EVT2_FILE).is_file():
-        results["evt2"] = evt2_bench(model, args.repeats)
-        write_json_atomic(out / "stream.json", results)
+    for fmt, name in EVT_FILES.items():
+        if (EVENTDATA / name).is_file():
+            results[fmt] = evt2_bench(model, args.repeats, fmt)
+            write_json_atomic(out / "stream.json", results)
     jobs = [(f, t) for f in RECORDINGS for t in args.targets] if EVENTDATA.is_dir() else []
     if not jobs:
         print(f"note: {EVENTDATA} not found; real recordings skipped", file=sys.stderr)
@@ -362,20 +371,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tmp", default=None, help="folder for the generated files (default: the system's)")
     p.add_argument("--out", default="runs/bench/stream")
     p.add_argument("--model", default=None, help="the 2x34x34 event graph to stream (default: see the docstring)")
+    p.add_argument("--only", choices=["all", *EVT_FILES], default="all",
+                   help="evt2 / evt3: the EVT 2.0 / 3.0 stages and end to end only")  # fmt: skip
     p.add_argument(
-        "--only", choices=["all", "evt2"], default="all", help="evt2: the EVT 2.0 stages and end to end only"
+        "--repeats", type=int, default=7, help="EVT 2.0 / 3.0: interleaved runs per figure (the median is kept)"
     )
-    p.add_argument("--repeats", type=int, default=7, help="EVT 2.0: interleaved runs per figure (the median is kept)")
     args = p.parse_args(argv)
     results = run(args)
     out = Path(args.out)
-    if args.only == "evt2":
-        md = evt2_table(results["evt2"])
-        write_text_atomic(out / "stream_evt2.md", md)
+    if args.only in EVT_FILES:
+        md = evt2_table(results[args.only])
+        write_text_atomic(out / f"stream_{args.only}.md", md)
         print(md)
-        print(f"written: {out / 'stream_evt2.json'}, {out / 'stream_evt2.md'}")
+        print(f"written: {out / f'stream_{args.only}.json'}, {out / f'stream_{args.only}.md'}")
         return 0
-    md = table(results) + ("\n" + evt2_table(results["evt2"]) if "evt2" in results else "")
+    md = table(results) + "".join("\n" + evt2_table(results[fmt]) for fmt in EVT_FILES if fmt in results)
     write_text_atomic(out / "stream.md", md)
     plot(results, out / "stream.png")
     print(md)

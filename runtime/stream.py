@@ -8,13 +8,18 @@ window of ``--window-steps`` steps (default: the graph's T) runs on the target o
 other, the neuron state kept from window to window (``--reset-per-window`` starts each window
 from rest, which is how the model was trained on fixed-length samples).
 
-EVT 2.0 files (Prophesee Gen3 and later, up to tens of millions of events per second) take a fused
-path (``--fused``, on by default): :class:`inputs.formats.evt2.WindowBinner` decodes the words,
+EVT 2.0 and EVT 3.0 files (Prophesee Gen3 and later, up to tens of millions of events per second) take a
+fused path (``--fused``, on by default): :class:`inputs.formats.evt2.WindowBinner` (EVT 3.0:
+:class:`inputs.formats.evt3.WindowBinner`) decodes the words,
 maps and bins each event straight into the window's frames in one compiled loop, with the same
 windows, frames, drops and counts as the generic path (reader, then :class:`SensorMap`, then
 :meth:`SensorMap.frames`; tested equal), at about 200 M events/s on one core instead of about 9 M.
-A word of no EVT 2.0 type is an error naming its byte offset when the pass reaches it (the
-generic path scans the whole file first).
+(EVT 3.0: about 45 M events/s instead of about 12 M; the Gen4.1 sample streams at about 9x real
+time instead of about 2.5x; ``python -m bench.stream --only evt3``.) A word of no
+EVT 2.0 / 3.0 type is an error naming its byte offset when the pass reaches it (the generic path
+scans the whole file first). EVT 3.0 word types follow Prophesee's specification where expelliarmus,
+the generic path's decoder, differs (see :mod:`inputs.formats.evt3`): an ``EXT_TRIGGER`` (0xA) word is
+skipped (the generic path refuses the file), a 0xC word is an error (the generic path skips it).
 
 Output: one JSON line per window (start and end time in µs, events, predicted class, per-class
 output spike counts, latency) on stdout or into ``--out``, then a summary (events read, events
@@ -82,8 +87,8 @@ class StreamConfig:
     t0_us: int | None = field(default=None, metadata={"min": 0, "help": "start of the first window, µs (default: the first event's time rounded down to a window)"})  # fmt: skip
     labels: str | None = field(default=None, metadata={"help": "JSON of labelled time slots (inputs.recording writes one): score the windows"})  # fmt: skip
     binary: bool | None = field(default=None, metadata={"help": "clip each step's count to one spike (default: as recorded)"})  # fmt: skip
-    chunk_events: int = field(default=DEFAULT_CHUNK_EVENTS, metadata={"min": 1, "help": "events read per chunk (EVT 2.0 with --fused: words)"})  # fmt: skip
-    fused: bool = field(default=True, metadata={"help": "EVT 2.0 files: decode, map and bin in one compiled pass over the words (false: the generic reader, then the map, then the binning; the same output, slower)"})  # fmt: skip
+    chunk_events: int = field(default=DEFAULT_CHUNK_EVENTS, metadata={"min": 1, "help": "events read per chunk (EVT 2.0 / 3.0 with --fused: words)"})  # fmt: skip
+    fused: bool = field(default=True, metadata={"help": "EVT 2.0 and 3.0 files: decode, map and bin in one compiled pass over the words (false: the generic reader, then the map, then the binning; the same output, slower)"})  # fmt: skip
     out: str | None = field(default=None, metadata={"help": "JSON-lines file for the windows (default: stdout); its summary goes to <out>.summary.json"})  # fmt: skip
     plot: str | None = field(default=None, metadata={"help": "write a PNG of event rate and predicted class over time"})
     device: str = field(default="auto", metadata={"help": "torch target: auto, cpu or cuda"})
@@ -276,18 +281,25 @@ def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int
     return (w, h)
 
 
-def _fused_evt2(cfg: StreamConfig, fmt: str, sensor: tuple[int, int], mapper: SensorMap, steps: int, window_us: int,
-                binary: bool):  # fmt: skip
-    """``(WindowBinner, Evt2File)`` of :mod:`inputs.formats.evt2` for an EVT 2.0 file with ``--fused``
-    (its kernel loaded or compiled now, before the clock starts), else ``(None, None)``."""
-    if fmt != "evt2" or not cfg.fused:
-        return None, None
-    from inputs.formats import evt2
+FUSED = {"evt2": ("inputs.formats.evt2", "open_evt2"), "evt3": ("inputs.formats.evt3", "open_evt3")}
+"""Formats with a fused decode, map and bin pass: ``{format: (module, its file opener)}``."""
 
-    binner = evt2.WindowBinner(sensor, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
-                               mapper.channels, mapper.polarity, steps, window_us, binary)  # fmt: skip
+
+def _fused_pass(cfg: StreamConfig, fmt: str, sensor: tuple[int, int], mapper: SensorMap, steps: int, window_us: int,
+                binary: bool):  # fmt: skip
+    """``(WindowBinner, Evt2File or Evt3File)`` of :mod:`inputs.formats.evt2` / :mod:`inputs.formats.evt3`
+    for an EVT 2.0 / 3.0 file with ``--fused`` (its kernel loaded or compiled now, before the clock
+    starts), else ``(None, None)``."""
+    if fmt not in FUSED or not cfg.fused:
+        return None, None
+    import importlib
+
+    name, opener = FUSED[fmt]
+    module = importlib.import_module(name)
+    binner = module.WindowBinner(sensor, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
+                                 mapper.channels, mapper.polarity, steps, window_us, binary)  # fmt: skip
     binner.warm()
-    return binner, evt2.open_evt2(cfg.file)
+    return binner, getattr(module, opener)(cfg.file)
 
 
 def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, Any]:
@@ -303,7 +315,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     mapper = SensorMap.default(sensor, plan.input_shape, cfg.crop, cfg.downsample, cfg.polarity)
     bin_us, steps, binary = timing(plan, cfg)
     window_us = bin_us * steps
-    fused, evt2_file = _fused_evt2(cfg, events.format, sensor, mapper, steps, window_us, binary)
+    fused, raw_file = _fused_pass(cfg, events.format, sensor, mapper, steps, window_us, binary)
     slots = load_slots(cfg.labels) if cfg.labels else None
     t_open = time.perf_counter()
     run = stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)
@@ -363,14 +375,14 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
         return start
 
     with progress_bar(bool(cfg.progress and cfg.out), desc="streaming", unit="ev", unit_scale=True) as bar:
-        for first, words in evt2_file.chunks(cfg.chunk_events) if evt2_file is not None else ():
+        for first, words in raw_file.chunks(cfg.chunk_events) if raw_file is not None else ():
             i = 0
             while True:  # the pass stops at every event beyond its window (and at the first event)
                 i, stop = fused.run(words, i)
                 if stop == fused.DONE:
                     break
                 if stop == fused.BAD_WORD:
-                    raise evt2_file.bad_word(first + i, int(words[i]))
+                    raise raw_file.bad_word(first + i, int(words[i]))
                 t = fused.next_t
                 if t_start is None:
                     t_first = t
@@ -405,7 +417,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
                 close_window()
             close_window(final=True)  # the window holding the last events, cut short by the recording's end
     wall = time.perf_counter() - start_wall
-    counters = events.counters if evt2_file is None else {**fused.counters, "truncated_bytes": evt2_file.tail_bytes}
+    counters = events.counters if raw_file is None else {**fused.counters, "truncated_bytes": raw_file.tail_bytes}
     if fused is not None:
         dropped = {k: dropped[k] + v for k, v in fused.dropped.items()}
     if t_first is None:

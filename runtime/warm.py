@@ -105,6 +105,21 @@ def warm_evt2() -> float:
     return time.perf_counter() - t0
 
 
+def warm_evt3() -> float:
+    """Load or compile the EVT 3.0 decoder and fused pass (``runtime.stream``'s path for Prophesee
+    Gen4.1 / IMX636 files, :mod:`inputs.formats.evt3`); returns the seconds it took."""
+    from inputs.events import EVENT_DTYPE
+    from inputs.formats import evt3
+
+    t0 = time.perf_counter()
+    evt3.WindowBinner((8, 8), 0, 0, 1, 8, 8, 2, "split", 4, 1000, False).warm()
+    ev = np.empty(0, EVENT_DTYPE)
+    words = np.zeros(0, np.uint16)
+    evt3.count_events(words)
+    evt3.decode_words(words, evt3.new_state(), 8, 8, ev["t"], ev["x"], ev["y"], ev["p"])
+    return time.perf_counter() - t0
+
+
 @dataclass
 class WarmConfig:
     """No options: what it compiles follows from the targets."""
@@ -116,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"eventsim's numba kernels: {done['compiled']} version(s) compiled, {done['loaded']} loaded from the cache "
           f"in {done['seconds']:.1f} s")  # fmt: skip
     print(f"EVT 2.0 decoder and fused pass: ready in {warm_evt2():.1f} s")
+    print(f"EVT 3.0 decoder and fused pass: ready in {warm_evt3():.1f} s")
     return 0
 
 

@@ -216,23 +216,27 @@ def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
 # --- EVT 2.0: decode, map and bin in one pass (inputs.formats.evt2.WindowBinner) -------------------
 
 
-def _fused_windows(path, mapping: SensorMap, steps: int, window_us: int, binary: bool, chunk_words: int):
+def _fused_windows(path, mapping: SensorMap, steps: int, window_us: int, binary: bool, chunk_words: int,
+                   fmt: str = "evt2"):  # fmt: skip
     """Every window's (start, frames, events) from the fused pass over the file's words, and the binner."""
-    from inputs.formats.evt2 import WindowBinner, iter_windows, open_evt2
+    import importlib
 
-    f = open_evt2(path)
-    b = WindowBinner((f.width, f.height), mapping.x0, mapping.y0, mapping.factor, mapping.width, mapping.height,
-                     mapping.channels, mapping.polarity, steps, window_us, binary)  # fmt: skip
+    from inputs.formats.evt2 import iter_windows
+
+    module = importlib.import_module(f"inputs.formats.{fmt}")
+    f = getattr(module, f"open_{fmt}")(path)
+    b = module.WindowBinner((f.width, f.height), mapping.x0, mapping.y0, mapping.factor, mapping.width,
+                            mapping.height, mapping.channels, mapping.polarity, steps, window_us, binary)  # fmt: skip
     return list(iter_windows(f, b, chunk_words)), b
 
 
-def _reference_windows(path, mapping: SensorMap, steps: int, window_us: int, binary: bool):
+def _reference_windows(path, mapping: SensorMap, steps: int, window_us: int, binary: bool, fmt: str = "evt2"):
     """The same from the generic reader (its drops), the sensor map, then the binning, one window at a time."""
     from inputs.events import Binning
     from inputs.formats.readers import open_events
 
     reader = open_events(path)
-    assert reader.format == "evt2"
+    assert reader.format == fmt
     events = reader.read_all()
     mapped, outside, unused = mapping(events)
     start = int(events["t"][0]) - int(events["t"][0]) % window_us
@@ -327,3 +331,67 @@ def test_corrupt_evt2_streams_identically_with_and_without_the_fused_pass(event_
         assert stream_cmd.main([*argv, "--out", str(tmp_path / "w.jsonl")]) == 2
         err = capsys.readouterr().err
         assert "bad.raw" in err and f"byte offset {offset}" in err and "word type 0x3" in err, err
+
+
+# --- EVT 3.0: the same fused pass (inputs.formats.evt3.WindowBinner) ------------------------------
+
+
+@pytest.mark.parametrize("shape,crop,factor,polarity,steps,window_us,binary,chunk", MAPPINGS)
+def test_fused_evt3_pass_equals_decode_map_bin(tmp_path, eventdata_or_none, shape, crop, factor, polarity, steps,
+                                               window_us, binary, chunk):  # fmt: skip
+    """As for EVT 2.0: on the Gen4.1 recording (when present) and on a synthetic file with vectors (one
+    reaching past the sensor's right edge), skipped words, a y outside the sensor and the time's high
+    part wrapping around; chunk boundaries fall inside windows (and between a vector and its base)."""
+    from tests.test_prophesee import evt3_words, write_evt3
+
+    files = [write_evt3(tmp_path / "synthetic.raw", evt3_words(seed=2, early=False))]
+    if eventdata_or_none is not None:
+        files.append(str(eventdata_or_none / "evt3" / "gen41_sample.raw"))
+    for path in files:
+        mapping = SensorMap.default((1280, 720), shape, crop, factor, polarity)
+        got, binner = _fused_windows(path, mapping, steps, window_us, binary, chunk, "evt3")
+        want, counters, dropped = _reference_windows(path, mapping, steps, window_us, binary, "evt3")
+        assert [(s, n) for s, _, n in got] == [(s, n) for s, _, n in want], path
+        for (s, a, _), (_, b, _) in zip(got, want):
+            assert a.dtype == b.dtype and np.array_equal(a, b), (path, s)
+        assert binner.counters == {k: counters[k] for k in binner.counters}, path
+        assert binner.dropped == dropped, path
+        assert sum(n for *_, n in got) > 0
+
+
+@pytest.mark.parametrize("extra", [
+    [*TIMING],
+    ["--bin-us", "500", "--window-steps", "8", "--chunk-events", "777", "--polarity", "split"],
+    ["--bin-us", "1000", "--window-steps", "4", "--crop", "300,100,340,340", "--downsample", "3",
+     "--chunk-events", "4096", "--reset-per-window", "true"],
+    ["--bin-us", "2000", "--window-steps", "5", "--t0-us", "11000000", "--sensor-size", "1000x600"],
+])  # fmt: skip
+def test_evt3_streams_identically_with_and_without_the_fused_pass(eventdata, event_model, extra):
+    path = eventdata / "evt3" / "gen41_sample.raw"
+    fused = _windows(path, event_model["fixed"], "eventsim", *extra)
+    generic = _windows(path, event_model["fixed"], "eventsim", "--fused", "false", *extra)
+    _same_stream(fused, generic)
+    assert fused["summary"]["format"] == "evt3" and fused["summary"]["events_used"] > 0
+
+
+def test_corrupt_evt3_streams_identically_with_and_without_the_fused_pass(event_model, tmp_path, capsys):
+    """Events outside the sensor and a truncated last word: dropped and counted the same way on both
+    paths; a word of an unknown type is an error naming its byte offset on both."""
+    from tests.test_prophesee import EVT3_HEADER, evt3_words, write_evt3
+
+    path = write_evt3(tmp_path / "odd.raw", evt3_words(seed=3, early=False), tail=b"\x07")
+    timing = ["--bin-us", "1000", "--window-steps", "4"]
+    fused = _windows(path, event_model["fixed"], "eventsim", *timing, "--chunk-events", "1000")
+    generic = _windows(path, event_model["fixed"], "eventsim", *timing, "--fused", "false")
+    _same_stream(fused, generic)
+    dropped = fused["summary"]["dropped"]
+    assert dropped["outside_sensor"] > 0 and dropped["truncated_bytes"] == 1
+    bad = evt3_words(seed=3, early=False)
+    bad[len(bad) // 2] = 0x1 << 12
+    offset = len(EVT3_HEADER) + 2 * (len(bad) // 2)
+    path = write_evt3(tmp_path / "bad.raw", bad)
+    for fused_flag in ("true", "false"):
+        argv = [path, "--model", str(event_model["fixed"]), "--progress", "false", "--fused", fused_flag, *timing]
+        assert stream_cmd.main([*argv, "--out", str(tmp_path / "w.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert "bad.raw" in err and f"byte offset {offset}" in err and "word type 0x1" in err, err

@@ -33,6 +33,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numba
 import numpy as np
@@ -54,42 +55,49 @@ DONE, BAD_WORD, OUTSIDE_SENSOR, NEXT_WINDOW, BEFORE_WINDOW = 0, 1, 2, 3, 4
 @dataclass(frozen=True)
 class Evt2File:
     """Where an EVT 2.0 file's words are: ``words`` whole words from byte ``data_offset``, then
-    ``tail_bytes`` (0..3) bytes of a truncated word."""
+    ``tail_bytes`` (0..3) bytes of a truncated word. (The class variables describe the word layout:
+    :class:`inputs.formats.evt3.Evt3File` is the same with 16-bit words.)"""
+
+    ENCODING: ClassVar[str] = "EVT 2.0"
+    WORD_DTYPE: ClassVar[str] = "<u4"  # little-endian words
+    WORD_BYTES: ClassVar[int] = WORD_BYTES
+    TYPE_SHIFT: ClassVar[int] = 28  # word type = word >> TYPE_SHIFT
+    TYPES: ClassVar[dict[int, str]] = WORD_TYPES
 
     path: Path
     data_offset: int  # byte offset of the first word (the end of the '%' header)
-    words: int  # whole 32-bit words after the header
+    words: int  # whole words after the header
     tail_bytes: int  # bytes after the last whole word
     width: int | None  # sensor columns, from the header (None: not stated)
     height: int | None  # sensor rows
 
     def chunks(self, chunk_words: int = DEFAULT_CHUNK_WORDS) -> Iterator[tuple[int, np.ndarray]]:
-        """``(index of the chunk's first word, uint32 words)``, at most ``chunk_words`` at a time."""
+        """``(index of the chunk's first word, words)``, at most ``chunk_words`` at a time."""
         if chunk_words < 1:
             raise ConfigError(f"chunk_words must be >= 1, got {chunk_words}")
         with open(self.path, "rb") as f:
             f.seek(self.data_offset)
             for first in range(0, self.words, chunk_words):
-                words = np.fromfile(f, "<u4", min(chunk_words, self.words - first))
+                words = np.fromfile(f, self.WORD_DTYPE, min(chunk_words, self.words - first))
                 if len(words) != min(chunk_words, self.words - first):  # the file shrank while we read it
                     raise DataError(f"{self.path}: ends early, at byte offset {self.offset(first + len(words))}")
                 yield first, words
 
     def offset(self, word: int) -> int:
         """The byte offset of word number ``word``."""
-        return self.data_offset + WORD_BYTES * word
+        return self.data_offset + self.WORD_BYTES * word
 
     def bad_word(self, word: int, value: int) -> DataError:
-        known = ", ".join(f"{k} ({v:#x})" for v, k in WORD_TYPES.items())
+        known = ", ".join(f"{k} ({v:#x})" for v, k in self.TYPES.items())
         return DataError(
-            f"{self.path}: not valid EVT 2.0 data: word type {value >> 28:#x} (word {value:#010x}) at byte offset "
-            f"{self.offset(word)}; EVT 2.0 word types: {known}"
+            f"{self.path}: not valid {self.ENCODING} data: word type {value >> self.TYPE_SHIFT:#x} (word "
+            f"{value:#0{2 + 2 * self.WORD_BYTES}x}) at byte offset {self.offset(word)}; {self.ENCODING} word types: {known}"
         )
 
     def truncated(self) -> DataError:
         return DataError(
-            f"{self.path}: truncated EVT 2.0 file: the 4-byte word at byte offset {self.offset(self.words)} is "
-            f"incomplete ({self.tail_bytes} of 4 bytes)"
+            f"{self.path}: truncated {self.ENCODING} file: the {self.WORD_BYTES}-byte word at byte offset "
+            f"{self.offset(self.words)} is incomplete ({self.tail_bytes} of {self.WORD_BYTES} bytes)"
         )
 
 
@@ -411,8 +419,9 @@ def iter_windows(
         yield (start, *binner.take())
 
 
-def _axis_map(origin: int, factor: int, size: int) -> np.ndarray:
-    """``((v - origin) // factor)`` for every sensor coordinate ``v`` an EVT 2.0 word can hold, -1
-    where that is outside ``0..size - 1`` (the floor keeps coordinates before the origin negative)."""
-    m = (np.arange(MAX_SIDE, dtype=np.int64) - origin) // factor
+def _axis_map(origin: int, factor: int, size: int, side: int = MAX_SIDE) -> np.ndarray:
+    """``((v - origin) // factor)`` for every sensor coordinate ``v`` below ``side`` (default: every one
+    an EVT 2.0 word can hold), -1 where that is outside ``0..size - 1`` (the floor keeps coordinates
+    before the origin negative)."""
+    m = (np.arange(side, dtype=np.int64) - origin) // factor
     return np.where((m >= 0) & (m < size), m, -1).astype(np.int32)

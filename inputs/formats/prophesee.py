@@ -12,9 +12,11 @@ size outside ``1..65536`` per side, or a polarity other than 0/1 (DAT stores 4 b
 whose resolved name ends in ``.raw``/``.dat``: any other name is read through a hard link or a
 temporary copy (:func:`readable_path`), and messages name the user's file.
 
-EVT 2.0 also has a numba decoder of our own, :mod:`inputs.formats.evt2` (the same events as
-expelliarmus, tested; errors name the byte offset), with the fused decode, map and bin pass that
-``python -m runtime.stream`` uses for EVT 2.0 files.
+EVT 2.0 and EVT 3.0 also have numba decoders of our own, :mod:`inputs.formats.evt2` and
+:mod:`inputs.formats.evt3` (the same events as expelliarmus, tested; errors name the byte offset),
+each with the fused decode, map and bin pass that ``python -m runtime.stream`` uses for such files.
+(EVT 3.0 word types: expelliarmus refuses ``EXT_TRIGGER`` words, 0xA, and skips 0xC words, which
+the specification does not define; :mod:`inputs.formats.evt3` does the opposite.)
 """
 
 from __future__ import annotations
