@@ -147,6 +147,34 @@ def count_events(words):
     return n
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _control(kind, w, ys, pol, base_x, th, tl, tho, tlo, now):
+    """One EVT 3.0 word that carries no event: the decoder's state after it, ``(ok, y, polarity, base
+    x, time high, time low, high overflows, low overflows, time)``, with expelliarmus's time
+    arithmetic; ``ok`` is false for a word of no EVT 3.0 type (CONTINUED_4, EXT_TRIGGER, OTHERS and
+    CONTINUED_12 are skipped)."""
+    if kind == 0:  # EVT_ADDR_Y
+        ys = w & 0x7FF
+    elif kind == 6:  # EVT_TIME_LOW
+        low = w & 0xFFF
+        if low < tl:
+            tlo += 1
+        tl = low
+        now = (tho << 24) + ((th + tlo) << 12) + tl
+    elif kind == 8:  # EVT_TIME_HIGH
+        high = w & 0xFFF
+        if high < th:
+            tho += 1
+        th = high
+        now = (tho << 24) + ((th + tlo) << 12) + tl
+    elif kind == 3:  # VECT_BASE_X
+        pol = (w >> 11) & 1
+        base_x = w & 0x7FF
+    elif kind != 7 and kind != 10 and kind < 14:
+        return False, ys, pol, base_x, th, tl, tho, tlo, now
+    return True, ys, pol, base_x, th, tl, tho, tlo, now
+
+
 @numba.njit(cache=True, nogil=True)
 def decode_words(words, state, width, height, t, x, y, p):
     """Decode ``words`` into ``t, x, y, p`` (room for :func:`count_events` events) from the running
@@ -193,26 +221,11 @@ def decode_words(words, state, width, height, t, x, y, p):
                     p[n] = pol
                     n += 1
             base_x = (base_x + size) & 0xFFFF
-        elif kind == 0:  # EVT_ADDR_Y
-            ys = w & 0x7FF
-        elif kind == 6:  # EVT_TIME_LOW
-            low = w & 0xFFF
-            if low < tl:
-                tlo += 1
-            tl = low
-            now = (tho << 24) + ((th + tlo) << 12) + tl
-        elif kind == 8:  # EVT_TIME_HIGH
-            high = w & 0xFFF
-            if high < th:
-                tho += 1
-            th = high
-            now = (tho << 24) + ((th + tlo) << 12) + tl
-        elif kind == 3:  # VECT_BASE_X
-            pol = (w >> 11) & 1
-            base_x = w & 0x7FF
-        elif kind != 7 and kind != 10 and kind < 14:  # not CONTINUED_4, EXT_TRIGGER, OTHERS, CONTINUED_12
-            stop = BAD_WORD
-            break
+        else:
+            ok, ys, pol, base_x, th, tl, tho, tlo, now = _control(kind, w, ys, pol, base_x, th, tl, tho, tlo, now)
+            if not ok:
+                stop = BAD_WORD
+                break
         i += 1
     state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS], state[LOW_OVFS] = th, tl, tho, tlo
     state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME] = ys, pol, base_x, now
@@ -372,26 +385,11 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
                 in_window += 1
             if stop != DONE:
                 break
-        elif kind == 0:  # EVT_ADDR_Y
-            ys = w & 0x7FF
-        elif kind == 6:  # EVT_TIME_LOW
-            low = w & 0xFFF
-            if low < tl:
-                tlo += 1
-            tl = low
-            now = (tho << 24) + ((th + tlo) << 12) + tl
-        elif kind == 8:  # EVT_TIME_HIGH
-            high = w & 0xFFF
-            if high < th:
-                tho += 1
-            th = high
-            now = (tho << 24) + ((th + tlo) << 12) + tl
-        elif kind == 3:  # VECT_BASE_X
-            pol = (w >> 11) & 1
-            base_x = w & 0x7FF
-        elif kind != 7 and kind != 10 and kind < 14:  # not CONTINUED_4, EXT_TRIGGER, OTHERS, CONTINUED_12
-            stop = BAD_WORD
-            break
+        else:
+            ok, ys, pol, base_x, th, tl, tho, tlo, now = _control(kind, w, ys, pol, base_x, th, tl, tho, tlo, now)
+            if not ok:
+                stop = BAD_WORD
+                break
         i += 1
     state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS], state[LOW_OVFS] = th, tl, tho, tlo
     state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME] = ys, pol, base_x, now
