@@ -199,6 +199,15 @@ STATE_SIZE = 12
 POLARITY_MODES = {"split": 0, "merge": 1, "on": 2, "off": 3}
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def step_of(t, win_start, steps, window_us):
+    """``(k, start, end)``: the step of the window starting at ``win_start`` that holds time ``t``, and
+    that step's first time and the next step's (``steps`` equal steps of ``window_us``, as
+    :class:`inputs.events.Binning` cuts them)."""
+    k = (t - win_start) * steps // window_us
+    return k, win_start + (k * window_us + steps - 1) // steps, win_start + ((k + 1) * window_us + steps - 1) // steps
+
+
 @numba.njit(cache=True, nogil=True)
 def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarity, window_us, binary):
     """Decode ``words[start:]``, drop and count as the reader and the sensor map do, and bin every
@@ -263,9 +272,7 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
                     state[NEXT_T] = t
                     stop = BEFORE_WINDOW
                     break
-                k = (t - win_start) * steps // window_us
-                k_start = win_start + (k * window_us + steps - 1) // steps  # first time of step k
-                k_end = win_start + ((k + 1) * window_us + steps - 1) // steps
+                k, k_start, k_end = step_of(t, win_start, steps, window_us)
             if binary:
                 frames[k, c, my, mx] = 1.0
             else:

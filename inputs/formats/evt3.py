@@ -69,6 +69,7 @@ from inputs.formats.evt2 import (
     WIN_EVENTS,
     WIN_START,
     iter_windows,
+    step_of,
 )
 
 EVT_ADDR_Y, EVT_ADDR_X, VECT_BASE_X, VECT_12, VECT_8 = 0x0, 0x2, 0x3, 0x4, 0x5
@@ -375,9 +376,7 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
                         state[NEXT_T] = t
                         stop = BEFORE_WINDOW
                         break
-                    k = (t - win_start) * steps // window_us
-                    k_start = win_start + (k * window_us + steps - 1) // steps  # first time of step k
-                    k_end = win_start + ((k + 1) * window_us + steps - 1) // steps
+                    k, k_start, k_end = step_of(t, win_start, steps, window_us)
                 if binary:
                     frames[k, c, my, mx] = 1.0
                 else:
