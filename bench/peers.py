@@ -132,13 +132,14 @@ def measure(w: dict, args, folder: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| workload | runner | ms/sample interleaved | x eventsim | ms/sample back to back | x eventsim | identical counts |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| workload | runner | ms/sample interleaved | x eventsim | ms/sample back to back | x eventsim | identical counts "
+             "| load avg before |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
+        load = r.get("load_average_before")
         for name, v in r["runners"].items():
             lines.append(f"| {r['workload']} | {name} | {v['interleaved_ms']:.2f} | {v['ratio_interleaved']:.1f}x | "
                          f"{v['back_to_back_ms']:.2f} | {v['ratio_back_to_back']:.1f}x | "
-                         f"{100 * v['identical_output_counts']:.0f}% |")  # fmt: skip
+                         f"{100 * v['identical_output_counts']:.0f}% | {'-' if load is None else f'{load:.2f}'} |")  # fmt: skip
     skipped = {k: v for r in results for k, v in r["skipped"].items()}
     lines += [""] + [f"- {k}: skipped, {v}" for k, v in skipped.items()]
     return "\n".join(lines) + "\n"
