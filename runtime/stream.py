@@ -62,7 +62,7 @@ from core.fileio import (
     write_text_atomic,
 )
 from inputs.events import Binning, bin_events_counted, empty_events
-from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events
+from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events, resolve_format
 from runtime.latency import run_aligned
 from targets import TARGETS, TargetInfo, require_target
 from targets.plan import DIALECTS, Plan, load_plan
@@ -285,21 +285,17 @@ FUSED = {"evt2": ("inputs.formats.evt2", "open_evt2"), "evt3": ("inputs.formats.
 """Formats with a fused decode, map and bin pass: ``{format: (module, its file opener)}``."""
 
 
-def _fused_pass(cfg: StreamConfig, fmt: str, sensor: tuple[int, int], mapper: SensorMap, steps: int, window_us: int,
-                binary: bool):  # fmt: skip
-    """``(WindowBinner, Evt2File or Evt3File)`` of :mod:`inputs.formats.evt2` / :mod:`inputs.formats.evt3`
-    for an EVT 2.0 / 3.0 file with ``--fused`` (its kernel loaded or compiled now, before the clock
-    starts), else ``(None, None)``."""
+def _open_raw(cfg: StreamConfig, fmt: str):
+    """``(module, Evt2File or Evt3File)`` of :mod:`inputs.formats.evt2` / :mod:`inputs.formats.evt3` for
+    an EVT 2.0 / 3.0 file with ``--fused`` (the generic reader, and its decoder's import, are not
+    needed then), else ``(None, None)``."""
     if fmt not in FUSED or not cfg.fused:
         return None, None
     import importlib
 
     name, opener = FUSED[fmt]
     module = importlib.import_module(name)
-    binner = module.WindowBinner(sensor, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
-                                 mapper.channels, mapper.polarity, steps, window_us, binary)  # fmt: skip
-    binner.warm()
-    return binner, getattr(module, opener)(cfg.file)
+    return module, getattr(module, opener)(cfg.file)
 
 
 def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, Any]:
@@ -308,14 +304,24 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     t_enter = time.perf_counter()
     plan = plan or load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)
     t_graph = time.perf_counter()
-    events = open_events(cfg.file, cfg.format, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
-    sensor = _sensor(cfg, events.sensor_size)
+    fmt = resolve_format(cfg.file, cfg.format)
+    module, raw_file = _open_raw(cfg, fmt)
+    if raw_file is None:
+        events = open_events(cfg.file, fmt, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
+        stated = events.sensor_size
+    else:
+        events, stated = None, (raw_file.width, raw_file.height) if raw_file.width else None
+    sensor = _sensor(cfg, stated)
     if sensor is None:
-        raise ConfigError(f"{cfg.file}: the {events.format} file states no sensor size; pass --sensor-size WxH")
+        raise ConfigError(f"{cfg.file}: the {fmt} file states no sensor size; pass --sensor-size WxH")
     mapper = SensorMap.default(sensor, plan.input_shape, cfg.crop, cfg.downsample, cfg.polarity)
     bin_us, steps, binary = timing(plan, cfg)
     window_us = bin_us * steps
-    fused, raw_file = _fused_pass(cfg, events.format, sensor, mapper, steps, window_us, binary)
+    fused = None
+    if module is not None:  # its kernel loaded (or compiled) now, before the clock starts
+        fused = module.WindowBinner(sensor, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
+                                    mapper.channels, mapper.polarity, steps, window_us, binary)  # fmt: skip
+        fused.warm()
     slots = load_slots(cfg.labels) if cfg.labels else None
     t_open = time.perf_counter()
     run = stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)
@@ -425,7 +431,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     span_s = (t_last - t_first) / 1e6
     lat = np.array([w_["latency_ms"] for w_ in windows])
     summary = {
-        "file": str(cfg.file), "format": events.format, "sensor_size": list(sensor), "model": str(cfg.model),
+        "file": str(cfg.file), "format": fmt, "sensor_size": list(sensor), "model": str(cfg.model),
         "target": cfg.target, "precision": plan.precision, "mapping": asdict(mapper),
         "bin_us": bin_us, "window_steps": steps, "window_us": window_us, "binary": binary,
         "reset_per_window": cfg.reset_per_window,

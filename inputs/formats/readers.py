@@ -522,12 +522,7 @@ def open_events(
         if len(sensor_size) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in sensor_size):
             raise ConfigError(f"sensor_size must be (width, height), two integers >= 1, got {sensor_size!r}")
         sensor_size = (int(sensor_size[0]), int(sensor_size[1]))
-    _check_file(path)
-    if format is None:
-        fmt = detect_format(path)
-    else:
-        fmt = str(format).lower()
-        _check_flag(path, fmt)
+    fmt = resolve_format(path, format)
     try:
         file_size, source, wraps = _open_source(path, fmt, chunk_events, strict, dataset)
     except (DataError, ConfigError, KeyboardInterrupt, SystemExit):
@@ -536,6 +531,18 @@ def open_events(
         raise _library_error(path, fmt, e) from None
     sensor = sensor_size or file_size
     return EventStream(path, fmt, sensor, source, chunk_events=chunk_events, time_order=time_order, wraps=wraps)
+
+
+def resolve_format(path: str | os.PathLike, format: str | None = None) -> str:
+    """The file's format: ``format`` checked against the file's first bytes, else detected from them;
+    a missing or empty file, an unknown format or one the file does not look like is an error."""
+    path = Path(path)
+    _check_file(path)
+    if format is None:
+        return detect_format(path)
+    fmt = str(format).lower()
+    _check_flag(path, fmt)
+    return fmt
 
 
 def _open_source(
