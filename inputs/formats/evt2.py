@@ -208,6 +208,20 @@ def step_of(t, win_start, steps, window_us):
     return k, win_start + (k * window_us + steps - 1) // steps, win_start + ((k + 1) * window_us + steps - 1) // steps
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def store_counts(state, t_max, last_t, read, outside_sensor, backwards, outside_crop, unused, in_window):
+    """What a fused pass carries to its next call: the latest time delivered and the last event's, and
+    this call's counts added to the window's and the stream's."""
+    state[T_MAX] = t_max
+    state[LAST_T] = last_t
+    state[READ] += read
+    state[OUTSIDE_SENSOR_N] += outside_sensor
+    state[TIME_BACKWARDS] += backwards
+    state[OUTSIDE_CROP] += outside_crop
+    state[UNUSED_POLARITY] += unused
+    state[WIN_EVENTS] += in_window
+
+
 @numba.njit(cache=True, nogil=True)
 def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarity, window_us, binary):
     """Decode ``words[start:]``, drop and count as the reader and the sensor map do, and bin every
@@ -285,14 +299,7 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
             break
         i += 1
     state[TIME_HIGH] = time_high
-    state[T_MAX] = t_max
-    state[READ] += read
-    state[OUTSIDE_SENSOR_N] += outside_sensor
-    state[TIME_BACKWARDS] += backwards
-    state[OUTSIDE_CROP] += outside_crop
-    state[UNUSED_POLARITY] += unused
-    state[WIN_EVENTS] += in_window
-    state[LAST_T] = last_t
+    store_counts(state, t_max, last_t, read, outside_sensor, backwards, outside_crop, unused, in_window)
     return i, stop
 
 
@@ -308,6 +315,9 @@ class WindowBinner:
     """
 
     DONE, BAD_WORD, NEXT_WINDOW = DONE, BAD_WORD, NEXT_WINDOW
+    WORD_DTYPE: ClassVar[type] = np.uint32  # (inputs.formats.evt3.WindowBinner: its words and its kernel)
+
+    kernel = staticmethod(bin_words)
 
     def __init__(self, sensor: tuple[int, int], x0: int, y0: int, factor: int, width: int, height: int,
                  channels: int, polarity: str, steps: int, window_us: int, binary: bool) -> None:  # fmt: skip
@@ -337,8 +347,8 @@ class WindowBinner:
 
     def run(self, words: np.ndarray, start: int = 0) -> tuple[int, int]:
         """``(index, stop)`` of :func:`bin_words` on ``words[start:]``."""
-        i, stop = bin_words(words, start, self.state, self.frames, self.sensor[0], self.sensor[1], self.col, self.row,
-                            self.polarity, self.window_us, self.binary)  # fmt: skip
+        i, stop = self.kernel(words, start, self.state, self.frames, self.sensor[0], self.sensor[1], self.col, self.row,
+                              self.polarity, self.window_us, self.binary)  # fmt: skip
         if stop == BEFORE_WINDOW:
             raise ConfigError(f"an event at {self.next_t} µs comes before the window that starts at "
                               f"{self.window_start} µs: start the first window at or before the first event")  # fmt: skip
@@ -394,7 +404,7 @@ class WindowBinner:
         state = self.state
         self.state = state.copy()
         try:
-            self.run(np.zeros(0, np.uint32))
+            self.run(np.zeros(0, self.WORD_DTYPE))
         finally:
             self.state = state
 

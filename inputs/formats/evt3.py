@@ -47,7 +47,7 @@ from typing import ClassVar
 import numba
 import numpy as np
 
-from core.errors import ConfigError, DataError
+from core.errors import DataError
 from inputs.events import EVENT_DTYPE
 from inputs.formats import evt2
 from inputs.formats.evt2 import (
@@ -57,19 +57,14 @@ from inputs.formats.evt2 import (
     LAST_T,
     NEXT_T,
     NEXT_WINDOW,
-    OUTSIDE_CROP,
     OUTSIDE_SENSOR,
-    OUTSIDE_SENSOR_N,
-    READ,
     T_MAX,
-    TIME_BACKWARDS,
     TIME_HIGH,
-    UNUSED_POLARITY,
     WIN_END,
-    WIN_EVENTS,
     WIN_START,
     iter_windows,
     step_of,
+    store_counts,
 )
 
 EVT_ADDR_Y, EVT_ADDR_X, VECT_BASE_X, VECT_12, VECT_8 = 0x0, 0x2, 0x3, 0x4, 0x5
@@ -149,6 +144,20 @@ def count_events(words):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _registers(state):
+    """The decoder's registers carried in ``state``: ``(y, polarity, base x, time high, time low, high
+    overflows, low overflows, time)``."""
+    return (state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS],
+            state[LOW_OVFS], state[TIME])  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _store_registers(state, ys, pol, base_x, th, tl, tho, tlo, now):
+    state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME] = ys, pol, base_x, now
+    state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS], state[LOW_OVFS] = th, tl, tho, tlo
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _control(kind, w, ys, pol, base_x, th, tl, tho, tlo, now):
     """One EVT 3.0 word that carries no event: the decoder's state after it, ``(ok, y, polarity, base
     x, time high, time low, high overflows, low overflows, time)``, with expelliarmus's time
@@ -182,8 +191,7 @@ def decode_words(words, state, width, height, t, x, y, p):
     ``state``. Returns ``(events written, stop, index)``: ``stop`` is ``DONE`` with ``index =
     len(words)``, else ``BAD_WORD`` or ``OUTSIDE_SENSOR`` at word ``index`` (the event's ``x`` in
     ``state[BAD_X]``, its ``y`` in ``state[ADDR_Y]``; the state is that before the word)."""
-    th, tl, tho, tlo = state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS], state[LOW_OVFS]
-    ys, pol, base_x, now = state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME]
+    ys, pol, base_x, th, tl, tho, tlo, now = _registers(state)
     n = 0
     stop = DONE
     i = 0
@@ -228,8 +236,7 @@ def decode_words(words, state, width, height, t, x, y, p):
                 stop = BAD_WORD
                 break
         i += 1
-    state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS], state[LOW_OVFS] = th, tl, tho, tlo
-    state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME] = ys, pol, base_x, now
+    _store_registers(state, ys, pol, base_x, th, tl, tho, tlo, now)
     return n, stop, i
 
 
@@ -286,8 +293,7 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
     *before* a word holding an event in the sensor at or after the window's end: called again from
     that index, it decodes the whole word (``col`` covers every x below ``MAX_X``)."""
     steps = frames.shape[0]
-    th, tl, tho, tlo = state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS], state[LOW_OVFS]
-    ys, pol, base_x, now = state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME]
+    ys, pol, base_x, th, tl, tho, tlo, now = _registers(state)
     t_max = state[T_MAX]
     win_start = state[WIN_START]
     win_end = state[WIN_END]
@@ -390,16 +396,8 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
                 stop = BAD_WORD
                 break
         i += 1
-    state[TIME_HIGH], state[TIME_LOW], state[HIGH_OVFS], state[LOW_OVFS] = th, tl, tho, tlo
-    state[ADDR_Y], state[POLARITY], state[BASE_X], state[TIME] = ys, pol, base_x, now
-    state[T_MAX] = t_max
-    state[READ] += read
-    state[OUTSIDE_SENSOR_N] += outside_sensor
-    state[TIME_BACKWARDS] += backwards
-    state[OUTSIDE_CROP] += outside_crop
-    state[UNUSED_POLARITY] += unused
-    state[WIN_EVENTS] += in_window
-    state[LAST_T] = last_t
+    _store_registers(state, ys, pol, base_x, th, tl, tho, tlo, now)
+    store_counts(state, t_max, last_t, read, outside_sensor, backwards, outside_crop, unused, in_window)
     return i, stop
 
 
@@ -407,30 +405,16 @@ class WindowBinner(evt2.WindowBinner):
     """:class:`inputs.formats.evt2.WindowBinner` over EVT 3.0 words (the same arguments, use and
     counters; :func:`inputs.formats.evt2.iter_windows` runs it over an :class:`Evt3File`)."""
 
+    WORD_DTYPE: ClassVar[type] = np.uint16
+
+    kernel = staticmethod(bin_words)
+
     def __init__(self, sensor: tuple[int, int], x0: int, y0: int, factor: int, width: int, height: int,
                  channels: int, polarity: str, steps: int, window_us: int, binary: bool) -> None:  # fmt: skip
         super().__init__(sensor, x0, y0, factor, width, height, channels, polarity, steps, window_us, binary)
         self.sensor = (min(int(sensor[0]), MAX_X), min(int(sensor[1]), MAX_Y))
         self.col = evt2._axis_map(x0, factor, width, MAX_X)
         self.state = new_state()
-
-    def run(self, words: np.ndarray, start: int = 0) -> tuple[int, int]:
-        """``(index, stop)`` of :func:`bin_words` on ``words[start:]``."""
-        i, stop = bin_words(words, start, self.state, self.frames, self.sensor[0], self.sensor[1], self.col, self.row,
-                            self.polarity, self.window_us, self.binary)  # fmt: skip
-        if stop == BEFORE_WINDOW:
-            raise ConfigError(f"an event at {self.next_t} µs comes before the window that starts at "
-                              f"{self.window_start} µs: start the first window at or before the first event")  # fmt: skip
-        return int(i), int(stop)
-
-    def warm(self) -> None:
-        """Load (or compile) the kernel now, on a copy of the state: nothing changes."""
-        state = self.state
-        self.state = state.copy()
-        try:
-            self.run(np.zeros(0, np.uint16))
-        finally:
-            self.state = state
 
 
 __all__ = ["Evt3File", "WindowBinner", "count_events", "decode_words", "iter_evt3", "iter_windows", "open_evt3",
