@@ -296,6 +296,22 @@ def _same_stream(a, b):
         assert a["summary"][key] == b["summary"][key], key
 
 
+def _fused_as_generic(path, model, *extra, fused_extra=()):
+    """The stream of ``path`` with the fused pass (and ``fused_extra``) and without: the same; the fused one."""
+    fused = _windows(path, model, "eventsim", *extra, *fused_extra)
+    _same_stream(fused, _windows(path, model, "eventsim", "--fused", "false", *extra))
+    return fused
+
+
+def _bad_word_on_both(path, model, timing, tmp_path, capsys, offset, kind):
+    """A word of an unknown type: exit 2 with the file, its byte offset and its type, on both paths."""
+    for fused_flag in ("true", "false"):
+        argv = [path, "--model", str(model), "--progress", "false", "--fused", fused_flag, *timing]
+        assert stream_cmd.main([*argv, "--out", str(tmp_path / "w.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert "bad.raw" in err and f"byte offset {offset}" in err and f"word type {kind}" in err, err
+
+
 @pytest.mark.parametrize("extra", [
     [*TIMING],
     ["--bin-us", "500", "--window-steps", "8", "--chunk-events", "777"],
@@ -304,9 +320,7 @@ def _same_stream(a, b):
 ])  # fmt: skip
 def test_evt2_streams_identically_with_and_without_the_fused_pass(eventdata, event_model, extra):
     path = eventdata / "evt2" / "gen3_sample.raw"
-    fused = _windows(path, event_model["fixed"], "eventsim", *extra)
-    generic = _windows(path, event_model["fixed"], "eventsim", "--fused", "false", *extra)
-    _same_stream(fused, generic)
+    fused = _fused_as_generic(path, event_model["fixed"], *extra)
     assert fused["summary"]["events_used"] > 0 and any(w["counts"] != [0] * 10 for w in fused["windows"])
 
 
@@ -317,20 +331,14 @@ def test_corrupt_evt2_streams_identically_with_and_without_the_fused_pass(event_
 
     path = write_evt2(tmp_path / "odd.raw", evt2_words(seed=3), tail=b"\x07\x07")
     timing = ["--bin-us", "1000", "--window-steps", "4"]
-    fused = _windows(path, event_model["fixed"], "eventsim", *timing, "--chunk-events", "1000")
-    generic = _windows(path, event_model["fixed"], "eventsim", *timing, "--fused", "false")
-    _same_stream(fused, generic)
+    fused = _fused_as_generic(path, event_model["fixed"], *timing, fused_extra=("--chunk-events", "1000"))
     dropped = fused["summary"]["dropped"]
     assert dropped["outside_sensor"] > 0 and dropped["time_backwards"] > 0 and dropped["truncated_bytes"] == 2
     bad = evt2_words(seed=3, extras=False)
     bad[len(bad) // 2] = 0x3 << 28
     offset = len(EVT2_HEADER) + 4 * (len(bad) // 2)
     path = write_evt2(tmp_path / "bad.raw", bad)
-    for fused_flag in ("true", "false"):
-        argv = [path, "--model", str(event_model["fixed"]), "--progress", "false", "--fused", fused_flag, *timing]
-        assert stream_cmd.main([*argv, "--out", str(tmp_path / "w.jsonl")]) == 2
-        err = capsys.readouterr().err
-        assert "bad.raw" in err and f"byte offset {offset}" in err and "word type 0x3" in err, err
+    _bad_word_on_both(path, event_model["fixed"], timing, tmp_path, capsys, offset, "0x3")
 
 
 # --- EVT 3.0: the same fused pass (inputs.formats.evt3.WindowBinner) ------------------------------
@@ -368,9 +376,7 @@ def test_fused_evt3_pass_equals_decode_map_bin(tmp_path, eventdata_or_none, shap
 ])  # fmt: skip
 def test_evt3_streams_identically_with_and_without_the_fused_pass(eventdata, event_model, extra):
     path = eventdata / "evt3" / "gen41_sample.raw"
-    fused = _windows(path, event_model["fixed"], "eventsim", *extra)
-    generic = _windows(path, event_model["fixed"], "eventsim", "--fused", "false", *extra)
-    _same_stream(fused, generic)
+    fused = _fused_as_generic(path, event_model["fixed"], *extra)
     assert fused["summary"]["format"] == "evt3" and fused["summary"]["events_used"] > 0
 
 
@@ -381,17 +387,11 @@ def test_corrupt_evt3_streams_identically_with_and_without_the_fused_pass(event_
 
     path = write_evt3(tmp_path / "odd.raw", evt3_words(seed=3, early=False), tail=b"\x07")
     timing = ["--bin-us", "1000", "--window-steps", "4"]
-    fused = _windows(path, event_model["fixed"], "eventsim", *timing, "--chunk-events", "1000")
-    generic = _windows(path, event_model["fixed"], "eventsim", *timing, "--fused", "false")
-    _same_stream(fused, generic)
+    fused = _fused_as_generic(path, event_model["fixed"], *timing, fused_extra=("--chunk-events", "1000"))
     dropped = fused["summary"]["dropped"]
     assert dropped["outside_sensor"] > 0 and dropped["truncated_bytes"] == 1
     bad = evt3_words(seed=3, early=False)
     bad[len(bad) // 2] = 0x1 << 12
     offset = len(EVT3_HEADER) + 2 * (len(bad) // 2)
     path = write_evt3(tmp_path / "bad.raw", bad)
-    for fused_flag in ("true", "false"):
-        argv = [path, "--model", str(event_model["fixed"]), "--progress", "false", "--fused", fused_flag, *timing]
-        assert stream_cmd.main([*argv, "--out", str(tmp_path / "w.jsonl")]) == 2
-        err = capsys.readouterr().err
-        assert "bad.raw" in err and f"byte offset {offset}" in err and "word type 0x1" in err, err
+    _bad_word_on_both(path, event_model["fixed"], timing, tmp_path, capsys, offset, "0x1")
