@@ -258,6 +258,18 @@ MAPPINGS = [  # model input shape, crop, downsample, polarity, steps, window µs
 ]
 
 
+def _assert_fused_equals_generic(path, mapping, steps, window_us, binary, chunk, fmt):
+    """The fused pass's windows (start, frames, events), counters and drops are the generic path's."""
+    got, binner = _fused_windows(path, mapping, steps, window_us, binary, chunk, fmt)
+    want, counters, dropped = _reference_windows(path, mapping, steps, window_us, binary, fmt)
+    assert [(s, n) for s, _, n in got] == [(s, n) for s, _, n in want], path
+    for (s, a, _), (_, b, _) in zip(got, want):
+        assert a.dtype == b.dtype and np.array_equal(a, b), (path, s)
+    assert binner.counters == {k: counters[k] for k in binner.counters}, path
+    assert binner.dropped == dropped, path
+    assert sum(n for *_, n in got) > 0
+
+
 @pytest.mark.parametrize("shape,crop,factor,polarity,steps,window_us,binary,chunk", MAPPINGS)
 def test_fused_evt2_pass_equals_decode_map_bin(tmp_path, eventdata_or_none, shape, crop, factor, polarity, steps,
                                                window_us, binary, chunk):  # fmt: skip
@@ -271,15 +283,8 @@ def test_fused_evt2_pass_equals_decode_map_bin(tmp_path, eventdata_or_none, shap
     if eventdata_or_none is not None:
         files.append(str(eventdata_or_none / "evt2" / "gen3_sample.raw"))
     for path in files:
-        mapping = SensorMap.default((640, 480), shape, crop, factor, polarity)
-        got, binner = _fused_windows(path, mapping, steps, window_us, binary, chunk)
-        want, counters, dropped = _reference_windows(path, mapping, steps, window_us, binary)
-        assert [(s, n) for s, _, n in got] == [(s, n) for s, _, n in want], path
-        for (s, a, _), (_, b, _) in zip(got, want):
-            assert a.dtype == b.dtype and np.array_equal(a, b), (path, s)
-        assert binner.counters == {k: counters[k] for k in binner.counters}, path
-        assert binner.dropped == dropped, path
-        assert sum(n for *_, n in got) > 0
+        _assert_fused_equals_generic(path, SensorMap.default((640, 480), shape, crop, factor, polarity), steps,
+                                     window_us, binary, chunk, "evt2")  # fmt: skip
 
 
 @pytest.fixture
@@ -356,15 +361,8 @@ def test_fused_evt3_pass_equals_decode_map_bin(tmp_path, eventdata_or_none, shap
     if eventdata_or_none is not None:
         files.append(str(eventdata_or_none / "evt3" / "gen41_sample.raw"))
     for path in files:
-        mapping = SensorMap.default((1280, 720), shape, crop, factor, polarity)
-        got, binner = _fused_windows(path, mapping, steps, window_us, binary, chunk, "evt3")
-        want, counters, dropped = _reference_windows(path, mapping, steps, window_us, binary, "evt3")
-        assert [(s, n) for s, _, n in got] == [(s, n) for s, _, n in want], path
-        for (s, a, _), (_, b, _) in zip(got, want):
-            assert a.dtype == b.dtype and np.array_equal(a, b), (path, s)
-        assert binner.counters == {k: counters[k] for k in binner.counters}, path
-        assert binner.dropped == dropped, path
-        assert sum(n for *_, n in got) > 0
+        _assert_fused_equals_generic(path, SensorMap.default((1280, 720), shape, crop, factor, polarity), steps,
+                                     window_us, binary, chunk, "evt3")  # fmt: skip
 
 
 @pytest.mark.parametrize("extra", [

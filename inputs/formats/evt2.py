@@ -209,6 +209,23 @@ def step_of(t, win_start, steps, window_us):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def bin_event(frames, t, c, my, mx, binary, k, k_start, k_end, win_start, window_us):
+    """One event at time ``t`` into ``frames[step, c, my, mx]`` (a spike, or one more): ``(ok, k, k_start,
+    k_end)``, the step ``k`` holding times ``[k_start, k_end)`` found again only when ``t`` leaves it;
+    not ``ok`` (nothing written) for a time before the window (where a window was started after an
+    event: never a write outside the frames)."""
+    if t >= k_end or t < k_start:
+        if t < win_start:
+            return False, k, k_start, k_end
+        k, k_start, k_end = step_of(t, win_start, frames.shape[0], window_us)
+    if binary:
+        frames[k, c, my, mx] = 1.0
+    else:
+        frames[k, c, my, mx] += 1.0
+    return True, k, k_start, k_end
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def store_counts(state, t_max, last_t, read, outside_sensor, backwards, outside_crop, unused, in_window):
     """What a fused pass carries to its next call: the latest time delivered and the last event's, and
     this call's counts added to the window's and the stream's."""
@@ -231,7 +248,6 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
     at an event at or after the window's end (``state[NEXT_T]`` holds its time; nothing of it
     counted yet: call again from ``index`` once the window moved), ``BAD_WORD`` at a word no
     EVT 2.0 type."""
-    steps = frames.shape[0]
     time_high = state[TIME_HIGH]
     t_max = state[T_MAX]
     win_start = state[WIN_START]
@@ -281,16 +297,11 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
                 unused += 1
                 i += 1
                 continue
-            if t >= k_end or t < k_start:
-                if t < win_start:  # (only where a window was started after an event: never write outside frames)
-                    state[NEXT_T] = t
-                    stop = BEFORE_WINDOW
-                    break
-                k, k_start, k_end = step_of(t, win_start, steps, window_us)
-            if binary:
-                frames[k, c, my, mx] = 1.0
-            else:
-                frames[k, c, my, mx] += 1.0
+            ok, k, k_start, k_end = bin_event(frames, t, c, my, mx, binary, k, k_start, k_end, win_start, window_us)
+            if not ok:
+                state[NEXT_T] = t
+                stop = BEFORE_WINDOW
+                break
             in_window += 1
         elif kind == 8:  # EVT_TIME_HIGH
             time_high = np.int64(w & 0xFFFFFFF)

@@ -62,8 +62,8 @@ from inputs.formats.evt2 import (
     TIME_HIGH,
     WIN_END,
     WIN_START,
+    bin_event,
     iter_windows,
-    step_of,
     store_counts,
 )
 
@@ -165,17 +165,14 @@ def _control(kind, w, ys, pol, base_x, th, tl, tho, tlo, now):
     CONTINUED_12 are skipped)."""
     if kind == 0:  # EVT_ADDR_Y
         ys = w & 0x7FF
-    elif kind == 6:  # EVT_TIME_LOW
-        low = w & 0xFFF
-        if low < tl:
-            tlo += 1
-        tl = low
-        now = (tho << 24) + ((th + tlo) << 12) + tl
-    elif kind == 8:  # EVT_TIME_HIGH
-        high = w & 0xFFF
-        if high < th:
-            tho += 1
-        th = high
+    elif kind == 6 or kind == 8:  # EVT_TIME_LOW, EVT_TIME_HIGH: a smaller part than before wrapped around
+        part = w & 0xFFF
+        if kind == 6:
+            tlo += part < tl
+            tl = part
+        else:
+            tho += part < th
+            th = part
         now = (tho << 24) + ((th + tlo) << 12) + tl
     elif kind == 3:  # VECT_BASE_X
         pol = (w >> 11) & 1
@@ -292,7 +289,6 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
     drops, counts and stops. A word's events share one time, so the pass stops (``NEXT_WINDOW``)
     *before* a word holding an event in the sensor at or after the window's end: called again from
     that index, it decodes the whole word (``col`` covers every x below ``MAX_X``)."""
-    steps = frames.shape[0]
     ys, pol, base_x, th, tl, tho, tlo, now = _registers(state)
     t_max = state[T_MAX]
     win_start = state[WIN_START]
@@ -377,16 +373,11 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
                 if not use:
                     unused += 1
                     continue
-                if t >= k_end or t < k_start:
-                    if t < win_start:  # (only where a window was started after an event: never write outside frames)
-                        state[NEXT_T] = t
-                        stop = BEFORE_WINDOW
-                        break
-                    k, k_start, k_end = step_of(t, win_start, steps, window_us)
-                if binary:
-                    frames[k, c, my, mx] = 1.0
-                else:
-                    frames[k, c, my, mx] += 1.0
+                ok, k, k_start, k_end = bin_event(frames, t, c, my, mx, binary, k, k_start, k_end, win_start, window_us)
+                if not ok:
+                    state[NEXT_T] = t
+                    stop = BEFORE_WINDOW
+                    break
                 in_window += 1
             if stop != DONE:
                 break
