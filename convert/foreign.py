@@ -51,28 +51,21 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
         raise ModelError(f"{where} is already a {plan.precision}-precision graph; conversion takes a float graph")
     bad = sorted({f"{n.name.split('.')[0]} ({n.origin}: {REFUSED_ORIGINS[n.origin]})" for n in plan.nodes
                   if n.origin in REFUSED_ORIGINS})  # fmt: skip
-    # a loop closing into a neuron from its synapse (the plan's one-step delay ``<synapse>-><neuron>``)
-    # is Loihi's recurrent connection; any other delay is not
+    # a delay runs from a synapse into neurons (a loop's one-step delay ``<synapse>-><neuron>``: Loihi's
+    # recurrent connection), or a Delay node delays spikes into synapses
+    synapse_kinds = ("conv", "conv1d", "affine")
+    for n in plan.nodes:
+        if n.kind != "delay":
+            continue
+        readers = [m for m in plan.nodes if n.name in m.sources]
+        into_neuron = (n.sources[0] != "input" and plan.node(n.sources[0]).kind in synapse_kinds
+                       and all(m.kind in ("lif", "li") for m in readers))  # fmt: skip
+        into_synapse = n.origin != "loop" and all(m.kind in synapse_kinds for m in readers)
+        if not (into_neuron or into_synapse):
+            bad.append(f"{n.name} ({'a loop' if n.origin == 'loop' else 'a Delay'} from {n.sources[0]} into "
+                       f"{', '.join(m.name for m in readers)}: Loihi delays a synapse's output into a neuron, its "
+                       "recurrent connections included, or spikes into a synapse)")  # fmt: skip
     loops = {n.name: n.sources[0] for n in plan.nodes if n.kind == "delay" and n.origin == "loop"}
-    for d, src in loops.items():
-        readers = [m for m in plan.nodes if d in m.sources]
-        if plan.node(src).kind not in ("conv", "conv1d", "affine") or any(m.kind not in ("lif", "li") for m in readers):
-            bad.append(f"{d} (a loop from {src} into {', '.join(m.name for m in readers)}: Loihi's recurrent "
-                       "connections run from a Conv2d/Linear into a neuron)")  # fmt: skip
-    for n in plan.nodes:  # a Delay node delays spikes into a synapse, or a synapse's output into a neuron
-        if n.kind == "delay" and n.origin != "loop":
-            src, readers = (
-                plan.node(n.sources[0]) if n.sources[0] != "input" else None,
-                [m for m in plan.nodes if n.name in m.sources],
-            )
-            into_neuron = (
-                src is not None
-                and src.kind in ("conv", "conv1d", "affine")
-                and all(m.kind in ("lif", "li") for m in readers)
-            )
-            if not into_neuron and not all(m.kind in ("conv", "conv1d", "affine") for m in readers):
-                bad.append(f"{n.name} (a Delay from {n.sources[0]} into {', '.join(m.name for m in readers)}: Loihi "
-                           "delays spikes into a synapse or a synapse's output into a neuron)")  # fmt: skip
     bad += [f"{n.name} (a Flatten of part of the sample: the converted graph's Flatten joins the whole sample)"
             for n in plan.nodes if n.kind == "flatten" and len(n.out_shape) > 1]  # fmt: skip
     if bad:
@@ -84,7 +77,7 @@ def layers_from_plan(plan: Plan) -> tuple[list[Layer], list[str]]:
                 if n.origin in ("CubaLIF", "CubaLI") and n.name.endswith(".syn")}  # fmt: skip
     nodes = []
     for n in plan.nodes:
-        if n.name in loops or n.name.removesuffix(".syn") in currents and n.name.endswith(".syn"):
+        if n.name in loops or any(n is c for c in currents.values()):
             continue
         srcs = currents[n.name].sources if n.name in currents else n.sources
         srcs = [s for s in srcs if s not in loops] + [loops[s] for s in srcs if s in loops]

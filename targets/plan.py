@@ -825,22 +825,21 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
 
     Every LIF/LI layer gets its membrane bias as ``fixed["bias"]`` (per channel): its synapses' (one
     that reaches it through a delay, a loop's or a ``Delay`` node's, must add none: Loihi adds a bias
-    from the first step, where the delay delivers nothing yet), or, behind a current (``CubaLIF``/``CubaLI``: the ``.syn`` node, ``fixed = {"du": ...}``, fed by one
-    synapse), the neuron's own (Loihi adds biases to the membrane only), and ``fixed["current"]``
-    says that its input is that current (:func:`core.fixed.lif_fixed_step`)."""
+    from the first step, where the delay delivers nothing yet), or, behind a current (``CubaLIF`` /
+    ``CubaLI``: the ``.syn`` node, ``fixed = {"du": ...}``), the neuron's own (Loihi adds biases to the
+    membrane only); ``fixed["current"]`` says that its input is that current
+    (:func:`core.fixed.lif_fixed_step`)."""
     by_name = {n.name: n for n in plan.nodes}
     readers: dict[str, list[str]] = {}
     for n in plan.nodes:
         for s in n.sources:
             readers.setdefault(s, []).append(n.name)
 
-    def one_synapse(n: Node, what: str, alone: bool = False) -> Node:
+    def one_synapse(n: Node, what: str) -> Node:
         syn = by_name.get(n.sources[0])
-        if (len(n.sources) != 1 or syn is None or syn.kind not in SYNAPSE_KINDS
-                or (alone and readers.get(syn.name) != [n.name])):  # fmt: skip
+        if len(n.sources) != 1 or syn is None or syn.kind not in SYNAPSE_KINDS:
             raise ModelError(f"{plan.source}: fixed-precision {what} {n.name} must be fed by exactly one Conv2d or "
-                             f"Linear{' that feeds only it' if alone else ''} (its bias enters the membrane), not by "
-                             f"{n.sources}")  # fmt: skip
+                             f"Linear (its bias enters the membrane), not by {n.sources}")  # fmt: skip
         return syn
 
     def synapses(n: Node, what: str) -> tuple[list[Node], list[Node]]:
@@ -917,9 +916,10 @@ def _attach_fixed(plan: Plan, layer_meta: dict[str, Any]) -> None:
                 bias = _bias_ints(plan, n.name, fx, n.out_shape[0])
             elif n.kind == "li":
                 bias = one_synapse(n, what).fixed["bias"]
-            else:  # its synapses' biases (one array where there is one synapse: the membrane's is the synapse's)
+            else:  # its direct synapses' biases (one synapse: the membrane's bias is the synapse's, one array)
                 direct, delayed = synapses(n, what)
-                bias = (direct + delayed)[0].fixed["bias"] if len(direct) <= 1 else sum(m.fixed["bias"] for m in direct)
+                zero = np.zeros_like((direct + delayed)[0].fixed["bias"])
+                bias = direct[0].fixed["bias"] if len(direct) == 1 else sum((m.fixed["bias"] for m in direct), zero)
             n.fixed = {"dv": _fixed_int(plan, n.name, fx, "dv", 0, fx_limits.DECAY_UNITY), "bias": bias,
                        "current": current}  # fmt: skip
             if n.kind == "lif":
