@@ -160,15 +160,13 @@ def _fold_average_pools(layers: list[Layer]) -> None:
 
 
 def choose_fixed(
-    syn: Layer | list[Layer], lif: Layer, weight_exp: int | None = None, vth_cap: int = fixed.VTH_MAX
+    syns: list[Layer], lif: Layer, weight_exp: int | None = None, vth_cap: int = fixed.VTH_MAX
 ) -> FixedChoice:
     """Exponent, threshold and scale for one LIF and its synapses (one unit for all of them: their
     sums add in the membrane): the largest integer threshold that keeps every mantissa within 8
     bits, starting from the smallest exponent that gives ``vth >= 256``."""
-    syns = syn if isinstance(syn, list) else [syn]
     for s in syns:
         _check_finite(s)
-    syn = syns[0]
     names = "+".join(s.name for s in syns)
     theta = float(lif.params["v_threshold"])
     ratio = max(float(np.abs(s.params["weight"]).max()) for s in syns) / theta
@@ -182,7 +180,7 @@ def choose_fixed(
     vth = min(math.floor(2 * fixed.MANT_MAX * 2**e / ratio), vth_cap)
     if vth < 1:
         raise ModelError(
-            f"layer {syn.name}: weights up to {ratio:.3g} x the threshold of {lif.name} cannot be represented "
+            f"layer {names}: weights up to {ratio:.3g} x the threshold of {lif.name} cannot be represented "
             f"with 8-bit mantissas (needs an integer threshold below 1)"
         )
     scale = fixed.round_mantissa(theta * 2 ** (e + 1) / vth)
@@ -269,13 +267,12 @@ def choose_fixed_li(syn: Layer, li: Layer, in_lo: float, in_hi: float, min_bias_
     )
 
 
-def apply_fixed(syn: Layer | list[Layer], lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -> None:
+def apply_fixed(syns: list[Layer], lif: Layer, c: FixedChoice, min_bias_exp: int = 0) -> None:
     """Write the integer parameters of ``c`` into the LIF and its synapses (and their float
     equivalents); the bias (the first synapse's: :func:`prepare_fixed` gathered it there) gets the
     smallest exponent from ``min_bias_exp`` up that holds it in a 13-bit mantissa."""
     if not 0 <= min_bias_exp <= fixed.BIAS_EXP_MAX:
         raise ModelError(f"min_bias_exp must be in 0..{fixed.BIAS_EXP_MAX}, got {min_bias_exp}")
-    syns = syn if isinstance(syn, list) else [syn]
     unit = c.weight_scale / (2 ** (c.weight_exp + 1) * 2**fixed.ACT_SHIFT)  # float value of one membrane unit
     for i, s in enumerate(syns):
         m = np.clip(np.rint(s.params["weight"] / c.weight_scale), -fixed.MANT_MAX, fixed.MANT_MAX)
@@ -342,8 +339,7 @@ def prepare_fixed(layers: list[Layer]) -> list[tuple[list[Layer], Layer]]:
     pairs = _synapse_lif_pairs(layers)
     by_name = {layer.name: layer for layer in layers}
     for syns, lif in pairs:
-        delayed = {by_name[s].sources[0] for s in lif.sources if _kind(by_name, s) == "delay"}
-        if syns[0].name in delayed and any(np.any(s.params["bias"]) for s in syns):
+        if all(_kind(by_name, s) == "delay" for s in lif.sources) and any(np.any(s.params["bias"]) for s in syns):
             raise ModelError(f"fixed precision: {syns[0].name} adds a bias to {lif.name} through a Delay, and no synapse "
                              "reaches it directly; Loihi adds a neuron's bias from the first step")  # fmt: skip
         for s in syns[1:]:  # Loihi adds one bias per neuron, from the first step: a loop's or a delayed
