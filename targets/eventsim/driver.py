@@ -246,23 +246,22 @@ class EventSim:
 
     def _recorded(self, rasters: np.ndarray, traces: np.ndarray, T: int, B: int) -> tuple[dict, dict]:
         """The recorded rasters (LIF) and traces (LI) per layer, in the plan's order and shapes."""
-        c, plan = self.compiled, self.plan
+        c = self.compiled
         _, _, r_off, t_off = self._record_layout
-        lif_rasters = {}
-        for i, name in enumerate(c.lif_names):
-            r = rasters[r_off[i] : r_off[i + 1]].reshape(T, B, c.lif_sizes[i])
-            out = np.empty_like(r)
-            out[:, :, c.perms[name]] = r
-            lif_rasters[name] = out.reshape(T, B, *plan.node(name).out_shape)
-        li_traces = {}
-        for i, name in enumerate(c.li_names):
-            r = traces[t_off[i] : t_off[i + 1]].reshape(T, B, c.li_sizes[i])
-            out = np.empty_like(r)
-            out[:, :, c.perms[name]] = r
-            li_traces[name] = out.reshape(T, B, *plan.node(name).out_shape).astype(
-                np.int64 if self.integer else np.float32
-            )
-        return lif_rasters, li_traces
+        trace_dtype = np.int64 if self.integer else np.float32
+        return (self._per_layer(rasters, r_off, c.lif_names, c.lif_sizes, T, B),
+                self._per_layer(traces, t_off, c.li_names, c.li_sizes, T, B, trace_dtype))  # fmt: skip
+
+    def _per_layer(self, flat, off, names, sizes, T: int, B: int, dtype=None) -> dict[str, np.ndarray]:
+        """Each layer's region ``flat[off[i] : off[i + 1]]`` as ``(T, B, *out_shape)`` in the plan's order."""
+        out = {}
+        for i, name in enumerate(names):
+            r = flat[off[i] : off[i + 1]].reshape(T, B, sizes[i])
+            o = np.empty_like(r)
+            o[:, :, self.compiled.perms[name]] = r
+            o = o.reshape(T, B, *self.plan.node(name).out_shape)
+            out[name] = o if dtype is None else o.astype(dtype)
+        return out
 
     def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
         if self._run_state is None:  # a run starts from rest: the state of the previous run is reused
