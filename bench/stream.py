@@ -136,9 +136,8 @@ def big_file(path: Path, gigabytes: float, rate_hz: float = 2e6, seed: int = 0) 
     return n_total
 
 
-EVT2_FILE = "evt2/gen3_sample.raw"
-EVT2_GOAL_EVENTS_PER_S = 20e6
-EVT_FILES = {"evt2": EVT2_FILE, "evt3": "evt3/gen41_sample.raw"}  # format: the recording timed
+EVT_GOAL_EVENTS_PER_S = 20e6
+EVT_FILES = {"evt2": "evt2/gen3_sample.raw", "evt3": "evt3/gen41_sample.raw"}  # format: the recording timed
 EVT_NAMES = {"evt2": "EVT 2.0", "evt3": "EVT 3.0"}
 
 
@@ -162,10 +161,10 @@ def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
     return sorted(times)[len(times) // 2]
 
 
-def evt2_bench(model: Path, repeats: int, fmt: str = "evt2") -> dict:
-    """Events per second of each EVT 2.0 (``fmt="evt3"``: EVT 3.0) stage, generic path against the
-    numba decoder and the fused pass, and the real-time factor of streaming the Gen3 (Gen4.1)
-    recording end to end both ways."""
+def evt_bench(model: Path, repeats: int, fmt: str = "evt2") -> dict:
+    """Events per second of each stage for a Prophesee format (``evt2``: the Gen3 recording; ``evt3``:
+    the Gen4.1 one), generic path against the numba decoder and the fused pass, and the real-time
+    factor of streaming the recording end to end both ways."""
     import importlib
 
     from inputs.events import Binning
@@ -254,7 +253,7 @@ def evt2_bench(model: Path, repeats: int, fmt: str = "evt2") -> dict:
             "load_avg_1min": load}  # fmt: skip
     end_to_end["ratio"] = end_to_end["fused"]["real_time_factor"] / end_to_end["generic"]["real_time_factor"]
     return {"format": fmt, "file": EVT_FILES[fmt], "events": n, "model": str(model), "bin_us": bin_us, "window_steps": steps,
-            "repeats": repeats, "goal_events_per_s": EVT2_GOAL_EVENTS_PER_S, "stages": rows,
+            "repeats": repeats, "goal_events_per_s": EVT_GOAL_EVENTS_PER_S, "stages": rows,
             "end_to_end": end_to_end, "cpus": os.cpu_count()}  # fmt: skip
 
 
@@ -289,13 +288,13 @@ def run(args) -> dict:
         fmt = args.only
         if not (EVENTDATA / EVT_FILES[fmt]).is_file():
             raise SystemExit(f"{EVENTDATA / EVT_FILES[fmt]} not found: the {EVT_NAMES[fmt]} benchmark needs it")
-        results = {"model": str(model), "weights": weights, fmt: evt2_bench(model, args.repeats, fmt)}
+        results = {"model": str(model), "weights": weights, fmt: evt_bench(model, args.repeats, fmt)}
         write_json_atomic(out / f"stream_{fmt}.json", results)
         return results
     results: dict = {"model": str(model), "weights": weights, "goal_rtf": GOAL_RTF, "recordings": [], "sizes": []}
     for fmt, name in EVT_FILES.items():
         if (EVENTDATA / name).is_file():
-            results[fmt] = evt2_bench(model, args.repeats, fmt)
+            results[fmt] = evt_bench(model, args.repeats, fmt)
             write_json_atomic(out / "stream.json", results)
     jobs = [(f, t) for f in RECORDINGS for t in args.targets] if EVENTDATA.is_dir() else []
     if not jobs:

@@ -223,4 +223,4 @@ def _with(node, weight: np.ndarray, bias: np.ndarray | None) -> nir.NIRNode:
         return nir.Affine(weight=weight, bias=bias)
     cls = nir.Conv1d if isinstance(node, nir.Conv1d) else nir.Conv2d
     return cls(input_shape=node.input_shape, weight=weight, stride=node.stride, padding=node.padding,
-                      dilation=node.dilation, groups=node.groups, bias=bias)  # fmt: skip
+               dilation=node.dilation, groups=node.groups, bias=bias)  # fmt: skip
