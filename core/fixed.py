@@ -73,14 +73,22 @@ def current_step(u: np.ndarray, a: np.ndarray, du: int) -> np.ndarray:
     return wrap_current(decay(u, du + 1) + np.left_shift(np.asarray(a, dtype=np.int64), ACT_SHIFT))
 
 
+def membrane_step(
+    v: np.ndarray, a: np.ndarray, dv: int, bias: np.ndarray | int = 0, current: bool = False
+) -> np.ndarray:
+    """The integer membrane after one step, before any spike (an LI layer's is its output):
+    ``clip(trunc(v (4096 - dv) / 4096) + u + b)``, ``u`` the synaptic input ``a << 6`` (the current
+    decays fully), or with ``current`` the neuron's current ``a`` itself (:func:`current_step`)."""
+    u = np.asarray(a, dtype=np.int64) if current else np.left_shift(np.asarray(a, dtype=np.int64), ACT_SHIFT)
+    return np.clip(decay(v, dv) + u + bias, -V_MAX, V_MAX)
+
+
 def lif_fixed_step(
     v: np.ndarray, a: np.ndarray, dv: int, vth: int, bias: np.ndarray | int = 0, current: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One step of the integer LIF: returns ``(spikes bool, new v int64)``. ``a`` is the synaptic
-    input (the current decays fully: ``u = a << 6``), or with ``current`` the neuron's current ``u``
-    itself (:func:`current_step`)."""
-    u = np.asarray(a, dtype=np.int64) if current else np.left_shift(np.asarray(a, dtype=np.int64), ACT_SHIFT)
-    v = np.clip(decay(v, dv) + u + bias, -V_MAX, V_MAX)
+    """One step of the integer LIF: returns ``(spikes bool, new v int64)``; the membrane is
+    :func:`membrane_step`'s."""
+    v = membrane_step(v, a, dv, bias, current)
     s = v > (vth << VTH_SHIFT)
     return s, np.where(s, 0, v)
 

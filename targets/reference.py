@@ -298,8 +298,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, margins: bool =
                     v = fixed.current_step(state[n.name], x, n.fixed["du"])
                 elif integer:
                     bias = n.fixed["bias"].reshape((-1,) + (1,) * (len(n.out_shape) - 1))
-                    u = x if n.fixed["current"] else np.left_shift(x.astype(np.int64), fixed.ACT_SHIFT)
-                    v = np.clip(fixed.decay(state[n.name], n.fixed["dv"]) + u + bias, -fixed.V_MAX, fixed.V_MAX)
+                    v = fixed.membrane_step(state[n.name], x, n.fixed["dv"], bias, n.fixed["current"])
                 else:
                     p = n.params
                     v = membrane(p, state[n.name], x).astype(np.float32)
