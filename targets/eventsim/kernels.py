@@ -485,6 +485,13 @@ def _rule_li(listed, dense, inp, v, bias, sticky, marks, rest, form, beta, gain,
     return w, ne, n
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _trunc_decay(v, keep):
+    """``trunc(v * keep / 4096)`` in int64 (:func:`core.fixed.decay` for one value)."""
+    prod = np.int64(v) * keep
+    return (abs(prod) >> DECAY_SHIFT) if prod >= 0 else -(abs(prod) >> DECAY_SHIFT)
+
+
 @numba.njit(cache=True, nogil=True)
 def _fixed_current_layer(listed, dense, inp, v, bias, sticky, marks, keep, form, spiking, vth, out_idx, out_val, trace):
     """One step of a fixed-precision current-based neuron's layer, :mod:`core.fixed` exactly: its
@@ -499,8 +506,7 @@ def _fixed_current_layer(listed, dense, inp, v, bias, sticky, marks, keep, form,
         i = j if dense else listed[j]
         x = np.int64(inp[i])
         inp[i] = 0
-        prod = np.int64(v[i]) * keep
-        dec = (abs(prod) >> DECAY_SHIFT) if prod >= 0 else -(abs(prod) >> DECAY_SHIFT)
+        dec = _trunc_decay(v[i], keep)
         if form == FORM_FIXED_CURRENT:
             vn = dec + (x << ACT_SHIFT)
             if vn > U_WRAP:  # Lava's 24-bit wrap-around of the current
@@ -529,8 +535,7 @@ def _li_update_impl(v, x, bias, keep, beta, gain, leak):
     if isinstance(v, types.Integer):  # the integer LIF of core.fixed without threshold and reset
 
         def li_fixed(v, x, bias, keep, beta, gain, leak):
-            prod = np.int64(v) * keep
-            dec = (abs(prod) >> DECAY_SHIFT) if prod >= 0 else -(abs(prod) >> DECAY_SHIFT)
+            dec = _trunc_decay(v, keep)
             return min(max(dec + (np.int64(x) << ACT_SHIFT) + np.int64(bias), -V_MAX), V_MAX)
 
         return li_fixed
