@@ -289,6 +289,14 @@ def test_bad_input(tmp_path):
         one[2, 1, 0, 7, 5] = bad  # a single value, deep in the input
         with pytest.raises(DataError, match=match):
             eventsim.run(plan, one)
+    # split over threads: a bad value in any part is reported, and the threads serve the next call
+    for sample in (0, 3):
+        wide = np.concatenate([x, x], axis=1)
+        wide[1, sample, 0, 2, 2] = np.nan
+        with pytest.raises(DataError, match="NaN"):
+            eventsim.run(plan, wide, threads=2)
+    good = np.concatenate([x, x], axis=1)
+    assert np.array_equal(eventsim.run(plan, good, threads=2).counts, eventsim.run(plan, good).counts)
 
 
 def test_input_scan_grows_its_buffers_and_skips_negative_zero(tmp_path):
