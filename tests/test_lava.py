@@ -139,10 +139,18 @@ def test_netx_biases_exact_only_when_built_for_netx(tmp_path):
         _graph(tmp_path, "digits_csnn", (1, 8, 8), "float", netx=True, steps=3, batch=1)
 
 
+@pytest.fixture(params=["sparse", "conv"])
+def lava_convs(request, monkeypatch):
+    """Convolutions as Lava's Sparse matrices (the default for small ones) or Lava's Conv (large ones)."""
+    if request.param == "conv":
+        monkeypatch.setenv("SNN_DEPLOY_LAVA_SPARSE_MAX", "0")
+    return request.param
+
+
 @pytest.mark.lava
 @needs_lava
 @pytest.mark.parametrize("precision", ["fixed", "float"])
-def test_residual_graph_with_active_deep_layers(tmp_path, precision):
+def test_residual_graph_with_active_deep_layers(tmp_path, precision, lava_convs):
     """SEW-ResNet with every layer spiking: the residual ADDs need the relay delays to line up."""
     plan, x = _graph(tmp_path, "sew_resnet18", (3, 16, 16), precision, scale_convs=5.0, steps=4, batch=2)
     expected = ref.run(plan, x, record=True, margins=True)
@@ -156,7 +164,7 @@ def test_residual_graph_with_active_deep_layers(tmp_path, precision):
 
 @pytest.mark.lava
 @needs_lava
-def test_real_nmnist_fixed_bit_exact_with_torch(eventdata, tmp_path):
+def test_real_nmnist_fixed_bit_exact_with_torch(eventdata, tmp_path, lava_convs):
     """Real N-MNIST recordings: Lava fixed_pt equals the torch target's fixed precision bit for bit."""
     from inputs.graph_data import load_inputs
 
