@@ -12,6 +12,9 @@ setup: $(STAMP) $(NUMBA_WARM) setup-lava
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (first time: a few minutes)"
+	# torch's build on this disk takes 5.5 GB in the venv: without the room, say so before pip starts
+	@$(PY) -c "import torch" 2>/dev/null || { free=$$(df -Pk $(VENV) | awk 'NR == 2 { print int($$4 / 1048576) }'); \
+		test "$$free" -ge 8 || { echo "$(VENV) needs about 8 GB of free disk to install torch; $$free GB free here (df -h .)" >&2; exit 1; }; }
 	# torch and torchvision first, pinned to the wheels on this machine's disk, so that the
 	# project's ranges are met without a download.
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
