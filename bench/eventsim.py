@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import resource
 import statistics
 import sys
@@ -145,7 +146,7 @@ def measure(w: dict, precision: str, args) -> dict:
     tr = lambda p, xb: torch_target.run(p, xb, device="cpu")  # noqa: E731
     es(plan, x[:, :2]), tr(plan, x[:, :2])  # compile / warm up
     rec: dict = {"precision": precision, "samples": n, "steps": int(x.shape[0]),
-                 "input_events_per_sample": float(x.sum() / n)}  # fmt: skip
+                 "input_events_per_sample": float(x.sum() / n), "load_1min_before": os.getloadavg()[0]}  # fmt: skip
     for batch in (1, 64):
         t_es, t_tr = (t / n for t in _median_times([lambda b=batch: _per_sample(es, plan, x, b),
                                                      lambda b=batch: _per_sample(tr, plan, x, b)], args.repeats))  # fmt: skip
@@ -186,17 +187,20 @@ def measure(w: dict, precision: str, args) -> dict:
 
 def table(results: dict) -> str:
     lines = ["| workload | precision | eventsim ms/sample (b=1) | torch ms/sample (b=1) | speedup b=1 | "
-             "speedup b=64 | vs lava | synaptic events/sample | M syn. events/s | ns/syn. event |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "speedup b=64 | 2 threads b=64 | 10% events / 100% | vs lava | synaptic events/sample | "
+             "M syn. events/s | ns/syn. event | load avg before |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for w in results["workloads"]:
         for r in w["runs"]:
             lava = r.get("lava", {})
             lv = f"{lava['speedup']:.0f}x" if "speedup" in lava else "n/a"
+            thin = r["thinning"][0]["eventsim_ms"] / r["thinning"][-1]["eventsim_ms"]
             lines.append(
                 f"| {w['name']} | {r['precision']} | {r['batch1']['eventsim_ms']:.3f} | {r['batch1']['torch_ms']:.3f} | "
-                f"{r['batch1']['speedup']:.1f}x | {r['batch64']['speedup']:.1f}x | {lv} | "
+                f"{r['batch1']['speedup']:.1f}x | {r['batch64']['speedup']:.1f}x | "
+                f"{r['batch64_threads']['speedup']:.2f}x | {thin:.0%} | {lv} | "
                 f"{r['synaptic_events_per_sample']:.3g} | {r['synaptic_events_per_s'] / 1e6:.0f} | "
-                f"{r['ns_per_synaptic_event']:.2f} |"
+                f"{r['ns_per_synaptic_event']:.2f} | {r.get('load_1min_before', float('nan')):.2f} |"
             )
     return "\n".join(lines) + "\n"
 
