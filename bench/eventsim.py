@@ -15,6 +15,7 @@ thread), median of ``--repeats``:
 
     python -m bench.eventsim
     python -m bench.eventsim --samples 16 --repeats 3
+    python -m bench.eventsim --threads-only --samples 128 --repeats 9
 
 Writes ``eventsim.json``, ``eventsim.md`` and ``eventsim.png`` under ``--out``.
 """
@@ -134,13 +135,36 @@ def threads_ratio(plan, x: np.ndarray, repeats: int, threads: int = 2) -> dict:
             "speedup": t1 / tn, "identical": bool(same)}  # fmt: skip
 
 
-def measure(w: dict, precision: str, args) -> dict:
-    x = w["x"]
-    graph, _ = build_nir(w["model"], w["shape"], precision=precision, steps=x.shape[0], calibration=x)
-    path = Path(args.out) / "graphs" / f"{w['key']}.{precision}.nir"  # the lava target runs files
+def threads_table(args) -> int:
+    """``--threads-only``: :func:`threads_ratio` per workload and precision, with the load before each."""
+    rows = ["| workload | precision | 1 thread ms/sample | 2 threads ms/sample | speed-up | identical | load avg before |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for w in workloads(args):
+        for precision in ("fixed", "float"):
+            plan = _plan(w, precision, args)
+            eventsim.run(plan, w["x"][:, :64], threads=2)  # (compiled, pool started)
+            load = os.getloadavg()[0]
+            r = threads_ratio(plan, w["x"], args.repeats)
+            rows.append(f"| {w['name']} | {precision} | {r['ms_per_sample_1']:.3f} | {r['ms_per_sample_n']:.3f} | "
+                        f"{r['speedup']:.2f}x | {r['identical']} | {load:.2f} |")  # fmt: skip
+            print(rows[-1], flush=True)
+    write_text_atomic(Path(args.out) / "threads.md", "\n".join(rows) + "\n")
+    print("\n".join(rows))
+    return 0
+
+
+def _plan(w: dict, precision: str, args):
+    """The workload's model as a graph of ``precision`` (written: the lava target runs files), loaded."""
+    graph, _ = build_nir(w["model"], w["shape"], precision=precision, steps=w["x"].shape[0], calibration=w["x"])
+    path = Path(args.out) / "graphs" / f"{w['key']}.{precision}.nir"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_graph(path, graph)
-    plan = load_plan(path)
+    return load_plan(path)
+
+
+def measure(w: dict, precision: str, args) -> dict:
+    x = w["x"]
+    plan = _plan(w, precision, args)
     n = x.shape[1]
     es = eventsim.run
     tr = lambda p, xb: torch_target.run(p, xb, device="cpu")  # noqa: E731
@@ -246,10 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--digits", default="runs/demo/student.pt", help="trained digits student")
     p.add_argument("--event-digits", default="runs/bench/ablation_event_digits/event_digits/seed1/bkd/student.pt")
     p.add_argument("--out", default="runs/bench/eventsim")
+    p.add_argument("--threads-only", action="store_true",
+                   help="only batches of 64 on two threads against one (use --samples 128 or more)")  # fmt: skip
     args = p.parse_args(argv)
     from tqdm import tqdm
 
     torch.set_num_threads(1)  # one core for every target
+    if args.threads_only:
+        return threads_table(args)
     results: dict = {"machine": {"torch_threads": torch.get_num_threads(), "numba_threads": 1},
                      "goals": GOALS, "workloads": []}  # fmt: skip
     out = Path(args.out)
