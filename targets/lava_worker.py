@@ -652,7 +652,7 @@ def run_netx(path: str, spikes: np.ndarray, fixed: bool = True, membrane: bool =
         if monitor is not None:
             data = monitor.get_data()[net.layers[-1].neuron.name]["v"]
     finally:
-        net.stop()
+        _stop(net)
     if monitor is not None:
         if raster.any():
             raise ModelError(f"{path}: the last layer (an LI readout) fired: its membrane crossed the threshold")
@@ -664,6 +664,25 @@ def run_netx(path: str, spikes: np.ndarray, fixed: bool = True, membrane: bool =
 
 # ---------------------------------------------------------------------------------------------
 # Running
+
+
+STOP_WAIT_S = 30.0
+
+
+def _stop(proc) -> None:
+    """Lava's ``stop`` of a finished (or failed) run, given up after ``STOP_WAIT_S`` seconds: it has
+    hung after a complete run (seen once in the test suite: the runtime waited forever for its
+    service's acknowledgement, every process already gone), when every result was already read.
+    The worker leaves through ``os._exit`` and its caller ends the worker's session, Lava's
+    processes included."""
+    import threading
+
+    stopper = threading.Thread(target=proc.stop, name="lava-stop", daemon=True)
+    stopper.start()
+    stopper.join(STOP_WAIT_S)
+    if stopper.is_alive():
+        print(f"lava-worker: Lava's stop did not return within {STOP_WAIT_S:g} s; the results were complete",
+              file=sys.stderr)  # fmt: skip
 
 
 def _steps_first(data: np.ndarray) -> np.ndarray:
@@ -724,7 +743,7 @@ def _run(plan: Plan, spikes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[st
             proc, var, scale, _ = builder.probes[k]
             membranes[k] = _steps_first(np.asarray(m.get_data()[proc][var])) / scale
     finally:
-        root.stop()
+        _stop(root)
     for k in [k for k in monitors if k in rasters]:  # (a CubaLIF's current has no spikes of its own)
         if rasters[k].any():  # the LIF that runs an LI crossed its threshold: its membrane bound was wrong
             step = int(np.argwhere(rasters[k].reshape(B * T, -1))[0][0])

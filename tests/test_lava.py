@@ -66,6 +66,36 @@ def test_unavailable_environment_is_a_clear_error(tmp_path, monkeypatch):
         lava_target.run(plan, x)
 
 
+def test_a_lava_stop_that_hangs_is_given_up(monkeypatch, capsys):
+    """Lava's stop once hung after a complete run: the worker waits a bounded time, then goes on."""
+    import threading
+    import time
+
+    from targets import lava_worker
+
+    monkeypatch.setattr(lava_worker, "STOP_WAIT_S", 0.2)
+    released = threading.Event()
+
+    class Hangs:
+        def stop(self):
+            released.wait(30)
+
+    class Stops:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    t0 = time.perf_counter()
+    lava_worker._stop(Hangs())
+    assert time.perf_counter() - t0 < 5
+    assert "did not return within 0.2 s" in capsys.readouterr().err
+    released.set()
+    proc = Stops()
+    lava_worker._stop(proc)
+    assert proc.stopped and capsys.readouterr().err == ""
+
+
 def test_worker_messages_become_our_errors():
     err = worker_error(3, "noise\nlava-worker-error: ModelError: node x: not supported\n")
     assert isinstance(err, ModelError) and str(err) == "lava worker: node x: not supported"
