@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -431,9 +432,7 @@ class Builder:
         # small: Lava's Python Conv model without torch loops over every (output, input) channel pair
         # per step (64 x 32 scipy calls for the N-MNIST CSNN's third conv), Sparse does one product
         # (verify on Lava: 3.3x faster, measured). Both are Lava's own fixed-point arithmetic.
-        pooled = [int(np.prod(o.params["kernel"])) for o in ops if o.kind in ("sumpool", "avgpool")]
-        entries = int(np.prod(s.out_shape)) * int(np.prod(w.shape[1:])) * int(np.prod(pooled))  # (at most)
-        if s.kind == "conv" and entries > SPARSE_CONV_MAX:
+        if s.kind == "conv" and _matrix_entries(s, w, ops) > SPARSE_CONV_MAX:
             kernel, stride, pad = w, s.params["stride"], s.params["padding"]
             if ops and len(ops) == 1 and ops[0].kind in ("sumpool", "avgpool"):
                 composite = _pooled_conv(ops[0], kernel, stride, pad, in_shape)
@@ -533,6 +532,15 @@ class Builder:
                 monitors[name].probe(getattr(lif, var), steps)
                 self.probes[name] = (lif.name, var, scale, layer.depth)
         return extractors, monitors
+
+
+def _matrix_entries(conv: Node, w: np.ndarray, pools: list[Node]) -> int:
+    """At most how many weights ``conv``'s matrix holds, the ``pools`` before it folded in."""
+    taps = int(np.prod(w.shape[1:]))
+    for p in pools:
+        if p.kind in ("sumpool", "avgpool"):
+            taps *= int(np.prod(p.params["kernel"]))
+    return int(np.prod(conv.out_shape)) * taps
 
 
 def _pooled_conv(pool: Node, w: np.ndarray, stride, pad, in_shape) -> tuple[np.ndarray, tuple, tuple] | None:
@@ -675,8 +683,6 @@ def _stop(proc) -> None:
     service's acknowledgement, every process already gone), when every result was already read.
     The worker leaves through ``os._exit`` and its caller ends the worker's session, Lava's
     processes included."""
-    import threading
-
     stopper = threading.Thread(target=proc.stop, name="lava-stop", daemon=True)
     stopper.start()
     stopper.join(STOP_WAIT_S)

@@ -226,6 +226,14 @@ def bin_event(frames, t, c, my, mx, binary, k, k_start, k_end, win_start, window
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def load_window(state):
+    """What a fused pass starts from: the latest time delivered, the window ``[start, end)``, the last
+    event's time, and the current step ``(k, k_start, k_end)`` (none yet: -1, the window's end)."""
+    win_end = state[WIN_END]
+    return state[T_MAX], state[WIN_START], win_end, state[LAST_T], -1, win_end, win_end
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def store_counts(state, t_max, last_t, read, outside_sensor, backwards, outside_crop, unused, in_window):
     """What a fused pass carries to its next call: the latest time delivered and the last event's, and
     this call's counts added to the window's and the stream's."""
@@ -249,15 +257,9 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
     counted yet: call again from ``index`` once the window moved), ``BAD_WORD`` at a word no
     EVT 2.0 type."""
     time_high = state[TIME_HIGH]
-    t_max = state[T_MAX]
-    win_start = state[WIN_START]
-    win_end = state[WIN_END]
     # the current step k holds times [k_start, k_end): one division per step, not per event
-    k = -1
-    k_start = win_end
-    k_end = win_end
+    t_max, win_start, win_end, last_t, k, k_start, k_end = load_window(state)
     read = outside_sensor = backwards = outside_crop = unused = in_window = 0
-    last_t = state[LAST_T]
     stop = DONE
     i = start
     n = len(words)

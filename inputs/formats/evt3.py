@@ -54,16 +54,15 @@ from inputs.formats.evt2 import (
     BAD_WORD,
     BEFORE_WINDOW,
     DONE,
-    LAST_T,
     NEXT_T,
     NEXT_WINDOW,
     OUTSIDE_SENSOR,
-    T_MAX,
     TIME_HIGH,
     WIN_END,
     WIN_START,
     bin_event,
     iter_windows,
+    load_window,
     store_counts,
 )
 
@@ -290,14 +289,9 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
     *before* a word holding an event in the sensor at or after the window's end: called again from
     that index, it decodes the whole word (``col`` covers every x below ``MAX_X``)."""
     ys, pol, base_x, th, tl, tho, tlo, now = _registers(state)
-    t_max = state[T_MAX]
-    win_start = state[WIN_START]
-    win_end = state[WIN_END]
-    k = -1  # the current step k holds times [k_start, k_end): one division per step, not per event
-    k_start = win_end
-    k_end = win_end
+    # the current step k holds times [k_start, k_end): one division per step, not per event
+    t_max, win_start, win_end, last_t, k, k_start, k_end = load_window(state)
     read = outside_sensor = backwards = outside_crop = unused = in_window = 0
-    last_t = state[LAST_T]
     stop = DONE
     i = start
     n = len(words)
