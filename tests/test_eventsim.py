@@ -312,6 +312,40 @@ def test_input_scan_grows_its_buffers_and_skips_negative_zero(tmp_path):
     assert len(events.index) == np.count_nonzero(x) and events.integral and events.largest == 2
 
 
+def test_batch_slices_are_read_in_place_with_the_same_events(tmp_path, monkeypatch):
+    """A large batch slice of a larger input (each step's values together, samples apart) is scanned
+    where it lies, without a copy; small inputs and other layouts are copied first; all give the
+    events of a packed copy."""
+    from targets.eventsim import driver
+    from targets.eventsim.driver import step_rows
+
+    rng = np.random.default_rng(21)
+    x = (rng.random((5, 7, 1, 8, 8)) < 0.2).astype(np.float32) * rng.integers(1, 4, (5, 7, 1, 8, 8))
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x)
+    sim = eventsim.prepare(plan)
+    part = x[:, 2:5]
+    assert not np.shares_memory(step_rows(part)[0], x)  # small: a copy is cheaper than a view
+    monkeypatch.setattr(driver, "VIEW_BYTES", 0)
+    flat, s_t, s_b = step_rows(part)
+    assert np.shares_memory(flat, x) and (s_t, s_b) == (7 * 64, 64)
+    packed = np.ascontiguousarray(part)
+    flipped = np.ascontiguousarray(part[..., ::-1])[..., ::-1]  # each step's values reversed in memory
+    assert not np.shares_memory(step_rows(flipped)[0], flipped)
+    want = sim.input_events(packed)
+    want = (want.offsets.copy(), want.index.copy(), want.value.copy())
+    sample_major = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)[:, 2:5]  # samples' steps together
+    assert step_rows(sample_major)[1:] == (64, 5 * 64)
+    for got in (sim.input_events(part), sim.input_events(flipped), sim.input_events(sample_major)):
+        assert all(np.array_equal(a, b) for a, b in zip(want, (got.offsets, got.index, got.value), strict=True))
+    _same(eventsim.run(plan, packed, record=True), eventsim.run(plan, part, record=True))
+    bad = x.copy()
+    bad[3, 6, 0, 7, 7] = 0.5  # the last value of the slice's span, in the sample after it: not read
+    assert eventsim.run(plan, bad[:, 2:5]).counts.shape == (3, 10)
+    bad[4, 4, 0, 7, 7] = 0.5  # the slice's own last value
+    with pytest.raises(DataError, match="integer spike counts"):
+        eventsim.run(plan, bad[:, 2:5])
+
+
 @pytest.mark.parametrize("precision", ["float", "fixed"])
 @pytest.mark.parametrize("bias", [0.0, 0.2], ids=["listed", "dense"])
 def test_li_readout_work_follows_events(tmp_path, precision, bias):

@@ -11,6 +11,7 @@ the accumulator width chosen per input range, scratch buffers, and the results o
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,14 +145,14 @@ class EventSim:
             spikes = spikes.view(np.uint8)
         T, B = spikes.shape[:2]
         channels, pixels = self._channels_pixels
-        flat = np.ascontiguousarray(spikes).reshape(-1)
+        flat, s_t, s_b = step_rows(spikes)
         if len(self._offsets) < B * T + 1:
             self._offsets = np.empty(B * T + 1, dtype=np.int64)
         off = self._offsets[: B * T + 1]
         while True:  # the event buffers are reused from call to call, grown when an input needs more
             idx, val = self._event_buffers
             problem, n, integral, top = _input_events(flat, flat.view(f"u{flat.itemsize}"), T, B, channels, pixels,
-                                                      self.integer, off, idx, val)  # fmt: skip
+                                                      s_t, s_b, self.integer, off, idx, val)  # fmt: skip
             if n + SCAN <= len(idx) or problem:
                 break
             self._event_buffers = (
@@ -286,6 +287,24 @@ class EventSim:
             twin._new_buffers()
             self._twins.append(twin)
         return [self, *self._twins[: n - 1]]
+
+
+def step_rows(spikes: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``spikes (T, B, ...)`` as ``(flat, sT, sB)``: 1-D memory in which step ``t`` of sample ``b``
+    starts at element ``t * sT + b * sB`` and holds that step's values contiguously. A large batch
+    slice of a larger array (each step's values together) is read where it lies: copying a 1 ms-step
+    N-MNIST sample cost 0.35 ms, measured; anything else is copied (a view costs ~4 us to make)."""
+    T, B, k = spikes.shape[0], spikes.shape[1], spikes.itemsize
+    row = math.prod(spikes.shape[2:])
+    s_t, s_b = spikes.strides[:2]
+    if (spikes.nbytes >= VIEW_BYTES and B > 0 and s_t >= 0 and s_b >= 0 and s_t % k == 0 and s_b % k == 0
+            and spikes[0, 0].flags.c_contiguous):  # fmt: skip
+        span = (T - 1) * (s_t // k) + (B - 1) * (s_b // k) + row
+        return np.lib.stride_tricks.as_strided(spikes, shape=(span,), strides=(k,)), s_t // k, s_b // k
+    return np.ascontiguousarray(spikes).reshape(-1), B * row, row
+
+
+VIEW_BYTES = 1 << 18  # inputs from this size on are read in place where their layout allows
 
 
 @dataclass
