@@ -3,22 +3,28 @@
 Workloads: the N-MNIST CSNN (``nmnist_csnn``; untrained weights, readout scaled so that every layer
 spikes, fed with real N-MNIST recordings from ``../shared/eventdata`` when present, else random
 spikes) and the digits model (the demo's trained graphs ``runs/demo/model{,.fixed}.nir`` when
-``make demo`` has run, else an untrained ``digits_csnn``). Each graph runs once with one sample
-and once with ``--samples`` samples through the ``lava`` target (worker start and Lava compile
-included in both), so that
+``make demo`` has run, else an untrained ``digits_csnn``). Each graph runs
+once with ``--samples`` samples through the ``lava`` target, and
 
-- time per sample = (t_N - t_1) / (N - 1), steps per second = (N - 1) * (T + depth) / (t_N - t_1),
-- fixed cost per call (worker start, process-graph build, Lava compile) = t_1 - time per sample.
+- time per sample = Lava's own stepping time per step (the worker's clock from the first step's
+  output to the last: worker start, process-graph build and Lava compile excluded) x (T + depth),
+  steps per second its inverse per step,
+- fixed cost per call (worker start, process-graph build, Lava compile, stop) = the call's wall time
+  - samples x time per sample.
+
+(The difference of a 1-sample and an N-sample call, used before, drowned in the ~2 s start-up's
+noise once Lava took 0.02-0.1 s per sample: it gave negative times.)
 
 The ``torch`` target on the CPU runs the same samples, one at a time, in the same run as the baseline
 (best of 3 rounds; ratio = Lava time per sample / torch time per sample). Writes ``runs/bench/lava.json`` and prints a table.
 
-    python -m bench.lava --samples 4
+    python -m bench.lava --samples 16
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -91,6 +97,7 @@ def measure(plan: Plan, spikes: np.ndarray) -> dict:
     depth = extra_steps(plan, get_target("lava").latency)
     x = np.concatenate([spikes, np.zeros((depth, *spikes.shape[1:]), spikes.dtype)])
     steps, n = x.shape[0], x.shape[1]
+    load = os.getloadavg()[0]
     # torch first: Lava's worker processes take a moment to exit after a run, which would slow it
     torch_target.run(plan, x[:, :1], device="cpu")  # warm-up
     rounds = []
@@ -101,25 +108,23 @@ def measure(plan: Plan, spikes: np.ndarray) -> dict:
         rounds.append((time.perf_counter() - t0) / n)
     torch_per_sample = min(rounds)
     t0 = time.perf_counter()
-    lava_target.run(plan, x[:, :1])
-    t1 = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    lava_target.run(plan, x)
-    tn = time.perf_counter() - t0
-    per_sample = (tn - t1) / (n - 1)
-    return {"samples": n, "steps_per_sample": steps, "depth": depth, "wall_1_s": t1, "wall_n_s": tn,
-            "s_per_sample": per_sample, "steps_per_s": (n - 1) * steps / (tn - t1),
-            "fixed_cost_per_call_s": t1 - per_sample, "torch_cpu_s_per_sample": torch_per_sample,
-            "lava_over_torch": per_sample / torch_per_sample}  # fmt: skip
+    sim = lava_target.run(plan, x).stats["lava"]
+    wall = time.perf_counter() - t0
+    step_s = sim["seconds"] / sim["steps"]
+    per_sample = step_s * steps
+    return {"samples": n, "steps_per_sample": steps, "depth": depth, "wall_s": wall, "s_per_sample": per_sample,
+            "steps_per_s": 1.0 / step_s, "fixed_cost_per_call_s": wall - n * per_sample,
+            "torch_cpu_s_per_sample": torch_per_sample, "lava_over_torch": per_sample / torch_per_sample,
+            "load_1min_before": load}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.lava", description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--samples", type=int, default=4, help="samples per workload (>= 2)")
+    ap.add_argument("--samples", type=int, default=16, help="samples per workload (default: %(default)s)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "lava.json"), help="JSON output")
     args = ap.parse_args(argv)
-    if args.samples < 2:
-        ap.error("--samples must be at least 2 (time per sample is the difference of two runs)")
+    if args.samples < 1:
+        ap.error("--samples must be at least 1")
     reason = lava_target.unavailable_reason()
     if reason:
         print(f"lava target unavailable: {reason}", file=sys.stderr)
@@ -137,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)  # fmt: skip
     write_json_atomic(args.out, {"machine": "this machine's CPU", "results": results})
     print(
-        "| workload | precision | Lava steps/s | Lava s/sample | fixed cost/call (s) | torch CPU s/sample | Lava / torch |"
+        "| workload | precision | Lava steps/s | Lava s/sample | fixed cost/call (s) | torch CPU s/sample | Lava / torch "
+        "| load avg before |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['workload']} | {r['precision']} | {r['steps_per_s']:.1f} | {r['s_per_sample']:.3f} | "
-              f"{r['fixed_cost_per_call_s']:.2f} | {r['torch_cpu_s_per_sample'] * 1e3:.2f} ms | {r['lava_over_torch']:.0f}x |")  # fmt: skip
+              f"{r['fixed_cost_per_call_s']:.2f} | {r['torch_cpu_s_per_sample'] * 1e3:.2f} ms | {r['lava_over_torch']:.0f}x | {r['load_1min_before']:.2f} |")  # fmt: skip
     print(f"written: {args.out}")
     return 0
 
