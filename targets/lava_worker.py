@@ -77,8 +77,9 @@ GRADED_BITS = 24  # message bits for synapses whose input is not a plain 0/1 spi
 # A plain 0/1 spike goes to a Sparse or Dense as a 1-bit message: Lava's models then take the product
 # ``weights @ s`` (one pass over the matrix) instead of slicing out the spiking columns and summing them
 # (``weights[:, s].sum(1)``, a new matrix per step: 4x slower in scipy, measured). For inputs of 0 and 1
-# both are the same integer sum, and in float the same float64 sum in the same order; the netx export
-# keeps Loihi's unary spikes (0 bits).
+# both are the same integer sum; in float they add the same float64 terms (Sparse in the same order,
+# Dense in BLAS's, which can move the last bit of a float64 sum, as the unary path's numpy sum could
+# against the reference's; the float tests check the rasters). The netx export keeps unary spikes.
 SPIKE_BITS = 1
 LI_VTH_FIXED = 2**17 - 1  # Loihi's largest threshold: the converter proves an LI's |v| stays at or below vth << 6
 LI_VTH_FLOAT = float(np.finfo(np.float64).max)
