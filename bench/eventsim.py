@@ -41,7 +41,6 @@ from convert.nirgraph import write_graph
 from core.errors import ConfigError, SnnDeployError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs.datasets import dataset_from_description, load_dataset, spike_batch
-from runtime.latency import extra_steps
 from targets import TARGETS, eventsim, torch_target
 from targets.plan import load_plan
 from train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -128,9 +127,8 @@ def _per_sample(run, plan, x: np.ndarray, batch: int) -> None:
 
 def threads_ratio(plan, x: np.ndarray, repeats: int, threads: int = 2) -> dict:
     """Batches of 64 on one thread against the same batches split over ``threads`` threads (results
-    checked identical), interleaved, median of ``repeats``. Fewer than 128 samples are repeated up to
-    128 (two whole batches of 64, as the goal is stated; with 32 samples the "batch of 64" used to be
-    one batch of 32)."""
+    checked identical), interleaved, median of ``repeats``; fewer than two batches' samples are
+    repeated up to two whole batches."""
     if x.shape[1] < 2 * BATCH:
         x = np.concatenate([x] * -(-2 * BATCH // x.shape[1]), axis=1)[:, : 2 * BATCH]
     one = lambda: _per_sample(lambda p, xb: eventsim.run(p, xb), plan, x, BATCH)  # noqa: E731
@@ -191,10 +189,11 @@ def measure(w: dict, precision: str, args) -> dict:
     if "lava" in TARGETS and not args.no_lava:
         k = min(args.lava_samples, n)
         try:
+            from bench.lava import seconds_per_sample
             from targets import lava_target
 
             sim = lava_target.run(plan, x[:, :k]).stats["lava"]  # Lava's stepping: start-up excluded
-            t_lava = sim["seconds"] / sim["steps"] * (x.shape[0] + extra_steps(plan, 1))
+            t_lava = seconds_per_sample(plan, sim, x.shape[0])
             rec["lava"] = {"lava_ms": 1e3 * t_lava, "samples": k, "steps_per_s": sim["steps"] / sim["seconds"],
                            "speedup": t_lava / t1}  # fmt: skip
         except SnnDeployError as e:
