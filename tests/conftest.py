@@ -40,12 +40,14 @@ def tiny_args():
 
 @pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory) -> Path:
-    """A small digits student trained once per session (CE only, T=4): a checkpoint that spikes."""
+    """A small digits student trained once per session (CE only, T=4): a checkpoint that spikes. Its
+    torch threads are fixed: a test before it may have set the process's (a streaming run), and the
+    float sums, and so the trained weights, depend on them."""
     from train import bkd
 
     out = tmp_path_factory.mktemp("trained_digits")
     argv = ["--out", str(out), "--epochs", "6", "--distill", "none", "--steps", "4", "--progress", "false",
-            "--limit-test", "200"]  # fmt: skip
+            "--limit-test", "200", "--threads", "2"]  # fmt: skip
     assert bkd.main(argv) == 0
     return out / "student.pt"
 

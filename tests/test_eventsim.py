@@ -125,10 +125,13 @@ def test_work_grows_linearly_with_input_events(tmp_path):
     assert np.all(np.abs(ratio / ratio[-1] - 1) < 0.05), ratio
 
 
-def test_stream_keeps_state_across_chunks(tmp_path):
+@pytest.mark.parametrize("bias", [0.2, 0.0], ids=["dense", "blocked"])
+def test_stream_keeps_state_across_chunks(tmp_path, bias):
     x = (np.random.default_rng(5).random((12, 1, 1, 8, 8)) < 0.25).astype(np.float32)
     for precision in ("fixed", "float"):
-        plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), precision, x, bias=0.2)
+        plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), precision, x, bias=bias)
+        lif1 = 1 + [n.name for n in plan.nodes].index(plan.lif_names[0])
+        assert bool(eventsim.prepare(plan).compiled.table[lif1, kernels.K_DENSE]) == (bias > 0)
         whole = eventsim.prepare(plan).execute(
             eventsim.prepare(plan).input_events(x), eventsim.prepare(plan).new_state(), reset=True, record=False
         )
@@ -271,6 +274,64 @@ def test_crowded_lists_and_neurons_that_spike_at_rest():
             assert updates == 10 * 3 * 40
         else:
             assert updates < 10 * 3 * 40
+
+
+def test_blocked_lif_layers_after_convolutions():
+    """A LIF after a convolution, without constant input for most neurons, is listed by blocks (an
+    output pixel's channels, which a convolution's event reaches together) and reads the
+    convolution's accumulators itself: exact at low and high input density (crowded: a dense pass,
+    then the blocks relisted), with neurons that spike at rest listed from the start, per-neuron and
+    layer-wide parameters, channel counts that are no multiple of 8, two threads and streaming."""
+    rng = np.random.default_rng(15)
+    dt = 1e-3
+
+    def lif(shape, tau, vth):
+        return nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(shape), v_threshold=vth, v_reset=np.zeros(shape))
+
+    def conv(o, i, hw):
+        return nir.Conv2d(input_shape=(hw, hw), weight=rng.normal(0, 0.8, (o, i, 3, 3)).astype(np.float32),
+                          stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(o, dtype=np.float32))  # fmt: skip
+
+    vth1 = np.ones((5, 16, 16))
+    vth1[[0, 2, 4, 1], [0, 3, 15, 15], [0, 3, 15, 0]] = -0.2  # four neurons in four pixels spike at rest
+    nodes = {
+        "input": nir.Input({"input": np.array([2, 16, 16])}),
+        "c1": conv(5, 2, 16),
+        "l1": lif((5, 16, 16), rng.uniform(2e-3, 8e-3, (5, 16, 16)), vth1),
+        "p1": nir.SumPool2d(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)),  # (5, 8, 8)
+        "c2": conv(8, 5, 8),
+        "l2": lif((8, 8, 8), np.full((8, 8, 8), 4e-3), np.ones((8, 8, 8))),
+        "f": nir.Flatten({"input": np.array([8, 8, 8])}, start_dim=0),
+        "a": nir.Affine(rng.normal(0, 0.5, (4, 512)).astype(np.float32), np.zeros(4, dtype=np.float32)),
+        "l3": lif((4,), np.full(4, 4e-3), np.ones(4)),
+        "output": nir.Output({"output": np.array([4])}),
+    }
+    order = ["input", "c1", "l1", "p1", "c2", "l2", "f", "a", "l3", "output"]
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
+                         metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
+    plan = load_plan(graph)
+    sim = eventsim.prepare(plan)
+    table = sim.compiled.table
+    rows = {n.name: k for k, n in enumerate(plan.nodes, start=1)}
+    for lif_name, conv_name in (("l1", "c1"), ("l2", "c2")):
+        assert table[rows[lif_name], kernels.K_FUSED] == rows[conv_name] and not table[rows[lif_name], kernels.K_DENSE]
+    assert not table[rows["l1"], kernels.K_UNIFORM] and table[rows["l2"], kernels.K_UNIFORM]
+    assert table[rows["l3"], kernels.K_FUSED] < 0  # (after an affine layer: listed neuron by neuron)
+    for density, crowded in ((0.0015, False), (0.6, True)):
+        x = (rng.random((10, 3, 2, 16, 16)) < density).astype(np.float32) * rng.integers(1, 3, (10, 3, 2, 16, 16))
+        expected, got = ref.run(plan, x, record=True), eventsim.run(plan, x, record=True)
+        _same(expected, got)
+        assert expected.layer_counts["l2"].sum() > 0
+        assert expected.rasters["l1"][:, :, 0, 0, 0].mean() > 0.5  # (it spikes at rest)
+        _same(expected, eventsim.run(plan, x, record=True, threads=2))
+        # blocks of 5: never more than every neuron; crowded from the first steps on: every neuron
+        updates = got.stats["l1"]["neuron_updates"]
+        every = 10 * 3 * 5 * 16 * 16
+        assert updates % 5 == 0 and (updates > 0.8 * every if crowded else updates < 0.25 * every), updates
+        stream = sim.stream()
+        parts = [stream.step(x[a:e, 1]).per_step for a, e in ((0, 3), (3, 4), (4, 10))]
+        whole = sim.execute(sim.input_events(x[:, 1:2]), sim.new_state(), reset=True, record=False)
+        assert np.array_equal(np.concatenate(parts), whole.per_step)
 
 
 def test_bad_input(tmp_path):

@@ -351,6 +351,56 @@ def _relist(v, sticky, marks, listed):
 
 
 @numba.njit(cache=True, nogil=True)
+def _relist_blocks(v, sticky, marks, listed, G):
+    """:func:`_relist` for a LIF listed by blocks of ``G`` neurons (a convolution's output pixel):
+    lists (and marks) the blocks in which a neuron has state or a constant input; returns how many."""
+    w = 0
+    g = np.uint64(G)
+    for p in range(np.uint64(v.shape[0]) // g):
+        stays = False
+        for i in range(p * g, p * g + g):
+            stays |= (v[i] != 0) | (sticky[i] != 0)
+        listed[w] = p
+        marks[p] = stays
+        w += stays
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_lif(listed, G, src, exp, avg, area, v, bias, sticky, marks, flags, keep, vth, beta, gain, leak, vth_f,
+               v_reset, uniform, out_idx, out_val):  # fmt: skip
+    """One step of a LIF fused to its convolution and listed by blocks: block ``p`` is output pixel
+    ``p``'s ``G`` channels, neurons ``p G`` to ``p G + G``, which a convolution's event reaches together.
+    Each listed block is updated by :func:`_dense_lif` (vectorised, its input ``src`` read and zeroed
+    as there, its spikes into ``flags``); spikes become events in neuron order within a block. The
+    list is compacted to the blocks in which a neuron has state or a constant input (their marks in
+    ``marks[p]`` stay set). Returns ``(listed now, spikes)``."""
+    w = 0
+    ne = 0
+    g = np.uint64(G)
+    for j in range(listed.shape[0]):
+        p = listed[j]
+        lo = np.uint64(p) * g
+        hi = lo + g
+        if uniform:
+            _dense_lif(src[lo:hi], exp, avg, area, v[lo:hi], bias[lo:hi], flags, keep, vth, beta[0], gain[0], leak[0],
+                       vth_f[0], v_reset[0])  # fmt: skip
+        else:
+            _dense_lif(src[lo:hi], exp, avg, area, v[lo:hi], bias[lo:hi], flags, keep, vth, beta[lo:hi], gain[lo:hi],
+                       leak[lo:hi], vth_f[lo:hi], v_reset[lo:hi])  # fmt: skip
+        stays = False
+        for c in range(g):
+            out_idx[ne] = lo + c
+            out_val[ne] = 1
+            ne += flags[c]
+            stays |= (v[lo + c] != 0) | (sticky[lo + c] != 0)
+        marks[p] = stays
+        listed[w] = p  # in-place compaction (w <= j)
+        w += stays
+    return w, ne
+
+
+@numba.njit(cache=True, nogil=True)
 def _gather(idx, val, inp, marks, listed, na, dense):
     """Events ``(idx, val)`` into a LIF layer's input ``inp``; unless the layer is ``dense``, a
     neuron not yet listed joins ``listed`` (at ``na``, which is returned grown)."""
@@ -646,6 +696,7 @@ def _simulate(
     counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,  # results
 ):  # fmt: skip
     n_nodes = table.shape[0]
+    flags = np.zeros(max(table[:, K_CO].max(), 1), dtype=np.uint8)  # a blocked LIF's spikes of one block
     for b in range(B):
         if reset or b > 0:
             for k in range(n_nodes):
@@ -655,13 +706,18 @@ def _simulate(
                         v[i] = vrest[i]  # 0, or a dialect's rest value
                     for j in range(act_n[k]):
                         nmark[off + act[off + j]] = 0
-                    # at rest only the neurons with a constant input are listed (a dense layer keeps no list)
+                    # at rest only the neurons with a constant input are listed (a dense layer keeps no list;
+                    # a blocked one lists their blocks)
                     n_st = 0
-                    for i in range(0 if table[k, K_DENSE] else table[k, K_N]):
-                        if sticky[off + i]:
-                            act[off + n_st] = i
-                            nmark[off + i] = 1
-                            n_st += 1
+                    if table[k, K_DENSE] == 0 and table[k, K_FUSED] >= 0:
+                        n_st = _relist_blocks(vrest[off : off + table[k, K_N]], sticky[off : off + table[k, K_N]],
+                                              nmark[off:], act[off:], table[table[k, K_FUSED], K_CO])  # fmt: skip
+                    else:
+                        for i in range(0 if table[k, K_DENSE] else table[k, K_N]):
+                            if sticky[off + i]:
+                                act[off + n_st] = i
+                                nmark[off + i] = 1
+                                n_st += 1
                     act_n[k] = n_st
             for k in delay_rows:  # nothing stored yet: a delay emits zeros (no events)
                 dl_head[k] = 0
@@ -747,8 +803,20 @@ def _simulate(
                 if kind == LIF:
                     # K_DENSE: most neurons have a constant input (bias, leak), so all update every step
                     dense = table[k, K_DENSE] != 0
-                    fs = table[k, K_FUSED]  # a dense layer's only synapse, whose accumulators it reads itself
+                    fs = table[k, K_FUSED]  # its only synapse, whose accumulators it reads itself
                     na = act_n[k]
+                    # blocked: fused to a convolution but listed, by blocks of its G channels per pixel
+                    blocked = fs >= 0 and not dense
+                    G = table[fs, K_CO] if blocked else 1
+                    if blocked:  # the pixels the convolution touched this step join the list
+                        gs = table[fs, K_GROUPS]
+                        for j in range(ev_n[fs]):
+                            p = glist[gs + j]
+                            gmark[gs + p] = 0
+                            if nmark[off + p] == 0:
+                                nmark[off + p] = 1
+                                act[off + na] = p
+                                na += 1
                     if fs < 0:  # gather the input of this step; neurons not yet listed join the work list
                         for si in range(s0, s0 + ns):
                             so = table[srcs[si], K_OFF]
@@ -760,7 +828,7 @@ def _simulate(
                     keep = DECAY_UNITY - table[k, K_DV]
                     # a listed layer with most neurons listed this step is updated densely too (the
                     # neurons at rest stay at rest), and its list rebuilt from the membranes
-                    crowded = not dense and na >= N * DENSE_FRACTION
+                    crowded = not dense and na * G >= N * DENSE_FRACTION
                     r0 = table[k, K_ROFF] + (t * B + b) * N  # (this step's raster row, when recording)
                     fixed_membrane = table[k, K_FORM] == FORM_FIXED_MEMBRANE  # fixed, behind a current (listed)
                     if not fixed_membrane and (table[k, K_FORM] != FORM_NIR or table[k, K_SPIKE] != SPIKE_ONE):
@@ -803,10 +871,23 @@ def _simulate(
                         # node offsets are 8-aligned: the spike flags are read 8 at a time
                         ne = _spike_events(nmark[off : off + ((N + 7) // 8) * 8].view(np.uint64), ev_idx[evo:],
                                            ev_val[evo:])  # fmt: skip
-                        if crowded:
+                        if crowded and blocked:
+                            act_n[k] = _relist_blocks(v[off : off + N], sticky[off : off + N], nmark[off : off + N],
+                                                      act[off : off + N], G)  # fmt: skip
+                        elif crowded:
                             act_n[k] = _relist(v[off : off + N], sticky[off : off + N], nmark[off : off + N],
                                                act[off : off + N])  # fmt: skip
                         work[k, b] += N
+                    elif blocked:
+                        q = max(poff, 0)
+                        su = table[fs, K_OFF]
+                        w, ne = _block_lif(act[off : off + na], G, acc[su : su + N], table[fs, K_EXP], False, np.float32(1),
+                                           v[off : off + N], biases[boff : boff + N], sticky[off : off + N],
+                                           nmark[off : off + N], flags, keep, vth, beta[q : q + N], gain[q : q + N],
+                                           leak[q : q + N], vth_f[q : q + N], vreset[q : q + N],
+                                           poff < 0 or table[k, K_UNIFORM] != 0, ev_idx[evo:], ev_val[evo:])  # fmt: skip
+                        act_n[k] = w
+                        work[k, b] += na * G
                     else:  # the listed neurons: those with state, with input, or with a constant input
                         lv = (act[off : off + na], inp[off : off + N], v[off : off + N], biases[boff : boff + N],
                               sticky[off : off + N], nmark[off : off + N], keep, vth)  # fmt: skip
@@ -835,7 +916,8 @@ def _simulate(
                 pool = kind in (SUMPOOL, AVGPOOL)
                 # remember the touched output pixels (a pool: the touched neurons), to pass on only
                 # those (not when a dense LIF reads all the accumulators itself)
-                track = table[k, K_FUSED] < 0
+                fused = table[k, K_FUSED]  # (a LIF that reads the accumulators itself: all, or the touched pixels)
+                track = fused < 0 or table[fused, K_DENSE] == 0
                 ng = 0
                 syn = 0
                 for si in range(s0, s0 + ns):
@@ -890,8 +972,8 @@ def _simulate(
                             ky += SH
                             oy -= 1
                 work[k, b] += syn
-                if table[k, K_FUSED] >= 0:  # its LIF reads the accumulators itself
-                    ev_n[k] = 0
+                if fused >= 0:  # its LIF reads the accumulators itself (listed by blocks: the touched pixels)
+                    ev_n[k] = ng if track else 0
                     continue
                 # pass on the values of the touched output pixels (every neuron when the bias is dense)
                 boff = table[k, K_BOFF]

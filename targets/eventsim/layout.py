@@ -227,6 +227,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     values are ``value_dtype`` (int64; float32 in float precision)."""
     nodes = plan.nodes
     index = {"input": 0} | {n.name: k + 1 for k, n in enumerate(nodes)}
+    kinds = {n.name: n.kind for n in nodes}
     perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
     table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
     table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP, K_TOFF]] = -1
@@ -442,13 +443,15 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             # (a layer with a dialect's rule is updated in its list: _rule_lif)
             row[K_DENSE] = bool(np.mean(restless) >= DENSE_FRACTION) and row[K_FORM] == row[K_SPIKE] == 0
             # (a float synapse's bias is folded into this LIF by then: _dense_lif reads none)
+            # fuse: the update reads the synapse's accumulators, no event list between: a dense layer
+            # all of them; a listed one after a convolution by blocks, the channels of each output
+            # pixel the convolution touched (an event reaches all of a pixel's channels at once)
             if (
-                row[K_DENSE]
+                (row[K_DENSE] or (kinds.get(syn) == "conv" and row[K_FORM] == row[K_SPIKE] == 0))
                 and syn in bias_at
                 and _sole_lif_consumer(plan, syn)
                 and (integer or not np.any(bias_of[syn] != 0))
             ):
-                # fuse: the dense update reads the synapse's accumulators, no event list between
                 row[K_FUSED], table[index[syn], K_FUSED] = index[syn], k
     for n in nodes:
         if n.kind == "delay" and not np.array_equal(perms[n.name], perms[n.sources[0]]):
