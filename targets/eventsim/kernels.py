@@ -36,6 +36,7 @@ INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF, LI, DELAY = range(9)
  K_MAP, K_TOFF, K_DOFF, K_DSLOT, K_DDEPTH, K_FORM, K_SPIKE) = range(36)  # fmt: skip
 NCOLS = 36
 DENSE_FRACTION = 0.25
+BLOCK_RUN = 64  # consecutive blocks of a blocked LIF updated in one call at most
 # a float LIF/LI layer's rule beyond NIR's (a producer's dialect, targets.reference.membrane): the
 # membrane's form (K_FORM; the plan's parameters in the beta and leak slots, see layout) and the
 # spikes per step (K_SPIKE). Layers with a rule run in _rule_lif / _rule_li, never densely fused.
@@ -371,32 +372,49 @@ def _block_lif(listed, G, src, exp, avg, area, v, bias, sticky, marks, flags, ke
                v_reset, uniform, out_idx, out_val):  # fmt: skip
     """One step of a LIF fused to its convolution and listed by blocks: block ``p`` is output pixel
     ``p``'s ``G`` channels, neurons ``p G`` to ``p G + G``, which a convolution's event reaches together.
-    Each listed block is updated by :func:`_dense_lif` (vectorised, its input ``src`` read and zeroed
-    as there, its spikes into ``flags``); spikes become events in neuron order within a block. The
-    list is compacted to the blocks in which a neuron has state or a constant input (their marks in
+    Listed blocks are updated by :func:`_dense_lif` (vectorised, the input ``src`` read and zeroed as
+    there, spikes into ``flags``), a run of consecutive blocks in one call (a window row's pixels join
+    the list together, and stay in order). Spikes become events in neuron order within a run. The list
+    is compacted to the blocks in which a neuron has state or a constant input (their marks in
     ``marks[p]`` stay set). Returns ``(listed now, spikes)``."""
     w = 0
     ne = 0
     g = np.uint64(G)
-    for j in range(listed.shape[0]):
-        p = listed[j]
-        lo = np.uint64(p) * g
-        hi = lo + g
+    cap = flags.shape[0] // G  # blocks per call at most
+    words = flags.view(np.uint64)  # (flags: whole words, all zero between runs)
+    n = listed.shape[0]
+    j = 0
+    while j < n:
+        p0 = listed[j]
+        r = 1
+        while j + r < n and r < cap and listed[j + r] == p0 + r:
+            r += 1
+        lo = np.uint64(p0) * g
+        hi = lo + np.uint64(r) * g
         if uniform:
             _dense_lif(src[lo:hi], exp, avg, area, v[lo:hi], bias[lo:hi], flags, keep, vth, beta[0], gain[0], leak[0],
                        vth_f[0], v_reset[0])  # fmt: skip
         else:
             _dense_lif(src[lo:hi], exp, avg, area, v[lo:hi], bias[lo:hi], flags, keep, vth, beta[lo:hi], gain[lo:hi],
                        leak[lo:hi], vth_f[lo:hi], v_reset[lo:hi])  # fmt: skip
-        stays = False
-        for c in range(g):
-            out_idx[ne] = lo + c
-            out_val[ne] = 1
-            ne += flags[c]
-            stays |= (v[lo + c] != 0) | (sticky[lo + c] != 0)
-        marks[p] = stays
-        listed[w] = p  # in-place compaction (w <= j)
-        w += stays
+        for wi in range((hi - lo + np.uint64(7)) // np.uint64(8)):  # the spikes, 8 flags at a time (mostly none)
+            wd = words[wi]
+            if wd == 0:
+                continue
+            words[wi] = 0
+            while wd:
+                out_idx[ne] = lo + wi * np.uint64(8) + (trailing_zeros(wd) >> 3)
+                out_val[ne] = 1
+                ne += 1
+                wd &= wd - np.uint64(1)
+        for q in range(r):
+            left = np.uint8(0)  # any state or constant input left in the block (a vectorised reduction)
+            for i in range(lo + np.uint64(q) * g, lo + np.uint64(q + 1) * g):
+                left |= np.uint8(v[i] != 0) | sticky[i]
+            marks[p0 + q] = left != 0
+            listed[w] = p0 + q  # in-place compaction (w <= j)
+            w += left != 0
+        j += r
     return w, ne
 
 
@@ -696,7 +714,8 @@ def _simulate(
     counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,  # results
 ):  # fmt: skip
     n_nodes = table.shape[0]
-    flags = np.zeros(max(table[:, K_CO].max(), 1), dtype=np.uint8)  # a blocked LIF's spikes of one block
+    # a blocked LIF's spikes of one run of blocks (at most BLOCK_RUN blocks)
+    flags = np.zeros((BLOCK_RUN * max(table[:, K_CO].max(), 1) + 7) // 8 * 8, dtype=np.uint8)
     for b in range(B):
         if reset or b > 0:
             for k in range(n_nodes):
