@@ -9,7 +9,9 @@ Work is done per event, never as a dense product over all inputs every step:
 - a LIF layer updates only the neurons that have state (``v != 0``) or received input this step,
   kept in an *active list*; a neuron at rest with no input costs nothing. Layers whose neurons get
   input at every step regardless (a non-zero bias or leak) are updated densely: that is the
-  semantics, not a shortcut.
+  semantics, not a shortcut. A LIF layer fed only by a convolution lists *blocks* instead (an
+  output pixel's channels, which every event reaching the pixel reaches together), updated with
+  the dense update's vectorised loop straight from the convolution's accumulators.
 
 - an LI layer (non-spiking leaky integrator) is listed the same way: a neuron with a non-zero
   membrane, input or a constant input is updated, and each non-zero membrane is passed on as an

@@ -3,7 +3,7 @@
 :func:`_simulate` is the whole simulation (every sample, step and node) in one compiled function,
 free of Python objects: it walks the node table of :mod:`targets.eventsim.layout` row by row at
 every step, calling small compiled loops for the scatter of a synaptic or pooling node, the
-listed and the dense LIF updates, the LI update and the read-out of spikes (LLVM optimises them
+listed, blocked and dense LIF updates, the LI update and the read-out of spikes (LLVM optimises them
 alone far better than inlined in the big kernel). :func:`_input_events` turns a dense input into
 events. The table's vocabulary (node kinds, columns) is defined here, where it is read.
 
