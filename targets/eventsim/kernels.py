@@ -73,6 +73,26 @@ def _ashr32(typingctx, a, s):
     return sig, codegen
 
 
+SCAN = 32  # input values tested at once for any non-zero (one vector compare)
+
+
+@intrinsic
+def _nonzero_bits(typingctx, bits, start):
+    """Bit ``j`` set where ``bits[start + j] != 0``, for ``j < SCAN``: one vector compare of SCAN
+    values and its mask (numba has no vector type; a loop building the mask bit by bit was scalar)."""
+    width = bits.dtype.bitwidth
+    sig = types.uint64(bits, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        vec = ir.VectorType(ir.IntType(width), SCAN)
+        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), vec.as_pointer())
+        nonzero = builder.icmp_unsigned("!=", builder.load(ptr, align=1), ir.Constant(vec, None))
+        return builder.zext(builder.bitcast(nonzero, ir.IntType(SCAN)), ir.IntType(64))
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _add_run(acc, a0, weights, w0, m, x):
     """``acc[a0 : a0 + m] += x * weights[w0 : w0 + m]``. Unsigned indices: numba then adds no
@@ -634,20 +654,30 @@ def _li_layer(listed, dense, inp, v, bias, sticky, marks, keep, beta, gain, leak
 
 
 @numba.njit(cache=True, nogil=True)
-def _spike_events(words, out_idx, out_val):
-    """The neurons whose 0/1 spike flag (one byte each, read as 64-bit ``words``) is set, as events
-    of value 1, in order; clears the flags. Returns the number of spikes."""
+def _spike_events(flags, out_idx, out_val):
+    """The neurons whose 0/1 spike flag (one byte each) is set, as events of value 1, in order;
+    clears the flags. SCAN flags are tested at once (one vector compare), most of them zero.
+    Returns the number of spikes."""
     ne = 0
-    for wi in range(words.shape[0]):
-        w = words[wi]
-        if w == 0:
+    n = flags.shape[0]
+    full = n - n % SCAN
+    for b0 in range(0, full, SCAN):
+        mask = _nonzero_bits(flags, np.uint64(b0))
+        if mask == 0:
             continue
-        words[wi] = 0
-        while w:  # one set bit per spiking neuron (flags are 0 or 1): bit 8j is neuron 8 wi + j
-            out_idx[ne] = wi * 8 + (trailing_zeros(w) >> 3)
+        for j in range(np.uint64(b0), np.uint64(b0 + SCAN)):  # (vectorised)
+            flags[j] = 0
+        while mask:  # one set bit per spiking neuron
+            out_idx[ne] = b0 + trailing_zeros(mask)
             out_val[ne] = 1
             ne += 1
-            w &= w - np.uint64(1)
+            mask &= mask - np.uint64(1)
+    for i in range(full, n):
+        if flags[i]:
+            flags[i] = 0
+            out_idx[ne] = i
+            out_val[ne] = 1
+            ne += 1
     return ne
 
 
@@ -887,9 +917,7 @@ def _simulate(
                                          np.float32(table[fs, K_KH] * table[fs, K_KW]), *vbs, *prm)  # fmt: skip
                         else:
                             _dense_layer(inp[off : off + N], 0, False, np.float32(1), *vbs, *prm)
-                        # node offsets are 8-aligned: the spike flags are read 8 at a time
-                        ne = _spike_events(nmark[off : off + ((N + 7) // 8) * 8].view(np.uint64), ev_idx[evo:],
-                                           ev_val[evo:])  # fmt: skip
+                        ne = _spike_events(nmark[off : off + N], ev_idx[evo:], ev_val[evo:])
                         if crowded and blocked:
                             act_n[k] = _relist_blocks(v[off : off + N], sticky[off : off + N], nmark[off : off + N],
                                                       act[off : off + N], G)  # fmt: skip
@@ -1042,9 +1070,6 @@ def _simulate(
                 dl_head[k] = (head + 1) % M
 
 
-SCAN = 32  # input values tested at once for any non-zero (one vector compare)
-
-
 @numba.njit(cache=True, nogil=True)
 def _input_events(x, bits, T, B, C, P, sT, sB, integer, off, idx, val):
     """The non-zero entries of input ``(T, B, C, P)`` (P pixels) as events: CSR ``off`` over (sample,
@@ -1057,7 +1082,6 @@ def _input_events(x, bits, T, B, C, P, sT, sB, integer, off, idx, val):
     off[0] = 0
     if x.shape[0] == 0:  # no samples
         return 0, 0, True, 0.0
-    zero = bits[0] ^ bits[0]
     cap = idx.shape[0]
     bad = False
     frac = False
@@ -1069,17 +1093,13 @@ def _input_events(x, bits, T, B, C, P, sT, sB, integer, off, idx, val):
                 base = t * sT + b * sB + c * P
                 for p0 in range(0, P, SCAN):
                     m = min(SCAN, P - p0)
-                    if m == SCAN:  # most inputs are zero: skip a run of them in one test of their bits
-                        hit = zero
-                        s0 = np.uint64(base + p0)
-                        for j in range(np.uint64(SCAN)):  # (unsigned: vectorised)
-                            hit |= bits[s0 + j]
-                        if hit == 0:
-                            continue
-                    mask = np.uint64(0)  # the positions of the non-zero bit patterns
-                    for j in range(m):
-                        mask |= np.uint64(bits[base + p0 + j] != 0) << np.uint64(j)
-                    if mask == 0:
+                    if m == SCAN:  # the positions of the non-zero bit patterns, in one vector compare
+                        mask = _nonzero_bits(bits, np.uint64(base + p0))
+                    else:
+                        mask = np.uint64(0)
+                        for j in range(m):
+                            mask |= np.uint64(bits[base + p0 + j] != 0) << np.uint64(j)
+                    if mask == 0:  # (most runs of inputs are zero)
                         continue
                     if n + m > cap:  # no room: count only (the caller grows the buffers and asks again)
                         for p in range(p0, p0 + m):
