@@ -271,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--lava-samples", type=int, default=3)
     p.add_argument("--no-lava", action="store_true", help="skip the lava comparison")
-    p.add_argument("--nmnist", default="runs/nmnist/student.pt", help="trained N-MNIST CSNN checkpoint")
-    p.add_argument("--digits", default="runs/demo/student.pt", help="trained digits student")
-    p.add_argument("--event-digits", default="runs/bench/ablation_event_digits/event_digits/seed1/bkd/student.pt")
+    p.add_argument("--nmnist", default="runs/nmnist_student/student.pt",
+                   help="trained N-MNIST CSNN checkpoint (python -m bench.nmnist_student)")  # fmt: skip
+    p.add_argument("--digits", default="runs/demo/student.pt", help="trained digits student (make demo)")
+    p.add_argument("--event-digits", default="runs/demo/nmnist/student.pt",
+                   help="trained emulated-event-digits student (make demo)")  # fmt: skip
     p.add_argument("--out", default="runs/bench/eventsim")
     p.add_argument("--threads-only", action="store_true",
                    help="only batches of 64 on two threads against one (fewer than 128 samples are repeated up to 128)")  # fmt: skip
