@@ -373,6 +373,41 @@ def test_input_scan_grows_its_buffers_and_skips_negative_zero(tmp_path):
     assert len(events.index) == np.count_nonzero(x) and events.integral and events.largest == 2
 
 
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.float16, np.float32, np.float64])
+def test_input_scan_finds_every_event_of_every_input_type(dtype):
+    """The scan tests 32 values per vector compare (of the values' bits) and the rest of a channel's
+    row one by one: every non-zero value of every input type is found, with its internal index
+    (pixel * C + channel) and value, and none else; 63 pixels per channel leave a tail of 31."""
+    rng = np.random.default_rng(17)
+    shape = (2, 7, 9)
+    w = rng.normal(0, 1.0, (3, 2, 3, 3)).astype(np.float32)
+    nodes = {"input": nir.Input({"input": np.array(shape)}),
+             "c": nir.Conv2d(input_shape=(7, 9), weight=w, stride=1, padding=1, dilation=1, groups=1,
+                             bias=np.zeros(3, dtype=np.float32)),
+             "l": nir.LIF(tau=np.full((3, 7, 9), 4e-3), r=np.full((3, 7, 9), 4.0), v_leak=np.zeros((3, 7, 9)),
+                          v_threshold=np.ones((3, 7, 9)), v_reset=np.zeros((3, 7, 9))),
+             "output": nir.Output({"output": np.array([3, 7, 9])})}  # fmt: skip
+    order = ["input", "c", "l", "output"]
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
+                         metadata={"snn_deploy": json.dumps({"dt": 1e-3})})  # fmt: skip
+    plan = load_plan(graph)
+    sim = eventsim.prepare(plan)
+    values = rng.integers(1, 2 if dtype == np.bool_ else 4, (6, 3, *shape))
+    x = (values * (rng.random(values.shape) < 0.1)).astype(dtype)
+    x[0, 0] = 0  # an empty step, and a full one
+    x[1, 0] = 1
+    events = sim.input_events(x)
+    for b in range(3):
+        for t in range(6):
+            row = b * 6 + t
+            got = events.index[events.offsets[row] : events.offsets[row + 1]]
+            c, yy, xx = np.nonzero(x[t, b])
+            assert sorted(got.tolist()) == sorted(((yy * 9 + xx) * 2 + c).tolist()), (b, t)
+            assert np.array_equal(np.sort(events.value[events.offsets[row] : events.offsets[row + 1]]),
+                                  np.sort(x[t, b][x[t, b] != 0].astype(events.value.dtype)))  # fmt: skip
+    _same(ref.run(plan, x.astype(np.float32), record=True), eventsim.run(plan, x, record=True))
+
+
 def test_batch_slices_are_read_in_place_with_the_same_events(tmp_path, monkeypatch):
     """A large batch slice of a larger input (each step's values together, samples apart) is scanned
     where it lies, without a copy; small inputs and other layouts are copied first; all give the

@@ -143,6 +143,8 @@ class EventSim:
         spikes = check_spikes(self.plan, spikes, values=False)
         if spikes.dtype == np.bool_:
             spikes = spikes.view(np.uint8)
+        elif spikes.dtype == np.float16:  # (numba has no float16: widened, exactly)
+            spikes = spikes.astype(np.float32)
         T, B = spikes.shape[:2]
         channels, pixels = self._channels_pixels
         flat, s_t, s_b = step_rows(spikes)
