@@ -46,6 +46,14 @@ def _same(a: ref.RunResult, b: ref.RunResult) -> None:
         assert np.array_equal(a.rasters[k], b.rasters[k]), k
 
 
+def _chain(nodes: dict, dt: float):
+    """The plan of a hand-written graph whose nodes follow one another in ``nodes``' order."""
+    order = list(nodes)
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
+                         metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
+    return load_plan(graph)
+
+
 @pytest.fixture(scope="module")
 def nmnist_spikes():
     from tests.conftest import EVENTDATA
@@ -226,10 +234,7 @@ def test_foreign_graph_pools_and_per_neuron_parameters():
         "l4": lif((5,), 0.0, tau=4e-3),
         "output": nir.Output({"output": np.array([5])}),
     }
-    order = ["input", "c1", "l1", "p1", "c2", "l2", "p2", "l3", "f", "a", "l4", "output"]
-    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
-                         metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
-    plan = load_plan(graph)
+    plan = _chain(nodes, dt)
     sim = eventsim.prepare(plan)
     table = sim.compiled.table
     rows = {n.name: k for k, n in enumerate(plan.nodes, start=1)}
@@ -258,10 +263,7 @@ def test_crowded_lists_and_neurons_that_spike_at_rest():
              "l1": lif(40, np.where(np.arange(40) < 4, -0.2, 1.0)),
              "c": nir.Affine(rng.normal(0, 0.8, (5, 40)).astype(np.float32), np.zeros(5, dtype=np.float32)),
              "l2": lif(5, np.ones(5)), "output": nir.Output({"output": np.array([5])})}  # fmt: skip
-    order = ["input", "a", "l1", "c", "l2", "output"]
-    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
-                         metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
-    plan = load_plan(graph)
+    plan = _chain(nodes, dt)
     sim = eventsim.prepare(plan)
     assert not sim.compiled.table[2, kernels.K_DENSE]  # l1 is a listed layer (4 of 40 restless)
     for density in (0.02, 0.9):
@@ -306,10 +308,7 @@ def test_blocked_lif_layers_after_convolutions():
         "l3": lif((4,), np.full(4, 4e-3), np.ones(4)),
         "output": nir.Output({"output": np.array([4])}),
     }
-    order = ["input", "c1", "l1", "p1", "c2", "l2", "f", "a", "l3", "output"]
-    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
-                         metadata={"snn_deploy": json.dumps({"dt": dt})})  # fmt: skip
-    plan = load_plan(graph)
+    plan = _chain(nodes, dt)
     sim = eventsim.prepare(plan)
     table = sim.compiled.table
     rows = {n.name: k for k, n in enumerate(plan.nodes, start=1)}
@@ -387,10 +386,7 @@ def test_input_scan_finds_every_event_of_every_input_type(dtype):
              "l": nir.LIF(tau=np.full((3, 7, 9), 4e-3), r=np.full((3, 7, 9), 4.0), v_leak=np.zeros((3, 7, 9)),
                           v_threshold=np.ones((3, 7, 9)), v_reset=np.zeros((3, 7, 9))),
              "output": nir.Output({"output": np.array([3, 7, 9])})}  # fmt: skip
-    order = ["input", "c", "l", "output"]
-    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False,
-                         metadata={"snn_deploy": json.dumps({"dt": 1e-3})})  # fmt: skip
-    plan = load_plan(graph)
+    plan = _chain(nodes, 1e-3)
     sim = eventsim.prepare(plan)
     values = rng.integers(1, 2 if dtype == np.bool_ else 4, (6, 3, *shape))
     x = (values * (rng.random(values.shape) < 0.1)).astype(dtype)
