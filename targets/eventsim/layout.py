@@ -4,7 +4,7 @@
 per node (row 0 the input; the columns ``K_*`` of :mod:`targets.eventsim.kernels`), the sources of
 every node, and every weight, bias and neuron parameter concatenated into one array each, so that
 the kernel runs free of Python objects. Every node owns a region of the per-neuron buffers
-(membranes, accumulators, event lists), 8-aligned so that spike flags can be read a word at a time.
+(membranes, accumulators, event lists), 8-aligned (a region's vector loads start on a word).
 
 Feature maps are held channel-last (``(y * W + x) * C + c``), so that one event's fan-out is a
 few contiguous runs of ``C_out`` weights; flatten is a relabelling whose permutation is folded
@@ -259,7 +259,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
         row[K_KIND] = KIND_CODE[n.kind]
         N = int(np.prod(n.out_shape))
         row[K_N], row[K_OFF], row[K_SRC], row[K_NSRC] = N, total, len(srcs), len(n.sources)
-        total += _padded(N)  # every node's region starts 8-aligned (spikes are read a word at a time)
+        total += _padded(N)  # every node's region starts 8-aligned
         srcs += [index[s] for s in n.sources]
         if n.kind == "delay":  # first in the plan; its source (later) must hold the same layout
             if len(n.sources) != 1:
