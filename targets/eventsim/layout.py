@@ -227,7 +227,6 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     values are ``value_dtype`` (int64; float32 in float precision)."""
     nodes = plan.nodes
     index = {"input": 0} | {n.name: k + 1 for k, n in enumerate(nodes)}
-    kinds = {n.name: n.kind for n in nodes}
     perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
     table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
     table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP, K_TOFF]] = -1
@@ -447,8 +446,8 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             # all of them; a listed one after a convolution by blocks, the channels of each output
             # pixel the convolution touched (an event reaches all of a pixel's channels at once)
             if (
-                (row[K_DENSE] or (kinds.get(syn) == "conv" and row[K_FORM] == row[K_SPIKE] == 0))
-                and syn in bias_at
+                syn in bias_at
+                and (row[K_DENSE] or (plan.node(syn).kind == "conv" and row[K_FORM] == row[K_SPIKE] == 0))
                 and _sole_lif_consumer(plan, syn)
                 and (integer or not np.any(bias_of[syn] != 0))
             ):
