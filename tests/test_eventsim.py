@@ -4,6 +4,7 @@
 """
 
 import json
+import time
 
 import nir
 import numpy as np
@@ -85,6 +86,27 @@ def test_real_nmnist_matches_reference_and_torch(tmp_path, nmnist_spikes, precis
     split = eventsim.run(plan, x, record=True, threads=3)
     _same(got, split)
     assert split.stats == got.stats
+
+
+def test_threads_take_parts_of_the_batch_as_they_come_free(tmp_path, monkeypatch):
+    """A thread that is slow (a busy core) takes fewer parts of the batch; the results are the same,
+    in the batch's order."""
+    x = (np.random.default_rng(5).random((6, 16, 1, 8, 8)) < 0.3).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "float", x, bias=0.3)
+    expected = eventsim.run(plan, x, record=True)
+    slow = eventsim.prepare(plan).twins(2)[1]
+    taken, run = [], slow.run
+
+    def slow_run(spikes, record=False):
+        taken.append(spikes.shape[1])
+        time.sleep(0.3)
+        return run(spikes, record)
+
+    monkeypatch.setattr(slow, "run", slow_run)
+    got = eventsim.run(plan, x, record=True, threads=2)
+    _same(expected, got)
+    assert got.stats == expected.stats
+    assert 0 < sum(taken) <= 16 // (2 * eventsim.driver.PARTS_PER_THREAD), taken  # one part: the other thread took the rest
 
 
 @pytest.mark.parametrize("precision", ["fixed", "float"])
