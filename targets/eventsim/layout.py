@@ -198,8 +198,8 @@ class Compiled:
     outputs: np.ndarray
     weights: np.ndarray
     biases: np.ndarray
-    decode: np.ndarray  # (total, 3): (y, x, c) of every internal index of a (C, H, W) node
-    pool_map: np.ndarray  # per pool without overlapping windows: input index -> its one output neuron, or -1
+    decode: np.ndarray  # (total, 3) int32: (y, x, c) of every internal index of a (C, H, W) node
+    pool_map: np.ndarray  # int32, per pool without overlapping windows: input index -> its one output neuron, or -1
     sticky: np.ndarray  # neurons with a constant input (bias, leak): listed even at rest
     vrest: np.ndarray  # every neuron's state at rest: 0, or a dialect's rest value (Norse: v_leak)
     lif_params: tuple[np.ndarray, ...]  # beta, gain, leak, vth, vreset (float32, internal order)
@@ -474,7 +474,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     sticky = np.zeros(total, dtype=np.uint8)
     for start, mask in sticky_parts:
         sticky[start : start + len(mask)] = mask
-    decode = np.zeros((total, 3), dtype=np.int64)
+    decode = np.zeros((total, 3), dtype=np.int32)
     for k, shape in enumerate([plan.input_shape] + [n.out_shape for n in nodes]):
         if len(shape) == 3:
             c, h, w = shape
@@ -483,7 +483,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             decode[start : start + len(i)] = np.stack([(i // c) // w, (i // c) % w, i % c], axis=1)
     return Compiled(
         decode=decode,
-        pool_map=np.concatenate(pool_maps) if pool_maps else np.zeros(1, dtype=np.int64),
+        pool_map=(np.concatenate(pool_maps) if pool_maps else np.zeros(1)).astype(np.int32),
         sticky=sticky,
         vrest=vrest,
         table=table,
