@@ -4,6 +4,7 @@
 """
 
 import json
+import threading
 import time
 
 import nir
@@ -94,20 +95,26 @@ def test_threads_take_parts_of_the_batch_as_they_come_free(tmp_path, monkeypatch
     x = (np.random.default_rng(5).random((6, 16, 1, 8, 8)) < 0.3).astype(np.float32)
     plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "float", x, bias=0.3)
     expected = eventsim.run(plan, x, record=True)
-    slow = eventsim.prepare(plan).twins(2)[1]
-    taken, run = [], slow.run
+    fast, slow = eventsim.prepare(plan).twins(2)
+    taken, started, fast_run, slow_run = [], threading.Event(), fast.run, slow.run
 
-    def slow_run(spikes, record=False):
+    def slowly(spikes, record=False):
         taken.append(spikes.shape[1])
-        time.sleep(0.3)
-        return run(spikes, record)
+        started.set()
+        time.sleep(0.5)
+        return slow_run(spikes, record)
 
-    monkeypatch.setattr(slow, "run", slow_run)
+    def once_both_started(spikes, record=False):  # (so that the slow thread surely takes a part)
+        started.wait(10)
+        return fast_run(spikes, record)
+
+    monkeypatch.setattr(slow, "run", slowly)
+    monkeypatch.setattr(fast, "run", once_both_started)
     got = eventsim.run(plan, x, record=True, threads=2)
     _same(expected, got)
     assert got.stats == expected.stats
-    # the slow thread took one part (16 samples in 8 parts): the other thread took the rest
-    assert 0 < sum(taken) <= 16 // (2 * eventsim.driver.PARTS_PER_THREAD), taken
+    # the slow thread took one part (16 samples in 8 parts): the other thread took the other seven
+    assert taken == [16 // (2 * eventsim.driver.PARTS_PER_THREAD)], taken
 
 
 @pytest.mark.parametrize("precision", ["fixed", "float"])
