@@ -140,7 +140,7 @@ KIND_CODE = {"conv": CONV, "affine": AFFINE, "sumpool": SUMPOOL, "avgpool": AVGP
 
 def _pool_cells(in_shape, out_shape, kernel, stride, padding) -> np.ndarray | None:
     """For a pool whose windows do not overlap: each internal (channel-last) input index's output
-    neuron (internal index), -1 outside every window; None when some input lies in two windows."""
+    neuron (internal index, int32), -1 outside every window; None when some input lies in two windows."""
     c, h, w = in_shape
     _, ho, wo = out_shape
     cells = np.full((h, w), -1, dtype=np.int64)
@@ -152,7 +152,7 @@ def _pool_cells(in_shape, out_shape, kernel, stride, padding) -> np.ndarray | No
                 return None
             window[...] = oy * wo + ox
     out = cells[:, :, None] * c + np.arange(c)
-    return np.where(cells[:, :, None] >= 0, out, -1).reshape(-1)
+    return np.where(cells[:, :, None] >= 0, out, -1).reshape(-1).astype(np.int32)
 
 
 def _grid_span(w: np.ndarray) -> float:
@@ -483,7 +483,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             decode[start : start + len(i)] = np.stack([(i // c) // w, (i // c) % w, i % c], axis=1)
     return Compiled(
         decode=decode,
-        pool_map=(np.concatenate(pool_maps) if pool_maps else np.zeros(1)).astype(np.int32),
+        pool_map=np.concatenate(pool_maps) if pool_maps else np.zeros(1, dtype=np.int32),
         sticky=sticky,
         vrest=vrest,
         table=table,
