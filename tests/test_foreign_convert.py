@@ -32,7 +32,10 @@ def foreign_digits(trained_digits, tmp_path_factory):
     return out
 
 
-def test_a_foreign_float_graph_becomes_a_loihi_network(foreign_digits, capsys):
+def test_a_foreign_float_graph_becomes_a_loihi_network(trained_digits, foreign_digits, capsys):
+    """The foreign graph converts to the very network that the checkpoint it came from converts to
+    (every count and raster equal on the digits test split), which keeps the float graph's
+    prediction on nearly every sample."""
     own, foreign = load_plan(foreign_digits / "own.nir"), load_plan(foreign_digits / "foreign.nir")
     assert foreign.steps is None and foreign.meta == {"dt": 1e-3, "dialect": "nir"}
     x = (np.random.default_rng(0).random((4, 16, 1, 8, 8)) < 0.5).astype(np.float32)
@@ -44,10 +47,7 @@ def test_a_foreign_float_graph_becomes_a_loihi_network(foreign_digits, capsys):
     assert rep["graph"].endswith("foreign.nir") and rep["precision"] == "fixed" and rep["parity_samples"] == 360
     assert rep["float_label"] == "float graph (reference)"
     flt, fix = rep["float_checkpoint"]["accuracy"], rep["graph_reference"]["accuracy"]
-    # the digits test split (360 samples): no loss beyond 0.5 points (this tiny T = 4 student's spike
-    # counts tie often, so the integer network may also land a few samples higher), and the same
-    # prediction as the float graph on nearly every sample
-    assert flt > 0.9 and fix >= flt - 0.005, (flt, fix)
+    assert flt > 0.9, flt  # (the trained student)
     assert rep["onnx"]["identical_output_counts_vs_reference"] == 1.0
     plan = load_plan(foreign_digits / "loihi.nir")
     assert plan.precision == "fixed" and plan.steps == 4 and all(n.fixed for n in plan.nodes if n.kind == "lif")
@@ -55,7 +55,20 @@ def test_a_foreign_float_graph_becomes_a_loihi_network(foreign_digits, capsys):
 
     float_plan = load_plan(str(foreign_digits / "foreign.nir"), steps=4)
     spikes, labels, _ = load_inputs(float_plan, "digits")
-    same = ref.run(plan, spikes).counts.argmax(1) == ref.run(float_plan, spikes).counts.argmax(1)
+    # the checkpoint's own conversion to fixed precision: the same integer network, spike for spike
+    assert to_nir.main([str(trained_digits), "--out", str(foreign_digits), "--name", "own.fixed", "--precision",
+                        "fixed", "--parity-samples", "32", "--onnx", "false"]) == 0  # fmt: skip
+    got = ref.run(plan, spikes, record=True)
+    want = ref.run(load_plan(foreign_digits / "own.fixed.nir"), spikes, record=True)
+    assert np.array_equal(got.counts, want.counts)
+    for k, r in want.rasters.items():
+        assert np.array_equal(got.rasters[k], r), k
+    assert np.isclose(fix, (got.counts.argmax(1) == labels).mean())
+    # the digits test split (360 samples): this tiny T = 4 student's spike counts tie often, so the
+    # integer network's accuracy moves a few samples either way from the float graph's (within 0.5
+    # points of it in one environment, 1.1 points below in another, for the same recipe); its
+    # predictions stay the float graph's on nearly every sample
+    same = got.counts.argmax(1) == ref.run(float_plan, spikes).counts.argmax(1)
     assert same.mean() >= 0.95, same.mean()
 
 
