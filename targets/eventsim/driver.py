@@ -378,6 +378,12 @@ def prepare(plan: Plan) -> EventSim:
     return plan.prepared["eventsim"]
 
 
+# Each part's call costs 30-110 us besides its samples (scan and kernel set-up; 3-5 % of a batch of
+# 64 digits at T=8 in 8 parts, measured); when one core ran at half speed (a busy process beside it)
+# 8 parts (4 per thread) made a batch of 64 1.12-1.33x faster than an equal split, 4 parts 1.0-1.17x.
+PARTS_PER_THREAD = 4
+
+
 def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 1) -> RunResult:
     """``spikes (T, B, ...)`` through the simulator; ``threads`` > 1 splits the batch over that many
     threads (the kernel releases the GIL), each with its own buffers and state: the same results.
@@ -418,12 +424,6 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 
         for f in pending:  # (a part that failed raises here, after the others ended)
             f.result()
     return join_results(parts, stats=True)
-
-
-# Each part's call costs 30-110 us besides its samples (scan and kernel set-up; 3-5 % of a batch of
-# 64 digits at T=8 in 8 parts, measured); when one core ran at half speed (a busy process beside it)
-# 8 parts (4 per thread) made a batch of 64 1.12-1.33x faster than an equal split, 4 parts 1.0-1.17x.
-PARTS_PER_THREAD = 4
 
 
 _POOLS: dict = {}
