@@ -6,10 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NUMBA_WARM := targets/eventsim/__pycache__/warm.stamp
 
-.PHONY: setup setup-lava demo test docs lint clean-demo
+.PHONY: setup setup-lava demo test docs lint clean-demo constraints
 setup: $(STAMP) $(NUMBA_WARM) setup-lava
 
-$(STAMP): pyproject.toml
+# pip installs within constraints/main.txt (the tested versions; `make constraints` rewrites it)
+MAIN_PINS := constraints/main.txt
+LAVA_PINS := constraints/lava.txt
+$(STAMP): pyproject.toml $(MAIN_PINS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (first time: a few minutes)"
 	# torch's build on this disk takes 5.5 GB in the venv: without the room, say so before pip starts
@@ -17,8 +20,8 @@ $(STAMP): pyproject.toml
 		test "$$free" -ge 8 || { echo "$(VENV) needs about 8 GB of free disk to install torch; $$free GB free here (df -h .)" >&2; exit 1; }; }
 	# torch and torchvision first, pinned to the wheels on this machine's disk, so that the
 	# project's ranges are met without a download.
-	$(PY) -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,interop,docs]"
+	$(PY) -m pip install -q --disable-pip-version-check -c $(MAIN_PINS) "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q --disable-pip-version-check -c $(MAIN_PINS) -e ".[dev,interop,docs]"
 	@touch $(STAMP)
 
 # eventsim's numba kernels compile on first use (10 s and more) and are cached beside their source, in
@@ -40,7 +43,7 @@ $(NUMBA_WARM): $(STAMP) $(wildcard targets/eventsim/*.py) inputs/formats/evt2.py
 LAVA_VENV := .venv-lava
 LAVA_DEPS := lava-nc==0.10.0 "numpy<2" h5py "nir>=1.0.7,<1.1"
 LAVA_NODEPS := lava-dl==0.6.0
-LAVA_PKGS := $(LAVA_DEPS) ; --no-deps $(LAVA_NODEPS)
+LAVA_PKGS := $(LAVA_DEPS) ; --no-deps $(LAVA_NODEPS) ; -c $(LAVA_PINS) $(shell cksum < $(LAVA_PINS))
 setup-lava:
 	@if [ -x $(LAVA_VENV)/bin/python ] && [ "$$(cat $(LAVA_VENV)/.installed 2>/dev/null)" = '$(LAVA_PKGS)' ]; then exit 0; fi; \
 	py=""; for c in $$(ls -d $$HOME/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null | sort -rV) $$(command -v python3.10); do \
@@ -52,8 +55,8 @@ setup-lava:
 	echo "setting up $(LAVA_VENV) with $$py (first time: about a minute)"; \
 	rm -f $(LAVA_VENV)/missing.txt $(LAVA_VENV)/.installed; \
 	test -x $(LAVA_VENV)/bin/python || "$$py" -m venv $(LAVA_VENV) || exit 1; \
-	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check $(LAVA_DEPS) && \
-	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(LAVA_NODEPS) && \
+	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(LAVA_PINS) $(LAVA_DEPS) && \
+	$(LAVA_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(LAVA_PINS) --no-deps $(LAVA_NODEPS) && \
 	echo '$(LAVA_PKGS)' > $(LAVA_VENV)/.installed
 
 # The pipeline on the built-in default (scikit-learn's digits), as far as it exists. --resume
@@ -102,6 +105,13 @@ test: setup
 # plot or an unresolved cross-reference in a docstring fails the build.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# constraints/*.txt from the working environments (after a deliberate upgrade, tested): each file keeps
+# its comment lines and gets the versions installed now; written beside and then moved (atomic).
+constraints: setup
+	@for pair in "$(MAIN_PINS) $(PY) --exclude-editable" "$(LAVA_PINS) $(LAVA_VENV)/bin/python"; do set -- $$pair; f=$$1; py=$$2; shift 2; \
+	  { grep '^#' $$f; $$py -m pip freeze -q --disable-pip-version-check "$$@" | grep -v '^snn-deploy'; } > $$f.tmp && mv $$f.tmp $$f || exit 1; \
+	  echo "$$f: $$(grep -vc '^#' $$f) packages"; done
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
