@@ -191,6 +191,62 @@ def test_wide_accumulators_when_int32_could_overflow(tmp_path):
     _same(ref.run(plan, big, record=True), eventsim.run(plan, big, record=True))
 
 
+def test_the_fixed_update_skips_its_clamps_only_where_they_cannot_act(tmp_path):
+    """A fixed network's LIF layers run unclamped for spike inputs (their bounds leave saturation no
+    room) and clamped where inputs could saturate them; bit-exact with the reference either way, the
+    saturating case included (weights scaled so that the membranes do reach +-V_MAX)."""
+    x = (np.random.default_rng(6).random((6, 2, 1, 8, 8)) < 0.3).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x, bias=0.2)
+    sim = eventsim.prepare(plan)
+    lifs = sim.compiled.lif_rows
+    assert sim.unclamped(1)[lifs].all()
+    wide = sim.unclamped(2.0**22)[lifs]  # the first layer's input could pass X_CLAMP; the others' are spikes
+    assert not wide[0] and wide[1:].all()
+    for inp in (x, x * 2**14):
+        want = ref.run(plan, inp, record=True)
+        _same(want, eventsim.run(plan, inp, record=True))
+    assert want.stats[plan.lif_names[0]]["max_abs_v"] == fixed.V_MAX  # (x 2**14: it did saturate)
+    assert not sim.unclamped(2.0**14)[lifs[0]]
+
+
+def test_the_unclamped_fixed_update_is_core_fixed_within_its_bounds():
+    """The dense fixed update without clamps against :mod:`core.fixed` (which clamps) on every input
+    and membrane the driver's bounds admit (``EventSim.unclamped``): inputs up to the bound X, every
+    membrane in +-V_MAX, biases up to what is left; and the clamps matter just past those bounds."""
+    rng = np.random.default_rng(2)
+    n, f32 = 1031, np.zeros(1, np.float32)
+    for exp in (0, 1, 6, 23):
+        for keep in (0, 7, 2048, 4095):
+            for vth in (-(2**40), -1, 0, 1000, fixed.V_MAX - 1):
+                room = fixed.V_MAX - (fixed.V_MAX * keep >> fixed.DECAY_SHIFT)  # for 64 X + max |bias|
+                x_max = min(kernels.X_CLAMP, (room // 2) >> fixed.ACT_SHIFT)
+                top = room - (x_max << fixed.ACT_SHIFT)
+                a_max = x_max >> exp  # the accumulator before the weight exponent's shift
+                src = rng.integers(-a_max, a_max + 1, n).astype(np.int32)
+                src[:3] = [-a_max, a_max, 0]
+                v = rng.integers(-fixed.V_MAX, fixed.V_MAX + 1, n).astype(np.int32)
+                v[:4] = [-fixed.V_MAX, fixed.V_MAX, 0, -1]
+                bias = rng.integers(-top, top + 1, n).astype(np.int32)
+                bias[:2] = [-top, top]
+                want = np.clip(fixed.decay(v, fixed.DECAY_UNITY - keep) + (fixed.shift(src, exp) << fixed.ACT_SHIFT)
+                               + bias, -fixed.V_MAX, fixed.V_MAX)  # fmt: skip
+                spikes = want > vth
+                got_v, got_s = v.copy(), np.zeros(n, np.uint8)
+                kernels._dense_layer(src.copy(), exp, False, np.float32(1), got_v, bias, got_s, keep, vth, f32, f32,
+                                     f32, f32, f32, True, False)  # fmt: skip
+                assert np.array_equal(got_s.astype(bool), spikes), (exp, keep, vth)
+                assert np.array_equal(got_v, np.where(spikes, 0, want)), (exp, keep, vth)
+    # past the bounds the clamps act: a threshold at V_MAX with a membrane pushed beyond it
+    v, bias = np.full(8, fixed.V_MAX - 10, np.int32), np.full(8, 100, np.int32)
+    outs = []
+    for clamp in (True, False):
+        got_v, got_s = v.copy(), np.zeros(8, np.uint8)
+        kernels._dense_layer(np.zeros(8, np.int32), 0, False, np.float32(1), got_v, bias, got_s, 4096, fixed.V_MAX,
+                             f32, f32, f32, f32, f32, True, clamp)  # fmt: skip
+        outs.append(got_v)
+    assert (outs[0] == fixed.V_MAX).all() and (outs[1] == 0).all()  # clamped it stays; unclamped it spikes
+
+
 def test_float32_accumulators_only_where_every_sum_is_exact(tmp_path):
     """Quantised float weights (a power-of-two grid) and integer inputs: float32 accumulators hold
     every partial sum exactly, so the result is the reference's float64 one; anything else (a
@@ -564,6 +620,6 @@ def test_the_dense_fixed_lif_update_is_core_fixed_at_every_edge(src_dtype):
                 spikes = want > vth
                 got_v, got_s = v.copy(), np.zeros(n, np.uint8)
                 K._dense_layer(src.copy(), exp, False, np.float32(1), got_v, bias, got_s, keep, vth, f32, f32, f32, f32,
-                               f32, True)  # fmt: skip
+                               f32, True, True)  # fmt: skip
                 assert np.array_equal(got_s.astype(bool), spikes), (exp, keep, vth)
                 assert np.array_equal(got_v, np.where(spikes, 0, want)), (exp, keep, vth)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import DataError, ModelError
-from core.fixed import V_MAX
+from core.fixed import ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, V_MAX, VTH_SHIFT
+from targets.eventsim import kernels as K
 from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN, _input_events, _simulate
 from targets.eventsim.layout import Compiled, compile_plan
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes, lower_convolutions
@@ -76,35 +77,67 @@ class EventSim:
         (``integral``: integers only): fixed precision int32 when no sum can reach 2**31, else int64;
         float precision float32 when every partial sum is exactly representable in float32, else
         float64 (the reference's float64 sum is then exact too, so both round to the same float32)."""
+        return self._for_range(input_max, integral)[0]
+
+    def unclamped(self, input_max: float, integral: bool = True) -> np.ndarray:
+        """Per node table row, 1 for a fixed-precision LIF whose saturation cannot act on inputs up to
+        ``input_max``: the kernel's dense update then skips its clamps (:func:`_dense_lif`).
+
+        Exact by these bounds: ``X``, the largest input the layer can receive after the weight
+        exponent's shift (from the same per-node bounds as :meth:`acc_dtype`), is at most
+        ``X_CLAMP``, where the input's clamp starts; the exponent is not negative (one left shift
+        then, into 32 bits without overflow); with every membrane in ``[-V_MAX, V_MAX]`` (rest values
+        included), ``trunc(V_MAX * keep / 4096) + 64 X + max |bias| <= V_MAX``, so no new membrane
+        falls below ``-V_MAX``; and the threshold is below ``V_MAX``, so a membrane above ``V_MAX``
+        spikes and resets whether or not it was clamped first."""
+        return self._for_range(input_max, integral)[1]
+
+    def _for_range(self, input_max: float, integral: bool) -> tuple[type, np.ndarray]:
         key = (input_max, integral or self.integer)
         if key not in self._acc_dtypes:  # per call at batch 1: computed once per input range
-            self._acc_dtypes[key] = self._acc_dtype(*key)
+            self._acc_dtypes[key] = self._ranges(*key)
         return self._acc_dtypes[key]
 
-    def _acc_dtype(self, input_max: float, integral: bool) -> type:
+    def _ranges(self, input_max: float, integral: bool) -> tuple[type, np.ndarray]:
         # a delay passes on what its source (later in the plan) emitted: its bound is found by
         # iterating to a fixed point (a loop whose bound keeps growing is unbounded)
         delays = {n.name: n.sources[0] for n in self.plan.nodes if n.kind == "delay"}
         known = {d: (0.0, True) for d in delays}
         for _ in range(len(delays) + 2):
-            result, bound, whole = self._acc_pass(input_max, integral, known)
+            result, bound, whole, into = self._acc_pass(input_max, integral, known)
             new = {d: (bound[s], whole[s]) for d, s in delays.items()}
             if new == known:
-                return result
+                return result, self._unclamped(into)
             known = new
-        return self._acc_pass(input_max, integral, dict.fromkeys(delays, (np.inf, False)))[0]
+        result, _, _, into = self._acc_pass(input_max, integral, dict.fromkeys(delays, (np.inf, False)))
+        return result, self._unclamped(into)
+
+    def _unclamped(self, into: dict[str, float]) -> np.ndarray:
+        """:meth:`unclamped` from each node's input bound ``into`` (after the weight exponent)."""
+        c, flags = self.compiled, np.zeros(len(self.compiled.table), dtype=np.uint8)
+        if not self.integer:
+            return flags
+        for k in c.lif_rows:
+            off, n, boff, fs = (int(c.table[k, col]) for col in (K.K_OFF, K.K_N, K.K_BOFF, K.K_FUSED))
+            exp = int(c.table[fs, K.K_EXP]) if fs >= 0 else 0  # (the kernel's: a gathered input's is 0)
+            x, keep = into[self._names[k]], DECAY_UNITY - int(c.table[k, K.K_DV])
+            top, low = int(np.abs(c.biases[boff : boff + n]).max(initial=0)), int(c.vrest[off : off + n].min(initial=0))
+            flags[k] = (exp >= 0 and x <= K.X_CLAMP and (int(c.table[k, K.K_VTH]) << VTH_SHIFT) < V_MAX
+                        and low >= -V_MAX and (V_MAX * keep >> DECAY_SHIFT) + (math.ceil(x) << ACT_SHIFT) + top <= V_MAX)  # fmt: skip
+        return flags
 
     def _acc_pass(self, input_max: float, integral: bool, delayed: dict[str, tuple[float, bool]]):
-        # per node: a bound on |value| and whether its values are integers
+        # per node: a bound on |value|, whether its values are integers, and a bound on its input
         bound: dict[str, float] = {"input": float(input_max)}
         whole: dict[str, bool] = {"input": integral}
+        into: dict[str, float] = {}
         worst = 0.0
         exact32 = True
         for n in self.lowered.nodes:
             if n.kind == "delay":
                 bound[n.name], whole[n.name] = delayed[n.name]
                 continue
-            x = sum(bound[s] for s in n.sources)
+            x = into[n.name] = sum(bound[s] for s in n.sources)
             ints = all(whole[s] for s in n.sources)
             if n.kind in ("conv", "affine"):
                 acc = x * self.compiled.fan_in_abs[n.name]
@@ -128,8 +161,8 @@ class EventSim:
                 whole[n.name] = n.kind == "lif" or ints
             worst = max(worst, acc)
         if self.integer:
-            return (np.int32 if worst < 2**31 - 1 else np.int64), bound, whole
-        return (np.float32 if exact32 else np.float64), bound, whole
+            return (np.int32 if worst < 2**31 - 1 else np.int64), bound, whole, into
+        return (np.float32 if exact32 else np.float64), bound, whole, into
 
     def weights(self, dtype: type) -> np.ndarray:
         if dtype not in self._weights_as:
@@ -207,7 +240,7 @@ class EventSim:
         work, rasters, traces)``, what :meth:`run` needs without the rest of :class:`Outputs`."""
         off, idx, val, T, B = events.offsets, events.index, events.value, events.steps, events.batch
         c = self.compiled
-        adt = self.acc_dtype(events.largest, events.integral)
+        adt, unclamped = self._for_range(events.largest, events.integral)
         n_out, cdt = len(c.out_perm), self._count_dtype
         table, rasters, traces = self._record_buffers(T, B) if record else (c.table, *self._no_record)
         # what is returned is allocated per call (a caller may keep it); the rest is reused
@@ -220,7 +253,7 @@ class EventSim:
         excess[0] = 0  # the most spikes one neuron emitted in one step (several per step)
         _simulate(
             table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
-            c.vrest, *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
+            c.vrest, unclamped, *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
             state.dl_n, state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
             counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,
         )  # fmt: skip

@@ -199,13 +199,15 @@ def _at_impl(p, i):
     return lambda p, i: p
 
 
-def _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
+def _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, clamp):
     """One step of every neuron of a dense LIF layer, without branches, so that LLVM vectorises it.
 
     ``src`` is the layer's input, zeroed as it is read: the fused synapse's accumulators (passed on
     as :func:`_emit_value` does: shifted by the weight exponent ``exp``, or divided by an average
     pool's ``area``) or the gathered input values (``exp`` 0, not ``avg``). ``spikes`` gets 0/1.
     A fused float synapse's own bias is zero here: it is folded into ``bias`` (checked at build).
+    Fixed precision in 32-bit lanes: ``clamp`` False where the caller has proved that neither the
+    input's nor the membrane's saturation can act (``EventSim.unclamped``); float ignores it.
     """
 
 
@@ -241,8 +243,24 @@ def _narrow_input_impl(a, lim, shl, sh):
     return lambda a, lim, shl, sh: np.int32((min(max(np.int64(a), -lim), lim) << shl) >> sh)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _decay32(vv, k):
+    """``trunc(vv * k / 4096)`` for ``|vv| <= V_MAX``, ``0 <= k <= 4096``, in 32-bit lanes: with
+    ``|vv| = 4096 h + l`` the product splits exactly into ``h * k + (l * k >> 12)``; the sign is
+    taken off and put back without branches."""
+    i32 = np.int32
+    sg = _ashr32(vv, i32(31))
+    p = i32(i32(vv ^ sg) - sg)
+    # |v| >> 12 < 2048: the masks change no value, but tell LLVM that both factors of each product
+    # fit 16 bits (one vpmaddwd instead of two-uop vpmulld)
+    hi = i32(_ashr32(p, i32(DECAY_SHIFT)) & 2047)
+    lo = i32(p & 4095)
+    r = i32(i32(hi * k) + _ashr32(i32(lo * k), i32(DECAY_SHIFT)))
+    return i32(i32(r ^ sg) - sg)
+
+
 @overload(_dense_lif, jit_options={"nogil": True})
-def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
+def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, clamp):
     if isinstance(bias.dtype, types.Integer) and bias.dtype.bitwidth == 32:
         # fixed precision in 32-bit lanes (8 per AVX2 vector). numba computes integers in 64 bits
         # unless every result is narrowed, and one 64-bit step left in the loop (as the input's clamp
@@ -255,25 +273,26 @@ def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain,
         i32 = np.int32
         cap = 2**31 - 1 if src.dtype.bitwidth == 32 else 2**62  # (see _narrow_input)
 
-        def narrow(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
-            # 0 <= keep <= 4096, and |v| >> 12 < 2048: the masks below change no value, but tell LLVM
-            # that both factors of each product fit 16 bits (one vpmaddwd instead of two-uop vpmulld)
-            k = i32(keep & 8191)
+        def narrow(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, clamp):
+            k = i32(keep & 8191)  # (0 <= keep <= 4096: the mask changes nothing, see _decay32)
             vt = i32(min(max(vth, -V_MAX - 1), V_MAX))  # (no membrane is beyond +-V_MAX)
+            if not clamp:  # exp >= 0, no input beyond X_CLAMP >> exp, no membrane that saturates: 0.81x
+                s = i32(exp + ACT_SHIFT)  # the time of the pass below (18,496 neurons, measured)
+                for i in range(np.uint64(v.shape[0])):
+                    x = _shl32(i32(src[i]), s)
+                    src[i] = 0
+                    vn = i32(i32(_decay32(v[i], k) + x) + bias[i])
+                    spike = vn > vt
+                    v[i] = i32(0) if spike else vn
+                    spikes[i] = spike
+                return
             shl = i32(exp) if exp >= 0 else i32(0)
             sh = i32(min(-exp, 31)) if exp < 0 else i32(0)
             lim = X_CLAMP >> exp if exp >= 0 else min(np.int64(X_CLAMP) << min(-exp, 31), cap)
             for i in range(np.uint64(v.shape[0])):
                 x = _narrow_input(src[i], lim, shl, sh)
                 src[i] = 0
-                vv = v[i]
-                sg = _ashr32(vv, i32(31))  # |v| and the sign restored without branches
-                p = i32(i32(vv ^ sg) - sg)
-                hi = i32(_ashr32(p, i32(DECAY_SHIFT)) & 2047)
-                lo = i32(p & 4095)
-                r = i32(i32(hi * k) + _ashr32(i32(lo * k), i32(DECAY_SHIFT)))
-                dec = i32(i32(r ^ sg) - sg)
-                vn = i32(i32(dec + _shl32(x, i32(ACT_SHIFT))) + bias[i])
+                vn = i32(i32(_decay32(v[i], k) + _shl32(x, i32(ACT_SHIFT))) + bias[i])
                 vn = min(max(vn, i32(-V_MAX)), i32(V_MAX))
                 spike = vn > vt
                 v[i] = i32(0) if spike else vn
@@ -281,7 +300,7 @@ def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain,
 
         return narrow
 
-    def wide(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset):
+    def wide(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, clamp):
         for i in range(np.uint64(v.shape[0])):
             x = _input_value(src[i], exp, avg, area)
             src[i] = 0
@@ -349,13 +368,14 @@ def _conv_rows(idx, val, decode, acc, weights, Co, Ho, Wo, KH, KW, SH, PH, PW, m
 
 
 @numba.njit(cache=True, nogil=True)
-def _dense_layer(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, uniform):
+def _dense_layer(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, uniform, clamp):
     """:func:`_dense_lif` with the float parameters as layer-wide scalars when ``uniform`` (or unused:
     fixed precision), which lets the pass vectorise with fewer arrays, else per neuron."""
     if uniform:
-        _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta[0], gain[0], leak[0], vth_f[0], v_reset[0])
+        _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta[0], gain[0], leak[0], vth_f[0], v_reset[0],
+                   clamp)  # fmt: skip
     else:
-        _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset)
+        _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, clamp)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -389,7 +409,7 @@ def _relist_blocks(v, sticky, marks, listed, G):
 
 @numba.njit(cache=True, nogil=True)
 def _block_lif(listed, G, src, exp, avg, area, v, bias, sticky, marks, flags, keep, vth, beta, gain, leak, vth_f,
-               v_reset, uniform, out_idx, out_val):  # fmt: skip
+               v_reset, uniform, clamp, out_idx, out_val):  # fmt: skip
     """One step of a LIF fused to its convolution and listed by blocks: block ``p`` is output pixel
     ``p``'s ``G`` channels, neurons ``p G`` to ``p G + G``, which a convolution's event reaches together.
     Listed blocks are updated by :func:`_dense_lif` (vectorised, the input ``src`` read and zeroed as
@@ -413,10 +433,10 @@ def _block_lif(listed, G, src, exp, avg, area, v, bias, sticky, marks, flags, ke
         hi = lo + np.uint64(r) * g
         if uniform:
             _dense_lif(src[lo:hi], exp, avg, area, v[lo:hi], bias[lo:hi], flags, keep, vth, beta[0], gain[0], leak[0],
-                       vth_f[0], v_reset[0])  # fmt: skip
+                       vth_f[0], v_reset[0], clamp)  # fmt: skip
         else:
             _dense_lif(src[lo:hi], exp, avg, area, v[lo:hi], bias[lo:hi], flags, keep, vth, beta[lo:hi], gain[lo:hi],
-                       leak[lo:hi], vth_f[lo:hi], v_reset[lo:hi])  # fmt: skip
+                       leak[lo:hi], vth_f[lo:hi], v_reset[lo:hi], clamp)  # fmt: skip
         for wi in range((hi - lo + np.uint64(7)) // np.uint64(8)):  # the spikes, 8 flags at a time (mostly none)
             wd = words[wi]
             if wd == 0:
@@ -737,6 +757,7 @@ def _pass_on(listed, G, kind, acc, bias, exp, area, out_idx, out_val):
 @numba.njit(cache=True, nogil=True)
 def _simulate(
     table, srcs, outputs, decode, pmap, weights, biases, sticky, beta, gain, leak, vth_f, vreset, vrest,  # the network
+    unclamped,  # per node: 1 where a fixed LIF's saturation provably cannot act for this call's input range
     acc, gmark, glist, inp, ev_idx, ev_val, ev_n, outbuf, outmark, outlist,  # scratch, zero between steps
     nmark, v, act, act_n,  # state kept between steps (and calls, when streaming)
     dl_idx, dl_val, dl_n, dl_head, dsteps, delay_rows,  # delays: stored events per (node, slot), this step's slot
@@ -909,7 +930,7 @@ def _simulate(
                         # spikes), then the spikes are read back a word at a time
                         q = max(poff, 0)  # float parameters: per neuron, or layer-wide (fixed: unused)
                         prm = (beta[q : q + N], gain[q : q + N], leak[q : q + N], vth_f[q : q + N], vreset[q : q + N],
-                               poff < 0 or table[k, K_UNIFORM] != 0)  # fmt: skip
+                               poff < 0 or table[k, K_UNIFORM] != 0, unclamped[k] == 0)  # fmt: skip
                         vbs = (v[off : off + N], biases[boff : boff + N], nmark[off : off + N], keep, vth)
                         if fs >= 0:
                             su = table[fs, K_OFF]
@@ -932,7 +953,8 @@ def _simulate(
                                            v[off : off + N], biases[boff : boff + N], sticky[off : off + N],
                                            nmark[off : off + N], flags, keep, vth, beta[q : q + N], gain[q : q + N],
                                            leak[q : q + N], vth_f[q : q + N], vreset[q : q + N],
-                                           poff < 0 or table[k, K_UNIFORM] != 0, ev_idx[evo:], ev_val[evo:])  # fmt: skip
+                                           poff < 0 or table[k, K_UNIFORM] != 0, unclamped[k] == 0, ev_idx[evo:],
+                                           ev_val[evo:])  # fmt: skip
                         act_n[k] = w
                         work[k, b] += na * G
                     else:  # the listed neurons: those with state, with input, or with a constant input
