@@ -367,11 +367,42 @@ def _conv_rows(idx, val, decode, acc, weights, Co, Ho, Wo, KH, KW, SH, PH, PW, m
     return ng, syn
 
 
+def _plain(v, gain, leak):
+    """Whether a float layer's layer-wide gain is 1 and leak 0 (False in fixed precision)."""
+
+
+@overload(_plain)
+def _plain_impl(v, gain, leak):
+    if isinstance(v.dtype, types.Integer):
+        return lambda v, gain, leak: False
+    return lambda v, gain, leak: gain == 1 and leak == 0
+
+
+ONE, NEG_ZERO = np.float32(1), np.float32(-0.0)  # (compile-time constants in the kernels)
+
+
+@numba.njit(cache=True, nogil=True)
+def _dense_plain(src, exp, avg, area, v, bias, spikes, beta, vth_f, v_reset):
+    """:func:`_dense_lif` in float for a gain of 1 and a leak of 0, as the constants 1 and -0: LLVM
+    then drops the multiply (``1 * y`` is ``y``) and the add (``t + -0`` is ``t``). The same numbers:
+    the reference's ``t + 0`` is ``t`` too but for ``t = -0``, and ``t = beta v + (x + bias)`` is never
+    -0, as ``x`` never is (accumulators start at +0, and a sum that cancels is +0). In an in-process
+    A/B 1.045x per sample on the N-MNIST CSNN in 1 ms steps (0.99x at T = 8, noise)."""
+    for i in range(np.uint64(v.shape[0])):
+        x = _input_value(src[i], exp, avg, area)
+        src[i] = 0
+        vn, spike = _lif_update(v[i], x, bias[i], 0, 0, beta, ONE, NEG_ZERO, vth_f, v_reset)
+        v[i] = vn
+        spikes[i] = spike
+
+
 @numba.njit(cache=True, nogil=True)
 def _dense_layer(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak, vth_f, v_reset, uniform, clamp):
     """:func:`_dense_lif` with the float parameters as layer-wide scalars when ``uniform`` (or unused:
     fixed precision), which lets the pass vectorise with fewer arrays, else per neuron."""
-    if uniform:
+    if uniform and _plain(v, gain[0], leak[0]):
+        _dense_plain(src, exp, avg, area, v, bias, spikes, beta[0], vth_f[0], v_reset[0])
+    elif uniform:
         _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta[0], gain[0], leak[0], vth_f[0], v_reset[0],
                    clamp)  # fmt: skip
     else:
