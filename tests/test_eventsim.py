@@ -216,7 +216,7 @@ def test_the_unclamped_fixed_update_is_core_fixed_within_its_bounds():
     rng = np.random.default_rng(2)
     n, f32 = 1031, np.zeros(1, np.float32)
     for exp in (0, 1, 6, 23):
-        for keep in (0, 7, 2048, 4095):
+        for keep in (0, 1, 7, 1024, 2048, 4095, 4096):  # (powers of two: a shift of their own)
             for vth in (-(2**40), -1, 0, 1000, fixed.V_MAX - 1):
                 room = fixed.V_MAX - (fixed.V_MAX * keep >> fixed.DECAY_SHIFT)  # for 64 X + max |bias|
                 x_max = min(kernels.X_CLAMP, (room // 2) >> fixed.ACT_SHIFT)
