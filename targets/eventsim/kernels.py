@@ -278,7 +278,7 @@ def _dense_lif_impl(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain,
             vt = i32(min(max(vth, -V_MAX - 1), V_MAX))  # (no membrane is beyond +-V_MAX)
             if not clamp:  # exp >= 0, no input beyond X_CLAMP >> exp, no membrane that saturates: 0.81x
                 s = i32(exp + ACT_SHIFT)  # the time of the pass below (18,496 neurons, measured)
-                if keep > 0 and keep & (keep - 1) == 0:  # keep = 4096 >> d: trunc(v / 2**d), 0.79x again
+                if 0 < keep <= DECAY_UNITY and keep & (keep - 1) == 0:  # keep = 4096 >> d: trunc(v / 2**d), 0.79x
                     d = i32(0)
                     while (keep << d) < DECAY_UNITY:
                         d += 1
