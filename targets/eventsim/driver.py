@@ -54,6 +54,7 @@ class EventSim:
         # the outputs' plan order from the kernel's (None: the same order, nothing to permute)
         in_order = np.array_equal(c.out_perm, np.arange(len(c.out_perm)))
         self._out_order = None if in_order else np.argsort(c.out_perm)
+        self._rooms = self._saturation_rooms()
         self._new_buffers()
 
     def _new_buffers(self) -> None:
@@ -112,18 +113,27 @@ class EventSim:
         result, _, _, into = self._acc_pass(input_max, integral, dict.fromkeys(delays, (np.inf, False)))
         return result, self._unclamped(into)
 
-    def _unclamped(self, into: dict[str, float]) -> np.ndarray:
-        """:meth:`unclamped` from each node's input bound ``into`` (after the weight exponent)."""
-        c, flags = self.compiled, np.zeros(len(self.compiled.table), dtype=np.uint8)
-        if not self.integer:
-            return flags
-        for k in c.lif_rows:
+    def _saturation_rooms(self) -> dict[int, int]:
+        """Per fixed LIF row whose clamps an input range can make idle (:meth:`unclamped`: exponent not
+        negative, threshold below V_MAX, rest values within +-V_MAX), the room its shifted input may
+        take: ``V_MAX - trunc(V_MAX * keep / 4096) - max |bias|`` (what depends on the network only,
+        worked out once)."""
+        c, rooms = self.compiled, {}
+        for k in c.lif_rows if self.integer else ():
             off, n, boff, fs = (int(c.table[k, col]) for col in (K.K_OFF, K.K_N, K.K_BOFF, K.K_FUSED))
             exp = int(c.table[fs, K.K_EXP]) if fs >= 0 else 0  # (the kernel's: a gathered input's is 0)
-            x, keep = into[self._names[k]], DECAY_UNITY - int(c.table[k, K.K_DV])
+            keep = DECAY_UNITY - int(c.table[k, K.K_DV])
             top, low = int(np.abs(c.biases[boff : boff + n]).max(initial=0)), int(c.vrest[off : off + n].min(initial=0))
-            flags[k] = (exp >= 0 and x <= K.X_CLAMP and (int(c.table[k, K.K_VTH]) << VTH_SHIFT) < V_MAX
-                        and low >= -V_MAX and (V_MAX * keep >> DECAY_SHIFT) + (math.ceil(x) << ACT_SHIFT) + top <= V_MAX)  # fmt: skip
+            if exp >= 0 and (int(c.table[k, K.K_VTH]) << VTH_SHIFT) < V_MAX and low >= -V_MAX:
+                rooms[int(k)] = V_MAX - (V_MAX * keep >> DECAY_SHIFT) - top
+        return rooms
+
+    def _unclamped(self, into: dict[str, float]) -> np.ndarray:
+        """:meth:`unclamped` from each node's input bound ``into`` (after the weight exponent)."""
+        flags = np.zeros(len(self.compiled.table), dtype=np.uint8)
+        for k, room in self._rooms.items():
+            x = into[self._names[k]]
+            flags[k] = x <= K.X_CLAMP and (math.ceil(x) << ACT_SHIFT) <= room
         return flags
 
     def _acc_pass(self, input_max: float, integral: bool, delayed: dict[str, tuple[float, bool]]):
