@@ -14,4 +14,7 @@ figures it shows are kept in ``bench/results/``.
 - ``bench.scale``: verification and multi-file streaming over local worker processes and Ray, against one process.
 - ``bench.peers``: eventsim against snnTorch and Norse (each on our graph through its own import), batch 1.
 - ``bench.startup``: ``runtime.stream`` start-up (imports, graph, first window) in fresh processes, cold and warm.
+
+``bench.machine`` is not a benchmark: it names the CPU (model, vector extension, caches, the CPU numba
+compiles for) that ``bench.eventsim``, ``bench.ceiling`` and ``bench.peers`` write beside their figures.
 """

@@ -55,6 +55,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from bench import machine
 from core.errors import ModelError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from targets.eventsim.kernels import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WOFF, _add_run, _cycles, window_start
@@ -528,6 +529,8 @@ def table(results: dict) -> str:
         "sample) alone. Fraction = ceiling time / eventsim time. Load: 1-minute load average before and after timing "
         f"(this machine has {os.cpu_count()} cores and may be shared).",
         "",
+        f"Machine: {machine.line(results.get('machine'))}.",
+        "",
     ]
     nodes = ["", "Per node (ms per sample; eventsim's cycle counters; ceiling: the node's adds alone):", ""]
     for r in results["runs"]:
@@ -588,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     numba.set_num_threads(1)
     out = Path(args.out)
     results: dict = {"goals": GOALS, "command": "python -m bench.ceiling " + " ".join(argv or sys.argv[1:]),
-                     "numba_threads": 1, "runs": []}  # fmt: skip
+                     "numba_threads": 1, "machine": machine.describe(), "runs": []}  # fmt: skip
     loads = workloads(args)
     jobs = [(w, prec) for w in loads for prec in args.precisions]
     for j, (w, prec) in enumerate(jobs, 1):

@@ -10,7 +10,7 @@ thread), median of ``--repeats``:
 - time per sample at batch 1 and batch 64, eventsim vs torch, both precisions; vs lava (Lava's own
   stepping time per sample, T + depth steps, without the worker's start-up and compilation);
 - synaptic events (effective accumulates) per second and nanoseconds per synaptic event;
-- time against input event rate (the events thinned to 10/25/50/100%);
+- time against input event rate (the events thinned to 10/25/50/100%), at batch 1 and batch 64;
 - peak memory of the simulator's buffers (tracemalloc) next to the process's peak RSS.
 
     python -m bench.eventsim
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import machine
 from convert.build import build_nir
 from convert.nirgraph import write_graph
 from core.errors import ConfigError, SnnDeployError
@@ -117,7 +118,7 @@ def _median_times(fns, repeats: int) -> list[float]:
     return [statistics.median(ts) for ts in times]
 
 
-BATCH = 64  # the batch of the threads' ratio
+BATCH = 64  # the batch of the threads' ratio and of the thinned inputs' batch timing
 
 
 def _per_sample(run, plan, x: np.ndarray, batch: int) -> None:
@@ -203,9 +204,14 @@ def measure(w: dict, precision: str, args) -> dict:
     xi = x.astype(np.int64)
     fractions = (0.1, 0.25, 0.5, 1.0)
     thinned = [(rng.binomial(xi, f) if f < 1 else xi).astype(np.float32) for f in fractions]
-    times = _median_times([lambda xt=xt: _per_sample(es, plan, xt, 1) for xt in thinned], args.repeats)
-    rec["thinning"] = [{"fraction": f, "input_events": float(xt.sum() / n), "eventsim_ms": 1e3 * t / n}
-                       for f, xt, t in zip(fractions, thinned, times, strict=True)]  # fmt: skip
+    # at batch 1 (each call's fixed cost, ~15 us of Python, input scan and set-up, included) and at
+    # batch 64 (that cost shared by 64 samples: what the network's own work does with the events)
+    times = _median_times([lambda xt=xt, b=b: _per_sample(es, plan, xt, b) for b in (1, BATCH) for xt in thinned],
+                          args.repeats)  # fmt: skip
+    k = len(fractions)
+    rec["thinning"] = [{"fraction": f, "input_events": float(xt.sum() / n), "eventsim_ms": 1e3 * t / n,
+                        "eventsim_ms_batch64": 1e3 * t64 / n}
+                       for f, xt, t, t64 in zip(fractions, thinned, times[:k], times[k:], strict=True)]  # fmt: skip
     tracemalloc.start()
     es(plan, x[:, :64])
     rec["eventsim_peak_mib_batch64"] = tracemalloc.get_traced_memory()[1] / 2**20
@@ -216,18 +222,20 @@ def measure(w: dict, precision: str, args) -> dict:
 
 def table(results: dict) -> str:
     lines = ["| workload | precision | eventsim ms/sample (b=1) | torch ms/sample (b=1) | speedup b=1 | "
-             "speedup b=64 | 2 threads b=64 | 10% events / 100% | vs lava | synaptic events/sample | "
+             "speedup b=64 | 2 threads b=64 | 10% events / 100% (b=1, b=64) | vs lava | synaptic events/sample | "
              "M syn. events/s | ns/syn. event | load avg before |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for w in results["workloads"]:
         for r in w["runs"]:
             lava = r.get("lava", {})
             lv = f"{lava['speedup']:.0f}x" if "speedup" in lava else "n/a"
-            thin = r["thinning"][0]["eventsim_ms"] / r["thinning"][-1]["eventsim_ms"]
+            few, full = r["thinning"][0], r["thinning"][-1]
+            thin = few["eventsim_ms"] / full["eventsim_ms"]
+            thin64 = few["eventsim_ms_batch64"] / full["eventsim_ms_batch64"]
             lines.append(
                 f"| {w['name']} | {r['precision']} | {r['batch1']['eventsim_ms']:.3f} | {r['batch1']['torch_ms']:.3f} | "
                 f"{r['batch1']['speedup']:.1f}x | {r['batch64']['speedup']:.1f}x | "
-                f"{r['batch64_threads']['speedup']:.2f}x | {thin:.0%} | {lv} | "
+                f"{r['batch64_threads']['speedup']:.2f}x | {thin:.0%}, {thin64:.0%} | {lv} | "
                 f"{r['synaptic_events_per_sample']:.3g} | {r['synaptic_events_per_s'] / 1e6:.0f} | "
                 f"{r['ns_per_synaptic_event']:.2f} | {r.get('load_1min_before', float('nan')):.2f} |"
             )
@@ -245,8 +253,9 @@ def plot(results: dict, path: Path) -> None:
         for r in w["runs"]:
             ev = [p["input_events"] for p in r["thinning"]]
             ms = [p["eventsim_ms"] for p in r["thinning"]]
-            a.plot(ev, ms, "o-", label=f"{w['name'][:38]} ({r['precision']})")
-    a.set(xlabel="input events per sample", ylabel="eventsim ms per sample (batch 1)",
+            (line,) = a.plot(ev, ms, "o-", label=f"{w['name'][:38]} ({r['precision']})")
+            a.plot(ev, [p["eventsim_ms_batch64"] for p in r["thinning"]], "x--", color=line.get_color())
+    a.set(xlabel="input events per sample", ylabel="eventsim ms per sample (solid: batch 1, dashed: batch 64)",
           title="time against input event rate (10/25/50/100%)")  # fmt: skip
     a.set_xscale("log"), a.set_yscale("log"), a.grid(alpha=0.3), a.legend(fontsize=6)
     labels, b1, b64 = [], [], []
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # one core for every target
     if args.threads_only:
         return threads_table(args)
-    results: dict = {"machine": {"torch_threads": torch.get_num_threads(), "numba_threads": 1},
+    results: dict = {"machine": machine.describe() | {"torch_threads": torch.get_num_threads(), "numba_threads": 1},
                      "goals": GOALS, "workloads": []}  # fmt: skip
     out = Path(args.out)
     try:
@@ -306,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(out / "eventsim.json", results)
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_json_atomic(out / "eventsim.json", results)
-    md = table(results)
+    md = f"Machine: {machine.line(results['machine'])}\n\n" + table(results)
     write_text_atomic(out / "eventsim.md", md)
     plot(results, out / "eventsim.png")
     print(md)

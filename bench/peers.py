@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import machine
 from bench.eventsim import NMNIST, workloads
 from convert.build import build_nir
 from convert.peers import graph_for
@@ -170,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(w, args, out / "graphs") | {"load_average_before": load}
         results.append(r)
         print(table([r]), flush=True)
-    write_json_atomic(out / "peers.json", {"results": results, "threads": 1, "batch": 1})
-    write_text_atomic(out / "peers.md", table(results))
+    cpu = machine.describe()
+    write_json_atomic(out / "peers.json", {"results": results, "threads": 1, "batch": 1, "machine": cpu})
+    write_text_atomic(out / "peers.md", f"Machine: {machine.line(cpu)}\n\n" + table(results))
     print(f"results: {out / 'peers.json'}, {out / 'peers.md'}")
     return 0
 
