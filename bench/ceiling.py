@@ -529,9 +529,9 @@ def table(results: dict) -> str:
         "sample) alone. Fraction = ceiling time / eventsim time. Load: 1-minute load average before and after timing "
         f"(this machine has {os.cpu_count()} cores and may be shared).",
         "",
-        f"Machine: {machine.line(results.get('machine'))}.",
-        "",
     ]
+    if "machine" in results:  # (results written before the CPU was recorded name none)
+        head += [f"Machine: {machine.line(results['machine'])}.", ""]
     nodes = ["", "Per node (ms per sample; eventsim's cycle counters; ceiling: the node's adds alone):", ""]
     for r in results["runs"]:
         nodes += [f"- {r['name']} ({r['precision']}): " + ", ".join(

@@ -13,8 +13,6 @@ import os
 from pathlib import Path
 
 VECTOR_FLAGS = ("avx512f", "avx2", "sse4_2", "asimd", "sve")  # the widest first
-
-
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -35,25 +33,21 @@ def _cpuinfo(path: Path) -> dict[str, str]:
     return fields
 
 
-def _cache(level: str) -> str | None:
-    """The size of cpu0's cache of ``level`` ("L1d", "L2", "L3") as the kernel reports it."""
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    for index in sorted(base.glob("index*")):
+def _caches() -> dict[str, str]:
+    """cpu0's cache sizes by level ("L1d", "L1i", "L2", "L3") as the kernel reports them."""
+    sizes = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
-            kind = (index / "type").read_text().strip()
-            lvl = (index / "level").read_text().strip()
-            size = (index / "size").read_text().strip()
+            kind, lvl, size = ((index / f).read_text().strip() for f in ("type", "level", "size"))
         except OSError:
             continue
-        name = f"L{lvl}" + ("d" if kind == "Data" else "i" if kind == "Instruction" else "")
-        if name == level:
-            return size
-    return None
+        sizes[f"L{lvl}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
+    return sizes
 
 
 def describe(cpuinfo: Path = CPUINFO) -> dict:
     """``{cpu, family, model, cores, vector, caches, numba_cpu}`` of this machine (None where unknown)."""
-    info = _cpuinfo(cpuinfo)
+    info, caches = _cpuinfo(cpuinfo), _caches()
     flags = set(info.get("flags", info.get("Features", "")).split())
     try:
         from llvmlite import binding as llvm
@@ -67,15 +61,14 @@ def describe(cpuinfo: Path = CPUINFO) -> dict:
         "model": info.get("model"),
         "cores": os.cpu_count(),
         "vector": next((f for f in VECTOR_FLAGS if f in flags), None),
-        "caches": {lvl: _cache(lvl) for lvl in ("L1d", "L2", "L3")},
+        "caches": {lvl: caches.get(lvl) for lvl in ("L1d", "L2", "L3")},
         "numba_cpu": numba_cpu,
     }
 
 
-def line(m: dict | None = None) -> str:
-    """One line for a report: ``AMD EPYC (family 26 model 2), 2 cores, avx512f, L1d 48K / L2 1024K /
-    L3 32768K, numba compiles for znver5``."""
-    m = describe() if m is None else m
+def line(m: dict) -> str:
+    """One line for a report of what :func:`describe` gave: ``AMD EPYC (family 26 model 2), 2 cores,
+    avx512f, L1d 48K / L2 1024K / L3 32768K, numba compiles for znver5``."""
     caches = " / ".join(f"{k} {v}" for k, v in m["caches"].items() if v)
     return (f"{m['cpu'] or 'unknown CPU'} (family {m['family']} model {m['model']}), {m['cores']} cores, "
             f"{m['vector'] or 'no known vector extension'}, {caches or 'caches unknown'}, "
