@@ -59,12 +59,12 @@ from bench import machine
 from core.errors import ModelError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from targets.eventsim.kernels import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WOFF, _add_run, _cycles, window_start
+from targets.eventsim.layout import aligned
 
 ROOT = Path(__file__).resolve().parents[1]
 NMNIST = ROOT.parent / "shared" / "eventdata" / "nmnist" / "train"
 # the issue's goals: eventsim's fraction of the ceiling, per workload
 GOALS = {"nmnist": 0.5, "nmnist_1ms": 0.1}
-ALIGN = 64  # bytes: a cache line (and an AVX-512 vector)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -318,15 +318,6 @@ def scatter_runs(acc, weights, a0, w0, m, x):
 @numba.njit(cache=True)
 def _tsc():
     return _cycles()
-
-
-def aligned(a: np.ndarray) -> np.ndarray:
-    """A copy of ``a`` whose data starts on an ``ALIGN``-byte boundary."""
-    raw = np.empty(a.nbytes + ALIGN, np.uint8)
-    start = -raw.ctypes.data % ALIGN
-    out = raw[start : start + a.nbytes].view(a.dtype)
-    out[:] = a.reshape(-1)
-    return out
 
 
 def tsc_hz(seconds: float = 0.2) -> float:

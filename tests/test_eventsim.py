@@ -191,6 +191,25 @@ def test_wide_accumulators_when_int32_could_overflow(tmp_path):
     _same(ref.run(plan, big, record=True), eventsim.run(plan, big, record=True))
 
 
+@pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_every_array_and_region_starts_on_a_cache_line(tmp_path, precision):
+    """Vector loads of a region do not straddle two cache lines: the kernel's arrays start on 64 bytes,
+    and every node's region of them (neurons, weights, biases, parameters) on 16 elements."""
+    x = (np.random.default_rng(7).random((3, 2, 1, 8, 8)) < 0.3).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), precision, x, bias=0.2)
+    sim = eventsim.prepare(plan)
+    eventsim.run(plan, x)  # (the scratch, the state and the weights in the call's width)
+    c, state = sim.compiled, sim._run_state
+    arrays = [c.weights, c.biases, c.decode, c.sticky, c.vrest, *c.lif_params, state.v, state.act, state.nmark,
+              *sim._event_buffers, *sim._weights_as.values(), *(a for t in sim._scratch.values() for a in t[:6])]  # fmt: skip
+    assert all(a.ctypes.data % 64 == 0 for a in arrays)
+    rows = c.table[1:]
+    for col in (kernels.K_OFF, kernels.K_WOFF, kernels.K_BOFF) + ((kernels.K_POFF,) if precision == "float" else ()):
+        used = rows[:, col][rows[:, col] >= 0]
+        assert len(set(used.tolist())) > 1 and np.all(used % 16 == 0), col
+    assert np.array_equal(eventsim.run(plan, x).counts, ref.run(plan, x).counts)
+
+
 def test_the_fixed_update_skips_its_clamps_only_where_they_cannot_act(tmp_path):
     """A fixed network's LIF layers run unclamped for spike inputs (their bounds leave saturation no
     room) and clamped where inputs could saturate them; bit-exact with the reference either way, the

@@ -21,7 +21,7 @@ from core.errors import DataError, ModelError
 from core.fixed import ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, V_MAX, VTH_SHIFT
 from targets.eventsim import kernels as K
 from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN, _input_events, _simulate
-from targets.eventsim.layout import Compiled, compile_plan
+from targets.eventsim.layout import Compiled, aligned, aligned_empty, aligned_zeros, compile_plan
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes, lower_convolutions
 from targets.reference import RunResult, join_results
 
@@ -59,7 +59,7 @@ class EventSim:
 
     def _new_buffers(self) -> None:
         """The buffers a call reuses (each simulator its own: see :meth:`twins`)."""
-        self._event_buffers = (np.empty(1 << 16, dtype=np.int64), np.empty(1 << 16, dtype=self.value_dtype))
+        self._event_buffers = (aligned_empty(1 << 16, np.int64), aligned_empty(1 << 16, self.value_dtype))
         self._offsets = np.empty(0, dtype=np.int64)
         self._record_layout: tuple = ()  # a recording call's ((T, B), node table, raster and trace offsets)
         self._no_record = (np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=self.value_dtype))
@@ -176,7 +176,7 @@ class EventSim:
 
     def weights(self, dtype: type) -> np.ndarray:
         if dtype not in self._weights_as:
-            self._weights_as[dtype] = self.compiled.weights.astype(dtype)
+            self._weights_as[dtype] = aligned(self.compiled.weights.astype(dtype))
         return self._weights_as[dtype]
 
     # ------------------------------------------------------------------------------ run
@@ -201,10 +201,7 @@ class EventSim:
                                                       s_t, s_b, self.integer, off, idx, val)  # fmt: skip
             if n + SCAN <= len(idx) or problem:
                 break
-            self._event_buffers = (
-                np.empty(2 * n + SCAN, dtype=np.int64),
-                np.empty(2 * n + SCAN, dtype=self.value_dtype),
-            )
+            self._event_buffers = (aligned_empty(2 * n + SCAN, np.int64), aligned_empty(2 * n + SCAN, self.value_dtype))
         if problem:
             raise DataError(NON_FINITE_SPIKES if problem == 1 else FRACTIONAL_SPIKES)
         idx, val = idx[:n], val[:n]
@@ -215,20 +212,20 @@ class EventSim:
         if acc_dtype not in self._scratch:
             c, vdt, n_out = self.compiled, self.value_dtype, len(self.compiled.out_perm)
             self._scratch[acc_dtype] = (
-                np.zeros(c.total, dtype=acc_dtype), np.zeros(c.groups, dtype=np.uint8),
-                np.zeros(c.groups, dtype=np.int64), np.zeros(c.total, dtype=vdt), np.zeros(c.total, dtype=np.int64),
-                np.zeros(c.total, dtype=vdt), np.zeros(len(c.table), dtype=np.int64), np.zeros(n_out, dtype=vdt),
-                np.zeros(n_out, dtype=np.uint8), np.zeros(n_out, dtype=np.int64),
+                aligned_zeros(c.total, acc_dtype), aligned_zeros(c.groups, np.uint8), aligned_zeros(c.groups, np.int64),
+                aligned_zeros(c.total, vdt), aligned_zeros(c.total, np.int64), aligned_zeros(c.total, vdt),
+                np.zeros(len(c.table), dtype=np.int64), np.zeros(n_out, dtype=vdt), np.zeros(n_out, dtype=np.uint8),
+                np.zeros(n_out, dtype=np.int64),
             )  # fmt: skip
         return self._scratch[acc_dtype]
 
     def new_state(self) -> State:
         c = self.compiled
         return State(
-            v=np.zeros(c.total, dtype=np.int32 if self.integer else np.float32),  # |v| <= V_MAX < 2**23
-            act=np.zeros(c.total, dtype=np.int64),
+            v=aligned_zeros(c.total, np.int32 if self.integer else np.float32),  # |v| <= V_MAX < 2**23
+            act=aligned_zeros(c.total, np.int64),
             act_n=np.zeros(len(c.table), dtype=np.int64),
-            nmark=np.zeros(c.total, dtype=np.uint8),
+            nmark=aligned_zeros(c.total, np.uint8),
             dl_idx=np.zeros(c.delay_extent, dtype=np.int64),
             dl_val=np.zeros(c.delay_extent, dtype=self.value_dtype),
             dl_n=np.zeros(c.delay_slots, dtype=np.int64),
