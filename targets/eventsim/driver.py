@@ -47,6 +47,8 @@ class EventSim:
         self._synapse_rows = [k for k in range(1, len(c.table)) if c.table[k, K_KIND] in (CONV, AFFINE)]
         # what every call needs, worked out once (a call at batch 1 is short: its Python counts)
         self._update_rows = [int(k) for k in c.lif_rows] + [int(k) for k in c.li_rows]  # (Python ints)
+        self._synapse_names = [(self._names[k], k) for k in self._synapse_rows]  # (for the stats of a run)
+        self._update_names = [(self._names[k], k) for k in self._update_rows]
         shape = self.lowered.input_shape
         self._channels_pixels = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (1, int(np.prod(shape)))
         # scores of an LI readout: float64 totals of the float32 outputs (fixed: integers, as counts)
@@ -197,7 +199,7 @@ class EventSim:
         off = self._offsets[: B * T + 1]
         while True:  # the event buffers are reused from call to call, grown when an input needs more
             idx, val = self._event_buffers
-            problem, n, integral, top = _input_events(flat, flat.view(f"u{flat.itemsize}"), T, B, channels, pixels,
+            problem, n, integral, top = _input_events(flat, flat.view(UNSIGNED[flat.itemsize]), T, B, channels, pixels,
                                                       s_t, s_b, self.integer, off, idx, val)  # fmt: skip
             if n + SCAN <= len(idx) or problem:
                 break
@@ -256,7 +258,7 @@ class EventSim:
         layer_counts = np.zeros((len(c.lif_sizes), B), dtype=np.int64)
         work = np.zeros((len(table), B), dtype=np.int64)  # synaptic events, or LIF neuron updates
         cycles, excess = self._cycles, self._excess  # (cycles: the kernel adds to them)
-        cycles[:] = 0
+        cycles.fill(0)
         excess[0] = 0  # the most spikes one neuron emitted in one step (several per step)
         _simulate(
             table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
@@ -313,9 +315,8 @@ class EventSim:
         events = self.input_events(spikes)
         counts, _, layers, work, rasters, traces = self._execute(events, self._run_state, True, record)
         total = (work[:, 0] if work.shape[1] == 1 else work.sum(axis=1)).tolist()  # (per node, over the batch)
-        names = self._names
-        stats = {names[k]: {"synaptic_events": float(total[k])} for k in self._synapse_rows}
-        stats |= {names[k]: {"neuron_updates": float(total[k])} for k in self._update_rows}
+        stats = {name: {"synaptic_events": float(total[k])} for name, k in self._synapse_names}
+        stats |= {name: {"neuron_updates": float(total[k])} for name, k in self._update_names}
         return RunResult(counts, layers, rasters, stats, traces=traces)
 
     def stream(self) -> Stream:
@@ -344,10 +345,11 @@ def step_rows(spikes: np.ndarray) -> tuple[np.ndarray, int, int]:
             and spikes[0, 0].flags.c_contiguous):  # fmt: skip
         span = (T - 1) * (s_t // k) + (B - 1) * (s_b // k) + row
         return np.lib.stride_tricks.as_strided(spikes, shape=(span,), strides=(k,)), s_t // k, s_b // k
-    return np.ascontiguousarray(spikes).reshape(-1), B * row, row
+    return spikes.ravel(), B * row, row  # (a view where the input is contiguous)
 
 
 VIEW_BYTES = 1 << 18  # inputs from this size on are read in place where their layout allows
+UNSIGNED = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}  # an input's values as bit patterns, by item size
 
 
 @dataclass
