@@ -12,7 +12,7 @@ The adds are *replayed*, not estimated: eventsim runs the samples once recording
 spikes per step; each synaptic node's input events are rebuilt from them (the input scan is
 eventsim's own; pooling and flatten as the kernel computes them) and turned into runs
 ``(accumulator offset, weight offset, length, value)`` exactly as ``_conv_rows`` and the affine
-loop of :mod:`targets.eventsim.kernels` do (channel-last feature maps, kernel columns stored
+loop of :mod:`targets.eventsim.kernels` do (channel-last feature maps, kernel rows and columns stored
 flipped, affine rows in the input's internal order: :mod:`targets.eventsim.layout`). The replayed
 add count of every synaptic node and sample is checked equal to eventsim's own work count
 (``RunResult.stats[node]["synaptic_events"]``) before anything is timed. (Event order is exact
@@ -58,7 +58,7 @@ import numpy as np
 from bench import machine
 from core.errors import ModelError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
-from targets.eventsim.kernels import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WOFF, _add_run, _cycles, window_start
+from targets.eventsim.kernels import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WIN, K_WOFF, _add_run, _cycles, window_start
 from targets.eventsim.layout import aligned
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,33 +87,34 @@ class ScatterRuns:
 
 
 @numba.njit(cache=True, nogil=True)
-def _conv_runs(idx, val, decode, off, woff, Co, Ho, Wo, KH, KW, SH, SW, PH, PW, a0, w0, m, xs, r):
+def _conv_runs(idx, val, decode, win, off, woff, Co, Ho, Wo, KH, KW, SH, SW, PH, PW, a0, w0, m, xs, r):
     """The runs of events ``(idx, val)`` into a convolution, from ``r`` on: ``_conv_rows`` when the
-    column stride is 1 (one run of ``n * Co`` per window row), else the kernel's general loop (one
-    run of ``Co`` per window position). Returns the new ``r``."""
+    column stride is 1 (one run of ``n * Co`` per window row, from the lowest row up, by the node's
+    windows ``win``), else the kernel's general loop (one run of ``Co`` per window position; kernel
+    rows and columns stored flipped). Returns the new ``r``."""
     for e in range(idx.shape[0]):
         i = idx[e]
-        y, xx, c = decode[i, 0], decode[i, 1], decode[i, 2]
-        ky, oy, kx0, ox0 = window_start(y, xx, Ho, Wo, KH, KW, SH, SW, PH, PW)
-        n = min(KW - kx0, ox0 + 1)
-        while ky < KH and oy >= 0:
-            if SW == 1:
-                g0 = oy * Wo + ox0 - n + 1
-                a0[r] = off + g0 * Co
-                w0[r] = woff + ((c * KH + ky) * KW + KW - kx0 - n) * Co
+        if SW == 1:
+            g0, wb, n, rows = win[i, 0], win[i, 1], win[i, 2], win[i, 3]
+            for q in range(rows):
+                a0[r] = off + (g0 + q * Wo) * Co
+                w0[r] = woff + wb + q * SH * KW * Co
                 m[r] = n * Co
                 xs[r] = val[e]
                 r += 1
-            else:
-                kx, ox = kx0, ox0
-                while kx < KW and ox >= 0:
-                    a0[r] = off + (oy * Wo + ox) * Co
-                    w0[r] = woff + ((c * KH + ky) * KW + KW - 1 - kx) * Co
-                    m[r] = Co
-                    xs[r] = val[e]
-                    r += 1
-                    kx += SW
-                    ox -= 1
+            continue
+        y, xx, c = decode[i, 0], decode[i, 1], decode[i, 2]
+        ky, oy, kx0, ox0 = window_start(y, xx, Ho, Wo, KH, KW, SH, SW, PH, PW)
+        while ky < KH and oy >= 0:
+            kx, ox = kx0, ox0
+            while kx < KW and ox >= 0:
+                a0[r] = off + (oy * Wo + ox) * Co
+                w0[r] = woff + ((c * KH + KH - 1 - ky) * KW + KW - 1 - kx) * Co
+                m[r] = Co
+                xs[r] = val[e]
+                r += 1
+                kx += SW
+                ox -= 1
             ky += SH
             oy -= 1
     return r
@@ -279,7 +280,8 @@ def replay_runs(sim, x: np.ndarray, record) -> ScatterRuns:
                         so = int(table[row[s], K_OFF])
                         buf.room(len(idx) * KH * KW)
                         r0 = buf.n
-                        buf.n = _conv_runs(idx, val, c.decode[so:], off, woff, Co, Ho, Wo, KH, KW, SH, SW, PH, PW,
+                        win = c.windows[max(int(table[k, K_WIN]), 0) :]
+                        buf.n = _conv_runs(idx, val, c.decode[so:], win, off, woff, Co, Ho, Wo, KH, KW, SH, SW, PH, PW,
                                            *buf.arrays, buf.n)  # fmt: skip
                         buf.node[r0 : buf.n] = k
                 else:

@@ -210,6 +210,39 @@ def test_every_array_and_region_starts_on_a_cache_line(tmp_path, precision):
     assert np.array_equal(eventsim.run(plan, x).counts, ref.run(plan, x).counts)
 
 
+@pytest.mark.parametrize("kernel,stride_y,padding", [((3, 3), 1, (1, 1)), ((3, 3), 2, (1, 0)), ((5, 2), 3, (2, 1)),
+                                                     ((1, 1), 1, (0, 0)), ((4, 3), 2, (3, 2)), ((2, 5), 1, (0, 4))])  # fmt: skip
+def test_conv_windows_are_the_convolution(kernel, stride_y, padding):
+    """Each input neuron's window rows (layout.conv_windows, the kernel's _conv_rows), replayed one-hot
+    against weights stored as the layout stores them (rows and columns flipped), give the correlation
+    of that input with the weights, at every position, stride and padding (borders included)."""
+    from targets.eventsim.layout import conv_windows
+
+    rng = np.random.default_rng(8)
+    C, H, W, Co = 2, 7, 6, 3
+    (KH, KW), (PH, PW) = kernel, padding
+    Ho, Wo = (H + 2 * PH - KH) // stride_y + 1, W + 2 * PW - KW + 1
+    w = rng.integers(-9, 10, (Co, C, KH, KW))
+    stored = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0)).reshape(-1)
+    win = conv_windows((C, H, W), (Co, Ho, Wo), kernel, stride_y, padding)
+    assert win.dtype == np.int32 and win.shape == (C * H * W, 4)
+    for i, (g0, w0, n, rows) in enumerate(win.tolist()):
+        got = np.zeros(Ho * Wo * Co, dtype=np.int64)
+        for r in range(rows):
+            a = (g0 + r * Wo) * Co
+            b = w0 + r * stride_y * KW * Co
+            got[a : a + n * Co] += stored[b : b + n * Co]
+        y, x, c = np.unravel_index(i, (H, W, C))
+        one = np.zeros((C, H + 2 * PH, W + 2 * PW))
+        one[c, y + PH, x + PW] = 1
+        want = np.zeros((Ho, Wo, Co), dtype=np.int64)
+        for oy in range(Ho):
+            for ox in range(Wo):
+                patch = one[:, oy * stride_y : oy * stride_y + KH, ox : ox + KW]
+                want[oy, ox] = np.einsum("ocyx,cyx->o", w, patch)
+        assert np.array_equal(got, want.reshape(-1)), (i, (y, x, c))
+
+
 def test_the_fixed_update_skips_its_clamps_only_where_they_cannot_act(tmp_path):
     """A fixed network's LIF layers run unclamped for spike inputs (their bounds leave saturation no
     room) and clamped where inputs could saturate them; bit-exact with the reference either way, the

@@ -261,7 +261,7 @@ class EventSim:
         cycles.fill(0)
         excess[0] = 0  # the most spikes one neuron emitted in one step (several per step)
         _simulate(
-            table, c.srcs, c.outputs, c.decode, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
+            table, c.srcs, c.outputs, c.decode, c.windows, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
             c.vrest, unclamped, *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
             state.dl_n, state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
             counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,

@@ -75,6 +75,7 @@ from targets.eventsim.kernels import (
     K_UNIFORM,
     K_VTH,
     K_WI,
+    K_WIN,
     K_WO,
     K_WOFF,
     LI,
@@ -214,6 +215,36 @@ def _joined(parts: list[np.ndarray], dtype, empty: int = 0) -> np.ndarray:
     return out
 
 
+def conv_windows(in_shape, out_shape, kernel, stride_y: int, padding) -> np.ndarray:
+    """For each input neuron of a convolution of column stride 1 (internal, channel-last order), the
+    window rows its event adds to, as the kernel's :func:`~targets.eventsim.kernels._conv_rows` runs
+    them: ``(g0, w0, n, rows)``, the first output pixel and the first weight (from the node's own, kernel
+    rows and columns stored flipped) of the lowest window row, the pixels per row and the rows. The
+    next row up starts ``Wo`` pixels and ``stride_y * KW * Co`` weights further (int32)."""
+    C, H, W = in_shape
+    Co, Ho, Wo = out_shape
+    KH, KW = kernel
+    PH, PW = padding
+    y, x, c = np.unravel_index(np.arange(C * H * W), (H, W, C))
+    ry = y + PH
+    ky0, oy0 = ry % stride_y, ry // stride_y
+    # the rows j = 0, 1, ... reach kernel row ky0 + j * stride_y and output row oy0 - j: in range together
+    j = np.arange(-(-KH // stride_y))[:, None]
+    inside = (ky0 + j * stride_y < KH) & (oy0 - j >= 0) & (oy0 - j < Ho)
+    rows = inside.sum(axis=0)
+    last = np.where(rows > 0, inside.argmax(axis=0) + rows - 1, 0)  # (the in-range rows are consecutive)
+    ky, oy = ky0 + last * stride_y, oy0 - last
+    ox0 = x + PW
+    kx0 = np.clip(ox0 - (Wo - 1), 0, KW)  # the first kernel column whose output column exists
+    ox0 = ox0 - kx0
+    n = np.maximum(np.minimum(KW - kx0, ox0 + 1), 0)
+    g0 = oy * Wo + ox0 - n + 1
+    w0 = ((c * KH + KH - 1 - ky) * KW + KW - kx0 - n) * Co
+    out = np.stack([g0, w0, n, rows], axis=1)
+    out[(rows == 0) | (n == 0)] = 0  # no output pixel sees this input
+    return out.astype(np.int32)
+
+
 def _sole_lif_consumer(plan: Plan, name: str) -> bool:
     """Whether ``name`` feeds exactly one node, a LIF or LI with no other input (and not the output)."""
     users = [n for n in plan.nodes if name in n.sources]
@@ -240,6 +271,7 @@ class Compiled:
     weights: np.ndarray
     biases: np.ndarray
     decode: np.ndarray  # (total, 3) int32: (y, x, c) of every internal index of a (C, H, W) node
+    windows: np.ndarray  # (n, 4) int32, per convolution of column stride 1 (K_WIN): conv_windows of its input
     pool_map: np.ndarray  # int32, per pool without overlapping windows: input index -> its one output neuron, or -1
     sticky: np.ndarray  # neurons with a constant input (bias, leak): listed even at rest
     vrest: np.ndarray  # every neuron's state at rest: 0, or a dialect's rest value (Norse: v_leak)
@@ -270,8 +302,9 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     index = {"input": 0} | {n.name: k + 1 for k, n in enumerate(nodes)}
     perms: dict[str, np.ndarray] = {"input": _channel_last(plan.input_shape)}
     table = np.zeros((len(nodes) + 1, NCOLS), dtype=np.int64)
-    table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP, K_TOFF]] = -1
+    table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP, K_TOFF, K_WIN]] = -1
     pool_maps: list[np.ndarray] = []
+    windows: list[np.ndarray] = []
     n_in = int(np.prod(plan.input_shape))
     table[0, K_N], table[0, K_OFF] = n_in, 0
     total, groups = _padded(n_in), 0
@@ -350,7 +383,11 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             if not integer:
                 grid_span[n.name] = _grid_span(w)
             if n.kind == "conv":
-                wt = np.ascontiguousarray(w[:, :, :, ::-1].transpose(1, 2, 3, 0))  # (C, kh, kw flipped, O)
+                wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0))  # (C, kh, kw flipped, O)
+                if n.params["stride"][1] == 1:  # (the kernel's _conv_rows: each input's window, worked out here)
+                    row[K_WIN] = sum(len(t) for t in windows)
+                    windows.append(conv_windows(n.in_shape, n.out_shape, (kh, kw), n.params["stride"][0],
+                                                n.params["padding"]))  # fmt: skip
             else:
                 wt = np.ascontiguousarray(w.T[in_perm])  # rows in the input's internal order
                 perms[n.name] = np.arange(N, dtype=np.int64)
@@ -524,6 +561,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
             decode[start : start + len(i)] = np.stack([(i // c) // w, (i // c) % w, i % c], axis=1)
     return Compiled(
         decode=decode,
+        windows=aligned(np.concatenate(windows)) if windows else np.zeros((1, 4), dtype=np.int32),
         pool_map=aligned(np.concatenate(pool_maps)) if pool_maps else np.zeros(1, dtype=np.int32),
         sticky=sticky,
         vrest=vrest,
