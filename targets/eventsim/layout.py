@@ -5,11 +5,12 @@ per node (row 0 the input; the columns ``K_*`` of :mod:`targets.eventsim.kernels
 every node, and every weight, bias and neuron parameter concatenated into one array each, so that
 the kernel runs free of Python objects. Every node owns a region of the per-neuron buffers
 (membranes, accumulators, event lists), and every node's weights, biases and parameters are regions of
-one array each; every region starts on a cache line (:data:`PAD` elements, arrays :data:`ALIGN`-ed).
+one array each; every array starts on an :data:`ALIGN`-byte line and every region :data:`PAD` elements
+on (a cache line for 4-byte values).
 
 Feature maps are held channel-last (``(y * W + x) * C + c``), so that one event's fan-out is a
-few contiguous runs of ``C_out`` weights; flatten is a relabelling whose permutation is folded
-into the next affine layer's weight rows. ``Compiled.perms`` maps each node's internal order back
+few contiguous runs of ``C_out`` weights, found in a table worked out here (:func:`conv_windows`);
+flatten is a relabelling whose permutation is folded into the next affine layer's weight rows. ``Compiled.perms`` maps each node's internal order back
 to the plan's (C, H, W) order, in which results come back.
 
 Here too it is decided, per layer, how the kernel works on it: a LIF or LI layer whose neurons
