@@ -178,7 +178,7 @@ class EventSim:
 
     def weights(self, dtype: type) -> np.ndarray:
         if dtype not in self._weights_as:
-            self._weights_as[dtype] = aligned(self.compiled.weights.astype(dtype))
+            self._weights_as[dtype] = aligned(self.compiled.weights, dtype)  # (one copy, cast as it goes)
         return self._weights_as[dtype]
 
     # ------------------------------------------------------------------------------ run

@@ -10,8 +10,9 @@ on (a cache line for 4-byte values).
 
 Feature maps are held channel-last (``(y * W + x) * C + c``), so that one event's fan-out is a
 few contiguous runs of ``C_out`` weights, found in a table worked out here (:func:`conv_windows`);
-flatten is a relabelling whose permutation is folded into the next affine layer's weight rows. ``Compiled.perms`` maps each node's internal order back
-to the plan's (C, H, W) order, in which results come back.
+flatten is a relabelling whose permutation is folded into the next affine layer's weight rows.
+``Compiled.perms`` maps each node's internal order back to the plan's (C, H, W) order, in which
+results come back.
 
 Here too it is decided, per layer, how the kernel works on it: a LIF or LI layer whose neurons
 mostly have a constant input is updated densely, a dense LIF reads its only synapse's accumulators
@@ -198,9 +199,9 @@ def aligned_zeros(shape, dtype) -> np.ndarray:
     return out
 
 
-def aligned(a: np.ndarray) -> np.ndarray:
-    """A copy of ``a`` whose data starts on an :data:`ALIGN`-byte boundary."""
-    out = aligned_empty(a.shape, a.dtype)
+def aligned(a: np.ndarray, dtype=None) -> np.ndarray:
+    """A copy of ``a`` (as ``dtype``, default its own) whose data starts on an :data:`ALIGN`-byte boundary."""
+    out = aligned_empty(a.shape, a.dtype if dtype is None else dtype)
     out[...] = a
     return out
 
@@ -271,7 +272,7 @@ class Compiled:
     outputs: np.ndarray
     weights: np.ndarray
     biases: np.ndarray
-    decode: np.ndarray  # (total, 3) int32: (y, x, c) of every internal index of a (C, H, W) node
+    decode: np.ndarray  # (total, 3) int32: (y, x, c) of every internal index of a node in ``decoded`` (else 0)
     windows: np.ndarray  # (n, 4) int32, per convolution of column stride 1 (K_WIN): conv_windows of its input
     pool_map: np.ndarray  # int32, per pool without overlapping windows: input index -> its one output neuron, or -1
     sticky: np.ndarray  # neurons with a constant input (bias, leak): listed even at rest
@@ -306,6 +307,7 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     table[:, [K_BOFF, K_POFF, K_LIF, K_ROFF, K_FUSED, K_MAP, K_TOFF, K_WIN]] = -1
     pool_maps: list[np.ndarray] = []
     windows: list[np.ndarray] = []
+    decoded: set[str] = set()  # the nodes whose (y, x, c) the kernel looks up: sources of its general loop
     n_in = int(np.prod(plan.input_shape))
     table[0, K_N], table[0, K_OFF] = n_in, 0
     total, groups = _padded(n_in), 0
@@ -377,6 +379,8 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
                 if cells is not None:
                     row[K_MAP] = sum(len(m) for m in pool_maps)
                     pool_maps.append(cells)
+                else:  # overlapping windows: the kernel's general loop decodes each input's (y, x, c)
+                    decoded.update(n.sources)
         if n.kind in ("conv", "affine"):
             w = n.fixed["weight"] if integer else n.params["weight"].astype(np.float64)
             # largest |sum of weights| into one neuron: bounds the accumulator per unit of input
@@ -389,6 +393,8 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
                     row[K_WIN] = sum(len(t) for t in windows)
                     windows.append(conv_windows(n.in_shape, n.out_shape, (kh, kw), n.params["stride"][0],
                                                 n.params["padding"]))  # fmt: skip
+                else:  # the kernel's general loop decodes each input's (y, x, c)
+                    decoded.update(n.sources)
             else:
                 wt = np.ascontiguousarray(w.T[in_perm])  # rows in the input's internal order
                 perms[n.name] = np.arange(N, dtype=np.int64)
@@ -554,8 +560,8 @@ def compile_plan(plan: Plan, integer: bool, value_dtype: type) -> Compiled:
     for start, mask in sticky_parts:
         sticky[start : start + len(mask)] = mask
     decode = aligned_zeros((total, 3), np.int32)
-    for k, shape in enumerate([plan.input_shape] + [n.out_shape for n in nodes]):
-        if len(shape) == 3:
+    for k, (name, shape) in enumerate([("input", plan.input_shape)] + [(n.name, n.out_shape) for n in nodes]):
+        if len(shape) == 3 and name in decoded:
             c, h, w = shape
             i = np.arange(c * h * w)
             start = table[k, K_OFF]
