@@ -40,7 +40,7 @@ class EventSim:
         self.compiled: Compiled = compile_plan(self.lowered, self.integer, self.value_dtype)
         self._weights_as: dict[type, np.ndarray] = {}
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
-        self._acc_dtypes: dict[tuple[float, bool], type] = {}
+        self._by_range: dict[tuple[float, bool], tuple] = {}  # (see _kernel_args)
         self._run_state: State | None = None
         self._names = ["input"] + [n.name for n in self.plan.nodes]  # by table row
         c = self.compiled
@@ -49,6 +49,9 @@ class EventSim:
         self._update_rows = [int(k) for k in c.lif_rows] + [int(k) for k in c.li_rows]  # (Python ints)
         self._synapse_names = [(self._names[k], k) for k in self._synapse_rows]  # (for the stats of a run)
         self._update_names = [(self._names[k], k) for k in self._update_rows]
+        self._stat_names = [(name, "synaptic_events", k) for name, k in self._synapse_names] + [
+            (name, "neuron_updates", k) for name, k in self._update_names
+        ]
         shape = self.lowered.input_shape
         self._channels_pixels = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (1, int(np.prod(shape)))
         # scores of an LI readout: float64 totals of the float32 outputs (fixed: integers, as counts)
@@ -96,10 +99,19 @@ class EventSim:
         return self._for_range(input_max, integral)[1]
 
     def _for_range(self, input_max: float, integral: bool) -> tuple[type, np.ndarray]:
+        return self._kernel_args(input_max, integral)[:2]
+
+    def _kernel_args(self, input_max: float, integral: bool) -> tuple[type, np.ndarray, tuple]:
+        """``(accumulator dtype, unclamped, the kernel's network and scratch arguments)`` for this input
+        range: computed once per range (a call at batch 1 is short: its Python counts)."""
         key = (input_max, integral or self.integer)
-        if key not in self._acc_dtypes:  # per call at batch 1: computed once per input range
-            self._acc_dtypes[key] = self._ranges(*key)
-        return self._acc_dtypes[key]
+        if key not in self._by_range:
+            adt, unclamped = self._ranges(*key)
+            c = self.compiled
+            network = (c.srcs, c.outputs, c.decode, c.windows, c.pool_map, self.weights(adt), c.biases, c.sticky,
+                       *c.lif_params, c.vrest, unclamped, *self.scratch(adt))  # fmt: skip
+            self._by_range[key] = (adt, unclamped, network)
+        return self._by_range[key]
 
     def _ranges(self, input_max: float, integral: bool) -> tuple[type, np.ndarray]:
         # a delay passes on what its source (later in the plan) emitted: its bound is found by
@@ -187,9 +199,10 @@ class EventSim:
         neuron indices and values (checked as they are read). Valid until the next call: the arrays
         are views of buffers reused by every call."""
         spikes = check_spikes(self.plan, spikes, values=False)
-        if spikes.dtype == np.bool_:
+        kind = spikes.dtype.kind
+        if kind == "b":
             spikes = spikes.view(np.uint8)
-        elif spikes.dtype == np.float16:  # (numba has no float16: widened, exactly)
+        elif kind == "f" and spikes.itemsize == 2:  # (numba has no float16: widened, exactly)
             spikes = spikes.astype(np.float32)
         T, B = spikes.shape[:2]
         channels, pixels = self._channels_pixels
@@ -249,7 +262,7 @@ class EventSim:
         work, rasters, traces)``, what :meth:`run` needs without the rest of :class:`Outputs`."""
         off, idx, val, T, B = events.offsets, events.index, events.value, events.steps, events.batch
         c = self.compiled
-        adt, unclamped = self._for_range(events.largest, events.integral)
+        network = self._kernel_args(events.largest, events.integral)[2]
         n_out, cdt = len(c.out_perm), self._count_dtype
         table, rasters, traces = self._record_buffers(T, B) if record else (c.table, *self._no_record)
         # what is returned is allocated per call (a caller may keep it); the rest is reused
@@ -261,8 +274,7 @@ class EventSim:
         cycles.fill(0)
         excess[0] = 0  # the most spikes one neuron emitted in one step (several per step)
         _simulate(
-            table, c.srcs, c.outputs, c.decode, c.windows, c.pool_map, self.weights(adt), c.biases, c.sticky, *c.lif_params,
-            c.vrest, unclamped, *self.scratch(adt), state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
+            table, *network, state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
             state.dl_n, state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
             counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,
         )  # fmt: skip
@@ -273,7 +285,7 @@ class EventSim:
             lif_rasters, li_traces = self._recorded(rasters, traces, T, B)
         if self._out_order is not None:  # back into the plan's order
             counts = counts.take(self._out_order, axis=1)
-        layers = {name: layer_counts[i] for i, name in enumerate(c.lif_names)}
+        layers = dict(zip(c.lif_names, layer_counts))
         return counts, out_steps, layers, work, lif_rasters, li_traces
 
     def _record_buffers(self, T: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -315,8 +327,7 @@ class EventSim:
         events = self.input_events(spikes)
         counts, _, layers, work, rasters, traces = self._execute(events, self._run_state, True, record)
         total = (work[:, 0] if work.shape[1] == 1 else work.sum(axis=1)).tolist()  # (per node, over the batch)
-        stats = {name: {"synaptic_events": float(total[k])} for name, k in self._synapse_names}
-        stats |= {name: {"neuron_updates": float(total[k])} for name, k in self._update_names}
+        stats = {name: {what: float(total[k])} for name, what, k in self._stat_names}
         return RunResult(counts, layers, rasters, stats, traces=traces)
 
     def stream(self) -> Stream:
@@ -327,7 +338,7 @@ class EventSim:
         its own, so that they run in parallel threads; the compiled arrays are shared (read only)."""
         while len(self._twins) < n - 1:
             twin = copy.copy(self)
-            twin._scratch, twin._run_state = {}, None
+            twin._scratch, twin._by_range, twin._run_state = {}, {}, None
             twin._new_buffers()
             self._twins.append(twin)
         return [self, *self._twins[: n - 1]]
@@ -338,21 +349,22 @@ def step_rows(spikes: np.ndarray) -> tuple[np.ndarray, int, int]:
     starts at element ``t * sT + b * sB`` and holds that step's values contiguously. A large batch
     slice of a larger array (each step's values together) is read where it lies: copying a 1 ms-step
     N-MNIST sample cost 0.35 ms, measured; anything else is copied (a view costs ~4 us to make)."""
-    T, B, k = spikes.shape[0], spikes.shape[1], spikes.itemsize
-    row = math.prod(spikes.shape[2:])
-    s_t, s_b = spikes.strides[:2]
-    if (spikes.nbytes >= VIEW_BYTES and B > 0 and s_t >= 0 and s_b >= 0 and s_t % k == 0 and s_b % k == 0
-            and spikes[0, 0].flags.c_contiguous):  # fmt: skip
-        span = (T - 1) * (s_t // k) + (B - 1) * (s_b // k) + row
-        return np.lib.stride_tricks.as_strided(spikes, shape=(span,), strides=(k,)), s_t // k, s_b // k
-    return spikes.ravel(), B * row, row  # (a view where the input is contiguous)
+    shape = spikes.shape
+    row = math.prod(shape[2:])
+    if spikes.nbytes >= VIEW_BYTES and shape[1] > 0:
+        k = spikes.itemsize
+        s_t, s_b = spikes.strides[:2]
+        if s_t >= 0 and s_b >= 0 and s_t % k == 0 and s_b % k == 0 and spikes[0, 0].flags.c_contiguous:
+            span = (shape[0] - 1) * (s_t // k) + (shape[1] - 1) * (s_b // k) + row
+            return np.lib.stride_tricks.as_strided(spikes, shape=(span,), strides=(k,)), s_t // k, s_b // k
+    return spikes.ravel(), shape[1] * row, row  # (a view where the input is contiguous)
 
 
 VIEW_BYTES = 1 << 18  # inputs from this size on are read in place where their layout allows
 UNSIGNED = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}  # an input's values as bit patterns, by item size
 
 
-@dataclass
+@dataclass(slots=True)
 class Events:
     """Input events, CSR over (sample, step); with what the accumulator width depends on."""
 
