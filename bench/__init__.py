@@ -12,7 +12,8 @@ figures it shows are kept in ``bench/results/``.
 - ``bench.stream``: streaming speed and memory on every real recording.
 - ``bench.fuzz``: every file reader and model file fed mutated inputs for a time budget (counts per case).
 - ``bench.scale``: verification and multi-file streaming over local worker processes and Ray, against one process.
-- ``bench.peers``: eventsim against snnTorch and Norse (each on our graph through its own import), batch 1.
+- ``bench.peers``: eventsim against snnTorch, Norse and SpikingJelly (each on our graph through its own import),
+  batch 1; SpikingJelly in its own environment, where ``bench.peer_env`` times eventsim again beside it.
 - ``bench.startup``: ``runtime.stream`` start-up (imports, graph, first window) in fresh processes, cold and warm.
 
 ``bench.machine`` is not a benchmark: it names the CPU (model, vector extension, caches, the CPU numba

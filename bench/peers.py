@@ -10,12 +10,14 @@ run the same input spikes at batch 1 on one thread, in this process. Two timings
 - *back to back*: each runner over all samples in a row, median over ``--repeats``.
 
 Beside each time: the fraction of samples whose output counts equal our reference's, so that a
-fast wrong answer shows. Libraries that are not importable here are skipped with the reason
-(SpikingJelly, Sinabs and Rockpool pin packages that conflict with the project's torch; their
-agreement is measured in scratch environments: ``tests/data/for_peers/``).
+fast wrong answer shows. SpikingJelly pins packages that conflict with the project's torch: it runs
+in its own scratch environment (``--envs``; made as ``tests/data/foreign/README.md`` says), where
+:mod:`bench.peer_env` times eventsim again beside it, and its rows say so. Sinabs and Rockpool
+cannot compute our graphs (:data:`convert.peers.REFUSED`), and a library that is not installed is
+skipped; the reason is printed either way.
 
     python -m bench.peers
-    python -m bench.peers --samples 16 --repeats 3
+    python -m bench.peers --samples 16 --repeats 3 --envs /tmp/peers
 
 Writes ``peers.json`` and ``peers.md`` under ``--out`` (the load average is recorded beside them).
 """
@@ -23,13 +25,11 @@ Writes ``peers.json`` and ``peers.md`` under ``--out`` (the load average is reco
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import json
 import os
 import statistics
+import subprocess
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,54 +37,62 @@ import torch
 
 from bench import machine
 from bench.eventsim import NMNIST, workloads
+from bench.peer_env import load_peer, time_runners
 from convert.build import build_nir
-from convert.peers import graph_for
+from convert.nirgraph import write_graph
+from convert.peers import REFUSED, graph_for
 from core.fileio import write_json_atomic, write_text_atomic
 from targets import eventsim, torch_target
 from targets import reference as ref
 from targets.plan import load_plan
 
+ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("snntorch", "norse", "spikingjelly", "sinabs", "rockpool")
-OUT_OF_ENV = {
-    "spikingjelly": "SpikingJelly 2.0.0 pins torchaudio/tensorboard versions that conflict with the project's torch",
-    "sinabs": "Sinabs 3.1.3 pins nir <= 1.0.4 (and --for refuses it: its neurons differ)",
-    "rockpool": "Rockpool 3.1.0 imports no Conv2d (and --for refuses it)",
+OWN_ENV = {
+    "spikingjelly": "SpikingJelly 2.0.0 pins torchaudio/tensorboard versions that conflict with the project's torch"
 }
+ENV_TIMEOUT_S = 3600  # one workload in a library's own environment
 
 
 def _peer(library: str, graph, dt: float, folder: Path):
-    """``(x_t, state) -> (y_t, state)`` module of ``library``'s own import of our file, or the reason it is skipped."""
+    """``x -> counts`` by ``library``'s own import of our graph in this process, or why it is skipped."""
     import nir
 
-    if library in OUT_OF_ENV:
-        return None, OUT_OF_ENV[library]
+    if library in REFUSED:
+        return None, REFUSED[library]
+    path = folder / f"graph.{library}.nir"
+    nir.write(path, graph_for(graph, library, dt=dt))
     try:
-        path = folder / f"graph.{library}.nir"
-        nir.write(path, graph_for(graph, library, dt=dt))
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            if library == "snntorch":
-                from snntorch.import_nir import import_from_nir
-                from snntorch.utils import reset
-
-                net = import_from_nir(nir.read(path, type_check=False))
-                return lambda x, state, net=net: (reset(net) if state is None else None, net(x, state))[1], None
-            import norse.torch as norse
-
-            return norse.from_nir(nir.read(path, type_check=False), dt=dt), None
+        return load_peer(library, path, dt), None
     except ImportError as e:
         return None, f"not installed here ({e.name})"
 
 
-def _stepped(net, x: np.ndarray) -> np.ndarray:
-    """A library's module over ``x`` (T, 1, ...): output counts (1, classes). (snnTorch's modules keep
-    their membranes between calls: its own ``utils.reset`` clears them before each sample.)"""
-    state, total = None, 0
-    with torch.no_grad():
-        for t in range(x.shape[0]):
-            y, state = net(torch.from_numpy(x[t]), state)
-            total = total + y.numpy()
-    return np.asarray(total, dtype=np.int64).reshape(x.shape[1], -1)
+def _in_own_env(library: str, graph, dt: float, samples: list[np.ndarray], args, folder: Path):
+    """``library`` and eventsim timed in the library's own environment (:mod:`bench.peer_env`):
+    its result, or why it is skipped."""
+    import nir
+
+    python = Path(args.envs) / library / "bin" / "python"
+    if not python.is_file():
+        return None, f"{OWN_ENV[library]}; no environment of its own at {python} (tests/data/foreign/README.md)"
+    mine, theirs, inputs, out = (
+        folder / f"graph{s}" for s in (".nir", f".{library}.nir", ".inputs.npy", f".{library}.json")
+    )
+    write_graph(mine, graph)
+    nir.write(theirs, graph_for(graph, library, dt=dt))
+    np.save(inputs, np.concatenate(samples, axis=1))
+    cmd = [str(python), "-m", "bench.peer_env", "--library", library, "--graph", str(mine), "--peer-graph", str(theirs),
+           "--inputs", str(inputs), "--dt", repr(dt), "--repeats", str(args.repeats), "--out", str(out)]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=ENV_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"its run in {python} took over {ENV_TIMEOUT_S} s"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+        return None, f"its run in {python} failed (exit {done.returncode}): {last}"
+    return json.loads(out.read_text()), None
 
 
 def measure(w: dict, args, folder: Path) -> dict:
@@ -94,13 +102,16 @@ def measure(w: dict, args, folder: Path) -> dict:
     dt = float(plan.meta["dt"])
     runners = {"eventsim": lambda xs: eventsim.run(plan, xs).counts,
                "torch target": lambda xs: torch_target.run(plan, xs, device="cpu").counts}  # fmt: skip
-    skipped = {}
+    skipped, own_env = {}, []
     for lib in LIBRARIES:
-        net, why = _peer(lib, graph, dt, folder)
-        if net is None:
+        if lib in OWN_ENV:
+            own_env.append(lib)
+            continue
+        run, why = _peer(lib, graph, dt, folder)
+        if run is None:
             skipped[lib] = why
         else:
-            runners[lib] = lambda xs, net=net: _stepped(net, xs)
+            runners[lib] = run
     n = x.shape[1]
     samples = [np.ascontiguousarray(x[:, i : i + 1]) for i in range(n)]
     want = ref.run(plan, x).counts
@@ -108,28 +119,33 @@ def measure(w: dict, args, folder: Path) -> dict:
     for name, run in runners.items():  # (also the warm-up: compilation, first calls)
         got = np.concatenate([run(s) for s in samples])
         agree[name] = float((got == want).all(axis=1).mean())
-    inter: dict[str, list[float]] = {k: [] for k in runners}
-    b2b: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(args.repeats):
-        per = dict.fromkeys(runners, 0.0)
-        for s in samples:
-            for name, run in runners.items():
-                t0 = time.perf_counter()
-                run(s)
-                per[name] += time.perf_counter() - t0
-        for name in runners:
-            inter[name].append(per[name] / n)
-            t0 = time.perf_counter()
-            for s in samples:
-                runners[name](s)
-            b2b[name].append((time.perf_counter() - t0) / n)
-    es_i, es_b = statistics.median(inter["eventsim"]), statistics.median(b2b["eventsim"])
-    rows = {name: {"interleaved_ms": 1e3 * statistics.median(inter[name]), "back_to_back_ms": 1e3 * statistics.median(b2b[name]),
-                   "ratio_interleaved": statistics.median(inter[name]) / es_i,
-                   "ratio_back_to_back": statistics.median(b2b[name]) / es_b,
-                   "identical_output_counts": agree[name]} for name in runners}  # fmt: skip
+    inter, b2b = time_runners(runners, samples, args.repeats)
+    rows = _rows(inter, b2b, agree)
+    for lib in own_env:  # after this process's timing: the other environment's process runs alone
+        theirs, why = _in_own_env(lib, graph, dt, samples, args, folder)
+        if theirs is None:
+            skipped[lib] = why
+            continue
+        t = theirs["runners"]
+        agree = {k: float((np.asarray(v["counts"]) == want).all(axis=1).mean()) for k, v in t.items()}
+        there = f" ({lib}'s environment)"
+        rows |= {name + there: row for name, row in _rows(*_seconds(t), agree).items()}
     return {"workload": w["name"], "weights": w["weights"], "samples": n, "steps": int(x.shape[0]), "runners": rows,
             "skipped": skipped}  # fmt: skip
+
+
+def _seconds(runners: dict) -> tuple[dict, dict]:
+    """A :mod:`bench.peer_env` result's times as :func:`time_runners` returns them."""
+    return ({k: v["interleaved_s"] for k, v in runners.items()}, {k: v["back_to_back_s"] for k, v in runners.items()})
+
+
+def _rows(inter: dict, b2b: dict, agree: dict) -> dict:
+    """Per runner: medians in ms, ratios to eventsim's (timed in the same process) and agreement."""
+    es_i, es_b = statistics.median(inter["eventsim"]), statistics.median(b2b["eventsim"])
+    return {name: {"interleaved_ms": 1e3 * statistics.median(inter[name]), "back_to_back_ms": 1e3 * statistics.median(b2b[name]),
+                   "ratio_interleaved": statistics.median(inter[name]) / es_i,
+                   "ratio_back_to_back": statistics.median(b2b[name]) / es_b,
+                   "identical_output_counts": agree[name]} for name in inter}  # fmt: skip
 
 
 def table(results: list[dict]) -> str:
@@ -154,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--digits", default="runs/demo/student.pt")
     ap.add_argument("--event-digits", default="runs/demo/nmnist/student.pt")
     ap.add_argument("--out", default="runs/bench/peers")
+    ap.add_argument("--envs", default="/tmp/peers", help="scratch environments, ENVS/<library>/bin/python, for "
+                    "the libraries whose pins conflict with the project's (tests/data/foreign/README.md)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.samples < 1 or args.repeats < 1:
         print("error: --samples and --repeats must be at least 1", file=sys.stderr)
