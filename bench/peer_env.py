@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 LIBRARIES = ("snntorch", "norse", "spikingjelly")  # libraries whose own import runs our rewritten graphs
-SPIKINGJELLY_DT = 1e-4  # the dt its import is called with (convert.peers: the rewrite assumes it)
 
 
 def load_peer(library: str, path: Path, dt: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -56,7 +55,9 @@ def load_peer(library: str, path: Path, dt: float) -> Callable[[np.ndarray], np.
             from spikingjelly.activation_based import functional
             from spikingjelly.activation_based.nir_exchange import import_from_nir
 
-            net = import_from_nir(str(path), dt=SPIKINGJELLY_DT)
+            from convert.peers import PEER_DT  # (the dt its import is called with, which the rewrite assumes)
+
+            net = import_from_nir(str(path), dt=PEER_DT["spikingjelly"])
             start = lambda: functional.reset_net(net)  # noqa: E731
         elif library == "norse":
             import norse.torch as norse
