@@ -113,8 +113,24 @@ def test_threads_take_parts_of_the_batch_as_they_come_free(tmp_path, monkeypatch
     got = eventsim.run(plan, x, record=True, threads=2)
     _same(expected, got)
     assert got.stats == expected.stats
-    # the slow thread took one part (16 samples in 8 parts): the other thread took the other seven
-    assert taken == [16 // (2 * eventsim.driver.PARTS_PER_THREAD)], taken
+    # the slow thread took one part (one of the first two, whichever thread came first): the other
+    # thread took the other parts
+    sizes = [stop - start for start, stop in eventsim.driver.batch_parts(16, 2)]
+    assert len(taken) == 1 and taken[0] in sizes[:2], (taken, sizes)
+
+
+@pytest.mark.parametrize("B, threads", [(1, 2), (3, 2), (16, 2), (64, 2), (1000, 2), (64, 4)])
+def test_batch_parts_cover_the_batch_in_falling_lengths(B, threads):
+    """Parts in order, without gaps, each a fraction of what is left: long first parts (few calls), the
+    last ones single samples (a thread that ends waits at most a sample for the other)."""
+    parts = eventsim.driver.batch_parts(B, threads)
+    assert parts[0][0] == 0 and parts[-1][1] == B
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    sizes = [stop - start for start, stop in parts]
+    assert sizes == sorted(sizes, reverse=True) and min(sizes) >= 1
+    assert sizes[0] == -(-B // (2 * threads))
+    assert sizes[-1] == 1
+    assert len(parts) <= 2 * threads * (1 + np.log(B)) + threads  # (logarithmic in the batch, not linear)
 
 
 @pytest.mark.parametrize("precision", ["fixed", "float"])

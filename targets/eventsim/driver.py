@@ -432,10 +432,21 @@ def prepare(plan: Plan) -> EventSim:
     return plan.prepared["eventsim"]
 
 
-# Each part's call costs 30-110 us besides its samples (scan and kernel set-up; 3-5 % of a batch of
-# 64 digits at T=8 in 8 parts, measured); when one core ran at half speed (a busy process beside it)
-# 8 parts (4 per thread) made a batch of 64 1.12-1.33x faster than an equal split, 4 parts 1.0-1.17x.
-PARTS_PER_THREAD = 4
+def batch_parts(B: int, threads: int) -> list[tuple[int, int]]:
+    """``B`` samples cut into parts for ``threads`` threads, in order, each part a fraction
+    (``1 / (2 * threads)``) of what is left, down to single samples (guided self-scheduling): the
+    first parts are long, so that few calls are made, and the last are short, so that when one
+    thread ends its last part the other is at most a sample from its end.
+
+    Against 4 equal parts per thread (digits student, batch of 64, 40 alternations in one process,
+    Zen 4 machine): the threads' ends 0.09 against 0.34 ms apart (float; fixed 0.12 against 0.58),
+    2 threads 1.45x against 1.40x one (fixed 1.55x against 1.44x)."""
+    bounds, start = [], 0
+    while start < B:
+        n = max(1, -(-(B - start) // (2 * threads)))
+        bounds.append((start, start + n))
+        start += n
+    return bounds
 
 
 def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 1) -> RunResult:
@@ -452,7 +463,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 
         return sim.run(spikes, record=record)
     spikes = np.asarray(spikes)  # (each part's run checks its part)
     twins = sim.twins(threads)
-    bounds = [(int(p[0]), int(p[-1]) + 1) for p in np.array_split(np.arange(B), min(B, PARTS_PER_THREAD * threads))]
+    bounds = batch_parts(B, threads)
     parts: list = [None] * len(bounds)
     queue = iter(range(len(bounds)))
     lock, failed = threading.Lock(), threading.Event()
