@@ -3,7 +3,7 @@
 while streaming generated event files of growing size (up to several GB): flat memory means the
 reader, the binning and the model hold one chunk and one window at a time, whatever the file size.
 
-The model is the event student of ``make demo`` (``runs/demo/event/model.fixed.nir``) when present,
+The model is the event student of ``make demo`` (``runs/demo/nmnist/model.fixed.nir``) when present,
 else an untrained event CSNN of the same shape (the report says which); both take 2x34x34 input.
 
     python -m bench.stream
@@ -82,7 +82,8 @@ def untrained_event_model(out: Path, steps: int) -> Path:
 
 
 def model_path(out: Path) -> tuple[Path, str]:
-    demo = ROOT / "runs" / "demo" / "event" / "model.fixed.nir"
+    from bench.startup import DEMO_MODEL as demo
+
     if demo.is_file():
         return demo, f"trained event student ({demo.relative_to(ROOT)}, fixed precision)"
     from convert.to_onnx import export_step_onnx
@@ -90,7 +91,7 @@ def model_path(out: Path) -> tuple[Path, str]:
 
     path = untrained_event_model(out, 12)
     export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
-    return path, "untrained event CSNN (no runs/demo/event/model.fixed.nir: run make demo for the trained one)"
+    return path, "untrained event CSNN (no runs/demo/nmnist/model.fixed.nir: run make demo for the trained one)"
 
 
 TIMING = ["--bin-us", "25000", "--window-steps", "12"]  # 300 ms windows of 12 steps (the emulated digits' binning)
