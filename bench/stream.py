@@ -91,7 +91,7 @@ def model_path(out: Path) -> tuple[Path, str]:
 
     path = untrained_event_model(out, 12)
     export_step_onnx(load_plan(path), path.with_suffix(".step.onnx"))
-    return path, "untrained event CSNN (no runs/demo/nmnist/model.fixed.nir: run make demo for the trained one)"
+    return path, f"untrained event CSNN (no {demo.relative_to(ROOT)}: run make demo for the trained one)"
 
 
 TIMING = ["--bin-us", "25000", "--window-steps", "12"]  # 300 ms windows of 12 steps (the emulated digits' binning)
