@@ -1155,36 +1155,43 @@ def _input_events(x, bits, T, B, C, P, sT, sB, integer, off, idx, val):
     bad = False
     frac = False
     top = 0.0
+    CP = C * P
     for b in range(B):
         for t in range(T):
             off[b * T + t] = n
-            for c in range(C):
-                base = t * sT + b * sB + c * P
-                for p0 in range(0, P, SCAN):
-                    m = min(SCAN, P - p0)
-                    if m == SCAN:  # the positions of the non-zero bit patterns, in one vector compare
-                        mask = _nonzero_bits(bits, np.uint64(base + p0))
-                    else:
-                        mask = np.uint64(0)
-                        for j in range(m):
-                            mask |= np.uint64(bits[base + p0 + j] != 0) << np.uint64(j)
-                    if mask == 0:  # (most runs of inputs are zero)
-                        continue
-                    if n + m > cap:  # no room: count only (the caller grows the buffers and asks again)
-                        for p in range(p0, p0 + m):
-                            n += x[base + p] != 0
-                        continue
-                    while mask:  # each non-zero bit pattern (a -0.0 too: it is skipped here)
-                        p = p0 + trailing_zeros(mask)
-                        mask &= mask - np.uint64(1)
-                        a = x[base + p]
-                        af = np.float64(a)
-                        bad |= not abs(af) < np.inf
-                        frac |= af != np.floor(af)
-                        top = max(top, abs(af))
-                        idx[n] = p * C + c
-                        val[n] = a
-                        n += a != 0
+            base = t * sT + b * sB
+            # the step's C * P values scanned as one run (not channel by channel: one partial block per
+            # step instead of one per channel, 2x faster over zeros); the channel of position q is c,
+            # the next channel starts at c_end (positions come in order)
+            c, c_end = 0, P
+            for q0 in range(0, CP, SCAN):
+                m = min(SCAN, CP - q0)
+                if m == SCAN:  # the positions of the non-zero bit patterns, in one vector compare
+                    mask = _nonzero_bits(bits, np.uint64(base + q0))
+                else:
+                    mask = np.uint64(0)
+                    for j in range(m):
+                        mask |= np.uint64(bits[base + q0 + j] != 0) << np.uint64(j)
+                if mask == 0:  # (most runs of inputs are zero)
+                    continue
+                if n + m > cap:  # no room: count only (the caller grows the buffers and asks again)
+                    for q in range(q0, q0 + m):
+                        n += x[base + q] != 0
+                    continue
+                while mask:  # each non-zero bit pattern (a -0.0 too: it is skipped here)
+                    q = q0 + trailing_zeros(mask)
+                    mask &= mask - np.uint64(1)
+                    while q >= c_end:
+                        c += 1
+                        c_end += P
+                    a = x[base + q]
+                    af = np.float64(a)
+                    bad |= not abs(af) < np.inf
+                    frac |= af != np.floor(af)
+                    top = max(top, abs(af))
+                    idx[n] = (q - c_end + P) * C + c
+                    val[n] = a
+                    n += a != 0
     if bad:
         return 1, 0, False, 0.0
     if integer and frac:
