@@ -84,3 +84,21 @@ def test_time_runners_interleaves_and_runs_back_to_back():
     one_repeat = [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     assert calls == one_repeat * 2
     assert all(len(v) == 2 and min(v) >= 0 for v in (*inter.values(), *b2b.values()))
+
+
+def test_plot_draws_every_runner_over_eventsim_as_a_png(tmp_path):
+    def row(ms, agree=1.0):
+        return {"interleaved_ms": ms, "back_to_back_ms": ms * 0.8, "ratio_interleaved": ms / 0.5,
+                "ratio_back_to_back": ms / 0.4, "identical_output_counts": agree}  # fmt: skip
+
+    results = [
+        {
+            "workload": "N-MNIST CSNN, T=8",
+            "runners": {"eventsim": row(0.5), "torch target": row(5.0), "norse": row(9.0)},
+        },
+        {"workload": "digits student, T=8", "runners": {"eventsim": row(0.5), "norse": row(4.0, agree=0.5)}},
+    ]
+    path = tmp_path / "peers.png"
+    peers.plot(results, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp*"))  # (written atomically: nothing left beside it)
