@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import startup
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from inputs.events import EVENT_DTYPE
 from inputs.formats.arrays import NpyEventWriter
@@ -82,8 +83,7 @@ def untrained_event_model(out: Path, steps: int) -> Path:
 
 
 def model_path(out: Path) -> tuple[Path, str]:
-    from bench.startup import DEMO_MODEL as demo
-
+    demo = startup.DEMO_MODEL
     if demo.is_file():
         return demo, f"trained event student ({demo.relative_to(ROOT)}, fixed precision)"
     from convert.to_onnx import export_step_onnx
