@@ -28,9 +28,11 @@ $(STAMP): pyproject.toml $(MAIN_PINS)
 # targets/eventsim/__pycache__ (not in git: a fresh clone has none). Compiled here, once, in every version
 # the commands use, so that a user's first run loads them instead (python -m runtime.warm). The stamp
 # sits in that cache folder: deleting the folder warms again, and so does an edit of the simulator or
-# of the Prophesee decoders (inputs/formats/evt2.py, evt3.py, warmed too).
-$(NUMBA_WARM): $(STAMP) $(wildcard targets/eventsim/*.py) inputs/formats/evt2.py inputs/formats/evt3.py
-	@echo "compiling eventsim's numba kernels into their cache (first time: a minute or two)"
+# of the Prophesee decoders (inputs/formats/evt2.py, evt3.py, warmed too). It also builds the kernels
+# ahead of time into an extension module in that folder (targets/eventsim/aot.py: about 2 minutes), so
+# that a run or stream process starts without numba.
+$(NUMBA_WARM): $(STAMP) $(wildcard targets/eventsim/*.py) core/fixed.py inputs/formats/evt2.py inputs/formats/evt3.py
+	@echo "compiling eventsim's numba kernels into their cache and ahead of time (first time: about 5 minutes)"
 	$(PY) -m runtime.warm
 	@mkdir -p $(@D) && touch $@
 

@@ -440,7 +440,8 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
         "windows": len(windows), "startup_s": startup_s,
         "startup": {"graph_s": t_graph - t_enter, "open_s": t_open - t_graph, "target_s": t_target - t_open,
                     "first_call_s": startup_s, "first_window_s": first_output - start_wall,
-                    "steady_window_ms": float(np.median(lat[1:])) if len(lat) > 1 else None},
+                    "steady_window_ms": float(np.median(lat[1:])) if len(lat) > 1 else None,
+                    "kernels": _kernels(cfg.target)},
         "wall_s": wall, "events_per_s": counters.get("events", 0) / wall if wall else None,
         "recording_s": span_s, "real_time_factor": span_s / wall if wall else None,
         "latency_ms": {"mean": float(lat.mean()), "p50": float(np.median(lat)), "p95": float(np.percentile(lat, 95)),
@@ -481,6 +482,15 @@ def score(windows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 MAX_WINDOWS_PER_GAP = 100_000
+
+
+def _kernels(target: str) -> str | None:
+    """Which code ran eventsim's kernels (ahead of time, or numba's JIT and why): start-up depends on it."""
+    if target != "eventsim":
+        return None
+    from targets.eventsim import aot
+
+    return aot.describe()
 
 
 def _check_gap(path: str, t_start: int, t_last: int, window_us: int) -> None:
@@ -723,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"start-up: first window out {_s(st['process_to_first_output_s'])} after the process started (imports "
           f"{_s(st['process_to_imports_s'])}, graph {_s(st['graph_s'])}, target {_s(st['target_s'])}, first call "
           f"{_s(st['first_call_s'])}, first window {_s(st['first_window_s'])}); then {st['steady_window_ms'] or 0:.2f} ms "
-          "per window", file=sys.stderr)  # fmt: skip
+          "per window" + (f"; eventsim's kernels: {st['kernels']}" if st.get("kernels") else ""), file=sys.stderr)  # fmt: skip
     silent = s["classes"].get("none", 0)
     if s["tied_windows"] or silent:
         print(f"{s['tied_windows']} window(s) with a tied maximum (the lowest class index wins), {silent} without any "

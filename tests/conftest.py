@@ -120,3 +120,11 @@ def assert_targets_agree(plan, x, targets, expected=None):
         for k, r in expected.rasters.items() if info.rasters else ():
             assert np.array_equal(got.rasters[k], r), (target, k)
     return expected
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _eventsim_types_checked():
+    """Every eventsim kernel call's argument types checked against the version the driver reuses."""
+    from targets.eventsim import aot
+
+    aot.CHECK = True

@@ -33,11 +33,14 @@ Modules, each importing only the ones after it:
   the streaming state (:class:`Stream`, :class:`State`).
 - :mod:`targets.eventsim.layout`: what is compiled from a plan once: the node table and the flat
   arrays of weights, biases and neuron parameters (:class:`Compiled`), feature maps channel-last.
+- :mod:`targets.eventsim.aot`: which compiled version runs a kernel call: the one numba's
+  ahead-of-time compiler built at set-up (no numba in the process), else numba's JIT.
 - :mod:`targets.eventsim.kernels`: the numba-compiled functions (the simulation, the per-node
-  loops, the input scan) and the table's vocabulary (node kinds, columns ``K_*``).
+  loops, the input scan).
+- :mod:`targets.eventsim.table`: the table's vocabulary (node kinds, columns ``K_*``), free of numba.
 
 The driver's and the layout's public names are importable from here; the table's column names and
-node kinds are in :mod:`targets.eventsim.kernels`.
+node kinds are in :mod:`targets.eventsim.table`.
 """
 
 # ruff: noqa: F401

@@ -19,11 +19,14 @@ import numpy as np
 
 from core.errors import DataError, ModelError
 from core.fixed import ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, V_MAX, VTH_SHIFT
-from targets.eventsim import kernels as K
-from targets.eventsim.kernels import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN, _input_events, _simulate
+from targets.eventsim import table as K
+from targets.eventsim.aot import Entry, resolved
 from targets.eventsim.layout import Compiled, aligned, aligned_empty, aligned_zeros, compile_plan
+from targets.eventsim.table import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes, lower_convolutions
 from targets.reference import RunResult, join_results
+
+SIMULATE, INPUT_EVENTS = Entry("simulate"), Entry("input_events")
 
 
 class EventSim:
@@ -42,6 +45,7 @@ class EventSim:
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
         self._by_range: dict[tuple[float, bool], tuple] = {}  # (see _kernel_args)
         self._run_state: State | None = None
+        self._kernels: dict = {}  # the kernel's version per kind of call (see _execute)
         self._names = ["input"] + [n.name for n in self.plan.nodes]  # by table row
         c = self.compiled
         self._synapse_rows = [k for k in range(1, len(c.table)) if c.table[k, K_KIND] in (CONV, AFFINE)]
@@ -212,8 +216,8 @@ class EventSim:
         off = self._offsets[: B * T + 1]
         while True:  # the event buffers are reused from call to call, grown when an input needs more
             idx, val = self._event_buffers
-            problem, n, integral, top = _input_events(flat, flat.view(UNSIGNED[flat.itemsize]), T, B, channels, pixels,
-                                                      s_t, s_b, self.integer, off, idx, val)  # fmt: skip
+            problem, n, integral, top = INPUT_EVENTS(flat, flat.view(UNSIGNED[flat.itemsize]), T, B, channels, pixels,
+                                                     s_t, s_b, self.integer, off, idx, val)  # fmt: skip
             if n + SCAN <= len(idx) or problem:
                 break
             self._event_buffers = (aligned_empty(2 * n + SCAN, np.int64), aligned_empty(2 * n + SCAN, self.value_dtype))
@@ -262,7 +266,7 @@ class EventSim:
         work, rasters, traces)``, what :meth:`run` needs without the rest of :class:`Outputs`."""
         off, idx, val, T, B = events.offsets, events.index, events.value, events.steps, events.batch
         c = self.compiled
-        network = self._kernel_args(events.largest, events.integral)[2]
+        adt, _, network = self._kernel_args(events.largest, events.integral)
         n_out, cdt = len(c.out_perm), self._count_dtype
         table, rasters, traces = self._record_buffers(T, B) if record else (c.table, *self._no_record)
         # what is returned is allocated per call (a caller may keep it); the rest is reused
@@ -273,11 +277,14 @@ class EventSim:
         cycles, excess = self._cycles, self._excess  # (cycles: the kernel adds to them)
         cycles.fill(0)
         excess[0] = 0  # the most spikes one neuron emitted in one step (several per step)
-        _simulate(
+        args = (
             table, *network, state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
             state.dl_n, state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
             counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,
         )  # fmt: skip
+        # every argument's type follows from the accumulator's (the network's arrays) and whether
+        # this call records: resolved once per pair (aot.CHECK verifies it in the tests)
+        resolved(self._kernels, (adt, record), SIMULATE, args)(*args)
         if excess[0] > MAX_SPIKES:
             raise ModelError(f"a neuron emits {int(excess[0])} spikes in one step; at most {MAX_SPIKES} are counted")
         lif_rasters = li_traces = None

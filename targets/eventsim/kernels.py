@@ -5,7 +5,8 @@ free of Python objects: it walks the node table of :mod:`targets.eventsim.layout
 every step, calling small compiled loops for the scatter of a synaptic or pooling node, the
 listed, blocked and dense LIF updates, the LI update and the read-out of spikes (LLVM optimises them
 alone far better than inlined in the big kernel). :func:`_input_events` turns a dense input into
-events. The table's vocabulary (node kinds, columns) is defined here, where it is read.
+events. The table's vocabulary (node kinds, columns) is :mod:`targets.eventsim.table`;
+:mod:`targets.eventsim.aot` compiles these functions ahead of time as well.
 
 Both precisions follow :mod:`targets.reference` operation for operation: fixed precision in
 integers exactly as :mod:`core.fixed` (bit-exact; accumulators in int32 when a per-layer bound
@@ -23,29 +24,70 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic, overload
 
-from core import fixed
-
-DECAY_UNITY, DECAY_SHIFT, ACT_SHIFT, VTH_SHIFT, V_MAX, U_WRAP = (fixed.DECAY_UNITY, fixed.DECAY_SHIFT, fixed.ACT_SHIFT,
-                                                             fixed.VTH_SHIFT, fixed.V_MAX, fixed.U_WRAP)  # fmt: skip
-
-# node kinds in the compiled table
-INPUT, CONV, AFFINE, SUMPOOL, AVGPOOL, FLATTEN, LIF, LI, DELAY = range(9)
-# columns of the node table
-(K_KIND, K_N, K_SRC, K_NSRC, K_CI, K_HI, K_WI, K_CO, K_HO, K_WO, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF,
- K_BOFF, K_POFF, K_EXP, K_VTH, K_DV, K_DENSE, K_OFF, K_GROUPS, K_LIF, K_ROFF, K_FUSED, K_UNIFORM,
- K_MAP, K_TOFF, K_DOFF, K_DSLOT, K_DDEPTH, K_FORM, K_SPIKE, K_WIN) = range(37)  # fmt: skip
-NCOLS = 37
-DENSE_FRACTION = 0.25
-BLOCK_RUN = 64  # consecutive blocks of a blocked LIF updated in one call at most
-# a float LIF/LI layer's rule beyond NIR's (a producer's dialect, targets.reference.membrane): the
-# membrane's form (K_FORM; the plan's parameters in the beta and leak slots, see layout) and the
-# spikes per step (K_SPIKE). Layers with a rule run in _rule_lif / _rule_li, never densely fused.
-FORM_NIR, FORM_NORSE_BOX, FORM_NORSE_CELL, FORM_NORSE_JUMP, FORM_ROCKPOOL_SYN, FORM_NIR_REST = range(6)
-# fixed precision, a current-based neuron (core.fixed.current_step): its current, and the LIF/LI
-# behind it, whose input is that current (unshifted); both run listed in _fixed_current_layer
-FORM_FIXED_CURRENT, FORM_FIXED_MEMBRANE = 6, 7
-SPIKE_ONE, SPIKE_FLOOR_GE, SPIKE_TRUNC_GT0 = range(3)
-MAX_SPIKES = 255  # several spikes per step: rasters hold counts up to this (targets.reference)
+from targets.eventsim.table import (
+    ACT_SHIFT,
+    AFFINE,
+    AVGPOOL,
+    BLOCK_RUN,
+    CONV,
+    DECAY_SHIFT,
+    DECAY_UNITY,
+    DELAY,
+    DENSE_FRACTION,
+    FLATTEN,
+    FORM_FIXED_CURRENT,
+    FORM_FIXED_MEMBRANE,
+    FORM_NIR,
+    FORM_NORSE_BOX,
+    FORM_NORSE_CELL,
+    FORM_NORSE_JUMP,
+    FORM_ROCKPOOL_SYN,
+    K_BOFF,
+    K_CO,
+    K_DDEPTH,
+    K_DENSE,
+    K_DOFF,
+    K_DSLOT,
+    K_DV,
+    K_EXP,
+    K_FORM,
+    K_FUSED,
+    K_GROUPS,
+    K_HO,
+    K_KH,
+    K_KIND,
+    K_KW,
+    K_LIF,
+    K_MAP,
+    K_N,
+    K_NSRC,
+    K_OFF,
+    K_PH,
+    K_POFF,
+    K_PW,
+    K_ROFF,
+    K_SH,
+    K_SPIKE,
+    K_SRC,
+    K_SW,
+    K_TOFF,
+    K_UNIFORM,
+    K_VTH,
+    K_WIN,
+    K_WO,
+    K_WOFF,
+    LI,
+    LIF,
+    MAX_SPIKES,
+    SCAN,
+    SPIKE_FLOOR_GE,
+    SPIKE_ONE,
+    SUMPOOL,
+    U_WRAP,
+    V_MAX,
+    VTH_SHIFT,
+    X_CLAMP,
+)
 
 
 @intrinsic
@@ -71,9 +113,6 @@ def _ashr32(typingctx, a, s):
         return builder.ashr(args[0], args[1])
 
     return sig, codegen
-
-
-SCAN = 32  # input values tested at once for any non-zero (one vector compare)
 
 
 @intrinsic
@@ -208,9 +247,6 @@ def _dense_lif(src, exp, avg, area, v, bias, spikes, keep, vth, beta, gain, leak
     Fixed precision in 32-bit lanes: ``clamp`` False where the caller has proved that neither the
     input's nor the membrane's saturation can act (``EventSim.unclamped``); float ignores it.
     """
-
-
-X_CLAMP = 2**24  # |input| beyond which the membrane saturates whatever its state (narrow path)
 
 
 @intrinsic

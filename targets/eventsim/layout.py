@@ -1,7 +1,7 @@
 """What :mod:`targets.eventsim` compiles from a plan, once: the node table and the flat arrays.
 
 :func:`compile_plan` turns a :class:`~targets.plan.Plan` into a :class:`Compiled`: one table row
-per node (row 0 the input; the columns ``K_*`` of :mod:`targets.eventsim.kernels`), the sources of
+per node (row 0 the input; the columns ``K_*`` of :mod:`targets.eventsim.table`), the sources of
 every node, and every weight, bias and neuron parameter concatenated into one array each, so that
 the kernel runs free of Python objects. Every node owns a region of the per-neuron buffers
 (membranes, accumulators, event lists), and every node's weights, biases and parameters are regions of
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import ModelError
-from targets.eventsim.kernels import (
+from targets.eventsim.table import (
     AFFINE,
     AVGPOOL,
     CONV,
