@@ -58,8 +58,9 @@ import numpy as np
 from bench import machine
 from core.errors import ModelError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
-from targets.eventsim.kernels import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WIN, K_WOFF, _add_run, _cycles, window_start
+from targets.eventsim.kernels import _add_run, _cycles, window_start
 from targets.eventsim.layout import aligned
+from targets.eventsim.table import AFFINE, K_KIND, K_MAP, K_N, K_OFF, K_WIN, K_WOFF
 
 ROOT = Path(__file__).resolve().parents[1]
 NMNIST = ROOT.parent / "shared" / "eventdata" / "nmnist" / "train"
