@@ -33,6 +33,7 @@ import platform
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -55,6 +56,7 @@ CHECK = False
 _loaded: dict[tuple[str, tuple], Callable] | None = None
 _why = ""  # why the module is not used, when it is not
 _recording: dict[str, list[tuple]] | None = None
+_lock = threading.Lock()
 
 
 def folder() -> Path:
@@ -105,39 +107,36 @@ def _as_tuple(x: Any) -> Any:
 
 
 def _load() -> dict[tuple[str, tuple], Callable]:
-    """The module's versions by ``(entry, argument keys)``, or none (``_why`` says why)."""
+    """The module's versions by ``(entry, argument keys)``, or none (``_why`` says why); loaded once
+    (under a lock: the threads of a batch may ask first at once)."""
     global _loaded, _why
-    if _loaded is not None:
+    with _lock:
+        if _loaded is None:
+            _loaded, _why = _read(folder()) if ENABLED else ({}, "switched off (SNN_EVENTSIM_AOT=0)")
         return _loaded
-    _loaded = {}
-    if not ENABLED:
-        _why = "switched off (SNN_EVENTSIM_AOT=0)"
-        return _loaded
-    path = folder() / MANIFEST
+
+
+def _read(where: Path) -> tuple[dict[tuple[str, tuple], Callable], str]:
+    """The versions of the module in ``where`` if it was built for this process, and else why not."""
+    path = where / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        _why = f"not built ({path} missing: make setup, or python -m runtime.warm)"
-        return _loaded
+        return {}, f"not built ({path} missing: make setup, or python -m runtime.warm)"
     except (OSError, ValueError) as e:
-        _why = f"unreadable manifest {path}: {e}"
-        return _loaded
+        return {}, f"unreadable manifest {path}: {e}"
     here = fingerprint()
     changed = [k for k, v in here.items() if manifest.get("built_from", {}).get(k) != v]
     if changed:
-        _why = f"built for other {', '.join(changed)} (python -m runtime.warm builds it again)"
-        return _loaded
-    so = folder() / manifest["module"]
+        return {}, f"built for other {', '.join(changed)} (python -m runtime.warm builds it again)"
+    so = where / manifest["module"]
     try:
         spec = importlib.util.spec_from_file_location(manifest["name"], so)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     except (ImportError, OSError) as e:
-        _why = f"cannot load {so}: {e}"
-        return _loaded
-    _loaded = {(entry, _as_tuple(key)): getattr(module, symbol) for entry, key, symbol in manifest["versions"]}
-    _why = ""
-    return _loaded
+        return {}, f"cannot load {so}: {e}"
+    return {(entry, _as_tuple(key)): getattr(module, symbol) for entry, key, symbol in manifest["versions"]}, ""
 
 
 def describe() -> str:
@@ -216,12 +215,7 @@ def versions_of(calls: dict[str, list[tuple]]) -> dict[str, dict[tuple, Any]]:
 
 def fresh(calls: dict[str, list[tuple]]) -> bool:
     """Whether the module in :func:`folder` is usable here and holds every key of ``calls``."""
-    global _loaded, ENABLED
-    was, ENABLED, _loaded = ENABLED, True, None
-    try:
-        have = set(_load())
-    finally:
-        ENABLED, _loaded = was, None
+    have = _read(folder())[0]
     return bool(have) and all(
         (e, tuple(type_key(a) for a in args)) in have for e, seen in calls.items() for args in seen
     )
