@@ -75,6 +75,9 @@ def test_a_missing_stale_or_unreadable_module_is_not_used(cache_folder):
     (cache_folder / aot.MANIFEST).write_text('{"name": ')
     aot._loaded = None
     assert aot._load() == {} and "unreadable manifest" in aot.describe()
+    (cache_folder / aot.MANIFEST).write_text(json.dumps({"built_from": built_from}))  # matches, says nothing more
+    aot._loaded = None
+    assert aot._load() == {} and "unreadable manifest" in aot.describe() and "'module'" in aot.describe()
     manifest = {"name": "x", "module": "x.so", "built_from": built_from, "versions": []}  # matches, module missing
     (cache_folder / aot.MANIFEST).write_text(json.dumps(manifest))
     aot._loaded = None

@@ -129,14 +129,17 @@ def _read(where: Path) -> tuple[dict[tuple[str, tuple], Callable], str]:
     changed = [k for k, v in here.items() if manifest.get("built_from", {}).get(k) != v]
     if changed:
         return {}, f"built for other {', '.join(changed)} (python -m runtime.warm builds it again)"
-    so = where / manifest["module"]
     try:
-        spec = importlib.util.spec_from_file_location(manifest["name"], so)
+        so, name, versions = where / manifest["module"], manifest["name"], manifest["versions"]
+    except (KeyError, TypeError) as e:
+        return {}, f"unreadable manifest {path}: no {e}"
+    try:
+        spec = importlib.util.spec_from_file_location(name, so)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    except (ImportError, OSError) as e:
+        return {(entry, _as_tuple(key)): getattr(module, symbol) for entry, key, symbol in versions}, ""
+    except (ImportError, OSError, AttributeError, TypeError, ValueError) as e:
         return {}, f"cannot load {so}: {e}"
-    return {(entry, _as_tuple(key)): getattr(module, symbol) for entry, key, symbol in manifest["versions"]}, ""
 
 
 def describe() -> str:
