@@ -20,7 +20,7 @@ import numpy as np
 from core.errors import DataError, ModelError
 from core.fixed import ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, V_MAX, VTH_SHIFT
 from targets.eventsim import table as K
-from targets.eventsim.aot import Entry, resolved
+from targets.eventsim.aot import Entry, resolved, type_key
 from targets.eventsim.layout import Compiled, aligned, aligned_empty, aligned_zeros, compile_plan
 from targets.eventsim.table import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes, lower_convolutions
@@ -45,7 +45,7 @@ class EventSim:
         self._scratch: dict[type, tuple[np.ndarray, ...]] = {}
         self._by_range: dict[tuple[float, bool], tuple] = {}  # (see _kernel_args)
         self._run_state: State | None = None
-        self._kernels: dict = {}  # the kernel's version per kind of call (see _execute)
+        self._kernels: dict = {}  # the kernels' versions per kind of call (see input_events, _execute)
         self._names = ["input"] + [n.name for n in self.plan.nodes]  # by table row
         c = self.compiled
         self._synapse_rows = [k for k in range(1, len(c.table)) if c.table[k, K_KIND] in (CONV, AFFINE)]
@@ -216,8 +216,10 @@ class EventSim:
         off = self._offsets[: B * T + 1]
         while True:  # the event buffers are reused from call to call, grown when an input needs more
             idx, val = self._event_buffers
-            problem, n, integral, top = INPUT_EVENTS(flat, flat.view(UNSIGNED[flat.itemsize]), T, B, channels, pixels,
-                                                     s_t, s_b, self.integer, off, idx, val)  # fmt: skip
+            args = (flat, flat.view(UNSIGNED[flat.itemsize]), T, B, channels, pixels, s_t, s_b, self.integer, off, idx,
+                    val)  # fmt: skip
+            # only the input's type varies between calls (the rest is this simulator's): resolved once per type
+            problem, n, integral, top = resolved(self._kernels, type_key(flat), INPUT_EVENTS, args)(*args)
             if n + SCAN <= len(idx) or problem:
                 break
             self._event_buffers = (aligned_empty(2 * n + SCAN, np.int64), aligned_empty(2 * n + SCAN, self.value_dtype))
