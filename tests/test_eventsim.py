@@ -526,7 +526,7 @@ def test_input_scan_grows_its_buffers_and_skips_negative_zero(tmp_path):
     assert len(events.index) == np.count_nonzero(x) and events.integral and events.largest == 2
 
 
-@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.float16, np.float32, np.float64, ">f4", ">f8"])
 def test_input_scan_finds_every_event_of_every_input_type(dtype):
     """The scan tests 32 values per vector compare (of the values' bits) and the rest of a channel's
     row one by one: every non-zero value of every input type is found, with its internal index

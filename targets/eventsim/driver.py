@@ -208,6 +208,8 @@ class EventSim:
             spikes = spikes.view(np.uint8)
         elif kind == "f" and spikes.itemsize == 2:  # (numba has no float16: widened, exactly)
             spikes = spikes.astype(np.float32)
+        if not spikes.dtype.isnative:  # (numba reads native byte order only: the same values, reordered)
+            spikes = spikes.astype(spikes.dtype.newbyteorder("="))
         T, B = spikes.shape[:2]
         channels, pixels = self._channels_pixels
         flat, s_t, s_b = step_rows(spikes)
