@@ -109,6 +109,15 @@ def warm_process(cache: Path) -> dict[str, Any]:
     return {"wall_s": time.perf_counter() - t0, "load_1min": load, "printed": proc.stdout.strip()}
 
 
+def repeated(name: str, argv: list[str], cache: Path, repeats: int) -> list[dict[str, Any]]:
+    """``repeats`` stream processes on ``cache``, each announced with the load average."""
+    runs = []
+    for i in range(repeats):
+        print(f"{name} {i + 1}/{repeats} (load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
+        runs.append(stream_process(argv, cache))
+    return runs
+
+
 def run(args) -> dict[str, Any]:
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -122,19 +131,14 @@ def run(args) -> dict[str, Any]:
         cache = Path(tmp) / "cold"
         print(f"cold (load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
         res["runs"]["cold"] = [stream_process(argv, cache)]
-        res["runs"][JIT_WARM] = []
-        for i in range(args.repeats):  # numba's cache as the cold run left it: no module compiled ahead of time
-            print(f"{JIT_WARM} {i + 1}/{args.repeats} (load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
-            res["runs"][JIT_WARM].append(stream_process(argv, cache))
+        # numba's cache as the cold run left it: no module compiled ahead of time
+        res["runs"][JIT_WARM] = repeated(JIT_WARM, argv, cache, args.repeats)
         if args.setup:
             cache = Path(tmp) / "setup"
             print(f"python -m runtime.warm (load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
             res["setup_warm"] = warm_process(cache)
             res["runs"]["after runtime.warm"] = [stream_process(argv, cache)]
-            res["runs"]["warm"] = []
-            for i in range(args.repeats):
-                print(f"warm {i + 1}/{args.repeats} (load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
-                res["runs"]["warm"].append(stream_process(argv, cache))
+            res["runs"]["warm"] = repeated("warm", argv, cache, args.repeats)
         print(f"{TORCH_FIRST} (load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
         res["runs"][TORCH_FIRST] = [stream_process(argv, cache, torch_first=True)]
     return res

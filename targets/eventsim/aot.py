@@ -169,9 +169,6 @@ class Entry:
         found = _load().get((self.name, tuple(type_key(a) for a in args)))
         return found if found is not None else _jit(self.name)
 
-    def __call__(self, *args: Any) -> Any:
-        return self.resolve(args)(*args)
-
 
 def resolved(memo: dict, kind: Any, entry: Entry, args: tuple) -> Callable:
     """``entry``'s version for ``args``, resolved once per ``kind`` of call (whatever fixes the
