@@ -592,6 +592,50 @@ def test_batch_slices_are_read_in_place_with_the_same_events(tmp_path, monkeypat
         eventsim.run(plan, bad[:, 2:5])
 
 
+def test_an_input_form_met_before_is_read_alike(tmp_path):
+    """An input array of a form met before (dtype, shape and flags; C-contiguous) skips the checks
+    and the layout work: its events equal those a simulator meeting it for the first time reads,
+    for every kind of input; forms read from a converted copy are not kept; bad values of a kept
+    form are still refused, a wrong shape still named."""
+    from targets.eventsim import EventSim
+
+    rng = np.random.default_rng(23)
+    x = (rng.random((5, 3, 1, 8, 8)) < 0.2) * rng.integers(1, 4, (5, 3, 1, 8, 8))
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x.astype(np.float32))
+    sim = eventsim.prepare(plan)
+    read_only = x.astype(np.float32)
+    read_only.flags.writeable = False
+    longer = np.concatenate([x, x]).astype(np.float64)
+    kept = {"float32": x.astype(np.float32), "float64": x.astype(np.float64), "int16": x.astype(np.int16),
+            "bool": x > 0, "read-only": read_only, "a view of a longer input": longer[2:7]}  # fmt: skip
+    copied = {"float16": x.astype(np.float16), ">f4": x.astype(">f4"), "not contiguous": x.astype(np.float32)[:, ::-1],
+              "list": x.tolist()}  # fmt: skip
+
+    def events(s, a):
+        e = s.input_events(a)
+        return e.offsets.copy(), e.index.copy(), e.value.copy(), e.steps, e.batch, e.largest, e.integral
+
+    def same(p, q):
+        return all(np.array_equal(u, v) for u, v in zip(p, q, strict=True))
+
+    for name, a in (kept | copied).items():
+        fresh = events(EventSim(plan), a)
+        assert same(events(sim, a), fresh), name
+        form = (a.dtype, a.shape, a.flags.num) if isinstance(a, np.ndarray) else None
+        assert (form in sim._forms) == (name in kept), name
+        assert same(events(sim, a), fresh), name  # (a kept form: read without the checks)
+        assert np.array_equal(eventsim.run(plan, a).counts, ref.run(plan, np.asarray(a, dtype=np.float32)).counts), name
+    bad = x.astype(np.float32)
+    bad[4, 2, 0, 7, 7] = np.nan  # the last value
+    with pytest.raises(DataError, match="NaN"):
+        eventsim.run(plan, bad)
+    bad[4, 2, 0, 7, 7] = 0.5
+    with pytest.raises(DataError, match="integer spike counts"):
+        eventsim.run(plan, bad)
+    with pytest.raises(DataError, match=r"input spikes must be shaped \(T, B, 1, 8, 8\), got \(5, 3, 1, 8, 7\)"):
+        eventsim.run(plan, bad[..., :7].copy())
+
+
 @pytest.mark.parametrize("precision", ["float", "fixed"])
 @pytest.mark.parametrize("bias", [0.0, 0.2], ids=["listed", "dense"])
 def test_li_readout_work_follows_events(tmp_path, precision, bias):
