@@ -134,3 +134,39 @@ print(json.dumps([sorted(warm.kernel_signatures() - before), sorted(keys(calls) 
     assert done.returncode == 0, done.stderr[-3000:]
     compiled, unwarmed, used = json.loads(done.stdout.strip().splitlines()[-1])
     assert compiled == [] and unwarmed == [] and used >= 4
+
+
+# A fresh interpreter imports the commands' modules and prints, per module loaded from a file, its
+# source and the bytecode file the import system reads for it.
+IMPORTS = """
+import json, sys, runtime.stream, runtime.run, runtime.verify, targets.eventsim  # (a target is imported when used)
+print(json.dumps([[m.__file__, m.__spec__.cached] for m in list(sys.modules.values())
+                  if getattr(m, "__file__", None) and getattr(m, "__spec__", None) and m.__spec__.cached]))
+"""
+
+
+def test_set_up_compiles_the_bytecode_of_every_module_the_commands_import(tmp_path):
+    """``make setup`` compiles the packages its ``PACKAGES`` names to bytecode, which a process reads
+    even where it may not write its own (``PYTHONDONTWRITEBYTECODE``): every project module that the
+    stream, run and verify commands and the eventsim target import lies in those packages and gets bytecode of its current
+    source (written under a ``PYTHONPYCACHEPREFIX`` here, so that the checkout is not touched)."""
+    import re
+    from pathlib import Path
+
+    packages = re.search(r"^PACKAGES := (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1).split()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPYCACHEPREFIX": str(tmp_path / "pyc"),
+           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], cwd=ROOT, env=env, check=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", IMPORTS], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = ROOT.resolve()
+    ours = [(Path(src).resolve(), Path(pyc)) for src, pyc in json.loads(done.stdout.strip().splitlines()[-1])
+            if Path(src).resolve().is_relative_to(root) and ".venv" not in Path(src).resolve().relative_to(root).parts]  # fmt: skip
+    names = {src.relative_to(root).as_posix() for src, _ in ours}
+    assert {"runtime/stream.py", "targets/plan.py", "targets/eventsim/driver.py", "inputs/formats/readers.py"} <= names
+    for src, pyc in ours:
+        assert pyc.is_relative_to(tmp_path / "pyc") and pyc.exists(), f"{src}: no bytecode (not in PACKAGES?)"
+        head, stat = pyc.read_bytes()[:16], src.stat()
+        flags, mtime, size = (int.from_bytes(head[i : i + 4], "little") for i in (4, 8, 12))
+        assert (flags, mtime, size) == (0, int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF), src
