@@ -592,12 +592,12 @@ def test_batch_slices_are_read_in_place_with_the_same_events(tmp_path, monkeypat
         eventsim.run(plan, bad[:, 2:5])
 
 
-def test_an_input_form_met_before_is_read_alike(tmp_path):
+def test_an_input_form_met_before_is_read_alike(tmp_path, monkeypatch):
     """An input array of a form met before (dtype, shape and flags; C-contiguous) skips the checks
     and the layout work: its events equal those a simulator meeting it for the first time reads,
-    for every kind of input; forms read from a converted copy are not kept; bad values of a kept
-    form are still refused, a wrong shape still named."""
-    from targets.eventsim import EventSim
+    for every kind of input; forms read from a converted copy are not kept, nor more than
+    ``MAX_FORMS``; bad values of a kept form are still refused, a wrong shape still named."""
+    from targets.eventsim import EventSim, driver
 
     rng = np.random.default_rng(23)
     x = (rng.random((5, 3, 1, 8, 8)) < 0.2) * rng.integers(1, 4, (5, 3, 1, 8, 8))
@@ -625,6 +625,11 @@ def test_an_input_form_met_before_is_read_alike(tmp_path):
         assert (form in sim._forms) == (name in kept), name
         assert same(events(sim, a), fresh), name  # (a kept form: read without the checks)
         assert np.array_equal(eventsim.run(plan, a).counts, ref.run(plan, np.asarray(a, dtype=np.float32)).counts), name
+    monkeypatch.setattr(driver, "MAX_FORMS", 2)
+    for steps in (1, 2, 3, 4):  # inputs of ever new lengths
+        got = eventsim.run(plan, x[:steps].astype(np.float32))
+        assert len(sim._forms) <= 2
+        assert np.array_equal(got.counts, ref.run(plan, x[:steps].astype(np.float32)).counts)
     bad = x.astype(np.float32)
     bad[4, 2, 0, 7, 7] = np.nan  # the last value
     with pytest.raises(DataError, match="NaN"):

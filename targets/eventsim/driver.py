@@ -231,6 +231,8 @@ class EventSim:
         flat, s_t, s_b = step_rows(spikes)
         key = type_key(flat)
         if not copied and type(given) is np.ndarray and given.flags.c_contiguous:  # (then read where it lies)
+            if len(self._forms) >= MAX_FORMS:  # (inputs of ever new lengths: start again)
+                self._forms.clear()
             self._forms[(given.dtype, given.shape, given.flags.num)] = (T, B, s_t, s_b, view, key)
         return self._scan(flat, T, B, s_t, s_b, key)
 
@@ -362,8 +364,8 @@ class EventSim:
             self._run_state = self.new_state()
         events = self.input_events(spikes)
         counts, _, layers, work, rasters, traces = self._execute(events, self._run_state, True, record)
-        rows = work.tolist()  # per node, per sample (summed over the batch)
-        stats = {name: {what: float(sum(rows[k]))} for name, what, k in self._stat_names}
+        rows = (work if work.shape[1] == 1 else work.sum(axis=1, keepdims=True)).tolist()  # per node: [over the batch]
+        stats = {name: {what: float(rows[k][0])} for name, what, k in self._stat_names}
         return RunResult(counts, layers, rasters, stats, traces=traces)
 
     def stream(self) -> Stream:
@@ -396,6 +398,7 @@ def step_rows(spikes: np.ndarray) -> tuple[np.ndarray, int, int]:
     return spikes.ravel(), shape[1] * row, row  # (a view where the input is contiguous)
 
 
+MAX_FORMS = 256  # input forms a simulator keeps (see EventSim.input_events)
 VIEW_BYTES = 1 << 18  # inputs from this size on are read in place where their layout allows
 UNSIGNED = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}  # an input's values as bit patterns, by item size
 
@@ -493,7 +496,7 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 
     next part when it is done with one: a core slowed by other work, or samples with more events,
     take fewer parts instead of holding the batch up (an equal split waits for the slowest half)."""
     sim = prepare(plan)
-    B = np.shape(spikes)[1] if threads > 1 and np.ndim(spikes) > 1 else 0
+    B = np.shape(spikes)[1] if int(threads) > 1 and np.ndim(spikes) > 1 else 0
     threads = max(1, min(int(threads), B))
     if threads == 1:
         return sim.run(spikes, record=record)
