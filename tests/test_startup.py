@@ -1,10 +1,13 @@
 """Start-up: commands that need no torch never import it, the stream summary times its start-up in
-stages, and ``python -m runtime.warm`` compiles every numba version the commands then use."""
+stages, ``python -m runtime.warm`` compiles every numba version the commands then use, and ``make
+setup`` the bytecode of every module they import."""
 
 import json
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -148,11 +151,9 @@ print(json.dumps([[m.__file__, m.__spec__.cached] for m in list(sys.modules.valu
 def test_set_up_compiles_the_bytecode_of_every_module_the_commands_import(tmp_path):
     """``make setup`` compiles the packages its ``PACKAGES`` names to bytecode, which a process reads
     even where it may not write its own (``PYTHONDONTWRITEBYTECODE``): every project module that the
-    stream, run and verify commands and the eventsim target import lies in those packages and gets bytecode of its current
-    source (written under a ``PYTHONPYCACHEPREFIX`` here, so that the checkout is not touched)."""
-    import re
-    from pathlib import Path
-
+    stream, run and verify commands and the eventsim target import lies in those packages and gets
+    bytecode of its current source (written under a ``PYTHONPYCACHEPREFIX`` here, so that the
+    checkout is not touched)."""
     packages = re.search(r"^PACKAGES := (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1).split()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPYCACHEPREFIX": str(tmp_path / "pyc"),
            "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
@@ -161,8 +162,11 @@ def test_set_up_compiles_the_bytecode_of_every_module_the_commands_import(tmp_pa
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     root = ROOT.resolve()
-    ours = [(Path(src).resolve(), Path(pyc)) for src, pyc in json.loads(done.stdout.strip().splitlines()[-1])
-            if Path(src).resolve().is_relative_to(root) and ".venv" not in Path(src).resolve().relative_to(root).parts]  # fmt: skip
+    ours = []  # (source, bytecode) of the project's modules (not the virtual environment's)
+    for src, pyc in json.loads(done.stdout.strip().splitlines()[-1]):
+        src = Path(src).resolve()
+        if src.is_relative_to(root) and ".venv" not in src.relative_to(root).parts:
+            ours.append((src, Path(pyc)))
     names = {src.relative_to(root).as_posix() for src, _ in ours}
     assert {"runtime/stream.py", "targets/plan.py", "targets/eventsim/driver.py", "inputs/formats/readers.py"} <= names
     for src, pyc in ours:
