@@ -3,8 +3,8 @@
 (The registry-parametrised agreement over every test network and precision is in test_targets.py.)
 """
 
+import copy
 import json
-import threading
 import time
 
 import nir
@@ -89,48 +89,50 @@ def test_real_nmnist_matches_reference_and_torch(tmp_path, nmnist_spikes, precis
     assert split.stats == got.stats
 
 
-def test_threads_take_parts_of_the_batch_as_they_come_free(tmp_path, monkeypatch):
-    """A thread that is slow (a busy core) takes fewer parts of the batch; the results are the same,
-    in the batch's order."""
+def test_threads_take_the_batch_sample_by_sample_as_they_come_free(tmp_path, monkeypatch):
+    """The threads' kernels share a counter of the batch's next sample: a thread that starts late (a
+    busy core) takes only what is left; the results are the same, in the batch's order."""
     x = (np.random.default_rng(5).random((6, 16, 1, 8, 8)) < 0.3).astype(np.float32)
     plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "float", x, bias=0.3)
     expected = eventsim.run(plan, x, record=True)
-    fast, slow = eventsim.prepare(plan).twins(2)
-    taken, started, fast_run, slow_run = [], threading.Event(), fast.run, slow.run
+    took = {}
+    for name, twin, delay in zip(("fast", "slow"), eventsim.prepare(plan).twins(2), (0.0, 0.5)):
 
-    def slowly(spikes, record=False):
-        taken.append(spikes.shape[1])
-        started.set()
-        time.sleep(0.5)
-        return slow_run(spikes, record)
+        def late(*args, own=twin._call, name=name, delay=delay):
+            time.sleep(delay)
+            raw = own(*args)
+            took[name] = np.flatnonzero(raw[3].any(axis=0))  # (its work per sample: the samples it ran)
+            return raw
 
-    def once_both_started(spikes, record=False):  # (so that the slow thread surely takes a part)
-        started.wait(10)
-        return fast_run(spikes, record)
-
-    monkeypatch.setattr(slow, "run", slowly)
-    monkeypatch.setattr(fast, "run", once_both_started)
+        monkeypatch.setattr(twin, "_call", late)
     got = eventsim.run(plan, x, record=True, threads=2)
     _same(expected, got)
     assert got.stats == expected.stats
-    # the slow thread took one part (one of the first two, whichever thread came first): the other
-    # thread took the other parts
-    sizes = [stop - start for start, stop in eventsim.driver.batch_parts(16, 2)]
-    assert len(taken) == 1 and taken[0] in sizes[:2], (taken, sizes)
+    assert took["fast"].tolist() == list(range(16)) and took["slow"].size == 0, took
 
 
-@pytest.mark.parametrize("B, threads", [(1, 2), (3, 2), (16, 2), (64, 2), (1000, 2), (64, 4)])
-def test_batch_parts_cover_the_batch_in_falling_lengths(B, threads):
-    """Parts in order, without gaps, each a fraction of what is left: long first parts (few calls), the
-    last ones single samples (a thread that ends waits at most a sample for the other)."""
-    parts = eventsim.driver.batch_parts(B, threads)
-    assert parts[0][0] == 0 and parts[-1][1] == B
-    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
-    sizes = [stop - start for start, stop in parts]
-    assert sizes == sorted(sizes, reverse=True) and min(sizes) >= 1
-    assert sizes[0] == -(-B // (2 * threads))
-    assert sizes[-1] == 1
-    assert len(parts) <= 2 * threads * (1 + np.log(B)) + threads  # (logarithmic in the batch, not linear)
+def test_a_kernel_call_takes_the_samples_from_the_counter_on(tmp_path):
+    """A kernel call runs the samples from its counter's value on, each once, into its own arrays;
+    input events read in parts and joined are the whole batch's."""
+    x = (np.random.default_rng(6).random((5, 12, 1, 8, 8)) < 0.3).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x, bias=0.3)
+    sim = eventsim.prepare(plan)
+    whole = copy.deepcopy(sim.input_events(x))  # (views of buffers the next scan reuses: copied)
+    events = eventsim.driver.joined_events(
+        [copy.deepcopy(sim.input_events(x[:, a:b])) for a, b in ((0, 5), (5, 6), (6, 12))]
+    )
+    for field in ("offsets", "index", "value"):
+        assert np.array_equal(getattr(events, field), getattr(whole, field)), field
+    assert (events.steps, events.batch, events.largest, events.integral) == (5, 12, whole.largest, whole.integral)
+    full = sim._call(events, sim.run_state(), True, None, np.zeros(1, dtype=np.int64))
+    claim = np.array([7])
+    part = sim._call(events, sim.run_state(), True, None, claim)
+    assert claim[0] == 12 + 1  # (the call that found none left took one more number)
+    counts, per_step, layers, work, _ = part
+    assert work[:, 7:].any(axis=0).all() and not work[:, :7].any()
+    assert np.array_equal(work[:, 7:], full[3][:, 7:])
+    assert np.array_equal(counts[7:], full[0][7:]) and not counts[:7].any()
+    assert np.array_equal(per_step[:, 7:], full[1][:, 7:]) and np.array_equal(layers[:, 7:], full[2][:, 7:])
 
 
 @pytest.mark.parametrize("precision", ["fixed", "float"])

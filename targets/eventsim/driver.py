@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +23,7 @@ from targets.eventsim.aot import Entry, resolved, type_key
 from targets.eventsim.layout import Compiled, aligned, aligned_empty, aligned_zeros, compile_plan
 from targets.eventsim.table import AFFINE, CONV, K_KIND, K_ROFF, K_TOFF, MAX_SPIKES, SCAN
 from targets.plan import FRACTIONAL_SPIKES, NON_FINITE_SPIKES, Plan, check_spikes, lower_convolutions
-from targets.reference import RunResult, join_results
+from targets.reference import RunResult
 
 SIMULATE, INPUT_EVENTS = Entry("simulate"), Entry("input_events")
 
@@ -294,11 +293,22 @@ class EventSim:
     def _execute(self, events, state: State, reset: bool, record: bool) -> tuple:
         """:meth:`execute`'s kernel call: ``(counts, output per step in the kernel's order, layer counts,
         work, rasters, traces)``, what :meth:`run` needs without the rest of :class:`Outputs`."""
+        recording = self._record_buffers(events.steps, events.batch) if record else None
+        raw = self._call(events, state, reset, recording, np.zeros(1, dtype=np.int64))
+        return self._finish(*raw, recording, events.steps, events.batch)
+
+    def _call(self, events, state: State, reset: bool, recording: tuple | None, claim: np.ndarray) -> tuple:
+        """One kernel call: ``(counts, output per step, layer counts, work, excess)`` in the kernel's
+        order, new arrays, for the samples this call took. ``recording``: the node table, rasters and
+        traces to record into (:meth:`_record_buffers`), or None. ``claim``: the batch's next sample,
+        zero at first; the threads of one batch share it and each takes the next sample as it comes
+        free (:func:`~targets.eventsim.kernels._claim`), a call alone takes every sample."""
         off, idx, val, T, B = events.offsets, events.index, events.value, events.steps, events.batch
         c = self.compiled
         adt, _, network = self._kernel_args(events.largest, events.integral)
         n_out, cdt = len(c.out_perm), self._count_dtype
-        table, rasters, traces = self._record_buffers(T, B) if record else (c.table, *self._no_record)
+        record = recording is not None
+        table, rasters, traces = recording if record else (c.table, *self._no_record)
         # what is returned is allocated per call (a caller may keep it); the rest is reused
         counts = np.zeros((B, n_out), dtype=cdt)
         out_steps = np.zeros((T, B, n_out), dtype=cdt)
@@ -311,19 +321,23 @@ class EventSim:
         args = (
             table, *network, state.nmark, state.v, state.act, state.act_n, state.dl_idx, state.dl_val,
             state.dl_n, state.dl_head, c.dsteps, c.delay_rows, off, idx, val, T, B, reset,
-            counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,
+            counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess, claim,
         )  # fmt: skip
         # every argument's type follows from the accumulator's (the network's arrays) and whether
         # this call records: resolved once per pair (aot.CHECK verifies it in the tests)
         resolved(self._kernels, (adt, record), SIMULATE, args)(*args)
-        if excess[0] > MAX_SPIKES:
-            raise ModelError(f"a neuron emits {int(excess[0])} spikes in one step; at most {MAX_SPIKES} are counted")
+        return counts, out_steps, layer_counts, work, int(excess[0])
+
+    def _finish(self, counts, out_steps, layer_counts, work, excess: int, recording, T: int, B: int) -> tuple:
+        """A kernel call's results (:meth:`_call`) as :meth:`_execute` returns them."""
+        if excess > MAX_SPIKES:
+            raise ModelError(f"a neuron emits {excess} spikes in one step; at most {MAX_SPIKES} are counted")
         lif_rasters = li_traces = None
-        if record:
-            lif_rasters, li_traces = self._recorded(rasters, traces, T, B)
+        if recording is not None:
+            lif_rasters, li_traces = self._recorded(recording[1], recording[2], T, B)
         if self._out_order is not None:  # back into the plan's order
             counts = counts.take(self._out_order, axis=1)
-        layers = dict(zip(c.lif_names, layer_counts))
+        layers = dict(zip(self.compiled.lif_names, layer_counts))
         return counts, out_steps, layers, work, lif_rasters, li_traces
 
     def _record_buffers(self, T: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -360,10 +374,16 @@ class EventSim:
         return out
 
     def run(self, spikes: np.ndarray, record: bool = False) -> RunResult:
-        if self._run_state is None:  # a run starts from rest: the state of the previous run is reused
+        return self._result(*self._execute(self.input_events(spikes), self.run_state(), True, record))
+
+    def run_state(self) -> State:
+        """The state a run starts from rest in: the previous run's, reused."""
+        if self._run_state is None:
             self._run_state = self.new_state()
-        events = self.input_events(spikes)
-        counts, _, layers, work, rasters, traces = self._execute(events, self._run_state, True, record)
+        return self._run_state
+
+    def _result(self, counts, out_steps, layers, work, rasters, traces) -> RunResult:
+        """:meth:`_execute`'s results as a run's, with the work per node summed over the batch."""
         rows = (work if work.shape[1] == 1 else work.sum(axis=1, keepdims=True)).tolist()  # per node: [over the batch]
         stats = {name: {what: float(rows[k][0])} for name, what, k in self._stat_names}
         return RunResult(counts, layers, rasters, stats, traces=traces)
@@ -398,6 +418,7 @@ def step_rows(spikes: np.ndarray) -> tuple[np.ndarray, int, int]:
     return spikes.ravel(), shape[1] * row, row  # (a view where the input is contiguous)
 
 
+SCAN_APART_BYTES = 1 << 24  # a threaded run's input from this size on is read by every thread, a part each
 MAX_FORMS = 256  # input forms a simulator keeps (see EventSim.input_events)
 VIEW_BYTES = 1 << 18  # inputs from this size on are read in place where their layout allows
 UNSIGNED = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}  # an input's values as bit patterns, by item size
@@ -471,63 +492,62 @@ def prepare(plan: Plan) -> EventSim:
     return plan.prepared["eventsim"]
 
 
-def batch_parts(B: int, threads: int) -> list[tuple[int, int]]:
-    """``B`` samples cut into parts for ``threads`` threads, in order, each part a fraction
-    (``1 / (2 * threads)``) of what is left, down to single samples (guided self-scheduling): the
-    first parts are long, so that few calls are made, and the last are short, so that when one
-    thread ends its last part the other is at most a sample from its end.
-
-    Against 4 equal parts per thread (digits student, batch of 64, 40 alternations in one process,
-    Zen 4 machine): the threads' ends 0.09 against 0.34 ms apart (float; fixed 0.12 against 0.58),
-    2 threads 1.45x against 1.40x one (fixed 1.55x against 1.44x)."""
-    bounds, start = [], 0
-    while start < B:
-        n = max(1, -(-(B - start) // (2 * threads)))
-        bounds.append((start, start + n))
-        start += n
-    return bounds
-
-
 def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 1) -> RunResult:
-    """``spikes (T, B, ...)`` through the simulator; ``threads`` > 1 splits the batch over that many
-    threads (the kernel releases the GIL), each with its own buffers and state: the same results.
+    """``spikes (T, B, ...)`` through the simulator; ``threads`` > 1 runs the batch on that many
+    threads (the kernel releases the GIL), each simulator with its own buffers and state: the same
+    results.
 
-    The batch is cut into up to :data:`PARTS_PER_THREAD` parts per thread, and each thread takes the
-    next part when it is done with one: a core slowed by other work, or samples with more events,
-    take fewer parts instead of holding the batch up (an equal split waits for the slowest half)."""
+    Each thread first reads an equal part of the input (the scan costs about the same per sample),
+    then runs the kernel over the whole batch, and the threads' kernels share one counter of the
+    next sample (:func:`~targets.eventsim.kernels._claim`): a thread takes the next sample as it comes
+    free, so a core slowed by other work, or samples with more events, cost a sample's wait at the
+    end, not the slowest half; and there is no Python between parts. Each thread's results go to
+    arrays of its own (two threads writing neighbouring samples' counters would share their cache
+    lines), which are summed: every sample's row is another thread's zeros."""
     sim = prepare(plan)
     B = np.shape(spikes)[1] if int(threads) > 1 and np.ndim(spikes) > 1 else 0
     threads = max(1, min(int(threads), B))
     if threads == 1:
         return sim.run(spikes, record=record)
-    spikes = np.asarray(spikes)  # (each part's run checks its part)
     twins = sim.twins(threads)
-    bounds = batch_parts(B, threads)
-    parts: list = [None] * len(bounds)
-    queue = iter(range(len(bounds)))
-    lock, failed = threading.Lock(), threading.Event()
+    if np.size(spikes) * np.dtype(getattr(spikes, "dtype", float)).itemsize < SCAN_APART_BYTES:
+        events = sim.input_events(spikes)
+    else:
+        spikes = np.asarray(spikes)  # (each thread's scan checks its part)
+        cuts = [B * k // threads for k in range(threads + 1)]
+        events = joined_events(_on_each(twins, lambda k, twin: twin.input_events(spikes[:, cuts[k] : cuts[k + 1]])))
+    recording = sim._record_buffers(events.steps, B) if record else None
+    claim = np.zeros(1, dtype=np.int64)
+    raws = _on_each(twins, lambda k, twin: twin._call(events, twin.run_state(), True, recording, claim))
+    total = list(raws[0][:4])  # counts, per step, layers, work: each sample's row is the others' zeros
+    for r in raws[1:]:
+        for a, b in zip(total, r):
+            a += b
+    sim._cycles = sum(twin._cycles for twin in twins)  # (the profile of the whole batch)
+    excess = max(r[4] for r in raws)
+    return sim._result(*sim._finish(*total, excess, recording, events.steps, B))
 
-    def take(twin: EventSim) -> None:
-        while not failed.is_set():
-            with lock:
-                k = next(queue, None)
-            if k is None:
-                return
-            try:
-                parts[k] = twin.run(spikes[:, bounds[k][0] : bounds[k][1]], record=record)
-            except BaseException:
-                failed.set()  # (the other threads take no new part)
-                raise
 
-    # this thread takes parts too, the others are threads kept from call to call (starting threads
-    # at every call cost 8 % of a batch of 64 at T=8, measured)
-    pending = [_pool(threads - 1).submit(take, tw) for tw in twins[1:]]
+def joined_events(parts: list[Events]) -> Events:
+    """Input events of consecutive parts of a batch as the events of the whole batch (copied)."""
+    ends = np.cumsum([0] + [len(p.index) for p in parts])
+    offsets = np.concatenate([p.offsets[:-1] + e for p, e in zip(parts, ends)] + [ends[-1:]])
+    return Events(offsets, np.concatenate([p.index for p in parts]), np.concatenate([p.value for p in parts]),
+                  parts[0].steps, sum(p.batch for p in parts), max(p.largest for p in parts),
+                  all(p.integral for p in parts))  # fmt: skip
+
+
+def _on_each(twins: list[EventSim], work) -> list:
+    """``work(k, twin)`` for every twin at once, the first on this thread and the others on the pool's
+    threads; their results in order. Where one fails, its error is raised once all have ended."""
+    from concurrent.futures import wait
+
+    pending = [_pool(len(twins) - 1).submit(work, k, twin) for k, twin in enumerate(twins) if k]
     try:
-        take(twins[0])
+        first = work(0, twins[0])
     finally:
-        for f in pending:  # (a part that failed raises here, after the others ended)
-            f.result()
-    return join_results(parts, stats=True)
+        wait(pending)
+    return [first, *(f.result() for f in pending)]
 
 
 _POOLS: dict = {}
@@ -535,7 +555,7 @@ _POOLS: dict = {}
 
 def _pool(workers: int):
     """A thread pool of ``workers`` threads, made once per size (the kernel releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor  # (only where threads run: 8 ms of imports)
 
     if workers not in _POOLS:
         _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="eventsim")

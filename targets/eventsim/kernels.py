@@ -104,6 +104,19 @@ def _cycles(typingctx):
 
 
 @intrinsic
+def _claim(typingctx, counter):
+    """The next sample for this thread: ``counter[0]``, incremented atomically (fetch and add 1), so
+    that the threads of one batch, each calling the kernel with the same counter, take every sample
+    once, each as it comes free."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(counter), codegen
+
+
+@intrinsic
 def _ashr32(typingctx, a, s):
     """``a >> s`` in 32 bits (``0 <= s < 32``): numba would widen it to 64 bits, which AVX2 lanes
     cannot shift arithmetically, and the loop around it would not vectorise in 32-bit lanes."""
@@ -846,11 +859,15 @@ def _simulate(
     dl_idx, dl_val, dl_n, dl_head, dsteps, delay_rows,  # delays: stored events per (node, slot), this step's slot
     in_off, in_idx, in_val, T, B, reset,  # input events, CSR over (sample, step)
     counts, out_steps, layer_counts, work, cycles, rasters, traces, record, excess,  # results
+    claim,  # the batch's next sample (shared by the threads that run one batch; see _claim)
 ):  # fmt: skip
     n_nodes = table.shape[0]
     # a blocked LIF's spikes of one run of blocks (at most BLOCK_RUN blocks)
     flags = np.zeros((BLOCK_RUN * max(table[:, K_CO].max(), 1) + 7) // 8 * 8, dtype=np.uint8)
-    for b in range(B):
+    while True:
+        b = _claim(claim)
+        if b >= B:
+            break
         if reset or b > 0:
             for k in range(n_nodes):
                 if table[k, K_KIND] == LIF or table[k, K_KIND] == LI:
