@@ -111,6 +111,26 @@ def test_threads_take_the_batch_sample_by_sample_as_they_come_free(tmp_path, mon
     assert took["fast"].tolist() == list(range(16)) and took["slow"].size == 0, took
 
 
+def test_a_large_input_is_read_by_every_thread_a_part_each(tmp_path, monkeypatch):
+    """From ``SCAN_APART_BYTES`` on, every thread of a run reads a part of the input (joined): the
+    same results; a bad value in any part is named."""
+    x = (np.random.default_rng(7).random((6, 10, 1, 8, 8)) < 0.3).astype(np.float32)
+    plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x, bias=0.3)
+    expected = eventsim.run(plan, x, record=True)
+    monkeypatch.setattr(eventsim.driver, "SCAN_APART_BYTES", 0)
+    read = []
+    for twin in eventsim.prepare(plan).twins(3):
+        monkeypatch.setattr(twin, "input_events", lambda s, own=twin.input_events: read.append(s.shape[1]) or own(s))
+    got = eventsim.run(plan, x, record=True, threads=3)
+    _same(expected, got)
+    assert got.stats == expected.stats
+    assert sorted(read) == [3, 3, 4]  # (10 samples, 3 threads)
+    bad = x.copy()
+    bad[4, 8, 0, 3, 3] = np.nan  # (in the last part)
+    with pytest.raises(DataError, match="NaN"):
+        eventsim.run(plan, bad, threads=3)
+
+
 def test_a_kernel_call_takes_the_samples_from_the_counter_on(tmp_path):
     """A kernel call runs the samples from its counter's value on, each once, into its own arrays;
     input events read in parts and joined are the whole batch's."""

@@ -497,13 +497,15 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 
     threads (the kernel releases the GIL), each simulator with its own buffers and state: the same
     results.
 
-    Each thread first reads an equal part of the input (the scan costs about the same per sample),
-    then runs the kernel over the whole batch, and the threads' kernels share one counter of the
-    next sample (:func:`~targets.eventsim.kernels._claim`): a thread takes the next sample as it comes
-    free, so a core slowed by other work, or samples with more events, cost a sample's wait at the
-    end, not the slowest half; and there is no Python between parts. Each thread's results go to
-    arrays of its own (two threads writing neighbouring samples' counters would share their cache
-    lines), which are summed: every sample's row is another thread's zeros."""
+    The input is read into events once, by this thread, or from :data:`SCAN_APART_BYTES` on by every
+    thread an equal part (the scan costs about the same per sample; handing work to a thread and
+    back costs 0.2 ms, more than a small batch's scan). Every thread then runs the kernel over the
+    whole batch, and the threads' kernels share one counter of the next sample
+    (:func:`~targets.eventsim.kernels._claim`): a thread takes the next sample as it comes free, so a
+    core slowed by other work, or samples with more events, cost at most a sample's wait at the end,
+    not the slowest half, and there is no Python between samples. Each thread's results go to
+    arrays of its own (two threads writing neighbouring samples' counters would share cache lines at
+    every step), which are summed: every sample's row is one thread's and the others' zeros."""
     sim = prepare(plan)
     B = np.shape(spikes)[1] if int(threads) > 1 and np.ndim(spikes) > 1 else 0
     threads = max(1, min(int(threads), B))
