@@ -117,7 +117,10 @@ def test_a_large_input_is_read_by_every_thread_a_part_each(tmp_path, monkeypatch
     x = (np.random.default_rng(7).random((6, 10, 1, 8, 8)) < 0.3).astype(np.float32)
     plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", x, bias=0.3)
     expected = eventsim.run(plan, x, record=True)
+    given = (torch.from_numpy(x), x.tolist())  # (not arrays: converted once)
+    assert all(np.array_equal(eventsim.run(plan, a, threads=3).counts, expected.counts) for a in given)
     monkeypatch.setattr(eventsim.driver, "SCAN_APART_BYTES", 0)
+    assert all(np.array_equal(eventsim.run(plan, a, threads=3).counts, expected.counts) for a in given)
     read = []
     for twin in eventsim.prepare(plan).twins(3):
         monkeypatch.setattr(twin, "input_events", lambda s, own=twin.input_events: read.append(s.shape[1]) or own(s))

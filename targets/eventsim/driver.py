@@ -512,10 +512,11 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 
     if threads == 1:
         return sim.run(spikes, record=record)
     twins = sim.twins(threads)
-    if np.size(spikes) * np.dtype(getattr(spikes, "dtype", float)).itemsize < SCAN_APART_BYTES:
+    if not isinstance(spikes, np.ndarray):  # (a list, a tensor: read once, here)
+        spikes = np.asarray(spikes)
+    if spikes.nbytes < SCAN_APART_BYTES:
         events = sim.input_events(spikes)
-    else:
-        spikes = np.asarray(spikes)  # (each thread's scan checks its part)
+    else:  # (each thread's scan checks its part)
         cuts = [B * k // threads for k in range(threads + 1)]
         events = joined_events(_on_each(twins, lambda k, twin: twin.input_events(spikes[:, cuts[k] : cuts[k + 1]])))
     recording = sim._record_buffers(events.steps, B) if record else None
