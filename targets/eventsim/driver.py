@@ -522,13 +522,10 @@ def run(plan: Plan, spikes: np.ndarray, *, record: bool = False, threads: int = 
     recording = sim._record_buffers(events.steps, B) if record else None
     claim = np.zeros(1, dtype=np.int64)
     raws = _on_each(twins, lambda k, twin: twin._call(events, twin.run_state(), True, recording, claim))
-    total = list(raws[0][:4])  # counts, per step, layers, work: each sample's row is the others' zeros
-    for r in raws[1:]:
-        for a, b in zip(total, r):
-            a += b
+    counts, per_step, layers, work, excess = zip(*raws)  # (each sample's row: one thread's, the others' zeros)
     sim._cycles = sum(twin._cycles for twin in twins)  # (the profile of the whole batch)
-    excess = max(r[4] for r in raws)
-    return sim._result(*sim._finish(*total, excess, recording, events.steps, B))
+    total = (sum(counts), sum(per_step), sum(layers), sum(work), max(excess))
+    return sim._result(*sim._finish(*total, recording, events.steps, B))
 
 
 def joined_events(parts: list[Events]) -> Events:
