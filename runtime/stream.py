@@ -700,9 +700,10 @@ def main(argv: list[str] | None = None) -> int:
             if out is None:
                 print(line, flush=True)
             else:
-                if not started:  # an earlier run's windows are replaced once this run has its first window
-                    out.unlink(missing_ok=True)
-                append_line(out, line)
+                if not started:  # an earlier run's windows are replaced by this run's first, in one rename
+                    write_text_atomic(out, line + "\n")
+                else:
+                    append_line(out, line)
             if not started:
                 started.append(process_age_s())
 

@@ -350,6 +350,16 @@ def test_kill_during_conversion_leaves_nothing_partial(trained_digits, tmp_path)
     assert not [p for p in staging.iterdir() if p.is_dir()], "the killed runs' staging was not cleaned up"
 
 
+def _read_with_inode(path: Path) -> tuple[bytes, int] | None:
+    """A file's bytes and the inode they were read from (one open, so the two belong together), or
+    None when there is no file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(), os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return None
+
+
 @pytest.mark.slow
 def test_kill_during_streaming_leaves_only_whole_lines(graphs, tmp_path):
     from inputs.recording import make_recording
@@ -370,17 +380,21 @@ def test_kill_during_streaming_leaves_only_whole_lines(graphs, tmp_path):
     out = tmp_path / "w.jsonl"
     argv = [sys.executable, "-m", "runtime.stream", str(rec), "--model", str(model), "--target", "torch",
             "--out", str(out), "--progress", "false", *TIMING]  # fmt: skip
-    killed = 0
+    killed, earlier = 0, None  # earlier: the file an earlier run left (its inode)
     for wanted in (1, 3, 6):
         proc = subprocess.Popen(argv, cwd=ROOT, env=_env(tmp_path / "tmp"), stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and out.read_bytes().count(b"\n") >= wanted:
+            written = _read_with_inode(out)
+            # a later run replaces the earlier run's windows with its first in one rename: never no file
+            assert written is not None or earlier is None, "the earlier run's windows went before this run's first"
+            if written is not None and written[1] != earlier and written[0].count(b"\n") >= wanted:
                 break
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         killed += proc.wait() == -signal.SIGKILL
-        lines = out.read_bytes().split(b"\n")
+        data, earlier = _read_with_inode(out)
+        lines = data.split(b"\n")
         assert lines[-1] == b"", "a partial last line"
         windows = [json.loads(line) for line in lines[:-1]]
         assert len(windows) >= wanted and all("counts" in w for w in windows)
