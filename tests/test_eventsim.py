@@ -5,7 +5,7 @@
 
 import copy
 import json
-import time
+import threading
 
 import nir
 import numpy as np
@@ -95,13 +95,16 @@ def test_threads_take_the_batch_sample_by_sample_as_they_come_free(tmp_path, mon
     x = (np.random.default_rng(5).random((6, 16, 1, 8, 8)) < 0.3).astype(np.float32)
     plan = _graph(tmp_path, "digits_csnn", (1, 8, 8), "float", x, bias=0.3)
     expected = eventsim.run(plan, x, record=True)
-    took = {}
-    for name, twin, delay in zip(("fast", "slow"), eventsim.prepare(plan).twins(2), (0.0, 0.5)):
+    took, fast_done = {}, threading.Event()
+    for name, twin in zip(("fast", "slow"), eventsim.prepare(plan).twins(2)):
 
-        def late(*args, own=twin._call, name=name, delay=delay):
-            time.sleep(delay)
+        def late(*args, own=twin._call, name=name):
+            if name == "slow":  # (it starts once the other thread's call has returned)
+                assert fast_done.wait(60), "the other thread's call did not return"
             raw = own(*args)
             took[name] = np.flatnonzero(raw[3].any(axis=0))  # (its work per sample: the samples it ran)
+            if name == "fast":
+                fast_done.set()
             return raw
 
         monkeypatch.setattr(twin, "_call", late)
