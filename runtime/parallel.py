@@ -262,17 +262,18 @@ def map_ordered(
     fn: Callable,
     items: Sequence[tuple],
     names: Sequence[str],
-    on_done: Callable[[int], None] | None = None,
+    on_done: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
     """``[fn(*item) for item in items]`` over the pool (in this process when it is None), in
-    submission order; ``on_done(i)`` as each finishes (a progress bar). A failure names its item
-    (``names[i]``, e.g. "samples 64-127 on lava") and cancels the rest."""
+    submission order; ``on_done(i, result)`` as each finishes (a progress bar; output written as it
+    comes). A failure names its item (``names[i]``, e.g. "samples 64-127 on lava") and cancels the
+    rest; what finished before it has been handed to ``on_done``."""
     if pool is None:
         out = []
         for i, item in enumerate(items):
             out.append(_named(fn, item, names[i]))
             if on_done:
-                on_done(i)
+                on_done(i, out[-1])
         return out
     futures = [pool.submit(fn, *item) for item in items]
     index = {f: i for i, f in enumerate(futures)}
@@ -282,13 +283,13 @@ def map_ordered(
         for f in sorted(done, key=index.get):
             i = index[f]
             try:
-                f.result()
+                result = f.result()
             except BaseException as e:  # noqa: BLE001 - every failure becomes one line naming the batch
                 for g in pending:
                     g.cancel()
                 raise _batch_error(e, names[i]) from None
             if on_done:
-                on_done(i)
+                on_done(i, result)
     return [f.result() for f in futures]
 
 

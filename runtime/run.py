@@ -83,7 +83,7 @@ def run_batches(
     names = [batch_name(s, min(s + batch_size, n), info.name) for s in starts]
     t0 = time.perf_counter()
     with tqdm(total=n, desc=desc, unit="sample", disable=not progress, file=sys.stderr, leave=False) as bar:
-        done = lambda i: bar.update(min(batch_size, n - starts[i]))  # noqa: E731
+        done = lambda i, _: bar.update(min(batch_size, n - starts[i]))  # noqa: E731
         if pool is None:
             one = lambda s: run_one(info, plan, spikes[:, s : s + batch_size], record=record, margins=margins,  # noqa: E731
                                     options=options)  # fmt: skip

@@ -614,7 +614,8 @@ def majority(windows: list[dict[str, Any]]) -> int | None:
 def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
     """Every recording ``cfg.file`` names, over ``--workers`` processes (or a Ray cluster): per
     recording ``<out>/<name>.jsonl`` and its ``.summary.json`` (what a single-file run with that
-    ``--out`` writes), each written whole once the recording is done; then ``<out>/summary.json``."""
+    ``--out`` writes), each written whole as soon as the recording is done (a failure or Ctrl-C later
+    keeps them); then ``<out>/summary.json``."""
     from runtime.parallel import map_ordered, open_pool, resolve_workers
 
     files = recordings(cfg.file)
@@ -623,32 +624,38 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
     plan = load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)  # errors in the graph before any worker starts
     stepper(cfg.target, plan, cfg.reset_per_window)  # the target and its options, likewise
     workers = resolve_workers(cfg.workers, len(files), 1, cfg.cluster, min_per_worker=1)
-    t0 = time.perf_counter()
-    bar = progress_bar(cfg.progress, total=len(files), desc="recordings", unit="file")
-    with bar, open_pool(workers, cfg.cluster, [require_target(cfg.target).module, "runtime.stream"]) as pool:
-        workers = pool.workers if pool is not None else 1
-        absolute = replace(cfg, model=str(Path(cfg.model).resolve()))  # workers may start elsewhere
-        results = map_ordered(pool, stream_one, [(absolute, str(f.resolve())) for f in files], [str(f) for f in files],
-                              lambda i: bar.update(1))  # fmt: skip
-    wall = time.perf_counter() - t0
-    per_file = []
-    for f, res in zip(files, results):
+    entries: dict[int, dict[str, Any]] = {}  # per finished recording: its line in the summary
+    recorded_s: dict[int, float] = {}
+
+    def finished(i: int, res: dict[str, Any]) -> None:
+        f = files[i]
         res["summary"] |= {"file": str(f), "model": str(cfg.model)}  # as named here, not the workers' absolute paths
         lines = out / f"{f.name}.jsonl"
         write_text_atomic(lines, "".join(json.dumps(w) + "\n" for w in res["windows"]))
         write_json_atomic(lines.with_name(lines.name + ".summary.json"), res["summary"])
         s = res["summary"]
-        entry = {"file": str(f), "windows": s["windows"], "events_read": s["events_read"], "wall_s": s["wall_s"],
-                 "real_time_factor": s["real_time_factor"], "class": majority(res["windows"]), "lines": str(lines)}  # fmt: skip
+        entries[i] = {"file": str(f), "windows": s["windows"], "events_read": s["events_read"], "wall_s": s["wall_s"],
+                      "real_time_factor": s["real_time_factor"], "class": majority(res["windows"]), "lines": str(lines)}  # fmt: skip
         if labels is not None:
-            entry["label"] = labels.get(f.name)
-        per_file.append(entry)
+            entries[i]["label"] = labels.get(f.name)
+        recorded_s[i] = s["recording_s"]
+        res["windows"] = []  # written: not kept in memory for the rest of the run
+        bar.update(1)
+
+    t0 = time.perf_counter()
+    bar = progress_bar(cfg.progress, total=len(files), desc="recordings", unit="file")
+    with bar, open_pool(workers, cfg.cluster, [require_target(cfg.target).module, "runtime.stream"]) as pool:
+        workers = pool.workers if pool is not None else 1
+        absolute = replace(cfg, model=str(Path(cfg.model).resolve()))  # workers may start elsewhere
+        map_ordered(pool, stream_one, [(absolute, str(f.resolve())) for f in files], [str(f) for f in files], finished)
+    wall = time.perf_counter() - t0
+    per_file = [entries[i] for i in range(len(files))]
     scored = [e for e in per_file if e.get("label") is not None]
     summary = {
         "files": len(files), "model": str(cfg.model), "target": cfg.target, "workers": workers, "cluster": cfg.cluster,
         "wall_s": wall, "windows": sum(e["windows"] for e in per_file),
         "events_read": sum(e["events_read"] for e in per_file),
-        "recording_s": sum(r["summary"]["recording_s"] for r in results),
+        "recording_s": sum(recorded_s.values()),
         "class_rule": "a recording's class is the class most of its windows predict (a tie: the lowest index)",
         "recordings": per_file,
     }  # fmt: skip

@@ -124,8 +124,9 @@ def _pid_sleep(i: int) -> int:
 def test_results_come_back_in_submission_order():
     done = []
     with open_pool(2) as pool:
-        got = map_ordered(pool, _slow_square, [(i,) for i in range(6)], [str(i) for i in range(6)], done.append)
-    assert got == [i * i for i in range(6)] and sorted(done) == list(range(6))
+        got = map_ordered(pool, _slow_square, [(i,) for i in range(6)], [str(i) for i in range(6)],
+                          lambda i, r: done.append((i, r)))  # fmt: skip
+    assert got == [i * i for i in range(6)] and sorted(done) == [(i, i * i) for i in range(6)]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -281,3 +282,39 @@ def test_many_recordings_errors(event_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'bad.h5'}") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_many_recordings_keep_each_finished_recording_when_a_later_one_fails(
+    event_model, tmp_path, monkeypatch, capsys
+):
+    """Each recording's output is written as soon as it is done: a failure or Ctrl-C at a later
+    recording keeps the earlier ones (the same lines as their single runs), and no summary."""
+    model = str(event_model["fixed"])
+    for name in ("a", "c"):
+        make_recording(tmp_path / f"{name}.h5", samples=2, seed=ord(name))
+    (tmp_path / "b.h5").write_bytes(b"not an event file")  # (in name order: a, b, c, one worker)
+    single = tmp_path / "single.jsonl"
+    assert stream_cmd.main([str(tmp_path / "a.h5"), "--model", model, "--out", str(single), *STREAM_TIMING,
+                            "--progress", "false"]) == 0  # fmt: skip
+    capsys.readouterr()
+    argv = [str(tmp_path / "*.h5"), "--model", model, "--out", str(tmp_path / "o"), "--workers", "1", *STREAM_TIMING,
+            "--progress", "false"]  # fmt: skip
+    assert stream_cmd.main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'b.h5'}")
+    assert _lines(tmp_path / "o" / "a.h5.jsonl") == _lines(single)
+    assert (tmp_path / "o" / "a.h5.jsonl.summary.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.h5.jsonl", "a.h5.jsonl.summary.json"]
+
+    (tmp_path / "b.h5").unlink()
+    own = stream_cmd.stream_one
+
+    def interrupted_at_c(cfg, file):
+        if file.endswith("c.h5"):
+            raise KeyboardInterrupt
+        return own(cfg, file)
+
+    monkeypatch.setattr(stream_cmd, "stream_one", interrupted_at_c)
+    argv[argv.index(str(tmp_path / "o"))] = str(tmp_path / "o2")
+    assert stream_cmd.main(argv) == 130
+    assert _lines(tmp_path / "o2" / "a.h5.jsonl") == _lines(single)
+    assert not (tmp_path / "o2" / "c.h5.jsonl").exists() and not (tmp_path / "o2" / "summary.json").exists()
