@@ -321,10 +321,22 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _required(names: list[str], plan: Plan, graph: str) -> dict[str, Any]:
+    """The named targets' registry entries; an unknown name, or a precision a target does not run, is a
+    :class:`ConfigError`."""
+    infos = {t: require_target(t) for t in names}
+    for t, info in infos.items():
+        if plan.precision not in info.precisions:
+            raise ConfigError(f"target {t!r} runs {', '.join(info.precisions)} precision; {graph} is {plan.precision}")
+    return infos
+
+
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
     out = writable_folder(cfg.out or Path(cfg.graph).with_suffix(".verify"), "--out")
     plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
+    if names != ["all"]:  # a wrong name or precision is told before any input is read (or emulated)
+        _required(names, plan, cfg.graph)
     skipped: dict[str, str] = {}  # target -> why it did not run here
     spikes, labels, what = load_inputs(
         plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
@@ -350,12 +362,7 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
                 print(f"skipping target {t}: {reason}", file=sys.stderr)
             else:
                 names.append(t)
-    infos = {t: require_target(t) for t in names}
-    for t, info in infos.items():
-        if plan.precision not in info.precisions:
-            raise ConfigError(
-                f"target {t!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
-            )
+    infos = _required(names, plan, cfg.graph)
     results: dict[str, RunResult] = {}
     timing: dict[str, float] = {}
     workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)

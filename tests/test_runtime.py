@@ -162,6 +162,21 @@ def test_run_lava_gives_the_reference_counts(digits_graphs, tmp_path):
     assert lava["synaptic_operations"] == ref["synaptic_operations"]
 
 
+def test_verify_refuses_a_wrong_target_before_reading_any_input(digits_graphs, tmp_path, capsys, monkeypatch):
+    """An unknown target or one that does not run the graph's precision is told at once: the inputs
+    (for ``--data nmnist_emulated``, seconds of emulation) are never read."""
+
+    def no_inputs(*args, **kwargs):
+        raise AssertionError("the inputs were read before the targets were checked")
+
+    monkeypatch.setattr(verify, "load_inputs", no_inputs)
+    out = ["--out", str(tmp_path / "v")]
+    assert verify.main([str(digits_graphs / "float.nir"), "--targets", "torch,loihi3", *out]) == 2
+    assert "unknown target 'loihi3'" in capsys.readouterr().err
+    assert verify.main([str(digits_graphs / "fixed.nir"), "--targets", "eventsim,norse", *out]) == 2
+    assert "target 'norse' runs float precision; " in capsys.readouterr().err
+
+
 def test_verify_catches_a_perturbed_graph(digits_graphs, tmp_path, capsys):
     """One int8 weight changed in model.onnx: the onnx target must fail, naming layer and sample."""
     import shutil
