@@ -64,6 +64,18 @@ def test_a_text_file_named_pt_is_a_clean_error(tmp_path, capsys):
     path = tmp_path / "notes.pt"
     path.write_text("hello, this is not a checkpoint\n")
     assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
+    _one_line_error(capsys, str(path), "is not a PyTorch checkpoint: it starts with b'hell'")
+    # (a text or an event file whose first byte reads as a pickle opcode was "not plain data" that
+    # "needs code to load", with PyTorch's advice to load it with weights_only=False)
+    for head in (b"# a README\n", b"% Date 2019\n% evt 2.0\n"):
+        path.write_bytes(head)
+        assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
+        _one_line_error(capsys, str(path), f"is not a PyTorch checkpoint: it starts with {head[:4]!r}")
+    path.write_bytes(b"")
+    assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
+    _one_line_error(capsys, str(path), "is empty (0 bytes)")
+    path.write_bytes(b"PK\x03\x04truncated zip")
+    assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
     _one_line_error(capsys, str(path), "corrupt or truncated")
 
 

@@ -92,11 +92,27 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(data, tmp)
 
 
+def _torch_file(head: bytes) -> bool:
+    """Whether a file's first bytes can start a file ``torch.save`` wrote: a zip archive (its default
+    format) or a pickle of protocol 2-5 (its legacy format)."""
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Load and validate a checkpoint; every failure is a :class:`CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e.strerror or e}") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if not _torch_file(head):  # (else a text or event file reads as a pickle that "needs code")
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a "
+                              "pickle as torch.save writes")  # fmt: skip
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
