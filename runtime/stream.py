@@ -689,20 +689,23 @@ def main_many(cfg: StreamConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    kept = ""  # on Ctrl-C: where the output written so far lies
+    started: list[float | None] = []  # the process's age when its first window was written
     try:
         cfg = parse_config(StreamConfig, argv, "python -m runtime.stream", __doc__.splitlines()[0])
         if not cfg.file or not cfg.model:
             raise ConfigError("give the event file and --model model.nir")
         if is_many(cfg.file):
+            kept = f"; the recordings finished before it are in {cfg.out}" if cfg.out else ""
             return main_many(cfg)
         out = writable_file(cfg.out, "--out") if cfg.out else None
         if out is not None:
             writable_file(out.with_name(out.name + ".summary.json"), "the summary")
         if cfg.plot:
             writable_file(cfg.plot, "--plot")
-        started: list[float | None] = []  # the process's age when its first window was written
 
         def emit(rec):
+            nonlocal kept
             line = json.dumps(rec)
             if out is None:
                 print(line, flush=True)
@@ -713,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
                     append_line(out, line)
             if not started:
                 started.append(process_age_s())
+                kept = f"; the windows so far are in {out}" if out is not None else ""
 
         result = stream(cfg, emit)
         summary = result["summary"]
@@ -727,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the workers were stopped; no summary was written", file=sys.stderr)
+        print(f"interrupted: the workers were stopped; no summary was written{kept}", file=sys.stderr)
         return 130
     s = summary
     print(

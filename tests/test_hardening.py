@@ -422,6 +422,31 @@ def test_a_failed_stream_keeps_the_earlier_windows(graphs, tmp_path, capsys):
     assert out.read_text() == '{"earlier": 1}\n'
 
 
+def test_an_interrupted_stream_says_where_its_windows_are(graphs, tmp_path, capsys, monkeypatch):
+    """Ctrl-C ends a stream with 130 and no summary; the message points at the windows written so far,
+    and before the first window the earlier run's file is left as it was (and not pointed at)."""
+    out = tmp_path / "w.jsonl"
+    out.write_text('{"earlier": 1}\n')
+    windows = 0
+
+    def interrupted(cfg, emit, **kwargs):
+        for i in range(windows):
+            emit({"window": i, "counts": [i]})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream_cmd, "stream", interrupted)
+    argv = [str(tmp_path / "any.h5"), "--model", str(graphs / "model.nir"), "--out", str(out)]
+    assert stream_cmd.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "no summary was written" in err and "windows so far" not in err
+    assert out.read_text() == '{"earlier": 1}\n'
+    windows = 2
+    assert stream_cmd.main(argv) == 130
+    assert f"no summary was written; the windows so far are in {out}" in capsys.readouterr().err
+    assert [json.loads(line)["window"] for line in out.read_text().splitlines()] == [0, 1]
+    assert not out.with_name(out.name + ".summary.json").exists()
+
+
 def test_config_errors_are_config_errors():
     from core.config import from_dict
     from runtime.run import RunConfig

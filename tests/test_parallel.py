@@ -316,5 +316,6 @@ def test_many_recordings_keep_each_finished_recording_when_a_later_one_fails(
     monkeypatch.setattr(stream_cmd, "stream_one", interrupted_at_c)
     argv[argv.index(str(tmp_path / "o"))] = str(tmp_path / "o2")
     assert stream_cmd.main(argv) == 130
+    assert f"the recordings finished before it are in {tmp_path / 'o2'}" in capsys.readouterr().err
     assert _lines(tmp_path / "o2" / "a.h5.jsonl") == _lines(single)
     assert not (tmp_path / "o2" / "c.h5.jsonl").exists() and not (tmp_path / "o2" / "summary.json").exists()
