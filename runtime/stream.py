@@ -625,7 +625,6 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
     stepper(cfg.target, plan, cfg.reset_per_window)  # the target and its options, likewise
     workers = resolve_workers(cfg.workers, len(files), 1, cfg.cluster, min_per_worker=1)
     entries: dict[int, dict[str, Any]] = {}  # per finished recording: its line in the summary
-    recorded_s: dict[int, float] = {}
 
     def finished(i: int, res: dict[str, Any]) -> None:
         f = files[i]
@@ -638,7 +637,6 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
                       "real_time_factor": s["real_time_factor"], "class": majority(res["windows"]), "lines": str(lines)}  # fmt: skip
         if labels is not None:
             entries[i]["label"] = labels.get(f.name)
-        recorded_s[i] = s["recording_s"]
         res["windows"] = []  # written: not kept in memory for the rest of the run
         bar.update(1)
 
@@ -647,7 +645,8 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
     with bar, open_pool(workers, cfg.cluster, [require_target(cfg.target).module, "runtime.stream"]) as pool:
         workers = pool.workers if pool is not None else 1
         absolute = replace(cfg, model=str(Path(cfg.model).resolve()))  # workers may start elsewhere
-        map_ordered(pool, stream_one, [(absolute, str(f.resolve())) for f in files], [str(f) for f in files], finished)
+        results = map_ordered(pool, stream_one, [(absolute, str(f.resolve())) for f in files], [str(f) for f in files],
+                              finished)  # fmt: skip
     wall = time.perf_counter() - t0
     per_file = [entries[i] for i in range(len(files))]
     scored = [e for e in per_file if e.get("label") is not None]
@@ -655,7 +654,7 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
         "files": len(files), "model": str(cfg.model), "target": cfg.target, "workers": workers, "cluster": cfg.cluster,
         "wall_s": wall, "windows": sum(e["windows"] for e in per_file),
         "events_read": sum(e["events_read"] for e in per_file),
-        "recording_s": sum(recorded_s.values()),
+        "recording_s": sum(r["summary"]["recording_s"] for r in results),
         "class_rule": "a recording's class is the class most of its windows predict (a tie: the lowest index)",
         "recordings": per_file,
     }  # fmt: skip
@@ -689,14 +688,14 @@ def main_many(cfg: StreamConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    kept = ""  # on Ctrl-C: where the output written so far lies
+    cfg, many = None, False
     started: list[float | None] = []  # the process's age when its first window was written
     try:
         cfg = parse_config(StreamConfig, argv, "python -m runtime.stream", __doc__.splitlines()[0])
         if not cfg.file or not cfg.model:
             raise ConfigError("give the event file and --model model.nir")
-        if is_many(cfg.file):
-            kept = f"; the recordings finished before it are in {cfg.out}" if cfg.out else ""
+        many = is_many(cfg.file)
+        if many:
             return main_many(cfg)
         out = writable_file(cfg.out, "--out") if cfg.out else None
         if out is not None:
@@ -705,18 +704,15 @@ def main(argv: list[str] | None = None) -> int:
             writable_file(cfg.plot, "--plot")
 
         def emit(rec):
-            nonlocal kept
             line = json.dumps(rec)
             if out is None:
                 print(line, flush=True)
+            elif not started:  # an earlier run's windows are replaced by this run's first, in one rename
+                write_text_atomic(out, line + "\n")
             else:
-                if not started:  # an earlier run's windows are replaced by this run's first, in one rename
-                    write_text_atomic(out, line + "\n")
-                else:
-                    append_line(out, line)
+                append_line(out, line)
             if not started:
                 started.append(process_age_s())
-                kept = f"; the windows so far are in {out}" if out is not None else ""
 
         result = stream(cfg, emit)
         summary = result["summary"]
@@ -731,6 +727,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        kept = ""  # where the output written so far lies
+        if cfg is not None and cfg.out and (many or started):
+            kept = f"; the {'recordings finished before it' if many else 'windows so far'} are in {cfg.out}"
         print(f"interrupted: the workers were stopped; no summary was written{kept}", file=sys.stderr)
         return 130
     s = summary

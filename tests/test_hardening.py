@@ -62,21 +62,18 @@ def _resave(src: Path, dst: Path, change) -> Path:
 
 def test_a_text_file_named_pt_is_a_clean_error(tmp_path, capsys):
     path = tmp_path / "notes.pt"
-    path.write_text("hello, this is not a checkpoint\n")
-    assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
-    _one_line_error(capsys, str(path), "is not a PyTorch checkpoint: it starts with b'hell'")
     # (a text or an event file whose first byte reads as a pickle opcode was "not plain data" that
     # "needs code to load", with PyTorch's advice to load it with weights_only=False)
-    for head in (b"# a README\n", b"% Date 2019\n% evt 2.0\n"):
-        path.write_bytes(head)
+    cases = [(b"hello, this is not a checkpoint\n", "is not a PyTorch checkpoint: it starts with b'hell'")]
+    cases += [
+        (h, f"is not a PyTorch checkpoint: it starts with {h[:4]!r}")
+        for h in (b"# a README\n", b"% Date 2019\n% evt 2.0\n")
+    ]
+    cases += [(b"", "is empty (0 bytes)"), (b"PK\x03\x04truncated zip", "corrupt or truncated")]
+    for content, needle in cases:
+        path.write_bytes(content)
         assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
-        _one_line_error(capsys, str(path), f"is not a PyTorch checkpoint: it starts with {head[:4]!r}")
-    path.write_bytes(b"")
-    assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
-    _one_line_error(capsys, str(path), "is empty (0 bytes)")
-    path.write_bytes(b"PK\x03\x04truncated zip")
-    assert to_nir.main([str(path), "--out", str(tmp_path / "g")]) == 2
-    _one_line_error(capsys, str(path), "corrupt or truncated")
+        _one_line_error(capsys, str(path), needle)
 
 
 def test_a_checkpoint_carries_a_checksum_and_every_damaged_byte_is_caught(trained_digits, tmp_path):

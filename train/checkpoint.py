@@ -98,33 +98,39 @@ def _torch_file(head: bytes) -> bool:
     return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
+def _unloadable(path: Path, e: Exception) -> CheckpointError:
+    """Why ``torch.load`` failed on ``path``, told from the file's first bytes (a text or event file
+    reads as a pickle that "needs code") and the error."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}")
+    if not head:
+        return CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if not _torch_file(head):
+        return CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a "
+                               "pickle as torch.save writes")  # fmt: skip
+    if isinstance(e, pickle.UnpicklingError):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return CheckpointError(
+            f"refusing to load {path}: it is not plain data (weights-only loading rejected it: {first}). "
+            "snn-deploy checkpoints hold only tensors and plain values; a file that needs code to load "
+            "is either from elsewhere or unsafe"
+        )
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {first})")
+
+
 def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Load and validate a checkpoint; every failure is a :class:`CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {e.strerror or e}") from None
-    if not head:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    if not _torch_file(head):  # (else a text or event file reads as a pickle that "needs code")
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a "
-                              "pickle as torch.save writes")  # fmt: skip
-    try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"refusing to load {path}: it is not plain data (weights-only loading rejected it: {first}). "
-            "snn-deploy checkpoints hold only tensors and plain values; a file that needs code to load "
-            "is either from elsewhere or unsafe"
-        ) from None
     except Exception as e:  # noqa: BLE001 - the zip and pickle layers raise many types for a damaged file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {first})") from None
+        raise _unloadable(path, e) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a snn-deploy checkpoint (no '{FORMAT}' format tag); "
