@@ -58,6 +58,16 @@ NORSE_NODES = ("Input", "Output", "Affine", "Conv2d", "Flatten", "Linear", "IF",
 NIRTORCH_NODES = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "SumPool2d", "AvgPool2d", "LIF")
 
 
+def _norse():
+    """``norse.torch``, imported without the ``FutureWarning`` that the pinned PyTorch gives when
+    Norse 1.1.0 decorates its functions with ``torch.jit.script`` at import: printed by every process
+    that imports Norse (twice in a two-worker ``verify``), it says nothing about the user's graph."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        import norse.torch as norse
+    return norse
+
+
 @dataclass
 class InteropResult:
     counts: np.ndarray  # (B, classes) output spike counts
@@ -229,7 +239,8 @@ def norse_module(
     with nodes Norse would silently drop, or with a non-zero ``v_reset`` it would ignore, are refused.
     """
     import nirtorch
-    import norse.torch as norse
+
+    norse = _norse()
     from norse.torch.utils.import_nir import _import_norse_module
 
     graph = read_graph(graph)
@@ -400,7 +411,7 @@ def norse_export(
     one dimension. The input type is batch-free because the sample is. Without ``repair`` the
     graph is exactly Norse's.
     """
-    import norse.torch as norse
+    norse = _norse()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -439,7 +450,7 @@ def run_norse_module(module: nn.Module, spikes: np.ndarray, *, record: bool = Fa
     """Norse's own output: a ``SequentialState`` (or any ``(x, state) -> (y, state)`` module) run
     step by step on ``spikes`` ``(T, B, ...)``; layer names are the module's child names (which
     ``to_nir`` uses as node names)."""
-    import norse.torch as norse
+    norse = _norse()
 
     cells = {name: name for name, m in module.named_children() if isinstance(m, norse.LIFBoxCell)}
     return _run_batched(module, spikes, cells, record)

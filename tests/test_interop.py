@@ -352,3 +352,18 @@ def test_unsupported_nodes_are_named_together(tmp_path):
     nir.write(path, nir.NIRGraph(nodes=conv, edges=[("input", "wait"), ("wait", "output")], type_check=False))
     with pytest.raises(ModelError, match=r"wait \(Conv1d\)"):
         interop.norse_module(path)
+
+
+def test_norse_is_imported_without_torchs_jit_warning():
+    """Norse decorates functions with ``torch.jit.script`` at import, which the pinned PyTorch
+    answers with a ``FutureWarning`` in every process that runs the ``norse`` target."""
+    import subprocess
+    import sys
+
+    def stderr(code: str) -> str:
+        return subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
+                              check=True).stderr  # fmt: skip
+
+    if "torch.jit.script" not in stderr("import norse.torch"):
+        pytest.skip("this PyTorch gives no warning for torch.jit.script: nothing to hide")
+    assert "torch.jit.script" not in stderr("from targets.norse_target import _norse; _norse()")
