@@ -24,8 +24,9 @@ skipped (the generic path refuses the file), a 0xC word is an error (the generic
 Output: one JSON line per window (start and end time in µs, events, predicted class, per-class
 output spike counts, latency) on stdout or into ``--out``, then a summary (events read, events
 dropped and why, windows, wall time, events per second, real-time factor = recording time /
-processing time, latency per window; ``startup``: process start to the first window's output, stage
-by stage, see :func:`process_age_s`); ``--plot`` draws the event rate with the predicted class.
+processing time (``null`` when the events span no time), latency per window; ``startup``: process
+start to the first window's output, stage by stage, see :func:`process_age_s`); ``--plot`` draws the
+event rate with the predicted class.
 
 The predicted class is the ``argmax`` of the window's class scores, a tied maximum going to the
 lowest class index (the window record says ``"tied": true``). With a spike readout a window without
@@ -443,7 +444,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
                     "steady_window_ms": float(np.median(lat[1:])) if len(lat) > 1 else None,
                     "kernels": _kernels(cfg.target)},
         "wall_s": wall, "events_per_s": counters.get("events", 0) / wall if wall else None,
-        "recording_s": span_s, "real_time_factor": span_s / wall if wall else None,
+        "recording_s": span_s, "real_time_factor": span_s / wall if span_s and wall else None,
         "latency_ms": {"mean": float(lat.mean()), "p50": float(np.median(lat)), "p95": float(np.percentile(lat, 95)),
                        "max": float(lat.max())},
         "classes": _class_histogram(windows),
@@ -736,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{s['windows']} windows, {s['events_read']:,} events read, {s['events_used']:,} used, dropped: "
         f"{s['dropped'] or 'none'}; {s['wall_s']:.2f} s wall for {s['recording_s']:.3f} s of recording: "
-        f"real-time factor {s['real_time_factor']:.1f}x, {s['events_per_s']:,.0f} events/s; latency per window "
+        f"real-time factor {_factor(s['real_time_factor'])}, {s['events_per_s']:,.0f} events/s; latency per window "
         f"{s['latency_ms']['p50']:.2f} ms median, {s['latency_ms']['max']:.2f} ms max",
         file=sys.stderr,
     )
@@ -762,6 +763,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _s(seconds: float | None) -> str:
     return "unknown" if seconds is None else f"{seconds:.2f} s"
+
+
+def _factor(real_time: float | None) -> str:
+    return "n/a (the events span no time)" if real_time is None else f"{real_time:.1f}x"
 
 
 # Process start to this module imported: under ``python -m runtime.stream``, the interpreter's start and every

@@ -393,3 +393,18 @@ def test_corrupt_evt3_streams_identically_with_and_without_the_fused_pass(event_
     offset = len(EVT3_HEADER) + 2 * (len(bad) // 2)
     path = write_evt3(tmp_path / "bad.raw", bad)
     _bad_word_on_both(path, event_model["fixed"], timing, tmp_path, capsys, offset, "0x1")
+
+
+def test_events_that_span_no_time_have_no_real_time_factor(event_model, tmp_path, capsys):
+    """A recording whose events share one timestamp (a header test file holds four such) lasts
+    0 s: its real-time factor is undefined, not 0x ("infinitely slow")."""
+    path = tmp_path / "instant.npy"
+    ev = np.zeros(4, EVENT_DTYPE)
+    ev["x"], ev["y"], ev["t"] = [1, 2, 3, 4], [5, 6, 7, 8], 1000
+    write_npy(path, ev)
+    argv = [str(path), "--model", str(event_model["float"]), "--sensor-size", "34x34", "--out",
+            str(tmp_path / "w.jsonl"), "--progress", "false", *TIMING]  # fmt: skip
+    assert stream_cmd.main(argv) == 0
+    summary = json.loads((tmp_path / "w.jsonl.summary.json").read_text())
+    assert (summary["recording_s"], summary["real_time_factor"], summary["windows"]) == (0.0, None, 1)
+    assert "real-time factor n/a (the events span no time)" in capsys.readouterr().err
