@@ -473,7 +473,7 @@ def print_report(report: dict[str, Any], build_report) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = parse_config(ConvertConfig, argv, "python -m convert.to_nir", __doc__.strip().splitlines()[0])
+        cfg = parse_config(ConvertConfig, argv, "python -m convert.to_nir", __doc__)
         convert(cfg)
     except (SnnDeployError, OSError, MemoryError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)

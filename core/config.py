@@ -135,9 +135,12 @@ def _parse_optional(tp: type):
 
 
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    """An argparse parser with one ``--flag`` per field (defaults shown) and ``--config FILE``."""
+    """An argparse parser with one ``--flag`` per field (defaults shown) and ``--config FILE``;
+    ``description`` is the command's docstring, whose first paragraph its help shows."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog,
+        description=" ".join(description.strip().split("\n\n")[0].split()),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", default=None, help="JSON or TOML file overriding the defaults; flags override it")
     defaults = cls()

@@ -138,7 +138,7 @@ def report_run(plan: Plan, target: str, spikes: np.ndarray, labels: np.ndarray |
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__.strip().splitlines()[0])
+        cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__)
         info = require_target(cfg.target)
         out = writable_file(cfg.out or Path(cfg.graph).with_suffix(f".{cfg.target}.run.json"), "--out")
         plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)

@@ -692,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, many = None, False
     started: list[float | None] = []  # the process's age when its first window was written
     try:
-        cfg = parse_config(StreamConfig, argv, "python -m runtime.stream", __doc__.splitlines()[0])
+        cfg = parse_config(StreamConfig, argv, "python -m runtime.stream", __doc__)
         if not cfg.file or not cfg.model:
             raise ConfigError("give the event file and --model model.nir")
         many = is_many(cfg.file)

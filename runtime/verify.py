@@ -410,7 +410,7 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = parse_config(VerifyConfig, argv, "python -m runtime.verify", __doc__.strip().splitlines()[0])
+        cfg = parse_config(VerifyConfig, argv, "python -m runtime.verify", __doc__)
         rep = verify(cfg)
     except (SnnDeployError, OSError, MemoryError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)

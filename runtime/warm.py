@@ -152,7 +152,7 @@ class WarmConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parse_config(WarmConfig, argv, "python -m runtime.warm", __doc__.splitlines()[0])
+    parse_config(WarmConfig, argv, "python -m runtime.warm", __doc__)
     done = warm_eventsim()
     print(f"eventsim's numba kernels: {done['compiled']} version(s) compiled, {done['loaded']} loaded from the cache "
           f"in {done['seconds']:.1f} s")  # fmt: skip

@@ -63,3 +63,18 @@ def test_help_shows_defaults(capsys):
         parse(["--help"])
     out = capsys.readouterr().out
     assert "--epochs" in out and "(default: 3)" in out and "--config" in out
+
+
+@pytest.mark.parametrize(
+    "module", ["train.bkd", "convert.to_nir", "runtime.run", "runtime.verify", "runtime.stream", "runtime.warm"]
+)
+def test_every_commands_help_says_what_it_does_in_whole_sentences(module, capsys):
+    """``--help`` shows the first paragraph of the command's docstring, joined, not its first line
+    (train.bkd's stopped at "distilled from it with")."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(module).main(["--help"])
+    assert exit_.value.code == 0
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert description.startswith(f"``python -m {module}") and description.rstrip().endswith("."), description

@@ -959,7 +959,7 @@ def plot_curves(path: Path, teacher: list[dict], student: list[dict], cfg: Train
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = parse_config(TrainConfig, argv, "python -m train.bkd", __doc__.strip().splitlines()[0])
+        cfg = parse_config(TrainConfig, argv, "python -m train.bkd", __doc__)
         result = train(cfg)
     except (SnnDeployError, OSError, MemoryError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
