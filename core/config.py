@@ -76,6 +76,9 @@ def _check_values(cls: type, cfg: Any) -> None:
         low = f.metadata.get("min")
         if low is not None and value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value!r}")
+        high = f.metadata.get("max")
+        if high is not None and value > high:
+            raise ConfigError(f"{name} must be at most {high}, got {value!r}")
         if f.metadata.get("positive") and not value > 0:
             raise ConfigError(f"{name} must be above 0, got {value!r}")
 

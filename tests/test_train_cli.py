@@ -156,6 +156,8 @@ def test_bad_inputs(tmp_path, capsys):
         bkd.main(tiny_train_args(tmp_path / "y", "--dataset", "nmnist", "--data-root", str(tmp_path / "nowhere"))) == 2
     )
     assert "nowhere" in capsys.readouterr().err
+    assert bkd.main(tiny_train_args(tmp_path / "v", "--dataset", "nmnist")) == 2  # no folder named
+    assert "name it with --data-root" in capsys.readouterr().err
     cfg = tmp_path / "c.json"
     cfg.write_text('{"epochs": 1, "lr_max": 3}')
     assert bkd.main(["--config", str(cfg)]) == 2
@@ -166,3 +168,26 @@ def test_bad_inputs(tmp_path, capsys):
     assert "t.pt is corrupt or truncated" in capsys.readouterr().err
     assert bkd.main(tiny_train_args(tmp_path / "w", "--model-args", "[1, 2]")) == 2
     assert "--model-args must be a JSON object" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--bkd-alpha", "-1", "--bkd-alpha must be at least 0"),  # trained, pushing the features apart
+        ("--bkd-lambda", "2", "--bkd-lambda must be at most 1"),  # a probability: trained as if 1
+        ("--wsld-tau", "0", "--wsld-tau must be above 0"),  # NaN loss at the first step
+        ("--wsld-weight", "-1", "--wsld-weight must be at least 0"),
+        ("--logit-scale", "0", "--logit-scale must be above 0"),  # ValueError traceback
+        ("--readout-aux", "-1", "--readout-aux must be at least 0"),
+        ("--momentum", "1.5", "--momentum must be at most 1"),
+        ("--weight-decay", "-1", "--weight-decay must be at least 0"),  # PyTorch's traceback
+        ("--label-smoothing", "2", "--label-smoothing must be at most 1"),  # PyTorch's traceback
+        ("--weight-bits", "1", "--weight-bits must be at least 2"),  # refused only after the teacher trained
+        ("--seed", "-1", "--seed must be at least 0"),  # "dataset argument 'seed'"
+    ],
+)
+def test_a_value_out_of_range_is_refused_before_any_training(tmp_path, capsys, flag, value, message):
+    assert bkd.main(tiny_train_args(tmp_path / "run", flag, value)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "[teacher]" not in err, err
+    assert not (tmp_path / "run").exists()

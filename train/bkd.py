@@ -123,8 +123,12 @@ class TrainConfig:
         default="{}", metadata={"help": "JSON object of teacher architecture arguments (e.g. a wider 'channels')"}
     )
     teacher_epochs: int = field(default=15, metadata={"min": 0, "help": "epochs for training the ANN teacher"})
-    bkd_alpha: float = field(default=2e-3, metadata={"help": "weight alpha of the feature loss (bkd, feature, mixed)"})
-    bkd_lambda: float = field(default=0.15, metadata={"help": "probability lambda that BKD masks a (sample, channel)"})
+    bkd_alpha: float = field(
+        default=2e-3, metadata={"min": 0, "help": "weight alpha of the feature loss (bkd, feature, mixed)"}
+    )
+    bkd_lambda: float = field(
+        default=0.15, metadata={"min": 0, "max": 1, "help": "probability lambda that BKD masks a (sample, channel)"}
+    )
     bkd_generator: str = field(
         default="full",
         metadata={"help": "BKD generation block: full (teacher width) or bottleneck (--bkd-width)", "choices": list(GENERATORS)},
@@ -138,15 +142,18 @@ class TrainConfig:
                   "(the reference DVS scripts)", "choices": list(ORDERS)},
     )  # fmt: skip
     bkd_clip: bool = field(default=False, metadata={"help": "rescale the BKD target to the restored side's maximum"})
-    wsld_tau: float = field(default=2.0, metadata={"help": "WSLD temperature"})
-    wsld_weight: float = field(default=1.0, metadata={"help": "weight of the WSLD loss (logits, mixed)"})
+    wsld_tau: float = field(default=2.0, metadata={"positive": True, "help": "WSLD temperature"})
+    wsld_weight: float = field(default=1.0, metadata={"min": 0, "help": "weight of the WSLD loss (logits, mixed)"})
     logit_scale: float = field(
         default=1.0,
-        metadata={"help": "training-only scale of the student's logits inside WSLD (student temperature)"},
+        metadata={
+            "positive": True,
+            "help": "training-only scale of the student's logits inside WSLD (student temperature)",
+        },
     )
     readout_aux: float = field(
         default=0.0,
-        metadata={"help": "weight of a training-only cross-entropy on the spiking readout's input current summed "
+        metadata={"min": 0, "help": "weight of a training-only cross-entropy on the spiking readout's input current summed "
                   "over T: a gradient that does not vanish when a readout neuron stops firing (dead classes)"},
     )  # fmt: skip
     learn_logit_scale: bool = field(
@@ -159,10 +166,12 @@ class TrainConfig:
     lr: float = field(
         default=3e-3, metadata={"min": 0, "help": "peak learning rate (linear warm-up, then cosine to 0)"}
     )
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (Nesterov)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay (decoupled for adamw)"})
+    momentum: float = field(default=0.9, metadata={"min": 0, "max": 1, "help": "SGD momentum (Nesterov)"})
+    weight_decay: float = field(default=0.0, metadata={"min": 0, "help": "weight decay (decoupled for adamw)"})
     warmup_epochs: int = field(default=0, metadata={"min": 0, "help": "epochs of linear learning-rate warm-up"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the cross-entropy"})
+    label_smoothing: float = field(
+        default=0.0, metadata={"min": 0, "max": 1, "help": "label smoothing of the cross-entropy"}
+    )
     select: str = field(
         default="best",
         metadata={"help": "best: the epoch with the best validation accuracy (ties: lower loss); last: the final epoch",
@@ -173,12 +182,15 @@ class TrainConfig:
         metadata={"min": 1, "help": "stop after this many epochs without a better validation score (None: never)"},
     )
     weight_bits: int | None = field(
-        default=None, metadata={"min": 0, "help": "quantisation-aware training with this many weight bits (None: off)"}
+        default=None,
+        metadata={"min": 2, "max": 16, "help": "quantisation-aware training with this many weight bits (None: off)"},
     )
     per_channel: bool = field(
         default=True, metadata={"help": "per-output-channel weight scales (else per layer) for QAT"}
     )
-    seed: int = field(default=0, metadata={"help": "seed for initialisation, shuffling, augmentation and masks"})
+    seed: int = field(
+        default=0, metadata={"min": 0, "help": "seed for initialisation, shuffling, augmentation and masks"}
+    )
     out: str = field(default="runs/bkd", metadata={"help": "run folder for checkpoints, metrics and plots"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out (completed phases are skipped)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run in --out"})
