@@ -85,7 +85,7 @@ class ConvertConfig:
         default=256, metadata={"min": 1, "help": "training samples the fixed-precision scales are calibrated on"}
     )
     parity_samples: int = field(default=256, metadata={"min": 1, "help": "test samples of the parity check"})
-    seed: int = field(default=0, metadata={"help": "seed of the parity batch"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "seed of the parity batch"})
     peers: str | None = field(
         default=None,
         metadata={"flag": "--for", "help": "also write <name>.<library>.nir for each library named (comma-separated: "
@@ -204,6 +204,9 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> str:
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
     if cfg.netx and cfg.precision != "fixed":
         raise ConfigError("--netx writes lava-dl netx HDF5, a format of Loihi integers: use it with --precision fixed")
+    if cfg.precision == "fixed" and (cfg.weight_bits is not None or cfg.per_channel is not None):
+        raise ConfigError("--weight-bits and --per-channel choose float precision's weight grid; --precision fixed "
+                          "takes Loihi's 8-bit weights with an exponent per layer")  # fmt: skip
     if cfg.name is None:
         cfg = replace(cfg, name="model.fixed" if cfg.precision == "fixed" else "model")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):

@@ -263,7 +263,7 @@ def test_read_only_folder_is_refused(graphs, tmp_path, capsys):
         ro.chmod(0o700)
 
 
-def test_counts_of_zero_or_less_are_refused_by_name(graphs, trained_digits, tmp_path, capsys):
+def test_values_out_of_range_are_refused_by_name(graphs, trained_digits, tmp_path, capsys):
     graph = str(graphs / "model.nir")
     cases = [
         (verify.main, [graph, "--samples", "0"], "--samples must be at least 1"),
@@ -273,6 +273,10 @@ def test_counts_of_zero_or_less_are_refused_by_name(graphs, trained_digits, tmp_
         (to_nir.main, [str(trained_digits), "--parity-samples", "0"], "--parity-samples must be at least 1"),
         (to_nir.main, [str(trained_digits), "--calibration-samples", "0"], "--calibration-samples must be at least 1"),
         (to_nir.main, [str(trained_digits), "--weight-bits", "-1"], "--weight-bits must be at least 0"),
+        (to_nir.main, [str(trained_digits), "--seed", "-1"], "--seed must be at least 0"),  # NumPy's traceback
+        # fixed precision has its own weights: the flags were ignored without a word
+        (to_nir.main, [str(trained_digits), "--precision", "fixed", "--weight-bits", "4"], "--precision fixed takes"),
+        (to_nir.main, [str(trained_digits), "--precision", "fixed", "--per-channel", "false"], "--precision fixed"),
     ]
     for main, argv, message in cases:
         assert main(argv) == 2, argv
