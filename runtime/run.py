@@ -28,7 +28,7 @@ from inputs import SPLITS
 from inputs.graph_data import load_inputs
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
-from targets import TARGETS, require_target
+from targets import DEVICES, TARGETS, require_target
 from targets.plan import DIALECTS, Plan, load_plan
 from targets.reference import RunResult, join_results
 
@@ -59,7 +59,10 @@ class RunConfig:
     per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})
     out: str | None = field(default=None, metadata={"help": "JSON report path (default: <graph>.<target>.run.json)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "torch target: auto (CUDA when present), cpu or cuda", "choices": list(DEVICES)},
+    )
     workers: int | None = field(default=None, metadata={"min": 1, "help": "worker processes the batches are spread over (" + WORKERS_RULE + ")"})  # fmt: skip
     cluster: str = field(default="local", metadata={"help": "local (this machine's cores), ray (RAY_ADDRESS, else a local Ray instance) or ray://host:port"})  # fmt: skip
 
@@ -139,7 +142,7 @@ def report_run(plan: Plan, target: str, spikes: np.ndarray, labels: np.ndarray |
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__)
-        info = require_target(cfg.target)
+        info = require_target(cfg.target, **({"device": cfg.device} if cfg.device != "auto" else {}))
         out = writable_file(cfg.out or Path(cfg.graph).with_suffix(f".{cfg.target}.run.json"), "--out")
         plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
         if plan.precision not in info.precisions:

@@ -65,7 +65,7 @@ from core.fileio import (
 from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events, resolve_format
 from runtime.latency import run_aligned
-from targets import TARGETS, TargetInfo, require_target
+from targets import DEVICES, TARGETS, TargetInfo, require_target
 from targets.plan import DIALECTS, Plan, load_plan
 
 
@@ -92,7 +92,7 @@ class StreamConfig:
     fused: bool = field(default=True, metadata={"help": "EVT 2.0 and 3.0 files: decode, map and bin in one compiled pass over the words (false: the generic reader, then the map, then the binning; the same output, slower)"})  # fmt: skip
     out: str | None = field(default=None, metadata={"help": "JSON-lines file for the windows (default: stdout); its summary goes to <out>.summary.json"})  # fmt: skip
     plot: str | None = field(default=None, metadata={"help": "write a PNG of event rate and predicted class over time"})
-    device: str = field(default="auto", metadata={"help": "torch target: auto, cpu or cuda"})
+    device: str = field(default="auto", metadata={"help": "torch target: auto, cpu or cuda", "choices": list(DEVICES)})
     threads: int = field(default=1, metadata={"min": 1, "help": "CPU threads of the torch and onnx targets (batch size 1 gains nothing from more)"})  # fmt: skip
     progress: bool = field(default=True, metadata={"help": "show a progress bar (with --out)"})
     file_labels: str | None = field(default=None, metadata={"help": "many files: CSV of file,label (default: labels.csv in the folder, if any); each recording's majority class is scored"})  # fmt: skip
@@ -209,7 +209,8 @@ class WindowRunner:
 
 def stepper(target: str, plan: Plan, reset_per_window: bool, device: str = "auto", threads: int = 1):
     """An object with ``reset()`` and ``feed(frames (t, C, H, W)) -> output counts (classes,)``."""
-    info = require_target(target)
+    chosen = {"device": device} if device != "auto" else {}
+    info = require_target(target, **chosen, **({"threads": threads} if threads != 1 else {}))
     if plan.precision not in info.precisions:
         raise ConfigError(f"the {target} target does not run {plan.precision} precision")
     if info.streams:
@@ -623,7 +624,7 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
     labels_path = cfg.file_labels or (Path(cfg.file) / "labels.csv" if Path(cfg.file).is_dir() else None)
     labels = read_file_labels(labels_path) if labels_path and (cfg.file_labels or Path(labels_path).is_file()) else None
     plan = load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)  # errors in the graph before any worker starts
-    stepper(cfg.target, plan, cfg.reset_per_window)  # the target and its options, likewise
+    stepper(cfg.target, plan, cfg.reset_per_window, cfg.device, cfg.threads)  # the target and its options, likewise
     workers = resolve_workers(cfg.workers, len(files), 1, cfg.cluster, min_per_worker=1)
     entries: dict[int, dict[str, Any]] = {}  # per finished recording: its line in the summary
 

@@ -54,7 +54,7 @@ from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
 from runtime.run import output_report, predictions, run_batches
-from targets import TARGETS, require_target
+from targets import DEVICES, TARGETS, require_target
 from targets.plan import DIALECTS, Plan, li_exact_steps, load_plan
 from targets.reference import RunResult
 
@@ -96,7 +96,10 @@ class VerifyConfig:
         default=None, metadata={"help": "report folder (default: <graph>.verify/ beside the graph)"}
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    device: str = field(default="auto", metadata={"help": "torch target: auto (CUDA when present), cpu or cuda"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "torch target: auto (CUDA when present), cpu or cuda", "choices": list(DEVICES)},
+    )
     workers: int | None = field(default=None, metadata={"min": 1, "help": "worker processes each target's batches are spread over (" + WORKERS_RULE + ")"})  # fmt: skip
     cluster: str = field(default="local", metadata={"help": "local (this machine's cores), ray (RAY_ADDRESS, else a local Ray instance) or ray://host:port"})  # fmt: skip
 

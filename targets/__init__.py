@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from core.errors import ConfigError, ModelError
 
@@ -107,6 +108,9 @@ def register_target(info: TargetInfo) -> None:
     TARGETS[info.name] = info
 
 
+DEVICES = ("auto", "cpu", "cuda")  # the torch target's --device (auto: CUDA when present)
+
+
 def get_target(name: str) -> TargetInfo:
     if name not in TARGETS:
         raise ConfigError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}")
@@ -118,9 +122,14 @@ def unavailable_reason(name: str) -> str | None:
     return get_target(name).unavailable_reason()
 
 
-def require_target(name: str) -> TargetInfo:
-    """The target ``name``, which must be able to run here; else the reason, as an error."""
+def require_target(name: str, **chosen: Any) -> TargetInfo:
+    """The target ``name``, which must be able to run here; else the reason, as an error. ``chosen``:
+    the options the user set (flags away from their defaults), each of which the target must take."""
     info = get_target(name)
+    for option in chosen:
+        if option not in info.options:
+            takes = ", ".join(f"--{o}" for o in info.options) or "none"
+            raise ConfigError(f"--{option} does not apply to target {name!r} (the options it takes: {takes})")
     reason = info.unavailable_reason()
     if reason:
         raise ConfigError(f"target {name!r} is unavailable on this machine: {reason}")

@@ -283,6 +283,30 @@ def test_values_out_of_range_are_refused_by_name(graphs, trained_digits, tmp_pat
         _one_line_error(capsys, message)
 
 
+def test_an_option_the_target_does_not_take_is_refused(graphs, tmp_path, capsys):
+    """``--device`` and ``--threads`` belong to the torch (and onnx) targets; given for another
+    target they were ignored without a word."""
+    graph = str(graphs / "model.nir")
+    events = tmp_path / "ev.npy"
+    np.save(events, np.zeros(4, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]))
+    stream = [str(events), "--model", graph, "--sensor-size", "8x8", "--progress", "false"]
+    for main, argv, message in (
+        (
+            run_cmd.main,
+            [graph, "--target", "eventsim", "--device", "cpu"],
+            "--device does not apply to target 'eventsim'",
+        ),
+        (run_cmd.main, [graph, "--target", "reference", "--device", "cuda"], "--device does not apply"),
+        (stream_cmd.main, [*stream, "--target", "eventsim", "--threads", "2"], "--threads does not apply"),
+        (stream_cmd.main, [*stream, "--target", "onnx", "--device", "cpu"], "(the options it takes: --threads)"),
+    ):
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, message)
+    with pytest.raises(SystemExit):  # argparse's own message names the choices
+        run_cmd.main([graph, "--target", "torch", "--device", "tpu"])
+    assert "choose from 'auto', 'cpu', 'cuda'" in capsys.readouterr().err
+
+
 def test_crop_outside_the_sensor_and_downsample_zero_are_refused(graphs, tmp_path, capsys):
     events = tmp_path / "ev.npy"
     np.save(events, np.zeros(4, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]))
