@@ -69,6 +69,12 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         os.close(fd)
 
 
+def torch_save_head(head: bytes) -> bool:
+    """Whether a file's first bytes can start a file ``torch.save`` wrote: a zip archive (its default
+    format) or a pickle of protocol 2-5 (its legacy format)."""
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
     """Save a matplotlib figure as PNG atomically, close it, and return the path."""
     import matplotlib.pyplot as plt

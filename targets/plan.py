@@ -29,6 +29,7 @@ import numpy as np
 
 from core import fixed as fx_limits
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
+from core.fileio import torch_save_head
 
 METADATA_KEY = "snn_deploy"
 SUPPORTED = ("Input", "Output", "Conv1d", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
@@ -624,7 +625,10 @@ def read_graph_file(path: Path) -> nir.NIRGraph:
                         f"(wait status {status})")  # fmt: skip
     kind, value = pickle.loads(b"".join(chunks))  # (our own child's bytes)
     if kind == "error":
-        raise DataError(f"{path} is not a readable NIR graph ({value})")
+        with open(path, "rb") as f:
+            checkpoint = torch_save_head(f.read(4))
+        hint = f"; it is a PyTorch checkpoint: python -m convert.to_nir {path} writes its graph" if checkpoint else ""
+        raise DataError(f"{path} is not a readable NIR graph ({value}){hint}")
     return value
 
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from convert import to_nir
 from core.errors import ConfigError
@@ -73,7 +74,12 @@ def test_run_errors(digits_graphs, tmp_path, capsys):
     bad = tmp_path / "bad.nir"
     bad.write_bytes(b"not hdf5 at all")
     assert run_cmd.main([str(bad)]) == 2
-    assert "is not a readable NIR graph" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a readable NIR graph" in err and "checkpoint" not in err
+    checkpoint = tmp_path / "student.pt"  # a checkpoint named as the graph: say how to get its graph
+    torch.save({"w": torch.zeros(2)}, checkpoint)
+    assert run_cmd.main([str(checkpoint)]) == 2
+    assert f"it is a PyTorch checkpoint: python -m convert.to_nir {checkpoint} writes its graph" in capsys.readouterr().err
 
 
 def _simulate_unavailable_lava(monkeypatch, reason="simulated: no Lava on this machine"):

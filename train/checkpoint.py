@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from core.errors import CheckpointError, ModelError
-from core.fileio import atomic_path
+from core.fileio import atomic_path, torch_save_head
 from train.models import build_model, model_spec, set_weight_quantisation
 from train.neuron import LI, LIF
 
@@ -92,12 +92,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(data, tmp)
 
 
-def _torch_file(head: bytes) -> bool:
-    """Whether a file's first bytes can start a file ``torch.save`` wrote: a zip archive (its default
-    format) or a pickle of protocol 2-5 (its legacy format)."""
-    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
-
-
 def _unloadable(path: Path, e: Exception) -> CheckpointError:
     """Why ``torch.load`` failed on ``path``, told from the file's first bytes (a text or event file
     reads as a pickle that "needs code") and the error."""
@@ -108,7 +102,7 @@ def _unloadable(path: Path, e: Exception) -> CheckpointError:
         return CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}")
     if not head:
         return CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    if not _torch_file(head):
+    if not torch_save_head(head):
         return CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a "
                                "pickle as torch.save writes")  # fmt: skip
     if isinstance(e, pickle.UnpicklingError):
