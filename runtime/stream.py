@@ -460,6 +460,8 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
 
 def load_slots(labels_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(starts, ends, labels)`` of a labels file (``{"samples": [{start_us, end_us, label}]}``)."""
+    if not Path(labels_path).is_file():
+        raise DataError(f"labels file {labels_path} does not exist")
     try:
         slots = json.loads(Path(labels_path).read_text())["samples"]
         return (np.array([s["start_us"] for s in slots], np.int64), np.array([s["end_us"] for s in slots], np.int64),
@@ -699,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
         many = is_many(cfg.file)
         if many:
             return main_many(cfg)
+        if cfg.file_labels:
+            raise ConfigError("--file-labels labels many recordings (a folder or a pattern), one class each; one "
+                              "recording's time slots take --labels")  # fmt: skip
         out = writable_file(cfg.out, "--out") if cfg.out else None
         if out is not None:
             writable_file(out.with_name(out.name + ".summary.json"), "the summary")

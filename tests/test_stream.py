@@ -145,6 +145,15 @@ def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
         ([str(nosize), "--model", model, "--sensor-size", "big"], "WxH"),
         ([str(nosize), "--model", model, "--sensor-size", "34x34", "--target", "tpu"], "unknown target"),
         ([str(nosize), "--model", str(tmp_path / "none.nir"), "--sensor-size", "34x34"], "does not exist"),
+        (
+            [str(nosize), "--model", model, "--sensor-size", "34x34", "--labels", str(tmp_path / "no.json")],
+            f"labels file {tmp_path / 'no.json'} does not exist",
+        ),
+        # one recording: ignored before, without a word
+        (
+            [str(nosize), "--model", model, "--sensor-size", "34x34", "--file-labels", "x.csv"],
+            "one recording's time slots",
+        ),
     ]
     for argv, message in cases:
         assert stream_cmd.main([*argv, "--progress", "false"]) == 2, argv
