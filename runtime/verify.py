@@ -324,22 +324,33 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _required(names: list[str], plan: Plan, graph: str) -> dict[str, Any]:
-    """The named targets' registry entries; an unknown name, or a precision a target does not run, is a
-    :class:`ConfigError`."""
+def _required(names: list[str], plan: Plan, cfg: VerifyConfig) -> dict[str, Any]:
+    """The named targets' registry entries; an unknown name, a precision a target does not run, no
+    target to compare with the reference, or a ``--device`` none of them takes is a :class:`ConfigError`."""
     infos = {t: require_target(t) for t in names}
     for t, info in infos.items():
         if plan.precision not in info.precisions:
-            raise ConfigError(f"target {t!r} runs {', '.join(info.precisions)} precision; {graph} is {plan.precision}")
+            raise ConfigError(
+                f"target {t!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
+            )
+    if not infos:
+        others = ", ".join(t for t in TARGETS if t != "reference")
+        raise ConfigError(f"--targets names no target to compare with the reference, which always runs: name one or "
+                          f"more of {others}, or all")  # fmt: skip
+    if cfg.device != "auto" and not any("device" in info.options for info in infos.values()):
+        raise ConfigError(
+            f"--device does not apply to target(s) {', '.join(infos)}: it chooses the torch target's device"
+        )
     return infos
 
 
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
     out = writable_folder(cfg.out or Path(cfg.graph).with_suffix(".verify"), "--out")
     plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
-    names = [t.strip() for t in cfg.targets.split(",") if t.strip()]
+    # each target once; the reference is always run, as what the others are compared with
+    names = [t for t in dict.fromkeys(t.strip() for t in cfg.targets.split(",")) if t and t != "reference"]
     if names != ["all"]:  # a wrong name or precision is told before any input is read (or emulated)
-        _required(names, plan, cfg.graph)
+        _required(names, plan, cfg)
     skipped: dict[str, str] = {}  # target -> why it did not run here
     spikes, labels, what = load_inputs(
         plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
@@ -365,7 +376,10 @@ def verify(cfg: VerifyConfig) -> dict[str, Any]:
                 print(f"skipping target {t}: {reason}", file=sys.stderr)
             else:
                 names.append(t)
-    infos = _required(names, plan, cfg.graph)
+    if not names:
+        raise ConfigError("no target but the reference can run this graph here: " +
+                          "; ".join(f"{t}: {why}" for t, why in skipped.items()))  # fmt: skip
+    infos = _required(names, plan, cfg)
     results: dict[str, RunResult] = {}
     timing: dict[str, float] = {}
     workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)

@@ -79,7 +79,9 @@ def test_run_errors(digits_graphs, tmp_path, capsys):
     checkpoint = tmp_path / "student.pt"  # a checkpoint named as the graph: say how to get its graph
     torch.save({"w": torch.zeros(2)}, checkpoint)
     assert run_cmd.main([str(checkpoint)]) == 2
-    assert f"it is a PyTorch checkpoint: python -m convert.to_nir {checkpoint} writes its graph" in capsys.readouterr().err
+    assert (
+        f"it is a PyTorch checkpoint: python -m convert.to_nir {checkpoint} writes its graph" in capsys.readouterr().err
+    )
 
 
 def _simulate_unavailable_lava(monkeypatch, reason="simulated: no Lava on this machine"):
@@ -181,6 +183,12 @@ def test_verify_refuses_a_wrong_target_before_reading_any_input(digits_graphs, t
     assert "unknown target 'loihi3'" in capsys.readouterr().err
     assert verify.main([str(digits_graphs / "fixed.nir"), "--targets", "eventsim,norse", *out]) == 2
     assert "target 'norse' runs float precision; " in capsys.readouterr().err
+    # nothing to compare with (a TypeError from the plots, after the runs), and a --device nothing takes
+    for targets in ("reference", "", " , "):
+        assert verify.main([str(digits_graphs / "float.nir"), "--targets", targets, *out]) == 2, targets
+        assert "--targets names no target to compare with the reference" in capsys.readouterr().err
+    assert verify.main([str(digits_graphs / "float.nir"), "--targets", "eventsim", "--device", "cpu", *out]) == 2
+    assert "--device does not apply to target(s) eventsim" in capsys.readouterr().err
 
 
 def test_verify_catches_a_perturbed_graph(digits_graphs, tmp_path, capsys):
