@@ -82,9 +82,11 @@ def make_recording(path: str | Path, samples: int = 40, *, split: str = "test", 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m inputs.recording", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     p.add_argument("out", help="event file to write (.h5, .npz or .npy)")
-    p.add_argument("--samples", type=int, default=40)
+    p.add_argument("--samples", type=int, default=40, help="labelled recordings, one after another")
     p.add_argument("--source", default="event_digits", choices=SOURCES, help="what the recording is made of")
     p.add_argument("--root", default=None, help="folder of real N-MNIST recordings (--source nmnist)")
     p.add_argument("--split", default="test", choices=SPLITS)

@@ -66,7 +66,16 @@ def test_help_shows_defaults(capsys):
 
 
 @pytest.mark.parametrize(
-    "module", ["train.bkd", "convert.to_nir", "runtime.run", "runtime.verify", "runtime.stream", "runtime.warm"]
+    "module",
+    [
+        "train.bkd",
+        "convert.to_nir",
+        "runtime.run",
+        "runtime.verify",
+        "runtime.stream",
+        "runtime.warm",
+        "inputs.recording",
+    ],
 )
 def test_every_commands_help_says_what_it_does_in_whole_sentences(module, capsys):
     """``--help`` shows the first paragraph of the command's docstring, joined, not its first line
