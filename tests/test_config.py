@@ -85,5 +85,7 @@ def test_every_commands_help_says_what_it_does_in_whole_sentences(module, capsys
     with pytest.raises(SystemExit) as exit_:
         importlib.import_module(module).main(["--help"])
     assert exit_.value.code == 0
-    description = capsys.readouterr().out.split("\n\n")[1]
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m {module} "), out[:80]  # as it is run (recording.py's said 'recording.py')
+    description = out.split("\n\n")[1]
     assert description.startswith(f"``python -m {module}") and description.rstrip().endswith("."), description
