@@ -168,6 +168,14 @@ def test_bad_inputs(tmp_path, capsys):
     assert "t.pt is corrupt or truncated" in capsys.readouterr().err
     assert bkd.main(tiny_train_args(tmp_path / "w", "--model-args", "[1, 2]")) == 2
     assert "--model-args must be a JSON object" in capsys.readouterr().err
+    for flag, args, message in (  # tracebacks from torch's layers, at build or at the first forward pass
+        ("--model-args", '{"channels": [-1, 4]}', "channels must be a list of positive integers, got [-1, 4]"),
+        ("--teacher-args", '{"channels": [0]}', "channels must be a list of positive integers, got [0]"),
+        ("--model-args", '{"tau": "x"}', "model 'digits_csnn' cannot be built with in_channels=1"),
+    ):
+        assert bkd.main(tiny_train_args(tmp_path / "m", flag, args)) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize(

@@ -374,7 +374,19 @@ def build_model(name: str, **kwargs) -> nn.Module:
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ModelError(f"model {name!r} takes no argument(s) {', '.join(unknown)}; it takes: {', '.join(params)}")
-    return spec.build(**kwargs)
+    channels = kwargs.get("channels")  # (0 channels builds, and fails only at the first forward pass)
+    if channels is not None and not (
+        isinstance(channels, (list, tuple))
+        and channels
+        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels)
+    ):
+        raise ModelError(f"model {name!r}: channels must be a list of positive integers, got {channels!r}")
+    try:
+        return spec.build(**kwargs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:  # torch's layers refuse e.g. 0 or -1 channels
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ModelError(f"model {name!r} cannot be built with {given}: {first}") from None
 
 
 def model_arguments(name: str) -> list[str]:
