@@ -110,8 +110,11 @@ def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None, source:
             f"known keys: {', '.join(ftypes)}"
         )
     values = dataclasses.asdict(base) if base is not None else {}
+    json_text = {f.name for f in dataclasses.fields(cls) if f.metadata.get("json")}
     for key, value in data.items():
         tp, optional = ftypes[key]
+        if key in json_text and isinstance(value, (dict, list)):  # a config file's table for a flag's JSON text
+            value = json.dumps(value)
         values[key] = _coerce(cls.__name__, key, value, tp, optional, source)
     cfg = cls(**values)
     _check_values(cls, cfg)

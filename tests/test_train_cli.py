@@ -107,6 +107,19 @@ def test_resume_refuses_a_changed_config(tmp_path, capsys):
     assert "config differs (lr: 0.003 -> 0.5)" in capsys.readouterr().err
 
 
+def test_json_settings_may_be_tables_in_a_config_file_and_resume_compares_their_values(tmp_path, capsys):
+    """``model_args`` written as a TOML table (it had to be a string of JSON), then resumed with the
+    same JSON typed differently on the command line: the same run, not a 'changed config'."""
+    out, config = tmp_path / "r", tmp_path / "c.toml"
+    config.write_text("model_args = {channels = [4, 8]}\n")
+    assert bkd.main(["--config", str(config), *tiny_train_args(out, "--epochs", "1")]) == 0
+    assert json.loads(json.loads((out / "config.json").read_text())["model_args"]) == {"channels": [4, 8]}
+    assert "digits_csnn: 666 parameters" in capsys.readouterr().err
+    assert bkd.main(tiny_train_args(out, "--epochs", "1", "--resume", "--model-args", '{"channels":[4,8]}')) == 0
+    assert bkd.main(tiny_train_args(out, "--epochs", "1", "--resume", "--model-args", '{"channels":[4,9]}')) == 2
+    assert "config differs (model_args: " in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_kill_minus_nine_then_resume(tmp_path):
     out = tmp_path / "killed"

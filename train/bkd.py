@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,8 @@ class TrainConfig:
         metadata={"help": "student architecture: " + ", ".join(sorted(n for n, s in MODELS.items() if s.spiking))},
     )
     model_args: str = field(
-        default="{}", metadata={"help": "JSON object of extra architecture arguments, e.g. '{\"channels\": [32, 64]}'"}
+        default="{}",
+        metadata={"json": True, "help": "JSON object of extra architecture arguments, e.g. '{\"channels\": [32, 64]}'"},
     )
     # --- data
     dataset: str = field(
@@ -74,7 +75,8 @@ class TrainConfig:
         default=None, metadata={"help": "local folder holding the dataset (real datasets only; nothing downloads)"}
     )
     dataset_args: str = field(
-        default="{}", metadata={"help": "JSON object of extra dataset arguments, e.g. '{\"duration_us\": 300000}'"}
+        default="{}",
+        metadata={"json": True, "help": "JSON object of extra dataset arguments, e.g. '{\"duration_us\": 300000}'"},
     )
     steps: int = field(default=8, metadata={"min": 1, "help": "time steps T per sample"})
     train_split: str = field(default="train", metadata={"help": "split trained on (less the validation carve-out)"})
@@ -85,19 +87,23 @@ class TrainConfig:
     )
     val_data: str = field(
         default="",
-        metadata={"help": "an explicit validation set (JSON dataset object) instead of the carve-out"},
+        metadata={"json": True, "help": "an explicit validation set (JSON dataset object) instead of the carve-out"},
     )
     test_data: str = field(
-        default="", metadata={"help": "an explicit test set (JSON dataset object) instead of --test-split"}
+        default="",
+        metadata={"json": True, "help": "an explicit test set (JSON dataset object) instead of --test-split"},
     )
     extra_train: str = field(
         default="",
-        metadata={"help": "more labelled training data: JSON object or list, e.g. "
+        metadata={"json": True, "help": "more labelled training data: JSON object or list, e.g. "
                   "'{\"name\": \"nmnist_emulated\", \"split\": \"all\"}' (same T, shape and binning)"},
     )  # fmt: skip
     transfer: str = field(
         default="",
-        metadata={"help": "unlabelled transfer set for the distillation terms: a JSON dataset object (labels ignored)"},
+        metadata={
+            "json": True,
+            "help": "unlabelled transfer set for the distillation terms: a JSON dataset object (labels ignored)",
+        },
     )
     transfer_batch_size: int | None = field(
         default=None, metadata={"min": 1, "help": "transfer samples added to each step's batch (None: --batch-size)"}
@@ -120,7 +126,8 @@ class TrainConfig:
         default=None, metadata={"help": "teacher architecture (None: the student's registered ANN twin)"}
     )
     teacher_args: str = field(
-        default="{}", metadata={"help": "JSON object of teacher architecture arguments (e.g. a wider 'channels')"}
+        default="{}",
+        metadata={"json": True, "help": "JSON object of teacher architecture arguments (e.g. a wider 'channels')"},
     )
     teacher_epochs: int = field(default=15, metadata={"min": 0, "help": "epochs for training the ANN teacher"})
     bkd_alpha: float = field(
@@ -549,6 +556,19 @@ class PhaseResult:
     stopped_early: bool
 
 
+JSON_KEYS = {f.name for f in fields(TrainConfig) if f.metadata.get("json")}
+
+
+def _same(saved: Any, now: Any, json_text: bool) -> bool:
+    """Equal settings; JSON text compared as the values it holds (``{"a":1}`` is ``{"a": 1}``)."""
+    if json_text and isinstance(saved, str) and isinstance(now, str):
+        try:
+            return json.loads(saved or "null") == json.loads(now or "null")
+        except ValueError:
+            pass
+    return saved == now
+
+
 def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
     now = to_dict(cfg)
     missing = sorted(k for k in now if k not in saved)
@@ -557,7 +577,7 @@ def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
             f"cannot resume from {path}: it was written by an older snn-deploy whose config had no "
             f"{', '.join(missing)}; start again with --overwrite (or use another --out)"
         )
-    differ = sorted(k for k in now if k not in RESUME_FREE_KEYS and saved.get(k) != now[k])
+    differ = sorted(k for k in now if k not in RESUME_FREE_KEYS and not _same(saved.get(k), now[k], k in JSON_KEYS))
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
         raise ConfigError(f"cannot resume from {path}: the config differs ({detail}); use another --out or --overwrite")
