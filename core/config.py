@@ -140,10 +140,22 @@ def _parse_optional(tp: type):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; arguments it does not know get ``hint`` after its message (a positional
+    field's ``extra_hint``: say, what to do with a shell's expansion of a glob into many files)."""
+
+    hint = ""
+
+    def error(self, message: str):
+        if self.hint and message.startswith("unrecognized arguments"):
+            message += f" ({self.hint})"
+        super().error(message)
+
+
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one ``--flag`` per field (defaults shown) and ``--config FILE``;
     ``description`` is the command's docstring, whose first paragraph its help shows."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description=" ".join(description.strip().split("\n\n")[0].split()),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -154,6 +166,7 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
         tp, optional = _base_type(typing.get_type_hints(cls)[f.name])
         if f.metadata.get("positional"):
             parser.add_argument(f.name, type=tp, help=f.metadata.get("help", ""))
+            parser.hint = f.metadata.get("extra_hint", "")
             continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {

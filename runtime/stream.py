@@ -71,7 +71,8 @@ from targets.plan import DIALECTS, Plan, load_plan
 
 @dataclass
 class StreamConfig:
-    file: str = field(default="", metadata={"help": "event file (format detected from its header), or a folder or a quoted glob of many: each streamed on its own, in parallel", "positional": True})  # fmt: skip
+    file: str = field(default="", metadata={"help": "event file (format detected from its header), or a folder or a quoted glob of many: each streamed on its own, in parallel", "positional": True,
+                                              "extra_hint": "one FILE: for many recordings, quote the pattern ('rec/*.h5') or name their folder"})  # fmt: skip
     model: str = field(default="", metadata={"help": "the .nir graph to run"})
     target: str = field(default="eventsim", metadata={"help": "target: " + ", ".join(TARGETS)})
     format: str | None = field(default=None, metadata={"help": "event file format (default: detected): " + ", ".join(FORMATS)})  # fmt: skip

@@ -417,3 +417,12 @@ def test_events_that_span_no_time_have_no_real_time_factor(event_model, tmp_path
     summary = json.loads((tmp_path / "w.jsonl.summary.json").read_text())
     assert (summary["recording_s"], summary["real_time_factor"], summary["windows"]) == (0.0, None, 1)
     assert "real-time factor n/a (the events span no time)" in capsys.readouterr().err
+
+
+def test_a_glob_the_shell_expanded_says_to_quote_it(event_model, recording, capsys):
+    """``runtime.stream rec/*.h5`` unquoted reaches the command as several files: argparse's
+    'unrecognized arguments' then says what to do."""
+    with pytest.raises(SystemExit) as exit_:
+        stream_cmd.main([str(recording), str(recording), "--model", str(event_model["float"])])
+    assert exit_.value.code == 2
+    assert "quote the pattern ('rec/*.h5') or name their folder" in capsys.readouterr().err
