@@ -111,15 +111,25 @@ def test_legacy_checkpoint_without_checksum_still_loads(trained_digits, tmp_path
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c["arch_args"].__setitem__("channels", (-5, 3)), "cannot be built"),
+        (lambda c: c["arch_args"].__setitem__("channels", (-5, 3)), "channels must be a list of positive integers"),
         (lambda c: c["arch_args"].__setitem__("input_size", 10**7), "do not fit architecture"),  # 4e15 weights
-        (lambda c: c["arch_args"].__setitem__("channels", "abc"), "cannot be built"),
+        (lambda c: c["arch_args"].__setitem__("channels", "abc"), "channels must be a list of positive integers"),
+        (lambda c: c["arch_args"].__setitem__("tau", "abc"), "cannot be built with"),
         (lambda c: c.__setitem__("state_dict", [1, 2, 3]), "'state_dict' must be a dict"),
         (lambda c: c["state_dict"].__setitem__("features.0.weight", "text"), "is not a named tensor"),
         (lambda c: c["state_dict"]["features.1.dt"].fill_(0.0), "layer features.1"),
         (lambda c: c["state_dict"]["features.1.dt"].fill_(float("nan")), "NaN"),
     ],
-    ids=["negative-channels", "huge-input", "text-channels", "state-dict-list", "text-tensor", "dt-0", "dt-nan"],
+    ids=[
+        "negative-channels",
+        "huge-input",
+        "text-channels",
+        "text-tau",
+        "state-dict-list",
+        "text-tensor",
+        "dt-0",
+        "dt-nan",
+    ],
 )
 def test_absurd_checkpoint_contents_are_refused(trained_digits, tmp_path, capsys, change, message):
     path = _resave(trained_digits, tmp_path / "bad.pt", change)
