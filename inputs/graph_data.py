@@ -14,6 +14,7 @@ width of a time bin (the binning window is ``steps * bin_us``).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ConfigError, DataError
-from inputs.events import Binning, bin_events
+from inputs.events import Binning, bin_events_counted
 from inputs.formats.readers import read_events
 
 
@@ -31,7 +32,7 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
     time step when binning events (default: the graph's recorded binning)."""
     if bin_us is not None and (isinstance(bin_us, bool) or int(bin_us) != bin_us or bin_us < 1):
         raise ConfigError(f"--bin-us must be a positive integer, got {bin_us!r}")
-    if data is not None and Path(data).suffix == ".npy":
+    if data is not None and Path(data).suffix == ".npy" and not _event_array(Path(data)):
         return _array_file(plan, Path(data), samples)
     if data is not None and Path(data).is_file():
         return _event_file(plan, Path(data), bin_us)
@@ -99,10 +100,21 @@ def _array_file(plan, path: Path, samples: int | None) -> tuple[np.ndarray, None
     return spikes[:, :n].astype(np.float32), None, f"{path.name} ({n} samples, T = {spikes.shape[0]})"
 
 
+def _event_array(path: Path) -> bool:
+    """Whether a ``.npy`` file holds events (a structured array with t, x, y, p), not a spike tensor."""
+    try:
+        names = np.load(path, mmap_mode="r", allow_pickle=False).dtype.names
+    except (ValueError, OSError, EOFError):
+        return False  # (the spike-array reader says what is wrong with it)
+    return bool(names) and {"t", "x", "y", "p"} <= set(names)
+
+
 def _event_file(plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray, None, str]:
-    """One recording, any format :mod:`inputs.formats.readers` knows, binned as the graph's data was (its
-    first window; ``runtime.stream`` maps other sensors and streams long recordings), or in bins
-    of ``bin_us`` µs."""
+    """One recording, any format :mod:`inputs.formats.readers` knows, binned as the graph's data was, or
+    in bins of ``bin_us`` µs: one window, from the dataset's start time (N-MNIST's 0) or, for a
+    recording on a device's clock whose first event lies outside that window, from its first event.
+    An event outside the graph's frame is an error (``runtime.stream`` maps other sensors and streams
+    whole recordings)."""
     binning_desc = (plan.meta.get("dataset") or {}).get("binning")
     if binning_desc:
         binning = Binning.from_dict(binning_desc)
@@ -115,8 +127,25 @@ def _event_file(plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray
                               "(and --bin-us, default 300 ms / steps)")  # fmt: skip
         duration = plan.steps * int(bin_us) if bin_us is not None else 300_000
         binning = Binning(plan.steps, duration, plan.input_shape[1], plan.input_shape[2])
-    events = read_events(path)  # binning drops what falls outside the graph's frame
-    frames = bin_events(events, binning)  # (T, 2, H, W)
+    events = read_events(path)
+    t0 = binning.t0_us
+    if t0 is not None and len(events) and not t0 <= int(events["t"].min()) < t0 + binning.duration_us:
+        # the dataset's samples start at t0 (N-MNIST's at 0); a recording on a device's clock starts
+        # later, and a window from t0 would hold none of its events: it starts at its first event
+        binning = dataclasses.replace(binning, t0_us=None)
+    frames, dropped = bin_events_counted(events, binning)  # (T, 2, H, W)
+    if dropped["outside_sensor"]:  # a larger sensor's recording: an empty or partial input, without a word
+        raise DataError(
+            f"{path.name}: {dropped['outside_sensor']:,} of the window's events lie outside the graph's "
+            f"{binning.width}x{binning.height} input (pixels up to x={int(events['x'].max())}, "
+            f"y={int(events['y'].max())}); a recording's pixels are fed as they are here: map a larger sensor with "
+            "runtime.stream (--crop, --downsample)"
+        )
     if frames.shape[1:] != plan.input_shape:
         raise DataError(f"{path.name} bins to {frames.shape[1:]}, the graph takes {plan.input_shape}")
-    return frames[:, None], None, f"{path.name} (1 recording)"
+    out = dropped["outside_window"]  # (runtime.stream runs the whole recording)
+    start = int(events["t"].min()) if binning.t0_us is None and len(events) else binning.t0_us or 0
+    what = f"{binning.duration_us / 1e3:g} ms from t = {start:,} µs" + (
+        f"; {out:,} events outside it not used" if out else ""
+    )
+    return frames[:, None], None, f"{path.name} ({what})"

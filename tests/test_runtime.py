@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from convert import to_nir
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 from inputs.graph_data import load_inputs
 from runtime import run as run_cmd
 from runtime import verify
@@ -486,3 +486,32 @@ def test_a_labelled_folder_is_evaluated_whole(eventdata, tmp_path, capsys):
             "--samples", "None", "--out", str(tmp_path / "v"), "--progress", "false"]  # fmt: skip
     assert verify.main(argv) == 0
     assert "(10 samples)" in (tmp_path / "v" / "report.md").read_text()
+
+
+def test_an_event_file_is_one_window_from_its_start_inside_the_graphs_frame(event_model, tmp_path):
+    """``--data FILE``: a recording on a device's clock (first event at 41 s) binned from the
+    dataset's t0 = 0 gave an all-zero input, and a larger sensor's events were dropped; both without
+    a word (every layer silent)."""
+    import dataclasses
+
+    from inputs.events import EVENT_DTYPE
+    from inputs.formats.arrays import write_npy
+
+    plan = load_plan(event_model["float"])
+    binning = {"steps": plan.steps, "duration_us": 300_000, "height": 34, "width": 34, "binary": True, "t0_us": 0}
+    plan = dataclasses.replace(plan, meta=plan.meta | {"dataset": {"name": "nmnist", "binning": binning}})
+    ev = np.zeros(5, EVENT_DTYPE)
+    ev["x"], ev["y"], ev["p"] = [1, 2, 3, 4, 5], [6, 7, 8, 9, 10], 1
+    for first_us in (1_000, 41_000_000):  # at 1 ms: the dataset's window, from 0; at 41 s: from its first event
+        ev["t"] = first_us + np.array([0, 10_000, 100_000, 250_000, 400_000])
+        write_npy(tmp_path / "rec.npy", ev)
+        frames, _, what = load_inputs(plan, str(tmp_path / "rec.npy"))
+        assert frames.sum() == 4, first_us
+        start = 0 if first_us == 1_000 else first_us
+        assert what == f"rec.npy (300 ms from t = {start:,} µs; 1 events outside it not used)"
+    ev["x"][2] = 100  # a 128-wide sensor's pixel
+    write_npy(tmp_path / "rec.npy", ev)
+    with pytest.raises(
+        DataError, match=r"1 of the window's events lie outside the graph's 34x34 input .* runtime.stream"
+    ):
+        load_inputs(plan, str(tmp_path / "rec.npy"))
