@@ -175,6 +175,15 @@ class SensorMap:
         return frames
 
 
+def _not_events(plan: Plan) -> str | None:
+    """Why the graph's predictions on events mean little, when its dataset was encoded frames."""
+    desc = plan.meta.get("dataset") or {}
+    if desc.get("binning") or not desc.get("encoder"):
+        return None
+    return (f"the graph was trained on {desc.get('name')!r}, frames made by the {desc['encoder'].get('name')!r} "
+            "encoder, not on events: its predictions on an event recording mean little")  # fmt: skip
+
+
 def timing(plan: Plan, cfg: StreamConfig) -> tuple[int, int, bool]:
     """``(bin_us, window_steps, binary)``: the flags, else the graph's recorded binning, else its dt and T."""
     recorded = (plan.meta.get("dataset") or {}).get("binning") or {}
@@ -451,6 +460,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
                        "max": float(lat.max())},
         "classes": _class_histogram(windows),
         "output": "scores" if plan.scores else "spike counts",
+        "note": _not_events(plan),
         "tied_windows": sum(w["tied"] for w in windows),
         "class_names": (plan.meta.get("dataset") or {}).get("class_names"),
     }  # fmt: skip
@@ -753,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{_s(st['process_to_imports_s'])}, graph {_s(st['graph_s'])}, target {_s(st['target_s'])}, first call "
           f"{_s(st['first_call_s'])}, first window {_s(st['first_window_s'])}); then {st['steady_window_ms'] or 0:.2f} ms "
           "per window" + (f"; eventsim's kernels: {st['kernels']}" if st.get("kernels") else ""), file=sys.stderr)  # fmt: skip
+    if s["note"]:
+        print(f"note: {s['note']}", file=sys.stderr)
     silent = s["classes"].get("none", 0)
     if s["tied_windows"] or silent:
         print(f"{s['tied_windows']} window(s) with a tied maximum (the lowest class index wins), {silent} without any "

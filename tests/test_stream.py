@@ -426,3 +426,12 @@ def test_a_glob_the_shell_expanded_says_to_quote_it(event_model, recording, caps
         stream_cmd.main([str(recording), str(recording), "--model", str(event_model["float"])])
     assert exit_.value.code == 2
     assert "quote the pattern ('rec/*.h5') or name their folder" in capsys.readouterr().err
+
+
+def test_a_graph_trained_on_encoded_frames_is_streamed_with_a_note(digits_graphs, event_model, recording, capsys):
+    """The digits student (images through a spike encoder) maps and runs on events, but what it
+    predicts there means little: the summary and the message say so; an event model has no note."""
+    argv = [str(recording), "--model", str(digits_graphs / "float.nir"), "--progress", "false"]
+    assert stream_cmd.main(argv) == 0
+    assert "note: the graph was trained on 'digits', frames made by the 'regular' encoder" in capsys.readouterr().err
+    assert _windows(recording, event_model["float"], "eventsim")["summary"]["note"] is None
