@@ -213,8 +213,8 @@ def _check_int(name: str, value: Any, *, minimum: int) -> None:
 def _need_root(name: str, root: str | None, layout: str) -> Path:
     if root is None:
         raise DataError(
-            f'dataset {name!r} is read from a local folder: name it with --data-root ("root" in a JSON dataset '
-            f"object), a folder holding {layout}"
+            f"dataset {name!r} is read from a local folder: name it with --data-root (root= in a JSON dataset "
+            f"object or in Python), a folder holding {layout}"
         )
     return Path(root)
 

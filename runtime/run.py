@@ -142,7 +142,7 @@ def report_run(plan: Plan, target: str, spikes: np.ndarray, labels: np.ndarray |
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__)
-        info = require_target(cfg.target, **({"device": cfg.device} if cfg.device != "auto" else {}))
+        info = require_target(cfg.target, ("device",) if cfg.device != "auto" else ())
         out = writable_file(cfg.out or Path(cfg.graph).with_suffix(f".{cfg.target}.run.json"), "--out")
         plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
         if plan.precision not in info.precisions:

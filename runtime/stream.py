@@ -219,8 +219,8 @@ class WindowRunner:
 
 def stepper(target: str, plan: Plan, reset_per_window: bool, device: str = "auto", threads: int = 1):
     """An object with ``reset()`` and ``feed(frames (t, C, H, W)) -> output counts (classes,)``."""
-    chosen = {"device": device} if device != "auto" else {}
-    info = require_target(target, **chosen, **({"threads": threads} if threads != 1 else {}))
+    chosen = (("device",) if device != "auto" else ()) + (("threads",) if threads != 1 else ())
+    info = require_target(target, chosen)
     if plan.precision not in info.precisions:
         raise ConfigError(f"the {target} target does not run {plan.precision} precision")
     if info.streams:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from core.errors import ConfigError, ModelError
 
@@ -122,7 +121,7 @@ def unavailable_reason(name: str) -> str | None:
     return get_target(name).unavailable_reason()
 
 
-def require_target(name: str, **chosen: Any) -> TargetInfo:
+def require_target(name: str, chosen: tuple[str, ...] = ()) -> TargetInfo:
     """The target ``name``, which must be able to run here; else the reason, as an error. ``chosen``:
     the options the user set (flags away from their defaults), each of which the target must take."""
     info = get_target(name)
