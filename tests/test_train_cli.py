@@ -212,3 +212,16 @@ def test_a_value_out_of_range_is_refused_before_any_training(tmp_path, capsys, f
     err = capsys.readouterr().err
     assert message in err and "[teacher]" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_second_training_into_the_same_folder_is_refused(tmp_path, capsys):
+    """Two trainings into one --out both ran, appending their epochs to one metrics.jsonl and
+    racing for its checkpoints; the second is now refused, and leaves the folder alone."""
+    import os
+
+    out = tmp_path / "r"
+    with bkd.run_lock(out):  # as a first training holds it
+        assert bkd.main(tiny_train_args(out, "--epochs", "1")) == 2
+    assert f"the run in {out} is being written by process {os.getpid()}" in capsys.readouterr().err
+    assert not out.exists()
+    assert bkd.main(tiny_train_args(out, "--epochs", "1")) == 0  # released: free again

@@ -12,6 +12,7 @@ rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -32,6 +33,7 @@ from core.config import parse_config, to_dict
 from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError, error_line
 from core.fileio import (
     append_line,
+    exclusive,
     save_figure,
     writable_folder,
     write_json_atomic,
@@ -989,10 +991,17 @@ def plot_curves(path: Path, teacher: list[dict], student: list[dict], cfg: Train
     save_figure(fig, path)
 
 
+def run_lock(out: str | Path):
+    """Held by the process that trains into ``out`` (rank 0 under torchrun): a second training into
+    the same folder would interleave its metrics and race for its checkpoints; it is refused."""
+    return exclusive(f"{Path(out).resolve()}/train.bkd", f"the run in {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(TrainConfig, argv, "python -m train.bkd", __doc__)
-        result = train(cfg)
+        with run_lock(cfg.out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+            result = train(cfg)
     except (SnnDeployError, OSError, MemoryError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
