@@ -40,6 +40,7 @@ any other registered target (``lava``, ``norse``, ...) runs each window from res
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -56,6 +57,7 @@ from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError, error_line
 from core.fileio import (
     append_line,
+    exclusive,
     save_figure,
     writable_file,
     writable_folder,
@@ -691,7 +693,8 @@ def main_many(cfg: StreamConfig) -> int:
     if cfg.labels:
         raise ConfigError("--labels holds the time slots of one recording; many recordings take --file-labels (file,label CSV)")  # fmt: skip
     out = writable_folder(cfg.out, "--out")
-    s = stream_many(cfg, out)
+    with exclusive(f"{out.resolve()}/runtime.stream", f"the recordings' outputs in {out}"):
+        s = stream_many(cfg, out)
     print(f"{s['files']} recordings, {s['windows']} windows, {s['events_read']:,} events in {s['wall_s']:.2f} s on "
           f"{s['workers']} worker(s) ({s['cluster']}): {s['events_per_s']:,.0f} events/s", file=sys.stderr)  # fmt: skip
     if "scored" in s:
@@ -732,15 +735,17 @@ def main(argv: list[str] | None = None) -> int:
             if not started:
                 started.append(process_age_s())
 
-        result = stream(cfg, emit)
-        summary = result["summary"]
-        summary["startup"] |= {"process_to_imports_s": IMPORTED_S, "process_to_first_output_s": started[0]}
-        if cfg.plot:
-            summary["plot"] = plot(result, cfg.plot, summary["class_names"])
-        if out is not None:
-            write_json_atomic(out.with_name(out.name + ".summary.json"), summary)
-        else:
-            print(json.dumps({"summary": summary}), flush=True)
+        # a second stream into the file would interleave its windows with this one's
+        with exclusive(f"{out.resolve()}/runtime.stream", f"{out}") if out else contextlib.nullcontext():
+            result = stream(cfg, emit)
+            summary = result["summary"]
+            summary["startup"] |= {"process_to_imports_s": IMPORTED_S, "process_to_first_output_s": started[0]}
+            if cfg.plot:
+                summary["plot"] = plot(result, cfg.plot, summary["class_names"])
+            if out is not None:
+                write_json_atomic(out.with_name(out.name + ".summary.json"), summary)
+            else:
+                print(json.dumps({"summary": summary}), flush=True)
     except (SnnDeployError, OSError, MemoryError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ import numpy as np
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import (
+    exclusive,
     save_figure,
     writable_folder,
     write_json_atomic,
@@ -346,6 +347,12 @@ def _required(names: list[str], plan: Plan, cfg: VerifyConfig) -> dict[str, Any]
 
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
     out = writable_folder(cfg.out or Path(cfg.graph).with_suffix(".verify"), "--out")
+    # a second verification into the folder would leave one run's report.md beside another's report.json
+    with exclusive(f"{out.resolve()}/runtime.verify", f"the report in {out}"):
+        return _verify(cfg, out)
+
+
+def _verify(cfg: VerifyConfig, out: Path) -> dict[str, Any]:
     plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     # each target once; the reference is always run, as what the others are compared with
     names = [t for t in dict.fromkeys(t.strip() for t in cfg.targets.split(",")) if t and t != "reference"]

@@ -356,6 +356,25 @@ def test_a_second_conversion_of_the_same_files_is_refused(trained_digits, tmp_pa
     assert to_nir.main([str(trained_digits), "--out", str(out), "--name", "other", "--parity-samples", "8"]) == 0
 
 
+def test_a_second_stream_or_verification_into_the_same_output_is_refused(graphs, tmp_path, capsys):
+    """Two streams into one --out interleaved their windows; two verifications into one folder left
+    one run's report.md beside the other's report.json. The second is refused, its output untouched."""
+    events = tmp_path / "ev.npy"
+    np.save(events, np.zeros(4, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]))
+    lines, report = tmp_path / "w.jsonl", tmp_path / "v"
+    graph = str(graphs / "model.nir")
+    argv = [str(events), "--model", graph, "--sensor-size", "8x8", "--progress", "false", "--out", str(lines)]
+    with exclusive(f"{lines.resolve()}/runtime.stream", "busy"):
+        assert stream_cmd.main(argv) == 2
+    _one_line_error(capsys, "is being written by process", str(os.getpid()))
+    assert not lines.exists()
+    assert stream_cmd.main(argv) == 0 and lines.exists()
+    with exclusive(f"{report.resolve()}/runtime.verify", "busy"):
+        assert verify.main([graph, "--targets", "eventsim", "--samples", "2", "--out", str(report)]) == 2
+    _one_line_error(capsys, "is being written by process")
+    assert not (report / "report.json").exists()
+
+
 def _env(tmp: Path) -> dict[str, str]:
     tmp.mkdir(exist_ok=True)
     return {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
