@@ -722,7 +722,9 @@ def main(argv: list[str] | None = None) -> int:
         if out is not None:
             writable_file(out.with_name(out.name + ".summary.json"), "the summary")
         if cfg.plot:
-            writable_file(cfg.plot, "--plot")
+            plot_path = writable_file(cfg.plot, "--plot").resolve()
+            if out is not None and plot_path in (out.resolve(), out.with_name(out.name + ".summary.json").resolve()):
+                raise ConfigError(f"--plot {cfg.plot} is a file --out writes: the plot would replace it; name another")
 
         def emit(rec):
             line = json.dumps(rec)

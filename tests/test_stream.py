@@ -149,6 +149,21 @@ def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
             [str(nosize), "--model", model, "--sensor-size", "34x34", "--labels", str(tmp_path / "no.json")],
             f"labels file {tmp_path / 'no.json'} does not exist",
         ),
+        # the plot written over the windows (or their summary)
+        (
+            [
+                str(nosize),
+                "--model",
+                model,
+                "--sensor-size",
+                "34x34",
+                "--out",
+                str(tmp_path / "w"),
+                "--plot",
+                str(tmp_path / "w.summary.json"),
+            ],
+            "is a file --out writes",
+        ),
         # one recording: ignored before, without a word
         (
             [str(nosize), "--model", model, "--sensor-size", "34x34", "--file-labels", "x.csv"],
