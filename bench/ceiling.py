@@ -571,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fixed", "float"], choices=["fixed", "float"])
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "ceiling"))
     args = p.parse_args(argv)
+    if args.samples < 1 or args.repeats < 1:
+        print("error: --samples and --repeats must be at least 1", file=sys.stderr)
+        return 2
     if not Path(args.data).is_dir():
         print(f"skipped: the N-MNIST recordings are not at {args.data} (../shared/eventdata); nothing measured",
               file=sys.stderr)  # fmt: skip

@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads-only", action="store_true",
                    help="only batches of 64 on two threads against one (fewer than 128 samples are repeated up to 128)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.samples < 1 or args.repeats < 1:
+        print("error: --samples and --repeats must be at least 1", file=sys.stderr)
+        return 2
     from tqdm import tqdm
 
     torch.set_num_threads(1)  # one core for every target

@@ -115,3 +115,13 @@ def test_skips_without_recordings(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]) == 0
     assert "skipped" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_no_samples_or_repeats_is_one_line(tmp_path, capsys):
+    """``--samples 0`` ended in a ValueError from unpacking an empty batch."""
+    from bench.ceiling import main
+
+    for flag in ("--samples", "--repeats"):
+        assert main([flag, "0", "--out", str(tmp_path / "out")]) == 2
+        assert "--samples and --repeats must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -29,3 +29,13 @@ def test_threads_ratio_checks_the_split_and_runs_whole_batches_side_by_side(tmp_
     # the second thread's simulator ran whole batches of 64 (side by side), and only those: a split
     # batch's threads call the kernel, not a run
     assert runs[id(twins[1])] and set(runs[id(twins[1])]) == {bench.BATCH}
+
+
+def test_no_samples_or_repeats_is_one_line(tmp_path, capsys):
+    """``--samples 0`` ended in a ValueError from unpacking an empty batch."""
+    from bench.eventsim import main
+
+    for flag in ("--samples", "--repeats"):
+        assert main([flag, "0", "--out", str(tmp_path / "out")]) == 2
+        assert "--samples and --repeats must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
