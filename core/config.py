@@ -110,7 +110,7 @@ def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None, source:
             f"known keys: {', '.join(ftypes)}"
         )
     values = dataclasses.asdict(base) if base is not None else {}
-    json_text = {f.name for f in dataclasses.fields(cls) if f.metadata.get("json")}
+    json_text = json_fields(cls)
     for key, value in data.items():
         tp, optional = ftypes[key]
         if key in json_text and isinstance(value, (dict, list)):  # a config file's table for a flag's JSON text
@@ -140,6 +140,16 @@ def _parse_optional(tp: type):
     return parse
 
 
+def help_text(doc: str) -> str:
+    """A command's description for ``--help``: its docstring's first paragraph, on one line."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def json_fields(cls: type) -> set[str]:
+    """The fields of ``cls`` that hold JSON text (metadata ``json``): a config file may give a table or list."""
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("json")}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser; arguments it does not know get ``hint`` after its message (a positional
     field's ``extra_hint``: say, what to do with a shell's expansion of a glob into many files)."""
@@ -157,7 +167,7 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     ``description`` is the command's docstring, whose first paragraph its help shows."""
     parser = _Parser(
         prog=prog,
-        description=" ".join(description.strip().split("\n\n")[0].split()),
+        description=help_text(description),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", default=None, help="JSON or TOML file overriding the defaults; flags override it")

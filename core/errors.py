@@ -27,6 +27,12 @@ class TrainingError(SnnDeployError):
     """Training cannot go on (a NaN loss, a distributed setup that does not fit)."""
 
 
+def first_line(e: BaseException, limit: int | None = 300) -> str:
+    """The first line of another library's message (up to ``limit`` characters; "" when it has none),
+    to quote inside one of ours."""
+    return (str(e).strip().splitlines() or [""])[0][:limit]
+
+
 def error_line(e: BaseException) -> str:
     """The one line a command prints for an error (its own, the operating system's naming the file,
     or running out of memory), after ``error:``."""

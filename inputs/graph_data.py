@@ -128,8 +128,9 @@ def _event_file(plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray
         duration = plan.steps * int(bin_us) if bin_us is not None else 300_000
         binning = Binning(plan.steps, duration, plan.input_shape[1], plan.input_shape[2])
     events = read_events(path)
+    first = int(events["t"].min()) if len(events) else 0
     t0 = binning.t0_us
-    if t0 is not None and len(events) and not t0 <= int(events["t"].min()) < t0 + binning.duration_us:
+    if t0 is not None and len(events) and not t0 <= first < t0 + binning.duration_us:
         # the dataset's samples start at t0 (N-MNIST's at 0); a recording on a device's clock starts
         # later, and a window from t0 would hold none of its events: it starts at its first event
         binning = dataclasses.replace(binning, t0_us=None)
@@ -144,7 +145,7 @@ def _event_file(plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray
     if frames.shape[1:] != plan.input_shape:
         raise DataError(f"{path.name} bins to {frames.shape[1:]}, the graph takes {plan.input_shape}")
     out = dropped["outside_window"]  # (runtime.stream runs the whole recording)
-    start = int(events["t"].min()) if binning.t0_us is None and len(events) else binning.t0_us or 0
+    start = first if binning.t0_us is None else binning.t0_us
     what = f"{binning.duration_us / 1e3:g} ms from t = {start:,} µs" + (
         f"; {out:,} events outside it not used" if out else ""
     )

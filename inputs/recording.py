@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.config import help_text
 from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import writable_file, write_json_atomic
 from inputs.datasets import SPLITS, event_digits_events, nmnist_emulated_events, nmnist_files
@@ -82,9 +83,7 @@ def make_recording(path: str | Path, samples: int = 40, *, split: str = "test", 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m inputs.recording", description=" ".join(__doc__.split("\n\n")[0].split())
-    )
+    p = argparse.ArgumentParser(prog="python -m inputs.recording", description=help_text(__doc__))
     p.add_argument("out", help="event file to write (.h5, .npz or .npy)")
     p.add_argument("--samples", type=int, default=40, help="labelled recordings, one after another")
     p.add_argument("--source", default="event_digits", choices=SOURCES, help="what the recording is made of")

@@ -719,11 +719,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--file-labels labels many recordings (a folder or a pattern), one class each; one "
                               "recording's time slots take --labels")  # fmt: skip
         out = writable_file(cfg.out, "--out") if cfg.out else None
-        if out is not None:
-            writable_file(out.with_name(out.name + ".summary.json"), "the summary")
+        summary_path = writable_file(out.with_name(out.name + ".summary.json"), "the summary") if out else None
         if cfg.plot:
             plot_path = writable_file(cfg.plot, "--plot").resolve()
-            if out is not None and plot_path in (out.resolve(), out.with_name(out.name + ".summary.json").resolve()):
+            if out is not None and plot_path in (out.resolve(), summary_path.resolve()):
                 raise ConfigError(f"--plot {cfg.plot} is a file --out writes: the plot would replace it; name another")
 
         def emit(rec):
@@ -745,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.plot:
                 summary["plot"] = plot(result, cfg.plot, summary["class_names"])
             if out is not None:
-                write_json_atomic(out.with_name(out.name + ".summary.json"), summary)
+                write_json_atomic(summary_path, summary)
             else:
                 print(json.dumps({"summary": summary}), flush=True)
     except (SnnDeployError, OSError, MemoryError) as e:

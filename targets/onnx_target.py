@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DataError
+from core.errors import DataError, first_line
 from targets.plan import METADATA_KEY, Plan, check_spikes
 from targets.reference import RunResult
 
@@ -107,9 +107,8 @@ def _run(sess, path: str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarra
     try:
         return sess.run(None, feeds)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        first = (str(e).strip().splitlines() or [""])[0][:300]
         raise DataError(
-            f"{path}: ONNX Runtime cannot run it on this graph's inputs ({type(e).__name__}: {first})"
+            f"{path}: ONNX Runtime cannot run it on this graph's inputs ({type(e).__name__}: {first_line(e)})"
         ) from None
 
 

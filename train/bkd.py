@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from core.config import parse_config, to_dict
+from core.config import json_fields, parse_config, to_dict
 from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError, error_line
 from core.fileio import (
     append_line,
@@ -558,7 +558,7 @@ class PhaseResult:
     stopped_early: bool
 
 
-JSON_KEYS = {f.name for f in fields(TrainConfig) if f.metadata.get("json")}
+JSON_KEYS = json_fields(TrainConfig)
 
 
 def _same(saved: Any, now: Any, json_text: bool) -> bool:

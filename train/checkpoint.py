@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.errors import CheckpointError, ModelError
+from core.errors import CheckpointError, ModelError, first_line
 from core.fileio import atomic_path, torch_save_head
 from train.models import build_model, model_spec, set_weight_quantisation
 from train.neuron import LI, LIF
@@ -106,14 +106,13 @@ def _unloadable(path: Path, e: Exception) -> CheckpointError:
         return CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a "
                                "pickle as torch.save writes")  # fmt: skip
     if isinstance(e, pickle.UnpicklingError):
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, None) or type(e).__name__
         return CheckpointError(
             f"refusing to load {path}: it is not plain data (weights-only loading rejected it: {first}). "
             "snn-deploy checkpoints hold only tensors and plain values; a file that needs code to load "
             "is either from elsewhere or unsafe"
         )
-    first = (str(e).strip().splitlines() or [""])[0][:200]
-    return CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {first})")
+    return CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {first_line(e, 200)})")
 
 
 def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import ModelError
+from core.errors import ModelError, first_line
 from train.neuron import LI, LIF, LIFParameters, LIParameters
 from train.quant import fake_quantise, weight_scale
 
@@ -384,9 +384,8 @@ def build_model(name: str, **kwargs) -> nn.Module:
     try:
         return spec.build(**kwargs)
     except (RuntimeError, ValueError, TypeError, IndexError) as e:  # torch's layers refuse e.g. 0 or -1 channels
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise ModelError(f"model {name!r} cannot be built with {given}: {first}") from None
+        raise ModelError(f"model {name!r} cannot be built with {given}: {first_line(e) or type(e).__name__}") from None
 
 
 def model_arguments(name: str) -> list[str]:
