@@ -108,7 +108,10 @@ def synaptic_operations(
     return ops
 
 
-def activation_sparsity(plan: Plan, layer_counts: dict[str, np.ndarray], steps: int) -> float:
+def activation_sparsity(plan: Plan, layer_counts: dict[str, np.ndarray], steps: int) -> float | None:
+    """None for a graph without a spiking layer (nothing to be sparse)."""
+    if not layer_counts:
+        return None
     neurons = sum(int(np.prod(plan.node(k).out_shape)) for k in layer_counts)
     total = sum(int(v.sum()) for v in layer_counts.values())
     samples = len(next(iter(layer_counts.values())))

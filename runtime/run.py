@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         print(outp["warning"])
     if rep["synaptic_operations"]:
         print(f"  synaptic operations      {rep['synaptic_operations']['per_sample']:12.0f} per sample")
-    print(f"  activation sparsity      {rep['activation_sparsity']:.4f}")
+    sparsity = rep["activation_sparsity"]
+    print(f"  activation sparsity      {'n/a (no spiking layer)' if sparsity is None else f'{sparsity:.4f}'}")
     print(
         f"  wall {rep['wall_s']:.3f} s, {rep['samples_per_s']:.1f} samples/s, {rep['workers']} worker(s) ({rep['cluster']})"
     )

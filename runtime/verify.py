@@ -204,7 +204,35 @@ def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dic
     written = []
     layers = plan.lif_names
     names = list(results)
-    # 1. spike counts per layer and target
+    if layers:
+        written += _spike_plots(out, layers, results, sample)
+    # 3. agreement per layer and target (LI layers: identical membrane traces)
+    targets = [t for t in names if t != "reference"]
+    layers = layers + plan.li_names
+    if layers:
+        written.append(_agreement_plot(out, plan, layers, targets, comparisons))
+    # 4. an LI readout's scores: mean per class and target
+    if plan.scores:
+        fig, ax = plt.subplots(figsize=(1.6 + 0.6 * results["reference"].counts.shape[1], 3.4))
+        classes = np.arange(results["reference"].counts.shape[1])
+        width = 0.8 / len(names)
+        for j, t in enumerate(names):
+            ax.bar(classes + j * width, np.asarray(results[t].counts, dtype=np.float64).mean(axis=0), width, label=t)
+        ax.set_xticks(classes + 0.4 - width / 2, [str(c) for c in classes], fontsize=8)
+        ax.set(xlabel="class", ylabel="mean score", title="LI readout scores (membrane summed over T) per class")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, out / "scores.png"))
+    return written
+
+
+def _spike_plots(out: Path, layers: list[str], results: dict[str, RunResult], sample: int) -> list[str]:
+    """1. spike counts per layer and target; 2. a raster of one sample per target that returns rasters."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    names = list(results)
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(layers), 3.6))
     width = 0.8 / len(names)
     for j, t in enumerate(names):
@@ -236,9 +264,11 @@ def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dic
     fig.suptitle(f"spike raster of sample {sample}", fontsize=9)
     fig.tight_layout()
     written.append(_save(fig, out / "rasters.png"))
-    # 3. agreement per layer and target (LI layers: identical membrane traces)
-    targets = [t for t in names if t != "reference"]
-    layers = layers + plan.li_names
+    return written
+
+
+def _agreement_plot(out: Path, plan: Plan, layers: list[str], targets: list[str], comparisons: dict[str, dict]) -> str:
+    import matplotlib.pyplot as plt
 
     def agreement(c: dict, k: str) -> float:
         if k in c["layer_identical_fraction"]:
@@ -257,21 +287,7 @@ def plots(out: Path, plan: Plan, results: dict[str, RunResult], comparisons: dic
     ax.set_title(title + (" (LI: membrane traces)" if plan.li_names else ""), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
-    written.append(_save(fig, out / "agreement.png"))
-    # 4. an LI readout's scores: mean per class and target
-    if plan.scores:
-        fig, ax = plt.subplots(figsize=(1.6 + 0.6 * results["reference"].counts.shape[1], 3.4))
-        classes = np.arange(results["reference"].counts.shape[1])
-        width = 0.8 / len(names)
-        for j, t in enumerate(names):
-            ax.bar(classes + j * width, np.asarray(results[t].counts, dtype=np.float64).mean(axis=0), width, label=t)
-        ax.set_xticks(classes + 0.4 - width / 2, [str(c) for c in classes], fontsize=8)
-        ax.set(xlabel="class", ylabel="mean score", title="LI readout scores (membrane summed over T) per class")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(_save(fig, out / "scores.png"))
-    return written
+    return _save(fig, out / "agreement.png")
 
 
 def _save(fig, path: Path) -> str:
@@ -295,14 +311,15 @@ def markdown(rep: dict[str, Any]) -> str:
             f"{rast if t != 'reference' else '-'} | {c.get('threshold_tie_samples', 0)} | {c.get('failed_samples', 0)} | "
             f"{r['samples_per_s']:.1f} | {res} |"
         )
-    lines += [
-        "",
-        "Spikes per sample by layer:",
-        "",
-        "| target | " + " | ".join(rep["layers"]) + " |",
-        "|---" * (len(rep["layers"]) + 1) + "|",
-    ]
-    for t, r in rep["targets"].items():
+    if rep["layers"]:
+        lines += [
+            "",
+            "Spikes per sample by layer:",
+            "",
+            "| target | " + " | ".join(rep["layers"]) + " |",
+            "|---" * (len(rep["layers"]) + 1) + "|",
+        ]
+    for t, r in rep["targets"].items() if rep["layers"] else ():
         lines.append(f"| {t} | " + " | ".join(f"{r['spikes_per_sample'][k]:.1f}" for k in rep["layers"]) + " |")
     lines += ["", f"Predictions ({rep['output']}): {rep['tie_rule']}.", ""]
     for t, r in rep["targets"].items():
@@ -321,7 +338,8 @@ def markdown(rep: dict[str, Any]) -> str:
             lines.append(
                 f"\nFirst divergence of {t}: sample {div['sample']}, layer {div['layer']}, step {div['step']}, neuron {div['neuron']}."
             )
-    lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in rep["plots"]), ""]
+    if rep["plots"]:
+        lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in rep["plots"]), ""]
     return "\n".join(lines)
 
 
@@ -442,9 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the workers were stopped and no report was written", file=sys.stderr)
         return 130
-    out = Path(rep["plots"][0]).parent
+    out = Path(cfg.out or Path(cfg.graph).with_suffix(".verify"))
     print((out / "report.md").read_text())
-    print(f"report: {out / 'report.md'} (and report.json); plots: {', '.join(rep['plots'])}")
+    plotted = f"; plots: {', '.join(rep['plots'])}" if rep["plots"] else " (no plots: the graph has no neuron layer)"
+    print(f"report: {out / 'report.md'} (and report.json){plotted}")
     if not rep["passed"]:
         for t, r in rep["targets"].items():
             c = r.get("comparison")

@@ -189,6 +189,12 @@ def _order(
         for n in (a, b):
             if n not in nodes:
                 raise ModelError(f"{source}: edge ({a} -> {b}) names a node '{n}' that the graph does not have")
+    seen: set[tuple[str, str]] = set()
+    for e in edges:
+        if e in seen:
+            raise ModelError(f"{source}: edge ({e[0]} -> {e[1]}) is listed twice; a graph lists each edge once "
+                             "(whether its input counts once or twice is not defined)")  # fmt: skip
+        seen.add(e)
     rank = {}
     for a, b in edges:
         rank.setdefault(a, len(rank))
@@ -275,6 +281,8 @@ def _neuron_params(
             ) from None
         if not np.isfinite(arr).all():
             raise ModelError(f"node {name}: {kind} {key} holds NaN or infinite values")
+        if key.startswith("tau") and (arr <= 0).any():
+            raise ModelError(f"node {name}: {kind} {key} must be positive (a time constant), holds {arr.min():g} s")
         return arr
 
     def alpha(key):
@@ -306,9 +314,11 @@ def _neuron_params(
 
     spiking = kind in ("LIF", "IF", "CubaLIF", "Threshold")
     if rules.get("norse") and kind in ("LIF", "LI", "IF", "CubaLIF"):
-        return _norse_pieces(node, kind, full, dt, piece, spiking, rules.get("norse_tau") == "as written")
+        return _norse_pieces(node, name, kind, full, dt, piece, spiking, rules.get("norse_tau") == "as written")
     if (rules.get("rockpool") or rules.get("sinabs")) and kind in ("LIF", "LI", "IF", "CubaLIF"):
-        return _exp_pieces(node, kind, full, dt, piece, spiking, "rockpool" if rules.get("rockpool") else "sinabs")
+        return _exp_pieces(
+            node, name, kind, full, dt, piece, spiking, "rockpool" if rules.get("rockpool") else "sinabs"
+        )
     pieces = []
     if kind in ("CubaLIF", "CubaLI"):
         a = alpha("tau_syn")
@@ -436,14 +446,15 @@ def flatten_shape(in_shape: tuple[int, ...], start_dim, end_dim, name: str = "?"
     return (*in_shape[:start], math.prod(in_shape[start : end + 1]), *in_shape[end + 1 :])
 
 
-def _norse_pieces(node, kind: str, full, dt: float, piece, spiking: bool, tau_as_written: bool = False):
+def _norse_pieces(node, name: str, kind: str, full, dt: float, piece, spiking: bool, tau_as_written: bool = False):
     """Norse 1.1's own arithmetic (float32, its order of operations) for the nodes its exporter writes.
     The exporter writes ``tau = dt / tau_inv``: ``tau_inv`` is recovered as ``dt / tau`` in float32
     (its import instead reads ``tau_inv = 1 / tau``: ``tau_as_written``), and a step's factor as
     ``dt * tau_inv`` in float32, as Norse multiplies them."""
     f32 = np.float32
     if tau_as_written and kind == "CubaLIF":
-        raise ModelError("Norse's from_nir builds another synapse for CubaLIF (a leaky LIBox, not LIFCell's current)")
+        raise ModelError(f"node {name}: Norse's from_nir builds another synapse for CubaLIF (a leaky LIBox, not "
+                         "LIFCell's current)")  # fmt: skip
 
     def factor(key, sign=1.0):
         tau = full(key).astype(f32)
@@ -468,7 +479,9 @@ def _norse_pieces(node, kind: str, full, dt: float, piece, spiking: bool, tau_as
     return [(".syn", "li", syn), ("", "lif", p)]
 
 
-def _exp_pieces(node, kind: str, full, dt: float, piece, spiking: bool, lib: str) -> list[tuple[str, str, dict]]:
+def _exp_pieces(
+    node, name: str, kind: str, full, dt: float, piece, spiking: bool, lib: str
+) -> list[tuple[str, str, dict]]:
     """Rockpool's and Sinabs' neurons: exact exponential decays (float32, as they compute them), several
     spikes per step, each subtracting the threshold (``spike``: ``floor_ge``, Rockpool's
     ``(v >= t) floor(v / t)``; ``trunc_gt0``, Sinabs' ``(v > 0) trunc(v / t)``)."""
@@ -481,11 +494,11 @@ def _exp_pieces(node, kind: str, full, dt: float, piece, spiking: bool, lib: str
 
     rule = {"spike": "floor_ge" if lib == "rockpool" else "trunc_gt0"}
     if spiking and np.any(full("v_threshold") <= 0):
-        raise ModelError(f"{kind} threshold <= 0: {lib} subtracts multiples of a positive threshold")
+        raise ModelError(f"node {name}: {kind} threshold <= 0: {lib} subtracts multiples of a positive threshold")
     if kind == "IF":
         return [("", "lif", piece(1.0, 1.0, spikes=True) | rule)]
     if kind == "CubaLIF" and lib == "sinabs":
-        raise ModelError("Sinabs writes no CubaLIF (its exporter drops tau_syn)")
+        raise ModelError(f"node {name}: Sinabs writes no CubaLIF (its exporter drops tau_syn)")
     a = decay("tau_mem" if kind == "CubaLIF" else "tau")
     if kind == "LI" and lib == "rockpool":  # ExpSyn: (i + I) * exp(-dt/tau)
         return [("", "li", piece(a.astype(np.float64), 1.0) | {"form": "rockpool_syn", "b": a})]
@@ -702,6 +715,10 @@ def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str
         raise ModelError(
             f"{source}: a graph needs exactly one Input and one Output node, has {len(inputs)} and {len(outputs)}"
         )
+    for a, b in graph.edges:
+        if b == inputs[0] or a == outputs[0]:
+            raise ModelError(f"{source}: edge ({a} -> {b}) {'leads into the Input' if b == inputs[0] else 'leaves the Output'}"
+                             " node; the Input only feeds the graph and the Output only reads it")  # fmt: skip
     in_shape = tuple(int(x) for x in np.asarray(next(iter(graph.nodes[inputs[0]].input_type.values()))).reshape(-1))
     if not in_shape or min(in_shape) < 1 or math.prod(in_shape) > MAX_NODE_ELEMENTS:
         raise ModelError(f"{source}: input shape {in_shape} must have dimensions >= 1 and at most "
@@ -794,6 +811,13 @@ def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str
                                  f"from {src} (through the loop)")  # fmt: skip
         delays.append(Node(d, "delay", [src], shape, shape, {"steps": np.ones(shape, np.int64)}, origin="loop"))
     out_sources = sources[outputs[0]]
+    if not out_sources:
+        raise ModelError(f"{source}: the Output node {outputs[0]} has no incoming edge")
+    declared = [np.asarray(v).reshape(-1) for v in graph.nodes[outputs[0]].output_type.values()]
+    out_shape = shapes[out_sources[0]]
+    if declared and declared[0].size and int(np.prod(declared[0])) != math.prod(out_shape):
+        raise ModelError(f"{source}: the Output node {outputs[0]} declares shape {tuple(declared[0].tolist())}, but "
+                         f"{out_sources[0]} gives {out_shape}")  # fmt: skip
     plan = Plan(delays + plan_nodes, in_shape, out_sources, meta | {"dt": dt, "dialect": dialect}, source)
     if plan.precision == "fixed":
         _attach_fixed(plan, layer_meta)

@@ -128,6 +128,59 @@ def test_foreign_node_errors(tmp_path):
         load_plan(g)
 
 
+def _lif_chain_graph(edges=(), out_type=(2,), tau=2e-3) -> nir.NIRGraph:
+    """Input -> Affine -> LIF -> Output with extra ``edges`` (not type-checked: nir would refuse some)."""
+    nodes = {"x": nir.Input(np.array([2])), "fc": nir.Affine(np.ones((2, 2), np.float32), np.zeros(2, np.float32)),
+             "n": nir.LIF(tau=f(2, tau), r=f(2, 1.0), v_leak=f(2, 0.0), v_threshold=f(2, 1.0)),
+             "y": nir.Output(np.array(out_type))}  # fmt: skip
+    return nir.NIRGraph(nodes, [("x", "fc"), ("fc", "n"), ("n", "y"), *edges], type_check=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"edges": [("fc", "n")]}, r"edge \(fc -> n\) is listed twice"),
+        ({"edges": [("n", "x")]}, r"edge \(n -> x\) leads into the Input node"),
+        ({"edges": [("y", "fc")]}, r"edge \(y -> fc\) leaves the Output node"),
+        ({"out_type": (3,)}, r"the Output node y declares shape \(3,\), but n gives \(2,\)"),
+        ({"tau": -2e-3}, r"node n: LIF tau must be positive \(a time constant\), holds -0.002 s"),
+        ({"tau": 0.0}, r"node n: LIF tau must be positive"),
+    ],
+)
+@pytest.mark.parametrize("dialect", ["nir", "norse", "rockpool", "sinabs"])
+def test_a_malformed_graph_structure_is_named(change, message, dialect):
+    """Each was run before: a doubled edge counted its input twice, an edge into the Input or out of
+    the Output was ignored, a wrong Output shape was not noticed, and a tau of 0 or below ran as a
+    decay above 1 (or none) in the dialects that exponentiate it."""
+    with pytest.raises(ModelError, match=message):
+        load_plan(_lif_chain_graph(**change), dialect=dialect)
+    nodes = _lif_chain_graph().nodes
+    with pytest.raises(ModelError, match="the Output node y has no incoming edge"):
+        load_plan(nir.NIRGraph(nodes, [("x", "fc"), ("fc", "n")], type_check=False))
+    # a Norse-style batch dimension of 1 in the declared Output type is the same shape
+    assert load_plan(_lif_chain_graph(out_type=(1, 2)), dialect=dialect).outputs == ["n"]
+
+
+def test_a_graph_without_neurons_runs_and_verifies(tmp_path, capsys):
+    """A graph of synapses only (a convolution straight to the Output) has no spiking layer: its
+    sparsity is n/a and verification writes no spike plots (both ended in a traceback)."""
+    nodes = {"x": nir.Input(np.array([2, 4, 4])),
+             "c": nir.Conv2d(input_shape=(4, 4), weight=np.ones((3, 2, 3, 3), np.float32), stride=1, padding=1,
+                             dilation=1, groups=1, bias=np.zeros(3, np.float32)),
+             "y": nir.Output(np.array([3, 4, 4]))}  # fmt: skip
+    nir.write(tmp_path / "c.nir", nir.NIRGraph(nodes, [("x", "c"), ("c", "y")]))
+    np.save(tmp_path / "x.npy", _spikes(4, 3, 32, p=0.3).reshape(4, 3, 2, 4, 4))
+    argv = [str(tmp_path / "c.nir"), "--data", str(tmp_path / "x.npy"), "--progress", "false"]
+    assert run_cmd.main([*argv, "--target", "eventsim", "--out", str(tmp_path / "r.json")]) == 0
+    assert "activation sparsity      n/a (no spiking layer)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["activation_sparsity"] is None
+    assert verify.main([*argv, "--targets", "torch,eventsim", "--out", str(tmp_path / "v")]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "no plots: the graph has no neuron layer" in out and "Traceback" not in out
+    assert not list((tmp_path / "v").glob("*.png"))
+    assert "Spikes per sample by layer" not in (tmp_path / "v" / "report.md").read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # Every target on a graph of all of them (rasters and membrane traces bit for bit)
 
@@ -732,7 +785,7 @@ def test_conv_and_flatten_errors(tmp_path):
     def conv1d_plan(**kw):
         args = {"input_shape": 8, "weight": w, "stride": 1, "padding": 0, "dilation": 1, "groups": 1,
                 "bias": np.zeros(2, np.float32)} | kw  # fmt: skip
-        nodes = {"x": nir.Input(np.array([2, 8])), "c": nir.Conv1d(**args), "y": nir.Output(np.array([2, 8]))}
+        nodes = {"x": nir.Input(np.array([2, 8])), "c": nir.Conv1d(**args), "y": nir.Output(np.array([2, 6]))}
         return load_plan(nir.NIRGraph(nodes, [("x", "c"), ("c", "y")], type_check=False))
 
     assert conv1d_plan(padding="valid").node("c").out_shape == (2, 6)
