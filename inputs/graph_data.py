@@ -91,8 +91,12 @@ def _array_file(plan, path: Path, samples: int | None) -> tuple[np.ndarray, None
     ):
         raise DataError(f"{path.name}: a spike array must be numbers shaped (T, B, {', '.join(map(str, plan.input_shape))}), "
                         f"got {spikes.dtype} {tuple(spikes.shape)}")  # fmt: skip
-    if spikes.shape[0] < 1 or not np.isfinite(spikes).all():
-        raise DataError(f"{path.name}: the spike array has no steps or holds NaN or infinite values")
+    if spikes.shape[0] < 1 or spikes.shape[1] < 1:
+        raise DataError(
+            f"{path.name}: the spike array {tuple(spikes.shape)} has no {'steps' if spikes.shape[0] < 1 else 'samples'}"
+        )
+    if not np.isfinite(spikes).all():
+        raise DataError(f"{path.name}: the spike array holds NaN or infinite values")
     if plan.steps is not None and spikes.shape[0] != plan.steps:
         print(f"note: {path.name} has T = {spikes.shape[0]} steps; the graph states T = {plan.steps}: running "
               f"{spikes.shape[0]}", file=sys.stderr)  # fmt: skip

@@ -416,6 +416,9 @@ def _shape_of(kind: str, node: nir.NIRNode, in_shape: tuple[int, ...], name: str
         return (w.shape[0], *window)
     if kind == "affine":
         w = np.asarray(node.weight)
+        if w.ndim != 2:
+            raise ModelError(f"node {name}: {type(node).__name__} weight must be a matrix (outputs, inputs), got shape "
+                             f"{w.shape}")  # fmt: skip
         if int(np.prod(in_shape)) != w.shape[1] or len(in_shape) != 1:
             raise ModelError(
                 f"node {name}: {type(node).__name__} expects a vector of {w.shape[1]}, gets shape {in_shape}"
@@ -608,7 +611,7 @@ def read_graph_file(path: Path) -> nir.NIRGraph:
             try:
                 result: tuple[str, Any] = ("graph", nir.read(path, type_check=False))
             except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
-                result = ("error", f"{type(e).__name__}: {e}")
+                result = ("error", _node_type_problem(path) or f"{type(e).__name__}: {e}")
             try:
                 payload = pickle.dumps(result)
             except Exception as e:  # noqa: BLE001 - a graph that cannot be pickled back
@@ -643,6 +646,36 @@ def read_graph_file(path: Path) -> nir.NIRGraph:
         hint = f"; it is a PyTorch checkpoint: python -m convert.to_nir {path} writes its graph" if checkpoint else ""
         raise DataError(f"{path} is not a readable NIR graph ({value}){hint}")
     return value
+
+
+def _node_type_problem(path: Path) -> str | None:
+    """Which node of a graph file that ``nir.read`` refused has no type or one NIR does not know, if any
+    (nir says only ``KeyError: 'type'`` or an empty ``AssertionError``)."""
+    import h5py
+
+    known = set(getattr(nir.ir, "__all_ir", ()))  # the type names nir.read maps to nodes
+
+    def walk(group, prefix: str) -> str | None:
+        for name, node in group.items():
+            if not isinstance(node, h5py.Group):
+                continue
+            if "type" not in node:
+                return f"node {prefix}{name} has no type"
+            kind = node["type"][()]
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if known and kind not in known:
+                return f"node {prefix}{name} has the type {kind!r}, which NIR does not define"
+            if kind == "NIRGraph" and "nodes" in node:
+                found = walk(node["nodes"], f"{prefix}{name}.")
+                if found:
+                    return found
+        return None
+
+    try:
+        with h5py.File(path, "r") as f:
+            return walk(f["node"]["nodes"], "") if "node" in f and "nodes" in f["node"] else None
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return None
 
 
 READ_SECONDS = 5.0  # reading a graph file may take this long, plus a second per READ_BYTES_PER_SECOND
@@ -796,6 +829,10 @@ def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str
             b = np.asarray(getattr(node, "bias", np.zeros(w.shape[0])), dtype=np.float32).reshape(-1)
             if not np.isfinite(w).all() or not np.isfinite(b).all():
                 raise ModelError(f"node {name}: weights or bias hold NaN or infinite values")
+            if b.size == 1 and w.shape[0] > 1:  # one bias for every output
+                b = np.full(w.shape[0], b[0], np.float32)
+            if b.size != w.shape[0]:
+                raise ModelError(f"node {name}: {type(node).__name__} has {b.size} biases for {w.shape[0]} outputs")
             params = {"weight": w, "bias": b}
             if kind in ("conv", "conv1d"):
                 params |= _conv_geometry(node, name, in_s)

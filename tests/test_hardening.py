@@ -180,6 +180,21 @@ GRAPH_CASES = {
     "huge-weight-exp": ("model.fixed", _fixed("features.0", "weight_exp", 10**6), "weight_exp"),
     "huge-bias-exp": ("model.fixed", _fixed("features.0", "bias_exp", 10**6), "bias_exp"),
     "text-vth": ("model.fixed", _fixed("features.1", "vth", "high"), "vth"),
+    "bias-length": (
+        "model",
+        lambda g, m: setattr(g.nodes["features.0"], "bias", np.zeros(5, np.float32)),
+        "Conv2d has 5 biases for 32 outputs",
+    ),
+    "affine-3d": (
+        "model",
+        lambda g, m: setattr(g.nodes["head.2"], "weight", np.zeros((10, 256, 2), np.float32)),
+        "head.2: Affine weight must be a matrix",
+    ),
+    "output-shape": (
+        "model",
+        lambda g, m: g.nodes["output"].output_type.__setitem__("output", np.array([12])),
+        "the Output node output declares shape",
+    ),
 }
 
 

@@ -1,7 +1,9 @@
 """``runtime.run`` and ``runtime.verify`` on a small trained model: every target, both precisions."""
 
 import json
+import shutil
 
+import h5py
 import numpy as np
 import onnx
 import pytest
@@ -76,6 +78,19 @@ def test_run_errors(digits_graphs, tmp_path, capsys):
     assert run_cmd.main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert "is not a readable NIR graph" in err and "checkpoint" not in err
+    for kind, message in [(None, "node features.0 has no type"),
+                          ("Frobnicate", "node features.0 has the type 'Frobnicate', which NIR does not define")]:  # fmt: skip
+        shutil.copy(digits_graphs / "float.nir", bad)  # nir.read says KeyError: 'type' or an empty AssertionError
+        with h5py.File(bad, "r+") as f:
+            del f["node/nodes/features.0/type"]
+            if kind:
+                f["node/nodes/features.0/type"] = np.bytes_(kind)
+        assert run_cmd.main([str(bad)]) == 2
+        assert message in capsys.readouterr().err
+    spikes = np.zeros((4, 0, 1, 8, 8), np.float32)  # no samples: a ValueError from the first batch
+    np.save(tmp_path / "none.npy", spikes)
+    assert run_cmd.main([str(digits_graphs / "float.nir"), "--data", str(tmp_path / "none.npy")]) == 2
+    assert "none.npy: the spike array (4, 0, 1, 8, 8) has no samples" in capsys.readouterr().err
     checkpoint = tmp_path / "student.pt"  # a checkpoint named as the graph: say how to get its graph
     torch.save({"w": torch.zeros(2)}, checkpoint)
     assert run_cmd.main([str(checkpoint)]) == 2
