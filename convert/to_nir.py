@@ -311,6 +311,20 @@ def _check_silent(build_report, float_layers: dict[str, np.ndarray]) -> None:
 
 def _write(cfg: ConvertConfig, src: _Source, files: dict[str, str]) -> dict[str, Any]:
     """Write the files in a staging folder outside ``--out``, read each back and check it, then move them all in."""
+    out, peers = src.out, _peers(cfg)
+    with staging_folder() as staging:
+        try:
+            report = _write_staged(cfg, src, files, staging, peers)
+        except SnnDeployError as e:  # name the file it concerns in --out, not the staging folder
+            raise type(e)(f"{str(e).replace(str(staging), str(out))} (nothing was written)") from None
+    print_report(report, src.build_report)
+    return report
+
+
+def _write_staged(
+    cfg: ConvertConfig, src: _Source, files: dict[str, str], staging: Path, peers: list[str]
+) -> dict[str, Any]:
+    """:func:`_write`'s work inside ``staging``: the report, with every file written and checked there."""
     graph, build_report, spikes, labels, steps, dt = (
         src.graph,
         src.build_report,
@@ -320,73 +334,68 @@ def _write(cfg: ConvertConfig, src: _Source, files: dict[str, str]) -> dict[str,
         src.dt,
     )
     out = src.out
-    peers = _peers(cfg)
-    with staging_folder() as staging:
-        write_graph(staging / files["nir"], graph)
-        plan = load_plan(staging / files["nir"])  # run what the file says, not the object in memory
-        ref = reference.run(plan, spikes)
-        t_counts, t_layers = src.float_run(spikes)
-        report: dict[str, Any] = {
-            **src.fields, "precision": cfg.precision, "T": steps, "dt": dt,
-            "weight_bits": cfg.weight_bits if cfg.precision == "float" else 8, "per_channel": cfg.per_channel,
-            "parity_samples": int(spikes.shape[1]), "files": {k: str(out / v) for k, v in files.items()},
-            "output": "scores" if plan.scores else "spike counts", "float_label": src.float_label,
-            "float_checkpoint": _summary(t_counts, t_layers, labels),
-            "graph_reference": _summary(ref.counts, ref.layer_counts, labels),
-        }  # fmt: skip
-        if labels is None:  # no labels: agreement of the predictions instead
-            report["graph_reference"]["same_prediction_as_float"] = float(
-                (ref.counts.argmax(1) == t_counts.argmax(1)).mean()
-            )
-        report["graph_reference"]["identical_output_counts_vs_checkpoint"] = float(
-            (ref.counts == t_counts).all(1).mean()
+    write_graph(staging / files["nir"], graph)
+    plan = load_plan(staging / files["nir"])  # run what the file says, not the object in memory
+    ref = reference.run(plan, spikes)
+    t_counts, t_layers = src.float_run(spikes)
+    report: dict[str, Any] = {
+        **src.fields, "precision": cfg.precision, "T": steps, "dt": dt,
+        "weight_bits": cfg.weight_bits if cfg.precision == "float" else 8, "per_channel": cfg.per_channel,
+        "parity_samples": int(spikes.shape[1]), "files": {k: str(out / v) for k, v in files.items()},
+        "output": "scores" if plan.scores else "spike counts", "float_label": src.float_label,
+        "float_checkpoint": _summary(t_counts, t_layers, labels),
+        "graph_reference": _summary(ref.counts, ref.layer_counts, labels),
+    }  # fmt: skip
+    if labels is None:  # no labels: agreement of the predictions instead
+        report["graph_reference"]["same_prediction_as_float"] = float(
+            (ref.counts.argmax(1) == t_counts.argmax(1)).mean()
         )
-        if labels is not None:
-            report["accuracy_change"] = report["graph_reference"]["accuracy"] - report["float_checkpoint"]["accuracy"]
-        if cfg.precision == "fixed":
-            report["fixed"] = {"choices": build_report.fixed_choices, "calibration": build_report.calibration,
-                               "calibration_rounds": build_report.calibration_rounds}  # fmt: skip
-        if cfg.onnx:
-            from convert.to_onnx import export_onnx, export_step_onnx
-            from targets.onnx_target import check_onnx
+    report["graph_reference"]["identical_output_counts_vs_checkpoint"] = float((ref.counts == t_counts).all(1).mean())
+    if labels is not None:
+        report["accuracy_change"] = report["graph_reference"]["accuracy"] - report["float_checkpoint"]["accuracy"]
+    if cfg.precision == "fixed":
+        report["fixed"] = {"choices": build_report.fixed_choices, "calibration": build_report.calibration,
+                           "calibration_rounds": build_report.calibration_rounds}  # fmt: skip
+    if cfg.onnx:
+        from convert.to_onnx import export_onnx, export_step_onnx
+        from targets.onnx_target import check_onnx
 
-            export_onnx(plan, staging / files["onnx"], steps=steps)
-            export_step_onnx(plan, staging / files["step_onnx"])
-            ort = check_onnx(plan, staging / files["onnx"], spikes)
-            same = ort["counts"] == ref.counts
-            report["onnx"] = {"accuracy": _summary(ort["counts"], {}, labels)["accuracy"],
-                              "identical_output_counts_vs_reference": float(same.all(1).mean()),
-                              "provider": ort.get("provider")}  # fmt: skip
-            if not same.all():
-                raise ModelError(f"ONNX Runtime and the reference disagree on {files['onnx']}: first difference at "
-                                 f"{first_difference(ort['counts'], ref.counts)}")  # fmt: skip
-            step = check_onnx(plan, staging / files["step_onnx"], spikes)
-            report["onnx"]["step_identical_output_counts_vs_reference"] = float(
-                (step["counts"] == ref.counts).all(1).mean()
-            )
-            if not (step["counts"] == ref.counts).all():
-                raise ModelError(f"ONNX Runtime on {files['step_onnx']} (stepped T times) and the reference disagree: first "
-                                 f"difference at {first_difference(step['counts'], ref.counts)}")  # fmt: skip
-        if cfg.netx:
-            from convert.netx import netx_plan, read_netx, write_netx
+        export_onnx(plan, staging / files["onnx"], steps=steps)
+        export_step_onnx(plan, staging / files["step_onnx"])
+        ort = check_onnx(plan, staging / files["onnx"], spikes)
+        same = ort["counts"] == ref.counts
+        report["onnx"] = {"accuracy": _summary(ort["counts"], {}, labels)["accuracy"],
+                          "identical_output_counts_vs_reference": float(same.all(1).mean()),
+                          "provider": ort.get("provider")}  # fmt: skip
+        if not same.all():
+            raise ModelError(f"ONNX Runtime and the reference disagree on {files['onnx']}: first difference at "
+                             f"{first_difference(ort['counts'], ref.counts)}")  # fmt: skip
+        step = check_onnx(plan, staging / files["step_onnx"], spikes)
+        report["onnx"]["step_identical_output_counts_vs_reference"] = float(
+            (step["counts"] == ref.counts).all(1).mean()
+        )
+        if not (step["counts"] == ref.counts).all():
+            raise ModelError(f"ONNX Runtime on {files['step_onnx']} (stepped T times) and the reference disagree: first "
+                             f"difference at {first_difference(step['counts'], ref.counts)}")  # fmt: skip
+    if cfg.netx:
+        from convert.netx import netx_plan, read_netx, write_netx
 
-            written = write_netx(plan, staging / files["netx"])
-            read_netx(staging / files["netx"], written["layers"])  # reads itself back before success
-            # the integer network the file holds, run by the reference: the .nir's own, as its biases were
-            # quantised onto netx's grid (write_netx refuses a bias off it in such a graph)
-            twin = reference.run(netx_plan(plan), spikes)
-            same = (twin.counts == ref.counts).all(1)
-            report["netx"] = {"layers": [x["type"] for x in written["layers"]],
-                              "rounded_biases_max_change": written["rounded_biases"],
-                              "accuracy": _summary(twin.counts, {}, labels)["accuracy"],
-                              "identical_output_counts_vs_reference": float(same.mean())}  # fmt: skip
-        if peers:
-            report["for"] = _write_peers(graph, plan, peers, staging, files, spikes, ref)
-        write_json_atomic(staging / files["report"], report)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(set(files.values()) - {files["report"]}) + [files["report"]]:  # the report last
-            move_into(staging / f, out / f)
-    print_report(report, build_report)
+        written = write_netx(plan, staging / files["netx"])
+        read_netx(staging / files["netx"], written["layers"])  # reads itself back before success
+        # the integer network the file holds, run by the reference: the .nir's own, as its biases were
+        # quantised onto netx's grid (write_netx refuses a bias off it in such a graph)
+        twin = reference.run(netx_plan(plan), spikes)
+        same = (twin.counts == ref.counts).all(1)
+        report["netx"] = {"layers": [x["type"] for x in written["layers"]],
+                          "rounded_biases_max_change": written["rounded_biases"],
+                          "accuracy": _summary(twin.counts, {}, labels)["accuracy"],
+                          "identical_output_counts_vs_reference": float(same.mean())}  # fmt: skip
+    if peers:
+        report["for"] = _write_peers(graph, plan, peers, staging, files, spikes, ref)
+    write_json_atomic(staging / files["report"], report)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(set(files.values()) - {files["report"]}) + [files["report"]]:  # the report last
+        move_into(staging / f, out / f)
     return report
 
 

@@ -345,3 +345,17 @@ def test_delay_nodes_become_loihi_delays(tmp_path):
     targets = ["torch", "onnx", "eventsim"] + ([] if unavailable_reason("lava") else ["lava"])
     expected = assert_targets_agree(plan, np.load(tmp_path / "d.npy")[:, :4], targets)
     assert all(c.sum() > 0 for c in expected.layer_counts.values())
+
+
+def test_a_graph_netx_cannot_hold_names_the_file_in_out_and_writes_nothing(tmp_path, capsys):
+    """The error named the staging folder's copy (/tmp/snn-deploy-staging/<pid>-.../loihi.nir), a file
+    that no longer exists when the user reads it."""
+    _delay_graph(tmp_path / "d.nir")
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "d.nir"), "--precision", "fixed", "--data", str(tmp_path / "d.npy"), "--steps", "30",
+            "--out", str(out), "--name", "loihi", "--netx", "true"]  # fmt: skip
+    assert to_nir.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out / 'loihi.nir'}: node o sums 2 inputs (a residual ADD); netx networks are sequential" in err
+    assert err.rstrip().endswith("(nothing was written)") and "snn-deploy-staging" not in err
+    assert not out.exists() or not list(out.iterdir())
