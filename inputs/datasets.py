@@ -54,15 +54,19 @@ VIEW_SEED_STRIDE = 1_000_003  # view v of nmnist_emulated with seed s is emulate
 
 DatasetBuilder = Callable[..., "SpikeDataset"]
 DATASETS: dict[str, DatasetBuilder] = {}
+GENERATED: set[str] = set()  # datasets made in the process (their builders take root= and ignore it)
 
 
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    """Decorator: register ``builder(split, *, root, steps, seed, ...) -> SpikeDataset`` as ``name``."""
+def register_dataset(name: str, *, generated: bool = False) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator: register ``builder(split, *, root, steps, seed, ...) -> SpikeDataset`` as ``name``
+    (``generated``: made from data a package ships, not read from a folder)."""
 
     def add(builder: DatasetBuilder) -> DatasetBuilder:
         if name in DATASETS:
             raise ConfigError(f"dataset {name!r} is registered twice")
         DATASETS[name] = builder
+        if generated:
+            GENERATED.add(name)
         return builder
 
     return add
@@ -159,6 +163,10 @@ def load_dataset(
     given = dict(kwargs, root=root, seed=seed)
     if steps is not None:
         given["steps"] = steps
+    if root is not None and name in GENERATED:
+        folders = ", ".join(sorted(set(DATASETS) - GENERATED))
+        raise ConfigError(f"dataset {name!r} is generated, not read from a folder: the folder {root} (--data-root, "
+                          f"root=) would not be read; the datasets read from one are {folders}")  # fmt: skip
     unknown = sorted(set(given) - set(params))
     if unknown:
         raise ConfigError(f"dataset {name!r} has no argument(s) {', '.join(unknown)}; it takes: {', '.join(params)}")
@@ -294,7 +302,7 @@ def digits_split(split: str) -> np.ndarray:
     return _holdout(_digits_data()[1], split, source="scikit-learn digits")
 
 
-@register_dataset("digits")
+@register_dataset("digits", generated=True)
 def _digits(
     split: str,
     *,
@@ -385,7 +393,7 @@ def event_digits_events(
     return [all_events[i] for i in idx], _digits_data()[1][idx]
 
 
-@register_dataset("event_digits")
+@register_dataset("event_digits", generated=True)
 def _event_digits(
     split: str,
     *,
@@ -568,7 +576,7 @@ def nmnist_emulated_events(
     return events, np.tile(idx // mnist_pairs.PER_CLASS, views), np.tile(idx, views)
 
 
-@register_dataset("nmnist_emulated")
+@register_dataset("nmnist_emulated", generated=True)
 def _nmnist_emulated(
     split: str,
     *,

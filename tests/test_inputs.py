@@ -313,6 +313,12 @@ def test_registry_names_and_errors():
         load_dataset("digits", "train", colour=True)
     with pytest.raises(ConfigError, match="poisson.*regular"):
         load_dataset("digits", "train", encoder="poisson")
+    # a folder named for a generated dataset was ignored: runtime.run --data-root on the demo's
+    # nmnist_emulated graph evaluated the emulated digits, not the recordings in the folder
+    for name in ("digits", "event_digits", "nmnist_emulated"):
+        with pytest.raises(ConfigError, match=f"dataset '{name}' is generated, not read from a folder: the folder "
+                                              r"rec \(--data-root, root=\) would not be read; .* nmnist"):  # fmt: skip
+            load_dataset(name, "train", root="rec")
 
 
 def test_digits_split_and_samples():
