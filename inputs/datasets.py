@@ -40,7 +40,7 @@ from core.fileio import write_atomic
 from inputs import SPLITS
 from inputs.emulator import EmulatorConfig, emulate_batch
 from inputs.encode import Encoder
-from inputs.events import Binning, as_events, bin_events, downsample_events
+from inputs.events import Binning, as_events, bin_events, bin_events_counted, downsample_events
 from inputs.formats.nmnist import read_nmnist
 
 SPLIT_SEED = 0  # every hold-out split uses this seed, independent of the run's seed
@@ -268,7 +268,13 @@ def _bin_stream(streams: Sequence[np.ndarray], binning: Binning, i: int) -> torc
 
 
 def _bin_nmnist_file(files: Sequence[Path], binning: Binning, i: int) -> torch.Tensor:
-    return torch.from_numpy(bin_events(read_nmnist(files[i]), binning))
+    events = read_nmnist(files[i])
+    frames, dropped = bin_events_counted(events, binning)
+    if dropped["outside_sensor"]:  # N-MNIST's frame is 34 x 34: a damaged file or another sensor's
+        raise DataError(f"{files[i]}: {dropped['outside_sensor']} event(s) lie outside N-MNIST's {binning.width} x "
+                        f"{binning.height} frame (x up to {events['x'].max()}, y up to {events['y'].max()}): a damaged "
+                        "file or another sensor's recording")  # fmt: skip
+    return torch.from_numpy(frames)
 
 
 def _cifar_sample(data: np.ndarray, enc: Encoder, i: int) -> torch.Tensor:
@@ -437,7 +443,7 @@ NMNIST_LAYOUT = (
 
 
 def _read_labels_csv(path: Path) -> tuple[list[Path], np.ndarray]:
-    files, labels = [], []
+    files, labels, first_line = [], [], {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
@@ -452,6 +458,10 @@ def _read_labels_csv(path: Path) -> tuple[list[Path], np.ndarray]:
             file = path.parent / (row["file"] or "")
             if not file.is_file():
                 raise DataError(f"{path}, line {line}: file {file} does not exist")
+            if file.resolve() in first_line:  # (twice in one set: counted twice, or in both splits)
+                raise DataError(f"{path}, line {line}: file {file} is listed again (first on line "
+                                f"{first_line[file.resolve()]})")  # fmt: skip
+            first_line[file.resolve()] = line
             files.append(file)
             labels.append(label)
     if not files:

@@ -276,6 +276,23 @@ def test_read_nmnist_errors(tmp_path):
         read_nmnist(bad)
 
 
+def test_nmnist_folder_with_a_file_listed_twice_or_an_event_off_the_frame_is_refused(tmp_path):
+    """Both were read silently: a file listed twice counted twice (or landed in both splits), and an
+    event at x = 200 in a 34 x 34 recording was dropped without a word."""
+    for i in range(4):
+        write_nmnist(tmp_path / f"{i}.bin", events((1000 * i, i, 5, 1), (2000 * i + 10, 33, 33, 0)))
+    rows = ["file,label", "0.bin,0", "1.bin,1", "2.bin,2", "3.bin,3"]
+    (tmp_path / "labels.csv").write_text("\n".join([*rows, "1.bin,1"]) + "\n")
+    with pytest.raises(DataError, match=r"labels\.csv, line 6: file .*1\.bin is listed again \(first on line 3\)"):
+        load_dataset("nmnist", "all", root=tmp_path)
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset("nmnist", "all", root=tmp_path)
+    assert len(ds) == 4 and float(ds[3][0].sum()) == 2
+    write_nmnist(tmp_path / "2.bin", events((10, 3, 5, 1), (20, 200, 7, 0)))
+    with pytest.raises(DataError, match=r"2\.bin: 1 event\(s\) lie outside N-MNIST's 34 x 34 frame \(x up to 200"):
+        load_dataset("nmnist", "all", root=tmp_path)[2]
+
+
 @needs_eventdata
 def test_read_nmnist_truncated_real_file(tmp_path):
     raw = (NMNIST / "single_sample.bin").read_bytes()
