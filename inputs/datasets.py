@@ -40,7 +40,7 @@ from core.fileio import write_atomic
 from inputs import SPLITS
 from inputs.emulator import EmulatorConfig, emulate_batch
 from inputs.encode import Encoder
-from inputs.events import Binning, as_events, bin_events, bin_events_counted, downsample_events
+from inputs.events import Binning, as_events, bin_events, downsample_events
 from inputs.formats.nmnist import read_nmnist
 
 SPLIT_SEED = 0  # every hold-out split uses this seed, independent of the run's seed
@@ -50,6 +50,7 @@ LOCATION_ONLY_ARGS = ("cache_dir",)  # arguments that change where data is kept,
 DIGIT_NAMES = [str(d) for d in range(10)]
 EVENT_DIGITS_CACHE_VERSION = 1  # bump when the emulator's output for a config changes
 NMNIST_EMULATED_CACHE_VERSION = 1  # the same for nmnist_emulated
+NMNIST_SIDE = 34  # N-MNIST's frame: 34 x 34 pixels
 VIEW_SEED_STRIDE = 1_000_003  # view v of nmnist_emulated with seed s is emulated with seed s + v * stride
 
 DatasetBuilder = Callable[..., "SpikeDataset"]
@@ -268,13 +269,19 @@ def _bin_stream(streams: Sequence[np.ndarray], binning: Binning, i: int) -> torc
 
 
 def _bin_nmnist_file(files: Sequence[Path], binning: Binning, i: int) -> torch.Tensor:
-    events = read_nmnist(files[i])
-    frames, dropped = bin_events_counted(events, binning)
-    if dropped["outside_sensor"]:  # N-MNIST's frame is 34 x 34: a damaged file or another sensor's
-        raise DataError(f"{files[i]}: {dropped['outside_sensor']} event(s) lie outside N-MNIST's {binning.width} x "
-                        f"{binning.height} frame (x up to {events['x'].max()}, y up to {events['y'].max()}): a damaged "
-                        "file or another sensor's recording")  # fmt: skip
-    return torch.from_numpy(frames)
+    return torch.from_numpy(bin_events(read_nmnist_sample(files[i]), binning))
+
+
+def read_nmnist_sample(path: Path) -> np.ndarray:
+    """One N-MNIST recording's events, every one inside N-MNIST's 34 x 34 frame: an event outside it
+    (a damaged file, or another sensor's recording in the same format) is a :class:`DataError`."""
+    events = read_nmnist(path)
+    off = (events["x"] >= NMNIST_SIDE) | (events["y"] >= NMNIST_SIDE)
+    if off.any():
+        raise DataError(f"{path}: {int(off.sum())} event(s) lie outside N-MNIST's {NMNIST_SIDE} x {NMNIST_SIDE} "
+                        f"frame (x up to {events['x'].max()}, y up to {events['y'].max()}): a damaged file or another "
+                        "sensor's recording")  # fmt: skip
+    return events
 
 
 def _cifar_sample(data: np.ndarray, enc: Encoder, i: int) -> torch.Tensor:
@@ -506,7 +513,7 @@ def _nmnist(
 ) -> SpikeDataset:
     """N-MNIST recordings from ``root``, the first ``duration_us`` µs binned to (2, 34, 34)."""
     files, labels = nmnist_files(_need_root("nmnist", root, NMNIST_LAYOUT), split)
-    binning = Binning(steps, duration_us, 34, 34, binary=binary, t0_us=0)
+    binning = Binning(steps, duration_us, NMNIST_SIDE, NMNIST_SIDE, binary=binary, t0_us=0)
     return _nmnist_like("nmnist", split, functools.partial(_bin_nmnist_file, files, binning), labels, binning, limit)
 
 

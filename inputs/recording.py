@@ -22,10 +22,16 @@ import numpy as np
 from core.config import help_text
 from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import writable_file, write_json_atomic
-from inputs.datasets import SPLITS, event_digits_events, nmnist_emulated_events, nmnist_files
+from inputs.datasets import (
+    NMNIST_SIDE,
+    SPLITS,
+    event_digits_events,
+    nmnist_emulated_events,
+    nmnist_files,
+    read_nmnist_sample,
+)
 from inputs.emulator import EmulatorConfig
 from inputs.formats.arrays import write_hdf5, write_npy, write_npz
-from inputs.formats.nmnist import read_nmnist
 
 SOURCES = ("event_digits", "nmnist_emulated", "nmnist")
 SLOT_US = 300_000  # one N-MNIST saccade cycle
@@ -34,18 +40,21 @@ SLOT_US = 300_000  # one N-MNIST saccade cycle
 def source_recordings(source: str, split: str, samples: int, seed: int, root: str | None,
                       cache_dir: str | None) -> tuple[list[np.ndarray], np.ndarray, int]:  # fmt: skip
     """The first ``samples`` recordings of ``split`` of ``source``, their labels and the sensor size."""
+    if root is not None and source != "nmnist":
+        raise ConfigError(f"--root is the folder of real recordings that --source nmnist reads; --source {source} "
+                          "is generated and would not read it")  # fmt: skip
     if source == "event_digits":
         cfg = EmulatorConfig()
         events, labels = event_digits_events(split, seed, config=cfg, cache_dir=cache_dir)
         return events[:samples], labels[:samples], cfg.canvas_size
     if source == "nmnist_emulated":
         events, labels, _ = nmnist_emulated_events(split, seed, cache_dir=cache_dir)
-        return events[:samples], labels[:samples], 34
+        return events[:samples], labels[:samples], NMNIST_SIDE
     if source == "nmnist":
         if root is None:
             raise ConfigError("--source nmnist reads real recordings: pass --root <folder of N-MNIST recordings>")
         files, labels = nmnist_files(root, split)
-        return [read_nmnist(f) for f in files[:samples]], labels[:samples], 34
+        return [read_nmnist_sample(f) for f in files[:samples]], labels[:samples], NMNIST_SIDE
     raise ConfigError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
 
 

@@ -221,8 +221,9 @@ def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
     """``--source nmnist``: real recordings laid end to end in 300 ms slots, labels from labels.csv."""
     import json
 
-    from core.errors import ConfigError
-    from inputs.formats.nmnist import read_nmnist
+    from core.errors import ConfigError, DataError
+    from inputs.events import EVENT_DTYPE
+    from inputs.formats.nmnist import read_nmnist, write_nmnist
     from inputs.formats.readers import read_events
 
     path = tmp_path / "real.h5"
@@ -235,6 +236,14 @@ def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
     assert json.loads((tmp_path / "real.h5.labels.json").read_text())["source"] == "nmnist"
     with pytest.raises(ConfigError, match="--root"):
         make_recording(tmp_path / "x.h5", source="nmnist")
+    # a folder named for a generated source was not read, and an event off the 34 x 34 frame was kept
+    with pytest.raises(ConfigError, match="--source nmnist_emulated is generated and would not read it"):
+        make_recording(tmp_path / "x.h5", source="nmnist_emulated", root=str(eventdata / "nmnist" / "train"))
+    (tmp_path / "f").mkdir()
+    write_nmnist(tmp_path / "f" / "a.bin", np.array([(0, 3, 4, 1), (5, 40, 4, 0)], dtype=EVENT_DTYPE))
+    (tmp_path / "f" / "labels.csv").write_text("file,label\na.bin,1\n")
+    with pytest.raises(DataError, match=r"a\.bin: 1 event\(s\) lie outside N-MNIST's 34 x 34 frame \(x up to 40"):
+        make_recording(tmp_path / "x.h5", source="nmnist", root=str(tmp_path / "f"), split="all")
 
 
 # --- EVT 2.0: decode, map and bin in one pass (inputs.formats.evt2.WindowBinner) -------------------
