@@ -44,7 +44,7 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
             raise ConfigError(f"{plan.source} records no dataset (a graph another library wrote?): pass --data with a "
                               "dataset name, an event file or a .npy spike array (T, B, ...), and --steps (and "
                               "--bin-us) for event data")  # fmt: skip
-        overrides: dict = {"root": root} if root else {}
+        overrides: dict = ({"root": root} if root else {}) | ({"limit": samples} if samples else {})
         if plan.steps is not None and plan.steps != desc.get("steps"):
             overrides["steps"] = plan.steps  # --steps
         if bin_us is not None:
@@ -68,7 +68,7 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
             if "duration_us" not in accepted:
                 raise ConfigError(f"dataset {data!r} is not event data: --bin-us does not apply")
             binning["duration_us"] = plan.steps * int(bin_us)
-        ds = load_dataset(data, split, root=root, steps=plan.steps, **binning)
+        ds = load_dataset(data, split, root=root, steps=plan.steps, limit=samples, **binning)
     if tuple(ds.input_shape) != plan.input_shape:
         raise DataError(f"dataset {ds.name!r} gives inputs {tuple(ds.input_shape)}, the graph takes {plan.input_shape}")
     n = len(ds) if samples is None else min(samples, len(ds))

@@ -530,3 +530,19 @@ def test_an_event_file_is_one_window_from_its_start_inside_the_graphs_frame(even
         DataError, match=r"1 of the window's events lie outside the graph's 34x34 input .* runtime.stream"
     ):
         load_inputs(plan, str(tmp_path / "rec.npy"))
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["recorded", "--data"])
+def test_samples_builds_only_that_many(digits_graphs, monkeypatch, named):
+    """``--samples N`` built the whole split and then took N: ``--steps 1000000 --samples 2`` tried to
+    encode all 360 test digits (172 GiB) and told the user to lower --samples."""
+    from inputs import datasets
+
+    built = []
+    real = datasets.spike_batch
+    monkeypatch.setattr(datasets, "spike_batch", lambda ds, idx: (built.append(len(ds)), real(ds, idx))[1])
+    plan = load_plan(digits_graphs / "float.nir")
+    whole, labels, _ = load_inputs(plan, "digits" if named else None)
+    spikes, labels3, what = load_inputs(plan, "digits" if named else None, samples=3)
+    assert built == [360, 3] and what == "digits/test (3 samples)"
+    assert np.array_equal(spikes, whole[:, :3]) and np.array_equal(labels3, labels[:3])
