@@ -70,12 +70,18 @@ PEER_DT = {"snntorch": 1e-4, "spikingjelly": 1e-4}
 READ_AS = {"snntorch": "snntorch-zero", "spikingjelly": "spikingjelly", "norse": "norse-import"}
 
 
+def refusal(peer: str) -> str | None:
+    """Why ``--for peer`` cannot be written (an unknown library, or one no file makes compute our spikes), if so."""
+    if peer not in PEERS:
+        return f"--for {peer!r}: unknown library; known: {', '.join(PEERS)}"
+    return f"--for {peer}: {REFUSED[peer]}" if peer in REFUSED else None
+
+
 def graph_for(graph: nir.NIRGraph, peer: str, *, dt: float, precision: str = "float") -> nir.NIRGraph:
     """``graph`` (one of ours, time step ``dt``) rewritten for ``peer``'s own NIR import."""
-    if peer not in PEERS:
-        raise ModelError(f"--for {peer!r}: unknown library; known: {', '.join(PEERS)}")
-    if peer in REFUSED:
-        raise ModelError(f"--for {peer}: {REFUSED[peer]}")
+    refused = refusal(peer)
+    if refused:
+        raise ModelError(refused)
     if peer == "nir":
         return graph
     fixed_source = None

@@ -24,6 +24,7 @@ import torch
 from convert.build import PRECISIONS, build_nir, choice_table
 from convert.netx import NETX_BIAS_SHIFT
 from convert.nirgraph import write_graph
+from convert.peers import refusal
 from core.config import parse_config
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError, error_line
 from core.fileio import (
@@ -207,6 +208,9 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     if cfg.precision == "fixed" and (cfg.weight_bits is not None or cfg.per_channel is not None):
         raise ConfigError("--weight-bits and --per-channel choose float precision's weight grid; --precision fixed "
                           "takes Loihi's 8-bit weights with an exponent per layer")  # fmt: skip
+    for peer in _peers(cfg):  # before any work (the files' check comes last)
+        if refusal(peer):
+            raise ConfigError(refusal(peer))
     if cfg.name is None:
         cfg = replace(cfg, name="model.fixed" if cfg.precision == "fixed" else "model")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
@@ -235,7 +239,7 @@ def output_files(cfg: ConvertConfig) -> dict[str, str]:
 
 
 def _peers(cfg: ConvertConfig) -> list[str]:
-    return [p.strip() for p in (cfg.peers or "").split(",") if p.strip()]
+    return list(dict.fromkeys(p.strip() for p in (cfg.peers or "").split(",") if p.strip()))
 
 
 def _convert(cfg: ConvertConfig, files: dict[str, str]) -> dict[str, Any]:

@@ -142,8 +142,12 @@ def test_to_nir_for_writes_the_fixed_graphs_nearest_float_files(trained_digits, 
 @pytest.mark.parametrize("peer,message", [("nirtorch", "maps no LIF"), ("sinabs", "pins nir <= 1.0.4"),
                                           ("rockpool", "imports no Conv2d"), ("brian2", "unknown library")])  # fmt: skip
 def test_libraries_that_cannot_run_the_graph_are_refused_with_the_reason(
-    trained_digits, tmp_path, capsys, peer, message
+    trained_digits, tmp_path, capsys, peer, message, monkeypatch
 ):
+    def work(*_):
+        raise AssertionError("the conversion ran before --for was checked")
+
+    monkeypatch.setattr(to_nir, "_convert", work)  # refused before any work (it came after the parity run)
     argv = [str(trained_digits), "--out", str(tmp_path), "--for", peer, "--parity-samples", "16", "--onnx", "false"]
     assert to_nir.main(argv) == 2
     assert message in capsys.readouterr().err
