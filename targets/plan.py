@@ -641,11 +641,28 @@ def read_graph_file(path: Path) -> nir.NIRGraph:
                         f"(wait status {status})")  # fmt: skip
     kind, value = pickle.loads(b"".join(chunks))  # (our own child's bytes)
     if kind == "error":
-        with open(path, "rb") as f:
-            checkpoint = torch_save_head(f.read(4))
-        hint = f"; it is a PyTorch checkpoint: python -m convert.to_nir {path} writes its graph" if checkpoint else ""
-        raise DataError(f"{path} is not a readable NIR graph ({value}){hint}")
+        raise DataError(f"{path} is not a readable NIR graph ({value}){_other_file_hint(path)}")
     return value
+
+
+def _other_file_hint(path: Path) -> str:
+    """What a file that is not a graph seems to be, and the command that takes it ("" when unknown)."""
+    from inputs.formats.readers import sniff_format  # (only when a graph file fails to read)
+
+    with open(path, "rb") as f:
+        if torch_save_head(f.read(4)):
+            return f"; it is a PyTorch checkpoint: python -m convert.to_nir {path} writes its graph"
+    if path.suffix.lower() == ".onnx":
+        return "; it is an ONNX file: the targets run the .nir graph that convert.to_nir wrote beside it"
+    try:
+        fmt, _ = sniff_format(path)
+    except SnnDeployError:
+        return ""
+    if fmt in ("npy", "npz"):
+        return "; it is a NumPy file: name a .nir graph first and this file with --data (a spike array or events)"
+    if fmt and fmt != "hdf5":  # (an HDF5 file may be a damaged graph as well as an event recording)
+        return f"; it is an event recording ({fmt}): python -m runtime.stream {path} --model GRAPH runs a graph on it"
+    return ""
 
 
 def _node_type_problem(path: Path) -> str | None:
@@ -687,7 +704,7 @@ def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str 
     if not isinstance(graph, nir.NIRGraph):
         path = Path(graph)
         if not path.is_file():
-            raise DataError(f"graph file {path} does not exist")
+            raise DataError(f"graph file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
         graph = read_graph_file(path)
     try:
         return _build_plan(graph, source, dt, dialect)

@@ -91,6 +91,16 @@ def test_run_errors(digits_graphs, tmp_path, capsys):
     np.save(tmp_path / "none.npy", spikes)
     assert run_cmd.main([str(digits_graphs / "float.nir"), "--data", str(tmp_path / "none.npy")]) == 2
     assert "none.npy: the spike array (4, 0, 1, 8, 8) has no samples" in capsys.readouterr().err
+    # another kind of file named as the graph: say what it is and which command takes it
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 1, 8, 8), np.float32))
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    (tmp_path / "rec.aedat4").write_bytes(b"#!AER-DAT4.0\r\n" + bytes(64))
+    for name, hint in [("x.npy", "it is a NumPy file: name a .nir graph first and this file with --data"),
+                       ("model.onnx", "it is an ONNX file: the targets run the .nir graph"),
+                       ("rec.aedat4", f"it is an event recording (aedat4): python -m runtime.stream {tmp_path / 'rec.aedat4'}"),
+                       (".", "is a folder")]:  # fmt: skip
+        assert run_cmd.main([str(tmp_path / name)]) == 2
+        assert hint in capsys.readouterr().err, name
     checkpoint = tmp_path / "student.pt"  # a checkpoint named as the graph: say how to get its graph
     torch.save({"w": torch.zeros(2)}, checkpoint)
     assert run_cmd.main([str(checkpoint)]) == 2
