@@ -452,6 +452,16 @@ def test_a_glob_the_shell_expanded_says_to_quote_it(event_model, recording, caps
     assert "quote the pattern ('rec/*.h5') or name their folder" in capsys.readouterr().err
 
 
+def test_a_graph_named_as_the_recording_says_to_name_it_with_model(event_model, capsys):
+    """The two swapped: the graph's HDF5 file holds no events, and the message says what it is."""
+    graph = str(event_model["float"])
+    assert stream_cmd.main([graph, "--model", graph, "--progress", "false"]) == 2
+    assert (
+        "holds the events (candidates: none); expected a compound t, x, y, p dataset or a group with t, x, y, p datasets; it is a NIR graph: name it with --model"
+        in capsys.readouterr().err
+    )
+
+
 def test_a_graph_trained_on_encoded_frames_is_streamed_with_a_note(digits_graphs, event_model, recording, capsys):
     """The digits student (images through a spike encoder) maps and runs on events, but what it
     predicts there means little: the summary and the message say so; an event model has no note."""

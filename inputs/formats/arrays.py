@@ -440,9 +440,10 @@ def _h5_info(path: Path, f: Any, dataset: str | None) -> tuple[ArrayInfo, Any]:
             cands = [c for c in cands if c[0].strip("/").split("/")[-1] == "events"] or cands
         if len(cands) != 1:
             what = ", ".join(c[0] for c in cands) if cands else "none"
+            graph = "; it is a NIR graph: name it with --model" if not cands and "node" in f and "version" in f else ""
             raise DataError(
                 f"{path}: cannot tell which HDF5 dataset holds the events (candidates: {what}); "
-                f"expected a compound t, x, y, p dataset or a group with t, x, y, p datasets"
+                f"expected a compound t, x, y, p dataset or a group with t, x, y, p datasets{graph}"
             )
         dataset = cands[0][0]
     if dataset not in f:
