@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -94,9 +95,15 @@ def _end_session(worker: subprocess.Popen) -> None:
 
 
 def worker_error(code: int, stderr: str) -> SnnDeployError:
-    """The worker's own error line as the same project error class; else its output's tail."""
+    """The worker's own error line as the same project error class; a module its Python lacks, named;
+    else its output's tail."""
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     tagged = [ln[len(ERROR_TAG) :] for ln in lines if ln.startswith(ERROR_TAG)]
+    last = tagged[-1].partition(": ")[2] if tagged else (lines[-1] if lines else "")
+    missing = re.fullmatch(r"ModuleNotFoundError: No module named '([\w.]+)'", last)
+    if missing:  # (an import at the worker's start, or Lava's own import inside a run)
+        return LavaError(f"the Lava worker's Python ({LAVA_PYTHON}) has no module {missing[1]!r}: make setup-lava installs "
+                         "the Lava environment (or SNN_DEPLOY_LAVA_PYTHON names a Python that has it)")  # fmt: skip
     if tagged:
         cls_name, _, msg = tagged[-1].partition(": ")
         cls = getattr(errors, cls_name, None)

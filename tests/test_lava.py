@@ -96,11 +96,25 @@ def test_a_lava_stop_that_hangs_is_given_up(monkeypatch, capsys):
     assert proc.stopped and capsys.readouterr().err == ""
 
 
+def test_a_python_without_lava_names_the_missing_module(tmp_path, monkeypatch):
+    """SNN_DEPLOY_LAVA_PYTHON naming a Python without Lava (here: this one) printed the worker's
+    traceback as a crash; it is the missing module and the command that installs it."""
+    import sys
+
+    plan, x = _graph(tmp_path, "digits_csnn", (1, 8, 8), "fixed", steps=3, batch=1)
+    monkeypatch.setattr(lava_target, "LAVA_PYTHON", Path(sys.executable))
+    with pytest.raises(LavaError, match=rf"the Lava worker's Python \({sys.executable}\) has no module 'lava': make "
+                                        "setup-lava installs the Lava environment"):  # fmt: skip
+        lava_target.run(plan, x)
+
+
 def test_worker_messages_become_our_errors():
     err = worker_error(3, "noise\nlava-worker-error: ModelError: node x: not supported\n")
     assert isinstance(err, ModelError) and str(err) == "lava worker: node x: not supported"
     err = worker_error(3, "Traceback ...\n  File lava.py\nlava-worker-error: LavaError: ValueError: bad shape\n")
     assert isinstance(err, LavaError) and "Lava failed: ValueError: bad shape" in str(err) and "lava.py" in str(err)
+    err = worker_error(1, "Traceback ...\n  File plan.py\nModuleNotFoundError: No module named 'nir'\n")
+    assert isinstance(err, LavaError) and "has no module 'nir': make setup-lava" in str(err)
     err = worker_error(-11, "something\nSegmentation fault\n")
     assert isinstance(err, LavaError) and "status -11 (crashed?)" in str(err) and "Segmentation fault" in str(err)
 
