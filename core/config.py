@@ -157,7 +157,8 @@ class _Parser(argparse.ArgumentParser):
     hint = ""
 
     def error(self, message: str):
-        if self.hint and message.startswith("unrecognized arguments"):
+        extra = message.partition(": ")[2].split() if message.startswith("unrecognized arguments") else []
+        if self.hint and extra and not any(a.startswith("-") for a in extra):  # (only extra files, not a flag)
             message += f" ({self.hint})"
         super().error(message)
 

@@ -450,6 +450,9 @@ def test_a_glob_the_shell_expanded_says_to_quote_it(event_model, recording, caps
         stream_cmd.main([str(recording), str(recording), "--model", str(event_model["float"])])
     assert exit_.value.code == 2
     assert "quote the pattern ('rec/*.h5') or name their folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a flag the command does not take is not a glob
+        stream_cmd.main([str(recording), "--steps", "8", "--model", str(event_model["float"])])
+    assert capsys.readouterr().err.rstrip().endswith("error: unrecognized arguments: --steps 8")
 
 
 def test_a_graph_named_as_the_recording_says_to_name_it_with_model(event_model, capsys):
