@@ -346,7 +346,7 @@ def _write_staged(
         **src.fields, "precision": cfg.precision, "T": steps, "dt": dt,
         "weight_bits": cfg.weight_bits if cfg.precision == "float" else 8, "per_channel": cfg.per_channel,
         "parity_samples": int(spikes.shape[1]), "files": {k: str(out / v) for k, v in files.items()},
-        "output": "scores" if plan.scores else "spike counts", "float_label": src.float_label,
+        "output": plan.output_kind, "float_label": src.float_label,
         "float_checkpoint": _summary(t_counts, t_layers, labels),
         "graph_reference": _summary(ref.counts, ref.layer_counts, labels),
     }  # fmt: skip

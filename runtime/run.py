@@ -106,10 +106,14 @@ def predictions(counts: np.ndarray) -> np.ndarray:
 
 def output_report(plan: Plan, counts: np.ndarray) -> dict[str, Any]:
     """What the output is, its mean per class, and the ties and dead classes behind the predictions."""
-    kind = "scores" if plan.scores else "spike counts"
-    stats = prediction_stats(counts, spike_readout=not plan.scores)
-    return {"kind": kind, "what": "per-class membrane of the LI readout summed over T" if plan.scores else
-            "per-class output spikes over T", "mean_per_class": np.asarray(counts, dtype=np.float64).mean(axis=0).tolist(),
+    kind = plan.output_kind
+    stats = prediction_stats(counts, spike_readout=kind == "spike counts")
+    what = {
+        "scores": "per-class membrane of the LI readout summed over T",
+        "spike counts": "per-class output spikes over T",
+        "values": "per-class values of a layer that is not a neuron layer, each step's truncated to an integer, summed over T",
+    }[kind]
+    return {"kind": kind, "what": what, "mean_per_class": np.asarray(counts, dtype=np.float64).mean(axis=0).tolist(),
             "predictions": stats, "warning": prediction_warning(stats, len(counts))}  # fmt: skip
 
 

@@ -425,7 +425,7 @@ def _verify(cfg: VerifyConfig, out: Path) -> dict[str, Any]:
             if plan.precision == "float" else ""))  # fmt: skip
     rep: dict[str, Any] = {
         "graph": cfg.graph, "precision": plan.precision, "T": int(spikes.shape[0]), "samples": int(spikes.shape[1]), "data": what,
-        "layers": plan.lif_names, "li_layers": plan.li_names, "output": "scores" if plan.scores else "spike counts",
+        "layers": plan.lif_names, "li_layers": plan.li_names, "output": plan.output_kind,
         "tie_rule": TIE_RULE,
         "tolerance": ("exact: every output count, layer count and raster equal to the reference" if plan.precision == "fixed" else
                       f"exact, except samples whose first divergence is a threshold tie (reference membrane within {TIE_ULPS} float32 ulps of the threshold), which are counted and listed") + li_note,

@@ -166,6 +166,16 @@ class Plan:
         over T: float64 in float precision, int64 in fixed) instead of output spike counts."""
         return any(s != "input" and self.node(s).kind == "li" for s in self.outputs)
 
+    @property
+    def output_kind(self) -> str:
+        """What a run's per-class output is: ``"scores"`` (an LI readout), ``"spike counts"`` (LIF
+        layers) or ``"values"`` (anything else, each step's truncated to an integer, summed over T: a graph
+        ending in a synapse or a pool; :mod:`targets.reference`)."""
+        if self.scores:
+            return "scores"
+        spiking = all(s != "input" and self.node(s).kind == "lif" for s in self.outputs)
+        return "spike counts" if spiking else "values"
+
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 

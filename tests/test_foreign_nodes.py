@@ -173,7 +173,9 @@ def test_a_graph_without_neurons_runs_and_verifies(tmp_path, capsys):
     argv = [str(tmp_path / "c.nir"), "--data", str(tmp_path / "x.npy"), "--progress", "false"]
     assert run_cmd.main([*argv, "--target", "eventsim", "--out", str(tmp_path / "r.json")]) == 0
     assert "activation sparsity      n/a (no spiking layer)" in capsys.readouterr().out
-    assert json.loads((tmp_path / "r.json").read_text())["activation_sparsity"] is None
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["activation_sparsity"] is None and rep["output"]["kind"] == "values"  # (it said "spike counts")
+    assert "silent_samples" not in rep["output"]["predictions"]
     assert verify.main([*argv, "--targets", "torch,eventsim", "--out", str(tmp_path / "v")]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "no plots: the graph has no neuron layer" in out and "Traceback" not in out
