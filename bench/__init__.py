@@ -19,3 +19,24 @@ figures it shows are kept in ``bench/results/``.
 ``bench.machine`` is not a benchmark: it names the CPU (model, vector extension, caches, the CPU numba
 compiles for) that ``bench.eventsim``, ``bench.ceiling`` and ``bench.peers`` write beside their figures.
 """
+
+import argparse
+
+
+def at_least(minimum: int | float):
+    """An argparse ``type``: a number no smaller than ``minimum`` (an integer when ``minimum`` is one),
+    so that ``--samples 0`` or ``--seconds nan`` is argparse's one line, not a traceback later."""
+    kind = type(minimum)
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not value >= minimum:  # (NaN too)
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import at_least
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,18 +294,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--data-root", default=str(DEFAULT_DATA), help="folder of real N-MNIST recordings with labels.csv")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=2, help="labelled draws per fold")
-    p.add_argument("--max-pairs", type=int, default=None, help="use only the first N (fold, repeat) pairs")
-    p.add_argument("--labelled-per-class", type=int, default=10)
-    p.add_argument("--val-per-class", type=int, default=10)
+    p.add_argument("--folds", type=at_least(2), default=5)
+    p.add_argument("--repeats", type=at_least(1), default=2, help="labelled draws per fold")
+    p.add_argument("--max-pairs", type=at_least(1), default=None, help="use only the first N (fold, repeat) pairs")
+    p.add_argument("--labelled-per-class", type=at_least(1), default=10)
+    p.add_argument("--val-per-class", type=at_least(1), default=10)
     p.add_argument("--configs", default=",".join(MAIN_CONFIGS), help=f"comma-separated, from: {', '.join(CONFIGS)}")
-    p.add_argument("--epochs", type=int, default=60, help="student epochs (passes over the labelled set)")
-    p.add_argument("--teacher-epochs", type=int, default=15)
+    p.add_argument("--epochs", type=at_least(1), default=60, help="student epochs (passes over the labelled set)")
+    p.add_argument("--teacher-epochs", type=at_least(1), default=15)
     p.add_argument("--teacher-args", type=json.loads, default={"channels": [32, 64, 128], "batch_norm": True})
     p.add_argument("--student-args", type=json.loads, default={"batch_norm": True})
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=at_least(1), default=8)
+    p.add_argument("--batch-size", type=at_least(1), default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--aug-shift", type=int, default=2)

@@ -55,7 +55,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from bench import machine
+from bench import at_least, machine
 from core.errors import ModelError
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
 from targets.eventsim.kernels import _add_run, _cycles, window_start
@@ -562,8 +562,8 @@ def plot(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--samples", type=int, default=16, help="N-MNIST recordings per workload")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
+    p.add_argument("--samples", type=at_least(1), default=16, help="N-MNIST recordings per workload")
+    p.add_argument("--repeats", type=at_least(1), default=5, help="timed repeats (median)")
     p.add_argument("--model", default="runs/nmnist_student/student.pt", help="trained N-MNIST CSNN checkpoint")
     p.add_argument("--data", default=str(NMNIST), help="N-MNIST training recordings")
     p.add_argument("--workloads", nargs="+", default=["nmnist", "nmnist_1ms", "nmnist_1ms_nobias"],
@@ -571,9 +571,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fixed", "float"], choices=["fixed", "float"])
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "ceiling"))
     args = p.parse_args(argv)
-    if args.samples < 1 or args.repeats < 1:
-        print("error: --samples and --repeats must be at least 1", file=sys.stderr)
-        return 2
     if not Path(args.data).is_dir():
         print(f"skipped: the N-MNIST recordings are not at {args.data} (../shared/eventdata); nothing measured",
               file=sys.stderr)  # fmt: skip

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import machine
+from bench import at_least, machine
 from convert.build import build_nir
 from convert.nirgraph import write_graph
 from core.errors import ConfigError, SnnDeployError
@@ -297,9 +297,9 @@ def plot(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--samples", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--lava-samples", type=int, default=3)
+    p.add_argument("--samples", type=at_least(1), default=64)
+    p.add_argument("--repeats", type=at_least(1), default=5)
+    p.add_argument("--lava-samples", type=at_least(0), default=3)
     p.add_argument("--no-lava", action="store_true", help="skip the lava comparison")
     p.add_argument("--nmnist", default="runs/nmnist_student/student.pt",
                    help="trained N-MNIST CSNN checkpoint (python -m bench.nmnist_student)")  # fmt: skip
@@ -310,9 +310,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads-only", action="store_true",
                    help="only batches of 64 on two threads against one (fewer than 128 samples are repeated up to 128)")  # fmt: skip
     args = p.parse_args(argv)
-    if args.samples < 1 or args.repeats < 1:
-        print("error: --samples and --repeats must be at least 1", file=sys.stderr)
-        return 2
     from tqdm import tqdm
 
     torch.set_num_threads(1)  # one core for every target

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import at_least
 from core.errors import SnnDeployError
 from core.fileio import write_json_atomic
 
@@ -617,11 +618,17 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--seconds", type=float, default=300.0, help="time budget in all, shared equally by the cases")
+    p.add_argument(
+        "--seconds", type=at_least(1.0), default=300.0, help="time budget in all, shared equally by the cases"
+    )
     p.add_argument("--cases", nargs="+", default=None, help=f"cases to run (default: all: {', '.join(CASES)})")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds one input may take before it counts as a hang")
-    p.add_argument("--memory-mib", type=int, default=2048, help="address space the worker may add (0: no limit)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--timeout", type=at_least(0.1), default=10.0, help="seconds one input may take before it counts as a hang"
+    )
+    p.add_argument(
+        "--memory-mib", type=at_least(0), default=2048, help="address space the worker may add (0: no limit)"
+    )
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", default="runs/fuzz")
     args = p.parse_args(argv)
     unknown = sorted(set(args.cases or ()) - set(CASES))

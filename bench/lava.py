@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import at_least
 from core.fileio import write_json_atomic
 from runtime.latency import extra_steps
 from targets import get_target, lava_target, torch_target
@@ -125,11 +126,9 @@ def measure(plan: Plan, spikes: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.lava", description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--samples", type=int, default=16, help="samples per workload (default: %(default)s)")
+    ap.add_argument("--samples", type=at_least(1), default=16, help="samples per workload (default: %(default)s)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "lava.json"), help="JSON output")
     args = ap.parse_args(argv)
-    if args.samples < 1:
-        ap.error("--samples must be at least 1")
     reason = lava_target.unavailable_reason()
     if reason:
         print(f"lava target unavailable: {reason}", file=sys.stderr)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import at_least
+
 LIBRARIES = ("snntorch", "norse", "spikingjelly")  # libraries whose own import runs our rewritten graphs
 
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-graph", required=True, help="the same graph written for the library (convert.peers)")
     ap.add_argument("--inputs", required=True, help="input spikes (T, B, ...) as .npy")
     ap.add_argument("--dt", type=float, required=True, help="our graph's time step (s)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=at_least(1), default=3)
     ap.add_argument("--out", required=True, help="the JSON file to write")
     args = ap.parse_args(argv)
     import torch

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import machine
+from bench import at_least, machine
 from bench.eventsim import GOALS, NMNIST, workloads
 from bench.peer_env import load_peer, time_runners
 from convert.build import build_nir
@@ -196,8 +196,8 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samples", type=at_least(1), default=16)
+    ap.add_argument("--repeats", type=at_least(1), default=3)
     ap.add_argument("--nmnist", default="runs/nmnist_student/student.pt")
     ap.add_argument("--digits", default="runs/demo/student.pt")
     ap.add_argument("--event-digits", default="runs/demo/nmnist/student.pt")
@@ -205,9 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--envs", default="/tmp/peers", help="scratch environments, ENVS/<library>/bin/python, for "
                     "the libraries whose pins conflict with the project's (tests/data/foreign/README.md)")  # fmt: skip
     args = ap.parse_args(argv)
-    if args.samples < 1 or args.repeats < 1:
-        print("error: --samples and --repeats must be at least 1", file=sys.stderr)
-        return 2
     torch.set_num_threads(1)
     out = Path(args.out)
     (out / "graphs").mkdir(parents=True, exist_ok=True)

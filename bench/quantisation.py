@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import at_least
 from convert.build import build_nir
 from convert.to_nir import torch_run
 from core.fileio import save_figure, write_json_atomic, write_text_atomic
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
-    p.add_argument("--epochs", type=int, default=None, help="student epochs (default: per dataset)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--epochs", type=at_least(1), default=None, help="student epochs (default: per dataset)")
+    p.add_argument("--threads", type=at_least(1), default=None)
     p.add_argument("--out", default="runs/bench/quantisation")
     args = p.parse_args(argv)
     results = run(args)

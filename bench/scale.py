@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import at_least
 from core.fileio import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
     ap.add_argument("--graph", default="runs/nmnist_qat/model.fixed.nir", help="graph verified (default: %(default)s)")
     ap.add_argument("--stream-model", default="runs/nmnist_qat/model.nir", help="graph streamed (default: %(default)s)")
-    ap.add_argument("--samples", type=int, default=100, help="recordings verified (default: %(default)s)")
+    ap.add_argument("--samples", type=at_least(1), default=100, help="recordings verified (default: %(default)s)")
     ap.add_argument("--targets", default="all", help="targets verified (default: %(default)s)")
-    ap.add_argument("--files", type=int, default=200, help="files streamed; 0: no streaming run (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=2, help="parallel workers (default: %(default)s)")
+    ap.add_argument(
+        "--files", type=at_least(0), default=200, help="files streamed; 0: no streaming run (default: %(default)s)"
+    )
+    ap.add_argument("--workers", type=at_least(1), default=2, help="parallel workers (default: %(default)s)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
     ap.add_argument("--out", default="runs/bench/scale", help="results folder (default: %(default)s)")
     args = ap.parse_args(argv)

@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import at_least
 from core.fileio import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recording", default="aedat2/dvs128_walking.aedat",
                     help="recording under ../shared/eventdata (default: %(default)s)")  # fmt: skip
     ap.add_argument("--target", default="eventsim", help="target streamed on (default: %(default)s)")
-    ap.add_argument("--repeats", type=int, default=5, help="warm runs (default: %(default)s)")
+    ap.add_argument("--repeats", type=at_least(1), default=5, help="warm runs (default: %(default)s)")
     ap.add_argument("--no-setup", dest="setup", action="store_false",
                     help="skip python -m runtime.warm (about 5 minutes) and the runs after it")  # fmt: skip
     ap.add_argument("--out", default="runs/bench/startup", help="folder of startup.json (default: %(default)s)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from bench import at_least
 from core.fileio import write_json_atomic
 from inputs.datasets import load_dataset, spike_batch
 from train.bkd import StudentObjective, TrainConfig, feature_channels, teacher_input
@@ -76,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--datasets", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--rounds", type=at_least(1), default=30)
+    p.add_argument("--batch-size", type=at_least(1), default=64)
+    p.add_argument("--steps", type=at_least(1), default=8)
     p.add_argument("--out", default="runs/bench/step_time")
     args = p.parse_args(argv)
     results = [measure(ds, args.rounds, args.batch_size, args.steps) for ds in args.datasets]

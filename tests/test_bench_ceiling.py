@@ -122,6 +122,30 @@ def test_no_samples_or_repeats_is_one_line(tmp_path, capsys):
     from bench.ceiling import main
 
     for flag in ("--samples", "--repeats"):
-        assert main([flag, "0", "--out", str(tmp_path / "out")]) == 2
-        assert "--samples and --repeats must be at least 1" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_:
+            main([flag, "0", "--out", str(tmp_path / "out")])
+        assert exit_.value.code == 2
+        assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_every_benchmark_refuses_counts_below_their_minimum(capsys):
+    """One argparse type (bench.at_least) for every benchmark's counts and budgets: bench.startup
+    --repeats 0 ended in a TypeError, bench.fuzz --seconds 0 (or --timeout 0) ran and wrote a
+    report of nothing."""
+    import importlib
+
+    from bench import at_least
+
+    assert at_least(1)("3") == 3 and at_least(0.1)("0.5") == 0.5
+    for module, argv, message in [
+        ("bench.startup", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+        ("bench.fuzz", ["--seconds", "0"], "argument --seconds: must be at least 1.0, got 0"),
+        ("bench.fuzz", ["--timeout", "nan"], "argument --timeout: must be at least 0.1, got nan"),
+        ("bench.scale", ["--workers", "x"], "argument --workers: expected an integer, got 'x'"),
+        ("bench.lava", ["--samples", "-1"], "argument --samples: must be at least 1, got -1"),
+        ("bench.peers", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            importlib.import_module(module).main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, (module, argv)

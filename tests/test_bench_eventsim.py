@@ -1,6 +1,7 @@
 """bench.eventsim's two-thread ratio: batches split over threads, and whole batches side by side."""
 
 import numpy as np
+import pytest
 import torch
 
 from bench import eventsim as bench
@@ -36,6 +37,8 @@ def test_no_samples_or_repeats_is_one_line(tmp_path, capsys):
     from bench.eventsim import main
 
     for flag in ("--samples", "--repeats"):
-        assert main([flag, "0", "--out", str(tmp_path / "out")]) == 2
-        assert "--samples and --repeats must be at least 1" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_:
+            main([flag, "0", "--out", str(tmp_path / "out")])
+        assert exit_.value.code == 2
+        assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
