@@ -597,6 +597,7 @@ def recordings(spec: str) -> list[Path]:
 def read_file_labels(path: str | Path) -> dict[str, int]:
     """``file,label`` rows (a header row is allowed) -> {file name: label}."""
     labels: dict[str, int] = {}
+    first: dict[str, int] = {}  # file name -> the line that labels it
     try:
         rows = list(csv.reader(Path(path).read_text().splitlines()))
     except OSError as e:
@@ -606,8 +607,12 @@ def read_file_labels(path: str | Path) -> dict[str, int]:
             continue
         if len(row) != 2:
             raise DataError(f"labels file {path}, line {i}: expected file,label, got {row}")
+        name = Path(row[0].strip()).name
+        if name in first:  # (the later label replaced the earlier without a word)
+            raise DataError(f"labels file {path}, line {i}: {name} is labelled again (first on line {first[name]})")
+        first[name] = i
         try:
-            labels[Path(row[0].strip()).name] = int(row[1])
+            labels[name] = int(row[1])
         except ValueError:
             raise DataError(f"labels file {path}, line {i}: label {row[1]!r} is not an integer") from None
     return labels
@@ -699,8 +704,11 @@ def main_many(cfg: StreamConfig) -> int:
           f"{s['workers']} worker(s) ({s['cluster']}): {s['events_per_s']:,.0f} events/s", file=sys.stderr)  # fmt: skip
     if "scored" in s:
         sc = s["scored"]
-        print(f"against {sc['labels']}: {sc['correct']}/{sc['recordings']} recordings correct "
-              f"({100 * (sc['accuracy'] or 0):.1f}%)", file=sys.stderr)  # fmt: skip
+        missing = s["files"] - sc["recordings"]
+        unlabelled = (f"; {missing} recording(s) without a label, not scored: "
+                      f"{', '.join(Path(f).name for f in sc['unlabelled'][:5])}{', ...' if missing > 5 else ''}")  # fmt: skip
+        print(f"against {sc['labels']}: {sc['correct']}/{sc['recordings']} labelled recordings correct "
+              f"({100 * (sc['accuracy'] or 0):.1f}%){unlabelled if missing else ''}", file=sys.stderr)  # fmt: skip
     print(f"windows: {out}/<file>.jsonl; summary: {out / 'summary.json'}", file=sys.stderr)
     return 0
 

@@ -265,11 +265,17 @@ def test_many_recordings_equal_single_runs(event_model, tmp_path, workers, capsy
             json.loads(p.read_text()) for p in (out / f"r{i}.h5.jsonl.summary.json", Path(f"{single}.summary.json"))
         )
         assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
-    assert "3 recordings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3 recordings" in err
+    assert "2 labelled recordings correct" in err and "; 1 recording(s) without a label, not scored: r2.h5" in err
 
 
 def test_many_recordings_errors(event_model, tmp_path, capsys):
     model = str(event_model["fixed"])
+    labels = tmp_path / "labels.csv"  # a file labelled twice: the later label replaced the earlier
+    labels.write_text("file,label\nr0.h5,1\nr1.h5,7\nr0.h5,3\n")
+    with pytest.raises(DataError, match=r"labels\.csv, line 4: r0\.h5 is labelled again \(first on line 2\)"):
+        stream_cmd.read_file_labels(labels)
     assert stream_cmd.main([str(tmp_path / "*.h5"), "--model", model, "--out", str(tmp_path / "o")]) == 2
     assert "matches no file" in capsys.readouterr().err
     make_recording(tmp_path / "a.h5", samples=2)
