@@ -477,10 +477,18 @@ def load_slots(labels_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise DataError(f"labels file {labels_path} does not exist")
     try:
         slots = json.loads(Path(labels_path).read_text())["samples"]
-        return (np.array([s["start_us"] for s in slots], np.int64), np.array([s["end_us"] for s in slots], np.int64),
-                np.array([s["label"] for s in slots], np.int64))  # fmt: skip
+        starts, ends, labels = (np.array([s["start_us"] for s in slots], np.int64),
+                                np.array([s["end_us"] for s in slots], np.int64),
+                                np.array([s["label"] for s in slots], np.int64))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"labels file {labels_path}: {type(e).__name__}: {e}") from None
+    # label_of looks a window up by its start: slots must follow one another (it read others silently wrong)
+    bad = np.flatnonzero((ends <= starts) | np.r_[False, starts[1:] < ends[:-1]])
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"labels file {labels_path}: slot {i} ({starts[i]}..{ends[i]} µs) is empty or starts before "
+                        "the slot before it ends; slots must be in time order without overlap")  # fmt: skip
+    return starts, ends, labels
 
 
 def label_of(slots, start_us: int, end_us: int) -> int | None:

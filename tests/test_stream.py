@@ -137,6 +137,9 @@ def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
     ev = np.zeros(10, EVENT_DTYPE)
     ev["t"] = np.arange(10)
     write_npy(nosize, ev)
+    swapped = tmp_path / "swapped.json"
+    swapped.write_text(json.dumps({"samples": [{"start_us": 300_000, "end_us": 600_000, "label": 1},
+                                               {"start_us": 0, "end_us": 300_000, "label": 2}]}))  # fmt: skip
     cases = [
         ([str(tmp_path / "missing.h5"), "--model", model], "does not exist"),
         ([str(empty), "--model", model], "empty"),
@@ -148,6 +151,11 @@ def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
         (
             [str(nosize), "--model", model, "--sensor-size", "34x34", "--labels", str(tmp_path / "no.json")],
             f"labels file {tmp_path / 'no.json'} does not exist",
+        ),
+        # slots out of time order: each window was scored against another slot's label
+        (
+            [str(nosize), "--model", model, "--sensor-size", "34x34", "--labels", str(swapped)],
+            "slot 1 (0..300000 µs) is empty or starts before the slot before it ends",
         ),
         # the plot written over the windows (or their summary)
         (
