@@ -150,7 +150,7 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
     plan = load_plan(str(path), dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     named = cfg.data in DATASETS
     spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split="test" if named else "all",
-                                       samples=cfg.parity_samples, bin_us=cfg.bin_us)  # fmt: skip
+                                       samples=cfg.parity_samples, bin_us=cfg.bin_us, steps=cfg.steps)  # fmt: skip
     calibration = None
     if cfg.precision == "fixed":
         if not np.array_equal(spikes, np.rint(spikes)):

@@ -27,13 +27,17 @@ from inputs.formats.readers import read_events
 
 
 def load_inputs(plan, data: str | None = None, *, root: str | None = None, split: str = "test",
-                samples: int | None = None, bin_us: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
+                samples: int | None = None, bin_us: int | None = None,
+                steps: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
     """``(spikes (T, N, *input_shape) float32, labels (N,) or None, description)``; ``bin_us``: µs per
-    time step when binning events (default: the graph's recorded binning)."""
+    time step when binning events (default: the graph's recorded binning); ``steps``: the T a user
+    asked for (``--steps``), which a spike array of another T contradicts."""
     if bin_us is not None and (isinstance(bin_us, bool) or int(bin_us) != bin_us or bin_us < 1):
         raise ConfigError(f"--bin-us must be a positive integer, got {bin_us!r}")
     if data is not None and Path(data).suffix == ".npy" and not _event_array(Path(data)):
-        return _array_file(plan, Path(data), samples)
+        if bin_us is not None:  # (ignored before, without a word)
+            raise ConfigError(f"--bin-us bins events; {Path(data).name} is a spike array, already in steps")
+        return _array_file(plan, Path(data), samples, steps)
     if data is not None and Path(data).is_file():
         return _event_file(plan, Path(data), bin_us)
     from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch  # torch: datasets only
@@ -76,8 +80,9 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
     return spikes, labels, f"{ds.name}/{split} ({n} samples)"
 
 
-def _array_file(plan, path: Path, samples: int | None) -> tuple[np.ndarray, None, str]:
-    """A ``.npy`` spike tensor ``(T, B, *input_shape)``: the input as it is, its own T."""
+def _array_file(plan, path: Path, samples: int | None, steps: int | None = None) -> tuple[np.ndarray, None, str]:
+    """A ``.npy`` spike tensor ``(T, B, *input_shape)``: the input as it is, its own T (``--steps``, when
+    given, must be that T)."""
     if not path.is_file():
         raise DataError(f"spike array {path} does not exist")
     try:
@@ -97,6 +102,9 @@ def _array_file(plan, path: Path, samples: int | None) -> tuple[np.ndarray, None
         )
     if not np.isfinite(spikes).all():
         raise DataError(f"{path.name}: the spike array holds NaN or infinite values")
+    if steps is not None and spikes.shape[0] != steps:  # (a conversion wrote the array's T into the graph)
+        raise ConfigError(f"--steps {steps}, but {path.name} has T = {spikes.shape[0]} steps: a spike array is its "
+                          "own T; drop --steps or give an array of that many steps")  # fmt: skip
     if plan.steps is not None and spikes.shape[0] != plan.steps:
         print(f"note: {path.name} has T = {spikes.shape[0]} steps; the graph states T = {plan.steps}: running "
               f"{spikes.shape[0]}", file=sys.stderr)  # fmt: skip

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"target {cfg.target!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
             )
         spikes, labels, what = load_inputs(
-            plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
+            plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us, steps=cfg.steps
         )
         record = info.rasters
         workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)

@@ -378,7 +378,7 @@ def _verify(cfg: VerifyConfig, out: Path) -> dict[str, Any]:
         _required(names, plan, cfg)
     skipped: dict[str, str] = {}  # target -> why it did not run here
     spikes, labels, what = load_inputs(
-        plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us
+        plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us, steps=cfg.steps
     )
     if names == ["all"]:
         names = []

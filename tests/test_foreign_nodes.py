@@ -10,6 +10,7 @@ import nir
 import numpy as np
 import pytest
 
+from convert import to_nir
 from core.errors import ConfigError, ModelError
 from runtime import run as run_cmd
 from runtime import verify
@@ -316,6 +317,18 @@ def test_dt_steps_and_bin_us_for_a_foreign_graph(tmp_path, capsys, eventdata):
     assert vrep["passed"] and vrep["T"] == 30 and {"torch", "onnx", "eventsim"} <= set(vrep["targets"])
     with pytest.raises(ConfigError, match="--steps must be positive"):
         load_plan(str(path), steps=0)
+    # a spike array is already in steps: --steps of another T or --bin-us contradicts it (a conversion
+    # wrote the array's T into the graph instead of the asked one; --bin-us was ignored)
+    np.save(tmp_path / "x.npy", _spikes(12, 2, 2 * 34 * 34).reshape(12, 2, 2, 34, 34))
+    spikes = ["--dt", "1e-4", "--data", str(tmp_path / "x.npy")]
+    for extra, message in [(["--steps", "30"], "--steps 30, but x.npy has T = 12 steps: a spike array is its own T"),
+                           (["--bin-us", "1000"], "--bin-us bins events; x.npy is a spike array, already in steps")]:  # fmt: skip
+        quiet = ["--progress", "false"]
+        for main, more in [(run_cmd.main, ["--out", str(out), *quiet]), (verify.main, ["--out", str(vout), *quiet]),
+                           (to_nir.main, ["--out", str(tmp_path / "c"), "--onnx", "false"])]:  # fmt: skip
+            assert main([str(path), *spikes, *extra, *more]) == 2, (main, extra)
+            assert message in capsys.readouterr().err
+    assert run_cmd.main([str(path), *spikes, "--steps", "12", "--out", str(out)]) == 0
 
 
 # ---------------------------------------------------------------------------------------------
