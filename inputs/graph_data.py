@@ -128,11 +128,11 @@ def _event_file(plan, path: Path, bin_us: int | None = None) -> tuple[np.ndarray
     An event outside the graph's frame is an error (``runtime.stream`` maps other sensors and streams
     whole recordings)."""
     binning_desc = (plan.meta.get("dataset") or {}).get("binning")
-    if binning_desc:
+    if binning_desc:  # (--steps, in plan.steps, and --bin-us change it as they change a dataset's binning)
         binning = Binning.from_dict(binning_desc)
-        if bin_us is not None:
-            binning = Binning(binning.steps, binning.steps * int(bin_us), binning.height, binning.width,
-                              binning.binary, binning.t0_us)  # fmt: skip
+        steps = plan.steps or binning.steps
+        duration = steps * int(bin_us) if bin_us is not None else binning.duration_us
+        binning = dataclasses.replace(binning, steps=steps, duration_us=duration)
     else:
         if plan.steps is None or len(plan.input_shape) != 3:
             raise ConfigError(f"{plan.source}: no recorded binning or T to turn {path.name} into frames: pass --steps "

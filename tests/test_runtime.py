@@ -534,6 +534,13 @@ def test_an_event_file_is_one_window_from_its_start_inside_the_graphs_frame(even
         assert frames.sum() == 4, first_us
         start = 0 if first_us == 1_000 else first_us
         assert what == f"rec.npy (300 ms from t = {start:,} µs; 1 events outside it not used)"
+    # --steps (plan.steps) and --bin-us bin it as they bin a dataset (--steps was ignored: T stayed the graph's)
+    ev["t"] = 1_000 + np.array([0, 10_000, 100_000, 250_000, 400_000])
+    write_npy(tmp_path / "rec.npy", ev)
+    for steps, bin_us, shape, span in [(16, None, 16, 300), (16, 1_000, 16, 16), (300, 1_000, 300, 300)]:
+        with_t = dataclasses.replace(plan, meta=plan.meta | {"T": steps})  # (what load_plan(steps=) sets)
+        frames, _, what = load_inputs(with_t, str(tmp_path / "rec.npy"), bin_us=bin_us)
+        assert frames.shape[0] == shape and what.startswith(f"rec.npy ({span} ms from t = 0 µs"), (steps, bin_us)
     ev["x"][2] = 100  # a 128-wide sensor's pixel
     write_npy(tmp_path / "rec.npy", ev)
     with pytest.raises(
