@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     n = len(rec["samples"])
-    print(
-        f"wrote {args.out}: {n} {args.source} digits, {n * rec['slot_us'] / 1e6:.1f} s; labels in {args.out}.labels.json"
-    )
+    fewer = f" (all that --split {args.split} holds; {args.samples} asked for)" if n < args.samples else ""
+    print(f"wrote {args.out}: {n} {args.source} digits{fewer}, {n * rec['slot_us'] / 1e6:.1f} s; labels in "
+          f"{args.out}.labels.json")  # fmt: skip
     return 0
 
 

@@ -225,7 +225,7 @@ def test_li_readout_streams_identically(event_model_li, recording, precision):
     assert [w["counts"] for w in reset["windows"]] != [w["counts"] for w in first["windows"]]  # state was kept
 
 
-def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
+def test_recording_of_real_nmnist_digits(eventdata, tmp_path, capsys):
     """``--source nmnist``: real recordings laid end to end in 300 ms slots, labels from labels.csv."""
     import json
 
@@ -252,6 +252,23 @@ def test_recording_of_real_nmnist_digits(eventdata, tmp_path):
     (tmp_path / "f" / "labels.csv").write_text("file,label\na.bin,1\n")
     with pytest.raises(DataError, match=r"a\.bin: 1 event\(s\) lie outside N-MNIST's 34 x 34 frame \(x up to 40"):
         make_recording(tmp_path / "x.h5", source="nmnist", root=str(tmp_path / "f"), split="all")
+    # fewer recordings than asked for: the message says so (it read as if all were written)
+    from inputs import recording
+
+    write_nmnist(tmp_path / "f" / "a.bin", np.array([(0, 3, 4, 1), (5, 30, 4, 0)], dtype=EVENT_DTYPE))
+    argv = [
+        str(tmp_path / "y.h5"),
+        "--samples",
+        "5",
+        "--source",
+        "nmnist",
+        "--root",
+        str(tmp_path / "f"),
+        "--split",
+        "all",
+    ]
+    assert recording.main(argv) == 0
+    assert "1 nmnist digits (all that --split all holds; 5 asked for)" in capsys.readouterr().out
 
 
 # --- EVT 2.0: decode, map and bin in one pass (inputs.formats.evt2.WindowBinner) -------------------
