@@ -34,7 +34,8 @@ from core.fileio import (
     writable_folder,
     write_json_atomic,
 )
-from inputs.datasets import dataset_from_description, spike_batch
+from inputs import CACHE_DIR, CACHE_DIR_HELP
+from inputs.datasets import cache_args, dataset_from_description, spike_batch
 from targets import reference
 from targets.plan import load_plan
 from train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -105,6 +106,7 @@ class ConvertConfig:
     bin_us: int | None = field(
         default=None, metadata={"min": 1, "help": "a .nir graph: µs per time step when binning events"}
     )
+    cache_dir: str | None = field(default=CACHE_DIR, metadata={"help": CACHE_DIR_HELP})
 
 
 def _batch(ds, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +152,8 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
     plan = load_plan(str(path), dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     named = cfg.data in DATASETS
     spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split="test" if named else "all",
-                                       samples=cfg.parity_samples, bin_us=cfg.bin_us, steps=cfg.steps)  # fmt: skip
+                                       samples=cfg.parity_samples, bin_us=cfg.bin_us, steps=cfg.steps,
+                                       cache_dir=cfg.cache_dir)  # fmt: skip
     calibration = None
     if cfg.precision == "fixed":
         if not np.array_equal(spikes, np.rint(spikes)):
@@ -158,7 +161,8 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
         calibration = spikes
         if named:
             calibration, _, _ = load_inputs(plan, cfg.data, root=cfg.data_root, split="train",
-                                            samples=cfg.calibration_samples, bin_us=cfg.bin_us)  # fmt: skip
+                                            samples=cfg.calibration_samples, bin_us=cfg.bin_us,
+                                            cache_dir=cfg.cache_dir)  # fmt: skip
     layers, outputs = layers_from_plan(plan)
     if calibration is not None:  # (before layers are quantised: the float graph's own spikes)
         float_calibration = reference.run(plan, calibration).layer_counts
@@ -272,7 +276,7 @@ def _checkpoint_source(cfg: ConvertConfig) -> _Source:
     desc = dict(ckpt.get("dataset") or {})
     if not desc:
         raise DataError(f"{ckpt_path} records no dataset; conversion needs it for calibration and the parity check")
-    overrides = {"root": cfg.data_root} if cfg.data_root else {}
+    overrides = ({"root": cfg.data_root} if cfg.data_root else {}) | cache_args(desc.get("name"), cfg.cache_dir)
     steps = cfg.steps or desc.get("steps")
     if cfg.steps and cfg.steps != desc.get("steps"):
         overrides["steps"] = cfg.steps

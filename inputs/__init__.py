@@ -22,6 +22,10 @@ import importlib
 
 # Every dataset's splits (inputs.datasets checks them): here, so that a command lists them without torch.
 SPLITS = ("train", "test", "all")
+# Where the emulated datasets keep their events between processes (relative to the working folder):
+# train.bkd writes them, and run, verify and convert read them back instead of emulating again.
+CACHE_DIR = "runs/cache"
+CACHE_DIR_HELP = "folder for cached emulated event data (None: no disk cache)"
 
 # Where each name of the package lives. They load on first use (PEP 562), so that a command that only
 # reads event files (runtime.stream on eventsim, onnx or the reference) never imports torch, on which
@@ -35,7 +39,7 @@ _EXPORTS = {
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted([*_HOME, "SPLITS"])
+__all__ = sorted([*_HOME, "SPLITS", "CACHE_DIR", "CACHE_DIR_HELP"])
 
 
 def __getattr__(name: str):

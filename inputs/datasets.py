@@ -184,6 +184,13 @@ def load_dataset(
     return dataset
 
 
+def cache_args(name: str | None, cache_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """``{"cache_dir": cache_dir}`` for a dataset that keeps emulated events on disk, else ``{}``."""
+    builder = DATASETS.get(name or "")
+    takes = builder is not None and "cache_dir" in inspect.signature(builder).parameters
+    return {"cache_dir": str(cache_dir)} if cache_dir and takes else {}
+
+
 def dataset_from_description(desc: dict[str, Any], split: str, **overrides: Any) -> SpikeDataset:
     """Rebuild the data that :meth:`SpikeDataset.describe` described, for ``split``.
 

@@ -27,11 +27,12 @@ from inputs.formats.readers import read_events
 
 
 def load_inputs(plan, data: str | None = None, *, root: str | None = None, split: str = "test",
-                samples: int | None = None, bin_us: int | None = None,
-                steps: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
+                samples: int | None = None, bin_us: int | None = None, steps: int | None = None,
+                cache_dir: str | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
     """``(spikes (T, N, *input_shape) float32, labels (N,) or None, description)``; ``bin_us``: µs per
     time step when binning events (default: the graph's recorded binning); ``steps``: the T a user
-    asked for (``--steps``), which a spike array of another T contradicts."""
+    asked for (``--steps``), which a spike array of another T contradicts; ``cache_dir``: where an
+    emulated dataset's events are kept between processes."""
     if bin_us is not None and (isinstance(bin_us, bool) or int(bin_us) != bin_us or bin_us < 1):
         raise ConfigError(f"--bin-us must be a positive integer, got {bin_us!r}")
     if data is not None and Path(data).suffix == ".npy" and not _event_array(Path(data)):
@@ -40,7 +41,7 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
         return _array_file(plan, Path(data), samples, steps)
     if data is not None and Path(data).is_file():
         return _event_file(plan, Path(data), bin_us)
-    from inputs.datasets import DATASETS, dataset_from_description, load_dataset, spike_batch  # torch: datasets only
+    from inputs.datasets import DATASETS, cache_args, dataset_from_description, load_dataset, spike_batch  # (torch)
 
     if data is None:
         desc = plan.meta.get("dataset")
@@ -49,6 +50,7 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
                               "dataset name, an event file or a .npy spike array (T, B, ...), and --steps (and "
                               "--bin-us) for event data")  # fmt: skip
         overrides: dict = ({"root": root} if root else {}) | ({"limit": samples} if samples else {})
+        overrides |= cache_args(desc.get("name"), cache_dir)
         if plan.steps is not None and plan.steps != desc.get("steps"):
             overrides["steps"] = plan.steps  # --steps
         if bin_us is not None:
@@ -72,7 +74,8 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
             if "duration_us" not in accepted:
                 raise ConfigError(f"dataset {data!r} is not event data: --bin-us does not apply")
             binning["duration_us"] = plan.steps * int(bin_us)
-        ds = load_dataset(data, split, root=root, steps=plan.steps, limit=samples, **binning)
+        ds = load_dataset(data, split, root=root, steps=plan.steps, limit=samples, **binning,
+                          **cache_args(data, cache_dir))  # fmt: skip
     if tuple(ds.input_shape) != plan.input_shape:
         raise DataError(f"dataset {ds.name!r} gives inputs {tuple(ds.input_shape)}, the graph takes {plan.input_shape}")
     n = len(ds) if samples is None else min(samples, len(ds))

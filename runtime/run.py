@@ -24,7 +24,7 @@ import numpy as np
 from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import writable_file, write_json_atomic
-from inputs import SPLITS
+from inputs import CACHE_DIR, CACHE_DIR_HELP, SPLITS
 from inputs.graph_data import load_inputs
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
@@ -59,6 +59,7 @@ class RunConfig:
     per_step: bool = field(default=False, metadata={"help": "also report spike counts per time step"})
     out: str | None = field(default=None, metadata={"help": "JSON report path (default: <graph>.<target>.run.json)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    cache_dir: str | None = field(default=CACHE_DIR, metadata={"help": CACHE_DIR_HELP})
     device: str = field(
         default="auto",
         metadata={"help": "torch target: auto (CUDA when present), cpu or cuda", "choices": list(DEVICES)},
@@ -154,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"target {cfg.target!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
             )
         spikes, labels, what = load_inputs(
-            plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us, steps=cfg.steps
+            plan,
+            cfg.data,
+            root=cfg.data_root,
+            split=cfg.split,
+            samples=cfg.samples,
+            bin_us=cfg.bin_us,
+            steps=cfg.steps,
+            cache_dir=cfg.cache_dir,
         )
         record = info.rasters
         workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)

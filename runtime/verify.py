@@ -49,7 +49,7 @@ from core.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from inputs import SPLITS
+from inputs import CACHE_DIR, CACHE_DIR_HELP, SPLITS
 from inputs.graph_data import load_inputs
 from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE
@@ -97,6 +97,7 @@ class VerifyConfig:
         default=None, metadata={"help": "report folder (default: <graph>.verify/ beside the graph)"}
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    cache_dir: str | None = field(default=CACHE_DIR, metadata={"help": CACHE_DIR_HELP})
     device: str = field(
         default="auto",
         metadata={"help": "torch target: auto (CUDA when present), cpu or cuda", "choices": list(DEVICES)},
@@ -378,7 +379,14 @@ def _verify(cfg: VerifyConfig, out: Path) -> dict[str, Any]:
         _required(names, plan, cfg)
     skipped: dict[str, str] = {}  # target -> why it did not run here
     spikes, labels, what = load_inputs(
-        plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us, steps=cfg.steps
+        plan,
+        cfg.data,
+        root=cfg.data_root,
+        split=cfg.split,
+        samples=cfg.samples,
+        bin_us=cfg.bin_us,
+        steps=cfg.steps,
+        cache_dir=cfg.cache_dir,
     )
     if names == ["all"]:
         names = []

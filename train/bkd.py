@@ -13,7 +13,6 @@ rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -39,7 +38,8 @@ from core.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from inputs.datasets import DATASETS, load_dataset
+from inputs import CACHE_DIR, CACHE_DIR_HELP
+from inputs.datasets import cache_args, load_dataset
 from train.augment import Augment
 from train.checkpoint import load_checkpoint, model_from_checkpoint, neuron_parameters, save_checkpoint
 from train.data import Batches, check_compatible, concat, json_object, materialise, parse_specs, stratified_carve
@@ -210,9 +210,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda"})
     threads: int | None = field(default=None, metadata={"min": 1, "help": "torch CPU threads (None: torch's default)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    cache_dir: str | None = field(
-        default="runs/cache", metadata={"help": "folder for cached emulated event data (None: no disk cache)"}
-    )
+    cache_dir: str | None = field(default=CACHE_DIR, metadata={"help": CACHE_DIR_HELP})
 
 
 # Keys that may differ between an interrupted run and its resumption.
@@ -426,9 +424,7 @@ def progress_bar(total: int, desc: str, enabled: bool):
 
 def _load(name: str, split: str, root: str | None, args: dict, cfg: TrainConfig):
     kwargs: dict[str, Any] = {"root": root, "steps": cfg.steps, "seed": cfg.seed} | args  # a spec may fix its seed
-    if cfg.cache_dir and name in DATASETS and "cache_dir" in inspect.signature(DATASETS[name]).parameters:
-        kwargs.setdefault("cache_dir", cfg.cache_dir)
-    return load_dataset(name, split, **kwargs)
+    return load_dataset(name, split, **(cache_args(name, cfg.cache_dir) | kwargs))
 
 
 class Run:
