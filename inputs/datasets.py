@@ -27,6 +27,7 @@ import inspect
 import io
 import json
 import os
+import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -376,7 +377,11 @@ def _cached_events(prefix: str, key: dict, cache_dir: str | os.PathLike | None, 
     else:
         events = make()
         if path is not None:
-            _write_events_cache(path, text, events)
+            try:
+                _write_events_cache(path, text, events)
+            except OSError as e:  # a cache: the events are here, only the next process emulates them again
+                print(f"warning: could not keep the emulated events in {path} ({e.strerror or e}); the next run "
+                      "emulates them again", file=sys.stderr)  # fmt: skip
     _EMULATED[text] = events
     return events
 

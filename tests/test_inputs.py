@@ -401,6 +401,16 @@ def test_a_graphs_emulated_data_is_read_from_the_cache(event_digits_cache, monke
     assert labels.tolist() == test.labels[:3].tolist() and what == "event_digits/test (3 samples)"
 
 
+def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path, capsys):
+    """A command run where the cache folder cannot be written (a read-only working folder) still runs."""
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    ds_mod._EMULATED.clear()
+    ds = load_dataset("event_digits", "test", emulator=FAST_EMULATOR, cache_dir=blocked / "cache", limit=2)
+    assert len(ds) == 2 and ds[0][0].sum() > 0
+    assert "warning: could not keep the emulated events in" in capsys.readouterr().err
+
+
 def test_event_digits_dataset(event_digits_cache, monkeypatch):
     train = load_dataset("event_digits", "train", emulator=FAST_EMULATOR, cache_dir=event_digits_cache, steps=6)
     test = load_dataset("event_digits", "test", emulator=FAST_EMULATOR, cache_dir=event_digits_cache, steps=6)
