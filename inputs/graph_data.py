@@ -83,6 +83,13 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
     return spikes, labels, f"{ds.name}/{split} ({n} samples)"
 
 
+def command_inputs(plan, cfg) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """:func:`load_inputs` with a command's flags (``runtime.run``'s and ``runtime.verify``'s config:
+    ``data``, ``data_root``, ``split``, ``samples``, ``bin_us``, ``steps`` and ``cache_dir``)."""
+    return load_inputs(plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us,
+                       steps=cfg.steps, cache_dir=cfg.cache_dir)  # fmt: skip
+
+
 def _array_file(plan, path: Path, samples: int | None, steps: int | None = None) -> tuple[np.ndarray, None, str]:
     """A ``.npy`` spike tensor ``(T, B, *input_shape)``: the input as it is, its own T (``--steps``, when
     given, must be that T)."""

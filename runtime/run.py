@@ -25,7 +25,7 @@ from core.config import parse_config
 from core.errors import ConfigError, SnnDeployError, error_line
 from core.fileio import writable_file, write_json_atomic
 from inputs import CACHE_DIR, CACHE_DIR_HELP, SPLITS
-from inputs.graph_data import load_inputs
+from inputs.graph_data import command_inputs
 from runtime.metrics import TIE_RULE, activation_sparsity, prediction_stats, prediction_warning, synaptic_operations
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
 from targets import DEVICES, TARGETS, require_target
@@ -154,16 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"target {cfg.target!r} runs {', '.join(info.precisions)} precision; {cfg.graph} is {plan.precision}"
             )
-        spikes, labels, what = load_inputs(
-            plan,
-            cfg.data,
-            root=cfg.data_root,
-            split=cfg.split,
-            samples=cfg.samples,
-            bin_us=cfg.bin_us,
-            steps=cfg.steps,
-            cache_dir=cfg.cache_dir,
-        )
+        spikes, labels, what = command_inputs(plan, cfg)
         record = info.rasters
         workers = resolve_workers(cfg.workers, spikes.shape[1], cfg.batch_size, cfg.cluster)
         with open_pool(workers, cfg.cluster, [info.module]) as pool:

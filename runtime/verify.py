@@ -50,7 +50,7 @@ from core.fileio import (
     write_text_atomic,
 )
 from inputs import CACHE_DIR, CACHE_DIR_HELP, SPLITS
-from inputs.graph_data import load_inputs
+from inputs.graph_data import command_inputs
 from runtime.latency import extra_steps
 from runtime.metrics import TIE_RULE
 from runtime.parallel import WORKERS_RULE, open_pool, resolve_workers
@@ -378,16 +378,7 @@ def _verify(cfg: VerifyConfig, out: Path) -> dict[str, Any]:
     if names != ["all"]:  # a wrong name or precision is told before any input is read (or emulated)
         _required(names, plan, cfg)
     skipped: dict[str, str] = {}  # target -> why it did not run here
-    spikes, labels, what = load_inputs(
-        plan,
-        cfg.data,
-        root=cfg.data_root,
-        split=cfg.split,
-        samples=cfg.samples,
-        bin_us=cfg.bin_us,
-        steps=cfg.steps,
-        cache_dir=cfg.cache_dir,
-    )
+    spikes, labels, what = command_inputs(plan, cfg)
     if names == ["all"]:
         names = []
         for t, i in TARGETS.items():

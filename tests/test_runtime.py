@@ -202,7 +202,7 @@ def test_verify_refuses_a_wrong_target_before_reading_any_input(digits_graphs, t
     def no_inputs(*args, **kwargs):
         raise AssertionError("the inputs were read before the targets were checked")
 
-    monkeypatch.setattr(verify, "load_inputs", no_inputs)
+    monkeypatch.setattr(verify, "command_inputs", no_inputs)
     out = ["--out", str(tmp_path / "v")]
     assert verify.main([str(digits_graphs / "float.nir"), "--targets", "torch,loihi3", *out]) == 2
     assert "unknown target 'loihi3'" in capsys.readouterr().err
