@@ -33,15 +33,15 @@ def first_line(e: BaseException, limit: int | None = 300) -> str:
     return (str(e).strip().splitlines() or [""])[0][:limit]
 
 
-def error_line(e: BaseException) -> str:
+MEMORY_HINT = "fewer samples at a time (--samples, --batch-size) or fewer steps (--steps) need less"
+
+
+def error_line(e: BaseException, memory_hint: str = MEMORY_HINT) -> str:
     """The one line a command prints for an error (its own, the operating system's naming the file,
-    or running out of memory), after ``error:``."""
+    or running out of memory, with ``memory_hint``: the command's flags that need less), after ``error:``."""
     if isinstance(e, OSError) and not isinstance(e, SnnDeployError):
         return f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
     if isinstance(e, MemoryError):
         what = str(e).strip() or "an allocation failed"
-        return (
-            f"out of memory: {what}; fewer samples at a time (--samples, --batch-size) or fewer steps "
-            "(--steps) need less"
-        )
+        return f"out of memory: {what}; {memory_hint}"
     return str(e)

@@ -68,7 +68,7 @@ from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events, resolve_format
 from runtime.latency import run_aligned
 from targets import DEVICES, TARGETS, TargetInfo, require_target
-from targets.plan import DIALECTS, Plan, load_plan
+from targets.plan import DIALECTS, MAX_STEPS, Plan, load_plan
 
 
 @dataclass
@@ -84,7 +84,7 @@ class StreamConfig:
     polarity: str = field(default="auto", metadata={"help": "auto (2 channels: OFF/ON; 1 channel: merged), split, merge, on, off",
                                                     "choices": ["auto", "split", "merge", "on", "off"]})  # fmt: skip
     bin_us: int | None = field(default=None, metadata={"min": 1, "help": "µs per step (default: the model's recorded binning, else its dt)"})  # fmt: skip
-    window_steps: int | None = field(default=None, metadata={"min": 1, "help": "steps per prediction window (default: the model's T)"})  # fmt: skip
+    window_steps: int | None = field(default=None, metadata={"min": 1, "max": MAX_STEPS, "help": "steps per prediction window (default: the model's T)"})  # fmt: skip
     dt: float | None = field(default=None, metadata={"positive": True, "help": "time step in s of a graph another tool wrote (default: the graph's, else the dialect's)"})  # fmt: skip
     dialect: str | None = field(default=None, metadata={"help": "run the graph as the library that wrote it does: " + ", ".join(DIALECTS)})  # fmt: skip
     reset_per_window: bool = field(default=False, metadata={"help": "start every window from rest"})
@@ -721,6 +721,9 @@ def main_many(cfg: StreamConfig) -> int:
     return 0
 
 
+STREAM_MEMORY_HINT = "shorter windows (--window-steps) or fewer events per chunk (--chunk-events) need less"
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg, many = None, False
     started: list[float | None] = []  # the process's age when its first window was written
@@ -764,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(json.dumps({"summary": summary}), flush=True)
     except (SnnDeployError, OSError, MemoryError) as e:
-        print(f"error: {error_line(e)}", file=sys.stderr)
+        print(f"error: {error_line(e, STREAM_MEMORY_HINT)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = ""  # where the output written so far lies

@@ -551,6 +551,14 @@ def test_running_out_of_memory_is_one_line(graphs, monkeypatch, capsys):
     def too_big(*args, **kwargs):
         raise MemoryError("Unable to allocate 92.0 GiB for an array with shape (1000000, 360, 1, 8, 8)")
 
-    monkeypatch.setattr(run_module, "load_inputs", too_big)
+    monkeypatch.setattr(run_module, "command_inputs", too_big)
     assert run_cmd.main([str(graphs / "model.nir"), "--target", "reference", "--progress", "false"]) == 2
     _one_line_error(capsys, "out of memory: Unable to allocate 92.0 GiB", "--samples")
+    # the stream's own flags (it has no --samples or --steps), and its window bounded up front
+    monkeypatch.setattr(stream_cmd, "stream", too_big)
+    events = str(ROOT / "tests" / "data" / "no-such-recording.npy")
+    assert stream_cmd.main([events, "--model", str(graphs / "model.nir"), "--progress", "false"]) == 2
+    _one_line_error(capsys, "out of memory: Unable to allocate 92.0 GiB", "--window-steps", "--chunk-events")
+    big = [events, "--model", str(graphs / "model.nir"), "--window-steps", "1000000000"]
+    assert stream_cmd.main(big) == 2
+    _one_line_error(capsys, "--window-steps must be at most 1000000, got 1000000000")
