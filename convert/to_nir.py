@@ -25,7 +25,7 @@ from convert.build import PRECISIONS, build_nir, choice_table
 from convert.netx import NETX_BIAS_SHIFT
 from convert.nirgraph import write_graph
 from convert.peers import refusal
-from core.config import parse_config
+from core.config import MAX_STEPS, parse_config
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError, error_line
 from core.fileio import (
     exclusive,
@@ -71,7 +71,8 @@ class ConvertConfig:
                   "checkpoint's quantisation-aware training, else per channel)"},
     )  # fmt: skip
     steps: int | None = field(
-        default=None, metadata={"min": 1, "help": "time steps T of the graph (default: the checkpoint's)"}
+        default=None,
+        metadata={"min": 1, "max": MAX_STEPS, "help": "time steps T of the graph (default: the checkpoint's)"},
     )
     onnx: bool = field(
         default=True, metadata={"help": "also write <name>.onnx (whole network) and <name>.step.onnx (one step)"}

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import parse_config
+from core.config import MAX_STEPS, parse_config
 from core.errors import ConfigError, DataError, SnnDeployError, error_line
 from core.fileio import (
     append_line,
@@ -68,7 +68,7 @@ from inputs.events import Binning, bin_events_counted, empty_events
 from inputs.formats.readers import DEFAULT_CHUNK_EVENTS, FORMATS, open_events, resolve_format
 from runtime.latency import run_aligned
 from targets import DEVICES, TARGETS, TargetInfo, require_target
-from targets.plan import DIALECTS, MAX_STEPS, Plan, load_plan
+from targets.plan import DIALECTS, Plan, load_plan
 
 
 @dataclass

@@ -28,6 +28,7 @@ import nir
 import numpy as np
 
 from core import fixed as fx_limits
+from core.config import MAX_STEPS
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
 from core.fileio import torch_save_head
 
@@ -724,7 +725,6 @@ def _load_plan(graph: str | Path | nir.NIRGraph, dt: float | None, dialect: str 
         raise ModelError(f"{source}: the graph cannot be read as a network ({type(e).__name__}: {e})") from None
 
 
-MAX_STEPS = 1_000_000  # time steps per sample a graph may state (1000 s at 1 ms)
 MAX_NODE_ELEMENTS = 1 << 26  # values per sample in one node (a 4096 x 4096 x 4 tensor)
 
 

@@ -562,3 +562,5 @@ def test_running_out_of_memory_is_one_line(graphs, monkeypatch, capsys):
     big = [events, "--model", str(graphs / "model.nir"), "--window-steps", "1000000000"]
     assert stream_cmd.main(big) == 2
     _one_line_error(capsys, "--window-steps must be at most 1000000, got 1000000000")
+    assert to_nir.main([str(graphs / "no-such.pt"), "--steps", "10000000"]) == 2  # (before the file is read)
+    _one_line_error(capsys, "--steps must be at most 1000000, got 10000000")

@@ -205,6 +205,7 @@ def test_bad_inputs(tmp_path, capsys):
         ("--label-smoothing", "2", "--label-smoothing must be at most 1"),  # PyTorch's traceback
         ("--weight-bits", "1", "--weight-bits must be at least 2"),  # refused only after the teacher trained
         ("--seed", "-1", "--seed must be at least 0"),  # "dataset argument 'seed'"
+        ("--steps", "10000000", "--steps must be at most 1000000"),  # no graph could hold the model it trained
     ],
 )
 def test_a_value_out_of_range_is_refused_before_any_training(tmp_path, capsys, flag, value, message):

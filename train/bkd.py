@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from core.config import json_fields, parse_config, to_dict
+from core.config import MAX_STEPS, json_fields, parse_config, to_dict
 from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError, error_line
 from core.fileio import (
     append_line,
@@ -80,7 +80,7 @@ class TrainConfig:
         default="{}",
         metadata={"json": True, "help": "JSON object of extra dataset arguments, e.g. '{\"duration_us\": 300000}'"},
     )
-    steps: int = field(default=8, metadata={"min": 1, "help": "time steps T per sample"})
+    steps: int = field(default=8, metadata={"min": 1, "max": MAX_STEPS, "help": "time steps T per sample"})
     train_split: str = field(default="train", metadata={"help": "split trained on (less the validation carve-out)"})
     test_split: str = field(default="test", metadata={"help": "split evaluated once, after training and selection"})
     val_fraction: float = field(
