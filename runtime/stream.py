@@ -716,9 +716,14 @@ def main_many(cfg: StreamConfig) -> int:
         unlabelled = (f"; {missing} recording(s) without a label, not scored: "
                       f"{', '.join(Path(f).name for f in sc['unlabelled'][:5])}{', ...' if missing > 5 else ''}")  # fmt: skip
         print(f"against {sc['labels']}: {sc['correct']}/{sc['recordings']} labelled recordings correct "
-              f"({100 * (sc['accuracy'] or 0):.1f}%){unlabelled if missing else ''}", file=sys.stderr)  # fmt: skip
+              f"({_percent(sc['accuracy'])}){unlabelled if missing else ''}", file=sys.stderr)  # fmt: skip
     print(f"windows: {out}/<file>.jsonl; summary: {out / 'summary.json'}", file=sys.stderr)
     return 0
+
+
+def _percent(accuracy: float | None) -> str:
+    """An accuracy as a percentage; "n/a" when nothing was scored (0/0 read as 0.0%)."""
+    return "n/a: none has a label" if accuracy is None else f"{100 * accuracy:.1f}%"
 
 
 STREAM_MEMORY_HINT = "shorter windows (--window-steps) or fewer events per chunk (--chunk-events) need less"
@@ -796,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
               "output spike (no class)", file=sys.stderr)  # fmt: skip
     if "scored" in s:
         sc = s["scored"]
-        print(f"against {cfg.labels}: {sc['correct']}/{sc['windows']} windows correct ({100 * (sc['accuracy'] or 0):.1f}%)",
+        print(f"against {cfg.labels}: {sc['correct']}/{sc['windows']} windows correct ({_percent(sc['accuracy'])})",
               file=sys.stderr)  # fmt: skip
     if out is not None:
         print(f"windows: {out}; summary: {out.with_name(out.name + '.summary.json')}", file=sys.stderr)

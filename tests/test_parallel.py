@@ -270,6 +270,19 @@ def test_many_recordings_equal_single_runs(event_model, tmp_path, workers, capsy
     assert "2 labelled recordings correct" in err and "; 1 recording(s) without a label, not scored: r2.h5" in err
 
 
+def test_labels_that_label_none_of_the_recordings_say_so(event_model, tmp_path, capsys):
+    """0 of 0 scored read as "0.0%" correct; it is n/a, with the recordings that had no label."""
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    make_recording(folder / "r0.h5", samples=2)
+    (tmp_path / "other.csv").write_text("file,label\nzz.h5,3\n")
+    argv = [str(folder), "--model", str(event_model["fixed"]), "--out", str(tmp_path / "out"), "--file-labels",
+            str(tmp_path / "other.csv"), "--workers", "1", *STREAM_TIMING, "--progress", "false"]  # fmt: skip
+    assert stream_cmd.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "0/0 labelled recordings correct (n/a: none has a label); 1 recording(s) without a label" in err, err
+
+
 def test_many_recordings_errors(event_model, tmp_path, capsys):
     model = str(event_model["fixed"])
     labels = tmp_path / "labels.csv"  # a file labelled twice: the later label replaced the earlier
