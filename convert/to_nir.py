@@ -31,6 +31,7 @@ from core.fileio import (
     exclusive,
     move_into,
     staging_folder,
+    writable_file,
     writable_folder,
     write_json_atomic,
 )
@@ -222,6 +223,9 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         raise ConfigError(f"--name must be a plain file name (no folder, not hidden), got {cfg.name!r}")
     out = writable_folder(cfg.out or Path(cfg.checkpoint).parent, "--out")
     files = output_files(cfg)
+    for f in files.values():  # (a foreign graph converted into its own folder under its own name)
+        writable_file(out / f, f"--name {cfg.name}: the output",
+                      {"the graph being converted": cfg.checkpoint, "the --data file": cfg.data})  # fmt: skip
     with exclusive(f"{out.resolve()}/{cfg.name}", f"{out / cfg.name}.*"):
         present = sorted(f for f in set(files.values()) if (out / f).exists())
         if present and not cfg.overwrite:

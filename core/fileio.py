@@ -99,12 +99,18 @@ def _probe_folder(folder: Path, what: str) -> None:
         raise ConfigError(f"{what} {folder} cannot be written ({e.strerror or e})") from None
 
 
-def writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+def writable_file(
+    path: str | os.PathLike, what: str = "output file", inputs: dict[str, str | os.PathLike | None] | None = None
+) -> Path:
     """Check, before any work is done, that ``path`` can be written as a file (its folder may be
-    missing: writers create it); a :class:`ConfigError` names the path and the reason otherwise."""
+    missing: writers create it) and is none of the command's ``inputs`` (``{what it is: path}``);
+    a :class:`ConfigError` names the path and the reason otherwise."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder; name a file")
+    for role, other in (inputs or {}).items():
+        if other is not None and path.exists() and Path(other).exists() and os.path.samefile(path, other):
+            raise ConfigError(f"{what} {path} is {role}: writing it would replace it; name another file")
     _probe_folder(path.parent if str(path.parent) else Path("."), f"the folder of {what} {path}:")
     return path
 

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__)
         info = require_target(cfg.target, ("device",) if cfg.device != "auto" else ())
-        out = writable_file(cfg.out or Path(cfg.graph).with_suffix(f".{cfg.target}.run.json"), "--out")
+        out = writable_file(cfg.out or Path(cfg.graph).with_suffix(f".{cfg.target}.run.json"), "--out",
+                            {"the graph": cfg.graph, "the --data file": cfg.data})  # fmt: skip
         plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
         if plan.precision not in info.precisions:
             raise ConfigError(

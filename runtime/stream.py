@@ -742,10 +742,11 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.file_labels:
             raise ConfigError("--file-labels labels many recordings (a folder or a pattern), one class each; one "
                               "recording's time slots take --labels")  # fmt: skip
-        out = writable_file(cfg.out, "--out") if cfg.out else None
-        summary_path = writable_file(out.with_name(out.name + ".summary.json"), "the summary") if out else None
+        given = {"the recording": cfg.file, "the --model graph": cfg.model, "the --labels file": cfg.labels}
+        out = writable_file(cfg.out, "--out", given) if cfg.out else None
+        summary_path = writable_file(out.with_name(out.name + ".summary.json"), "the summary", given) if out else None
         if cfg.plot:
-            plot_path = writable_file(cfg.plot, "--plot").resolve()
+            plot_path = writable_file(cfg.plot, "--plot", given).resolve()
             if out is not None and plot_path in (out.resolve(), summary_path.resolve()):
                 raise ConfigError(f"--plot {cfg.plot} is a file --out writes: the plot would replace it; name another")
 

@@ -274,6 +274,39 @@ def test_bad_output_paths_are_refused_before_any_work(graphs, trained_digits, tm
     assert not (tmp_path / "w.jsonl").exists()  # refused before a window was written
 
 
+def test_an_output_that_is_one_of_the_inputs_is_refused(graphs, tmp_path, capsys):
+    """``runtime.run g.nir --out g.nir`` wrote its JSON report over the graph (the input lost); the
+    same held for the stream's --out and --plot over its recording or graph, and a conversion named
+    like the foreign graph it converts (with --overwrite)."""
+    import shutil
+
+    graph = tmp_path / "g.nir"
+    shutil.copy(graphs / "model.nir", graph)
+    events = tmp_path / "ev.npy"
+    np.save(events, np.zeros(4, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]))
+    spikes = tmp_path / "x.npy"
+    np.save(spikes, np.zeros((4, 2, 1, 8, 8), np.float32))
+    before = {p: p.read_bytes() for p in (graph, events, spikes)}
+    stream = [str(events), "--model", str(graph), "--sensor-size", "8x8", "--progress", "false"]
+    cases = [
+        (run_cmd.main, [str(graph), "--target", "reference", "--out", str(graph)], "--out", "is the graph"),
+        (run_cmd.main, [str(graph), "--data", str(spikes), "--out", str(spikes)], "--out", "is the --data file"),
+        (stream_cmd.main, [*stream, "--out", str(events)], "--out", "is the recording"),
+        (stream_cmd.main, [*stream, "--out", str(graph)], "--out", "is the --model graph"),
+        (stream_cmd.main, [*stream, "--plot", str(graph)], "--plot", "is the --model graph"),
+        (
+            to_nir.main,
+            [str(graph), "--data", str(spikes), "--out", str(tmp_path), "--name", "g", "--overwrite", "true"],
+            "--name g: the output",
+            "is the graph being converted",
+        ),  # fmt: skip
+    ]
+    for main, argv, *message in cases:
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, *message, "writing it would replace it")
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_read_only_folder_is_refused(graphs, tmp_path, capsys):
     if os.geteuid() == 0:
         pytest.skip("runs as root, who may write into a read-only folder (the /proc case covers unwritable paths)")
