@@ -215,6 +215,18 @@ def test_a_value_out_of_range_is_refused_before_any_training(tmp_path, capsys, f
     assert not (tmp_path / "run").exists()
 
 
+def test_overwrite_does_not_delete_the_teacher_it_is_given(tmp_path, capsys):
+    """``--teacher OUT/teacher.pt --out OUT --overwrite`` deleted the teacher with the old run, then
+    failed: "checkpoint OUT/teacher.pt does not exist" (the user's teacher lost)."""
+    out = tmp_path / "r"
+    assert bkd.main(tiny_train_args(out, "--epochs", "0")) == 0  # a run whose teacher.pt is then reused
+    teacher = (out / "teacher.pt").read_bytes()
+    argv = tiny_train_args(out, "--epochs", "1", "--teacher", str(out / "teacher.pt"), "--overwrite", "true")
+    assert bkd.main(argv) == 2
+    assert "is the run's teacher.pt, which --overwrite deletes" in capsys.readouterr().err
+    assert (out / "teacher.pt").read_bytes() == teacher
+
+
 def test_a_second_training_into_the_same_folder_is_refused(tmp_path, capsys):
     """Two trainings into one --out both ran, appending their epochs to one metrics.jsonl and
     racing for its checkpoints; the second is now refused, and leaves the folder alone."""

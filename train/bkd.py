@@ -213,6 +213,8 @@ class TrainConfig:
     cache_dir: str | None = field(default=CACHE_DIR, metadata={"help": CACHE_DIR_HELP})
 
 
+REPLACED = ("student.last.pt", "teacher.last.pt", "student.pt", "teacher.pt", "metrics.jsonl")  # --overwrite deletes
+
 # Keys that may differ between an interrupted run and its resumption.
 RESUME_FREE_KEYS = {
     "resume",
@@ -866,10 +868,15 @@ def train(cfg: TrainConfig) -> dict:
             raise ConfigError(
                 f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or --overwrite to replace it"
             )
+        teacher = Path(cfg.teacher) if cfg.teacher else None
+        for name in REPLACED if cfg.overwrite and not cfg.resume and teacher and teacher.exists() else ():
+            if (out / name).exists() and os.path.samefile(out / name, teacher):  # (it was deleted, then not found)
+                raise ConfigError(f"--teacher {teacher} is the run's {name}, which --overwrite deletes: copy it out of "
+                                  f"{out} first, or train into another --out")  # fmt: skip
     run = Run(cfg, d, device)
     if d.main:
         if cfg.overwrite and not cfg.resume:
-            for name in ("student.last.pt", "teacher.last.pt", "student.pt", "teacher.pt", "metrics.jsonl"):
+            for name in REPLACED:
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", to_dict(cfg))
