@@ -58,7 +58,10 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
             if builder is not None and "duration_us" not in inspect.signature(builder).parameters:
                 raise ConfigError(f"dataset {desc.get('name')!r} is not event data: --bin-us does not apply")
             overrides |= {"steps": plan.steps, "duration_us": plan.steps * int(bin_us)}
-        ds = dataset_from_description(desc, split, **overrides)
+        try:
+            ds = dataset_from_description(desc, split, **overrides)
+        except ConfigError as e:  # (a name or argument the user never typed: say where it comes from)
+            raise ConfigError(f"{plan.source}: the dataset it records: {e}") from None
     else:
         if data not in DATASETS:
             raise ConfigError(

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import h5py
+import nir
 import numpy as np
 import onnx
 import pytest
@@ -101,6 +102,13 @@ def test_run_errors(digits_graphs, tmp_path, capsys):
                        (".", "is a folder")]:  # fmt: skip
         assert run_cmd.main([str(tmp_path / name)]) == 2
         assert hint in capsys.readouterr().err, name
+    g = nir.read(digits_graphs / "float.nir")  # a recorded dataset that cannot be rebuilt: say whose it is
+    meta = json.loads(g.metadata["snn_deploy"])
+    meta["dataset"]["name"] = "mnistx"
+    g.metadata["snn_deploy"] = json.dumps(meta)
+    nir.write(tmp_path / "meta.nir", g)
+    assert run_cmd.main([str(tmp_path / "meta.nir")]) == 2
+    assert f"{tmp_path / 'meta.nir'}: the dataset it records: unknown dataset 'mnistx'" in capsys.readouterr().err
     checkpoint = tmp_path / "student.pt"  # a checkpoint named as the graph: say how to get its graph
     torch.save({"w": torch.zeros(2)}, checkpoint)
     assert run_cmd.main([str(checkpoint)]) == 2
