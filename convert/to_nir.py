@@ -25,7 +25,8 @@ from convert.build import PRECISIONS, build_nir, choice_table
 from convert.netx import NETX_BIAS_SHIFT
 from convert.nirgraph import write_graph
 from convert.peers import refusal
-from core.config import MAX_STEPS, parse_config
+from core import MAX_STEPS
+from core.config import parse_config
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError, error_line
 from core.fileio import (
     exclusive,

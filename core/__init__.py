@@ -7,3 +7,7 @@
 - :mod:`core.fixed`: Loihi 2 fixed-point arithmetic, as Lava's bit-accurate ``fixed_pt`` models compute
   it, shared by conversion's calibration and every integer target.
 """
+
+# Time steps per sample any stage takes (1000 s at 1 ms): a graph, a run, training. Here, not in
+# core.config, because the Lava worker (Python 3.10: no tomllib) reads graphs too.
+MAX_STEPS = 1_000_000

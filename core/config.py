@@ -21,8 +21,6 @@ from typing import Any, TypeVar
 
 from core.errors import ConfigError
 
-MAX_STEPS = 1_000_000  # time steps per sample any stage takes (1000 s at 1 ms): a graph, a run, training
-
 C = TypeVar("C")
 
 

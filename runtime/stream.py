@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from core.config import MAX_STEPS, parse_config
+from core import MAX_STEPS
+from core.config import parse_config
 from core.errors import ConfigError, DataError, SnnDeployError, error_line
 from core.fileio import (
     append_line,

@@ -27,8 +27,8 @@ from typing import Any
 import nir
 import numpy as np
 
+from core import MAX_STEPS
 from core import fixed as fx_limits
-from core.config import MAX_STEPS
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
 from core.fileio import torch_save_head
 

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from core.config import MAX_STEPS, json_fields, parse_config, to_dict
+from core import MAX_STEPS
+from core.config import json_fields, parse_config, to_dict
 from core.errors import CheckpointError, ConfigError, SnnDeployError, TrainingError, error_line
 from core.fileio import (
     append_line,
