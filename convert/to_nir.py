@@ -31,8 +31,8 @@ from core.errors import ConfigError, DataError, ModelError, SnnDeployError, erro
 from core.fileio import (
     exclusive,
     move_into,
+    not_an_input,
     staging_folder,
-    writable_file,
     writable_folder,
     write_json_atomic,
 )
@@ -225,7 +225,7 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     out = writable_folder(cfg.out or Path(cfg.checkpoint).parent, "--out")
     files = output_files(cfg)
     for f in files.values():  # (a foreign graph converted into its own folder under its own name)
-        writable_file(out / f, f"--name {cfg.name}: the output",
+        not_an_input(out / f, f"--name {cfg.name}: the output",
                       {"the graph being converted": cfg.checkpoint, "the --data file": cfg.data})  # fmt: skip
     with exclusive(f"{out.resolve()}/{cfg.name}", f"{out / cfg.name}.*"):
         present = sorted(f for f in set(files.values()) if (out / f).exists())

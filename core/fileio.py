@@ -108,11 +108,17 @@ def writable_file(
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder; name a file")
-    for role, other in (inputs or {}).items():
-        if other is not None and path.exists() and Path(other).exists() and os.path.samefile(path, other):
-            raise ConfigError(f"{what} {path} is {role}: writing it would replace it; name another file")
+    not_an_input(path, what, inputs or {})
     _probe_folder(path.parent if str(path.parent) else Path("."), f"the folder of {what} {path}:")
     return path
+
+
+def not_an_input(path: Path, what: str, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """A :class:`ConfigError` when the output ``path`` is one of the command's ``inputs`` (``{what it is:
+    path}``): writing it would replace it."""
+    for role, other in inputs.items():
+        if other is not None and path.exists() and Path(other).exists() and os.path.samefile(path, other):
+            raise ConfigError(f"{what} {path} is {role}: writing it would replace it; name another file")
 
 
 def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:

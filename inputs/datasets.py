@@ -477,10 +477,10 @@ def _read_labels_csv(path: Path) -> tuple[list[Path], np.ndarray]:
             file = path.parent / (row["file"] or "")
             if not file.is_file():
                 raise DataError(f"{path}, line {line}: file {file} does not exist")
-            if file.resolve() in first_line:  # (twice in one set: counted twice, or in both splits)
-                raise DataError(f"{path}, line {line}: file {file} is listed again (first on line "
-                                f"{first_line[file.resolve()]})")  # fmt: skip
-            first_line[file.resolve()] = line
+            key = file.resolve()
+            if key in first_line:  # (twice in one set: counted twice, or in both splits)
+                raise DataError(f"{path}, line {line}: file {file} is listed again (first on line {first_line[key]})")
+            first_line[key] = line
             files.append(file)
             labels.append(label)
     if not files:

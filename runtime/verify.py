@@ -364,8 +364,13 @@ def _required(names: list[str], plan: Plan, cfg: VerifyConfig) -> dict[str, Any]
     return infos
 
 
+def report_folder(cfg: VerifyConfig) -> Path:
+    """Where the report goes: ``--out``, else ``<graph>.verify`` beside the graph."""
+    return Path(cfg.out or Path(cfg.graph).with_suffix(".verify"))
+
+
 def verify(cfg: VerifyConfig) -> dict[str, Any]:
-    out = writable_folder(cfg.out or Path(cfg.graph).with_suffix(".verify"), "--out")
+    out = writable_folder(report_folder(cfg), "--out")
     # a second verification into the folder would leave one run's report.md beside another's report.json
     with exclusive(f"{out.resolve()}/runtime.verify", f"the report in {out}"):
         return _verify(cfg, out)
@@ -459,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the workers were stopped and no report was written", file=sys.stderr)
         return 130
-    out = Path(cfg.out or Path(cfg.graph).with_suffix(".verify"))
+    out = report_folder(cfg)
     print((out / "report.md").read_text())
     plotted = f"; plots: {', '.join(rep['plots'])}" if rep["plots"] else " (no plots: the graph has no neuron layer)"
     print(f"report: {out / 'report.md'} (and report.json){plotted}")

@@ -99,13 +99,12 @@ def worker_error(code: int, stderr: str) -> SnnDeployError:
     else its output's tail."""
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     tagged = [ln[len(ERROR_TAG) :] for ln in lines if ln.startswith(ERROR_TAG)]
-    last = tagged[-1].partition(": ")[2] if tagged else (lines[-1] if lines else "")
-    missing = re.fullmatch(r"ModuleNotFoundError: No module named '([\w.]+)'", last)
+    cls_name, _, msg = tagged[-1].partition(": ") if tagged else ("", "", lines[-1] if lines else "")
+    missing = re.fullmatch(r"ModuleNotFoundError: No module named '([\w.]+)'", msg)
     if missing:  # (an import at the worker's start, or Lava's own import inside a run)
         return LavaError(f"the Lava worker's Python ({LAVA_PYTHON}) has no module {missing[1]!r}: make setup-lava installs "
                          "the Lava environment (or SNN_DEPLOY_LAVA_PYTHON names a Python that has it)")  # fmt: skip
     if tagged:
-        cls_name, _, msg = tagged[-1].partition(": ")
         cls = getattr(errors, cls_name, None)
         if isinstance(cls, type) and issubclass(cls, SnnDeployError):
             return cls(f"lava worker: {msg}")

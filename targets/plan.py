@@ -877,10 +877,10 @@ def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str
     out_sources = sources[outputs[0]]
     if not out_sources:
         raise ModelError(f"{source}: the Output node {outputs[0]} has no incoming edge")
-    declared = [np.asarray(v).reshape(-1) for v in graph.nodes[outputs[0]].output_type.values()]
+    declared = np.asarray(next(iter(graph.nodes[outputs[0]].output_type.values()), [])).reshape(-1)
     out_shape = shapes[out_sources[0]]
-    if declared and declared[0].size and int(np.prod(declared[0])) != math.prod(out_shape):
-        raise ModelError(f"{source}: the Output node {outputs[0]} declares shape {tuple(declared[0].tolist())}, but "
+    if declared.size and int(np.prod(declared)) != math.prod(out_shape):
+        raise ModelError(f"{source}: the Output node {outputs[0]} declares shape {tuple(declared.tolist())}, but "
                          f"{out_sources[0]} gives {out_shape}")  # fmt: skip
     plan = Plan(delays + plan_nodes, in_shape, out_sources, meta | {"dt": dt, "dialect": dialect}, source)
     if plan.precision == "fixed":
