@@ -84,19 +84,36 @@ def _check_values(cls: type, cfg: Any) -> None:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or TOML config file into a dict (a clear error for a missing or bad file)."""
+    """Read a JSON or TOML config file (by its suffix) into a dict; a missing, unreadable or malformed
+    file, another suffix and a key given twice are errors naming the file."""
     path = Path(path)
+    if path.suffix not in (".json", ".toml"):
+        raise ConfigError(f"config file {path} must be a .json or a .toml file (its suffix says which)")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+        raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(
-            f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}"
-        ) from None
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text, object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not {kind} text (byte {e.start} is not UTF-8)") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, ValueError) as e:
+        raise ConfigError(f"config file {path} is not valid {kind}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table of keys, got {type(data).__name__}")
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's keys as a dict, a key given twice an error (JSON would keep the last silently;
+    TOML refuses it)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} is given twice")
+        data[key] = value
     return data
 
 

@@ -58,6 +58,28 @@ def test_missing_and_malformed_config_file(tmp_path):
         parse(["--config", str(bad)])
 
 
+def test_config_file_that_is_binary_a_folder_another_format_or_gives_a_key_twice(tmp_path):
+    """Each was a traceback (UnicodeDecodeError), 'does not exist', a YAML file read as JSON, or a key
+    whose last value won without a word."""
+    binary = tmp_path / "c.json"
+    binary.write_bytes(b'{"epochs": 7}\xa0\xff')
+    with pytest.raises(ConfigError, match=r"c.json is not JSON text \(byte 13 is not UTF-8\)"):
+        parse(["--config", str(binary)])
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(ConfigError, match=r"d.toml is a folder"):
+        parse(["--config", str(tmp_path / "d.toml")])
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("epochs: 7\n")
+    with pytest.raises(ConfigError, match=r"c.yaml must be a .json or a .toml file"):
+        parse(["--config", str(yaml)])
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"epochs": 7, "lr": 1, "epochs": 9}')
+    with pytest.raises(ConfigError, match=r"twice.json is not valid JSON: key 'epochs' is given twice"):
+        parse(["--config", str(twice)])
+    twice.write_text('{"epochs": 7, "bits": 8}')
+    assert parse(["--config", str(twice)]).epochs == 7
+
+
 def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         parse(["--help"])
