@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -622,7 +623,7 @@ def read_graph_file(path: Path) -> nir.NIRGraph:
             try:
                 result: tuple[str, Any] = ("graph", nir.read(path, type_check=False))
             except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
-                result = ("error", _node_type_problem(path) or f"{type(e).__name__}: {e}")
+                result = ("error", _node_problem(path) or f"{type(e).__name__}: {e}")
             try:
                 payload = pickle.dumps(result)
             except Exception as e:  # noqa: BLE001 - a graph that cannot be pickled back
@@ -676,32 +677,45 @@ def _other_file_hint(path: Path) -> str:
     return ""
 
 
-def _node_type_problem(path: Path) -> str | None:
-    """Which node of a graph file that ``nir.read`` refused has no type or one NIR does not know, if any
-    (nir says only ``KeyError: 'type'`` or an empty ``AssertionError``)."""
+def _node_problem(path: Path) -> str | None:
+    """Which node of a graph file that ``nir.read`` refused has no type, one NIR does not know, or lacks
+    a field its type needs, if any (nir says only ``KeyError: 'type'``, ``KeyError: 'shape'`` or an
+    empty ``AssertionError``, naming no node)."""
     import h5py
+    from nir.serialization import hdf2dict
 
     known = set(getattr(nir.ir, "__all_ir", ()))  # the type names nir.read maps to nodes
 
-    def walk(group, prefix: str) -> str | None:
-        for name, node in group.items():
-            if not isinstance(node, h5py.Group):
+    def walk(nodes: dict, prefix: str) -> str | None:
+        for name, node in nodes.items():
+            if not isinstance(node, dict):
                 continue
             if "type" not in node:
                 return f"node {prefix}{name} has no type"
-            kind = node["type"][()]
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            kind = str(node["type"])
             if known and kind not in known:
                 return f"node {prefix}{name} has the type {kind!r}, which NIR does not define"
-            if kind == "NIRGraph" and "nodes" in node:
-                found = walk(node["nodes"], f"{prefix}{name}.")
-                if found:
-                    return found
+            if kind == "NIRGraph":
+                found = walk(node.get("nodes", {}), f"{prefix}{name}.")
+            else:
+                try:
+                    nir.dict2NIRNode(dict(node))
+                    found = None
+                except KeyError as e:
+                    found = f"node {prefix}{name} ({kind}) lacks its field {e}"
+                except TypeError as e:  # a dataclass built without a field it needs
+                    missing = re.search(r"missing \d+ required positional arguments?: (.*)", str(e))
+                    found = f"node {prefix}{name} ({kind}) lacks its field {missing[1] if missing else e}"
+                except Exception:  # noqa: BLE001 - a node nir builds but the graph refuses: nir's own message
+                    found = None
+            if found:
+                return found
         return None
 
     try:
         with h5py.File(path, "r") as f:
-            return walk(f["node"]["nodes"], "") if "node" in f and "nodes" in f["node"] else None
+            data = hdf2dict(f["node"]) if "node" in f else {}
+        return walk(data.get("nodes", {}), "") if isinstance(data.get("nodes"), dict) else None
     except Exception:  # noqa: BLE001 - only a better message is at stake
         return None
 

@@ -88,6 +88,14 @@ def test_run_errors(digits_graphs, tmp_path, capsys):
                 f["node/nodes/features.0/type"] = np.bytes_(kind)
         assert run_cmd.main([str(bad)]) == 2
         assert message in capsys.readouterr().err
+    for field, message in [("input/shape", "node input (Input) lacks its field 'shape'"),  # nir: KeyError: 'shape'
+                           ("features.1/tau", "node features.1 (LIF) lacks its field 'tau'"),
+                           ("output/shape", "node output (Output) lacks its field 'shape'")]:  # fmt: skip
+        shutil.copy(digits_graphs / "float.nir", bad)
+        with h5py.File(bad, "r+") as f:
+            del f[f"node/nodes/{field}"]
+        assert run_cmd.main([str(bad)]) == 2
+        assert message in capsys.readouterr().err
     spikes = np.zeros((4, 0, 1, 8, 8), np.float32)  # no samples: a ValueError from the first batch
     np.save(tmp_path / "none.npy", spikes)
     assert run_cmd.main([str(digits_graphs / "float.nir"), "--data", str(tmp_path / "none.npy")]) == 2
