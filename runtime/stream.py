@@ -110,7 +110,9 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class SensorMap:
-    """Sensor pixel ``(x, y)`` -> model pixel ``((x - x0) // factor, (y - y0) // factor)``."""
+    """Sensor pixel ``(x, y)`` -> model pixel ``((x - x0) // factor, (y - y0) // factor)``, for the
+    ``span_x`` columns and ``span_y`` rows from ``(x0, y0)`` (a ``--crop`` smaller than the model's input
+    times ``factor`` feeds only its own pixels)."""
 
     x0: int
     y0: int
@@ -119,6 +121,12 @@ class SensorMap:
     height: int  # model input rows
     channels: int  # model input channels
     polarity: str  # split, merge, on, off
+    span_x: int = 0  # sensor columns fed (0: width * factor)
+    span_y: int = 0  # sensor rows fed (0: height * factor)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "span_x", min(self.span_x or self.width * self.factor, self.width * self.factor))
+        object.__setattr__(self, "span_y", min(self.span_y or self.height * self.factor, self.height * self.factor))
 
     @classmethod
     def default(cls, sensor: tuple[int, int], shape: tuple[int, ...], crop: str | None, factor: int | None,
@@ -140,16 +148,33 @@ class SensorMap:
                 raise ConfigError(f"--crop {crop} reaches outside the {sw}x{sh} sensor (columns 0..{sw - 1}, rows "
                                   f"0..{sh - 1}): no event there could reach the model")  # fmt: skip
             factor = factor or max(1, min(cw // w, ch // h))
+            if cw < factor or ch < factor:
+                raise ConfigError(f"--crop {crop} is narrower than one model pixel pooling {factor}x{factor} sensor "
+                                  "pixels (--downsample)")  # fmt: skip
         else:
             factor = factor or max(1, min(sw // w, sh // h))
             x0, y0 = (sw - w * factor) // 2, (sh - h * factor) // 2
+            cw, ch = w * factor, h * factor
         if factor < 1:
             raise ConfigError(f"--downsample must be >= 1, got {factor}")
         if polarity == "auto":
             polarity = "split" if c == 2 else "merge"
         if (polarity == "split") != (c == 2) or c not in (1, 2):
             raise ConfigError(f"--polarity {polarity} does not fit a model with {c} input channel(s)")
-        return cls(x0, y0, factor, w, h, c, polarity)
+        return cls(x0, y0, factor, w, h, c, polarity, cw // factor * factor, ch // factor * factor)
+
+    def coverage_note(self, sensor: tuple[int, int]) -> str | None:
+        """A note when the sensor reaches less than half of the model's columns or rows (a ``--downsample``
+        too large for it, or a sensor smaller than the model's input): the rest never receives an event."""
+        sw, sh = sensor
+        cols = (max(0, -self.x0) // self.factor, (min(sw - self.x0, self.span_x) - 1) // self.factor)
+        rows = (max(0, -self.y0) // self.factor, (min(sh - self.y0, self.span_y) - 1) // self.factor)
+        if 2 * (cols[1] - cols[0] + 1) >= self.width and 2 * (rows[1] - rows[0] + 1) >= self.height:
+            return None
+        return (f"events reach only columns {cols[0]}..{cols[1]} and rows {rows[0]}..{rows[1]} of the model's "
+                f"{self.width}x{self.height} input (the {sw}x{sh} sensor's {self.span_x}x{self.span_y} pixels from "
+                f"({self.x0}, {self.y0}), pooled {self.factor}x{self.factor}): the rest never receives one "
+                "(--crop, --downsample)")  # fmt: skip
 
     def __call__(self, events: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Model-pixel events, and how many fell outside the region or had the unused polarity.
@@ -158,9 +183,9 @@ class SensorMap:
         y = events["y"].astype(np.int32)
         x -= self.x0
         y -= self.y0
-        x //= self.factor  # (a floor: events left of or above the region stay negative)
+        inside = (x >= 0) & (x < self.span_x) & (y >= 0) & (y < self.span_y)
+        x //= self.factor
         y //= self.factor
-        inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
         keep = inside & ((events["p"] != 0) == (self.polarity == "on")) if self.polarity in ("on", "off") else inside
         idx = np.flatnonzero(keep)
         out = events.take(idx)
@@ -335,7 +360,8 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     fused = None
     if module is not None:  # its kernel loaded (or compiled) now, before the clock starts
         fused = module.WindowBinner(sensor, mapper.x0, mapper.y0, mapper.factor, mapper.width, mapper.height,
-                                    mapper.channels, mapper.polarity, steps, window_us, binary)  # fmt: skip
+                                    mapper.channels, mapper.polarity, steps, window_us, binary,
+                                    (mapper.span_x, mapper.span_y))  # fmt: skip
         fused.warm()
     slots = load_slots(cfg.labels) if cfg.labels else None
     t_open = time.perf_counter()
@@ -463,7 +489,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
                        "max": float(lat.max())},
         "classes": _class_histogram(windows),
         "output": plan.output_kind,
-        "note": _not_events(plan),
+        "note": "; ".join(n for n in (_not_events(plan), mapper.coverage_note(sensor)) if n) or None,
         "tied_windows": sum(w["tied"] for w in windows),
         "class_names": (plan.meta.get("dataset") or {}).get("class_names"),
     }  # fmt: skip

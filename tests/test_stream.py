@@ -105,6 +105,30 @@ def test_sensor_mapping():
         SensorMap.default((128, 128), (2, 34, 34), None, None, "merge")
 
 
+def test_a_crop_smaller_than_the_input_feeds_only_its_own_pixels():
+    """``--crop 0,0,10,34`` into a 34x34 model fed sensor columns 0..33 (only the crop's size chose the
+    pooling); now the columns outside the crop are dropped and counted, and a note says which of the
+    model's columns can receive events. A ``--downsample`` too large for the sensor gets the same note."""
+    ev = np.zeros(4, EVENT_DTYPE)
+    ev["x"], ev["y"], ev["p"] = [0, 9, 10, 33], [0, 33, 5, 5], [1, 1, 1, 1]
+    m = SensorMap.default((34, 34), (2, 34, 34), "0,0,10,34", None, "auto")
+    assert (m.factor, m.span_x, m.span_y) == (1, 10, 34)
+    got, outside, unused = m(ev)
+    assert (got["x"].tolist(), got["y"].tolist(), outside, unused) == ([0, 9], [0, 33], 2, 0)
+    assert "events reach only columns 0..9 and rows 0..33 of the model's 34x34 input" in m.coverage_note((34, 34))
+    pooled = SensorMap.default((34, 34), (2, 8, 8), "3,0,9,34", 2, "auto")  # 9 columns at 2x2: 8 fed
+    assert (pooled.span_x, pooled.span_y) == (8, 16)
+    ev["x"], ev["y"] = [3, 10, 11, 2], [0, 5, 5, 5]
+    got, outside, _ = pooled(ev)
+    assert (got["x"].tolist(), got["y"].tolist(), outside) == ([0, 3], [0, 2], 2)
+    whole = SensorMap.default((34, 34), (2, 34, 34), None, None, "auto")
+    assert whole.coverage_note((34, 34)) is None and whole.span_x == 34
+    too_far = SensorMap.default((34, 34), (2, 34, 34), None, 100, "auto")  # the sensor on 2x2 of 34x34
+    assert "columns 16..17 and rows 16..17" in too_far.coverage_note((34, 34))
+    with pytest.raises(ConfigError, match="narrower than one model pixel pooling 4x4"):
+        SensorMap.default((34, 34), (2, 8, 8), "0,0,3,34", 4, "auto")
+
+
 REAL = {  # file: (extra flags, events the eventdata README states)
     "aedat2/dvs128_walking.aedat": ([], 19_182),
     "aedat2/davis240c_translating_boxes.aedat": ([], 162_771),
@@ -284,7 +308,8 @@ def _fused_windows(path, mapping: SensorMap, steps: int, window_us: int, binary:
     module = importlib.import_module(f"inputs.formats.{fmt}")
     f = getattr(module, f"open_{fmt}")(path)
     b = module.WindowBinner((f.width, f.height), mapping.x0, mapping.y0, mapping.factor, mapping.width,
-                            mapping.height, mapping.channels, mapping.polarity, steps, window_us, binary)  # fmt: skip
+                            mapping.height, mapping.channels, mapping.polarity, steps, window_us, binary,
+                            (mapping.span_x, mapping.span_y))  # fmt: skip
     return list(iter_windows(f, b, chunk_words)), b
 
 
@@ -313,6 +338,8 @@ MAPPINGS = [  # model input shape, crop, downsample, polarity, steps, window µs
     ((1, 34, 34), "100,50,300,200", None, "merge", 3, 5_000, True, 1000),
     ((1, 20, 30), None, None, "on", 7, 3_001, False, 5000),
     ((1, 64, 64), "0,0,640,480", 3, "off", 5, 2_500, True, 333),
+    ((1, 64, 64), "180,90,50,60", None, "merge", 4, 5_000, True, 4096),  # a crop smaller than the input
+    ((2, 64, 64), "200,100,101,80", 2, "split", 4, 5_000, False, 999),  # ... at 2x2 (100 of its columns fed)
 ]
 
 

@@ -319,7 +319,8 @@ def bin_words(words, start, state, frames, sensor_w, sensor_h, col, row, polarit
 class WindowBinner:
     """Frames of consecutive windows of ``window_us`` from EVT 2.0 words, with ``runtime.stream``'s
     mapping (:class:`runtime.stream.SensorMap`'s ``x0, y0, factor, width, height, channels,
-    polarity``) and binning (``steps`` equal steps, ``binary``: one spike at most per pixel and step).
+    polarity``, ``span``: the sensor columns and rows fed, by default ``width`` and ``height`` times
+    ``factor``) and binning (``steps`` equal steps, ``binary``: one spike at most per pixel and step).
 
     Use: :meth:`run` over each chunk of words; at ``NEXT_WINDOW`` call :meth:`start` once (the first
     event: ``next_t`` is its time) or :meth:`take` (the window's frames and events; the next window
@@ -333,7 +334,8 @@ class WindowBinner:
     kernel = staticmethod(bin_words)
 
     def __init__(self, sensor: tuple[int, int], x0: int, y0: int, factor: int, width: int, height: int,
-                 channels: int, polarity: str, steps: int, window_us: int, binary: bool) -> None:  # fmt: skip
+                 channels: int, polarity: str, steps: int, window_us: int, binary: bool,
+                 span: tuple[int, int] | None = None) -> None:  # fmt: skip
         if polarity not in POLARITY_MODES:
             raise ConfigError(f"polarity must be one of {', '.join(POLARITY_MODES)}, got {polarity!r}")
         if channels != (2 if polarity == "split" else 1):  # the kernel writes channel p (split) or 0 unchecked
@@ -348,8 +350,9 @@ class WindowBinner:
             if v < 1:
                 raise ConfigError(f"WindowBinner {name} must be >= 1, got {v}")
         self.sensor = (min(int(sensor[0]), MAX_SIDE), min(int(sensor[1]), MAX_SIDE))
-        self.col = _axis_map(x0, factor, width)
-        self.row = _axis_map(y0, factor, height)
+        self.span = span or (width * factor, height * factor)
+        self.col = _axis_map(x0, factor, width, span=self.span[0])
+        self.row = _axis_map(y0, factor, height, span=self.span[1])
         self.shape = (int(steps), int(channels), int(height), int(width))
         self.polarity = POLARITY_MODES[polarity]
         self.window_us = int(window_us)
@@ -449,9 +452,10 @@ def iter_windows(
         yield (start, *binner.take())
 
 
-def _axis_map(origin: int, factor: int, size: int, side: int = MAX_SIDE) -> np.ndarray:
+def _axis_map(origin: int, factor: int, size: int, side: int = MAX_SIDE, span: int | None = None) -> np.ndarray:
     """``((v - origin) // factor)`` for every sensor coordinate ``v`` below ``side`` (default: every one
-    an EVT 2.0 word can hold), -1 where that is outside ``0..size - 1`` (the floor keeps coordinates
-    before the origin negative)."""
-    m = (np.arange(side, dtype=np.int64) - origin) // factor
-    return np.where((m >= 0) & (m < size), m, -1).astype(np.int32)
+    an EVT 2.0 word can hold), -1 where ``v`` is outside the ``span`` sensor pixels from ``origin`` fed to
+    the model (default: ``size * factor``, the model's ``size`` pixels)."""
+    v = np.arange(side, dtype=np.int64) - origin
+    span = size * factor if span is None else min(span, size * factor)
+    return np.where((v >= 0) & (v < span), v // factor, -1).astype(np.int32)

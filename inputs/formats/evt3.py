@@ -395,10 +395,11 @@ class WindowBinner(evt2.WindowBinner):
     kernel = staticmethod(bin_words)
 
     def __init__(self, sensor: tuple[int, int], x0: int, y0: int, factor: int, width: int, height: int,
-                 channels: int, polarity: str, steps: int, window_us: int, binary: bool) -> None:  # fmt: skip
-        super().__init__(sensor, x0, y0, factor, width, height, channels, polarity, steps, window_us, binary)
+                 channels: int, polarity: str, steps: int, window_us: int, binary: bool,
+                 span: tuple[int, int] | None = None) -> None:  # fmt: skip
+        super().__init__(sensor, x0, y0, factor, width, height, channels, polarity, steps, window_us, binary, span)
         self.sensor = (min(int(sensor[0]), MAX_X), min(int(sensor[1]), MAX_Y))
-        self.col = evt2._axis_map(x0, factor, width, MAX_X)
+        self.col = evt2._axis_map(x0, factor, width, MAX_X, self.span[0])
         self.state = new_state()
 
 
