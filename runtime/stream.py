@@ -500,15 +500,26 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
 
 def load_slots(labels_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(starts, ends, labels)`` of a labels file (``{"samples": [{start_us, end_us, label}]}``)."""
-    if not Path(labels_path).is_file():
-        raise DataError(f"labels file {labels_path} does not exist")
+    path = Path(labels_path)
+    if not path.is_file():
+        raise DataError(f"labels file {labels_path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    form = '{"samples": [{"start_us": ..., "end_us": ..., "label": ...}, ...]}, as inputs.recording writes'
     try:
-        slots = json.loads(Path(labels_path).read_text())["samples"]
-        starts, ends, labels = (np.array([s["start_us"] for s in slots], np.int64),
-                                np.array([s["end_us"] for s in slots], np.int64),
-                                np.array([s["label"] for s in slots], np.int64))  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"labels file {labels_path}: {type(e).__name__}: {e}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"labels file {labels_path} is not JSON ({e}); it must hold {form}") from None
+    except OSError as e:
+        raise DataError(f"labels file {labels_path} cannot be read: {e.strerror or e}") from None
+    slots = data.get("samples") if isinstance(data, dict) else None
+    if not isinstance(slots, list):
+        raise DataError(f"labels file {labels_path} holds no list 'samples'; it must hold {form}")
+    keys = ("start_us", "end_us", "label")
+    for i, slot in enumerate(slots):
+        values = [slot.get(k) for k in keys] if isinstance(slot, dict) else [None]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 62 for v in values):
+            raise DataError(f"labels file {labels_path}: slot {i} must give the integers {', '.join(keys)}, got "
+                            f"{slot!r:.200}")  # fmt: skip
+    starts, ends, labels = (np.array([s[k] for s in slots], np.int64).reshape(-1) for k in keys)
     # label_of looks a window up by its start: slots must follow one another (it read others silently wrong)
     bad = np.flatnonzero((ends <= starts) | np.r_[False, starts[1:] < ends[:-1]])
     if bad.size:

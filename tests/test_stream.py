@@ -1,6 +1,7 @@
 """Streaming event files through a model: same predictions on every target, bounded input, clear errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +165,8 @@ def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
     swapped = tmp_path / "swapped.json"
     swapped.write_text(json.dumps({"samples": [{"start_us": 300_000, "end_us": 600_000, "label": 1},
                                                {"start_us": 0, "end_us": 300_000, "label": 2}]}))  # fmt: skip
+    (tmp_path / "list.json").write_text(json.dumps([{"start_us": 0, "end_us": 300_000, "label": 1}]))
+    (tmp_path / "float.json").write_text(json.dumps({"samples": [{"start_us": 0, "end_us": 300_000, "label": 1.7}]}))
     cases = [
         ([str(tmp_path / "missing.h5"), "--model", model], "does not exist"),
         ([str(empty), "--model", model], "empty"),
@@ -175,6 +178,15 @@ def test_bad_input_is_a_clear_error(event_model, tmp_path, capsys):
         (
             [str(nosize), "--model", model, "--sensor-size", "34x34", "--labels", str(tmp_path / "no.json")],
             f"labels file {tmp_path / 'no.json'} does not exist",
+        ),
+        # a labels file that is not one: UnicodeDecodeError, KeyError: 'samples'; a float label was truncated
+        *(
+            ([str(nosize), "--model", model, "--sensor-size", "34x34", "--labels", str(bad)], message)
+            for bad, message in [
+                (Path(model), "is not JSON ("),
+                (tmp_path / "list.json", "holds no list 'samples'"),
+                (tmp_path / "float.json", "slot 0 must give the integers start_us, end_us, label, got {'start_us': 0"),
+            ]
         ),
         # slots out of time order: each window was scored against another slot's label
         (
