@@ -222,6 +222,10 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         cfg = replace(cfg, name="model.fixed" if cfg.precision == "fixed" else "model")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"--name must be a plain file name (no folder, not hidden), got {cfg.name!r}")
+    if cfg.name.lower().endswith((".nir", ".onnx", ".h5", ".json")):  # (it wrote model.nir.nir)
+        stem = cfg.name.rsplit(".", 1)[0]
+        raise ConfigError(f"--name is the files' base name, without a suffix: {stem!r} writes {stem}.nir, "
+                          f"{stem}.onnx and the rest; got {cfg.name!r}")  # fmt: skip
     out = writable_folder(cfg.out or Path(cfg.checkpoint).parent, "--out")
     files = output_files(cfg)
     for f in files.values():  # (a foreign graph converted into its own folder under its own name)

@@ -597,3 +597,12 @@ def test_running_out_of_memory_is_one_line(graphs, monkeypatch, capsys):
     _one_line_error(capsys, "--window-steps must be at most 1000000, got 1000000000")
     assert to_nir.main([str(graphs / "no-such.pt"), "--steps", "10000000"]) == 2  # (before the file is read)
     _one_line_error(capsys, "--steps must be at most 1000000, got 10000000")
+
+
+def test_convert_name_is_a_base_name(tmp_path, capsys):
+    """``--name model.nir`` wrote model.nir.nir, model.nir.onnx, ...: refused before the checkpoint is read."""
+    for name, stem in [("model.nir", "model"), ("net.fixed.onnx", "net.fixed"), ("m.JSON", "m")]:
+        assert to_nir.main([str(tmp_path / "no-such.pt"), "--name", name]) == 2
+        _one_line_error(capsys, f"--name is the files' base name, without a suffix: {stem!r} writes {stem}.nir")
+    assert to_nir.main([str(tmp_path / "no-such.pt"), "--name", "model.v2"]) == 2  # (a dot is fine)
+    _one_line_error(capsys, "no-such.pt")
