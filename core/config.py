@@ -94,7 +94,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
         text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if kind == "TOML" else json.loads(text, object_pairs_hook=_unique_keys)
+        data = tomllib.loads(text) if kind == "TOML" else loads_json(text)
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not {kind} text (byte {e.start} is not UTF-8)") from None
     except OSError as e:
@@ -104,6 +104,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table of keys, got {type(data).__name__}")
     return data
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads``, a key given twice in an object an error (``ValueError``, as for malformed JSON)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -200,7 +200,7 @@ def test_transfer_samples_reach_the_distillation_terms_only(tmp_path, monkeypatc
         return real_ce(logits, y, **kw)
 
     monkeypatch.setattr(bkd.F, "cross_entropy", ce_spy)
-    transfer = json.dumps({"name": "digits", "split": "test"})
+    transfer = json.dumps({"name": "digits", "split": "train", "limit": 300})  # (not the test split: below)
     argv = tiny_train_args(tmp_path / "t", "--epochs", "1", "--distill", "logits", "--transfer", transfer,
                            "--transfer-batch-size", "16")  # fmt: skip
     assert bkd.main(argv) == 0
@@ -223,10 +223,41 @@ def test_extra_training_data_must_bin_alike(tmp_path, capsys):
     extra = json.dumps({"name": "event_digits", "split": "train"})
     assert bkd.main(tiny_train_args(tmp_path / "e", "--extra-train", extra)) == 2
     assert "--extra-train event_digits/train differs from the training data in input_shape" in capsys.readouterr().err
-    same = json.dumps({"name": "digits", "split": "test"})
+    same = json.dumps({"name": "digits", "split": "train", "limit": 100})
     assert bkd.main(tiny_train_args(tmp_path / "f", "--extra-train", same, "--epochs", "1", "--distill", "none")) == 0
     data = load_checkpoint(tmp_path / "f" / "student.pt")["data"]
-    assert data["train"] == ["digits/train: 192", "digits/test: 360"]
+    assert data["train"] == ["digits/train: 192", "digits/train, limit=100: 100"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--extra-train", '{"name": "digits", "split": "test"}'],
+     "--extra-train digits/test shares samples with the test data (--test-split digits/test): the test accuracy"),
+    (["--transfer", '{"name": "digits", "split": "all"}'], "--transfer digits/all shares samples with the test data"),
+    (["--train-split", "all"], "--train-split digits/all shares samples with the test data"),
+    (["--test-data", '{"name": "digits", "split": "train"}'],
+     "--train-split digits/train shares samples with the test data (--test-data digits/train)"),
+    (["--val-data", '{"name": "digits"}'],
+     "--val-data digits/train shares samples with the training data (--train-split digits/train): the model would "
+     "be selected on samples it trained on"),
+])  # fmt: skip
+def test_the_test_data_is_held_out_from_training_distillation_and_selection(tmp_path, capsys, flags, message):
+    """Each trained on (or selected with) the test split and reported its accuracy as a test accuracy; now
+    refused before any data is read. Another split, folder or dataset is fine (above)."""
+    assert bkd.main(tiny_train_args(tmp_path / "r", *flags)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "data:" not in err and not (tmp_path / "r").exists()
+
+
+def test_model_arguments_are_checked_before_the_teacher_trains(tmp_path, capsys):
+    """An unknown student argument failed only after the teacher's training; a key given twice in a JSON
+    flag kept the last value without a word."""
+    assert bkd.main(tiny_train_args(tmp_path / "r", "--model-args", '{"depth": 3}')) == 2
+    err = capsys.readouterr().err
+    assert "model 'digits_csnn' takes no argument(s) depth" in err and "[teacher]" not in err
+    assert bkd.main(tiny_train_args(tmp_path / "r", "--teacher-args", '{"width": 3}')) == 2
+    assert "model 'digits_cnn' takes no argument(s) width" in capsys.readouterr().err
+    assert bkd.main(tiny_train_args(tmp_path / "r", "--model-args", '{"channels": [4], "channels": [8]}')) == 2
+    assert "--model-args is not valid JSON: key 'channels' is given twice" in capsys.readouterr().err
 
 
 # --- teachers --------------------------------------------------------------------------------

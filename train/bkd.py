@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,22 @@ from inputs import CACHE_DIR, CACHE_DIR_HELP
 from inputs.datasets import cache_args, load_dataset
 from train.augment import Augment
 from train.checkpoint import load_checkpoint, model_from_checkpoint, neuron_parameters, save_checkpoint
-from train.data import Batches, check_compatible, concat, json_object, materialise, parse_specs, stratified_carve
+from train.data import (
+    Batches,
+    DataSpec,
+    check_compatible,
+    check_held_out,
+    concat,
+    json_object,
+    materialise,
+    parse_specs,
+    stratified_carve,
+)
 from train.distill import DISTILL_MODES, GENERATORS, ORDERS, FeatureDistiller, wsld_loss
 from train.models import (
     MODELS,
     build_model,
+    check_model_arguments,
     model_arguments,
     model_spec,
     set_weight_quantisation,
@@ -443,12 +454,20 @@ class Run:
         self.out = Path(cfg.out)
         show = cfg.progress and d.main
         args = json_object(cfg.dataset_args, "dataset-args")
+        val_specs, extra_specs = parse_specs(cfg.val_data, "val-data"), parse_specs(cfg.extra_train, "extra-train")
+        transfer_specs, test_specs = parse_specs(cfg.transfer, "transfer"), parse_specs(cfg.test_data, "test-data")
+        main = DataSpec(cfg.dataset, cfg.train_split, cfg.data_root, args)
+        check_held_out(
+            ("--test-data", test_specs[0]) if test_specs else ("--test-split", replace(main, split=cfg.test_split)),
+            [("--val-data", s) for s in val_specs],
+            [("--train-split", main), *(("--extra-train", s) for s in extra_specs),
+             *(("--transfer", s) for s in transfer_specs)],
+        )  # fmt: skip
         main_train = _load(cfg.dataset, cfg.train_split, cfg.data_root, args, cfg)
         self.description = main_train.describe()
         self.input_shape = tuple(main_train.input_shape)
         self.num_classes = main_train.num_classes
         data = materialise(main_train, f"{cfg.dataset}/{cfg.train_split}", show)
-        val_specs = parse_specs(cfg.val_data, "val-data")
         kept, carved = stratified_carve(data.labels, 0.0 if val_specs else cfg.val_fraction)
         if cfg.limit_train:
             kept = kept[: cfg.limit_train]
@@ -459,16 +478,16 @@ class Run:
         else:
             name = f"{cfg.dataset}/{cfg.train_split} (validation carve-out)"
             self.val = data.subset(carved, name) if len(carved) else None
-        for spec in parse_specs(cfg.extra_train, "extra-train"):
+        for spec in extra_specs:
             parts.append(self._other([spec], "extra-train", show))
             self.sources["train"].append(f"{parts[-1].name}: {len(parts[-1])}")
         self.train = concat(parts, "training data")
         self.transfer = None
-        specs = parse_specs(cfg.transfer, "transfer")
-        if specs:
-            self.transfer = self._other(specs, "transfer", show, keys=TEACHER_DATA_KEYS[:2] + TEACHER_DATA_KEYS[3:])
+        if transfer_specs:
+            self.transfer = self._other(
+                transfer_specs, "transfer", show, keys=TEACHER_DATA_KEYS[:2] + TEACHER_DATA_KEYS[3:]
+            )
             self.sources["transfer"] = [f"{self.transfer.name}: {len(self.transfer)}"]
-        test_specs = parse_specs(cfg.test_data, "test-data")
         if test_specs:
             self.test = self._other(test_specs, "test-data", show, limit=cfg.limit_test)
         else:
@@ -853,9 +872,10 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     arch_args = json_object(cfg.model_args, "model-args")
-    model_spec(cfg.model)  # unknown names fail before any data is read
-    if cfg.teacher_model is not None:
-        model_spec(cfg.teacher_model)
+    check_model_arguments(cfg.model, arch_args)  # unknown names and arguments fail before any data is read
+    teacher_model = model_spec(cfg.teacher_model).name if cfg.teacher_model else model_spec(cfg.model).teacher
+    if not cfg.teacher and teacher_model is not None:  # (or a teacher trained first)
+        check_model_arguments(teacher_model, json_object(cfg.teacher_args, "teacher-args"))
     if cfg.epochs < 0 or cfg.teacher_epochs < 0:
         raise ConfigError("--epochs and --teacher-epochs must be >= 0")
     d = setup_distributed(device)

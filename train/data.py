@@ -10,16 +10,17 @@ budget is read through a ``DataLoader`` with the same interface.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from core.config import loads_json
 from core.errors import ConfigError, DataError
 
 VALIDATION_SEED = 0  # the validation carve-out is the same for every run seed (paired comparisons)
@@ -185,14 +186,42 @@ class DataSpec:
         return f"{self.name}/{self.split}{extra}"
 
 
+def shares_samples(a: DataSpec, b: DataSpec) -> bool:
+    """Whether two named datasets can hold the same samples: the same dataset from the same folder (or
+    none) in the same split, or one of them all of it. Dataset arguments do not tell them apart (a
+    ``limit`` is a part of the split, an encoder encodes the same samples)."""
+
+    def where(spec: DataSpec) -> Path | None:
+        return None if spec.root is None else Path(spec.root).expanduser().resolve()
+
+    return a.name == b.name and where(a) == where(b) and (a.split == b.split or "all" in (a.split, b.split))
+
+
+def check_held_out(test: tuple[str, DataSpec], selection: list[tuple[str, DataSpec]],
+                   fitted: list[tuple[str, DataSpec]]) -> None:  # fmt: skip
+    """The test data shares no samples with the data a run trains on or distils from (``fitted``) or
+    selects its model with (``selection``), and the validation data none with the training data: an
+    accuracy on samples the run has seen is not a test accuracy. Each pair is ``(the option, its data)``."""
+    for name, spec in [*fitted, *selection]:
+        if shares_samples(spec, test[1]):
+            raise ConfigError(f"{name} {spec.describe()} shares samples with the test data ({test[0]} "
+                              f"{test[1].describe()}): the test accuracy would be measured on samples the run has "
+                              "seen; name another split, folder or dataset")  # fmt: skip
+    for val_name, val in selection:
+        for name, spec in fitted:
+            if shares_samples(spec, val):
+                raise ConfigError(f"{val_name} {val.describe()} shares samples with the training data ({name} "
+                                  f"{spec.describe()}): the model would be selected on samples it trained on")  # fmt: skip
+
+
 def parse_specs(text: str | None, option: str) -> list[DataSpec]:
     """A JSON object or list of objects, each naming a dataset (``name``) and optionally its
     ``split`` (default ``train``), ``root`` and dataset arguments."""
     if not text:
         return []
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
+        value = loads_json(text)
+    except ValueError as e:  # (malformed, or a key given twice)
         raise ConfigError(f"--{option} is not valid JSON: {e}") from None
     items = value if isinstance(value, list) else [value]
     specs = []
@@ -206,8 +235,8 @@ def parse_specs(text: str | None, option: str) -> list[DataSpec]:
 
 def json_object(text: str, option: str) -> dict[str, Any]:
     try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError as e:
+        value = loads_json(text or "{}")
+    except ValueError as e:  # (malformed, or a key given twice)
         raise ConfigError(f"--{option} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise ConfigError(f"--{option} must be a JSON object, got {text!r}")

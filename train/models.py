@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -367,10 +368,10 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; unknown names and arguments are errors that list the options."""
-    spec = model_spec(name)
-    params = inspect.signature(spec.build).parameters
+def check_model_arguments(name: str, kwargs: dict[str, Any]) -> None:
+    """Unknown names and arguments, and channels that are not positive integers, are errors that list the
+    options (called before any data is read or any model trained, and by :func:`build_model`)."""
+    params = model_arguments(name)
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ModelError(f"model {name!r} takes no argument(s) {', '.join(unknown)}; it takes: {', '.join(params)}")
@@ -381,6 +382,12 @@ def build_model(name: str, **kwargs) -> nn.Module:
         and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels)
     ):
         raise ModelError(f"model {name!r}: channels must be a list of positive integers, got {channels!r}")
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model; unknown names and arguments are errors that list the options."""
+    spec = model_spec(name)
+    check_model_arguments(name, kwargs)
     try:
         return spec.build(**kwargs)
     except (RuntimeError, ValueError, TypeError, IndexError) as e:  # torch's layers refuse e.g. 0 or -1 channels
