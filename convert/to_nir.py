@@ -33,6 +33,7 @@ from core.fileio import (
     move_into,
     not_an_input,
     staging_folder,
+    uninterrupted,
     writable_folder,
     write_json_atomic,
 )
@@ -335,7 +336,10 @@ def _write(cfg: ConvertConfig, src: _Source, files: dict[str, str]) -> dict[str,
             report = _write_staged(cfg, src, files, staging, peers)
         except SnnDeployError as e:  # name the file it concerns in --out, not the staging folder
             raise type(e)(f"{str(e).replace(str(staging), str(out))} (nothing was written)") from None
-    print_report(report, src.build_report)
+    try:
+        print_report(report, src.build_report)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the conversion was written, {out / files['report']} last") from None
     return report
 
 
@@ -412,8 +416,9 @@ def _write_staged(
         report["for"] = _write_peers(graph, plan, peers, staging, files, spikes, ref)
     write_json_atomic(staging / files["report"], report)
     out.mkdir(parents=True, exist_ok=True)
-    for f in sorted(set(files.values()) - {files["report"]}) + [files["report"]]:  # the report last
-        move_into(staging / f, out / f)
+    with uninterrupted():  # (Ctrl-C: all of them, or none)
+        for f in sorted(set(files.values()) - {files["report"]}) + [files["report"]]:  # the report last
+            move_into(staging / f, out / f)
     return report
 
 
@@ -508,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SnnDeployError, OSError, MemoryError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {str(e) or 'nothing was written'}", file=sys.stderr)
+        return 130
     return 0
 
 

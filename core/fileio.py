@@ -178,6 +178,26 @@ def move_into(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends, then raise it: a set of files moved in together is
+    all there or none of it. Only in the main thread (elsewhere Python delivers no signal)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def exclusive(key: str, what: str, root: Path = STAGING_ROOT) -> Iterator[None]:
     """Hold a lock named by ``key`` (released when the process ends, even when killed); a second
     holder is refused with a :class:`ConfigError` that says ``what`` is busy and who holds it."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from core.config import help_text
 from core.errors import ConfigError, SnnDeployError, error_line
-from core.fileio import writable_file, write_json_atomic
+from core.fileio import uninterrupted, writable_file, write_json_atomic
 from inputs.datasets import (
     NMNIST_SIDE,
     SPLITS,
@@ -75,19 +75,18 @@ def make_recording(path: str | Path, samples: int = 40, *, split: str = "test", 
     all_events = np.concatenate(parts)
     size = (side, side)
     suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        write_hdf5(path, all_events, sensor_size=size)
-    elif suffix == ".npz":
-        write_npz(path, all_events, sensor_size=size)
-    elif suffix == ".npy":
-        write_npy(path, all_events)
-    else:
+    if suffix not in (".h5", ".hdf5", ".npz", ".npy"):
         raise ConfigError(f"{path}: choose .h5, .npz or .npy for the recording")
     record = {
         "file": path.name, "source": source, "sensor_size": list(size), "slot_us": slot, "split": split, "seed": seed,
         "samples": [{"start_us": i * slot, "end_us": (i + 1) * slot, "label": int(labels[i])} for i in range(samples)],
     }  # fmt: skip
-    write_json_atomic(path.with_name(path.name + ".labels.json"), record)
+    with uninterrupted():  # (Ctrl-C: the recording and its labels, or neither)
+        if suffix == ".npy":
+            write_npy(path, all_events)
+        else:
+            (write_npz if suffix == ".npz" else write_hdf5)(path, all_events, sensor_size=size)
+        write_json_atomic(path.with_name(path.name + ".labels.json"), record)
     return record
 
 
@@ -108,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SnnDeployError, OSError, MemoryError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
     n = len(rec["samples"])
     fewer = f" (all that --split {args.split} holds; {args.samples} asked for)" if n < args.samples else ""
     print(f"wrote {args.out}: {n} {args.source} digits{fewer}, {n * rec['slot_us'] / 1e6:.1f} s; labels in "

@@ -17,7 +17,7 @@ import torch
 
 from convert import to_nir
 from core.errors import CheckpointError, ConfigError, DataError, ModelError, SnnDeployError
-from core.fileio import exclusive
+from core.fileio import exclusive, uninterrupted
 from runtime import run as run_cmd
 from runtime import stream as stream_cmd
 from runtime import verify
@@ -464,6 +464,39 @@ def test_kill_during_conversion_leaves_nothing_partial(trained_digits, tmp_path)
     assert not [p for p in staging.iterdir() if p.is_dir()], "the killed runs' staging was not cleaned up"
 
 
+def test_ctrl_c_during_conversion_is_one_line_and_leaves_all_or_nothing(trained_digits, tmp_path):
+    """Ctrl-C printed a KeyboardInterrupt traceback from whatever import or loop it hit; now one line, exit
+    130, and --out holds every file of the conversion or none (the moves into it hold the signal back).
+    (Ctrl-C while Python still imports torch, in the first seconds, is Python's own traceback.)"""
+    out, tmp = tmp_path / "g", tmp_path / "tmp"
+    argv = [sys.executable, "-m", "convert.to_nir", str(trained_digits), "--out", str(out), "--parity-samples", "64"]
+    for delay in (5.0, 7.0):
+        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+        err = proc.stderr.read().decode()
+        assert "Traceback" not in err, err
+        written = sorted(f.name for f in out.iterdir()) if out.exists() else []
+        if proc.returncode in (0, -signal.SIGINT) or "the conversion was written" in err:  # (it finished first)
+            assert written == ["model.conversion.json", "model.nir", "model.onnx", "model.step.onnx"], written
+            break
+        assert proc.returncode == 130 and err.splitlines()[-1] == "interrupted: nothing was written", err
+        assert written == [], written
+
+
+def test_uninterrupted_holds_ctrl_c_back_to_the_end_of_the_block():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append(1)
+    assert done == [1] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def _read_with_inode(path: Path) -> tuple[bytes, int] | None:
     """A file's bytes and the inode they were read from (one open, so the two belong together), or
     None when there is no file."""
@@ -606,3 +639,15 @@ def test_convert_name_is_a_base_name(tmp_path, capsys):
         _one_line_error(capsys, f"--name is the files' base name, without a suffix: {stem!r} writes {stem}.nir")
     assert to_nir.main([str(tmp_path / "no-such.pt"), "--name", "model.v2"]) == 2  # (a dot is fine)
     _one_line_error(capsys, "no-such.pt")
+
+
+def test_an_interrupted_recording_is_one_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a recording was emulated printed a KeyboardInterrupt traceback."""
+    from inputs import recording
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recording, "make_recording", interrupted)
+    assert recording.main([str(tmp_path / "r.h5")]) == 130
+    assert capsys.readouterr().err == "interrupted: nothing was written\n" and not (tmp_path / "r.h5").exists()
