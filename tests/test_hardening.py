@@ -489,11 +489,10 @@ def test_ctrl_c_during_conversion_is_one_line_and_leaves_all_or_nothing(trained_
 
 def test_uninterrupted_holds_ctrl_c_back_to_the_end_of_the_block():
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with uninterrupted():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            done.append(1)
+    with pytest.raises(KeyboardInterrupt), uninterrupted():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        done.append(1)
     assert done == [1] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -651,3 +650,19 @@ def test_an_interrupted_recording_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(recording, "make_recording", interrupted)
     assert recording.main([str(tmp_path / "r.h5")]) == 130
     assert capsys.readouterr().err == "interrupted: nothing was written\n" and not (tmp_path / "r.h5").exists()
+
+
+def test_an_interrupted_training_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch, capsys):
+    """It said 'the last finished epoch is saved' when Ctrl-C came while the data was read."""
+    from train import bkd
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bkd, "train", interrupted)
+    assert bkd.main(["--out", str(tmp_path / "r")]) == 130
+    assert "interrupted before the first epoch finished: nothing to resume" in capsys.readouterr().err
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "teacher.last.pt").write_bytes(b"")
+    assert bkd.main(["--out", str(tmp_path / "r")]) == 130
+    assert "the last finished epoch is saved, continue with --resume" in capsys.readouterr().err

@@ -1030,7 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last finished epoch is saved, continue with --resume", file=sys.stderr)
+        saved = "cfg" in locals() and any((Path(cfg.out) / f).is_file() for f in ("teacher.last.pt", "student.last.pt"))
+        print("interrupted; the last finished epoch is saved, continue with --resume" if saved
+              else "interrupted before the first epoch finished: nothing to resume", file=sys.stderr)  # fmt: skip
         return 130
     return 0 if result else 1
 
