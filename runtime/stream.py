@@ -679,14 +679,14 @@ def majority(windows: list[dict[str, Any]]) -> int | None:
     return min(hist, key=lambda k: (-hist[k], k)) if hist else None
 
 
-def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
+def stream_many(cfg: StreamConfig, out: Path, files: list[Path] | None = None) -> dict[str, Any]:
     """Every recording ``cfg.file`` names, over ``--workers`` processes (or a Ray cluster): per
     recording ``<out>/<name>.jsonl`` and its ``.summary.json`` (what a single-file run with that
     ``--out`` writes), each written whole as soon as the recording is done (a failure or Ctrl-C later
-    keeps them); then ``<out>/summary.json``."""
+    keeps them); then ``<out>/summary.json``. ``files``: :func:`recordings` of ``cfg.file``, when known."""
     from runtime.parallel import map_ordered, open_pool, resolve_workers
 
-    files = recordings(cfg.file)
+    files = files or recordings(cfg.file)
     labels_path = cfg.file_labels or (Path(cfg.file) / "labels.csv" if Path(cfg.file).is_dir() else None)
     labels = read_file_labels(labels_path) if labels_path and (cfg.file_labels or Path(labels_path).is_file()) else None
     plan = load_plan(cfg.model, dt=cfg.dt, dialect=cfg.dialect)  # errors in the graph before any worker starts
@@ -737,6 +737,7 @@ def stream_many(cfg: StreamConfig, out: Path) -> dict[str, Any]:
 
 
 def main_many(cfg: StreamConfig) -> int:
+    files = recordings(cfg.file)  # (an empty folder says so before the flags it would need)
     if not cfg.out:
         raise ConfigError("many recordings need --out FOLDER: one JSON-lines file per recording and summary.json")
     if cfg.plot:
@@ -745,7 +746,7 @@ def main_many(cfg: StreamConfig) -> int:
         raise ConfigError("--labels holds the time slots of one recording; many recordings take --file-labels (file,label CSV)")  # fmt: skip
     out = writable_folder(cfg.out, "--out")
     with exclusive(f"{out.resolve()}/runtime.stream", f"the recordings' outputs in {out}"):
-        s = stream_many(cfg, out)
+        s = stream_many(cfg, out, files)
     print(f"{s['files']} recordings, {s['windows']} windows, {s['events_read']:,} events in {s['wall_s']:.2f} s on "
           f"{s['workers']} worker(s) ({s['cluster']}): {s['events_per_s']:,.0f} events/s", file=sys.stderr)  # fmt: skip
     if "scored" in s:

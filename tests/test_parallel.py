@@ -291,6 +291,9 @@ def test_many_recordings_errors(event_model, tmp_path, capsys):
         stream_cmd.read_file_labels(labels)
     assert stream_cmd.main([str(tmp_path / "*.h5"), "--model", model, "--out", str(tmp_path / "o")]) == 2
     assert "matches no file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # (without --out it asked for --out first, then said the folder was empty)
+    assert stream_cmd.main([str(tmp_path / "empty"), "--model", model]) == 2
+    assert f"folder {tmp_path / 'empty'} holds no event file" in capsys.readouterr().err
     make_recording(tmp_path / "a.h5", samples=2)
     assert stream_cmd.main([str(tmp_path / "*.h5"), "--model", model]) == 2
     assert "need --out FOLDER" in capsys.readouterr().err
