@@ -62,6 +62,12 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
             ds = dataset_from_description(desc, split, **overrides)
         except ConfigError as e:  # (a name or argument the user never typed: say where it comes from)
             raise ConfigError(f"{plan.source}: the dataset it records: {e}") from None
+        except DataError as e:
+            recorded = (desc.get("args") or {}).get("root")
+            if root or not recorded:
+                raise
+            raise DataError(f"{plan.source}: the dataset it records, in {recorded}: {e}; name the folder where it "
+                            "lies now with --data-root") from None  # fmt: skip
     else:
         if data not in DATASETS:
             raise ConfigError(

@@ -117,6 +117,13 @@ def test_run_errors(digits_graphs, tmp_path, capsys):
     nir.write(tmp_path / "meta.nir", g)
     assert run_cmd.main([str(tmp_path / "meta.nir")]) == 2
     assert f"{tmp_path / 'meta.nir'}: the dataset it records: unknown dataset 'mnistx'" in capsys.readouterr().err
+    meta["dataset"] |= {"name": "nmnist", "args": {"root": str(tmp_path / "gone"), "steps": 8}}  # a folder moved
+    g.metadata["snn_deploy"] = json.dumps(meta)
+    nir.write(tmp_path / "meta.nir", g)
+    assert run_cmd.main([str(tmp_path / "meta.nir")]) == 2
+    err = capsys.readouterr().err
+    assert f"the dataset it records, in {tmp_path / 'gone'}: N-MNIST folder" in err
+    assert err.rstrip().endswith("name the folder where it lies now with --data-root"), err
     checkpoint = tmp_path / "student.pt"  # a checkpoint named as the graph: say how to get its graph
     torch.save({"w": torch.zeros(2)}, checkpoint)
     assert run_cmd.main([str(checkpoint)]) == 2
