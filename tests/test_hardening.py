@@ -443,17 +443,23 @@ def _complete(path: Path) -> None:
 
 
 @pytest.mark.slow
+def _signal_after(argv: list[str], tmp: Path, delay: float, sig: int) -> subprocess.Popen:
+    """Run a command; send it ``sig`` after ``delay`` seconds unless it finished; return it finished."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(sig)
+        proc.wait()
+    return proc
+
+
 def test_kill_during_conversion_leaves_nothing_partial(trained_digits, tmp_path):
     out, tmp = tmp_path / "g", tmp_path / "tmp"
     argv = [sys.executable, "-m", "convert.to_nir", str(trained_digits), "--out", str(out), "--overwrite"]
     rng = np.random.default_rng(1)
     for delay in (*rng.uniform(1.0, 6.0, 3), 30.0):
-        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        proc = _signal_after(argv, tmp, delay, signal.SIGKILL)
         for f in out.iterdir() if out.exists() else []:
             assert not f.name.startswith("."), f"staging or temporary file left in --out: {f}"
             _complete(f)
@@ -471,12 +477,7 @@ def test_ctrl_c_during_conversion_is_one_line_and_leaves_all_or_nothing(trained_
     out, tmp = tmp_path / "g", tmp_path / "tmp"
     argv = [sys.executable, "-m", "convert.to_nir", str(trained_digits), "--out", str(out), "--parity-samples", "64"]
     for delay in (5.0, 7.0):
-        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            proc.wait()
+        proc = _signal_after(argv, tmp, delay, signal.SIGINT)
         err = proc.stderr.read().decode()
         assert "Traceback" not in err, err
         written = sorted(f.name for f in out.iterdir()) if out.exists() else []
