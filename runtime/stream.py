@@ -121,12 +121,8 @@ class SensorMap:
     height: int  # model input rows
     channels: int  # model input channels
     polarity: str  # split, merge, on, off
-    span_x: int = 0  # sensor columns fed (0: width * factor)
-    span_y: int = 0  # sensor rows fed (0: height * factor)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "span_x", min(self.span_x or self.width * self.factor, self.width * self.factor))
-        object.__setattr__(self, "span_y", min(self.span_y or self.height * self.factor, self.height * self.factor))
+    span_x: int  # sensor columns fed: at most width * factor
+    span_y: int  # sensor rows fed: at most height * factor
 
     @classmethod
     def default(cls, sensor: tuple[int, int], shape: tuple[int, ...], crop: str | None, factor: int | None,
@@ -161,7 +157,8 @@ class SensorMap:
             polarity = "split" if c == 2 else "merge"
         if (polarity == "split") != (c == 2) or c not in (1, 2):
             raise ConfigError(f"--polarity {polarity} does not fit a model with {c} input channel(s)")
-        return cls(x0, y0, factor, w, h, c, polarity, cw // factor * factor, ch // factor * factor)
+        span_x, span_y = min(cw, w * factor) // factor * factor, min(ch, h * factor) // factor * factor
+        return cls(x0, y0, factor, w, h, c, polarity, span_x, span_y)
 
     def coverage_note(self, sensor: tuple[int, int]) -> str | None:
         """A note when the sensor reaches less than half of the model's columns or rows (a ``--downsample``

@@ -350,9 +350,10 @@ class WindowBinner:
             if v < 1:
                 raise ConfigError(f"WindowBinner {name} must be >= 1, got {v}")
         self.sensor = (min(int(sensor[0]), MAX_SIDE), min(int(sensor[1]), MAX_SIDE))
-        self.span = span or (width * factor, height * factor)
-        self.col = _axis_map(x0, factor, width, span=self.span[0])
-        self.row = _axis_map(y0, factor, height, span=self.span[1])
+        span_x, span_y = span or (width * factor, height * factor)
+        self.span = (min(span_x, width * factor), min(span_y, height * factor))
+        self.col = _axis_map(x0, factor, self.span[0])
+        self.row = _axis_map(y0, factor, self.span[1])
         self.shape = (int(steps), int(channels), int(height), int(width))
         self.polarity = POLARITY_MODES[polarity]
         self.window_us = int(window_us)
@@ -452,10 +453,9 @@ def iter_windows(
         yield (start, *binner.take())
 
 
-def _axis_map(origin: int, factor: int, size: int, side: int = MAX_SIDE, span: int | None = None) -> np.ndarray:
+def _axis_map(origin: int, factor: int, span: int, side: int = MAX_SIDE) -> np.ndarray:
     """``((v - origin) // factor)`` for every sensor coordinate ``v`` below ``side`` (default: every one
     an EVT 2.0 word can hold), -1 where ``v`` is outside the ``span`` sensor pixels from ``origin`` fed to
-    the model (default: ``size * factor``, the model's ``size`` pixels)."""
+    the model."""
     v = np.arange(side, dtype=np.int64) - origin
-    span = size * factor if span is None else min(span, size * factor)
     return np.where((v >= 0) & (v < span), v // factor, -1).astype(np.int32)

@@ -399,7 +399,7 @@ class WindowBinner(evt2.WindowBinner):
                  span: tuple[int, int] | None = None) -> None:  # fmt: skip
         super().__init__(sensor, x0, y0, factor, width, height, channels, polarity, steps, window_us, binary, span)
         self.sensor = (min(int(sensor[0]), MAX_X), min(int(sensor[1]), MAX_Y))
-        self.col = evt2._axis_map(x0, factor, width, MAX_X, self.span[0])
+        self.col = evt2._axis_map(x0, factor, self.span[0], MAX_X)
         self.state = new_state()
 
 
