@@ -1022,6 +1022,7 @@ def run_lock(out: str | Path):
 
 
 def main(argv: list[str] | None = None) -> int:
+    cfg: TrainConfig | None = None
     try:
         cfg = parse_config(TrainConfig, argv, "python -m train.bkd", __doc__)
         with run_lock(cfg.out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
@@ -1030,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        saved = "cfg" in locals() and any((Path(cfg.out) / f).is_file() for f in ("teacher.last.pt", "student.last.pt"))
+        saved = cfg is not None and any((Path(cfg.out) / f).is_file() for f in ("teacher.last.pt", "student.last.pt"))
         print("interrupted; the last finished epoch is saved, continue with --resume" if saved
               else "interrupted before the first epoch finished: nothing to resume", file=sys.stderr)  # fmt: skip
         return 130
