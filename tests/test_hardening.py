@@ -667,3 +667,27 @@ def test_an_interrupted_training_says_whether_there_is_anything_to_resume(tmp_pa
     (tmp_path / "r" / "teacher.last.pt").write_bytes(b"")
     assert bkd.main(["--out", str(tmp_path / "r")]) == 130
     assert "the last finished epoch is saved, continue with --resume" in capsys.readouterr().err
+
+
+def test_a_dialect_is_for_graphs_other_libraries_wrote(graphs, tmp_path, capsys):
+    """``--dialect snntorch`` on our float graph ran it in snnTorch's semantics (other spikes than the graph
+    means), and on our fixed graph was ignored without a word; now refused. ``nir``, what they are
+    written in, still runs."""
+    for name in ("model.nir", "model.fixed.nir"):
+        graph = str(graphs / name)
+        assert run_cmd.main([graph, "--target", "reference", "--dialect", "snntorch", "--samples", "2"]) == 2
+        _one_line_error(capsys, f"{graph} was written by snn-deploy to be run in the nir dialect: --dialect snntorch")
+        out = str(tmp_path / f"{name}.json")
+        assert run_cmd.main([graph, "--target", "reference", "--dialect", "nir", "--samples", "2", "--out", out]) == 0
+
+
+def test_dt_on_a_fixed_graph_is_refused(graphs, tmp_path, capsys):
+    """A fixed-precision graph's decays are integers: ``--dt 0.0005`` gave the same spikes as its own dt
+    without a word (on the float graph it changes the decays, and runs)."""
+    fixed = str(graphs / "model.fixed.nir")
+    assert run_cmd.main([fixed, "--target", "reference", "--dt", "0.0005", "--samples", "2"]) == 2
+    _one_line_error(capsys, "is a fixed-precision graph: its decays are integers set at conversion for dt 0.001 s")
+    for graph in (fixed, str(graphs / "model.nir")):  # its own dt, or a float graph
+        dt = "0.001" if graph == fixed else "0.0005"
+        out = str(tmp_path / f"{Path(graph).name}.json")
+        assert run_cmd.main([graph, "--target", "reference", "--dt", dt, "--samples", "2", "--out", out]) == 0
