@@ -145,7 +145,7 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
     from convert.build import build_layers
     from convert.foreign import layers_from_plan
     from inputs.datasets import DATASETS
-    from inputs.graph_data import load_inputs
+    from inputs.graph_data import file_only, load_inputs
 
     path = Path(cfg.checkpoint)
     bits = 8 if cfg.weight_bits is None else cfg.weight_bits  # (no QAT recorded: 8 bits, per channel)
@@ -155,6 +155,7 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
                           "array, an event file or a dataset name)")  # fmt: skip
     plan = load_plan(str(path), dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
     named = cfg.data in DATASETS
+    file_only(cfg.data, cfg.data_root)
     spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split="test" if named else "all",
                                        samples=cfg.parity_samples, bin_us=cfg.bin_us, steps=cfg.steps,
                                        cache_dir=cfg.cache_dir)  # fmt: skip

@@ -95,8 +95,17 @@ def load_inputs(plan, data: str | None = None, *, root: str | None = None, split
 def command_inputs(plan, cfg) -> tuple[np.ndarray, np.ndarray | None, str]:
     """:func:`load_inputs` with a command's flags (``runtime.run``'s and ``runtime.verify``'s config:
     ``data``, ``data_root``, ``split``, ``samples``, ``bin_us``, ``steps`` and ``cache_dir``)."""
+    file_only(cfg.data, cfg.data_root, cfg.split)
     return load_inputs(plan, cfg.data, root=cfg.data_root, split=cfg.split, samples=cfg.samples, bin_us=cfg.bin_us,
                        steps=cfg.steps, cache_dir=cfg.cache_dir)  # fmt: skip
+
+
+def file_only(data: str | None, root: str | None, split: str = "test") -> None:
+    """``--data-root`` and a ``--split`` other than the default choose a dataset's samples: with a file as
+    ``--data`` they would be ignored (they were), so they are refused."""
+    if data is not None and Path(data).is_file() and (root or split != "test"):
+        flag = "--data-root" if root else f"--split {split}"
+        raise ConfigError(f"{flag} chooses a dataset's samples; --data {data} is a file, read whole")
 
 
 def _array_file(plan, path: Path, samples: int | None, steps: int | None = None) -> tuple[np.ndarray, None, str]:

@@ -691,3 +691,20 @@ def test_dt_on_a_fixed_graph_is_refused(graphs, tmp_path, capsys):
         dt = "0.001" if graph == fixed else "0.0005"
         out = str(tmp_path / f"{Path(graph).name}.json")
         assert run_cmd.main([graph, "--target", "reference", "--dt", dt, "--samples", "2", "--out", out]) == 0
+
+
+def test_split_and_data_root_with_a_file_as_data_are_refused(graphs, tmp_path, capsys):
+    """``--split train`` or ``--data-root DIR`` beside ``--data x.npy`` (or an event file) were ignored
+    without a word: the file is read whole."""
+    spikes = tmp_path / "x.npy"
+    np.save(spikes, np.zeros((4, 2, 1, 8, 8), np.float32))
+    graph = str(graphs / "model.nir")
+    for main, flags in [(run_cmd.main, ["--target", "reference"]), (verify.main, ["--targets", "torch"])]:
+        for extra, flag in [(["--split", "train"], "--split train"), (["--data-root", str(tmp_path)], "--data-root")]:
+            assert main([graph, *flags, "--data", str(spikes), *extra, "--out", str(tmp_path / "o")]) == 2
+            _one_line_error(capsys, f"{flag} chooses a dataset's samples; --data {spikes} is a file, read whole")
+    foreign = str(ROOT / "tests" / "data" / "foreign" / "snntorch_linear.nir")
+    argv = [foreign, "--dialect", "snntorch", "--data", str(spikes), "--data-root", str(tmp_path),
+            "--out", str(tmp_path)]  # fmt: skip
+    assert to_nir.main(argv) == 2
+    _one_line_error(capsys, "--data-root chooses a dataset's samples")
