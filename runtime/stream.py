@@ -79,7 +79,7 @@ class StreamConfig:
     model: str = field(default="", metadata={"help": "the .nir graph to run"})
     target: str = field(default="eventsim", metadata={"help": "target: " + ", ".join(TARGETS)})
     format: str | None = field(default=None, metadata={"help": "event file format (default: detected): " + ", ".join(FORMATS)})  # fmt: skip
-    sensor_size: str | None = field(default=None, metadata={"help": "sensor WxH where the file states none (e.g. 128x128)"})  # fmt: skip
+    sensor_size: str | None = field(default=None, metadata={"help": "sensor WxH where the file states none (e.g. 128x128), or in place of the size it states"})  # fmt: skip
     crop: str | None = field(default=None, metadata={"help": "sensor region X0,Y0,W,H fed to the model (default: centred)"})  # fmt: skip
     downsample: int | None = field(default=None, metadata={"min": 1, "help": "pool factor x factor pixels (default: the largest that fits)"})  # fmt: skip
     polarity: str = field(default="auto", metadata={"help": "auto (2 channels: OFF/ON; 1 channel: merged), split, merge, on, off",
@@ -306,6 +306,13 @@ def progress_bar(shown: bool, **options):
 # The stream
 
 
+def _size_note(stated: tuple[int, int] | None, sensor: tuple[int, int]) -> str | None:
+    """A note when ``--sensor-size`` replaced the size the file states."""
+    if stated is None or tuple(stated) == tuple(sensor):
+        return None
+    return f"--sensor-size {sensor[0]}x{sensor[1]} replaced the {stated[0]}x{stated[1]} sensor the file states"
+
+
 def _sensor(cfg: StreamConfig, stated: tuple[int, int] | None) -> tuple[int, int] | None:
     if cfg.sensor_size is None:
         return stated
@@ -345,7 +352,7 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
     module, raw_file = _open_raw(cfg, fmt)
     if raw_file is None:
         events = open_events(cfg.file, fmt, sensor_size=_sensor(cfg, None), chunk_events=cfg.chunk_events)
-        stated = events.sensor_size
+        stated = events.stated_size
     else:
         events, stated = None, (raw_file.width, raw_file.height) if raw_file.width else None
     sensor = _sensor(cfg, stated)
@@ -486,7 +493,8 @@ def stream(cfg: StreamConfig, emit=None, plan: Plan | None = None) -> dict[str, 
                        "max": float(lat.max())},
         "classes": _class_histogram(windows),
         "output": plan.output_kind,
-        "note": "; ".join(n for n in (_not_events(plan), mapper.coverage_note(sensor)) if n) or None,
+        "note": "; ".join(n for n in (_not_events(plan), _size_note(stated, sensor), mapper.coverage_note(sensor))
+                          if n) or None,
         "tied_windows": sum(w["tied"] for w in windows),
         "class_names": (plan.meta.get("dataset") or {}).get("class_names"),
     }  # fmt: skip

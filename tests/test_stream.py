@@ -91,6 +91,16 @@ def test_cli_writes_lines_summary_and_plot(event_model, recording, tmp_path, cap
     assert "real-time factor" in capsys.readouterr().err
 
 
+def test_a_sensor_size_other_than_the_files_is_noted(event_model, recording):
+    """``--sensor-size`` in place of the size the file states (34x34 here) re-centred the crop without a
+    word (its help said it was for files that state none); the summary now says so."""
+    other = _windows(recording, event_model["fixed"], "eventsim", "--sensor-size", "100x100")["summary"]
+    assert other["sensor_size"] == [100, 100]
+    assert "--sensor-size 100x100 replaced the 34x34 sensor the file states" in other["note"]
+    same = _windows(recording, event_model["fixed"], "eventsim", "--sensor-size", "34x34")["summary"]
+    assert same["note"] is None
+
+
 def test_sensor_mapping():
     m = SensorMap.default((128, 128), (2, 34, 34), None, None, "auto")
     assert (m.factor, m.x0, m.y0, m.polarity) == (3, 13, 13, "split")

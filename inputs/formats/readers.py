@@ -359,7 +359,8 @@ def _library_error(path: Path, fmt: str, e: BaseException) -> DataError:
 class EventStream:
     """The events of one file, read lazily in chunks.
 
-    ``format`` is the format's name, ``sensor_size`` ``(width, height)`` or None, ``counters`` what
+    ``format`` is the format's name, ``sensor_size`` ``(width, height)`` or None (``stated_size``: the
+    size the file states, which a ``sensor_size`` given to :func:`open_events` overrides), ``counters`` what
     was read, dropped and why (:data:`COUNTERS`; up to date while :meth:`chunks` runs, complete
     after). :meth:`chunks` may be called again: it rereads the file and restarts the counters.
     """
@@ -374,8 +375,9 @@ class EventStream:
         chunk_events: int,
         time_order: str,
         wraps: bool,
+        stated_size: tuple[int, int] | None = None,
     ) -> None:
-        self.path, self.format, self.sensor_size = path, format, sensor_size
+        self.path, self.format, self.sensor_size, self.stated_size = path, format, sensor_size, stated_size
         self.chunk_events, self.time_order, self.wraps = chunk_events, time_order, wraps
         self._source = source
         self._own = dict.fromkeys(COUNTERS, 0)
@@ -530,7 +532,8 @@ def open_events(
     except BaseException as e:  # noqa: BLE001
         raise _library_error(path, fmt, e) from None
     sensor = sensor_size or file_size
-    return EventStream(path, fmt, sensor, source, chunk_events=chunk_events, time_order=time_order, wraps=wraps)
+    return EventStream(path, fmt, sensor, source, chunk_events=chunk_events, time_order=time_order, wraps=wraps,
+                       stated_size=file_size)  # fmt: skip
 
 
 def resolve_format(path: str | os.PathLike, format: str | None = None) -> str:
