@@ -351,3 +351,32 @@ def test_a_dead_readout_class_is_reported(tmp_path, monkeypatch, capsys):
 def test_ties_go_to_the_lowest_class_and_are_counted():
     scores = torch.tensor([[0.0, 0.0, 0.0], [1.0, 3.0, 3.0], [2.0, 1.0, 0.0]])
     assert bkd.predict(scores).tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--distill", "none", "--bkd-alpha", "0.5"], "--bkd-alpha 0.5 takes effect only with --distill feature, bkd or mixed"),
+    (["--distill", "logits", "--bkd-lambda", "0.3"], "--bkd-lambda 0.3 takes effect only with --distill bkd or mixed"),
+    (["--distill", "feature", "--wsld-weight", "2"], "--wsld-weight 2.0 takes effect only with --distill logits or mixed"),
+    (["--bkd-width", "3"], "--bkd-width 3 takes effect only with --bkd-generator bottleneck"),
+    (["--distill", "none", "--transfer", '{"name": "digits", "limit": 9}'], "--transfer '{\"name\": \"digits\", "),
+    (["--distill", "none", "--teacher", "t.pt"], "--teacher 't.pt' takes effect only with distillation"),
+    (["--teacher", "t.pt", "--teacher-epochs", "3"], "--teacher-epochs 3 takes effect only with a teacher trained"),
+    (["--per-channel", "false"], "--per-channel False takes effect only with --weight-bits"),
+    (["--momentum", "0.5"], "--momentum 0.5 takes effect only with --optimizer sgd"),
+])  # fmt: skip
+def test_a_setting_the_run_would_not_use_is_refused(tmp_path, capsys, flags, message):
+    """Each trained without a word of what it asked for; refused before any data is read."""
+    assert bkd.main(["--out", str(tmp_path / "r"), "--progress", "false", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "this run would ignore it" in err and "data:" not in err
+
+
+def test_settings_that_apply_are_kept(tmp_path):
+    """The same settings where they take effect: a teacher trained for --epochs 0 with --distill none, a
+    bottleneck width, SGD's momentum, per-layer scales under QAT."""
+    from train.bkd import TrainConfig, check_flags_apply
+
+    for fields in [dict(distill="none", epochs=0, teacher_epochs=3), dict(bkd_generator="bottleneck", bkd_width=3),
+                   dict(optimizer="sgd", momentum=0.5), dict(weight_bits=6, per_channel=False),
+                   dict(distill="logits", transfer='{"name": "digits"}', transfer_batch_size=8)]:  # fmt: skip
+        check_flags_apply(TrainConfig(out=str(tmp_path), **fields))

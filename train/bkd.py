@@ -867,11 +867,41 @@ def feature_channels(model: nn.Module, x: torch.Tensor) -> int:
         return model.forward_features(x)[0].shape[-3 if x.dim() > 2 else -1]
 
 
+def check_flags_apply(cfg: TrainConfig) -> None:
+    """A setting changed from its default that this run would not use is refused, naming what it needs
+    (``--distill none --bkd-alpha 0.5`` trained without a word of the feature loss it asked for)."""
+    default = TrainConfig()
+    trains_teacher = cfg.teacher is None and (cfg.distill != "none" or cfg.epochs == 0)
+    needs = [  # (used?, settings, what they need)
+        (cfg.distill in ("logits", "mixed"), ("wsld_weight", "logit_scale", "learn_logit_scale"),
+         "--distill logits or mixed (WSLD)"),
+        (cfg.distill in ("feature", "bkd", "mixed"), ("bkd_alpha", "bkd_order", "bkd_clip"),
+         "--distill feature, bkd or mixed (a feature loss)"),
+        (cfg.distill in ("bkd", "mixed"), ("bkd_lambda", "bkd_generator"), "--distill bkd or mixed (BKD's blur)"),
+        (cfg.distill in ("bkd", "mixed") and cfg.bkd_generator == "bottleneck", ("bkd_width",),
+         "--bkd-generator bottleneck"),
+        (cfg.distill != "none", ("transfer",), "distillation (a --distill other than none)"),
+        (cfg.distill != "none" and bool(cfg.transfer), ("transfer_batch_size",), "--transfer"),
+        (cfg.distill != "none" or cfg.epochs == 0, ("teacher",),
+         "distillation (a --distill other than none), or --epochs 0"),
+        (trains_teacher, ("teacher_model", "teacher_args", "teacher_epochs"),
+         "a teacher trained by this run (not --teacher; with --distill none only at --epochs 0)"),
+        (cfg.weight_bits is not None, ("per_channel",), "--weight-bits (quantisation-aware training)"),
+        (cfg.optimizer == "sgd", ("momentum",), "--optimizer sgd"),
+    ]  # fmt: skip
+    for used, names, what in needs:
+        for name in names:
+            if not used and getattr(cfg, name) != getattr(default, name):
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r} takes effect only with {what}; "
+                                  "this run would ignore it")  # fmt: skip
+
+
 def train(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     arch_args = json_object(cfg.model_args, "model-args")
+    check_flags_apply(cfg)
     check_model_arguments(cfg.model, arch_args)  # unknown names and arguments fail before any data is read
     teacher_model = model_spec(cfg.teacher_model).name if cfg.teacher_model else model_spec(cfg.model).teacher
     if not cfg.teacher and teacher_model is not None:  # (or a teacher trained first)
