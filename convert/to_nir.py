@@ -144,7 +144,6 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
     """A float ``.nir`` graph another tool wrote (see :mod:`convert.foreign`)."""
     from convert.build import build_layers
     from convert.foreign import layers_from_plan
-    from inputs.datasets import DATASETS
     from inputs.graph_data import file_only, load_inputs
 
     path = Path(cfg.checkpoint)
@@ -154,7 +153,7 @@ def _foreign_source(cfg: ConvertConfig) -> _Source:
         raise ConfigError(f"{path} is a graph: name the inputs to calibrate and check it on with --data (a .npy spike "
                           "array, an event file or a dataset name)")  # fmt: skip
     plan = load_plan(str(path), dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)
-    named = cfg.data in DATASETS
+    named = _names_dataset(cfg.data)
     file_only(cfg.data, cfg.data_root)
     spikes, labels, what = load_inputs(plan, cfg.data, root=cfg.data_root, split="test" if named else "all",
                                        samples=cfg.parity_samples, bin_us=cfg.bin_us, steps=cfg.steps,
@@ -217,6 +216,16 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     if cfg.precision == "fixed" and (cfg.weight_bits is not None or cfg.per_channel is not None):
         raise ConfigError("--weight-bits and --per-channel choose float precision's weight grid; --precision fixed "
                           "takes Loihi's 8-bit weights with an exponent per layer")  # fmt: skip
+    calibrated = cfg.precision == "fixed" and (Path(cfg.checkpoint).suffix != ".nir" or _names_dataset(cfg.data))
+    if not calibrated and cfg.calibration_samples != ConvertConfig.calibration_samples:  # (it was ignored)
+        why = (
+            "this --data file is itself the calibration data"
+            if cfg.precision == "fixed"
+            else "a float graph needs none"
+        )
+        raise ConfigError(
+            f"--calibration-samples takes training samples to calibrate a fixed-precision graph on; {why}"
+        )
     for peer in _peers(cfg):  # before any work (the files' check comes last)
         if refusal(peer):
             raise ConfigError(refusal(peer))
@@ -256,6 +265,13 @@ def output_files(cfg: ConvertConfig) -> dict[str, str]:
 
 def _peers(cfg: ConvertConfig) -> list[str]:
     return list(dict.fromkeys(p.strip() for p in (cfg.peers or "").split(",") if p.strip()))
+
+
+def _names_dataset(data: str | None) -> bool:
+    """Whether ``--data`` names a dataset (not a file)."""
+    from inputs.datasets import DATASETS
+
+    return data in DATASETS
 
 
 def _convert(cfg: ConvertConfig, files: dict[str, str]) -> dict[str, Any]:

@@ -708,3 +708,17 @@ def test_split_and_data_root_with_a_file_as_data_are_refused(graphs, tmp_path, c
             "--out", str(tmp_path)]  # fmt: skip
     assert to_nir.main(argv) == 2
     _one_line_error(capsys, "--data-root chooses a dataset's samples")
+
+
+def test_calibration_samples_without_calibration_are_refused(trained_digits, tmp_path, capsys):
+    """``--calibration-samples`` with a float conversion, or with a --data file (itself the calibration
+    data), was ignored."""
+    assert to_nir.main([str(trained_digits), "--out", str(tmp_path), "--calibration-samples", "7"]) == 2
+    _one_line_error(capsys, "--calibration-samples takes training samples", "a float graph needs none")
+    spikes = tmp_path / "x.npy"
+    np.save(spikes, np.ones((4, 2, 4), np.float32))
+    foreign = str(ROOT / "tests" / "data" / "foreign" / "snntorch_linear.nir")
+    argv = [foreign, "--dialect", "snntorch", "--data", str(spikes), "--precision", "fixed", "--calibration-samples",
+            "5", "--out", str(tmp_path)]  # fmt: skip
+    assert to_nir.main(argv) == 2
+    _one_line_error(capsys, "this --data file is itself the calibration data")
