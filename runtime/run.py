@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(RunConfig, argv, "python -m runtime.run", __doc__)
         info = require_target(cfg.target, ("device",) if cfg.device != "auto" else ())
+        if cfg.per_step and not info.rasters:  # (it was ignored, with a note in the report only)
+            raise ConfigError(f"--per-step counts each layer's spikes per step from its rasters, which the "
+                              f"{cfg.target} target does not return")  # fmt: skip
         out = writable_file(cfg.out or Path(cfg.graph).with_suffix(f".{cfg.target}.run.json"), "--out",
                             {"the graph": cfg.graph, "the --data file": cfg.data})  # fmt: skip
         plan = load_plan(cfg.graph, dt=cfg.dt, steps=cfg.steps, dialect=cfg.dialect)

@@ -357,6 +357,8 @@ def test_an_option_the_target_does_not_take_is_refused(graphs, tmp_path, capsys)
         (run_cmd.main, [graph, "--target", "reference", "--device", "cuda"], "--device does not apply"),
         (stream_cmd.main, [*stream, "--target", "eventsim", "--threads", "2"], "--threads does not apply"),
         (stream_cmd.main, [*stream, "--target", "onnx", "--device", "cpu"], "(the options it takes: --threads)"),
+        # (ignored before, with a note in the JSON report only)
+        (run_cmd.main, [graph, "--target", "onnx", "--per-step", "true"], "rasters, which the onnx target does not"),
     ):
         assert main(argv) == 2, argv
         _one_line_error(capsys, message)
