@@ -886,6 +886,8 @@ def check_flags_apply(cfg: TrainConfig) -> None:
          "distillation (a --distill other than none), or --epochs 0"),
         (trains_teacher, ("teacher_model", "teacher_args", "teacher_epochs"),
          "a teacher trained by this run (not --teacher; with --distill none only at --epochs 0)"),
+        (not cfg.val_data, ("val_fraction",), "the validation carve-out (not --val-data)"),
+        (not cfg.test_data, ("test_split",), "the test split of --dataset (not --test-data)"),
         (cfg.weight_bits is not None, ("per_channel",), "--weight-bits (quantisation-aware training)"),
         (cfg.optimizer == "sgd", ("momentum",), "--optimizer sgd"),
     ]  # fmt: skip
