@@ -179,7 +179,8 @@ def move_into(src: Path, dst: Path) -> None:
 
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) until the block ends, then raise it: a set of files moved in together is
+    """Hold back Ctrl-C (SIGINT) until the block ends, then deliver it as the process would have (a
+    ``KeyboardInterrupt`` as a rule; nothing where it is ignored): a set of files moved in together is
     all there or none of it. Only in the main thread (elsewhere Python delivers no signal)."""
     import signal
     import threading
@@ -194,7 +195,7 @@ def uninterrupted() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)  # (to the handler restored above)
 
 
 @contextlib.contextmanager
