@@ -20,7 +20,6 @@ labels.csv's order; for scikit-learn's digits, their bundled order).
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import inspect
@@ -43,6 +42,7 @@ from inputs.emulator import EmulatorConfig, emulate_batch
 from inputs.encode import Encoder
 from inputs.events import Binning, as_events, bin_events, downsample_events
 from inputs.formats.nmnist import read_nmnist
+from inputs.labels import read_label_rows
 
 SPLIT_SEED = 0  # every hold-out split uses this seed, independent of the run's seed
 TEST_FRACTION = 0.2
@@ -462,27 +462,15 @@ NMNIST_LAYOUT = (
 
 
 def _read_labels_csv(path: Path) -> tuple[list[Path], np.ndarray]:
-    files, labels, first_line = [], [], {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
-            raise DataError(f"{path}: expected a header with columns file,label, got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                label = int(row["label"])
-            except (TypeError, ValueError):
-                raise DataError(f"{path}, line {line}: label {row['label']!r} is not an integer") from None
-            if not 0 <= label <= 9:
-                raise DataError(f"{path}, line {line}: label {label} is not a digit 0-9")
-            file = path.parent / (row["file"] or "")
-            if not file.is_file():
-                raise DataError(f"{path}, line {line}: file {file} does not exist")
-            key = file.resolve()
-            if key in first_line:  # (twice in one set: counted twice, or in both splits)
-                raise DataError(f"{path}, line {line}: file {file} is listed again (first on line {first_line[key]})")
-            first_line[key] = line
-            files.append(file)
-            labels.append(label)
+    files, labels = [], []
+    for line, name, label in read_label_rows(path, header=True, key=lambda f: (path.parent / f).resolve()):
+        if not 0 <= label <= 9:
+            raise DataError(f"{path}, line {line}: label {label} is not a digit 0-9")
+        file = path.parent / name
+        if not file.is_file():
+            raise DataError(f"{path}, line {line}: file {file} does not exist")
+        files.append(file)
+        labels.append(label)
     if not files:
         raise DataError(f"{path} lists no samples")
     return files, np.array(labels, np.int64)

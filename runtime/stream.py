@@ -41,7 +41,6 @@ any other registered target (``lava``, ``norse``, ...) runs each window from res
 from __future__ import annotations
 
 import contextlib
-import csv
 import glob
 import json
 import os
@@ -647,26 +646,11 @@ def recordings(spec: str) -> list[Path]:
 
 def read_file_labels(path: str | Path) -> dict[str, int]:
     """``file,label`` rows (a header row is allowed) -> {file name: label}."""
-    labels: dict[str, int] = {}
-    first: dict[str, int] = {}  # file name -> the line that labels it
-    try:
-        rows = list(csv.reader(Path(path).read_text().splitlines()))
-    except OSError as e:
-        raise DataError(f"labels file {path}: {e.strerror or e}") from None
-    for i, row in enumerate(rows, 1):
-        if not row or not "".join(row).strip() or (i == 1 and row[-1].strip().lower() == "label"):
-            continue
-        if len(row) != 2:
-            raise DataError(f"labels file {path}, line {i}: expected file,label, got {row}")
-        name = Path(row[0].strip()).name
-        if name in first:  # (the later label replaced the earlier without a word)
-            raise DataError(f"labels file {path}, line {i}: {name} is labelled again (first on line {first[name]})")
-        first[name] = i
-        try:
-            labels[name] = int(row[1])
-        except ValueError:
-            raise DataError(f"labels file {path}, line {i}: label {row[1]!r} is not an integer") from None
-    return labels
+    from inputs.labels import read_label_rows
+
+    return {
+        Path(file).name: label for _, file, label in read_label_rows(path, header=False, key=lambda f: Path(f).name)
+    }
 
 
 def stream_one(cfg: StreamConfig, file: str) -> dict[str, Any]:

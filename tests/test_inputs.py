@@ -283,7 +283,10 @@ def test_nmnist_folder_with_a_file_listed_twice_or_an_event_off_the_frame_is_ref
         write_nmnist(tmp_path / f"{i}.bin", events((1000 * i, i, 5, 1), (2000 * i + 10, 33, 33, 0)))
     rows = ["file,label", "0.bin,0", "1.bin,1", "2.bin,2", "3.bin,3"]
     (tmp_path / "labels.csv").write_text("\n".join([*rows, "1.bin,1"]) + "\n")
-    with pytest.raises(DataError, match=r"labels\.csv, line 6: file .*1\.bin is listed again \(first on line 3\)"):
+    with pytest.raises(DataError, match=r"labels\.csv, line 6: 1\.bin is listed again \(first on line 3\)"):
+        load_dataset("nmnist", "all", root=tmp_path)
+    (tmp_path / "labels.csv").write_bytes(b"file,label\n\x89\xff,1\n")  # (a UnicodeDecodeError traceback)
+    with pytest.raises(DataError, match=r"labels\.csv is not CSV text \(byte 11 is not UTF-8\)"):
         load_dataset("nmnist", "all", root=tmp_path)
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     ds = load_dataset("nmnist", "all", root=tmp_path)

@@ -287,7 +287,14 @@ def test_many_recordings_errors(event_model, tmp_path, capsys):
     model = str(event_model["fixed"])
     labels = tmp_path / "labels.csv"  # a file labelled twice: the later label replaced the earlier
     labels.write_text("file,label\nr0.h5,1\nr1.h5,7\nr0.h5,3\n")
-    with pytest.raises(DataError, match=r"labels\.csv, line 4: r0\.h5 is labelled again \(first on line 2\)"):
+    with pytest.raises(DataError, match=r"labels\.csv, line 4: r0\.h5 is listed again \(first on line 2\)"):
+        stream_cmd.read_file_labels(labels)
+    labels.write_text("r0.h5,1\nr1.h5,7\n")  # no header: allowed here; one with other columns' names: too
+    assert stream_cmd.read_file_labels(labels) == {"r0.h5": 1, "r1.h5": 7}
+    labels.write_text("label,file\n3,r0.h5\n")
+    assert stream_cmd.read_file_labels(labels) == {"r0.h5": 3}
+    labels.write_bytes(b"r0.h5,1\n\x89PNG\n")  # (a UnicodeDecodeError traceback)
+    with pytest.raises(DataError, match=r"labels\.csv is not CSV text \(byte 8 is not UTF-8\)"):
         stream_cmd.read_file_labels(labels)
     assert stream_cmd.main([str(tmp_path / "*.h5"), "--model", model, "--out", str(tmp_path / "o")]) == 2
     assert "matches no file" in capsys.readouterr().err
