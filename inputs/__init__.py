@@ -14,6 +14,8 @@
 - :mod:`inputs.graph_data`: a graph's inputs (its recorded dataset, another one, an event file or a
   spike array) through the binning its training used.
 - :mod:`inputs.recording`: ``python -m inputs.recording``, one long labelled recording for streaming.
+- :mod:`inputs.labels`: ``file,label`` CSV files (an N-MNIST folder's ``labels.csv``, the stream's
+  ``--file-labels``).
 
 This package imports neither ``train``, ``convert``, ``runtime`` nor ``targets``.
 """
