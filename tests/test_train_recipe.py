@@ -363,6 +363,7 @@ def test_ties_go_to_the_lowest_class_and_are_counted():
     (["--teacher", "t.pt", "--teacher-epochs", "3"], "--teacher-epochs 3 takes effect only with a teacher trained"),
     (["--per-channel", "false"], "--per-channel False takes effect only with --weight-bits"),
     (["--momentum", "0.5"], "--momentum 0.5 takes effect only with --optimizer sgd"),
+    (["--val-fraction", "0", "--select", "last", "--patience", "2"], "--patience 2 takes effect only with a validation"),
     (["--val-data", '{"name": "digits", "split": "test"}', "--val-fraction", "0.2"],
      "--val-fraction 0.2 takes effect only with the validation carve-out (not --val-data)"),
     (["--test-data", '{"name": "event_digits"}', "--test-split", "all"], "--test-split 'all' takes effect only with"),

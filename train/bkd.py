@@ -887,6 +887,7 @@ def check_flags_apply(cfg: TrainConfig) -> None:
         (trains_teacher, ("teacher_model", "teacher_args", "teacher_epochs"),
          "a teacher trained by this run (not --teacher; with --distill none only at --epochs 0)"),
         (not cfg.val_data, ("val_fraction",), "the validation carve-out (not --val-data)"),
+        (cfg.val_fraction > 0 or bool(cfg.val_data), ("patience",), "a validation set (--val-fraction or --val-data)"),
         (not cfg.test_data, ("test_split",), "the test split of --dataset (not --test-data)"),
         (cfg.weight_bits is not None, ("per_channel",), "--weight-bits (quantisation-aware training)"),
         (cfg.optimizer == "sgd", ("momentum",), "--optimizer sgd"),
