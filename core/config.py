@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import ConfigError
+from core.fileio import read_text
 
 C = TypeVar("C")
 
@@ -89,16 +90,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.suffix not in (".json", ".toml"):
         raise ConfigError(f"config file {path} must be a .json or a .toml file (its suffix says which)")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     kind = "TOML" if path.suffix == ".toml" else "JSON"
+    text = read_text(path, "config file", kind, ConfigError)
     try:
-        text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if kind == "TOML" else loads_json(text)
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {path} is not {kind} text (byte {e.start} is not UTF-8)") from None
-    except OSError as e:
-        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, ValueError) as e:
         raise ConfigError(f"config file {path} is not valid {kind}: {e}") from None
     if not isinstance(data, dict):

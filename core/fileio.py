@@ -177,6 +177,19 @@ def move_into(src: Path, dst: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
+def read_text(path: Path, what: str, kind: str, error: type[Exception]) -> str:
+    """A small text file's contents (UTF-8); a missing file, a folder, bytes that are not text and a file
+    that cannot be read raise ``error`` naming ``what`` it is and the file (``kind``: JSON, TOML, CSV)."""
+    if not path.is_file():
+        raise error(f"{what} {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not {kind} text (byte {e.start} is not UTF-8)") from None
+    except OSError as e:
+        raise error(f"{what} {path} cannot be read: {e.strerror or e}") from None
+
+
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
     """Hold back Ctrl-C (SIGINT) until the block ends, then deliver it as the process would have (a

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import DataError
+from core.fileio import read_text
 
 
 def read_label_rows(
@@ -20,13 +21,7 @@ def read_label_rows(
     without its two values, a label that is not an integer and a file listed twice (by ``key`` of its
     field: the later label would replace the earlier, or one sample count twice) are errors naming the
     line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"labels file {path} is not CSV text (byte {e.start} is not UTF-8)") from None
-    except OSError as e:
-        raise DataError(f"labels file {path}: {e.strerror or e}") from None
+    text = read_text(Path(path), "labels file", "CSV", DataError)
     rows = [(i, row) for i, row in enumerate(csv.reader(text.splitlines()), 1) if "".join(row).strip()]
     columns = (0, 1)
     if rows:

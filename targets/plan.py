@@ -774,14 +774,14 @@ def _build_plan(graph: nir.NIRGraph, source: str, dt: float | None, dialect: str
     # our graphs are written in NIR's semantics (or, for a peer library, in its dialect): another dialect ran
     # a float graph in semantics it was not written in, and was ignored in fixed precision
     written = meta.get("dialect") or "nir"
-    if meta and dialect is not None and dialect_of(dialect)[0] != written:
+    asked, (dialect, rules) = dialect, dialect_of(dialect or meta.get("dialect"))
+    if meta and asked is not None and dialect != written:
         raise ConfigError(f"{source} was written by snn-deploy to be run in the {written} dialect: --dialect "
-                          f"{dialect} would run it as that library computes, not as it was written; leave "
+                          f"{asked} would run it as that library computes, not as it was written; leave "
                           "--dialect out (it is for graphs other libraries wrote)")  # fmt: skip
     if meta.get("precision") == "fixed" and dt is not None and dt != meta.get("dt"):  # (it was ignored)
         raise ConfigError(f"{source} is a fixed-precision graph: its decays are integers set at conversion for dt "
                           f"{meta.get('dt')} s, so --dt {dt} would not change them (a float graph's decays follow --dt)")  # fmt: skip
-    dialect, rules = dialect_of(dialect or meta.get("dialect"))
     dt = float(dt if dt is not None else meta.get("dt", rules["dt"]))
 
     if any(isinstance(node, nir.NIRGraph) for node in graph.nodes.values()):
