@@ -31,7 +31,7 @@ import numpy as np
 from core import MAX_STEPS
 from core import fixed as fx_limits
 from core.errors import ConfigError, DataError, ModelError, SnnDeployError
-from core.fileio import torch_save_head
+from core.fileio import torch_save_head, uninterrupted
 
 METADATA_KEY = "snn_deploy"
 SUPPORTED = ("Input", "Output", "Conv1d", "Conv2d", "Affine", "Linear", "Scale", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I",
@@ -616,22 +616,21 @@ def read_graph_file(path: Path) -> nir.NIRGraph:
 
     deadline = READ_SECONDS + path.stat().st_size / READ_BYTES_PER_SECOND
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: read, send the graph (or the error) back, and leave without cleanup
-        try:
-            os.close(r)
-            try:
-                result: tuple[str, Any] = ("graph", nir.read(path, type_check=False))
-            except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
-                result = ("error", _node_problem(path) or f"{type(e).__name__}: {e}")
-            try:
-                payload = pickle.dumps(result)
-            except Exception as e:  # noqa: BLE001 - a graph that cannot be pickled back
-                payload = pickle.dumps(("error", f"{type(e).__name__}: {e}"))
-            with os.fdopen(w, "wb") as f:
-                f.write(payload)
-        finally:
-            os._exit(0)
+    # Ctrl-C during the fork was raised inside its handlers, printed as "Exception ignored" and lost: held
+    # back until the fork is done (the child never leaves the block: it ends in os._exit)
+    pid = 0
+    try:
+        with uninterrupted():
+            pid = os.fork()
+            if pid == 0:
+                _read_in_child(path, r, w)
+    except KeyboardInterrupt:  # (held back until the fork was done: the child is stopped, not left behind)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
+        raise
     os.close(w)
     chunks, end = [], time.monotonic() + deadline
     try:
@@ -655,6 +654,26 @@ def read_graph_file(path: Path) -> nir.NIRGraph:
     if kind == "error":
         raise DataError(f"{path} is not a readable NIR graph ({value}){_other_file_hint(path)}")
     return value
+
+
+def _read_in_child(path: Path, r: int, w: int) -> None:
+    """:func:`read_graph_file`'s child: read the graph, send it (or the error) back, leave without cleanup."""
+    import pickle
+
+    try:
+        os.close(r)
+        try:
+            result: tuple[str, Any] = ("graph", nir.read(path, type_check=False))
+        except Exception as e:  # noqa: BLE001 - h5py and nir raise many types for a bad file
+            result = ("error", _node_problem(path) or f"{type(e).__name__}: {e}")
+        try:
+            payload = pickle.dumps(result)
+        except Exception as e:  # noqa: BLE001 - a graph that cannot be pickled back
+            payload = pickle.dumps(("error", f"{type(e).__name__}: {e}"))
+        with os.fdopen(w, "wb") as f:
+            f.write(payload)
+    finally:
+        os._exit(0)
 
 
 def _other_file_hint(path: Path) -> str:
